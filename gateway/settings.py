@@ -1,0 +1,180 @@
+"""Every setting in one table: name, default, help.
+
+Settings come from, lowest first: the defaults below, a TOML file (``--config`` or
+``LINKLOOP_CONFIG``), then ``LINKLOOP_<SECTION>_<KEY>`` environment variables. An unknown key
+or a value of the wrong kind stops start-up with a message naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SETTINGS", "ConfigError", "Setting", "Settings", "load_settings"]
+
+
+class ConfigError(Exception):
+    """A setting is unknown or has a bad value; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str  # "section.key"
+    default: Any
+    help: str
+    kind: type = str
+    minimum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def env_var(self) -> str:
+        return "LINKLOOP_" + self.name.replace(".", "_").upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server.host", "127.0.0.1", "Address the gateway listens on."),
+    Setting("server.port", 8080, "TCP port the gateway listens on.", int, minimum=0),
+    Setting("server.public_url", "",
+            "Public base URL of share links, e.g. https://go.example.com. "
+            "Empty: http://<host>:<port>."),
+    Setting("server.max_body_bytes", 65536, "Largest API request body accepted.", int,
+            minimum=1024),
+    Setting("server.trust_forwarded", False,
+            "Take the client address from X-Forwarded-For (only behind your own proxy).", bool),
+    Setting("storage.url", "",
+            "Where data lives: sqlite:///path/to/file.db or postgresql://... "
+            "Empty: SQLite under storage.data_dir."),
+    Setting("storage.data_dir", "./data",
+            "Directory for the SQLite file, generated secrets and the click journal."),
+    Setting("auth.secret", "",
+            "HS256 signing key for API tokens. Empty: generated once into data_dir."),
+    Setting("auth.audience", "linkloop", "The `aud` claim tokens must carry."),
+    Setting("auth.token_ttl_days", 30, "Default lifetime of tokens minted by `linkloop token`.",
+            int, minimum=1),
+    Setting("privacy.ip_salt", "",
+            "Salt for hashing client addresses (raw addresses are never stored). "
+            "Empty: generated once into data_dir."),
+    Setting("cache.link_ttl_seconds", 30.0,
+            "How long a share link stays cached in memory before it is read again.", float,
+            minimum=0),
+    Setting("cache.link_max_entries", 100_000, "Most share links kept in memory.", int,
+            minimum=1),
+    Setting("recorder.queue_size", 50_000,
+            "Most clicks held in memory awaiting a write; past this they go to the journal.",
+            int, minimum=1),
+    Setting("recorder.flush_interval_ms", 250,
+            "Longest a click waits in memory before it is written.", int, minimum=1),
+    Setting("recorder.batch_size", 1000, "Most clicks written in one transaction.", int,
+            minimum=1),
+    Setting("recorder.retry_max_seconds", 30.0,
+            "Longest pause between retries while the database is away.", float, minimum=0.1),
+    Setting("stats.timezone", "Asia/Shanghai",
+            "Time zone that decides which day a click counts on."),
+    Setting("log.level", "info", "Lowest level logged.",
+            choices=("debug", "info", "warning", "error")),
+    Setting("log.format", "json", "json: one JSON object a line; console: for people.",
+            choices=("json", "console")),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _coerce(setting: Setting, value: Any, origin: str) -> Any:
+    where = f"{setting.name} (from {origin})"
+    kind = setting.kind
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                result: Any = value
+            elif isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                result = True
+            elif isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+                result = False
+            else:
+                raise ValueError(value)
+        elif kind is int:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError(value)
+            result = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            result = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            result = value
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a valid {kind.__name__}") from None
+    if setting.minimum is not None and result < setting.minimum:
+        raise ConfigError(f"{where}: {result!r} is below the minimum {setting.minimum}")
+    if setting.choices and result not in setting.choices:
+        raise ConfigError(f"{where}: {result!r} is not one of {', '.join(setting.choices)}")
+    return result
+
+
+class Settings:
+    """Resolved settings; read with ``settings["section.key"]``."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with some values replaced, checked like any other source."""
+        values = dict(self._values)
+        for key, value in overrides.items():
+            name = key.replace("__", ".")
+            setting = _BY_NAME.get(name)
+            if setting is None:
+                raise ConfigError(f"unknown setting {name!r}")
+            values[name] = _coerce(setting, value, "override")
+        return Settings(values)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self["storage.data_dir"])
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Defaults, then the TOML file, then the environment. Unknown keys are errors."""
+    environ = os.environ if environ is None else environ
+    values = {s.name: s.default for s in SETTINGS}
+    path = config_file or environ.get("LINKLOOP_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: {section!r} must be a [section] table")
+            for key, value in table.items():
+                setting = _BY_NAME.get(f"{section}.{key}")
+                if setting is None:
+                    raise ConfigError(f"{path}: unknown setting {section}.{key}")
+                values[setting.name] = _coerce(setting, value, str(path))
+    known_env = {s.env_var: s for s in SETTINGS}
+    for var, value in environ.items():
+        if not var.startswith("LINKLOOP_") or var == "LINKLOOP_CONFIG":
+            continue
+        setting = known_env.get(var)
+        if setting is None:
+            # Only names shaped like a setting are ours to refuse; others may be tools'.
+            if var.count("_") >= 2 and not var.startswith("LINKLOOP_TEST_"):
+                raise ConfigError(f"unknown setting in environment: {var}")
+            continue
+        values[setting.name] = _coerce(setting, value, var)
+    return Settings(values)

@@ -1,0 +1,53 @@
+"""One storage contract, engines behind it; ``open_store`` picks one from ``storage.url``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..settings import ConfigError, Settings
+from .base import (
+    METRICS,
+    Click,
+    CodeTaken,
+    Event,
+    Merchant,
+    MerchantExists,
+    Product,
+    StatsRow,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
+
+__all__ = [
+    "METRICS",
+    "Click",
+    "CodeTaken",
+    "Event",
+    "Merchant",
+    "MerchantExists",
+    "Product",
+    "StatsRow",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "open_store",
+]
+
+
+async def open_store(settings: Settings) -> Store:
+    """Open the configured engine with its migrations applied."""
+    url: str = settings["storage.url"]
+    if not url:
+        from .sqlite import SQLiteStore
+
+        return await SQLiteStore.open(settings.data_dir / "linkloop.db")
+    if url.startswith("sqlite:///"):
+        from .sqlite import SQLiteStore
+
+        return await SQLiteStore.open(Path(url.removeprefix("sqlite:///")))
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "storage.url: the PostgreSQL engine is not part of this build yet; "
+            "leave storage.url empty for SQLite")
+    raise ConfigError(f"storage.url: {url!r} is neither sqlite:///PATH nor postgresql://...")

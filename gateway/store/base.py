@@ -1,0 +1,191 @@
+"""The storage contract: what the gateway asks of any engine, and the records it passes.
+
+Every method that reads or changes a merchant's data takes the merchant id and scopes its
+query by it: tenant isolation lives here, not in the callers' good intentions. The one
+unscoped read is ``link(code)``, the shopper's hot path, which returns the product whose
+merchant the share code itself names.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "METRICS",
+    "Click",
+    "CodeTaken",
+    "Event",
+    "EventKind",
+    "Merchant",
+    "MerchantExists",
+    "Product",
+    "StatsRow",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+EventKind = Literal["storefront_open", "entry", "add"]
+GroupBy = Literal["platform", "product", "day"]
+
+#: Rollup counters, in the order reports show them.
+METRICS = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries", "adds")
+
+
+class StoreError(Exception):
+    """Base of the errors an engine raises on purpose."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now; the caller may retry."""
+
+
+class CodeTaken(StoreError):
+    """The share code or slug already belongs to a link."""
+
+
+class MerchantExists(StoreError):
+    """A merchant with that id already exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class Merchant:
+    id: str
+    name: str
+    domains: tuple[str, ...] = ()
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: int
+    merchant_id: str
+    code: str
+    title: str
+    targets: Mapping[str, Mapping[str, str]]
+    image_url: str | None = None
+    price: str | None = None
+    status: Literal["active", "retired"] = "active"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def retired(self) -> bool:
+        return self.status == "retired"
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """One share-link visit: the wristband ``id`` follows the shopper to the WeCom add."""
+
+    id: str
+    merchant_id: str
+    product_id: int
+    ts: float
+    day: str
+    platform: str
+    source: str  # what decided the platform: ua, channel, referer, none
+    visitor: str
+    ip_hash: str
+    bot: bool = False
+    mobile: bool = False
+    os: str = "other"
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened after a click: a storefront open, a WeCom entry, an add."""
+
+    id: str
+    merchant_id: str
+    product_id: int | None
+    kind: EventKind
+    platform: str
+    ts: float
+    day: str
+    click_id: str | None = None
+
+
+@dataclass(slots=True)
+class StatsRow:
+    key: dict[str, Any]
+    clicks: int = 0
+    unique_visitors: int = 0
+    bot_clicks: int = 0
+    storefront_opens: int = 0
+    entries: int = 0
+    adds: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        row = dict(self.key)
+        for name in METRICS:
+            row[name] = getattr(self, name)
+        row.update(self.extra)
+        return row
+
+
+class Store(abc.ABC):
+    """One storage engine. Opened with migrations applied; every call is async."""
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+
+    # --- merchants ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_merchant(self, merchant: Merchant) -> Merchant: ...
+
+    @abc.abstractmethod
+    async def get_merchant(self, merchant_id: str) -> Merchant | None: ...
+
+    # --- products and their links -------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_product(
+        self, merchant_id: str, *, code: str, title: str,
+        targets: Mapping[str, Mapping[str, str]], image_url: str | None, price: str | None,
+    ) -> Product:
+        """Raises CodeTaken when ``code`` is in use."""
+
+    @abc.abstractmethod
+    async def get_product(self, merchant_id: str, product_id: int) -> Product | None: ...
+
+    @abc.abstractmethod
+    async def list_products(
+        self, merchant_id: str, *, limit: int, after_id: int = 0,
+    ) -> Sequence[Product]:
+        """Products by ascending id after ``after_id`` (keyset pagination)."""
+
+    @abc.abstractmethod
+    async def update_product(
+        self, merchant_id: str, product_id: int, changes: Mapping[str, Any],
+    ) -> Product | None:
+        """Apply ``changes`` (title, image_url, price, targets, status); None if not found."""
+
+    @abc.abstractmethod
+    async def link(self, code: str) -> Product | None:
+        """The product behind a share code, active or retired; the hot path's only read."""
+
+    # --- clicks, events and their rollups ---------------------------------------------------
+    @abc.abstractmethod
+    async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
+        """Store raw rows and bump the per-day rollups in one transaction.
+
+        Idempotent: a click or event whose id is already stored is skipped and counts once,
+        so a batch replayed from the journal after an unclear failure never double-counts.
+        """
+
+    @abc.abstractmethod
+    async def stats(
+        self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
+        product_id: int | None = None, platform: str | None = None,
+    ) -> list[StatsRow]:
+        """Rollup sums for one merchant, grouped by platform, product or day."""

@@ -1,0 +1,393 @@
+"""The embedded engine: one SQLite file in WAL mode, worked on two dedicated threads.
+
+Every statement runs off the event loop: writes on one thread (SQLite has one writer
+anyway), reads on another so that a cache-miss lookup on the hot path never queues behind a
+batch of clicks. Each transaction is a plain function run whole on its thread, so it costs
+one hop from the loop, not one per statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .base import (
+    METRICS,
+    Click,
+    CodeTaken,
+    Event,
+    GroupBy,
+    Merchant,
+    MerchantExists,
+    Product,
+    StatsRow,
+    Store,
+    StoreUnavailable,
+)
+from .migrations import SQLITE_MIGRATIONS
+from .rollup import RollupDelta, rollup_deltas
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+R = TypeVar("R", Click, Event)
+
+_PRODUCT_COLUMNS = (
+    "id, merchant_id, code, title, targets, image_url, price, status, created_at, updated_at"
+)
+# SQLite caps bound parameters per statement; stay well below it.
+_CHUNK = 400
+
+
+def _product(row: Sequence[Any]) -> Product:
+    return Product(
+        id=row[0], merchant_id=row[1], code=row[2], title=row[3], targets=json.loads(row[4]),
+        image_url=row[5], price=row[6], status=row[7], created_at=row[8], updated_at=row[9],
+    )
+
+
+def _unseen(rows: Sequence[R], seen: set[str]) -> list[R]:
+    """Rows whose id is not in ``seen`` (nor repeated within ``rows``); marks them seen."""
+    fresh = []
+    for row in rows:
+        if row.id not in seen:
+            seen.add(row.id)
+            fresh.append(row)
+    return fresh
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    @classmethod
+    async def open(cls, path: Path) -> SQLiteStore:
+        store = cls(path)
+        await store._write(store._open_writer)
+        await store._read(store._open_reader)
+        return store
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=10.0)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _open_writer(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        self._write_conn = conn
+        self._migrate(conn)
+
+    def _open_reader(self) -> None:
+        self._read_conn = self._connect()
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                     "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        for version, script in SQLITE_MIGRATIONS:
+            if version in done:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in script.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        def close_write() -> None:
+            if self._write_conn is not None:
+                self._write_conn.close()
+
+        def close_read() -> None:
+            if self._read_conn is not None:
+                self._read_conn.close()
+
+        await self._write(close_write)
+        await self._read(close_read)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._read(lambda: self._rconn.execute("SELECT 1").fetchone())
+
+    # --- plumbing ----------------------------------------------------------------------------
+    @property
+    def _wconn(self) -> sqlite3.Connection:
+        assert self._write_conn is not None, "store is not open"
+        return self._write_conn
+
+    @property
+    def _rconn(self) -> sqlite3.Connection:
+        assert self._read_conn is not None, "store is not open"
+        return self._read_conn
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn)
+        except sqlite3.OperationalError as exc:
+            # Locked, disk full, file gone: the caller may retry later.
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def _read(self, fn: Callable[[], T]) -> T:
+        return await self._run(self._reader, fn)
+
+    async def _write(self, fn: Callable[[], T]) -> T:
+        return await self._run(self._writer, fn)
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
+        def run() -> T:
+            conn = self._wconn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return run
+
+    # --- merchants ---------------------------------------------------------------------------
+    async def create_merchant(self, merchant: Merchant) -> Merchant:
+        created = Merchant(merchant.id, merchant.name, merchant.domains,
+                           merchant.created_at or time.time())
+
+        def insert(conn: sqlite3.Connection) -> Merchant:
+            try:
+                conn.execute(
+                    "INSERT INTO merchants (id, name, domains, created_at) VALUES (?, ?, ?, ?)",
+                    (created.id, created.name, json.dumps(list(created.domains)),
+                     created.created_at),
+                )
+            except sqlite3.IntegrityError:
+                raise MerchantExists(merchant.id) from None
+            return created
+
+        return await self._write(self._transaction(insert))
+
+    async def get_merchant(self, merchant_id: str) -> Merchant | None:
+        def read() -> Merchant | None:
+            row = self._rconn.execute(
+                "SELECT id, name, domains, created_at FROM merchants WHERE id = ?", (merchant_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            return Merchant(row[0], row[1], tuple(json.loads(row[2])), row[3])
+
+        return await self._read(read)
+
+    # --- products ----------------------------------------------------------------------------
+    async def create_product(
+        self, merchant_id: str, *, code: str, title: str,
+        targets: Mapping[str, Mapping[str, str]], image_url: str | None, price: str | None,
+    ) -> Product:
+        now = time.time()
+
+        def insert(conn: sqlite3.Connection) -> Product:
+            try:
+                cur = conn.execute(
+                    "INSERT INTO products (merchant_id, code, title, targets, image_url, price, "
+                    "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+                    (merchant_id, code, title, json.dumps(targets, ensure_ascii=False),
+                     image_url, price, now, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                if "code" in str(exc):
+                    raise CodeTaken(code) from None
+                raise
+            assert cur.lastrowid is not None
+            return Product(id=cur.lastrowid, merchant_id=merchant_id, code=code, title=title,
+                           targets=targets, image_url=image_url, price=price,
+                           created_at=now, updated_at=now)
+
+        return await self._write(self._transaction(insert))
+
+    async def get_product(self, merchant_id: str, product_id: int) -> Product | None:
+        def read() -> Product | None:
+            row = self._rconn.execute(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = ? AND id = ?",
+                (merchant_id, product_id),
+            ).fetchone()
+            return _product(row) if row else None
+
+        return await self._read(read)
+
+    async def list_products(
+        self, merchant_id: str, *, limit: int, after_id: int = 0,
+    ) -> Sequence[Product]:
+        def read() -> list[Product]:
+            rows = self._rconn.execute(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = ? AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (merchant_id, after_id, limit),
+            ).fetchall()
+            return [_product(r) for r in rows]
+
+        return await self._read(read)
+
+    async def update_product(
+        self, merchant_id: str, product_id: int, changes: Mapping[str, Any],
+    ) -> Product | None:
+        allowed = {"title", "image_url", "price", "targets", "status"}
+        assert set(changes) <= allowed, f"unexpected product changes: {set(changes) - allowed}"
+
+        def update(conn: sqlite3.Connection) -> Product | None:
+            values = {k: json.dumps(v, ensure_ascii=False) if k == "targets" else v
+                      for k, v in changes.items()}
+            values["updated_at"] = time.time()
+            assignments = ", ".join(f"{k} = ?" for k in values)
+            conn.execute(
+                f"UPDATE products SET {assignments} WHERE merchant_id = ? AND id = ?",
+                (*values.values(), merchant_id, product_id),
+            )
+            row = conn.execute(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = ? AND id = ?",
+                (merchant_id, product_id),
+            ).fetchone()
+            return _product(row) if row else None
+
+        return await self._write(self._transaction(update))
+
+    async def link(self, code: str) -> Product | None:
+        def read() -> Product | None:
+            row = self._rconn.execute(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE code = ?", (code,)
+            ).fetchone()
+            return _product(row) if row else None
+
+        return await self._read(read)
+
+    # --- clicks, events, rollups -------------------------------------------------------------
+    async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
+        if clicks or events:
+            await self._write(self._transaction(lambda conn: self._record(conn, clicks, events)))
+
+    @staticmethod
+    def _record(conn: sqlite3.Connection, clicks: Sequence[Click], events: Sequence[Event]) -> None:
+        # Skip rows a previous, unclear attempt already stored: replay never double-counts.
+        seen: set[str] = set()
+        for chunk in _chunks([c.id for c in clicks]):
+            marks = ",".join("?" * len(chunk))
+            seen.update(r[0] for r in conn.execute(
+                f"SELECT id FROM clicks WHERE id IN ({marks})", chunk))
+        for chunk in _chunks([e.id for e in events]):
+            marks = ",".join("?" * len(chunk))
+            seen.update(r[0] for r in conn.execute(
+                f"SELECT id FROM events WHERE id IN ({marks})", chunk))
+        new_clicks = _unseen(clicks, seen)
+        new_events = _unseen(events, seen)
+
+        conn.executemany(
+            "INSERT INTO clicks (id, merchant_id, product_id, ts, day, platform, source, "
+            "channel, visitor, ip_hash, bot, mobile, os) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(c.id, c.merchant_id, c.product_id, c.ts, c.day, c.platform, c.source, c.channel,
+              c.visitor, c.ip_hash, int(c.bot), int(c.mobile), c.os) for c in new_clicks],
+        )
+        conn.executemany(
+            "INSERT INTO events (id, merchant_id, product_id, click_id, kind, platform, ts, day) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(e.id, e.merchant_id, e.product_id, e.click_id, e.kind, e.platform, e.ts, e.day)
+             for e in new_events],
+        )
+        # A visitor is unique once per product, platform and day: the first insert wins.
+        first_visits: Counter[tuple[str, int, str, str]] = Counter()
+        visits = sorted({(c.merchant_id, c.product_id, c.day, c.platform, c.visitor)
+                         for c in new_clicks if not c.bot})
+        for chunk in _chunks(visits, _CHUNK // 5):
+            marks = ",".join("(?, ?, ?, ?, ?)" for _ in chunk)
+            params = [v for visit in chunk for v in visit]
+            for row in conn.execute(
+                "INSERT OR IGNORE INTO daily_visitors "
+                "(merchant_id, product_id, day, platform, visitor) "
+                f"VALUES {marks} RETURNING merchant_id, product_id, day, platform",
+                params,
+            ):
+                first_visits[(row[0], row[1], row[2], row[3])] += 1
+        deltas = rollup_deltas(new_clicks, new_events, first_visits)
+        SQLiteStore._bump_rollups(conn, deltas)
+
+    @staticmethod
+    def _bump_rollups(conn: sqlite3.Connection, deltas: Mapping[Any, RollupDelta]) -> None:
+        sets = ", ".join(f"{m} = {m} + excluded.{m}" for m in METRICS)
+        conn.executemany(
+            f"INSERT INTO rollups (merchant_id, product_id, day, platform, {', '.join(METRICS)}) "
+            f"VALUES (?, ?, ?, ?, {', '.join('?' * len(METRICS))}) "
+            f"ON CONFLICT (merchant_id, day, product_id, platform) DO UPDATE SET {sets}",
+            [(*key, *delta.values()) for key, delta in deltas.items()],
+        )
+
+    async def stats(
+        self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
+        product_id: int | None = None, platform: str | None = None,
+    ) -> list[StatsRow]:
+        query, params = stats_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
+                                    product_id=product_id, platform=platform, mark="?")
+
+        def read() -> list[StatsRow]:
+            return [stats_row(by, r) for r in self._rconn.execute(query, params)]
+
+        return await self._read(read)
+
+
+def stats_query(
+    merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
+    product_id: int | None, platform: str | None, mark: str,
+) -> tuple[str, list[Any]]:
+    """The one rollup query both engines run; ``mark`` yields each placeholder in turn."""
+    marks = iter(mark.format(n=i) for i in range(1, 10))
+    params: list[Any] = [merchant_id, from_day, to_day]
+    where = f"r.merchant_id = {next(marks)} AND r.day >= {next(marks)} AND r.day <= {next(marks)}"
+    if product_id is not None:
+        where += f" AND r.product_id = {next(marks)}"
+        params.append(product_id)
+    if platform is not None:
+        where += f" AND r.platform = {next(marks)}"
+        params.append(platform)
+    sums = ", ".join(f"SUM(r.{m})" for m in METRICS)
+    if by == "product":
+        # Joined on the merchant too, so a product id can never reach across tenants.
+        query = (f"SELECT r.product_id, p.code, p.title, {sums} FROM rollups r "
+                 "JOIN products p ON p.id = r.product_id AND p.merchant_id = r.merchant_id "
+                 f"WHERE {where} GROUP BY r.product_id, p.code, p.title ORDER BY r.product_id")
+    else:
+        query = f"SELECT r.{by}, {sums} FROM rollups r WHERE {where} GROUP BY r.{by} ORDER BY r.{by}"
+    return query, params
+
+
+def stats_row(by: GroupBy, row: Sequence[Any]) -> StatsRow:
+    if by == "product":
+        key: dict[str, Any] = {"product_id": row[0], "code": row[1], "title": row[2]}
+        counts = row[3:]
+    else:
+        key = {by: row[0]}
+        counts = row[1:]
+    return StatsRow(key, *(int(c or 0) for c in counts))
