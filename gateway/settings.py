@@ -97,7 +97,7 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
             else:
                 raise ValueError(value)
         elif kind is int:
-            if isinstance(value, bool) or isinstance(value, float):
+            if isinstance(value, (bool, float)):
                 raise ValueError(value)
             result = int(value)
         elif kind is float:

@@ -108,6 +108,8 @@ class Event:
     ts: float
     day: str
     click_id: str | None = None
+    #: For a storefront open: which storefront (platform id) the shopper was sent to.
+    target: str | None = None
 
 
 @dataclass(slots=True)
@@ -120,6 +122,14 @@ class StatsRow:
     entries: int = 0
     adds: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, key: dict[str, Any], counts: Sequence[Any]) -> StatsRow:
+        """A row from its key and the metric sums in ``METRICS`` order (NULL counts as 0)."""
+        row = cls(key)
+        for name, count in zip(METRICS, counts, strict=True):
+            setattr(row, name, int(count or 0))
+        return row
 
     def as_json(self) -> dict[str, Any]:
         row = dict(self.key)

@@ -50,6 +50,7 @@ CREATE TABLE events (
     merchant_id TEXT NOT NULL,
     product_id INTEGER,
     click_id TEXT,
+    target TEXT,
     kind TEXT NOT NULL CHECK (kind IN ('storefront_open', 'entry', 'add')),
     platform TEXT NOT NULL,
     ts REAL NOT NULL,

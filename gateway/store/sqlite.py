@@ -68,8 +68,9 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
@@ -77,16 +78,16 @@ class SQLiteStore(Store):
 
     # --- lifecycle ---------------------------------------------------------------------------
     @classmethod
-    async def open(cls, path: Path) -> SQLiteStore:
-        store = cls(path)
+    async def open(cls, path: Path, busy_timeout: float = 10.0) -> SQLiteStore:
+        """Open (creating and migrating) the file; ``busy_timeout``: seconds to wait on a lock."""
+        store = cls(path, busy_timeout)
         await store._write(store._open_writer)
         await store._read(store._open_reader)
         return store
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=10.0)
-        conn.execute("PRAGMA busy_timeout = 10000")
+                               timeout=self.busy_timeout)
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
@@ -313,18 +314,18 @@ class SQLiteStore(Store):
               c.visitor, c.ip_hash, int(c.bot), int(c.mobile), c.os) for c in new_clicks],
         )
         conn.executemany(
-            "INSERT INTO events (id, merchant_id, product_id, click_id, kind, platform, ts, day) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(e.id, e.merchant_id, e.product_id, e.click_id, e.kind, e.platform, e.ts, e.day)
-             for e in new_events],
+            "INSERT INTO events (id, merchant_id, product_id, click_id, target, kind, platform, "
+            "ts, day) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(e.id, e.merchant_id, e.product_id, e.click_id, e.target, e.kind, e.platform,
+              e.ts, e.day) for e in new_events],
         )
         # A visitor is unique once per product, platform and day: the first insert wins.
         first_visits: Counter[tuple[str, int, str, str]] = Counter()
         visits = sorted({(c.merchant_id, c.product_id, c.day, c.platform, c.visitor)
                          for c in new_clicks if not c.bot})
-        for chunk in _chunks(visits, _CHUNK // 5):
-            marks = ",".join("(?, ?, ?, ?, ?)" for _ in chunk)
-            params = [v for visit in chunk for v in visit]
+        for visit_chunk in _chunks(visits, _CHUNK // 5):
+            marks = ",".join("(?, ?, ?, ?, ?)" for _ in visit_chunk)
+            params = [v for visit in visit_chunk for v in visit]
             for row in conn.execute(
                 "INSERT OR IGNORE INTO daily_visitors "
                 "(merchant_id, product_id, day, platform, visitor) "
@@ -379,7 +380,8 @@ def stats_query(
                  "JOIN products p ON p.id = r.product_id AND p.merchant_id = r.merchant_id "
                  f"WHERE {where} GROUP BY r.product_id, p.code, p.title ORDER BY r.product_id")
     else:
-        query = f"SELECT r.{by}, {sums} FROM rollups r WHERE {where} GROUP BY r.{by} ORDER BY r.{by}"
+        query = (f"SELECT r.{by}, {sums} FROM rollups r WHERE {where} "
+                 f"GROUP BY r.{by} ORDER BY r.{by}")
     return query, params
 
 
@@ -390,4 +392,4 @@ def stats_row(by: GroupBy, row: Sequence[Any]) -> StatsRow:
     else:
         key = {by: row[0]}
         counts = row[1:]
-    return StatsRow(key, *(int(c or 0) for c in counts))
+    return StatsRow.of(key, counts)

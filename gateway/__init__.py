@@ -1,0 +1,3 @@
+"""LinkLoop's gateway: one share link per product, a closed loop into WeCom."""
+
+__all__: list[str] = []

@@ -1,0 +1,104 @@
+"""The app factory: typed keys for every resource, each opened and closed in cleanup_ctx.
+
+Nothing is built at import time; ``create_app(settings)`` wires the routes, and the
+resources come to life when the app starts and go (recorder first, so every click is
+written before storage closes) when it stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from .auth import TokenService
+from .clock import DayClock
+from .detect import Detector
+from .errors import error_middleware
+from .keys import auth_secret, ip_salt
+from .links import LinkCache
+from .pages import Pages
+from .privacy import IpHasher
+from .recorder import Journal, Recorder
+from .settings import Settings
+from .store import Store, open_store
+
+__all__ = [
+    "CLOCK",
+    "DETECTOR",
+    "IP_HASHER",
+    "LINKS",
+    "PAGES",
+    "PUBLIC_URL",
+    "RECORDER",
+    "SETTINGS",
+    "STORE",
+    "TOKENS",
+    "create_app",
+]
+
+log = structlog.get_logger("linkloop.app")
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+RECORDER = web.AppKey("recorder", Recorder)
+LINKS = web.AppKey("links", LinkCache)
+DETECTOR = web.AppKey("detector", Detector)
+TOKENS = web.AppKey("tokens", TokenService)
+PAGES = web.AppKey("pages", Pages)
+CLOCK = web.AppKey("clock", DayClock)
+IP_HASHER = web.AppKey("ip_hasher", IpHasher)
+PUBLIC_URL = web.AppKey("public_url", str)
+
+
+def public_url(settings: Settings) -> str:
+    url = str(settings["server.public_url"]).rstrip("/")
+    return url or f"http://{settings['server.host']}:{settings['server.port']}"
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    store = await open_store(app[SETTINGS])
+    app[STORE] = store
+    app[LINKS] = LinkCache(store, ttl=app[SETTINGS]["cache.link_ttl_seconds"],
+                           max_entries=app[SETTINGS]["cache.link_max_entries"])
+    yield
+    await store.close()
+
+
+async def _recorder(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    recorder = Recorder(
+        app[STORE], Journal(settings.data_dir / "journal"),
+        queue_size=settings["recorder.queue_size"],
+        flush_interval=settings["recorder.flush_interval_ms"] / 1000,
+        batch_size=settings["recorder.batch_size"],
+        retry_max=settings["recorder.retry_max_seconds"],
+    )
+    app[RECORDER] = recorder
+    recorder.start()
+    yield
+    await recorder.close()
+
+
+async def _secrets(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[TOKENS] = TokenService(auth_secret(settings), settings["auth.audience"])
+    app[IP_HASHER] = IpHasher(ip_salt(settings))
+    yield
+
+
+def create_app(settings: Settings) -> web.Application:
+    from . import api, shopper
+
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=settings["server.max_body_bytes"])
+    app[SETTINGS] = settings
+    app[PUBLIC_URL] = public_url(settings)
+    app[CLOCK] = DayClock(settings["stats.timezone"])
+    app[DETECTOR] = Detector()
+    app[PAGES] = Pages()
+    app.cleanup_ctx.extend([_secrets, _storage, _recorder])
+    shopper.setup_routes(app)
+    api.setup_routes(app)
+    return app

@@ -1,0 +1,230 @@
+"""The ``linkloop`` command: serve, merchant, token, detect, stats."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from .settings import ConfigError, Settings, load_settings
+
+__all__ = ["main"]
+
+_TTL = re.compile(r"(\d+)([smhd]?)")
+_TTL_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_MERCHANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}")
+_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
+class CliError(Exception):
+    """A user mistake: printed as one line, exit status 2."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def _run(coro: Awaitable[int]) -> int:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    from .store import open_store
+
+    store = await open_store(settings)
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+# --- serve --------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+    from .demo import demo_ctx
+    from .logs import configure_logging
+
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["server__host"] = args.host
+    if args.port is not None:
+        overrides["server__port"] = args.port
+    settings = _settings(args).with_overrides(**overrides)
+    configure_logging(settings["log.level"], settings["log.format"])
+    app = create_app(settings)
+    if args.demo:
+        app.cleanup_ctx.append(demo_ctx)
+    loop = _new_loop()
+    web.run_app(app, host=settings["server.host"], port=settings["server.port"],
+                access_log=None, print=lambda msg: print(msg, file=sys.stderr), loop=loop)
+    return 0
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (the fastest loop here), the standard loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+# --- merchant create ------------------------------------------------------------------------
+def cmd_merchant_create(args: argparse.Namespace) -> int:
+    from .store import Merchant, MerchantExists
+
+    if not _MERCHANT_ID.fullmatch(args.id):
+        raise CliError("merchant id must be 2-64 of a-z, 0-9, - and _")
+    domains = tuple(d.lower().rstrip(".") for d in args.domain)
+    for domain in domains:
+        if not _DOMAIN.fullmatch(domain):
+            raise CliError(f"--domain {domain!r} is not a host name like shop.example.com")
+
+    async def work(store: Any) -> int:
+        try:
+            merchant = await store.create_merchant(Merchant(args.id, args.name, domains))
+        except MerchantExists:
+            raise CliError(f"merchant {args.id!r} already exists") from None
+        print(json.dumps({"id": merchant.id, "name": merchant.name,
+                          "domains": list(merchant.domains)}, ensure_ascii=False))
+        return 0
+
+    return _run(_with_store(_settings(args), work))
+
+
+# --- token ----------------------------------------------------------------------------------
+def parse_ttl(text: str) -> int:
+    match = _TTL.fullmatch(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise CliError(f"--ttl {text!r}: use a number with s, m, h or d, e.g. 30d")
+    return int(match.group(1)) * _TTL_UNIT[match.group(2)]
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .auth import TokenService
+    from .keys import auth_secret
+
+    settings = _settings(args)
+    ttl = parse_ttl(args.ttl) if args.ttl else settings["auth.token_ttl_days"] * 86400
+
+    async def work(store: Any) -> int:
+        if await store.get_merchant(args.merchant) is None:
+            raise CliError(f"no merchant {args.merchant!r}: create it with `linkloop merchant "
+                           "create` first")
+        tokens = TokenService(auth_secret(settings), settings["auth.audience"])
+        print(tokens.mint(args.merchant, args.role, ttl))
+        return 0
+
+    return _run(_with_store(settings, work))
+
+
+# --- detect ---------------------------------------------------------------------------------
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .detect import Detector
+
+    detector = Detector()
+    if args.ua is not None:
+        print(json.dumps(detector.user_agent(args.ua).as_json()))
+        return 0
+    out = sys.stdout
+    for line in sys.stdin:
+        ua = line.rstrip("\r\n")
+        out.write(json.dumps(detector.user_agent(ua).as_json()))
+        out.write("\n")
+    return 0
+
+
+# --- stats ----------------------------------------------------------------------------------
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .clock import DayClock
+    from .stats import StatsQueryError, parse_stats_query, rows_csv, run_stats
+
+    settings = _settings(args)
+    try:
+        query = parse_stats_query(
+            {"from": args.from_day, "to": args.to_day, "by": args.by,
+             "product": args.product, "platform": args.platform},
+            DayClock(settings["stats.timezone"]).today())
+    except StatsQueryError as exc:
+        raise CliError(f"--{exc.field}: {exc.message}") from None
+
+    async def work(store: Any) -> int:
+        if await store.get_merchant(args.merchant) is None:
+            raise CliError(f"no merchant {args.merchant!r}")
+        rows = [r.as_json() for r in await run_stats(store, args.merchant, query)]
+        if args.csv:
+            sys.stdout.write(rows_csv(query.by, rows))
+        else:
+            print(json.dumps({"from": query.from_day.isoformat(),
+                              "to": query.to_day.isoformat(), "by": query.by, "rows": rows},
+                             ensure_ascii=False))
+        return 0
+
+    return _run(_with_store(settings, work))
+
+
+# --- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from .auth import ROLES
+    from .stats import GROUPINGS
+
+    parser = argparse.ArgumentParser(prog="linkloop", description=__doc__)
+    parser.add_argument("--config", help="TOML settings file (default: $LINKLOOP_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", default=argparse.SUPPRESS, help="TOML settings file")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--demo", action="store_true",
+                       help="seed a demo merchant and products; print a token and links")
+    serve.set_defaults(func=cmd_serve)
+
+    merchant = sub.add_parser("merchant", help="manage merchants")
+    msub = merchant.add_subparsers(dest="action", required=True)
+    create = msub.add_parser("create", help="create a merchant")
+    create.add_argument("id")
+    create.add_argument("--name", required=True)
+    create.add_argument("--domain", action="append", default=[],
+                        help="a domain web targets may use (repeatable; subdomains included)")
+    create.set_defaults(func=cmd_merchant_create)
+
+    token = sub.add_parser("token", help="print a signed API token")
+    token.add_argument("--merchant", required=True)
+    token.add_argument("--role", required=True, choices=ROLES)
+    token.add_argument("--ttl", help="lifetime, e.g. 30d, 12h (default: auth.token_ttl_days)")
+    token.set_defaults(func=cmd_token)
+
+    detect = sub.add_parser("detect", help="classify User-Agents")
+    detect.add_argument("--ua", help="one User-Agent; without it, one a line on stdin")
+    detect.set_defaults(func=cmd_detect)
+
+    stats = sub.add_parser("stats", help="figures from the rollups")
+    stats.add_argument("--merchant", required=True)
+    stats.add_argument("--from", dest="from_day")
+    stats.add_argument("--to", dest="to_day")
+    stats.add_argument("--by", default="platform", choices=GROUPINGS)
+    stats.add_argument("--product")
+    stats.add_argument("--platform")
+    stats.add_argument("--csv", action="store_true")
+    stats.set_defaults(func=cmd_stats)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except (CliError, ConfigError) as exc:
+        print(f"linkloop: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

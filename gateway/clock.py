@@ -1,0 +1,36 @@
+"""Which day a moment counts on, in the merchant-facing time zone, cheaply."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .settings import ConfigError
+
+__all__ = ["DayClock"]
+
+
+class DayClock:
+    """``now()`` gives (timestamp, day); the day string is recomputed only at midnight."""
+
+    def __init__(self, timezone: str) -> None:
+        try:
+            self.zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"stats.timezone: unknown time zone {timezone!r}") from None
+        self._day = ""
+        self._until = 0.0
+
+    def now(self) -> tuple[float, str]:
+        ts = time.time()
+        if ts >= self._until:
+            local = datetime.fromtimestamp(ts, self.zone)
+            self._day = local.date().isoformat()
+            midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(),
+                                        self.zone)
+            self._until = midnight.timestamp()
+        return ts, self._day
+
+    def today(self) -> date:
+        return date.fromisoformat(self.now()[1])

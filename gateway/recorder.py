@@ -1,0 +1,216 @@
+"""Clicks and events leave the hot path through here, and none of them is ever lost.
+
+The request handler appends to an in-memory batch and returns; a background task writes the
+batch to storage at most ``flush_interval`` later (sooner when a batch fills). When storage
+fails, the batch goes to an append-only journal on disk at once and the task retries the
+journal with backoff until storage is back. When memory is full, the click goes straight to
+the journal. On shutdown everything pending is written, or journaled if storage is away;
+the journal is replayed when the gateway next starts. Storage skips ids it already holds,
+so a replay after an unclear failure never counts twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+
+from .store import Click, Event, Store
+
+__all__ = ["Journal", "Recorder"]
+
+log = structlog.get_logger("linkloop.recorder")
+
+Row = Click | Event
+
+
+class Journal:
+    """Append-only JSON lines of rows storage has not confirmed yet."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.pending = directory / "pending.jsonl"
+        self._lock = threading.Lock()
+
+    def append(self, rows: list[Row], *, sync: bool = True) -> None:
+        """Append rows; with ``sync`` they also survive a power cut (blocking: off the loop)."""
+        lines = "".join(
+            json.dumps({"kind": "click" if isinstance(r, Click) else "event",
+                        **dataclasses.asdict(r)}, ensure_ascii=False) + "\n"
+            for r in rows)
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(self.pending, "a", encoding="utf-8") as fh:
+                fh.write(lines)
+                fh.flush()
+                if sync:
+                    os.fsync(fh.fileno())
+
+    def has_rows(self) -> bool:
+        return any(self._files())
+
+    def _files(self) -> Iterator[Path]:
+        if self.directory.exists():
+            yield from sorted(self.directory.glob("replay-*.jsonl"))
+        if self.pending.exists() and self.pending.stat().st_size:
+            yield self.pending
+
+    def claim(self) -> list[Path]:
+        """Move pending rows aside for replay; new spills start a fresh file."""
+        with self._lock:
+            if self.pending.exists() and self.pending.stat().st_size:
+                self.pending.rename(self.directory / f"replay-{time.time_ns()}.jsonl")
+            return list(self._files())
+
+    @staticmethod
+    def read(path: Path) -> tuple[list[Click], list[Event], int]:
+        """The rows of one journal file, and how many lines were unreadable (a torn write)."""
+        clicks: list[Click] = []
+        events: list[Event] = []
+        bad = 0
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    data = json.loads(line)
+                    kind = data.pop("kind")
+                    if kind == "click":
+                        clicks.append(Click(**data))
+                    else:
+                        events.append(Event(**data))
+                except (ValueError, TypeError, KeyError):
+                    bad += 1
+        return clicks, events, bad
+
+
+class Recorder:
+    def __init__(
+        self, store: Store, journal: Journal, *, queue_size: int, flush_interval: float,
+        batch_size: int, retry_max: float,
+    ) -> None:
+        self.store = store
+        self.journal = journal
+        self.queue_size = queue_size
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.retry_max = retry_max
+        self._clicks: list[Click] = []
+        self._events: list[Event] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._retry_delay = 0.0
+        self._overflow_logged_at = 0.0
+        #: Counters for /readyz and the logs.
+        self.written = 0
+        self.journaled = 0
+        self.overflowed = 0
+        self.storage_ok = True
+
+    # --- the hot path's side -----------------------------------------------------------------
+    def click(self, click: Click) -> None:
+        self._add(self._clicks, click)
+
+    def event(self, event: Event) -> None:
+        self._add(self._events, event)
+
+    def _add(self, queue: list[Click] | list[Event], row: Row) -> None:
+        if len(self._clicks) + len(self._events) >= self.queue_size:
+            # Memory is full (storage slow or away): the journal keeps it, never the floor.
+            # No fsync here: this runs on the loop; the page cache outlives the process.
+            self.journal.append([row], sync=False)
+            self.overflowed += 1
+            now = time.monotonic()
+            if now - self._overflow_logged_at > 10:
+                self._overflow_logged_at = now
+                log.warning("recorder.queue_full", queue_size=self.queue_size,
+                            overflowed=self.overflowed)
+            return
+        queue.append(row)  # type: ignore[arg-type]
+        if len(queue) >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._clicks) + len(self._events)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="linkloop-recorder")
+
+    async def close(self) -> None:
+        """Stop the background task, then write (or journal) everything still pending."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        await self._flush()
+        if self.pending:
+            raise RuntimeError("recorder closed with rows neither written nor journaled")
+        log.info("recorder.closed", written=self.written, journaled=self.journaled,
+                 overflowed=self.overflowed)
+
+    async def _run(self) -> None:
+        await self._replay()
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(),
+                                       timeout=max(self.flush_interval, self._retry_delay))
+            self._wake.clear()
+            try:
+                await self._flush()
+                if self.storage_ok and self.journal.has_rows():
+                    await self._replay()
+            except Exception:  # never let the recorder die: it is the only way out
+                log.exception("recorder.unexpected_error")
+
+    async def flush(self) -> None:
+        """Write what is pending now (tests and shutdown)."""
+        await self._flush()
+
+    # --- writing -----------------------------------------------------------------------------
+    async def _flush(self) -> None:
+        while self._clicks or self._events:
+            clicks, self._clicks = self._clicks[: self.batch_size], self._clicks[self.batch_size :]
+            events, self._events = self._events[: self.batch_size], self._events[self.batch_size :]
+            if not await self._write(clicks, events):
+                await asyncio.to_thread(self.journal.append, [*clicks, *events])
+                self.journaled += len(clicks) + len(events)
+
+    async def _write(self, clicks: list[Click], events: list[Event]) -> bool:
+        try:
+            await self.store.record(clicks, events)
+        except Exception as exc:
+            self._retry_delay = min(self.retry_max, max(0.5, self._retry_delay * 2))
+            if self.storage_ok:
+                log.warning("recorder.storage_failed", error=str(exc) or type(exc).__name__,
+                            retry_in=self._retry_delay)
+            self.storage_ok = False
+            return False
+        if not self.storage_ok:
+            log.info("recorder.storage_back")
+        self.storage_ok = True
+        self._retry_delay = 0.0
+        self.written += len(clicks) + len(events)
+        return True
+
+    async def _replay(self) -> None:
+        """Write journaled rows to storage; a file is removed only once all of it is in."""
+        for path in await asyncio.to_thread(self.journal.claim):
+            clicks, events, bad = await asyncio.to_thread(Journal.read, path)
+            if bad:
+                log.warning("recorder.journal_unreadable_lines", file=path.name, lines=bad)
+            for start in range(0, max(len(clicks), len(events)), self.batch_size):
+                end = start + self.batch_size
+                if not await self._write(clicks[start:end], events[start:end]):
+                    return  # storage still away: the file stays for the next try
+            path.unlink()
+            log.info("recorder.journal_replayed", file=path.name, clicks=len(clicks),
+                     events=len(events))

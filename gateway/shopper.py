@@ -1,0 +1,185 @@
+"""The shopper's routes: the share link (the hot path) and the tracked hops after it.
+
+``GET /p/{code}`` never waits on the database when the link is cached: the click goes to the
+recorder's memory and the answer is built from the cached product. Every URL a shopper is
+sent to comes from a stored, adapter-validated target, never from the request.
+"""
+
+from __future__ import annotations
+
+import re
+
+import structlog
+from aiohttp import web
+
+from adapters import by_platform
+
+from .app import (
+    CLOCK,
+    DETECTOR,
+    IP_HASHER,
+    LINKS,
+    PAGES,
+    PUBLIC_URL,
+    RECORDER,
+    SETTINGS,
+    STORE,
+)
+from .detect import Detection
+from .ids import is_token, new_click_id, new_visitor_id
+from .pages import qr_svg
+from .resolve import hop_url, resolve
+from .store import Click, Event, Product
+
+__all__ = ["CHANNEL_PATTERN", "VISITOR_COOKIE", "setup_routes"]
+
+log = structlog.get_logger("linkloop.shopper")
+
+VISITOR_COOKIE = "ll_v"
+_VISITOR_MAX_AGE = 400 * 24 * 3600  # browsers cap cookies at 400 days anyway
+CHANNEL_PATTERN = re.compile(r"[a-z0-9_]{1,32}")
+
+
+def _client_address(request: web.Request) -> str:
+    if request.app[SETTINGS]["server.trust_forwarded"]:
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded:
+            return forwarded.split(",", 1)[0].strip()
+    return request.remote or ""
+
+
+def _detect(request: web.Request) -> tuple[Detection, str | None]:
+    """The shopper's platform and the channel tag, if the link carried a valid one."""
+    channel = request.query.get("ch")
+    if channel is not None and not CHANNEL_PATTERN.fullmatch(channel):
+        channel = None
+    headers = request.headers
+    detection = request.app[DETECTOR].request(
+        headers.get("User-Agent", ""), channel, headers.get("Referer"))
+    return detection, channel
+
+
+def _visitor(request: web.Request) -> tuple[str, bool]:
+    """The visitor id from the cookie, or a new one (True when it must be set)."""
+    cookie = request.cookies.get(VISITOR_COOKIE)
+    if cookie and is_token(cookie):
+        return cookie, False
+    return new_visitor_id(), True
+
+
+def _set_visitor(request: web.Request, response: web.StreamResponse, visitor: str) -> None:
+    response.set_cookie(VISITOR_COOKIE, visitor, max_age=_VISITOR_MAX_AGE, httponly=True,
+                        samesite="Lax", path="/",
+                        secure=request.app[PUBLIC_URL].startswith("https://"))
+
+
+async def _product(request: web.Request) -> Product | web.Response:
+    """The link's product, or the page a shopper sees for an unknown or retired link."""
+    product = await request.app[LINKS].get(request.match_info["code"])
+    pages = request.app[PAGES]
+    if product is None:
+        return pages.message(404, "link_not_found", "链接不存在",
+                             "这个链接不存在，请检查是否完整复制。")
+    if product.retired:
+        return pages.message(410, "link_retired", "商品已下架", "这个商品链接已失效。")
+    return product
+
+
+async def share_link(request: web.Request) -> web.StreamResponse:
+    found = await _product(request)
+    if isinstance(found, web.Response):
+        return found
+    product = found
+    app = request.app
+    detection, channel = _detect(request)
+    visitor, new_visitor = _visitor(request)
+    ts, day = app[CLOCK].now()
+    click_id = new_click_id()
+    # aiohttp runs each request in its own task, so this binding ends with the request.
+    structlog.contextvars.bind_contextvars(click_id=click_id, code=product.code)
+    app[RECORDER].click(Click(
+        id=click_id, merchant_id=product.merchant_id, product_id=product.id, ts=ts, day=day,
+        platform=detection.platform, source=detection.source, channel=channel,
+        visitor=visitor, ip_hash=app[IP_HASHER](_client_address(request)),
+        bot=detection.bot, mobile=detection.mobile, os=detection.os,
+    ))
+    share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
+    response: web.StreamResponse
+    if detection.bot:
+        # Link previews: the product's title and image, no redirect, counted as a bot.
+        response = app[PAGES].render(
+            "preview.html", product=product, share_url=share_url,
+            description=f"{product.title} — 点击查看并购买")
+    else:
+        resolution = resolve(detection, product.targets)
+        if resolution.redirect is not None:
+            response = web.Response(status=302, headers={
+                "Location": resolution.redirect, "Cache-Control": "no-store",
+                "Referrer-Policy": "no-referrer"})
+        else:
+            hops = {front.platform: f"/o/{product.code}/{front.platform}?c={click_id}"
+                    for front in (*resolution.options, *resolution.blocked)}
+            response = app[PAGES].render(
+                "landing.html", product=product, options=resolution.options,
+                blocked=resolution.blocked, guide=resolution.guide, hop_urls=hops,
+                entry_url=None,
+                qr_svg=qr_svg(share_url) if not detection.mobile else None,
+            )
+    if new_visitor:
+        _set_visitor(request, response, visitor)
+    return response
+
+
+async def storefront_hop(request: web.Request) -> web.StreamResponse:
+    """``/o/{code}/{platform}``: count a storefront open, then go to that stored target."""
+    found = await _product(request)
+    if isinstance(found, web.Response):
+        return found
+    product = found
+    platform = request.match_info["platform"]
+    target = product.targets.get(platform)
+    adapter = by_platform(platform)
+    if target is None or adapter is None:
+        return request.app[PAGES].message(404, "storefront_not_found", "链接不存在",
+                                          "这个商品在该平台没有店铺。")
+    detection, _ = _detect(request)
+    url = hop_url(detection, adapter.storefront(dict(target)))
+    if url is None:
+        return request.app[PAGES].message(404, "storefront_not_found", "链接不存在",
+                                          "这个商品在该平台没有可打开的地址。")
+    click_id = request.query.get("c")
+    app = request.app
+    ts, day = app[CLOCK].now()
+    if not detection.bot:
+        app[RECORDER].event(Event(
+            id=new_click_id(), merchant_id=product.merchant_id, product_id=product.id,
+            kind="storefront_open", platform=detection.platform, ts=ts, day=day,
+            click_id=click_id if click_id and is_token(click_id) else None, target=platform,
+        ))
+    return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store",
+                                             "Referrer-Policy": "no-referrer"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when storage answers; the recorder's counters say whether clicks are flowing."""
+    recorder = request.app[RECORDER]
+    body = {"pending": recorder.pending, "written": recorder.written,
+            "journaled": recorder.journaled, "overflowed": recorder.overflowed}
+    try:
+        await request.app[STORE].ping()
+    except Exception as exc:
+        log.warning("readyz.storage_unavailable", error=str(exc))
+        return web.json_response({"status": "unavailable", "storage": "down", **body},
+                                 status=503)
+    return web.json_response({"status": "ready", "storage": "ok", **body})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/p/{code}", share_link, name="share")
+    app.router.add_get("/o/{code}/{platform}", storefront_hop, name="storefront")
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

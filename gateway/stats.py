@@ -1,0 +1,85 @@
+"""Reading the rollups: the one place the API and ``linkloop stats`` parse and render figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, timedelta
+from typing import Any
+
+from adapters import by_platform
+
+from .store import METRICS, StatsRow, Store
+
+__all__ = ["GROUPINGS", "StatsQuery", "StatsQueryError", "parse_stats_query", "rows_csv",
+           "run_stats"]
+
+GROUPINGS = ("platform", "product", "day")
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+
+
+class StatsQueryError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class StatsQuery:
+    def __init__(self, from_day: date, to_day: date, by: str, product_id: int | None,
+                 platform: str | None) -> None:
+        self.from_day = from_day
+        self.to_day = to_day
+        self.by = by
+        self.product_id = product_id
+        self.platform = platform
+
+
+def _day(value: str, field: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise StatsQueryError(field, f"{field} must be a date like 2026-01-31") from None
+
+
+def parse_stats_query(params: dict[str, str | None], today: date) -> StatsQuery:
+    """Checked filters; the range defaults to the last 30 days ending today."""
+    to_text, from_text = params.get("to"), params.get("from")
+    to_day = _day(to_text, "to") if to_text else today
+    from_day = (_day(from_text, "from") if from_text
+                else to_day - timedelta(days=DEFAULT_DAYS - 1))
+    if from_day > to_day:
+        raise StatsQueryError("from", "from must not be after to")
+    if (to_day - from_day).days >= MAX_DAYS:
+        raise StatsQueryError("from", f"a range covers at most {MAX_DAYS} days")
+    by = params.get("by") or "platform"
+    if by not in GROUPINGS:
+        raise StatsQueryError("by", f"by must be one of {', '.join(GROUPINGS)}")
+    product_id = None
+    if params.get("product"):
+        try:
+            product_id = int(params["product"] or "")
+        except ValueError:
+            raise StatsQueryError("product", "product must be a product id") from None
+    platform = params.get("platform") or None
+    if platform is not None and by_platform(platform) is None:
+        raise StatsQueryError("platform", f"unknown platform {platform!r}")
+    return StatsQuery(from_day, to_day, by, product_id, platform)
+
+
+async def run_stats(store: Store, merchant_id: str, query: StatsQuery) -> list[StatsRow]:
+    return await store.stats(
+        merchant_id, from_day=query.from_day.isoformat(), to_day=query.to_day.isoformat(),
+        by=query.by,  # type: ignore[arg-type]
+        product_id=query.product_id, platform=query.platform)
+
+
+def rows_csv(by: str, rows: list[dict[str, Any]]) -> str:
+    keys = ["product_id", "code", "title"] if by == "product" else [by]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*keys, *METRICS])
+    for row in rows:
+        writer.writerow([row[k] for k in keys] + [row[m] for m in METRICS])
+    return out.getvalue()

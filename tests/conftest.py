@@ -1,0 +1,123 @@
+"""Shared fixtures: a real gateway on loopback, real SQLite files under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.app import STORE, TOKENS, create_app
+from gateway.settings import Settings, load_settings
+from gateway.store import Merchant
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# A taobao-app shopper and a desktop browser, reduced to the markers that matter.
+TAOBAO_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 AliApp(TB/10.30.0)"
+DESKTOP_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+              "(KHTML, like Gecko) Chrome/120.0 Safari/537.36")
+BOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base = load_settings(environ={})
+    values: dict[str, Any] = {"storage__data_dir": str(tmp_path / "data"),
+                              "recorder__flush_interval_ms": 50,
+                              "server__public_url": "https://go.test"}
+    values.update(overrides)
+    return base.with_overrides(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+async def client(aiohttp_client: ClientFactory, settings: Settings) -> TestClient[Any, Any]:
+    return await aiohttp_client(create_app(settings))
+
+
+class Tenant:
+    """A merchant with API tokens, made through the real store and token service."""
+
+    def __init__(self, merchant_id: str, token: str, marketing_token: str) -> None:
+        self.id = merchant_id
+        self.token = token
+        self.marketing_token = marketing_token
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def marketing_auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.marketing_token}"}
+
+
+async def add_tenant(client: TestClient[Any, Any], merchant_id: str,
+                     domains: tuple[str, ...] = ("shop.example.com",)) -> Tenant:
+    app = client.app
+    assert app is not None
+    await app[STORE].create_merchant(Merchant(merchant_id, merchant_id.title(), domains))
+    tokens = app[TOKENS]
+    return Tenant(merchant_id, tokens.mint(merchant_id, "merchant", 3600),
+                  tokens.mint(merchant_id, "marketing", 3600))
+
+
+@pytest.fixture
+async def tenant(client: TestClient[Any, Any]) -> Tenant:
+    return await add_tenant(client, "acme")
+
+
+PRODUCT = {
+    "title": "明前龙井 250g",
+    "price": 168,
+    "image_url": "https://img.example.com/tea.jpg",
+    "targets": {
+        "taobao": {"item_id": "600000000001", "share_token": "￥AbC123￥"},
+        "jd": {"sku": "100000000001"},
+        "web": {"url": "https://shop.example.com/tea"},
+    },
+}
+
+
+async def create_product(client: TestClient[Any, Any], tenant: Tenant,
+                         body: dict[str, Any] | None = None) -> dict[str, Any]:
+    resp = await client.post("/api/products", json=body or PRODUCT, headers=tenant.auth)
+    assert resp.status == 201, await resp.text()
+    data: dict[str, Any] = await resp.json()
+    return data
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running ``linkloop`` as a real process against tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINKLOOP_")}
+    env["LINKLOOP_STORAGE_DATA_DIR"] = str(tmp_path / "data")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+LINKLOOP = [sys.executable, "-m", "gateway"]
+
+
+@pytest.fixture
+async def recorder_flushed(client: TestClient[Any, Any]) -> AsyncIterator[Callable[[], Any]]:
+    from gateway.app import RECORDER
+
+    async def flush() -> None:
+        assert client.app is not None
+        await client.app[RECORDER].flush()
+
+    yield flush

@@ -1,0 +1,107 @@
+"""Nothing accepted is lost: storage away, memory full, shutdown, torn journal lines."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from gateway.recorder import Journal, Recorder
+from gateway.store import Click, Merchant
+from gateway.store.sqlite import SQLiteStore
+
+
+def _click(n: int) -> Click:
+    return Click(id=f"c{n:011d}", merchant_id="m1", product_id=1, ts=1.0, day="2026-11-01",
+                 platform="taobao", source="ua", visitor=f"v{n}", ip_hash="h")
+
+
+async def _open(tmp_path: Path) -> SQLiteStore:
+    store = await SQLiteStore.open(tmp_path / "rec.db", busy_timeout=0.05)
+    await store.create_merchant(Merchant("m1", "One"))
+    return store
+
+
+async def _clicks_counted(store: SQLiteStore) -> int:
+    rows = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01", by="platform")
+    return sum(r.clicks for r in rows)
+
+
+def _recorder(store: SQLiteStore, tmp_path: Path, **kw: float) -> Recorder:
+    options = {"queue_size": 1000, "flush_interval": 0.02, "batch_size": 100,
+               "retry_max": 0.1, **kw}
+    return Recorder(store, Journal(tmp_path / "journal"), **options)  # type: ignore[arg-type]
+
+
+async def test_clicks_reach_storage_within_the_flush_interval(tmp_path: Path) -> None:
+    store = await _open(tmp_path)
+    recorder = _recorder(store, tmp_path, flush_interval=0.25)
+    recorder.start()
+    for n in range(10):
+        recorder.click(_click(n))
+    await asyncio.sleep(0.5)
+    assert await _clicks_counted(store) == 10
+    await recorder.close()
+    await store.close()
+
+
+async def test_storage_away_then_back_loses_nothing(tmp_path: Path) -> None:
+    store = await _open(tmp_path)
+    recorder = _recorder(store, tmp_path)
+    recorder.start()
+    # Another process holds the database: every write fails until it lets go.
+    blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    for n in range(50):
+        recorder.click(_click(n))
+    await asyncio.sleep(0.3)
+    assert recorder.journaled == 50 and not recorder.storage_ok
+    assert (tmp_path / "journal").exists()
+    for n in range(50, 60):
+        recorder.click(_click(n))
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if recorder.storage_ok and not recorder.journal.has_rows() and not recorder.pending:
+            break
+    assert await _clicks_counted(store) == 60
+    await recorder.close()
+    await store.close()
+
+
+async def test_full_memory_spills_to_the_journal_and_is_replayed(tmp_path: Path) -> None:
+    store = await _open(tmp_path)
+    recorder = _recorder(store, tmp_path, queue_size=5, flush_interval=60)
+    for n in range(20):
+        recorder.click(_click(n))
+    assert recorder.pending == 5 and recorder.overflowed == 15
+    recorder.start()  # the first thing the task does is replay the journal
+    await asyncio.sleep(0.2)
+    await recorder.close()
+    assert await _clicks_counted(store) == 20
+    await store.close()
+
+
+async def test_shutdown_with_storage_away_journals_and_next_start_replays(tmp_path: Path) -> None:
+    store = await _open(tmp_path)
+    recorder = _recorder(store, tmp_path, flush_interval=60)
+    recorder.start()
+    blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    for n in range(30):
+        recorder.click(_click(n))
+    await recorder.close()
+    assert recorder.journaled == 30
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    # A torn last line (the process died mid-write) is skipped, not fatal.
+    with open(tmp_path / "journal" / "pending.jsonl", "a") as fh:
+        fh.write('{"kind": "click", "id": "c0')
+    again = _recorder(store, tmp_path)
+    again.start()
+    await asyncio.sleep(0.2)
+    await again.close()
+    assert await _clicks_counted(store) == 30
+    assert not again.journal.has_rows()
+    await store.close()

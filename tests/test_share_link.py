@@ -1,0 +1,169 @@
+"""The shopper's side over loopback: share link, landing page, previews, hops, visitors."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.app import RECORDER, STORE
+
+from .conftest import BOT_UA, DESKTOP_UA, TAOBAO_UA, Tenant, create_product
+
+
+async def _stats(client: TestClient[Any, Any], tenant: Tenant, by: str = "platform") -> dict[str, Any]:
+    assert client.app is not None
+    await client.app[RECORDER].flush()
+    resp = await client.get(f"/api/stats?by={by}", headers=tenant.auth)
+    assert resp.status == 200
+    return {row[by if by != "product" else "product_id"]: row for row in (await resp.json())["rows"]}
+
+
+async def test_shopper_in_taobao_goes_straight_to_the_item(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    product = await create_product(client, tenant)
+    resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
+                            allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"] == "https://item.taobao.com/item.htm?id=600000000001"
+    assert "ll_v" in resp.cookies
+
+
+async def test_desktop_browser_gets_a_landing_page_with_tracked_storefronts(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    product = await create_product(client, tenant)
+    resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": DESKTOP_UA})
+    assert resp.status == 200 and resp.content_type == "text/html"
+    page = await resp.text()
+    assert "明前龙井 250g" in page and "¥168.00" in page
+    hops = re.findall(r'href="(/o/[^"]+)"', page)
+    assert hops, page
+    assert all(h.startswith(f"/o/{product['code']}/") and "?c=" in h for h in hops)
+    assert "<svg" in page  # a QR code of the share link for the phone
+
+
+async def test_bots_get_a_preview_and_count_only_as_bot_clicks(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    product = await create_product(client, tenant)
+    resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": BOT_UA},
+                            allow_redirects=False)
+    assert resp.status == 200
+    page = await resp.text()
+    assert '<meta property="og:title" content="明前龙井 250g">' in page
+    assert '<meta property="og:image" content="https://img.example.com/tea.jpg">' in page
+    rows = await _stats(client, tenant)
+    assert rows["web"]["bot_clicks"] == 1
+    assert rows["web"]["clicks"] == 0 and rows["web"]["unique_visitors"] == 0
+
+
+async def test_unknown_and_retired_links_get_plain_pages(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    resp = await client.get("/p/doesnotexist")
+    assert resp.status == 404 and resp.content_type == "text/html"
+    assert "link_not_found" in await resp.text()
+    product = await create_product(client, tenant)
+    await client.delete(f"/api/products/{product['id']}", headers=tenant.auth)
+    resp = await client.get(f"/p/{product['code']}", allow_redirects=False)
+    assert resp.status == 410 and "link_retired" in await resp.text()
+    resp = await client.get("/nowhere")
+    assert resp.status == 404 and resp.content_type == "text/html"
+
+
+async def test_repeat_clicks_with_one_cookie_are_one_unique_visitor(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    product = await create_product(client, tenant)
+    first = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
+                             allow_redirects=False)
+    visitor = first.cookies["ll_v"].value
+    for _ in range(3):
+        again = await client.get(f"/p/{product['code']}", allow_redirects=False,
+                                 headers={"User-Agent": TAOBAO_UA, "Cookie": f"ll_v={visitor}"})
+        assert "ll_v" not in again.cookies  # the cookie is kept, not replaced
+    client.session.cookie_jar.clear()
+    await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
+                     allow_redirects=False)
+    rows = await _stats(client, tenant)
+    assert rows["taobao"]["clicks"] == 5
+    assert rows["taobao"]["unique_visitors"] == 2
+
+
+async def test_storefront_hop_counts_an_open_and_goes_only_to_the_stored_target(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    product = await create_product(client, tenant)
+    code = product["code"]
+    resp = await client.get(f"/o/{code}/jd?c=AbCdEf123456&url=https://evil.example.net/",
+                            headers={"User-Agent": DESKTOP_UA}, allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"].startswith("https://item.m.jd.com/product/100000000001")
+    # A platform the product has no target on, or no platform at all, goes nowhere.
+    assert (await client.get(f"/o/{code}/pinduoduo", allow_redirects=False)).status == 404
+    assert (await client.get(f"/o/{code}/nosuch", allow_redirects=False)).status == 404
+    rows = await _stats(client, tenant)
+    assert rows["web"]["storefront_opens"] == 1
+    assert client.app is not None
+    store = client.app[STORE]
+    # The open carries the click id it was handed, so it joins to its click.
+    conn = store._rconn  # type: ignore[attr-defined]
+    assert conn.execute("SELECT click_id, target FROM events").fetchall() == [
+        ("AbCdEf123456", "jd")]
+
+
+async def test_no_request_can_choose_the_redirect(client: TestClient[Any, Any], tenant: Tenant) -> None:
+    product = await create_product(client, tenant)
+    evil = "https://evil.example.net/"
+    for path in (f"/p/{product['code']}?url={evil}&redirect={evil}&next={evil}",
+                 f"/p/{product['code']}?ch=web&target={evil}"):
+        for ua in (TAOBAO_UA, DESKTOP_UA, BOT_UA, ""):
+            resp = await client.get(path, headers={"User-Agent": ua, "Referer": evil},
+                                    allow_redirects=False)
+            assert "evil" not in resp.headers.get("Location", ""), (path, ua)
+            assert "evil.example.net" not in await resp.text()
+
+
+async def test_raw_addresses_are_never_stored(client: TestClient[Any, Any], tenant: Tenant) -> None:
+    product = await create_product(client, tenant)
+    await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
+                     allow_redirects=False)
+    assert client.app is not None
+    await client.app[RECORDER].flush()
+    db = (client.app[STORE].path).read_bytes()  # type: ignore[attr-defined]
+    wal = client.app[STORE].path.with_name("linkloop.db-wal")  # type: ignore[attr-defined]
+    blob = db + (wal.read_bytes() if wal.exists() else b"")
+    assert b"127.0.0.1" not in blob
+    row = client.app[STORE]._rconn.execute("SELECT ip_hash FROM clicks").fetchone()  # type: ignore[attr-defined]
+    assert re.fullmatch(r"[0-9a-f]{24}", row[0])
+
+
+async def test_click_id_is_bound_on_every_log_line_of_the_request(
+    aiohttp_client: Any, tmp_path: Any, capsys: Any,
+) -> None:
+    from gateway.app import create_app
+    from gateway.logs import configure_logging
+
+    from .conftest import add_tenant, make_settings
+
+    configure_logging("info", "json")
+    # A one-row queue: the second click overflows to the journal, which the request logs.
+    client = await aiohttp_client(create_app(make_settings(
+        tmp_path, recorder__queue_size=1, recorder__flush_interval_ms=60_000)))
+    tenant = await add_tenant(client, "acme")
+    product = await create_product(client, tenant)
+    capsys.readouterr()
+    for _ in range(2):
+        resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
+                                allow_redirects=False)
+        assert resp.status == 302
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+             if line.startswith("{")]
+    full = [line for line in lines if line["event"] == "recorder.queue_full"]
+    assert len(full) == 1
+    assert re.fullmatch(r"[0-9A-Za-z]{12}", full[0]["click_id"])
+    assert full[0]["code"] == product["code"]
