@@ -2,7 +2,8 @@
 
 An adapter answers three questions about one platform:
 
-* *is the shopper inside my app?* -- ``claims(user_agent)``, from ``ua_markers``;
+* *is the shopper inside my app?* -- ``claims(user_agent)``, from ``ua_markers`` (any one),
+  ``ua_requires`` (all of them), ``ua_excludes`` (none of them) and ``ua_pattern``;
 * *what can my app open?* -- ``opens`` (target platforms whose storefront links the app opens
   in place) and ``blocks_web`` (whether outside web links need the open-in-browser guide);
 * *how is a product of mine reached?* -- ``validate_target`` (the merchant's fields) and
@@ -10,6 +11,9 @@ An adapter answers three questions about one platform:
 
 Identity lives in class attributes so a reader sees a platform at a glance; behaviour that
 differs lives in a small override.
+
+User-Agent markers are matched case-insensitively: the same app is seen with ``BaiduBoxApp``
+and ``baiduboxapp``, and some fixtures (and proxies) lower-case the whole header.
 """
 
 from __future__ import annotations
@@ -18,14 +22,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 __all__ = [
+    "MINI_PATH_PATTERN",
+    "MINI_QUERY_PATTERN",
     "Adapter",
     "Storefront",
     "Target",
     "TargetError",
+    "check_https_url",
+    "encode",
     "host_is_within",
+    "strip_mini_program_fields",
 ]
 
 #: A validated target: the adapter's own fields, plain strings only.
@@ -35,6 +44,15 @@ Target = dict[str, str]
 COMMON_OPTIONAL_FIELDS = ("share_token", "url")
 _MAX_FIELD_LENGTH = 2048
 _MAX_SHARE_TOKEN_LENGTH = 512
+# C0 controls and DEL: never part of an id, a path or a share token; they break headers.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+#: A mini-program page path (``pages/item/index``), no query, at most 256 characters. A
+#: leading ``/`` is accepted and dropped: WeChat's plain-text scheme refuses it.
+MINI_PATH_PATTERN = r"(?=.{1,256}\Z)/?[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*"
+#: A mini-program launch query (``id=42&from=share``): WeChat's documented character set and
+#: 512-character limit; Alipay takes the same shape. A leading ``?`` is accepted and dropped.
+MINI_QUERY_PATTERN = r"\??[A-Za-z0-9!#$&'()*+,/:;=?@._~%-]{1,512}"
 
 
 class TargetError(ValueError):
@@ -64,26 +82,43 @@ class Storefront:
 def host_is_within(host: str, allowed: tuple[str, ...] | list[str]) -> bool:
     """True when ``host`` is one of ``allowed`` or a subdomain of one."""
     host = host.lower().rstrip(".")
-    return any(host == a or host.endswith("." + a) for a in allowed)
+    for domain in allowed:
+        domain = domain.lower().rstrip(".")
+        if domain and (host == domain or host.endswith("." + domain)):
+            return True
+    return False
+
+
+def encode(value: str) -> str:
+    """Percent-encode a whole query value (``=``, ``&``, ``/`` and ``?`` included)."""
+    return quote(value, safe="")
 
 
 def check_https_url(value: object, field: str, allowed_hosts: tuple[str, ...] | list[str]) -> str:
-    """An absolute http(s) URL on one of ``allowed_hosts``; anything else is refused."""
+    """An absolute https URL on one of ``allowed_hosts``; anything else is refused."""
     if not isinstance(value, str) or not value:
         raise TargetError("invalid_url", f"{field} must be a URL string", field)
     if len(value) > _MAX_FIELD_LENGTH:
         raise TargetError("invalid_url", f"{field} is longer than {_MAX_FIELD_LENGTH}", field)
-    if any(c.isspace() or ord(c) < 0x20 for c in value):
-        raise TargetError("invalid_url", f"{field} contains whitespace or control characters", field)
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise TargetError("invalid_url", f"{field} must be an absolute http(s) URL", field)
-    if parts.username or parts.password:
+    if any(c.isspace() or ord(c) < 0x20 or c == "\\" for c in value):
+        raise TargetError("invalid_url", f"{field} contains whitespace, backslashes or control "
+                          "characters", field)
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 -- raises ValueError on a malformed port
+    except ValueError:
+        raise TargetError("invalid_url", f"{field} is not a valid URL", field) from None
+    # In-app browsers warn on (or refuse) plain http, and a storefront link is a redirect
+    # target: https only.
+    if parts.scheme != "https" or not hostname:
+        raise TargetError("invalid_url", f"{field} must be an absolute https URL", field)
+    if parts.username is not None or parts.password is not None:
         raise TargetError("invalid_url", f"{field} must not carry credentials", field)
-    if not host_is_within(parts.hostname, allowed_hosts):
+    if not host_is_within(hostname, allowed_hosts):
         raise TargetError(
             "host_not_allowed",
-            f"{field} host {parts.hostname!r} is not one of: {', '.join(allowed_hosts) or 'none'}",
+            f"{field} host {hostname!r} is not one of: {', '.join(allowed_hosts) or 'none'}",
             field,
         )
     return value
@@ -96,15 +131,21 @@ class Adapter:
     platform: ClassVar[str]
     #: The name shoppers see on the landing page.
     label: ClassVar[str]
-    #: User-Agent substrings that mean "inside this app" (case-sensitive, any one matches).
+    #: User-Agent substrings that mean "inside this app" (case-insensitive, any one matches).
     ua_markers: ClassVar[tuple[str, ...]] = ()
+    #: Substrings that must *also* all be present (a mini-program web-view inside WeChat).
+    ua_requires: ClassVar[tuple[str, ...]] = ()
     #: Substrings that veto a marker match (an overseas sibling app, a preview bot...).
     ua_excludes: ClassVar[tuple[str, ...]] = ()
+    #: A regular expression the lower-cased User-Agent must also contain, for a marker too
+    #: short to trust as a plain substring (QQ's ``QQ/<digits>``).
+    ua_pattern: ClassVar[str | None] = None
     #: Referer hosts (and their subdomains) that mean the shopper came from this app.
     referer_hosts: ClassVar[tuple[str, ...]] = ()
     #: Hosts a target URL on this platform may point to (and their subdomains).
     owned_hosts: ClassVar[tuple[str, ...]] = ()
     #: Required target fields, as alternatives: the target must have every field of one set.
+    #: Empty for an app that has no storefront of its own: it cannot be a product target.
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = ()
     #: Optional target fields beyond ``share_token`` and ``url``.
     optional_fields: ClassVar[tuple[str, ...]] = ()
@@ -113,36 +154,77 @@ class Adapter:
     #: Target platforms whose storefront this app opens in place when the shopper taps it.
     opens: ClassVar[frozenset[str]] = frozenset()
     #: True when the app blocks outside web links (the landing page shows the browser guide).
+    #: Always the same as ``"web" not in opens``; kept as its own name for readers.
     blocks_web: ClassVar[bool] = False
+    #: The mini-program platform this app runs natively, whose target is reached by its
+    #: mini-program link (WeChat: ``wechat_miniprogram``). Alipay and Douyin mini-programs are
+    #: their own platform's targets.
+    miniprogram_platform: ClassVar[str | None] = None
     #: True for a platform a shopper can be *in* (every app); False for target-only entries.
     is_app: ClassVar[bool] = True
-    #: User-Agent fragments this adapter must claim and no other adapter may (tests).
+    #: Short synthetic User-Agent fragments this adapter must win in detection (tests).
     ua_samples: ClassVar[tuple[str, ...]] = ()
 
     _compiled: ClassVar[dict[str, re.Pattern[str]]]
+    _markers_lc: ClassVar[tuple[str, ...]]
+    _requires_lc: ClassVar[tuple[str, ...]]
+    _excludes_lc: ClassVar[tuple[str, ...]]
+    _ua_re: ClassVar[re.Pattern[str] | None]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._compiled = {f: re.compile(p) for f, p in cls.field_patterns.items()}
+        cls._markers_lc = tuple(m.lower() for m in cls.ua_markers)
+        cls._requires_lc = tuple(m.lower() for m in cls.ua_requires)
+        cls._excludes_lc = tuple(m.lower() for m in cls.ua_excludes)
+        cls._ua_re = re.compile(cls.ua_pattern) if cls.ua_pattern else None
 
     # --- is the shopper inside my app? -------------------------------------------------------
     def claims(self, user_agent: str) -> bool:
-        return any(m in user_agent for m in self.ua_markers) and not any(
-            x in user_agent for x in self.ua_excludes
-        )
+        return self.claims_lowered(user_agent.lower())
+
+    def claims_lowered(self, lowered: str) -> bool:
+        """``claims`` for a User-Agent already lower-cased (the detector lowers it once)."""
+        # Plain loops, not any()/all() over generators: this runs ~20 times per click.
+        for marker in self._markers_lc:
+            if marker in lowered:
+                break
+        else:
+            return False
+        for required in self._requires_lc:
+            if required not in lowered:
+                return False
+        for excluded in self._excludes_lc:
+            if excluded in lowered:
+                return False
+        return self._ua_re is None or self._ua_re.search(lowered) is not None
 
     # --- how is a product of mine reached? ---------------------------------------------------
+    @property
+    def is_target(self) -> bool:
+        """True when a product can have a storefront on this platform."""
+        return bool(self.target_fields)
+
     def validate_target(self, raw: object, *, web_domains: tuple[str, ...] = ()) -> Target:
         """Check a merchant's target for this platform and return its normalised fields."""
+        if not self.target_fields:
+            raise TargetError(
+                "unsupported_platform",
+                f"{self.platform} is an app shoppers browse in, with no storefront of its own; "
+                "give the product's web, mini-program or shop targets instead",
+                self.platform,
+            )
         if not isinstance(raw, Mapping):
-            raise TargetError("invalid_target", f"target {self.platform} must be an object")
+            raise TargetError("invalid_target", f"target {self.platform} must be an object",
+                              self.platform)
         allowed = {f for group in self.target_fields for f in group}
         allowed |= set(self.optional_fields) | set(COMMON_OPTIONAL_FIELDS)
-        unknown = sorted(set(raw) - allowed)
+        unknown = sorted(str(k) for k in set(raw) - allowed)
         if unknown:
+            fields = ", ".join(sorted(allowed))
             raise TargetError(
                 "unknown_field",
-                f"{self.platform} has no field {unknown[0]!r}; fields: {', '.join(sorted(allowed))}",
+                f"{self.platform} has no field {unknown[0]!r}; fields: {fields}",
                 f"{self.platform}.{unknown[0]}",
             )
         target: Target = {}
@@ -158,15 +240,36 @@ class Adapter:
             limit = _MAX_SHARE_TOKEN_LENGTH if name == "share_token" else _MAX_FIELD_LENGTH
             if len(text) > limit:
                 raise TargetError("invalid_field", f"{path} is longer than {limit}", path)
+            if _CONTROL.search(text):
+                raise TargetError("invalid_field", f"{path} contains control characters", path)
             pattern = self._compiled.get(name)
             if pattern is not None and not pattern.fullmatch(text):
                 raise TargetError("invalid_field", f"{path} {text!r} is not a valid {name}", path)
             target[name] = text
-        if self.target_fields and not any(all(f in target for f in g) for g in self.target_fields):
-            wanted = " or ".join(" + ".join(g) for g in self.target_fields)
-            raise TargetError("missing_field", f"{self.platform} needs {wanted}", self.platform)
+        self._check_groups(target)
+        target = self.normalize(target)
         if "url" in target:
             target["url"] = self.check_url(target["url"], f"{self.platform}.url", web_domains)
+        return target
+
+    def _check_groups(self, target: Target) -> None:
+        """One whole alternative is required, and no alternative may be given half-way."""
+        wanted = " or ".join(" + ".join(g) for g in self.target_fields)
+        for group in self.target_fields:
+            given = [f for f in group if f in target]
+            if given and len(given) < len(group):
+                missing = next(f for f in group if f not in target)
+                raise TargetError(
+                    "missing_field",
+                    f"{self.platform}.{given[0]} needs {missing} too ({self.platform} needs "
+                    f"{wanted})",
+                    f"{self.platform}.{missing}",
+                )
+        if not any(all(f in target for f in g) for g in self.target_fields):
+            raise TargetError("missing_field", f"{self.platform} needs {wanted}", self.platform)
+
+    def normalize(self, target: Target) -> Target:
+        """Put accepted variants in their one stored form (a hook; most ids need nothing)."""
         return target
 
     def check_url(self, url: str, field: str, web_domains: tuple[str, ...]) -> str:
@@ -191,3 +294,15 @@ class Adapter:
 
     def __repr__(self) -> str:
         return f"<adapter {self.platform}>"
+
+
+def strip_mini_program_fields(target: Target, path_field: str) -> Target:
+    """Drop the leading ``/`` of a page path and the leading ``?`` of a query."""
+    out = dict(target)
+    if path_field in out:
+        out[path_field] = out[path_field].lstrip("/")
+    if "query" in out:
+        out["query"] = out["query"].lstrip("?")
+        if not out["query"]:
+            del out["query"]
+    return out

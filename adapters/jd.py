@@ -1,10 +1,18 @@
-"""JD (京东): the JD app's web-view carries ``jdapp;`` at the start of its User-Agent."""
+"""JD (京东): the JD app's web-view starts its User-Agent with ``jdapp;``.
+
+Why these markers: the JD app writes ``jdapp;<os>;<version>;`` (JD Lite ``jdltapp;``) at the
+start of its User-Agent; nothing else writes ``jdapp;``.
+
+As a target: ``sku`` (numeric), at ``item.m.jd.com`` and by the ``openapp.jdmobile`` scheme.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import ClassVar
 
-from .base import Adapter, Target
+from .base import Adapter, Target, encode
 
 __all__ = ["JD"]
 
@@ -12,13 +20,23 @@ __all__ = ["JD"]
 class JD(Adapter):
     platform = "jd"
     label = "京东"
-    ua_markers = ("jdapp;",)
-    referer_hosts = ("jd.com",)
-    owned_hosts = ("jd.com", "3.cn")
+    ua_markers = ("jdapp;", "jdltapp;")
+    referer_hosts = ("jd.com", "3.cn")
+    owned_hosts = ("jd.com", "3.cn", "jd.hk")
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("sku",),)
-    field_patterns = {"sku": r"[0-9]{4,20}"}
+    field_patterns: ClassVar[Mapping[str, str]] = {"sku": r"[0-9]{4,20}"}
+    # JD's web-view opens its own items and ordinary web pages; Taobao and the other shops are
+    # rivals it does not open in place.
     opens = frozenset({"jd", "web"})
-    ua_samples = ("jdapp;iPhone;12.1.0;;;M/5.0;appBuild/168960;Mozilla/5.0 (iPhone)",)
+    ua_samples = (
+        "jdapp;iPhone;13.2.0;;;M/5.0;appBuild/169370;Mozilla/5.0 (iPhone) Mobile/15E148",
+        "jdltapp;android;6.0.0;;;appBuild/2611;Mozilla/5.0 (Linux; Android 13; wv)",
+    )
 
     def web_url(self, target: Target) -> str | None:
         return f"https://item.m.jd.com/product/{target['sku']}.html"
+
+    def app_url(self, target: Target) -> str | None:
+        params = json.dumps({"category": "jump", "des": "productDetail", "skuId": target["sku"]},
+                            separators=(",", ":"))
+        return f"openapp.jdmobile://virtual?params={encode(params)}"

@@ -1,7 +1,15 @@
-"""Taobao (淘宝): the Alibaba app whose User-Agent carries ``AliApp(TB/...)``."""
+"""Taobao (淘宝): the Alibaba app whose User-Agent carries ``AliApp(TB/...)``.
+
+Why this marker: Alibaba apps share ``AliApp(<code>/<version>)`` and the ``WindVane`` engine;
+``TB`` is Taobao. Neither ``WindVane`` nor a ``TTID/..@taobao_`` tag alone is used: other apps
+embed Taobao's SDK (Weibo's web-view carries ``WindVane``).
+
+As a target: ``item_id`` (numeric). A Taobao 口令 goes in ``share_token``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from .base import Adapter, Target
@@ -13,13 +21,17 @@ class Taobao(Adapter):
     platform = "taobao"
     label = "淘宝"
     ua_markers = ("AliApp(TB/",)
-    referer_hosts = ("taobao.com", "m.taobao.com")
+    referer_hosts = ("taobao.com", "tb.cn")
     owned_hosts = ("taobao.com", "tb.cn")
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("item_id",),)
-    field_patterns = {"item_id": r"[0-9]{5,20}"}
+    field_patterns: ClassVar[Mapping[str, str]] = {"item_id": r"[0-9]{5,20}"}
+    # Taobao opens its own and Tmall items; outside web links and other shops are blocked.
     opens = frozenset({"taobao", "tmall"})
     blocks_web = True
-    ua_samples = ("Mozilla/5.0 (iPhone) AliApp(TB/10.30.0) WindVane/8.7.2",)
+    ua_samples = (
+        "Mozilla/5.0 (iPhone) Mobile/15E148 AliApp(TB/10.30.0) WindVane/8.7.2 1170x2532",
+        "Mozilla/5.0 (Linux; Android 13) AliApp(TB/10.30.0) UCBS/3.22 WindVane/8.5.0",
+    )
 
     def web_url(self, target: Target) -> str | None:
         return f"https://item.taobao.com/item.htm?id={target['item_id']}"

@@ -1,0 +1,58 @@
+"""Alipay (支付宝): ``AliApp(AP/`` or ``AlipayClient/`` in the User-Agent; a target too.
+
+Why these markers: Alibaba apps share ``AliApp(<code>/<version>)`` and the ``WindVane``
+engine; ``AP`` is Alipay, which also writes ``AlipayClient/<version>``. ``WindVane`` alone is
+never used (Weibo embeds it too).
+
+As a target: an Alipay mini-program, ``appid`` (16 digits) + ``page`` (+ ``query``), reached
+by ``alipays://platformapi/startapp?appId=..&page=..&query=..`` with the query percent-encoded
+whole (Alipay passes only the first parameter otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from .base import (
+    MINI_PATH_PATTERN,
+    MINI_QUERY_PATTERN,
+    Adapter,
+    Target,
+    encode,
+    strip_mini_program_fields,
+)
+
+__all__ = ["Alipay"]
+
+
+class Alipay(Adapter):
+    platform = "alipay"
+    label = "支付宝"
+    ua_markers = ("AliApp(AP/", "AlipayClient/")
+    referer_hosts = ("alipay.com",)
+    owned_hosts = ("alipay.com",)
+    target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("appid", "page"),)
+    optional_fields = ("query",)
+    field_patterns: ClassVar[Mapping[str, str]] = {
+        "appid": r"[0-9]{16}",
+        "page": MINI_PATH_PATTERN,
+        "query": MINI_QUERY_PATTERN,
+    }
+    # Alipay opens its own mini-programs and Taobao/Tmall (same group); other outside links
+    # get a risk interstitial or are refused, so the web store goes through the guide.
+    opens = frozenset({"alipay", "taobao", "tmall"})
+    blocks_web = True
+    ua_samples = (
+        "Mozilla/5.0 (iPhone) Mobile/15E148 AliApp(AP/10.5.60) AlipayClient/10.5.60",
+        "Mozilla/5.0 (Linux; Android 13) Nebula AlipayDefined(nt:WIFI) AlipayClient/10.5",
+    )
+
+    def normalize(self, target: Target) -> Target:
+        return strip_mini_program_fields(target, "page")
+
+    def app_url(self, target: Target) -> str | None:
+        url = f"alipays://platformapi/startapp?appId={target['appid']}&page={target['page']}"
+        if target.get("query"):
+            url += f"&query={encode(target['query'])}"
+        return url
