@@ -2,20 +2,88 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
-from gateway.store import Click, CodeTaken, Event, Merchant, MerchantExists, Store
+from gateway.settings import load_settings
+from gateway.store import (
+    Click,
+    CodeTaken,
+    Entry,
+    EntryWay,
+    Event,
+    Merchant,
+    MerchantExists,
+    Store,
+    StoreUnavailable,
+    open_store,
+)
+from gateway.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
+from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 
+from . import pg
 
-@pytest.fixture(params=["sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    engine = await SQLiteStore.open(tmp_path / "store.db")
+
+@dataclass
+class Database:
+    """One engine's database for a test: open the store on it, see its applied migrations."""
+
+    engine: str
+    open: Callable[[], Awaitable[Store]]
+    versions: Callable[[], Awaitable[list[int]]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A file for SQLite; a fresh schema, dropped afterwards, for PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "store.db"
+
+        async def sqlite_versions() -> list[int]:
+            with sqlite3.connect(path) as conn:
+                return [r[0] for r in conn.execute(
+                    "SELECT version FROM schema_migrations ORDER BY version")]
+
+        yield Database("sqlite", lambda: SQLiteStore.open(path), sqlite_versions)
+        return
+    url = pg.postgres_url()
+    async with pg.fresh_schema(url) as schema:
+
+        async def postgres_versions() -> list[int]:
+            conn = await pg.connect(url, schema)
+            try:
+                return [r[0] for r in await conn.fetch(
+                    "SELECT version FROM schema_migrations ORDER BY version")]
+            finally:
+                await conn.close()
+
+        yield Database("postgres", lambda: PostgresStore.open(url, schema=schema),
+                       postgres_versions)
+
+
+@pytest.fixture
+async def store(database: Database) -> AsyncIterator[Store]:
+    engine = await database.open()
     yield engine
     await engine.close()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    return pg.postgres_url()
+
+
+@pytest.fixture
+async def pg_schema(pg_url: str) -> AsyncIterator[str]:
+    async with pg.fresh_schema(pg_url) as schema:
+        yield schema
 
 
 def click(n: int, *, merchant: str = "m1", product: int = 1, day: str = "2026-11-01",
@@ -127,11 +195,194 @@ async def test_stats_groupings_ranges_and_tenants(store: Store) -> None:
                              product_id=other) == []
 
 
-async def test_migrations_apply_once_and_data_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "reopen.db"
-    first = await SQLiteStore.open(path)
+async def test_migrations_apply_once_and_data_survives_reopen(database: Database) -> None:
+    migrations = SQLITE_MIGRATIONS if database.engine == "sqlite" else POSTGRES_MIGRATIONS
+    expected = [version for version, _ in migrations]
+    first = await database.open()
     await first.create_merchant(Merchant("m1", "One"))
     await first.close()
-    second = await SQLiteStore.open(path)
+    assert await database.versions() == expected
+    second = await database.open()
     assert await second.get_merchant("m1") is not None
     await second.close()
+    assert await database.versions() == expected
+
+
+async def test_click_origin_is_scoped_by_merchant(store: Store) -> None:
+    await _merchants(store)
+    pid = await _product(store)
+    await store.record([click(1, product=pid, platform="douyin")], [])
+    assert await store.click_origin("m1", "click00000001") == (pid, "douyin")
+    assert await store.click_origin("m2", "click00000001") is None
+    assert await store.click_origin("m1", "click00000099") is None
+
+
+async def test_entry_and_its_ways(store: Store) -> None:
+    await _merchants(store)
+    assert await store.get_entry("m1") is None
+    entry = await store.put_entry(Entry("m1", "contact_way", {"users": ["zhangsan"]},
+                                        {"corp_id": "ww1", "secret": "s"}))
+    got = await store.get_entry("m1")
+    assert got is not None and got.kind == "contact_way" and got.config == {"users": ["zhangsan"]}
+    assert got.secrets == {"corp_id": "ww1", "secret": "s"} and got.updated_at == entry.updated_at
+    assert await store.get_entry("m2") is None
+
+    way = await store.put_entry_way(EntryWay("m1", "taobao", "cfg1", "https://qr/1", "st1"))
+    assert way.config_id == "cfg1" and way.created_at > 0
+    kept = await store.put_entry_way(EntryWay("m1", "taobao", "cfg2", "https://qr/2", "st2"))
+    assert kept == way  # the first way made for a platform is the one kept
+    assert await store.get_entry_way("m1", "taobao") == way
+    assert await store.get_entry_way("m2", "taobao") is None
+    await store.put_entry(Entry("m1", "group", {"chat_ids": ["wr1"]}, {}))
+    assert await store.get_entry_way("m1", "taobao") is None  # a new entry forgets old ways
+
+
+async def test_callback_inbox_and_group_members(store: Store) -> None:
+    await _merchants(store)
+    assert await store.accept_callback("m1", "nonce1", "<xml>1</xml>")
+    assert not await store.accept_callback("m1", "nonce1", "<xml>1</xml>")  # a replay
+    assert await store.accept_callback("m2", "nonce1", "<xml>2</xml>")  # nonces are per merchant
+    pending = await store.pending_callbacks(10)
+    assert [(i.merchant_id, i.message) for i in pending] == [
+        ("m1", "<xml>1</xml>"), ("m2", "<xml>2</xml>")]
+    await store.finish_callback(pending[0].id)
+    assert [i.id for i in await store.pending_callbacks(10)] == [pending[1].id]
+    assert await store.add_group_member("m1", "wr1", "wm_a")
+    assert not await store.add_group_member("m1", "wr1", "wm_a")
+    assert await store.add_group_member("m2", "wr1", "wm_a")
+
+
+# --- PostgreSQL only ------------------------------------------------------------------------
+def _months(first: date, count: int) -> list[date]:
+    """``count`` first days of months, from ``first``'s month on."""
+    index = first.year * 12 + first.month - 1
+    return [date((index + k) // 12, (index + k) % 12 + 1, 1) for k in range(count)]
+
+
+def _partition(month: date) -> str:
+    return f"clicks_{month.year:04d}_{month.month:02d}"
+
+
+async def test_postgres_click_partitions_exist_ahead(pg_url: str, pg_schema: str) -> None:
+    store = await PostgresStore.open(pg_url, schema=pg_schema, months_ahead=3)
+    try:
+        this_month = datetime.now(UTC).date().replace(day=1)
+        last_month = (this_month - date.resolution).replace(day=1)
+        months = _months(last_month, 5)  # last month, this one, 3 ahead
+        parts = dict(await store.click_partitions())
+        assert set(parts) == {*map(_partition, months), "clicks_default"}
+        assert parts["clicks_default"] == "DEFAULT"
+        this = months[1]
+        assert parts[_partition(this)] == (
+            f"FOR VALUES FROM ('{this.isoformat()}') TO ('{months[2].isoformat()}')")
+        # Asking again makes nothing new; asking further ahead makes just the new months.
+        assert await store.ensure_partitions() == []
+        assert await store.ensure_partitions(months_ahead=5) == [
+            _partition(m) for m in _months(months[-1], 3)[1:]]
+    finally:
+        await store.close()
+
+
+async def test_postgres_clicks_land_in_their_month_and_late_partitions_take_them(
+        pg_url: str, pg_schema: str) -> None:
+    store = await PostgresStore.open(pg_url, schema=pg_schema)
+    try:
+        await _merchants(store)
+        pid = await _product(store)
+        far = [click(1, product=pid, day="2031-05-02"), click(2, product=pid, day="2031-05-31")]
+        await store.record(far, [])
+        conn = await pg.connect(pg_url, pg_schema)
+        try:
+            where = "SELECT tableoid::regclass::text, id FROM clicks ORDER BY id"
+            assert [tuple(r) for r in await conn.fetch(where)] == [
+                ("clicks_default", "click00000001"), ("clicks_default", "click00000002")]
+            assert await store.ensure_partitions(0, today=date(2031, 5, 1)) == [
+                "clicks_2031_04", "clicks_2031_05"]
+            assert [tuple(r) for r in await conn.fetch(where)] == [
+                ("clicks_2031_05", "click00000001"), ("clicks_2031_05", "click00000002")]
+        finally:
+            await conn.close()
+        await store.record(far, [])  # a replay after the move still counts once
+        rows = await store.stats("m1", from_day="2031-05-01", to_day="2031-05-31", by="platform")
+        assert [(r.key["platform"], r.clicks) for r in rows] == [("taobao", 2)]
+        assert await store.click_origin("m1", "click00000002") == (pid, "taobao")
+    finally:
+        await store.close()
+
+
+async def test_postgres_concurrent_opens_on_a_fresh_schema(pg_url: str, pg_schema: str) -> None:
+    # Without the advisory lock the second opener trips over the first one's tables.
+    stores = await asyncio.gather(PostgresStore.open(pg_url, schema=pg_schema),
+                                  PostgresStore.open(pg_url, schema=pg_schema))
+    try:
+        await stores[0].create_merchant(Merchant("m1", "One"))
+        assert await stores[1].get_merchant("m1") is not None
+        conn = await pg.connect(pg_url, pg_schema)
+        try:
+            versions = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+        finally:
+            await conn.close()
+        assert sorted(versions) == [v for v, _ in POSTGRES_MIGRATIONS]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_postgres_storage_url_opens_postgres_in_its_schema(pg_url: str) -> None:
+    async with pg.fresh_schema(pg_url, create=False) as schema:
+        settings = load_settings(environ={"LINKLOOP_STORAGE_URL": pg.with_schema(pg_url, schema)})
+        store = await open_store(settings)
+        try:
+            assert isinstance(store, PostgresStore) and store.schema == schema
+            await store.create_merchant(Merchant("m1", "One"))
+        finally:
+            await store.close()
+        conn = await pg.connect(pg_url)
+        try:
+            assert await conn.fetchval(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'merchants'",
+                schema) == 1
+        finally:
+            await conn.close()
+
+
+async def test_postgres_unreachable_is_unavailable() -> None:
+    with pytest.raises(StoreUnavailable):
+        await PostgresStore.open("postgresql://postgres@127.0.0.1:1/test", connect_timeout=2)
+
+
+async def test_postgres_lost_connection_is_unavailable_then_recovers(
+        pg_url: str, pg_schema: str) -> None:
+    store = await PostgresStore.open(pg_url, schema=pg_schema, min_size=1, max_size=1)
+    await _merchants(store)
+    pid = await _product(store)
+    async with store._conn() as conn:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+    admin = await pg.connect(pg_url, pg_schema)
+    try:
+        # Hold the batch mid-transaction, then cut its connection: an unclear failure.
+        await admin.execute("BEGIN; LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
+        batch = asyncio.create_task(store.record([click(1, product=pid)], []))
+        for _ in range(200):
+            if await admin.fetchval("SELECT wait_event_type FROM pg_stat_activity "
+                                    "WHERE pid = $1", backend) == "Lock":
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the batch never reached the rollups")
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
+        await admin.execute("ROLLBACK")
+    finally:
+        await admin.close()
+    with pytest.raises(StoreUnavailable):
+        await batch
+    # The recorder's way: the same batch again, now on a fresh connection, counted once.
+    await store.record([click(1, product=pid)], [])
+    await store.record([click(1, product=pid)], [])
+    rows = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01", by="platform")
+    assert [r.clicks for r in rows] == [1]
+    await store.close()
+    with pytest.raises(StoreUnavailable):  # a closed pool is "unavailable", not a crash
+        await store.record([click(2, product=pid)], [])
+    with pytest.raises(StoreUnavailable):
+        await store.ping()

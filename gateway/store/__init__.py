@@ -9,7 +9,11 @@ from .base import (
     METRICS,
     Click,
     CodeTaken,
+    Credentials,
+    Entry,
+    EntryWay,
     Event,
+    InboxItem,
     Merchant,
     MerchantExists,
     Product,
@@ -23,7 +27,11 @@ __all__ = [
     "METRICS",
     "Click",
     "CodeTaken",
+    "Credentials",
+    "Entry",
+    "EntryWay",
     "Event",
+    "InboxItem",
     "Merchant",
     "MerchantExists",
     "Product",
@@ -47,7 +55,11 @@ async def open_store(settings: Settings) -> Store:
 
         return await SQLiteStore.open(Path(url.removeprefix("sqlite:///")))
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            "storage.url: the PostgreSQL engine is not part of this build yet; "
-            "leave storage.url empty for SQLite")
+        from .postgres import PostgresStore, split_schema
+
+        # postgresql://user@host:5432/db[?schema=NAME]: ``schema`` is LinkLoop's own
+        # parameter (taken out before connecting): keep the tables in that schema, created
+        # on first open. Every other parameter goes to asyncpg as it is.
+        dsn, schema = split_schema(url)
+        return await PostgresStore.open(dsn, schema=schema)
     raise ConfigError(f"storage.url: {url!r} is neither sqlite:///PATH nor postgresql://...")

@@ -17,8 +17,13 @@ __all__ = [
     "METRICS",
     "Click",
     "CodeTaken",
+    "Credentials",
+    "Entry",
+    "EntryKind",
+    "EntryWay",
     "Event",
     "EventKind",
+    "InboxItem",
     "Merchant",
     "MerchantExists",
     "Product",
@@ -29,6 +34,7 @@ __all__ = [
 ]
 
 EventKind = Literal["storefront_open", "entry", "add"]
+EntryKind = Literal["acquisition_link", "contact_way", "group", "static"]
 GroupBy = Literal["platform", "product", "day"]
 
 #: Rollup counters, in the order reports show them.
@@ -112,6 +118,52 @@ class Event:
     target: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A merchant's single WeCom entry point. ``secrets`` never leave through the API."""
+
+    merchant_id: str
+    kind: EntryKind
+    #: Public settings by kind: url (acquisition_link), users, chat_ids, qr_url.
+    config: Mapping[str, Any]
+    #: corp_id, secret, callback_token, encoding_aes_key (any may be absent).
+    secrets: Mapping[str, str]
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EntryWay:
+    """A contact way or group join way WeCom made for one source platform, reused."""
+
+    merchant_id: str
+    platform: str
+    config_id: str
+    qr_code: str
+    state: str
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A merchant's app on a platform (a WeChat mini-program's appid and secret)."""
+
+    merchant_id: str
+    platform: str
+    app_id: str
+    secret: str
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """A verified, decrypted WeCom callback awaiting its work."""
+
+    id: int
+    merchant_id: str
+    message: str
+    received_at: float
+
+
 @dataclass(slots=True)
 class StatsRow:
     key: dict[str, Any]
@@ -192,6 +244,49 @@ class Store(abc.ABC):
         Idempotent: a click or event whose id is already stored is skipped and counts once,
         so a batch replayed from the journal after an unclear failure never double-counts.
         """
+
+    @abc.abstractmethod
+    async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
+        """(product id, platform) of one of the merchant's clicks: joins an add to its click."""
+
+    # --- platform app credentials -------------------------------------------------------------
+    @abc.abstractmethod
+    async def put_credentials(self, credentials: Credentials) -> Credentials: ...
+
+    @abc.abstractmethod
+    async def get_credentials(self, merchant_id: str, platform: str) -> Credentials | None: ...
+
+    @abc.abstractmethod
+    async def list_credentials(self, merchant_id: str) -> Sequence[Credentials]: ...
+
+    # --- the WeCom entry point ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def put_entry(self, entry: Entry) -> Entry:
+        """Set the merchant's entry; the ways made for the previous one are forgotten."""
+
+    @abc.abstractmethod
+    async def get_entry(self, merchant_id: str) -> Entry | None: ...
+
+    @abc.abstractmethod
+    async def get_entry_way(self, merchant_id: str, platform: str) -> EntryWay | None: ...
+
+    @abc.abstractmethod
+    async def put_entry_way(self, way: EntryWay) -> EntryWay:
+        """Store a way; if one already exists for the platform, keep and return that one."""
+
+    @abc.abstractmethod
+    async def accept_callback(self, merchant_id: str, nonce: str, message: str) -> bool:
+        """Keep a verified callback for processing; False when its nonce was seen (replay)."""
+
+    @abc.abstractmethod
+    async def pending_callbacks(self, limit: int) -> Sequence[InboxItem]: ...
+
+    @abc.abstractmethod
+    async def finish_callback(self, item_id: int) -> None: ...
+
+    @abc.abstractmethod
+    async def add_group_member(self, merchant_id: str, chat_id: str, member: str) -> bool:
+        """Note a member of a group; True the first time (their join counts once)."""
 
     @abc.abstractmethod
     async def stats(

@@ -22,8 +22,12 @@ from .base import (
     METRICS,
     Click,
     CodeTaken,
+    Credentials,
+    Entry,
+    EntryWay,
     Event,
     GroupBy,
+    InboxItem,
     Merchant,
     MerchantExists,
     Product,
@@ -33,6 +37,7 @@ from .base import (
 )
 from .migrations import SQLITE_MIGRATIONS
 from .rollup import RollupDelta, rollup_deltas
+from .sql import stats_query, stats_row
 
 __all__ = ["SQLiteStore"]
 
@@ -42,6 +47,7 @@ R = TypeVar("R", Click, Event)
 _PRODUCT_COLUMNS = (
     "id, merchant_id, code, title, targets, image_url, price, status, created_at, updated_at"
 )
+_CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
 # SQLite caps bound parameters per statement; stay well below it.
 _CHUNK = 400
 
@@ -346,6 +352,136 @@ class SQLiteStore(Store):
             [(*key, *delta.values()) for key, delta in deltas.items()],
         )
 
+    async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
+        def read() -> tuple[int, str] | None:
+            row = self._rconn.execute(
+                "SELECT product_id, platform FROM clicks WHERE merchant_id = ? AND id = ?",
+                (merchant_id, click_id)).fetchone()
+            return (row[0], row[1]) if row else None
+
+        return await self._read(read)
+
+    # --- platform app credentials ------------------------------------------------------------
+    async def put_credentials(self, credentials: Credentials) -> Credentials:
+        stored = Credentials(credentials.merchant_id, credentials.platform, credentials.app_id,
+                             credentials.secret, time.time())
+
+        def upsert(conn: sqlite3.Connection) -> Credentials:
+            conn.execute(
+                "INSERT INTO app_credentials (merchant_id, platform, app_id, secret, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (merchant_id, platform) DO UPDATE SET "
+                "app_id = excluded.app_id, secret = excluded.secret, "
+                "updated_at = excluded.updated_at",
+                (stored.merchant_id, stored.platform, stored.app_id, stored.secret,
+                 stored.updated_at))
+            return stored
+
+        return await self._write(self._transaction(upsert))
+
+    async def get_credentials(self, merchant_id: str, platform: str) -> Credentials | None:
+        def read() -> Credentials | None:
+            row = self._rconn.execute(
+                f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials "
+                "WHERE merchant_id = ? AND platform = ?", (merchant_id, platform)).fetchone()
+            return Credentials(*row) if row else None
+
+        return await self._read(read)
+
+    async def list_credentials(self, merchant_id: str) -> Sequence[Credentials]:
+        def read() -> list[Credentials]:
+            rows = self._rconn.execute(
+                f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials WHERE merchant_id = ? "
+                "ORDER BY platform", (merchant_id,)).fetchall()
+            return [Credentials(*r) for r in rows]
+
+        return await self._read(read)
+
+    # --- the WeCom entry point ---------------------------------------------------------------
+    async def put_entry(self, entry: Entry) -> Entry:
+        stored = Entry(entry.merchant_id, entry.kind, entry.config, entry.secrets, time.time())
+
+        def upsert(conn: sqlite3.Connection) -> Entry:
+            conn.execute(
+                "INSERT INTO entries (merchant_id, kind, config, secrets, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (merchant_id) DO UPDATE SET "
+                "kind = excluded.kind, config = excluded.config, secrets = excluded.secrets, "
+                "updated_at = excluded.updated_at",
+                (stored.merchant_id, stored.kind, json.dumps(stored.config),
+                 json.dumps(stored.secrets), stored.updated_at))
+            conn.execute("DELETE FROM entry_ways WHERE merchant_id = ?", (stored.merchant_id,))
+            return stored
+
+        return await self._write(self._transaction(upsert))
+
+    async def get_entry(self, merchant_id: str) -> Entry | None:
+        def read() -> Entry | None:
+            row = self._rconn.execute(
+                "SELECT merchant_id, kind, config, secrets, updated_at FROM entries "
+                "WHERE merchant_id = ?", (merchant_id,)).fetchone()
+            if row is None:
+                return None
+            return Entry(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4])
+
+        return await self._read(read)
+
+    async def get_entry_way(self, merchant_id: str, platform: str) -> EntryWay | None:
+        def read() -> EntryWay | None:
+            row = self._rconn.execute(
+                "SELECT merchant_id, platform, config_id, qr_code, state, created_at "
+                "FROM entry_ways WHERE merchant_id = ? AND platform = ?",
+                (merchant_id, platform)).fetchone()
+            return EntryWay(*row) if row else None
+
+        return await self._read(read)
+
+    async def put_entry_way(self, way: EntryWay) -> EntryWay:
+        def insert(conn: sqlite3.Connection) -> EntryWay:
+            conn.execute(
+                "INSERT OR IGNORE INTO entry_ways (merchant_id, platform, config_id, qr_code, "
+                "state, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (way.merchant_id, way.platform, way.config_id, way.qr_code, way.state,
+                 way.created_at or time.time()))
+            row = conn.execute(
+                "SELECT merchant_id, platform, config_id, qr_code, state, created_at "
+                "FROM entry_ways WHERE merchant_id = ? AND platform = ?",
+                (way.merchant_id, way.platform)).fetchone()
+            return EntryWay(*row)
+
+        return await self._write(self._transaction(insert))
+
+    async def accept_callback(self, merchant_id: str, nonce: str, message: str) -> bool:
+        def insert(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO wecom_inbox (merchant_id, nonce, received_at, message) "
+                "VALUES (?, ?, ?, ?)", (merchant_id, nonce, time.time(), message))
+            return cur.rowcount == 1
+
+        return await self._write(self._transaction(insert))
+
+    async def pending_callbacks(self, limit: int) -> Sequence[InboxItem]:
+        def read() -> list[InboxItem]:
+            rows = self._rconn.execute(
+                "SELECT id, merchant_id, message, received_at FROM wecom_inbox "
+                "WHERE done = 0 ORDER BY id LIMIT ?", (limit,)).fetchall()
+            return [InboxItem(*r) for r in rows]
+
+        return await self._read(read)
+
+    async def finish_callback(self, item_id: int) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE wecom_inbox SET done = 1 WHERE id = ?", (item_id,))
+
+        await self._write(self._transaction(update))
+
+    async def add_group_member(self, merchant_id: str, chat_id: str, member: str) -> bool:
+        def insert(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO wecom_group_members (merchant_id, chat_id, member) "
+                "VALUES (?, ?, ?)", (merchant_id, chat_id, member))
+            return cur.rowcount == 1
+
+        return await self._write(self._transaction(insert))
+
     async def stats(
         self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
         product_id: int | None = None, platform: str | None = None,
@@ -358,38 +494,3 @@ class SQLiteStore(Store):
 
         return await self._read(read)
 
-
-def stats_query(
-    merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
-    product_id: int | None, platform: str | None, mark: str,
-) -> tuple[str, list[Any]]:
-    """The one rollup query both engines run; ``mark`` yields each placeholder in turn."""
-    marks = iter(mark.format(n=i) for i in range(1, 10))
-    params: list[Any] = [merchant_id, from_day, to_day]
-    where = f"r.merchant_id = {next(marks)} AND r.day >= {next(marks)} AND r.day <= {next(marks)}"
-    if product_id is not None:
-        where += f" AND r.product_id = {next(marks)}"
-        params.append(product_id)
-    if platform is not None:
-        where += f" AND r.platform = {next(marks)}"
-        params.append(platform)
-    sums = ", ".join(f"SUM(r.{m})" for m in METRICS)
-    if by == "product":
-        # Joined on the merchant too, so a product id can never reach across tenants.
-        query = (f"SELECT r.product_id, p.code, p.title, {sums} FROM rollups r "
-                 "JOIN products p ON p.id = r.product_id AND p.merchant_id = r.merchant_id "
-                 f"WHERE {where} GROUP BY r.product_id, p.code, p.title ORDER BY r.product_id")
-    else:
-        query = (f"SELECT r.{by}, {sums} FROM rollups r WHERE {where} "
-                 f"GROUP BY r.{by} ORDER BY r.{by}")
-    return query, params
-
-
-def stats_row(by: GroupBy, row: Sequence[Any]) -> StatsRow:
-    if by == "product":
-        key: dict[str, Any] = {"product_id": row[0], "code": row[1], "title": row[2]}
-        counts = row[3:]
-    else:
-        key = {by: row[0]}
-        counts = row[1:]
-    return StatsRow.of(key, counts)

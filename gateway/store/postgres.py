@@ -1,0 +1,539 @@
+"""The engine for several gateway instances: PostgreSQL through one asyncpg pool per process.
+
+The same contract and semantics as the SQLite engine. Migrations run on open under a
+session advisory lock, so gateways started together apply each version exactly once; the
+raw ``clicks`` table is partitioned by month (see POSTGRES_MIGRATIONS for why by ``day``
+and how that keeps click ids idempotent). Batches go in with ``unnest`` arrays, one
+statement per table, and ``ON CONFLICT DO NOTHING RETURNING`` says which rows are new.
+
+Every failure that means "the database is away right now" (refused or reset connections,
+timeouts, a closing pool, a server shutting down, a deadlock victim) surfaces as
+``StoreUnavailable``, so the recorder journals the batch and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import structlog
+
+from .base import (
+    METRICS,
+    Click,
+    CodeTaken,
+    Credentials,
+    Entry,
+    EntryWay,
+    Event,
+    GroupBy,
+    InboxItem,
+    Merchant,
+    MerchantExists,
+    Product,
+    StatsRow,
+    Store,
+    StoreUnavailable,
+)
+from .migrations import POSTGRES_MIGRATIONS
+from .rollup import RollupDelta, RollupKey, rollup_deltas
+from .sql import stats_query, stats_row
+
+__all__ = ["PostgresStore", "split_schema"]
+
+log = structlog.get_logger("linkloop.store")
+
+R = TypeVar("R", Click, Event)
+
+#: What "the database cannot be reached now" looks like; the caller may retry.
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, unreachable; TimeoutError too (connect, pool acquire)
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08: the connection failed or is gone
+    asyncpg.InterfaceError,  # the connection or the pool is closed or closing
+    asyncpg.exceptions.InternalClientError,  # a connection caught mid-way by its loss
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # class 40: deadlock or serialization victim
+)
+
+_PRODUCT_COLUMNS = (
+    "id, merchant_id, code, title, targets, image_url, price, status, created_at, updated_at"
+)
+_WAY_COLUMNS = "merchant_id, platform, config_id, qr_code, state, created_at"
+_CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
+
+#: How often a running gateway makes sure next months' click partitions exist (seconds).
+_PARTITION_CHECK_EVERY = 6 * 3600.0
+
+_INSERT_CLICKS = (
+    "INSERT INTO clicks (id, merchant_id, product_id, ts, day, platform, source, channel, "
+    "visitor, ip_hash, bot, mobile, os) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::float8[], $5::text[], "
+    "$6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[], "
+    "$13::text[]) "
+    "ON CONFLICT (id, day) DO NOTHING RETURNING id"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO events (id, merchant_id, product_id, click_id, target, kind, platform, ts, day) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], "
+    "$6::text[], $7::text[], $8::float8[], $9::text[]) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+_INSERT_VISITORS = (
+    "INSERT INTO daily_visitors (merchant_id, product_id, day, platform, visitor) "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) "
+    "ON CONFLICT DO NOTHING RETURNING merchant_id, product_id, day, platform"
+)
+_BUMP_ROLLUPS = (
+    f"INSERT INTO rollups (merchant_id, product_id, day, platform, {', '.join(METRICS)}) "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], "
+    + ", ".join(f"${n}::bigint[]" for n in range(5, 5 + len(METRICS)))
+    + ") ON CONFLICT (merchant_id, day, product_id, platform) DO UPDATE SET "
+    + ", ".join(f"{m} = rollups.{m} + excluded.{m}" for m in METRICS)
+)
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a PostgreSQL identifier, quoted (schema names come from configuration)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """Take LinkLoop's own ``schema=NAME`` query parameter out of a postgresql:// URL.
+
+    ``postgresql://user@host/db?schema=linkloop`` keeps every table in schema ``linkloop``
+    (created on first open). The parameter is removed before asyncpg sees the URL, since
+    asyncpg would pass an unknown parameter on to the server as a setting.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "schema"]
+    if not schemas:
+        return url, None
+    rest = urlencode([(key, value) for key, value in query if key != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schemas[-1] or None
+
+
+def _product(row: Sequence[Any]) -> Product:
+    return Product(
+        id=row[0], merchant_id=row[1], code=row[2], title=row[3], targets=row[4],
+        image_url=row[5], price=row[6], status=row[7], created_at=row[8], updated_at=row[9],
+    )
+
+
+def _unique(rows: Iterable[R]) -> list[R]:
+    """The first row of each id: a batch never counts one id twice (as in SQLite)."""
+    seen: set[str] = set()
+    fresh = []
+    for row in rows:
+        if row.id not in seen:
+            seen.add(row.id)
+            fresh.append(row)
+    return fresh
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows turned into ``width`` column arrays, for ``unnest``."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+def _month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _add_months(month: date, count: int) -> date:
+    index = month.year * 12 + month.month - 1 + count
+    return date(index // 12, index % 12 + 1, 1)
+
+
+async def _init_connection(conn: Any) -> None:
+    """jsonb columns (targets, domains, entry settings) travel as Python objects."""
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", format="text",
+        encoder=functools.partial(json.dumps, ensure_ascii=False), decoder=json.loads,
+    )
+
+
+class PostgresStore(Store):
+    def __init__(self, pool: Any, *, schema: str | None, acquire_timeout: float,
+                 months_ahead: int) -> None:
+        self._pool = pool
+        self.schema = schema
+        self.acquire_timeout = acquire_timeout
+        self.months_ahead = months_ahead
+        self._next_partition_check = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    @classmethod
+    async def open(
+        cls, url: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10,
+        connect_timeout: float = 10.0, acquire_timeout: float = 10.0, months_ahead: int = 3,
+    ) -> PostgresStore:
+        """Connect a pool, apply pending migrations and make the coming months' partitions.
+
+        ``schema``: keep every table in this schema (created if missing; it becomes the
+        connections' search_path), e.g. one schema per test or per deployment.
+        ``months_ahead``: click partitions made beyond the current month.
+        """
+        settings = {"search_path": quote_ident(schema)} if schema else {}
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, timeout=connect_timeout,
+                init=_init_connection, server_settings=settings)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(_describe(exc)) from exc
+        store = cls(pool, schema=schema, acquire_timeout=acquire_timeout,
+                    months_ahead=months_ahead)
+        try:
+            await store._migrate()
+            await store.ensure_partitions()
+        except BaseException:
+            pool.terminate()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._conn() as conn:
+            namespace = self.schema or await conn.fetchval("SELECT current_schema()")
+            # Gateways opening together queue here; each applies what is still missing.
+            key = f"linkloop:migrate:{namespace}"
+            await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+            try:
+                await self._apply_migrations(conn)
+            finally:
+                # If the connection broke, the server let go of the lock with the session.
+                with contextlib.suppress(*_UNAVAILABLE):
+                    await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
+
+    async def _apply_migrations(self, conn: Any) -> None:
+        if self.schema and not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", self.schema):
+            await conn.execute(f"CREATE SCHEMA {quote_ident(self.schema)}")
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                           "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, script in POSTGRES_MIGRATIONS:
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(script)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                    version, time.time())
+
+    async def ensure_partitions(
+        self, months_ahead: int | None = None, *, today: date | None = None,
+    ) -> list[str]:
+        """Make sure clicks has its partitions from last month to ``months_ahead`` ahead.
+
+        Returns the names of the partitions it made. Safe to call at any time and from
+        several gateways at once (the SQL function serialises creators); a month made
+        after clicks already fell into ``clicks_default`` takes those rows with it. Last
+        month is included for late journal replays and report time zones west of UTC.
+        """
+        ahead = self.months_ahead if months_ahead is None else months_ahead
+        this_month = _month_start(today or datetime.now(UTC).date())
+        months = [_add_months(this_month, k) for k in range(-1, ahead + 1)]
+        made: list[str] = []
+        async with self._conn() as conn, conn.transaction():
+            for month in months:
+                name = await conn.fetchval("SELECT ensure_click_partition($1)", month)
+                if name:
+                    made.append(name)
+        self._next_partition_check = time.monotonic() + _PARTITION_CHECK_EVERY
+        return made
+
+    async def click_partitions(self) -> list[tuple[str, str]]:
+        """(name, bounds) of each partition of clicks, by name."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'clicks'::regclass ORDER BY c.relname")
+        return [(r[0], r[1]) for r in rows]
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout=10.0)
+        except _UNAVAILABLE:  # TimeoutError is an OSError
+            self._pool.terminate()
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1")
+
+    # --- plumbing ----------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Any]:
+        """A pooled connection; connection trouble, here or in the body, is StoreUnavailable."""
+        try:
+            async with self._pool.acquire(timeout=self.acquire_timeout) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(_describe(exc)) from exc
+
+    # --- merchants ---------------------------------------------------------------------------
+    async def create_merchant(self, merchant: Merchant) -> Merchant:
+        created = Merchant(merchant.id, merchant.name, merchant.domains,
+                           merchant.created_at or time.time())
+        async with self._conn() as conn:
+            try:
+                await conn.execute(
+                    "INSERT INTO merchants (id, name, domains, created_at) VALUES ($1, $2, $3, $4)",
+                    created.id, created.name, list(created.domains), created.created_at)
+            except asyncpg.UniqueViolationError:
+                raise MerchantExists(merchant.id) from None
+        return created
+
+    async def get_merchant(self, merchant_id: str) -> Merchant | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT id, name, domains, created_at FROM merchants WHERE id = $1", merchant_id)
+        if row is None:
+            return None
+        return Merchant(row[0], row[1], tuple(row[2]), row[3])
+
+    # --- products ----------------------------------------------------------------------------
+    async def create_product(
+        self, merchant_id: str, *, code: str, title: str,
+        targets: Mapping[str, Mapping[str, str]], image_url: str | None, price: str | None,
+    ) -> Product:
+        now = time.time()
+        async with self._conn() as conn:
+            try:
+                product_id: int = await conn.fetchval(
+                    "INSERT INTO products (merchant_id, code, title, targets, image_url, price, "
+                    "status, created_at, updated_at) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8) RETURNING id",
+                    merchant_id, code, title, targets, image_url, price, now, now)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "products_code_key":
+                    raise CodeTaken(code) from None
+                raise
+        return Product(id=product_id, merchant_id=merchant_id, code=code, title=title,
+                       targets=targets, image_url=image_url, price=price,
+                       created_at=now, updated_at=now)
+
+    async def get_product(self, merchant_id: str, product_id: int) -> Product | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = $1 AND id = $2",
+                merchant_id, product_id)
+        return _product(row) if row else None
+
+    async def list_products(
+        self, merchant_id: str, *, limit: int, after_id: int = 0,
+    ) -> Sequence[Product]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = $1 AND id > $2 "
+                "ORDER BY id LIMIT $3",
+                merchant_id, after_id, limit)
+        return [_product(r) for r in rows]
+
+    async def update_product(
+        self, merchant_id: str, product_id: int, changes: Mapping[str, Any],
+    ) -> Product | None:
+        allowed = {"title", "image_url", "price", "targets", "status"}
+        assert set(changes) <= allowed, f"unexpected product changes: {set(changes) - allowed}"
+        values = {**changes, "updated_at": time.time()}
+        assignments = ", ".join(f"{k} = ${n}" for n, k in enumerate(values, start=3))
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"UPDATE products SET {assignments} WHERE merchant_id = $1 AND id = $2 "
+                f"RETURNING {_PRODUCT_COLUMNS}",
+                merchant_id, product_id, *values.values())
+        return _product(row) if row else None
+
+    async def link(self, code: str) -> Product | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE code = $1", code)
+        return _product(row) if row else None
+
+    # --- clicks, events, rollups -------------------------------------------------------------
+    async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
+        if not clicks and not events:
+            return
+        if time.monotonic() >= self._next_partition_check:
+            await self._keep_partitions()
+        async with self._conn() as conn, conn.transaction():
+            await self._record(conn, clicks, events)
+
+    async def _keep_partitions(self) -> None:
+        """Partitions for the coming months, made from the write path of a long-lived gateway.
+
+        A failure other than the database being away must not stop clicks being written:
+        they land in clicks_default until a later attempt makes their month.
+        """
+        try:
+            await self.ensure_partitions()
+        except asyncpg.PostgresError as exc:
+            self._next_partition_check = time.monotonic() + 300.0
+            log.warning("store.partitions_failed", error=str(exc))
+
+    @staticmethod
+    async def _record(conn: Any, clicks: Sequence[Click], events: Sequence[Event]) -> None:
+        # Rows in a fixed order (as every gateway sorts the same way) so that two instances
+        # writing overlapping batches take their row locks in one order and never deadlock.
+        fresh_clicks = sorted(_unique(clicks), key=lambda c: (c.day, c.id))
+        fresh_events = sorted(_unique(events), key=lambda e: e.id)
+
+        # Skip rows a previous, unclear attempt already stored: replay never double-counts.
+        new_clicks: list[Click] = []
+        if fresh_clicks:
+            rows = await conn.fetch(_INSERT_CLICKS, *_columns(
+                [(c.id, c.merchant_id, c.product_id, c.ts, c.day, c.platform, c.source,
+                  c.channel, c.visitor, c.ip_hash, c.bot, c.mobile, c.os)
+                 for c in fresh_clicks], 13))
+            stored = {r[0] for r in rows}
+            new_clicks = [c for c in fresh_clicks if c.id in stored]
+        new_events: list[Event] = []
+        if fresh_events:
+            rows = await conn.fetch(_INSERT_EVENTS, *_columns(
+                [(e.id, e.merchant_id, e.product_id, e.click_id, e.target, e.kind, e.platform,
+                  e.ts, e.day) for e in fresh_events], 9))
+            stored = {r[0] for r in rows}
+            new_events = [e for e in fresh_events if e.id in stored]
+
+        # A visitor is unique once per product, platform and day: the first insert wins.
+        first_visits: Counter[RollupKey] = Counter()
+        visits = sorted({(c.merchant_id, c.product_id, c.day, c.platform, c.visitor)
+                         for c in new_clicks if not c.bot})
+        if visits:
+            for row in await conn.fetch(_INSERT_VISITORS, *_columns(visits, 5)):
+                first_visits[(row[0], row[1], row[2], row[3])] += 1
+        deltas = rollup_deltas(new_clicks, new_events, first_visits)
+        await PostgresStore._bump_rollups(conn, deltas)
+
+    @staticmethod
+    async def _bump_rollups(conn: Any, deltas: Mapping[RollupKey, RollupDelta]) -> None:
+        if deltas:
+            rows = [(*key, *deltas[key].values()) for key in sorted(deltas)]
+            await conn.execute(_BUMP_ROLLUPS, *_columns(rows, 4 + len(METRICS)))
+
+    async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT product_id, platform FROM clicks WHERE merchant_id = $1 AND id = $2 "
+                "LIMIT 1", merchant_id, click_id)
+        return (row[0], row[1]) if row else None
+
+    # --- the WeCom entry point ---------------------------------------------------------------
+    async def put_entry(self, entry: Entry) -> Entry:
+        stored = Entry(entry.merchant_id, entry.kind, entry.config, entry.secrets, time.time())
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO entries (merchant_id, kind, config, secrets, updated_at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id) DO UPDATE SET "
+                "kind = excluded.kind, config = excluded.config, secrets = excluded.secrets, "
+                "updated_at = excluded.updated_at",
+                stored.merchant_id, stored.kind, stored.config, stored.secrets,
+                stored.updated_at)
+            await conn.execute("DELETE FROM entry_ways WHERE merchant_id = $1",
+                               stored.merchant_id)
+        return stored
+
+    async def get_entry(self, merchant_id: str) -> Entry | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT merchant_id, kind, config, secrets, updated_at FROM entries "
+                "WHERE merchant_id = $1", merchant_id)
+        return Entry(row[0], row[1], row[2], row[3], row[4]) if row else None
+
+    async def get_entry_way(self, merchant_id: str, platform: str) -> EntryWay | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_WAY_COLUMNS} FROM entry_ways WHERE merchant_id = $1 AND platform = $2",
+                merchant_id, platform)
+        return EntryWay(*row) if row else None
+
+    async def put_entry_way(self, way: EntryWay) -> EntryWay:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"INSERT INTO entry_ways ({_WAY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
+                f"ON CONFLICT (merchant_id, platform) DO NOTHING RETURNING {_WAY_COLUMNS}",
+                way.merchant_id, way.platform, way.config_id, way.qr_code, way.state,
+                way.created_at or time.time())
+            if row is None:  # one already exists (perhaps made by another gateway): keep it
+                row = await conn.fetchrow(
+                    f"SELECT {_WAY_COLUMNS} FROM entry_ways "
+                    "WHERE merchant_id = $1 AND platform = $2", way.merchant_id, way.platform)
+        return EntryWay(*row)
+
+    async def accept_callback(self, merchant_id: str, nonce: str, message: str) -> bool:
+        async with self._conn() as conn:
+            item_id = await conn.fetchval(
+                "INSERT INTO wecom_inbox (merchant_id, nonce, received_at, message) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (merchant_id, nonce) DO NOTHING "
+                "RETURNING id", merchant_id, nonce, time.time(), message)
+        return item_id is not None
+
+    async def pending_callbacks(self, limit: int) -> Sequence[InboxItem]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id, merchant_id, message, received_at FROM wecom_inbox "
+                "WHERE NOT done ORDER BY id LIMIT $1", limit)
+        return [InboxItem(*r) for r in rows]
+
+    async def finish_callback(self, item_id: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute("UPDATE wecom_inbox SET done = TRUE WHERE id = $1", item_id)
+
+    async def put_credentials(self, credentials: Credentials) -> Credentials:
+        stored = Credentials(credentials.merchant_id, credentials.platform, credentials.app_id,
+                             credentials.secret, time.time())
+        async with self._conn() as conn:
+            await conn.execute(
+                f"INSERT INTO app_credentials ({_CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
+                "ON CONFLICT (merchant_id, platform) DO UPDATE SET app_id = EXCLUDED.app_id, "
+                "secret = EXCLUDED.secret, updated_at = EXCLUDED.updated_at",
+                stored.merchant_id, stored.platform, stored.app_id, stored.secret,
+                stored.updated_at)
+        return stored
+
+    async def get_credentials(self, merchant_id: str, platform: str) -> Credentials | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials "
+                "WHERE merchant_id = $1 AND platform = $2", merchant_id, platform)
+        return Credentials(*row) if row else None
+
+    async def list_credentials(self, merchant_id: str) -> Sequence[Credentials]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials WHERE merchant_id = $1 "
+                "ORDER BY platform", merchant_id)
+        return [Credentials(*r) for r in rows]
+
+    async def add_group_member(self, merchant_id: str, chat_id: str, member: str) -> bool:
+        async with self._conn() as conn:
+            added = await conn.fetchval(
+                "INSERT INTO wecom_group_members (merchant_id, chat_id, member) "
+                "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING TRUE",
+                merchant_id, chat_id, member)
+        return added is not None
+
+    # --- reports -----------------------------------------------------------------------------
+    async def stats(
+        self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
+        product_id: int | None = None, platform: str | None = None,
+    ) -> list[StatsRow]:
+        query, params = stats_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
+                                    product_id=product_id, platform=platform, mark="${n}")
+        async with self._conn() as conn:
+            rows = await conn.fetch(query, *params)
+        return [stats_row(by, r) for r in rows]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"PostgreSQL unavailable: {str(exc) or type(exc).__name__}"
