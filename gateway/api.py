@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import segno
@@ -14,9 +15,9 @@ from .catalog import product_json, validate_product
 from .errors import ApiError
 from .ids import new_code
 from .stats import StatsQueryError, parse_stats_query, rows_csv, run_stats
-from .store import CodeTaken, Merchant, Product
+from .store import CodeTaken, Credentials, Merchant, Product
 
-__all__ = ["setup_routes"]
+__all__ = ["json_body", "principal", "setup_routes"]
 
 _PAGE_DEFAULT = 20
 _PAGE_MAX = 100
@@ -44,7 +45,7 @@ async def _merchant(request: web.Request, who: Principal) -> Merchant:
     return merchant
 
 
-async def _json_body(request: web.Request) -> Any:
+async def json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
     raw = await request.read()
@@ -72,7 +73,7 @@ async def _own_product(request: web.Request, who: Principal) -> Product:
 async def create_product(request: web.Request) -> web.Response:
     who = principal(request, write=True)
     merchant = await _merchant(request, who)
-    fields = validate_product(await _json_body(request), merchant, partial=False)
+    fields = validate_product(await json_body(request), merchant, partial=False)
     store = request.app[STORE]
     slug = fields.pop("slug", None)
     for _attempt in range(5):
@@ -122,7 +123,7 @@ async def change_product(request: web.Request) -> web.Response:
     product = await _own_product(request, who)
     if product.retired:
         raise ApiError(409, "product_retired", "a retired product cannot change")
-    changes = validate_product(await _json_body(request), merchant, partial=True)
+    changes = validate_product(await json_body(request), merchant, partial=True)
     updated = await request.app[STORE].update_product(who.merchant_id, product.id, changes)
     if updated is None:
         raise ApiError(404, "not_found", "no such product")
@@ -168,7 +169,7 @@ async def stats(request: web.Request) -> web.Response:
         query = parse_stats_query(dict(request.query), request.app[CLOCK].today())
     except StatsQueryError as exc:
         raise ApiError(422, "invalid_field", exc.message, exc.field) from None
-    rows = [r.as_json() for r in await run_stats(request.app[STORE], who.merchant_id, query)]
+    rows = await run_stats(request.app[STORE], who.merchant_id, query)
     if request.query.get("format") == "csv":
         return web.Response(
             text=rows_csv(query.by, rows), content_type="text/csv", charset="utf-8",
@@ -179,7 +180,44 @@ async def stats(request: web.Request) -> web.Response:
                               "by": query.by, "rows": rows})
 
 
+# Platforms whose app credentials the gateway uses, with the appid format each expects.
+_CREDENTIAL_PLATFORMS = {"wechat_miniprogram": re.compile(r"wx[0-9a-f]{16}")}
+_APP_SECRET = re.compile(r"[A-Za-z0-9]{16,64}")
+
+
+def _credentials_json(credentials: Credentials) -> dict[str, Any]:
+    return {"platform": credentials.platform, "appid": credentials.app_id, "secret_set": True}
+
+
+async def put_credentials(request: web.Request) -> web.Response:
+    """A merchant's mini-program appid and secret, used to mint URL Links (write-only)."""
+    who = principal(request, write=True)
+    platform = request.match_info["platform"]
+    appid_format = _CREDENTIAL_PLATFORMS.get(platform)
+    if appid_format is None:
+        raise ApiError(404, "not_found", f"no app credentials are used for {platform!r}")
+    body = await json_body(request)
+    if not isinstance(body, dict) or set(body) != {"appid", "secret"}:
+        raise ApiError(422, "invalid_field", "send exactly {appid, secret}")
+    appid, secret = body["appid"], body["secret"]
+    if not isinstance(appid, str) or not appid_format.fullmatch(appid):
+        raise ApiError(422, "invalid_field", "appid is not in the platform's format", "appid")
+    if not isinstance(secret, str) or not _APP_SECRET.fullmatch(secret):
+        raise ApiError(422, "invalid_field", "secret is not in the platform's format", "secret")
+    stored = await request.app[STORE].put_credentials(
+        Credentials(who.merchant_id, platform, appid, secret))
+    return web.json_response(_credentials_json(stored))
+
+
+async def list_credentials(request: web.Request) -> web.Response:
+    who = principal(request)
+    found = await request.app[STORE].list_credentials(who.merchant_id)
+    return web.json_response({"items": [_credentials_json(c) for c in found]})
+
+
 def setup_routes(app: web.Application) -> None:
+    app.router.add_put("/api/credentials/{platform}", put_credentials)
+    app.router.add_get("/api/credentials", list_credentials)
     app.router.add_post("/api/products", create_product)
     app.router.add_get("/api/products", list_products)
     app.router.add_get(r"/api/products/{id}", read_product)

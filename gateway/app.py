@@ -8,7 +8,9 @@ written before storage closes) when it stops.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -24,11 +26,19 @@ from .recorder import Journal, Recorder
 from .settings import Settings
 from .store import Store, open_store
 
+if TYPE_CHECKING:  # the platform modules import this one for its keys
+    from .wechat.links import MiniProgramLinks
+    from .wecom.callback import CallbackWorker
+    from .wecom.entry import EntryDirectory
+
 __all__ = [
+    "CALLBACKS",
     "CLOCK",
     "DETECTOR",
+    "ENTRIES",
     "IP_HASHER",
     "LINKS",
+    "MINIPROGRAM_LINKS",
     "PAGES",
     "PUBLIC_URL",
     "RECORDER",
@@ -50,6 +60,9 @@ PAGES = web.AppKey("pages", Pages)
 CLOCK = web.AppKey("clock", DayClock)
 IP_HASHER = web.AppKey("ip_hasher", IpHasher)
 PUBLIC_URL = web.AppKey("public_url", str)
+ENTRIES: web.AppKey[EntryDirectory] = web.AppKey("entries")
+CALLBACKS: web.AppKey[CallbackWorker] = web.AppKey("callbacks")
+MINIPROGRAM_LINKS: web.AppKey[MiniProgramLinks] = web.AppKey("miniprogram_links")
 
 
 def public_url(settings: Settings) -> str:
@@ -81,6 +94,34 @@ async def _recorder(app: web.Application) -> AsyncIterator[None]:
     await recorder.close()
 
 
+async def _platform_apis(app: web.Application) -> AsyncIterator[None]:
+    """WeChat and WeCom, called through one shared HTTP session."""
+    from .keys import auth_secret
+    from .wechat.client import WeChatClient
+    from .wechat.links import MiniProgramLinks
+    from .wecom.callback import CallbackWorker
+    from .wecom.client import WeComClient
+    from .wecom.entry import EntryDirectory
+    from .wecom.state import StateSigner
+
+    settings = app[SETTINGS]
+    async with aiohttp.ClientSession() as session:
+        wechat = WeChatClient(session, settings["wechat.api_base"],
+                              settings["wechat.timeout_seconds"])
+        app[MINIPROGRAM_LINKS] = MiniProgramLinks(
+            app[STORE], wechat, expire_days=min(30, settings["wechat.link_expire_days"]))
+        wecom = WeComClient(session, settings["wecom.api_base"],
+                            settings["wecom.timeout_seconds"])
+        signer = StateSigner(auth_secret(settings))
+        app[ENTRIES] = EntryDirectory(app[STORE], wecom, signer)
+        worker = CallbackWorker(app[STORE], app[RECORDER], wecom, signer, app[CLOCK])
+        app[CALLBACKS] = worker
+        worker.start()  # picks up callbacks stored but not yet worked before a restart
+        yield
+        await worker.close()
+        await app[MINIPROGRAM_LINKS].close()
+
+
 async def _secrets(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[TOKENS] = TokenService(auth_secret(settings), settings["auth.audience"])
@@ -90,6 +131,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     from . import api, shopper
+    from .wecom import callback, entry
 
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=settings["server.max_body_bytes"])
@@ -98,7 +140,9 @@ def create_app(settings: Settings) -> web.Application:
     app[CLOCK] = DayClock(settings["stats.timezone"])
     app[DETECTOR] = Detector()
     app[PAGES] = Pages()
-    app.cleanup_ctx.extend([_secrets, _storage, _recorder])
+    app.cleanup_ctx.extend([_secrets, _storage, _recorder, _platform_apis])
     shopper.setup_routes(app)
     api.setup_routes(app)
+    entry.setup_routes(app)
+    callback.setup_routes(app)
     return app

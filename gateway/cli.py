@@ -158,7 +158,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     async def work(store: Any) -> int:
         if await store.get_merchant(args.merchant) is None:
             raise CliError(f"no merchant {args.merchant!r}")
-        rows = [r.as_json() for r in await run_stats(store, args.merchant, query)]
+        rows = await run_stats(store, args.merchant, query)
         if args.csv:
             sys.stdout.write(rows_csv(query.by, rows))
         else:

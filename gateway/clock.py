@@ -32,5 +32,9 @@ class DayClock:
             self._until = midnight.timestamp()
         return ts, self._day
 
+    def day_of(self, ts: float) -> str:
+        """The day a past or present moment counts on."""
+        return datetime.fromtimestamp(ts, self.zone).date().isoformat()
+
     def today(self) -> date:
         return date.fromisoformat(self.now()[1])

@@ -17,8 +17,10 @@ from adapters import by_platform
 from .app import (
     CLOCK,
     DETECTOR,
+    ENTRIES,
     IP_HASHER,
     LINKS,
+    MINIPROGRAM_LINKS,
     PAGES,
     PUBLIC_URL,
     RECORDER,
@@ -30,6 +32,7 @@ from .ids import is_token, new_click_id, new_visitor_id
 from .pages import qr_svg
 from .resolve import hop_url, resolve
 from .store import Click, Event, Product
+from .wecom.client import WeComApiError
 
 __all__ = ["CHANNEL_PATTERN", "VISITOR_COOKIE", "setup_routes"]
 
@@ -111,7 +114,13 @@ async def share_link(request: web.Request) -> web.StreamResponse:
             "preview.html", product=product, share_url=share_url,
             description=f"{product.title} — 点击查看并购买")
     else:
-        resolution = resolve(detection, product.targets)
+        links = None
+        if detection.mobile and "wechat_miniprogram" in product.targets:
+            minted = app[MINIPROGRAM_LINKS]
+            links = minted.link(product)
+            if links is None:
+                minted.want(product)  # minted in the background; this click gets the scheme
+        resolution = resolve(detection, product.targets, links=links)
         if resolution.redirect is not None:
             response = web.Response(status=302, headers={
                 "Location": resolution.redirect, "Cache-Control": "no-store",
@@ -119,11 +128,13 @@ async def share_link(request: web.Request) -> web.StreamResponse:
         else:
             hops = {front.platform: f"/o/{product.code}/{front.platform}?c={click_id}"
                     for front in (*resolution.options, *resolution.blocked)}
+            entry = await app[ENTRIES].get(product.merchant_id)
             response = app[PAGES].render(
                 "landing.html", product=product, options=resolution.options,
                 blocked=resolution.blocked, guide=resolution.guide, hop_urls=hops,
-                entry_url=None,
-                qr_svg=qr_svg(share_url) if not detection.mobile else None,
+                entry_url=f"/e/{product.code}?c={click_id}" if entry else None,
+                phone_only=resolution.phone_only,
+                qr_svg=qr_svg(share_url) if resolution.qr else None,
             )
     if new_visitor:
         _set_visitor(request, response, visitor)
@@ -143,10 +154,13 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
         return request.app[PAGES].message(404, "storefront_not_found", "链接不存在",
                                           "这个商品在该平台没有店铺。")
     detection, _ = _detect(request)
-    url = hop_url(detection, adapter.storefront(dict(target)))
+    front = adapter.storefront(dict(target))
+    url = hop_url(detection, front)
     if url is None:
-        return request.app[PAGES].message(404, "storefront_not_found", "链接不存在",
-                                          "这个商品在该平台没有可打开的地址。")
+        # Nothing this app can open: the guide out of it, and the share token to copy.
+        return request.app[PAGES].render(
+            "landing.html", product=product, options=(), blocked=(front,), guide=True,
+            hop_urls={}, entry_url=None, phone_only=(), qr_svg=None)
     click_id = request.query.get("c")
     app = request.app
     ts, day = app[CLOCK].now()
@@ -158,6 +172,51 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
         ))
     return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store",
                                              "Referrer-Policy": "no-referrer"})
+
+
+def _redirect(url: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store",
+                                             "Referrer-Policy": "no-referrer"})
+
+
+async def entry_hop(request: web.Request) -> web.StreamResponse:
+    """``/e/{code}``: count an entry, then into the merchant's WeCom for this platform."""
+    found = await _product(request)
+    if isinstance(found, web.Response):
+        return found
+    product = found
+    app = request.app
+    pages = app[PAGES]
+    directory = app[ENTRIES]
+    entry = await directory.get(product.merchant_id)
+    if entry is None:
+        return pages.message(404, "entry_not_configured", "暂未开放",
+                             "商家还没有设置企业微信入口。")
+    detection, _ = _detect(request)
+    raw_click = request.query.get("c")
+    click_id = raw_click if raw_click and is_token(raw_click) else None
+    if not detection.bot:
+        ts, day = app[CLOCK].now()
+        app[RECORDER].event(Event(
+            id=new_click_id(), merchant_id=product.merchant_id, product_id=product.id,
+            kind="entry", platform=detection.platform, ts=ts, day=day, click_id=click_id))
+    if entry.kind == "acquisition_link":
+        url = directory.acquisition_url(entry, detection.platform, click_id)
+        if detection.mobile and not detection.bot:
+            return _redirect(url)
+        return pages.render("entry.html", product=product, image_url=None,
+                            qr_svg=qr_svg(url), link=url, scan=True)
+    if entry.kind == "static":
+        return pages.render("entry.html", product=product, image_url=entry.config["qr_url"],
+                            qr_svg=None, link=None, scan=not detection.mobile)
+    try:
+        way = await directory.way(entry, detection.platform)
+    except WeComApiError as exc:
+        log.warning("entry.way_unavailable", error=str(exc), errcode=exc.errcode)
+        return pages.message(503, "entry_unavailable", "请稍后再试",
+                             "企业微信暂时无法连接，请稍后再试。")
+    return pages.render("entry.html", product=product, image_url=way.qr_code, qr_svg=None,
+                        link=None, scan=not detection.mobile)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -181,5 +240,6 @@ async def readyz(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/p/{code}", share_link, name="share")
     app.router.add_get("/o/{code}/{platform}", storefront_hop, name="storefront")
+    app.router.add_get("/e/{code}", entry_hop, name="entry")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -11,10 +11,11 @@ from adapters import by_platform
 
 from .store import METRICS, StatsRow, Store
 
-__all__ = ["GROUPINGS", "StatsQuery", "StatsQueryError", "parse_stats_query", "rows_csv",
-           "run_stats"]
+__all__ = ["GROUPINGS", "RATES", "StatsQuery", "StatsQueryError", "parse_stats_query", "rows_csv",
+           "run_stats", "with_funnel"]
 
 GROUPINGS = ("platform", "product", "day")
+RATES = ("open_rate", "entry_rate", "add_rate")
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 
@@ -68,18 +69,38 @@ def parse_stats_query(params: dict[str, str | None], today: date) -> StatsQuery:
     return StatsQuery(from_day, to_day, by, product_id, platform)
 
 
-async def run_stats(store: Store, merchant_id: str, query: StatsQuery) -> list[StatsRow]:
-    return await store.stats(
+async def run_stats(store: Store, merchant_id: str, query: StatsQuery) -> list[dict[str, Any]]:
+    """The rows for a query, as JSON-ready dicts with the funnel's rates."""
+    rows: list[StatsRow] = await store.stats(
         merchant_id, from_day=query.from_day.isoformat(), to_day=query.to_day.isoformat(),
         by=query.by,  # type: ignore[arg-type]
         product_id=query.product_id, platform=query.platform)
+    return [with_funnel(r.as_json()) for r in rows]
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def with_funnel(row: dict[str, Any]) -> dict[str, Any]:
+    """A stats row with the funnel's conversion rates: clicks -> opens -> entries -> adds.
+
+    ``open_rate`` and ``entry_rate`` are shares of clicks; ``add_rate`` is adds per entry.
+    None where the step before is zero.
+    """
+    clicks = row["clicks"]
+    row["open_rate"] = _rate(row["storefront_opens"], clicks)
+    row["entry_rate"] = _rate(row["entries"], clicks)
+    row["add_rate"] = _rate(row["adds"], row["entries"])
+    return row
 
 
 def rows_csv(by: str, rows: list[dict[str, Any]]) -> str:
     keys = ["product_id", "code", "title"] if by == "product" else [by]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*keys, *METRICS])
+    writer.writerow([*keys, *METRICS, *RATES])
     for row in rows:
-        writer.writerow([row[k] for k in keys] + [row[m] for m in METRICS])
+        writer.writerow([row[k] for k in keys] + [row[m] for m in METRICS]
+                        + ["" if row[r] is None else row[r] for r in RATES])
     return out.getvalue()

@@ -103,8 +103,9 @@ async def test_a_script_drives_the_whole_loop_through_cli_and_http(cli_env: dict
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["rows"] == stats["rows"]
     csv = run(cli_env, "stats", "--merchant", "acme", "--csv").stdout.splitlines()
-    assert csv[0] == "platform,clicks,unique_visitors,bot_clicks,storefront_opens,entries,adds"
-    assert "taobao,2,1,0,0,0,0" in csv
+    assert csv[0] == ("platform,clicks,unique_visitors,bot_clicks,storefront_opens,entries,adds,"
+                      "open_rate,entry_rate,add_rate")
+    assert "taobao,2,1,0,0,0,0,0.0,0.0," in csv
 
 
 async def test_sigterm_right_after_clicks_loses_none(cli_env: dict[str, str]) -> None:

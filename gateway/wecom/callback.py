@@ -1,0 +1,257 @@
+"""``/wecom/callback/{merchant}``: WeCom tells us a shopper added the contact or joined.
+
+A callback is accepted only with a valid ``msg_signature``, a timestamp within
+``wecom.callback_max_skew_seconds`` of now, an unseen nonce, and a message addressed to the
+merchant's corp id. Accepting means storing the decrypted message in the inbox; then we
+answer at once (WeCom waits five seconds at most) and a background worker does the work:
+reading the state, asking WeCom for group members, recording the ``add``. An inbox row is
+marked done only after its work, so a crash between answering and working loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ..app import CALLBACKS, ENTRIES, SETTINGS, STORE
+from ..clock import DayClock
+from ..errors import json_error
+from ..recorder import Recorder
+from ..store import Entry, Event, InboxItem, Store
+from .client import WeComClient
+from .crypto import WeComCrypto, WeComCryptoError
+from .state import StateSigner
+
+__all__ = ["CallbackWorker", "setup_routes"]
+
+log = structlog.get_logger("linkloop.wecom.callback")
+
+UNATTRIBUTED = "unattributed"
+_MAX_BODY = 64 * 1024
+_MAX_ATTEMPTS = 5
+
+
+def _crypto(entry: Entry | None) -> WeComCrypto | None:
+    secrets = entry.secrets if entry else {}
+    if not all(k in secrets for k in ("corp_id", "callback_token", "encoding_aes_key")):
+        return None
+    return WeComCrypto(secrets["callback_token"], secrets["encoding_aes_key"],
+                       secrets["corp_id"])
+
+
+def _fields(text: str) -> dict[str, Any]:
+    """The top-level fields of a WeCom XML message (nested lists kept as lists of text)."""
+    root = ET.fromstring(text)
+    fields: dict[str, Any] = {}
+    for child in root:
+        if len(child):
+            fields[child.tag] = [(item.text or "").strip() for item in child]
+        else:
+            fields[child.tag] = (child.text or "").strip()
+    return fields
+
+
+class CallbackWorker:
+    """Turns stored callbacks into ``add`` events; runs after the answer, survives restarts."""
+
+    def __init__(self, store: Store, recorder: Recorder, client: WeComClient,
+                 signer: StateSigner, clock: DayClock) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.client = client
+        self.signer = signer
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._attempts: dict[int, int] = {}
+        # One drain at a time: an item is read, worked and marked done by one caller.
+        self._draining = asyncio.Lock()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="linkloop-wecom-callbacks")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                busy = await self.drain()
+            except Exception:
+                log.exception("callback.worker_error")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=5.0)
+                self._wake.clear()
+
+    async def drain(self) -> bool:
+        """Work through pending callbacks; True when some are left to retry."""
+        async with self._draining:
+            return await self._drain()
+
+    async def _drain(self) -> bool:
+        items = await self.store.pending_callbacks(100)
+        retry = False
+        for item in items:
+            try:
+                await self._handle(item)
+            except Exception as exc:  # WeComApiError, or a store hiccup: retry
+                attempts = self._attempts[item.id] = self._attempts.get(item.id, 0) + 1
+                if attempts < _MAX_ATTEMPTS:
+                    log.warning("callback.retry", item=item.id, attempts=attempts,
+                                error=str(exc))
+                    retry = True
+                    continue
+                log.error("callback.abandoned", item=item.id, attempts=attempts,
+                          error=str(exc))
+            self._attempts.pop(item.id, None)
+            await self.store.finish_callback(item.id)
+        if retry:
+            await asyncio.sleep(1.0)
+        return retry or len(items) == 100
+
+    async def _handle(self, item: InboxItem) -> None:
+        try:
+            fields = _fields(item.message)
+        except ET.ParseError:
+            log.warning("callback.malformed", item=item.id)
+            return
+        event, change = fields.get("Event"), fields.get("ChangeType")
+        if event == "change_external_contact" and change in ("add_external_contact",
+                                                             "add_half_external_contact"):
+            await self._add(item.merchant_id, fields.get("State"),
+                      key=f"contact:{fields.get('UserID')}:{fields.get('ExternalUserID')}",
+                      ts=_int(fields.get("CreateTime")))
+        elif event == "change_external_contact" and change == "del_external_contact":
+            log.info("callback.contact_deleted", merchant=item.merchant_id)
+        elif (event == "change_external_chat" and change == "update"
+              and fields.get("UpdateDetail") == "add_member"):
+            await self._group_join(item.merchant_id, fields)
+        else:
+            log.info("callback.ignored", merchant=item.merchant_id, msg_event=event,
+                     change=change)
+
+    async def _group_join(self, merchant_id: str, fields: dict[str, Any]) -> None:
+        entry = await self.store.get_entry(merchant_id)
+        chat_id = str(fields.get("ChatId", ""))
+        if entry is None or "secret" not in entry.secrets or not chat_id:
+            log.warning("callback.group_join_unreadable", merchant=merchant_id)
+            return
+        changed = fields.get("MemChangeList")
+        wanted = set(changed) if isinstance(changed, list) and changed else None
+        members = await self.client.group_members(entry.secrets["corp_id"],
+                                                  entry.secrets["secret"], chat_id)
+        for member in members:
+            userid = str(member.get("userid", ""))
+            if member.get("type") != 2 or not userid or (wanted and userid not in wanted):
+                continue  # WeCom members are staff, not customers
+            if await self.store.add_group_member(merchant_id, chat_id, userid):
+                await self._add(merchant_id, member.get("state"), key=f"group:{chat_id}:{userid}",
+                          ts=_int(member.get("join_time")))
+
+    async def _add(self, merchant_id: str, raw_state: Any, *, key: str, ts: int | None) -> None:
+        state = self.signer.read(merchant_id, raw_state if isinstance(raw_state, str) else None)
+        origin = None
+        if state and state.click_id:
+            # The wristband: the click tells which product the shopper came for.
+            origin = await self.store.click_origin(merchant_id, state.click_id)
+        when = float(ts) if ts else time.time()
+        # One add per contact or member, whatever WeCom retries: the id is derived from them.
+        event_id = hashlib.sha256(f"{merchant_id}\0{key}".encode()).hexdigest()[:24]
+        self.recorder.event(Event(
+            id=event_id, merchant_id=merchant_id, product_id=origin[0] if origin else None,
+            kind="add",
+            platform=state.platform if state else UNATTRIBUTED, ts=when,
+            day=self.clock.day_of(when), click_id=state.click_id if state else None))
+        log.info("callback.add", merchant=merchant_id, attributed=state is not None,
+                 platform=state.platform if state else UNATTRIBUTED)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_time(request: web.Request, timestamp: str) -> web.Response | None:
+    skew = request.app[SETTINGS]["wecom.callback_max_skew_seconds"]
+    try:
+        ok = abs(time.time() - int(timestamp)) <= skew
+    except ValueError:
+        ok = False
+    return None if ok else json_error(403, "stale_timestamp", "timestamp is not fresh")
+
+
+async def _verified(request: web.Request) -> tuple[WeComCrypto, str, str, str] | web.Response:
+    """The merchant's crypto and the query's signature fields, or the refusal."""
+    entry = await request.app[ENTRIES].get(request.match_info["merchant"])
+    crypto = _crypto(entry)
+    if crypto is None:
+        return json_error(404, "callback_not_configured",
+                          "no callback token is set for this merchant")
+    query = request.query
+    signature, timestamp, nonce = (query.get("msg_signature", ""), query.get("timestamp", ""),
+                                   query.get("nonce", ""))
+    if not (signature and timestamp and nonce) or len(nonce) > 64:
+        return json_error(400, "bad_request", "msg_signature, timestamp and nonce are required")
+    refused = _check_time(request, timestamp)
+    return refused or (crypto, signature, timestamp, nonce)
+
+
+async def verify_url(request: web.Request) -> web.Response:
+    """WeCom's URL check: decrypt ``echostr`` and answer the plaintext."""
+    found = await _verified(request)
+    if isinstance(found, web.Response):
+        return found
+    crypto, signature, timestamp, nonce = found
+    try:
+        plain = crypto.open(signature, timestamp, nonce, request.query.get("echostr", ""))
+    except WeComCryptoError as exc:
+        log.warning("callback.refused", reason=exc.code)
+        return json_error(403, exc.code, str(exc))
+    return web.Response(text=plain)
+
+
+async def receive(request: web.Request) -> web.Response:
+    found = await _verified(request)
+    if isinstance(found, web.Response):
+        return found
+    crypto, signature, timestamp, nonce = found
+    body = await request.content.read(_MAX_BODY + 1)
+    if len(body) > _MAX_BODY:
+        return json_error(413, "body_too_large", "the callback body is too large")
+    try:
+        encrypt = str(_fields(body.decode("utf-8")).get("Encrypt", ""))
+        message = crypto.open(signature, timestamp, nonce, encrypt)
+    except (ET.ParseError, UnicodeDecodeError):
+        log.warning("callback.refused", reason="malformed")
+        return json_error(400, "malformed", "the body is not a WeCom XML message")
+    except WeComCryptoError as exc:
+        log.warning("callback.refused", reason=exc.code)
+        return json_error(403, exc.code, str(exc))
+    merchant = request.match_info["merchant"]
+    if not await request.app[STORE].accept_callback(merchant, nonce, message):
+        log.warning("callback.refused", reason="replayed_nonce")
+        return json_error(403, "replayed_nonce", "this nonce was seen before")
+    request.app[CALLBACKS].wake()
+    return web.Response(text="success")
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/wecom/callback/{merchant}", verify_url)
+    app.router.add_post("/wecom/callback/{merchant}", receive)

@@ -1,0 +1,131 @@
+"""A small client for the WeCom server API calls LinkLoop makes.
+
+One shared ``aiohttp.ClientSession``; the base URL comes from settings. Access tokens are
+cached per corp until five minutes before WeCom says they expire. An expired or invalid
+token is refreshed once and the call retried; a rate-limit answer backs off and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import structlog
+from cachetools import TTLCache
+
+__all__ = ["WeComApiError", "WeComClient"]
+
+log = structlog.get_logger("linkloop.wecom")
+
+# errcodes that mean "this access token is no good": refresh and retry once.
+_TOKEN_ERRORS = frozenset({40014, 42001, 40082})
+# errcodes that mean "slow down" or "busy": back off and retry.
+_RETRY_ERRORS = frozenset({45009, 45033, -1})
+_RETRIES = 3
+_EARLY_EXPIRY = 300
+
+
+class WeComApiError(Exception):
+    """WeCom refused a call (``errcode``) or could not be reached (``errcode`` None)."""
+
+    def __init__(self, message: str, errcode: int | None = None) -> None:
+        super().__init__(message)
+        self.errcode = errcode
+
+
+class WeComClient:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeout: float) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # (corp_id, secret) -> token. Entries carry their own expiry; the TTL is a backstop.
+        self._tokens: TTLCache[tuple[str, str], tuple[str, float]] = TTLCache(1024, 7200)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def _request(self, method: str, path: str, *, params: Mapping[str, str],
+                       body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        url = f"{self._base}/{path}"
+        try:
+            async with self._session.request(method, url, params=params, json=body,
+                                             timeout=self._timeout) as resp:
+                if resp.status != 200:
+                    raise WeComApiError(f"{path}: HTTP {resp.status}")
+                data = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise WeComApiError(f"{path}: {type(exc).__name__} {exc}") from None
+        if not isinstance(data, dict):
+            raise WeComApiError(f"{path}: the answer is not a JSON object")
+        return data
+
+    async def access_token(self, corp_id: str, secret: str, *, refresh: bool = False) -> str:
+        key = (corp_id, secret)
+        loop = asyncio.get_running_loop()
+        cached = self._tokens.get(key)
+        if cached and not refresh and cached[1] > loop.time():
+            return cached[0]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self._tokens.get(key)
+            if cached and cached[1] > loop.time() and not refresh:
+                return cached[0]  # another caller fetched it while we waited
+            data = await self._request("GET", "gettoken",
+                                       params={"corpid": corp_id, "corpsecret": secret})
+            if data.get("errcode", 0) != 0 or not data.get("access_token"):
+                raise WeComApiError(f"gettoken: {data.get('errmsg', 'no token')}",
+                                    data.get("errcode"))
+            token = str(data["access_token"])
+            ttl = max(60, int(data.get("expires_in", 7200)) - _EARLY_EXPIRY)
+            self._tokens[key] = (token, loop.time() + ttl)
+            return token
+
+    async def call(self, corp_id: str, secret: str, path: str,
+                   body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``path`` with a valid token; the answer with errcode 0."""
+        refreshed = False
+        delay = 0.2
+        for attempt in range(_RETRIES + 1):
+            token = await self.access_token(corp_id, secret)
+            data = await self._request("POST", path, params={"access_token": token}, body=body)
+            errcode = int(data.get("errcode", 0))
+            if errcode == 0:
+                return data
+            if errcode in _TOKEN_ERRORS and not refreshed:
+                refreshed = True
+                await self.access_token(corp_id, secret, refresh=True)
+                continue
+            if errcode in _RETRY_ERRORS and attempt < _RETRIES:
+                log.warning("wecom.backoff", path=path, errcode=errcode, delay=delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            raise WeComApiError(f"{path}: {data.get('errmsg', 'error')}", errcode)
+        raise WeComApiError(f"{path}: gave up after {_RETRIES} retries")
+
+    # --- the calls LinkLoop makes ------------------------------------------------------------
+    async def add_contact_way(self, corp_id: str, secret: str, *, users: list[str],
+                              state: str, remark: str) -> tuple[str, str]:
+        """A "contact me" QR for ``users`` carrying ``state``: (config_id, qr_code)."""
+        data = await self.call(corp_id, secret, "externalcontact/add_contact_way", {
+            "type": 1 if len(users) == 1 else 2, "scene": 2, "state": state,
+            "user": users, "remark": remark[:30], "skip_verify": True})
+        return str(data["config_id"]), str(data["qr_code"])
+
+    async def add_join_way(self, corp_id: str, secret: str, *, chat_ids: list[str],
+                           state: str, remark: str) -> tuple[str, str]:
+        """A "join group" QR for ``chat_ids`` carrying ``state``: (config_id, qr_code)."""
+        data = await self.call(corp_id, secret, "externalcontact/groupchat/add_join_way", {
+            "scene": 2, "chat_id_list": chat_ids, "state": state, "remark": remark[:30],
+            "auto_create_room": 1})
+        config_id = str(data["config_id"])
+        way = await self.call(corp_id, secret, "externalcontact/groupchat/get_join_way",
+                              {"config_id": config_id})
+        return config_id, str(way["join_way"]["qr_code"])
+
+    async def group_members(self, corp_id: str, secret: str,
+                            chat_id: str) -> list[dict[str, Any]]:
+        data = await self.call(corp_id, secret, "externalcontact/groupchat/get",
+                               {"chat_id": chat_id, "need_name": 0})
+        members = data.get("group_chat", {}).get("member_list", [])
+        return [m for m in members if isinstance(m, dict)]

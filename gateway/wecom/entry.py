@@ -1,0 +1,209 @@
+"""The merchant's single WeCom entry point: ``PUT/GET /api/entry`` and the ``/e/`` hop.
+
+Four kinds, one door:
+
+* ``acquisition_link`` -- a WeCom customer-acquisition link; each shopper's hop appends
+  ``customer_channel=<state>`` carrying their platform and click id;
+* ``contact_way`` -- "contact me" for member user ids; one contact way per source platform
+  is made through WeCom's API on first use and reused, its state carrying the platform;
+* ``group`` -- customer groups; one join way per platform, likewise;
+* ``static`` -- a QR the merchant supplies: visits are counted, adds can't be attributed.
+
+Corp id, secret, callback token and EncodingAESKey are write-only: a PUT may set them (or
+omit them to keep the stored ones); no answer or log line ever carries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import structlog
+from aiohttp import web
+from cachetools import TTLCache
+
+from ..api import json_body, principal
+from ..app import ENTRIES, PUBLIC_URL
+from ..errors import ApiError
+from ..store import Entry, EntryWay, Store
+from .client import WeComApiError, WeComClient
+from .state import StateSigner
+
+__all__ = ["SECRET_FIELDS", "EntryDirectory", "WeComApiError", "entry_json", "setup_routes",
+           "validate_entry"]
+
+log = structlog.get_logger("linkloop.entry")
+
+KINDS = ("acquisition_link", "contact_way", "group", "static")
+SECRET_FIELDS = ("corp_id", "secret", "callback_token", "encoding_aes_key")
+_PUBLIC_FIELDS = {"acquisition_link": ("url",), "contact_way": ("users",),
+                  "group": ("chat_ids",), "static": ("qr_url",)}
+_USER_ID = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+_CHAT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CORP_ID = re.compile(r"w[wx][0-9a-f]{16}")
+_TOKEN = re.compile(r"[A-Za-z0-9]{1,32}")
+_AES_KEY = re.compile(r"[A-Za-z0-9+/]{43}")
+_MAX_IDS = 100
+
+
+def _bad(field: str, message: str, code: str = "invalid_field") -> ApiError:
+    return ApiError(422, code, message, field)
+
+
+def _https(value: Any, field: str) -> str:
+    if not isinstance(value, str) or len(value) > 2048 or any(c.isspace() for c in value):
+        raise _bad(field, f"{field} must be an https URL")
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise _bad(field, f"{field} must be an https URL")
+    return value
+
+
+def _ids(value: Any, field: str, pattern: re.Pattern[str]) -> list[str]:
+    if (not isinstance(value, list) or not value or len(value) > _MAX_IDS
+            or not all(isinstance(v, str) and pattern.fullmatch(v) for v in value)):
+        raise _bad(field, f"{field} must be a list of 1 to {_MAX_IDS} WeCom ids")
+    return list(dict.fromkeys(value))
+
+
+def validate_entry(body: Any, previous: Entry | None, merchant_id: str) -> Entry:
+    if not isinstance(body, Mapping):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    kind = body.get("kind")
+    if kind not in KINDS:
+        raise _bad("kind", f"kind must be one of {', '.join(KINDS)}")
+    allowed = {"kind", *_PUBLIC_FIELDS[kind], *SECRET_FIELDS}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise _bad(unknown[0], f"{kind} has no field {unknown[0]!r}", "unknown_field")
+    config: dict[str, Any] = {}
+    if kind == "acquisition_link":
+        url = _https(body.get("url"), "url")
+        parts = urlsplit(url)
+        if parts.hostname != "work.weixin.qq.com" or not parts.path.startswith("/ca/"):
+            raise _bad("url", "url must be a WeCom acquisition link "
+                              "(https://work.weixin.qq.com/ca/...)", "host_not_allowed")
+        config["url"] = url
+    elif kind == "contact_way":
+        config["users"] = _ids(body.get("users"), "users", _USER_ID)
+    elif kind == "group":
+        config["chat_ids"] = _ids(body.get("chat_ids"), "chat_ids", _CHAT_ID)
+    else:
+        config["qr_url"] = _https(body.get("qr_url"), "qr_url")
+
+    # Secrets: a new value replaces, an omitted one is kept, null clears it.
+    secrets = dict(previous.secrets) if previous else {}
+    checks = {"corp_id": _CORP_ID, "secret": re.compile(r"[A-Za-z0-9_-]{8,128}"),
+              "callback_token": _TOKEN, "encoding_aes_key": _AES_KEY}
+    for name in SECRET_FIELDS:
+        if name not in body:
+            continue
+        value = body[name]
+        if value is None:
+            secrets.pop(name, None)
+        elif isinstance(value, str) and checks[name].fullmatch(value):
+            secrets[name] = value
+        else:
+            raise _bad(name, f"{name} is not in WeCom's format")
+    if kind in ("contact_way", "group"):
+        missing = [n for n in ("corp_id", "secret") if n not in secrets]
+        if missing:
+            raise _bad(missing[0], f"{kind} needs {' and '.join(missing)} to call WeCom's API",
+                       "missing_field")
+    half = {"callback_token", "encoding_aes_key"} & set(secrets)
+    if half and (len(half) == 1 or "corp_id" not in secrets):
+        raise _bad("callback_token", "callbacks need corp_id, callback_token and "
+                                     "encoding_aes_key together", "missing_field")
+    return Entry(merchant_id, kind, config, secrets)
+
+
+def entry_json(entry: Entry, public_url: str) -> dict[str, Any]:
+    """What a merchant reads back: the public settings, and only *whether* secrets are set."""
+    return {
+        "kind": entry.kind,
+        **entry.config,
+        **{f"{name}_set": name in entry.secrets for name in SECRET_FIELDS},
+        "callback_url": f"{public_url}/wecom/callback/{entry.merchant_id}",
+        "attribution": "visits_only" if entry.kind == "static" else "adds",
+        "updated_at": entry.updated_at,
+    }
+
+
+class EntryDirectory:
+    """Entries by merchant (briefly cached) and the per-platform ways made for them."""
+
+    def __init__(self, store: Store, client: WeComClient, signer: StateSigner) -> None:
+        self.store = store
+        self.client = client
+        self.signer = signer
+        self._entries: TTLCache[str, Entry | None] = TTLCache(10_000, 30)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def get(self, merchant_id: str) -> Entry | None:
+        try:
+            return self._entries[merchant_id]
+        except KeyError:
+            entry = await self.store.get_entry(merchant_id)
+            self._entries[merchant_id] = entry
+            return entry
+
+    async def put(self, entry: Entry) -> Entry:
+        stored = await self.store.put_entry(entry)
+        self._entries.pop(entry.merchant_id, None)
+        return stored
+
+    def acquisition_url(self, entry: Entry, platform: str, click_id: str | None) -> str:
+        state = self.signer.mint(entry.merchant_id, platform, click_id)
+        url = str(entry.config["url"])
+        return f"{url}{'&' if urlsplit(url).query else '?'}{urlencode({'customer_channel': state})}"
+
+    async def way(self, entry: Entry, platform: str) -> EntryWay:
+        """The contact or join way for one source platform, made through WeCom once."""
+        found = await self.store.get_entry_way(entry.merchant_id, platform)
+        if found is not None:
+            return found
+        lock = self._locks.setdefault((entry.merchant_id, platform), asyncio.Lock())
+        async with lock:  # two shoppers at once must not make two ways
+            found = await self.store.get_entry_way(entry.merchant_id, platform)
+            if found is not None:
+                return found
+            state = self.signer.mint(entry.merchant_id, platform)
+            corp, secret = entry.secrets["corp_id"], entry.secrets["secret"]
+            remark = f"LinkLoop {platform}"
+            if entry.kind == "contact_way":
+                config_id, qr = await self.client.add_contact_way(
+                    corp, secret, users=list(entry.config["users"]), state=state, remark=remark)
+            else:
+                config_id, qr = await self.client.add_join_way(
+                    corp, secret, chat_ids=list(entry.config["chat_ids"]), state=state,
+                    remark=remark)
+            log.info("entry.way_created", merchant=entry.merchant_id, platform=platform,
+                     kind=entry.kind, config_id=config_id)
+            return await self.store.put_entry_way(EntryWay(
+                entry.merchant_id, platform, config_id, qr, state))
+
+
+async def put_entry(request: web.Request) -> web.Response:
+    who = principal(request, write=True)
+    directory = request.app[ENTRIES]
+    previous = await directory.store.get_entry(who.merchant_id)
+    entry = validate_entry(await json_body(request), previous, who.merchant_id)
+    stored = await directory.put(entry)
+    log.info("entry.updated", merchant=who.merchant_id, kind=stored.kind)
+    return web.json_response(entry_json(stored, request.app[PUBLIC_URL]))
+
+
+async def get_entry(request: web.Request) -> web.Response:
+    who = principal(request)
+    entry = await request.app[ENTRIES].store.get_entry(who.merchant_id)
+    if entry is None:
+        raise ApiError(404, "not_found", "no entry point is set: PUT /api/entry")
+    return web.json_response(entry_json(entry, request.app[PUBLIC_URL]))
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_put("/api/entry", put_entry)
+    app.router.add_get("/api/entry", get_entry)

@@ -1,0 +1,336 @@
+"""The closed loop: entry point, /e/ hop, WeCom callbacks, attribution, against a fake WeCom."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import CALLBACKS, RECORDER, STORE, create_app
+from gateway.logs import configure_logging
+
+from .conftest import DESKTOP_UA, Tenant, add_tenant, make_settings
+from .fake_wecom import AES_KEY, CALLBACK_TOKEN, CORP_ID, SECRET, FakeWeCom
+
+WECHAT_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 "
+             "MicroMessenger/8.0.40(0x18002831) NetType/WIFI")
+DOUYIN_UA = ("Mozilla/5.0 (Linux; Android 13; V2203A) AppleWebKit/537.36 Mobile Safari/537.36 "
+             "aweme_260400 JsSdk/2.0 NetType/WIFI Channel/douyin_tengxun_wzl_1108 app_version/26.4.0")
+ACQUISITION = "https://work.weixin.qq.com/ca/cawcde5a6b7c8d9e0f"
+CALLBACK_SECRETS = {"corp_id": CORP_ID, "secret": SECRET, "callback_token": CALLBACK_TOKEN,
+                    "encoding_aes_key": AES_KEY}
+# A product every app shows a landing page for (WeChat and Douyin both block Taobao).
+PRODUCT = {"title": "明前龙井", "targets": {"taobao": {"item_id": "600000000001"},
+                                            "web": {"url": "https://shop.example.com/tea"}}}
+
+
+@pytest.fixture
+async def fake(aiohttp_server: Any) -> tuple[FakeWeCom, TestServer]:
+    wecom = FakeWeCom()
+    server = await aiohttp_server(wecom.app())
+    return wecom, server
+
+
+@pytest.fixture
+async def gateway(aiohttp_client: Any, tmp_path: Path, fake: tuple[FakeWeCom, TestServer],
+                  capsys: Any) -> TestClient[Any, Any]:
+    configure_logging("info", "json")
+    _, server = fake
+    settings = make_settings(tmp_path, wecom__api_base=str(server.make_url("/cgi-bin")),
+                             wecom__timeout_seconds=1.0)
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    return client
+
+
+async def _entry(client: TestClient[Any, Any], tenant: Tenant, **body: Any) -> dict[str, Any]:
+    resp = await client.put("/api/entry", json=body, headers=tenant.auth)
+    assert resp.status == 200, await resp.text()
+    data: dict[str, Any] = await resp.json()
+    return data
+
+
+async def _landing_entry_link(client: TestClient[Any, Any], code: str, ua: str) -> str:
+    page = await (await client.get(f"/p/{code}", headers={"User-Agent": ua})).text()
+    links = re.findall(r'href="(/e/[^"]+)"', page)
+    assert len(links) == 1, page
+    return links[0]
+
+
+async def _settle(client: TestClient[Any, Any]) -> None:
+    """Let the callback worker and the recorder finish what they were handed."""
+    assert client.app is not None
+    for _ in range(3):
+        await client.app[CALLBACKS].drain()
+        await client.app[RECORDER].flush()
+        await asyncio.sleep(0.05)
+
+
+async def _stats(client: TestClient[Any, Any], tenant: Tenant) -> dict[str, dict[str, Any]]:
+    await _settle(client)
+    body = await (await client.get("/api/stats?by=platform", headers=tenant.auth)).json()
+    return {row["platform"]: row for row in body["rows"]}
+
+
+def _adds(client: TestClient[Any, Any]) -> list[tuple[Any, ...]]:
+    assert client.app is not None
+    conn = client.app[STORE]._rconn  # the test reads what storage holds
+    return conn.execute("SELECT platform, click_id, product_id FROM events WHERE kind = 'add' "
+                        "ORDER BY platform").fetchall()
+
+
+async def test_entry_secrets_are_write_only(gateway: TestClient[Any, Any]) -> None:
+    tenant = await add_tenant(gateway, "acme")
+    shown = await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                         **CALLBACK_SECRETS)
+    assert shown["url"] == ACQUISITION and shown["secret_set"] and shown["corp_id_set"]
+    assert shown["callback_url"] == "https://go.test/wecom/callback/acme"
+    text = json.dumps(shown) + await (await gateway.get("/api/entry",
+                                                        headers=tenant.auth)).text()
+    for secret in CALLBACK_SECRETS.values():
+        assert secret not in text
+    # Changing the kind keeps secrets that were not sent again.
+    changed = await _entry(gateway, tenant, kind="static", qr_url="https://img.example.com/q.png")
+    assert changed["secret_set"] and changed["attribution"] == "visits_only"
+
+
+@pytest.mark.parametrize(("body", "code", "field"), [
+    ({"kind": "phone"}, "invalid_field", "kind"),
+    ({"kind": "acquisition_link", "url": "https://evil.example.net/ca/x"}, "host_not_allowed",
+     "url"),
+    ({"kind": "contact_way", "users": ["zhangsan"]}, "missing_field", "corp_id"),
+    ({"kind": "contact_way", "users": [], "corp_id": CORP_ID, "secret": SECRET},
+     "invalid_field", "users"),
+    ({"kind": "group", "chat_ids": ["wr1"], "corp_id": "nope", "secret": SECRET},
+     "invalid_field", "corp_id"),
+    ({"kind": "static", "qr_url": "https://x.example.com/q.png", "callback_token": "abc"},
+     "missing_field", "callback_token"),
+    ({"kind": "static", "qr_url": "http://x.example.com/q.png"}, "invalid_field", "qr_url"),
+    ({"kind": "static", "qr_url": "https://x.example.com/q.png", "colour": 1},
+     "unknown_field", "colour"),
+])
+async def test_bad_entries_are_refused(gateway: TestClient[Any, Any], body: dict[str, Any],
+                                       code: str, field: str) -> None:
+    tenant = await add_tenant(gateway, "acme")
+    resp = await gateway.put("/api/entry", json=body, headers=tenant.auth)
+    assert resp.status == 422
+    assert (await resp.json())["error"]["code"] == code
+    assert (await resp.json())["error"]["field"] == field
+    assert (await gateway.get("/api/entry", headers=tenant.auth)).status == 404
+    marketing = await gateway.put("/api/entry", json={"kind": "static", "qr_url":
+                                  "https://x.example.com/q.png"}, headers=tenant.marketing_auth)
+    assert marketing.status == 403
+
+
+async def test_the_closed_loop_from_three_platforms(gateway: TestClient[Any, Any],
+                                                    capsys: Any) -> None:
+    """WeChat, Douyin and a desktop shopper each enter; WeCom's adds come back attributed."""
+    tenant = await add_tenant(gateway, "acme")
+    await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION, **CALLBACK_SECRETS)
+    product = await (await gateway.post("/api/products", json=PRODUCT,
+                                        headers=tenant.auth)).json()
+    states = {}
+    for name, ua in (("wechat", WECHAT_UA), ("douyin", DOUYIN_UA), ("web", DESKTOP_UA)):
+        gateway.session.cookie_jar.clear()
+        hop = await _landing_entry_link(gateway, product["code"], ua)
+        resp = await gateway.get(hop, headers={"User-Agent": ua}, allow_redirects=False)
+        if name == "web":  # a desktop can't open WeCom: a page with the link and its QR
+            assert resp.status == 200
+            page = await resp.text()
+            assert "<svg" in page
+            link = re.search(r'href="(https://work\.weixin\.qq\.com/ca/[^"]+)"', page)
+            assert link
+            url = link.group(1).replace("&amp;", "&")
+        else:
+            assert resp.status == 302
+            url = resp.headers["Location"]
+        assert url.startswith(ACQUISITION + "?customer_channel=")
+        states[name] = parse_qs(urlsplit(url).query)["customer_channel"][0]
+        assert len(states[name].encode()) <= 64
+    await _settle(gateway)
+    # WeCom hands the customer_channel back as State when each shopper adds the contact.
+    async with __import__("aiohttp").ClientSession() as http:
+        for n, (_name, state) in enumerate(states.items()):
+            resp = await FakeWeCom.post(http, str(gateway.make_url("/wecom/callback/acme")),
+                                        FakeWeCom.add_contact_event(state, f"wmEXT{n}"))
+            assert resp.status == 200
+            assert await resp.text() == "success"
+    rows = await _stats(gateway, tenant)
+    for name in ("wechat", "douyin", "web"):
+        assert rows[name]["clicks"] == 1, name
+        assert rows[name]["entries"] == 1, name
+        assert rows[name]["adds"] == 1, name
+        assert rows[name]["add_rate"] == 1.0
+    # ... each joined to its click and product: the wristband came back.
+    assert gateway.app is not None
+    clicks = dict(gateway.app[STORE]._rconn.execute(
+        "SELECT platform, id FROM clicks").fetchall())
+    assert _adds(gateway) == [(p, clicks[p], product["id"]) for p in sorted(states)]
+    # No secret in any log line of the whole exchange.
+    logs = capsys.readouterr()
+    assert logs.err.count('"event": "callback.add"') == 3  # each callback worked once
+    for secret in CALLBACK_SECRETS.values():
+        assert secret not in logs.err + logs.out
+
+
+async def test_contact_way_is_made_once_per_platform(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    wecom, _ = fake
+    tenant = await add_tenant(gateway, "acme")
+    await _entry(gateway, tenant, kind="contact_way", users=["zhangsan", "lisi"],
+                 **CALLBACK_SECRETS)
+    product = await (await gateway.post("/api/products", json=PRODUCT,
+                                        headers=tenant.auth)).json()
+    wecom.expire_token_once = True  # the first call meets an expired token: refresh, retry
+    pages = []
+    for _ in range(2):
+        hop = await _landing_entry_link(gateway, product["code"], WECHAT_UA)
+        resp = await gateway.get(hop, headers={"User-Agent": WECHAT_UA})
+        assert resp.status == 200
+        pages.append(await resp.text())
+    assert len(wecom.contact_ways) == 1  # reused, not made twice
+    (config_id, way), = wecom.contact_ways.items()
+    assert way["user"] == ["zhangsan", "lisi"] and way["type"] == 2
+    assert all(f"https://wework.qpic.cn/fake/{config_id}.png" in p for p in pages)
+    assert wecom.tokens_issued == 2
+    # The add comes back with the way's state: attributed to WeChat (no click in it).
+    async with __import__("aiohttp").ClientSession() as http:
+        await FakeWeCom.post(http, str(gateway.make_url("/wecom/callback/acme")),
+                             FakeWeCom.add_contact_event(way["state"], "wmEXT1"))
+        # WeCom retrying the same add (new nonce) does not count twice.
+        await FakeWeCom.post(http, str(gateway.make_url("/wecom/callback/acme")),
+                             FakeWeCom.add_contact_event(way["state"], "wmEXT1"))
+    rows = await _stats(gateway, tenant)
+    assert rows["wechat"]["entries"] == 2 and rows["wechat"]["adds"] == 1
+
+
+async def test_group_join_reads_the_member_state(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    wecom, _ = fake
+    tenant = await add_tenant(gateway, "acme")
+    await _entry(gateway, tenant, kind="group", chat_ids=["wrGroup1"], **CALLBACK_SECRETS)
+    product = await (await gateway.post("/api/products", json=PRODUCT,
+                                        headers=tenant.auth)).json()
+    wecom.rate_limit = 1  # WeCom says "slow down" once: back off and retry
+    hop = await _landing_entry_link(gateway, product["code"], DOUYIN_UA)
+    page = await (await gateway.get(hop, headers={"User-Agent": DOUYIN_UA})).text()
+    (config_id, way), = wecom.join_ways.items()
+    assert f"fake/{config_id}.png" in page and way["chat_id_list"] == ["wrGroup1"]
+    async with __import__("aiohttp").ClientSession() as http:
+        url = str(gateway.make_url("/wecom/callback/acme"))
+        await FakeWeCom.post(http, url, wecom.join_group("wrGroup1", "wmJoin1", way["state"]))
+        await FakeWeCom.post(http, url, wecom.join_group("wrGroup1", "wmJoin2", "forged123"))
+    rows = await _stats(gateway, tenant)
+    assert rows["douyin"]["adds"] == 1
+    assert rows["unattributed"]["adds"] == 1
+    assert "groupchat_get" in wecom.calls
+    # A platform-only state can't name the product: by product, both adds show untraced.
+    by_product = await (await gateway.get("/api/stats?by=product", headers=tenant.auth)).json()
+    untraced = [r for r in by_product["rows"] if r["product_id"] is None]
+    assert untraced and untraced[0]["adds"] == 2 and untraced[0]["title"] is None
+
+
+async def test_wecom_api_failures_give_a_page_never_a_500(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    wecom, _ = fake
+    tenant = await add_tenant(gateway, "acme")
+    await _entry(gateway, tenant, kind="contact_way", users=["zhangsan"], **CALLBACK_SECRETS)
+    product = await (await gateway.post("/api/products", json=PRODUCT,
+                                        headers=tenant.auth)).json()
+    for knob in ("fail_with", "delay"):
+        setattr(wecom, knob, 60011 if knob == "fail_with" else 1.5)
+        resp = await gateway.get(f"/e/{product['code']}", headers={"User-Agent": WECHAT_UA})
+        assert resp.status == 503, knob
+        assert "entry_unavailable" in await resp.text()
+        setattr(wecom, knob, None if knob == "fail_with" else 0.0)
+    resp = await gateway.get(f"/e/{product['code']}", headers={"User-Agent": WECHAT_UA})
+    assert resp.status == 200
+
+
+async def test_url_verification(gateway: TestClient[Any, Any]) -> None:
+    tenant = await add_tenant(gateway, "acme")
+    await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION, **CALLBACK_SECRETS)
+    params, _ = FakeWeCom.envelope("8217465830185")
+    crypto_params = dict(params)
+    from gateway.wecom.crypto import WeComCrypto
+
+    crypto = WeComCrypto(CALLBACK_TOKEN, AES_KEY, CORP_ID)
+    echostr = crypto.encrypt("8217465830185")
+    crypto_params["msg_signature"] = crypto.sign(params["timestamp"], params["nonce"], echostr)
+    resp = await gateway.get("/wecom/callback/acme", params={**crypto_params, "echostr": echostr})
+    assert resp.status == 200 and await resp.text() == "8217465830185"
+    crypto_params["msg_signature"] = "0" * 40
+    bad = await gateway.get("/wecom/callback/acme", params={**crypto_params, "echostr": echostr})
+    assert bad.status == 403
+    unknown = await gateway.get("/wecom/callback/nobody", params={**crypto_params,
+                                                                   "echostr": echostr})
+    assert unknown.status == 404
+
+
+async def test_bad_callbacks_record_nothing(gateway: TestClient[Any, Any]) -> None:
+    tenant = await add_tenant(gateway, "acme")
+    await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION, **CALLBACK_SECRETS)
+    url = str(gateway.make_url("/wecom/callback/acme"))
+    message = FakeWeCom.add_contact_event(None, "wmEXT9")
+    params, body = FakeWeCom.envelope(message, nonce="n-1")
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async def post(p: dict[str, str], b: str) -> tuple[int, str]:
+            r = await http.post(url, params=p, data=b)
+            return r.status, (await r.json())["error"]["code"] if r.status != 200 else "ok"
+
+        assert await post({**params, "msg_signature": "f" * 40}, body) == (403, "bad_signature")
+        stale, stale_body = FakeWeCom.envelope(message, timestamp=1_000_000_000)
+        assert await post(stale, stale_body) == (403, "stale_timestamp")
+        other, other_body = FakeWeCom.envelope(message, corp_id="wwffffffffffffffff")
+        assert await post(other, other_body) == (403, "bad_receive_id")
+        assert await post(params, "<xml><Encrypt>") == (400, "malformed")
+        assert await post(params, "garbage") == (400, "malformed")
+        assert await post({}, body) == (400, "bad_request")
+        assert (await post(params, body)) == (200, "ok")  # the real one, once
+        assert await post(params, body) == (403, "replayed_nonce")
+    rows = await _stats(gateway, tenant)
+    # Only the one genuine callback counted, and with no state it is unattributed.
+    assert sum(r["adds"] for r in rows.values()) == 1
+    assert rows["unattributed"]["adds"] == 1
+
+
+async def test_callbacks_stored_before_a_restart_are_worked_after_it(
+    aiohttp_client: Any, tmp_path: Path, fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    """Answered but not yet worked when the process stopped: the next start does the work."""
+    _, server = fake
+    settings = make_settings(tmp_path, wecom__api_base=str(server.make_url("/cgi-bin")))
+    first = await aiohttp_client(create_app(settings))
+    tenant = await add_tenant(first, "acme")
+    await _entry(first, tenant, kind="acquisition_link", url=ACQUISITION, **CALLBACK_SECRETS)
+    assert first.app is not None
+    await first.app[CALLBACKS].close()  # the worker is gone, as in a crash right after 200
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        resp = await FakeWeCom.post(http, str(first.make_url("/wecom/callback/acme")),
+                                    FakeWeCom.add_contact_event(None, "wmEXT1"))
+        assert resp.status == 200
+    await first.close()
+    second = await aiohttp_client(create_app(settings))
+    rows = await _stats(second, tenant)
+    assert rows["unattributed"]["adds"] == 1
+
+
+async def test_app_session_closes_cleanly(aiohttp_client: Any, tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path))
+    client = await aiohttp_client(app)
+    assert (await client.get("/healthz")).status == 200
+    await client.close()
+    assert isinstance(app, web.Application)
