@@ -176,8 +176,12 @@ async def stats(request: web.Request) -> web.Response:
             headers={"Content-Disposition":
                      f'attachment; filename="linkloop-{query.by}-{query.from_day}'
                      f'-{query.to_day}.csv"'})
+    entry = await request.app[STORE].get_entry(who.merchant_id)
+    # With a static QR, WeCom can't tell us which visit became an add: say so with the rows.
+    attribution = "none" if entry is None else (
+        "visits_only" if entry.kind == "static" else "adds")
     return web.json_response({"from": query.from_day.isoformat(), "to": query.to_day.isoformat(),
-                              "by": query.by, "rows": rows})
+                              "by": query.by, "attribution": attribution, "rows": rows})
 
 
 # Platforms whose app credentials the gateway uses, with the appid format each expects.

@@ -96,8 +96,12 @@ async def test_entry_secrets_are_write_only(gateway: TestClient[Any, Any]) -> No
     for secret in CALLBACK_SECRETS.values():
         assert secret not in text
     # Changing the kind keeps secrets that were not sent again.
+    stats = await (await gateway.get("/api/stats", headers=tenant.auth)).json()
+    assert stats["attribution"] == "adds"
     changed = await _entry(gateway, tenant, kind="static", qr_url="https://img.example.com/q.png")
     assert changed["secret_set"] and changed["attribution"] == "visits_only"
+    stats = await (await gateway.get("/api/stats", headers=tenant.auth)).json()
+    assert stats["attribution"] == "visits_only"
 
 
 @pytest.mark.parametrize(("body", "code", "field"), [
