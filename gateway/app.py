@@ -7,6 +7,8 @@ written before storage closes) when it stops.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -45,6 +47,7 @@ __all__ = [
     "SETTINGS",
     "STORE",
     "TOKENS",
+    "WORKER",
     "create_app",
 ]
 
@@ -60,6 +63,8 @@ PAGES = web.AppKey("pages", Pages)
 CLOCK = web.AppKey("clock", DayClock)
 IP_HASHER = web.AppKey("ip_hasher", IpHasher)
 PUBLIC_URL = web.AppKey("public_url", str)
+#: Which of ``serve --workers N`` processes this is (0 for a single process).
+WORKER = web.AppKey("worker", int)
 ENTRIES: web.AppKey[EntryDirectory] = web.AppKey("entries")
 CALLBACKS: web.AppKey[CallbackWorker] = web.AppKey("callbacks")
 MINIPROGRAM_LINKS: web.AppKey[MiniProgramLinks] = web.AppKey("miniprogram_links")
@@ -73,16 +78,22 @@ def public_url(settings: Settings) -> str:
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     store = await open_store(app[SETTINGS])
     app[STORE] = store
-    app[LINKS] = LinkCache(store, ttl=app[SETTINGS]["cache.link_ttl_seconds"],
-                           max_entries=app[SETTINGS]["cache.link_max_entries"])
+    links = LinkCache(store, ttl=app[SETTINGS]["cache.link_ttl_seconds"],
+                      max_entries=app[SETTINGS]["cache.link_max_entries"])
+    app[LINKS] = links
+    # Other instances' product changes reach this cache within a moment (PostgreSQL).
+    watcher = asyncio.create_task(store.watch_links(links.forget), name="linkloop-links")
     yield
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
     await store.close()
 
 
 async def _recorder(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     recorder = Recorder(
-        app[STORE], Journal(settings.data_dir / "journal"),
+        app[STORE], Journal(settings.data_dir / "journal", owner=f"w{app[WORKER]}"),
         queue_size=settings["recorder.queue_size"],
         flush_interval=settings["recorder.flush_interval_ms"] / 1000,
         batch_size=settings["recorder.batch_size"],
@@ -129,13 +140,14 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     from . import api, shopper
     from .wecom import callback, entry
 
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=settings["server.max_body_bytes"])
     app[SETTINGS] = settings
+    app[WORKER] = worker
     app[PUBLIC_URL] = public_url(settings)
     app[CLOCK] = DayClock(settings["stats.timezone"])
     app[DETECTOR] = Detector()

@@ -56,14 +56,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["server__port"] = args.port
     settings = _settings(args).with_overrides(**overrides)
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    if args.workers > 1:
+        return _supervise(args, settings)
     configure_logging(settings["log.level"], settings["log.format"])
-    app = create_app(settings)
-    if args.demo:
+    app = create_app(settings, worker=args.worker_index)
+    if args.demo and args.worker_index == 0:
         app.cleanup_ctx.append(demo_ctx)
     loop = _new_loop()
     web.run_app(app, host=settings["server.host"], port=settings["server.port"],
-                access_log=None, print=lambda msg: print(msg, file=sys.stderr), loop=loop)
+                access_log=None, print=lambda msg: print(msg, file=sys.stderr), loop=loop,
+                reuse_port=args.worker_index > 0 or args.reuse_port)
     return 0
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """``serve --workers N``: N processes on one port (SO_REUSEPORT); the kernel spreads
+    connections. SIGTERM or SIGINT is passed on to every worker, which drains and writes
+    its clicks before exiting; a worker that dies takes the others down with it."""
+    import signal
+    import subprocess
+    import time
+
+    if not settings["server.port"]:
+        raise CliError("--workers needs a fixed --port")
+    base = [sys.executable, "-m", "gateway"]
+    if args.config:
+        base += ["--config", args.config]
+    base += ["serve", "--host", settings["server.host"], "--port", str(settings["server.port"])]
+    if args.demo:
+        base.append("--demo")
+    workers = [subprocess.Popen([*base, "--reuse-port", "--worker-index", str(i)])
+               for i in range(args.workers)]
+
+    def stop(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while all(w.poll() is None for w in workers):
+        time.sleep(0.2)
+    stop(signal.SIGTERM, None)
+    codes = [w.wait() for w in workers]
+    return max(codes, key=abs)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -185,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--demo", action="store_true",
                        help="seed a demo merchant and products; print a token and links")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes sharing the port (SO_REUSEPORT); use PostgreSQL")
+    # Set by --workers for each process it starts.
+    serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     merchant = sub.add_parser("merchant", help="manage merchants")

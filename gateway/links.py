@@ -32,7 +32,14 @@ class LinkCache:
             self._found[code] = product
         return product
 
-    def forget(self, code: str) -> None:
-        """A product changed or was created here: the next read goes to storage."""
-        self._found.pop(code, None)
-        self._missing.pop(code, None)
+    def forget(self, code: str | None) -> None:
+        """A product changed (here or on another instance): the next read goes to storage.
+
+        ``None`` forgets every link: changes may have been missed.
+        """
+        if code is None:
+            self._found.clear()
+            self._missing.clear()
+        else:
+            self._found.pop(code, None)
+            self._missing.pop(code, None)

@@ -18,7 +18,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -33,11 +32,22 @@ Row = Click | Event
 
 
 class Journal:
-    """Append-only JSON lines of rows storage has not confirmed yet."""
+    """Append-only JSON lines of rows storage has not confirmed yet.
 
-    def __init__(self, directory: Path) -> None:
+    Several gateway processes may share one data directory (``serve --workers``), so each
+    appends to its own ``pending-<owner>.jsonl`` and a file is replayed only by whoever
+    renamed it into a ``work-<pid>-...`` name first: a rename is atomic, so no file is
+    replayed by two processes at once. Files left by a process that died (its pending file
+    or its claimed work untouched for a minute) are taken over by the next replay.
+    """
+
+    #: A file nobody has written for this long is an orphan: its owner stopped.
+    ORPHAN_AFTER = 60.0
+
+    def __init__(self, directory: Path, owner: str = "w0") -> None:
         self.directory = directory
-        self.pending = directory / "pending.jsonl"
+        self.owner = owner
+        self.pending = directory / f"pending-{owner}.jsonl"
         self._lock = threading.Lock()
 
     def append(self, rows: list[Row], *, sync: bool = True) -> None:
@@ -55,20 +65,39 @@ class Journal:
                     os.fsync(fh.fileno())
 
     def has_rows(self) -> bool:
-        return any(self._files())
-
-    def _files(self) -> Iterator[Path]:
-        if self.directory.exists():
-            yield from sorted(self.directory.glob("replay-*.jsonl"))
-        if self.pending.exists() and self.pending.stat().st_size:
-            yield self.pending
+        if not self.directory.exists():
+            return False
+        return any(p.stat().st_size or p.name.startswith("work-")
+                   for p in self.directory.glob("*.jsonl"))
 
     def claim(self) -> list[Path]:
-        """Move pending rows aside for replay; new spills start a fresh file."""
+        """Take the rows this process may replay now; new spills start a fresh file."""
+        if not self.directory.exists():
+            return []
+        mine = f"work-{os.getpid()}-"
+        stale = time.time() - self.ORPHAN_AFTER
+        claimed = []
         with self._lock:
-            if self.pending.exists() and self.pending.stat().st_size:
-                self.pending.rename(self.directory / f"replay-{time.time_ns()}.jsonl")
-            return list(self._files())
+            for path in sorted(self.directory.glob("*.jsonl")):
+                try:
+                    info = path.stat()
+                except FileNotFoundError:
+                    continue  # another process took it a moment ago
+                ours = path == self.pending or path.name.startswith(mine)
+                if not ours and info.st_mtime > stale:
+                    continue  # a live process's file: leave it to its owner
+                if path.name.startswith(mine):
+                    claimed.append(path)
+                    continue
+                if path.name.startswith("pending-") and not info.st_size:
+                    continue
+                target = self.directory / f"{mine}{time.time_ns()}-{path.name}"
+                try:
+                    path.rename(target)
+                except FileNotFoundError:
+                    continue
+                claimed.append(target)
+        return claimed
 
     @staticmethod
     def read(path: Path) -> tuple[list[Click], list[Event], int]:
@@ -211,6 +240,6 @@ class Recorder:
                 end = start + self.batch_size
                 if not await self._write(clicks[start:end], events[start:end]):
                     return  # storage still away: the file stays for the next try
-            path.unlink()
+            path.unlink(missing_ok=True)
             log.info("recorder.journal_replayed", file=path.name, clicks=len(clicks),
                      events=len(events))

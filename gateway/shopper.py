@@ -26,6 +26,7 @@ from .app import (
     RECORDER,
     SETTINGS,
     STORE,
+    WORKER,
 )
 from .detect import Detection
 from .ids import is_token, new_click_id, new_visitor_id
@@ -226,7 +227,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready when storage answers; the recorder's counters say whether clicks are flowing."""
     recorder = request.app[RECORDER]
-    body = {"pending": recorder.pending, "written": recorder.written,
+    body = {"worker": request.app[WORKER], "pending": recorder.pending,
+            "written": recorder.written,
             "journaled": recorder.journaled, "overflowed": recorder.overflowed}
     try:
         await request.app[STORE].ping()

@@ -96,7 +96,7 @@ async def test_shutdown_with_storage_away_journals_and_next_start_replays(tmp_pa
     blocker.execute("ROLLBACK")
     blocker.close()
     # A torn last line (the process died mid-write) is skipped, not fatal.
-    with open(tmp_path / "journal" / "pending.jsonl", "a") as fh:
+    with open(tmp_path / "journal" / "pending-w0.jsonl", "a") as fh:
         fh.write('{"kind": "click", "id": "c0')
     again = _recorder(store, tmp_path)
     again.start()
@@ -104,4 +104,25 @@ async def test_shutdown_with_storage_away_journals_and_next_start_replays(tmp_pa
     await again.close()
     assert await _clicks_counted(store) == 30
     assert not again.journal.has_rows()
+    await store.close()
+
+
+async def test_a_dead_workers_journal_is_taken_over(tmp_path: Path) -> None:
+    """serve --workers: a worker that died leaves its journal; another one replays it."""
+    import os
+
+    store = await _open(tmp_path)
+    dead = Journal(tmp_path / "journal", owner="w3")
+    dead.append([_click(n) for n in range(7)])
+    live = Journal(tmp_path / "journal", owner="w0")
+    assert live.claim() == []  # fresh: its owner may still be writing
+    old = os.stat(dead.pending).st_mtime - Journal.ORPHAN_AFTER - 1
+    os.utime(dead.pending, (old, old))
+    recorder = Recorder(store, live, queue_size=100, flush_interval=0.02, batch_size=100,
+                        retry_max=0.1)
+    recorder.start()
+    await asyncio.sleep(0.2)
+    await recorder.close()
+    assert await _clicks_counted(store) == 7
+    assert not live.has_rows()
     await store.close()

@@ -9,7 +9,7 @@ merchant the share code itself names.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -235,6 +235,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def link(self, code: str) -> Product | None:
         """The product behind a share code, active or retired; the hot path's only read."""
+
+    async def watch_links(self, forget: Callable[[str | None], None]) -> None:
+        """Until cancelled, call ``forget(code)`` when another process changes a link, and
+        ``forget(None)`` when changes may have been missed (a listener reconnecting).
+
+        An engine with no way to hear other processes returns at once: the link cache's
+        TTL is then the only bound on staleness.
+        """
+        return None
 
     # --- clicks, events and their rollups ---------------------------------------------------
     @abc.abstractmethod

@@ -19,7 +19,7 @@ import functools
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -68,6 +68,9 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
 _PRODUCT_COLUMNS = (
     "id, merchant_id, code, title, targets, image_url, price, status, created_at, updated_at"
 )
+# Every instance LISTENs here; a product change NOTIFYs its share code.
+LINKS_CHANNEL = "linkloop_links"
+_WATCH_EVERY = 5.0
 _WAY_COLUMNS = "merchant_id, platform, config_id, qr_code, state, created_at"
 _CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
 
@@ -319,6 +322,8 @@ class PostgresStore(Store):
                 if exc.constraint_name == "products_code_key":
                     raise CodeTaken(code) from None
                 raise
+            # Other instances may have cached this code as missing.
+            await conn.execute("SELECT pg_notify($1, $2)", LINKS_CHANNEL, code)
         return Product(id=product_id, merchant_id=merchant_id, code=code, title=title,
                        targets=targets, image_url=image_url, price=price,
                        created_at=now, updated_at=now)
@@ -352,7 +357,35 @@ class PostgresStore(Store):
                 f"UPDATE products SET {assignments} WHERE merchant_id = $1 AND id = $2 "
                 f"RETURNING {_PRODUCT_COLUMNS}",
                 merchant_id, product_id, *values.values())
+            if row is not None:  # every instance drops its cached copy within a moment
+                await conn.execute("SELECT pg_notify($1, $2)", LINKS_CHANNEL, row["code"])
         return _product(row) if row else None
+
+    async def watch_links(self, forget: Callable[[str | None], None]) -> None:
+        """LISTEN for changed links on a connection of our own; reconnect when it drops."""
+        delay = 0.5
+
+        def heard(_conn: Any, _pid: int, _channel: str, code: str) -> None:
+            forget(code)
+
+        while True:
+            try:
+                async with self._pool.acquire(timeout=self.acquire_timeout) as conn:
+                    await conn.add_listener(LINKS_CHANNEL, heard)
+                    forget(None)  # whatever changed while nobody was listening
+                    delay = 0.5
+                    try:
+                        while True:  # a ping notices a connection that died quietly
+                            await asyncio.sleep(_WATCH_EVERY)
+                            await conn.fetchval("SELECT 1")
+                    finally:
+                        with contextlib.suppress(*_UNAVAILABLE):
+                            await conn.remove_listener(LINKS_CHANNEL, heard)
+            except _UNAVAILABLE as exc:
+                log.warning("store.link_listener_lost", error=_describe(exc), retry_in=delay)
+            forget(None)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def link(self, code: str) -> Product | None:
         async with self._conn() as conn:

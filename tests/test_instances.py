@@ -1,0 +1,102 @@
+"""Several gateways on one PostgreSQL, as real processes: counts sum, changes travel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .conftest import TAOBAO_UA
+from .pg import fresh_schema, postgres_url, with_schema
+from .test_cli import free_port, run, serving
+
+
+@pytest.fixture
+async def pg_env(cli_env: dict[str, str]) -> AsyncIterator[dict[str, str]]:
+    url = postgres_url()
+    async with fresh_schema(url, create=False) as schema:
+        yield {**cli_env, "LINKLOOP_STORAGE_URL": with_schema(url, schema)}
+
+
+def _token(env: dict[str, str]) -> dict[str, str]:
+    assert run(env, "merchant", "create", "acme", "--name", "Acme").returncode == 0
+    token = run(env, "token", "--merchant", "acme", "--role", "merchant").stdout.strip()
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _click(http: aiohttp.ClientSession, url: str) -> int:
+    async with http.get(url, headers={"User-Agent": TAOBAO_UA}, allow_redirects=False) as r:
+        return r.status
+
+
+async def test_two_gateways_sum_exactly_and_a_retire_travels_within_a_second(
+    pg_env: dict[str, str],
+) -> None:
+    auth = _token(pg_env)
+    with serving(pg_env) as (proc_a, a), serving(pg_env) as (proc_b, b):
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(f"{a}/api/products", headers=auth, json={
+                "title": "Tea", "targets": {"taobao": {"item_id": "600000000001"}}})
+            product = await resp.json()
+            code = product["code"]
+            # B has never seen the code: it must find it (no stale "missing" entry).
+            sent_a, sent_b = 120, 80
+            statuses = await asyncio.gather(
+                *(_click(http, f"{a}/p/{code}") for _ in range(sent_a)),
+                *(_click(http, f"{b}/p/{code}") for _ in range(sent_b)))
+            assert statuses == [302] * (sent_a + sent_b)
+            # B now holds the product in its cache; retire it through A.
+            assert (await http.delete(f"{a}/api/products/{product['id']}",
+                                      headers=auth)).status == 200
+            started = time.monotonic()
+            while await _click(http, f"{b}/p/{code}") != 410:
+                assert time.monotonic() - started < 1.0, "B still serves a retired link"
+                await asyncio.sleep(0.02)
+        for proc in (proc_a, proc_b):
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+    stats = json.loads(run(pg_env, "stats", "--merchant", "acme").stdout)
+    assert [(r["platform"], r["clicks"]) for r in stats["rows"]] == [("taobao", sent_a + sent_b)]
+
+
+async def test_workers_share_one_port_and_lose_nothing(pg_env: dict[str, str]) -> None:
+    auth = _token(pg_env)
+    port = free_port()
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port),
+                             "--workers", "2"], env=pg_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        workers: set[Any] = set()
+        deadline = time.monotonic() + 20
+        while len(workers) < 2:  # new connections spread over both processes
+            assert time.monotonic() < deadline, f"saw only workers {workers}"
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz") as r:
+                    workers.add((await r.json())["worker"])
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(f"{base}/api/products", headers=auth, json={
+                "title": "Tea", "targets": {"taobao": {"item_id": "600000000001"}}})
+            code = (await resp.json())["code"]
+        clicks = 200
+        for _ in range(clicks // 20):  # fresh sessions, so connections land on both
+            async with aiohttp.ClientSession() as http:
+                statuses = await asyncio.gather(
+                    *(_click(http, f"{base}/p/{code}") for _ in range(20)))
+                assert statuses == [302] * 20
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+    stats = json.loads(run(pg_env, "stats", "--merchant", "acme").stdout)
+    assert stats["rows"][0]["clicks"] == clicks
