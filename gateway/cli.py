@@ -8,7 +8,7 @@ import json
 import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from .settings import ConfigError, Settings, load_settings
 
@@ -208,6 +208,63 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return _run(_with_store(settings, work))
 
 
+# --- migrate, export, import ----------------------------------------------------------------
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Opening storage applies every pending migration; say where it stands."""
+    settings = _settings(args)
+
+    async def work(store: Any) -> int:
+        engine = "postgresql" if type(store).__name__ == "PostgresStore" else "sqlite"
+        print(json.dumps({"engine": engine, "schema_version": await store.schema_version()}))
+        return 0
+
+    return _run(_with_store(settings, work))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import os
+
+    from .transfer import TransferError, export_merchant
+
+    async def work(store: Any) -> int:
+        out: TextIO = sys.stdout
+        if args.out:
+            # The file holds the merchant's secrets: readable by its owner only.
+            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            out = os.fdopen(fd, "w", encoding="utf-8")
+        try:
+            async for line in export_merchant(store, args.merchant):
+                out.write(line)
+        except TransferError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        return 0
+
+    return _run(_with_store(_settings(args), work))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .transfer import TransferError, import_merchant
+
+    try:
+        with (open(args.file, encoding="utf-8") if args.file != "-" else sys.stdin) as fh:
+            lines = fh.readlines()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+
+    async def work(store: Any) -> int:
+        try:
+            counts = await import_merchant(store, lines)
+        except TransferError as exc:
+            raise CliError(str(exc)) from None
+        print(json.dumps(counts))
+        return 0
+
+    return _run(_with_store(_settings(args), work))
+
+
 # --- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from .auth import ROLES
@@ -248,6 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser("detect", help="classify User-Agents")
     detect.add_argument("--ua", help="one User-Agent; without it, one a line on stdin")
     detect.set_defaults(func=cmd_detect)
+
+    migrate = sub.add_parser("migrate", help="apply pending schema migrations and say the version")
+    migrate.set_defaults(func=cmd_migrate)
+
+    export = sub.add_parser("export", help="write one merchant's data as JSON lines")
+    export.add_argument("--merchant", required=True)
+    export.add_argument("--out", help="file to write (mode 0600; it holds secrets); "
+                                      "default stdout")
+    export.set_defaults(func=cmd_export)
+
+    import_ = sub.add_parser("import", help="read a merchant written by `linkloop export`")
+    import_.add_argument("file", nargs="?", default="-", help="the export file (default stdin)")
+    import_.set_defaults(func=cmd_import)
 
     stats = sub.add_parser("stats", help="figures from the rollups")
     stats.add_argument("--merchant", required=True)

@@ -236,6 +236,24 @@ class Store(abc.ABC):
     async def link(self, code: str) -> Product | None:
         """The product behind a share code, active or retired; the hot path's only read."""
 
+    # --- moving a merchant between engines (linkloop export / import) ------------------------
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The newest migration applied."""
+
+    @abc.abstractmethod
+    async def export_clicks(self, merchant_id: str, *, after: str, limit: int,
+                            ) -> Sequence[Click]:
+        """The merchant's raw clicks with id > ``after``, by id (keyset pages)."""
+
+    @abc.abstractmethod
+    async def export_events(self, merchant_id: str, *, after: str, limit: int,
+                            ) -> Sequence[Event]:
+        """The merchant's raw events with id > ``after``, by id (keyset pages)."""
+
+    @abc.abstractmethod
+    async def list_entry_ways(self, merchant_id: str) -> Sequence[EntryWay]: ...
+
     async def watch_links(self, forget: Callable[[str | None], None]) -> None:
         """Until cancelled, call ``forget(code)`` when another process changes a link, and
         ``forget(None)`` when changes may have been missed (a listener reconnecting).

@@ -522,6 +522,41 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             await conn.execute("UPDATE wecom_inbox SET done = TRUE WHERE id = $1", item_id)
 
+    async def schema_version(self) -> int:
+        async with self._conn() as conn:
+            return int(await conn.fetchval(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+
+    async def export_clicks(self, merchant_id: str, *, after: str, limit: int,
+                            ) -> Sequence[Click]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id, merchant_id, product_id, ts, day, platform, source, visitor, "
+                "ip_hash, bot, mobile, os, channel FROM clicks "
+                "WHERE merchant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                merchant_id, after, limit)
+        return [Click(id=r[0], merchant_id=r[1], product_id=r[2], ts=r[3], day=r[4],
+                          platform=r[5], source=r[6], visitor=r[7], ip_hash=r[8],
+                          bot=bool(r[9]), mobile=bool(r[10]), os=r[11], channel=r[12])
+                for r in rows]
+
+    async def export_events(self, merchant_id: str, *, after: str, limit: int,
+                            ) -> Sequence[Event]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id, merchant_id, product_id, kind, platform, ts, day, click_id, target "
+                "FROM events WHERE merchant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                merchant_id, after, limit)
+        return [Event(id=r[0], merchant_id=r[1], product_id=r[2], kind=r[3], platform=r[4],
+                      ts=r[5], day=r[6], click_id=r[7], target=r[8]) for r in rows]
+
+    async def list_entry_ways(self, merchant_id: str) -> Sequence[EntryWay]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_WAY_COLUMNS} FROM entry_ways WHERE merchant_id = $1 ORDER BY platform",
+                merchant_id)
+        return [EntryWay(*r) for r in rows]
+
     async def put_credentials(self, credentials: Credentials) -> Credentials:
         stored = Credentials(credentials.merchant_id, credentials.platform, credentials.app_id,
                              credentials.secret, time.time())

@@ -361,6 +361,51 @@ class SQLiteStore(Store):
 
         return await self._read(read)
 
+    # --- export ------------------------------------------------------------------------------
+    async def schema_version(self) -> int:
+        def read() -> int:
+            return int(self._rconn.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+
+        return await self._read(read)
+
+    async def export_clicks(self, merchant_id: str, *, after: str, limit: int,
+                            ) -> Sequence[Click]:
+        def read() -> list[Click]:
+            rows = self._rconn.execute(
+                "SELECT id, merchant_id, product_id, ts, day, platform, source, visitor, "
+                "ip_hash, bot, mobile, os, channel FROM clicks "
+                "WHERE merchant_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (merchant_id, after, limit)).fetchall()
+            return [Click(id=r[0], merchant_id=r[1], product_id=r[2], ts=r[3], day=r[4],
+                          platform=r[5], source=r[6], visitor=r[7], ip_hash=r[8],
+                          bot=bool(r[9]), mobile=bool(r[10]), os=r[11], channel=r[12])
+                    for r in rows]
+
+        return await self._read(read)
+
+    async def export_events(self, merchant_id: str, *, after: str, limit: int,
+                            ) -> Sequence[Event]:
+        def read() -> list[Event]:
+            rows = self._rconn.execute(
+                "SELECT id, merchant_id, product_id, kind, platform, ts, day, click_id, target "
+                "FROM events WHERE merchant_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (merchant_id, after, limit)).fetchall()
+            return [Event(id=r[0], merchant_id=r[1], product_id=r[2], kind=r[3], platform=r[4],
+                      ts=r[5], day=r[6], click_id=r[7], target=r[8]) for r in rows]
+
+        return await self._read(read)
+
+    async def list_entry_ways(self, merchant_id: str) -> Sequence[EntryWay]:
+        def read() -> list[EntryWay]:
+            rows = self._rconn.execute(
+                "SELECT merchant_id, platform, config_id, qr_code, state, created_at "
+                "FROM entry_ways WHERE merchant_id = ? ORDER BY platform",
+                (merchant_id,)).fetchall()
+            return [EntryWay(*r) for r in rows]
+
+        return await self._read(read)
+
     # --- platform app credentials ------------------------------------------------------------
     async def put_credentials(self, credentials: Credentials) -> Credentials:
         stored = Credentials(credentials.merchant_id, credentials.platform, credentials.app_id,

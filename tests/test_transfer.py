@@ -1,0 +1,106 @@
+"""linkloop migrate, export and import: a merchant moves between SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .conftest import DESKTOP_UA, TAOBAO_UA
+from .pg import fresh_schema, postgres_url, with_schema
+from .test_cli import run, serving
+
+
+@pytest.fixture
+async def pg_env(cli_env: dict[str, str]) -> AsyncIterator[dict[str, str]]:
+    url = postgres_url()
+    async with fresh_schema(url, create=False) as schema:
+        yield {**cli_env, "LINKLOOP_STORAGE_URL": with_schema(url, schema)}
+
+
+def test_migrate_reports_the_schema_version(cli_env: dict[str, str]) -> None:
+    first = run(cli_env, "migrate")
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["engine"] == "sqlite" and report["schema_version"] >= 2
+    assert json.loads(run(cli_env, "migrate").stdout) == report  # idempotent
+
+
+async def _traffic(env: dict[str, str]) -> dict[str, Any]:
+    """A merchant with two products (one retired), clicks and a storefront open."""
+    assert run(env, "merchant", "create", "acme", "--name", "Acme", "--domain",
+               "shop.acme.cn").returncode == 0
+    token = run(env, "token", "--merchant", "acme", "--role", "merchant").stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    with serving(env) as (_proc, base):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+            made = []
+            for slug in ("tea", "mug"):
+                resp = await http.post(f"{base}/api/products", headers=auth, json={
+                    "title": slug, "slug": slug, "targets": {
+                        "taobao": {"item_id": "600000000001"},
+                        "web": {"url": f"https://shop.acme.cn/{slug}"}}})
+                made.append(await resp.json())
+            for _ in range(3):
+                await http.get(f"{base}/p/tea", headers={"User-Agent": TAOBAO_UA},
+                               allow_redirects=False)
+            await http.get(f"{base}/p/mug", headers={"User-Agent": DESKTOP_UA})
+            await http.get(f"{base}/o/mug/web", headers={"User-Agent": DESKTOP_UA},
+                           allow_redirects=False)
+            await http.delete(f"{base}/api/products/{made[1]['id']}", headers=auth)
+    return {"by_product": json.loads(run(env, "stats", "--merchant", "acme", "--by",
+                                         "product").stdout)["rows"],
+            "by_platform": json.loads(run(env, "stats", "--merchant", "acme").stdout)["rows"]}
+
+
+async def _moved(source: dict[str, str], target: dict[str, str], tmp_path: Path) -> None:
+    before = await _traffic(source)
+    out = tmp_path / "acme.jsonl"
+    exported = run(source, "export", "--merchant", "acme", "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    imported = run(target, "import", str(out))
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["clicks"] == 4
+    after_platform = json.loads(run(target, "stats", "--merchant", "acme").stdout)["rows"]
+    assert after_platform == before["by_platform"]
+    after_product = json.loads(run(target, "stats", "--merchant", "acme", "--by",
+                                   "product").stdout)["rows"]
+    strip = [{k: v for k, v in r.items() if k != "product_id"} for r in before["by_product"]]
+    assert [{k: v for k, v in r.items() if k != "product_id"} for r in after_product] == strip
+    # The links people hold work in the target: the share code answers, retired stays 410.
+    with serving(target) as (_proc, base):
+        async with aiohttp.ClientSession() as http:
+            tea = await http.get(f"{base}/p/tea", headers={"User-Agent": TAOBAO_UA},
+                                 allow_redirects=False)
+            assert tea.status == 302
+            assert (await http.get(f"{base}/p/mug", allow_redirects=False)).status == 410
+    # A second import refuses, writing nothing.
+    again = run(target, "import", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+async def test_sqlite_to_postgresql(cli_env: dict[str, str], pg_env: dict[str, str],
+                                    tmp_path: Path) -> None:
+    await _moved(cli_env, pg_env, tmp_path)
+
+
+async def test_postgresql_to_sqlite(cli_env: dict[str, str], pg_env: dict[str, str],
+                                    tmp_path: Path) -> None:
+    target = {**cli_env, "LINKLOOP_STORAGE_DATA_DIR": str(tmp_path / "other")}
+    await _moved(pg_env, target, tmp_path)
+
+
+def test_bad_exports_are_refused(cli_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"format": "something-else"}\n')
+    result = run(cli_env, "import", str(bad))
+    assert result.returncode == 2 and "not a LinkLoop export" in result.stderr
+    missing = run(cli_env, "export", "--merchant", "ghost")
+    assert missing.returncode == 2 and "no merchant 'ghost'" in missing.stderr
