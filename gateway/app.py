@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -81,9 +82,16 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     links = LinkCache(store, ttl=app[SETTINGS]["cache.link_ttl_seconds"],
                       max_entries=app[SETTINGS]["cache.link_max_entries"])
     app[LINKS] = links
+    warmed = await links.warm()
+    log.info("links.warmed", links=warmed)
+    # Everything made so far lives as long as the process: keep it out of every later GC
+    # pass, or a full collection walks the whole link cache in the middle of a request.
+    gc.collect()
+    gc.freeze()
     # Other instances' product changes reach this cache within a moment (PostgreSQL).
     watcher = asyncio.create_task(store.watch_links(links.forget), name="linkloop-links")
     yield
+    await links.close()
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
@@ -141,7 +149,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import api, shopper
+    from . import api, dashboard, shopper
     from .wecom import callback, entry
 
     app = web.Application(middlewares=[error_middleware],
@@ -157,4 +165,5 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     api.setup_routes(app)
     entry.setup_routes(app)
     callback.setup_routes(app)
+    dashboard.setup_routes(app)
     return app

@@ -163,6 +163,51 @@ def cmd_token(args: argparse.Namespace) -> int:
     return _run(_with_store(settings, work))
 
 
+# --- user create ----------------------------------------------------------------------------
+def _read_password() -> str:
+    """From the terminal (asked twice), or the first line of stdin when it is not one."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != password:
+        raise CliError("the two passwords differ")
+    return password
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from .store import StoreError, User, UserExists
+    from .users import check_password, hash_password, normalize_email
+
+    try:
+        email = normalize_email(args.email)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    password = _read_password()
+    try:
+        check_password(password)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+    async def work(store: Any) -> int:
+        if await store.get_merchant(args.merchant) is None:
+            raise CliError(f"no merchant {args.merchant!r}: create it with `linkloop merchant "
+                           "create` first")
+        try:
+            user = await store.create_user(User(email, args.merchant, args.role,
+                                                hash_password(password)))
+        except UserExists:
+            raise CliError(f"a user {email!r} already exists") from None
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+        print(json.dumps({"email": user.email, "merchant": user.merchant_id,
+                          "role": user.role}, ensure_ascii=False))
+        return 0
+
+    return _run(_with_store(_settings(args), work))
+
+
 # --- detect ---------------------------------------------------------------------------------
 def cmd_detect(args: argparse.Namespace) -> int:
     from .detect import Detector
@@ -301,6 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", required=True, choices=ROLES)
     token.add_argument("--ttl", help="lifetime, e.g. 30d, 12h (default: auth.token_ttl_days)")
     token.set_defaults(func=cmd_token)
+
+    user = sub.add_parser("user", help="manage dashboard logins")
+    usub = user.add_subparsers(dest="action", required=True)
+    user_create = usub.add_parser(
+        "create", help="create a staff login; the password comes from stdin when it is not "
+        "a terminal")
+    user_create.add_argument("email")
+    user_create.add_argument("--merchant", required=True)
+    user_create.add_argument("--role", required=True, choices=("marketing", "merchant"))
+    user_create.set_defaults(func=cmd_user_create)
 
     detect = sub.add_parser("detect", help="classify User-Agents")
     detect.add_argument("--ua", help="one User-Agent; without it, one a line on stdin")

@@ -58,9 +58,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("privacy.ip_salt", "",
             "Salt for hashing client addresses (raw addresses are never stored). "
             "Empty: generated once into data_dir."),
-    Setting("cache.link_ttl_seconds", 30.0,
-            "How long a share link stays cached in memory before it is read again.", float,
-            minimum=0),
+    Setting("cache.link_ttl_seconds", 60.0,
+            "Longest a cached share link is served before it is read again (in the "
+            "background). Changes made through any instance reach every cache sooner.",
+            float, minimum=0),
     Setting("cache.link_max_entries", 100_000, "Most share links kept in memory.", int,
             minimum=1),
     Setting("recorder.queue_size", 50_000,

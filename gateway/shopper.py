@@ -29,13 +29,14 @@ from .app import (
     WORKER,
 )
 from .detect import Detection
+from .guide import overlay_for
 from .ids import is_token, new_click_id, new_visitor_id
 from .pages import qr_svg
-from .resolve import hop_url, resolve
+from .resolve import ResolutionCache, hop_url
 from .store import Click, Event, Product
 from .wecom.client import WeComApiError
 
-__all__ = ["CHANNEL_PATTERN", "VISITOR_COOKIE", "setup_routes"]
+__all__ = ["CHANNEL_PATTERN", "VISITOR_COOKIE", "cookie_value", "setup_routes"]
 
 log = structlog.get_logger("linkloop.shopper")
 
@@ -63,18 +64,32 @@ def _detect(request: web.Request) -> tuple[Detection, str | None]:
     return detection, channel
 
 
+def cookie_value(header: str | None, name: str) -> str | None:
+    """One cookie's value from a Cookie header, without parsing them all.
+
+    ``request.cookies`` builds a SimpleCookie of every cookie the browser sends; the hot
+    path needs one, and our values are plain tokens (no quoting to undo).
+    """
+    if not header:
+        return None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value
+    return None
+
+
 def _visitor(request: web.Request) -> tuple[str, bool]:
     """The visitor id from the cookie, or a new one (True when it must be set)."""
-    cookie = request.cookies.get(VISITOR_COOKIE)
+    cookie = cookie_value(request.headers.get("Cookie"), VISITOR_COOKIE)
     if cookie and is_token(cookie):
         return cookie, False
     return new_visitor_id(), True
 
 
 def _set_visitor(request: web.Request, response: web.StreamResponse, visitor: str) -> None:
-    response.set_cookie(VISITOR_COOKIE, visitor, max_age=_VISITOR_MAX_AGE, httponly=True,
-                        samesite="Lax", path="/",
-                        secure=request.app[PUBLIC_URL].startswith("https://"))
+    # One prebuilt header rather than set_cookie's Morsel: this runs on most clicks.
+    response.headers["Set-Cookie"] = f"{VISITOR_COOKIE}={visitor}{request.app[_COOKIE_ATTRS]}"
 
 
 async def _product(request: web.Request) -> Product | web.Response:
@@ -100,7 +115,7 @@ async def share_link(request: web.Request) -> web.StreamResponse:
     ts, day = app[CLOCK].now()
     click_id = new_click_id()
     # aiohttp runs each request in its own task, so this binding ends with the request.
-    structlog.contextvars.bind_contextvars(click_id=click_id, code=product.code)
+    structlog.contextvars.bind_contextvars(click_id=click_id)
     app[RECORDER].click(Click(
         id=click_id, merchant_id=product.merchant_id, product_id=product.id, ts=ts, day=day,
         platform=detection.platform, source=detection.source, channel=channel,
@@ -121,7 +136,8 @@ async def share_link(request: web.Request) -> web.StreamResponse:
             links = minted.link(product)
             if links is None:
                 minted.want(product)  # minted in the background; this click gets the scheme
-        resolution = resolve(detection, product.targets, links=links)
+        resolution = app[_RESOLUTIONS].get(product.code, product.updated_at, detection,
+                                           product.targets, links)
         if resolution.redirect is not None:
             response = web.Response(status=302, headers={
                 "Location": resolution.redirect, "Cache-Control": "no-store",
@@ -135,7 +151,9 @@ async def share_link(request: web.Request) -> web.StreamResponse:
                 blocked=resolution.blocked, guide=resolution.guide, hop_urls=hops,
                 entry_url=f"/e/{product.code}?c={click_id}" if entry else None,
                 phone_only=resolution.phone_only,
-                qr_svg=qr_svg(share_url) if resolution.qr else None,
+                qr_svg=qr_svg(share_url) if resolution.qr else None, share_url=share_url,
+                overlay=overlay_for(detection.platform, detection.os) if resolution.guide
+                else None,
             )
     if new_visitor:
         _set_visitor(request, response, visitor)
@@ -161,7 +179,9 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
         # Nothing this app can open: the guide out of it, and the share token to copy.
         return request.app[PAGES].render(
             "landing.html", product=product, options=(), blocked=(front,), guide=True,
-            hop_urls={}, entry_url=None, phone_only=(), qr_svg=None)
+            hop_urls={}, entry_url=None, phone_only=(), qr_svg=None,
+            share_url=f"{request.app[PUBLIC_URL]}/p/{product.code}",
+            overlay=overlay_for(detection.platform, detection.os))
     click_id = request.query.get("c")
     app = request.app
     ts, day = app[CLOCK].now()
@@ -239,7 +259,14 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "storage": "ok", **body})
 
 
+_RESOLUTIONS = web.AppKey("resolutions", ResolutionCache)
+_COOKIE_ATTRS = web.AppKey("visitor_cookie_attrs", str)
+
+
 def setup_routes(app: web.Application) -> None:
+    app[_RESOLUTIONS] = ResolutionCache()
+    secure = "; Secure" if app[PUBLIC_URL].startswith("https://") else ""
+    app[_COOKIE_ATTRS] = f"; Max-Age={_VISITOR_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}"
     app.router.add_get("/p/{code}", share_link, name="share")
     app.router.add_get("/o/{code}/{platform}", storefront_hop, name="storefront")
     app.router.add_get("/e/{code}", entry_hop, name="entry")

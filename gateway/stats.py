@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import date, timedelta
 from typing import Any
 
@@ -11,10 +12,12 @@ from adapters import by_platform
 
 from .store import METRICS, StatsRow, Store
 
-__all__ = ["GROUPINGS", "RATES", "StatsQuery", "StatsQueryError", "parse_stats_query", "rows_csv",
-           "run_stats", "with_funnel"]
+__all__ = ["CHANNEL_PATTERN", "GROUPINGS", "RATES", "StatsQuery", "StatsQueryError",
+           "parse_stats_query", "rows_csv", "run_stats", "with_funnel"]
 
-GROUPINGS = ("platform", "product", "day")
+GROUPINGS = ("platform", "product", "day", "channel")
+#: A ``?ch=`` channel name, as the share link accepts it (shopper.CHANNEL_PATTERN).
+CHANNEL_PATTERN = re.compile(r"[a-z0-9_]{1,32}")
 RATES = ("open_rate", "entry_rate", "add_rate")
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -29,12 +32,13 @@ class StatsQueryError(ValueError):
 
 class StatsQuery:
     def __init__(self, from_day: date, to_day: date, by: str, product_id: int | None,
-                 platform: str | None) -> None:
+                 platform: str | None, channel: str | None = None) -> None:
         self.from_day = from_day
         self.to_day = to_day
         self.by = by
         self.product_id = product_id
         self.platform = platform
+        self.channel = channel
 
 
 def _day(value: str, field: str) -> date:
@@ -66,7 +70,10 @@ def parse_stats_query(params: dict[str, str | None], today: date) -> StatsQuery:
     platform = params.get("platform") or None
     if platform is not None and by_platform(platform) is None:
         raise StatsQueryError("platform", f"unknown platform {platform!r}")
-    return StatsQuery(from_day, to_day, by, product_id, platform)
+    channel = params.get("channel") or None
+    if channel is not None and not CHANNEL_PATTERN.fullmatch(channel):
+        raise StatsQueryError("channel", "channel must be 1-32 of a-z, 0-9 and _")
+    return StatsQuery(from_day, to_day, by, product_id, platform, channel)
 
 
 async def run_stats(store: Store, merchant_id: str, query: StatsQuery) -> list[dict[str, Any]]:
@@ -74,7 +81,7 @@ async def run_stats(store: Store, merchant_id: str, query: StatsQuery) -> list[d
     rows: list[StatsRow] = await store.stats(
         merchant_id, from_day=query.from_day.isoformat(), to_day=query.to_day.isoformat(),
         by=query.by,  # type: ignore[arg-type]
-        product_id=query.product_id, platform=query.platform)
+        product_id=query.product_id, platform=query.platform, channel=query.channel)
     return [with_funnel(r.as_json()) for r in rows]
 
 

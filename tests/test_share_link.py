@@ -165,5 +165,14 @@ async def test_click_id_is_bound_on_every_log_line_of_the_request(
              if line.startswith("{")]
     full = [line for line in lines if line["event"] == "recorder.queue_full"]
     assert len(full) == 1
-    assert re.fullmatch(r"[0-9A-Za-z]{12}", full[0]["click_id"])
-    assert full[0]["code"] == product["code"]
+    assert re.fullmatch(r"[0-9A-Za-z_-]{12}", full[0]["click_id"])
+
+
+def test_the_visitor_cookie_is_found_among_others() -> None:
+    from gateway.shopper import cookie_value
+
+    assert cookie_value("a=1; ll_v=abcDEF123456; b=2", "ll_v") == "abcDEF123456"
+    assert cookie_value("xll_v=nope; ll_v=yes12345", "ll_v") == "yes12345"
+    assert cookie_value("xll_v=nope", "ll_v") is None
+    assert cookie_value(None, "ll_v") is None
+    assert cookie_value("ll_v", "ll_v") is None

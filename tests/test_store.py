@@ -21,7 +21,10 @@ from gateway.store import (
     Merchant,
     MerchantExists,
     Store,
+    StoreError,
     StoreUnavailable,
+    User,
+    UserExists,
     open_store,
 )
 from gateway.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
@@ -386,3 +389,170 @@ async def test_postgres_lost_connection_is_unavailable_then_recovers(
         await store.record([click(2, product=pid)], [])
     with pytest.raises(StoreUnavailable):
         await store.ping()
+
+
+# --- the channel dimension and staff logins (migration 3), on every engine -----------------
+def tagged(n: int, channel: str | None, *, visitor: str = "v1", ts: float = 1.0,
+           platform: str = "taobao", product: int = 1) -> Click:
+    return Click(id=f"click{n:08d}", merchant_id="m1", product_id=product, ts=ts,
+                 day="2026-11-01", platform=platform, source="ua", visitor=visitor,
+                 ip_hash="h", channel=channel)
+
+
+async def test_rollups_carry_the_channel_and_events_follow_their_click(store: Store) -> None:
+    await _merchants(store)
+    pid = await _product(store)
+    # Visitor a comes first through "live", then again untagged: one unique visitor, "live".
+    await store.record([tagged(1, "live", visitor="a", ts=1.0, product=pid),
+                        tagged(2, None, visitor="a", ts=2.0, product=pid),
+                        tagged(3, None, visitor="b", ts=3.0, product=pid)],
+                       [event(1, product_id=pid, click_id="click00000001")])
+    # Events of later batches find their click's channel in storage; an unknown click: ''.
+    later = [event(2, "entry", product_id=pid, click_id="click00000001"),
+             event(3, "add", product_id=pid, click_id="click00000003"),
+             event(4, "storefront_open", product_id=pid, click_id="click00009999")]
+    await store.record([], later)
+    await store.record([], later)  # a replay counts once
+
+    def figures(rows: list) -> dict[str, tuple[int, ...]]:  # type: ignore[type-arg]
+        return {r.key["channel"]: (r.clicks, r.unique_visitors, r.storefront_opens, r.entries,
+                                   r.adds) for r in rows}
+
+    by_channel = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
+                                   by="channel")
+    assert figures(by_channel) == {"": (2, 1, 1, 0, 1), "live": (1, 1, 1, 1, 0)}
+    live = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
+                             by="platform", channel="live")
+    assert [(r.key["platform"], r.clicks, r.storefront_opens, r.entries) for r in live] == [
+        ("taobao", 1, 1, 1)]
+    # Without a channel filter, the figures are what they were before the dimension.
+    everything = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
+                                   by="platform")
+    assert [(r.clicks, r.unique_visitors, r.storefront_opens, r.entries, r.adds)
+            for r in everything] == [(3, 2, 2, 1, 1)]
+    assert await store.stats("m2", from_day="2026-11-01", to_day="2026-11-01", by="channel",
+                             channel="live") == []
+
+
+async def test_a_click_of_another_merchant_lends_no_channel(store: Store) -> None:
+    await _merchants(store)
+    other = await _product(store, "m2", code="code0002")
+    pid = await _product(store)
+    await store.record([Click(id="click00000001", merchant_id="m2", product_id=other, ts=1.0,
+                              day="2026-11-01", platform="jd", source="ua", visitor="x",
+                              ip_hash="h", channel="theirs")], [])
+    await store.record([], [event(1, product_id=pid, click_id="click00000001")])
+    rows = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01", by="channel")
+    assert [(r.key["channel"], r.storefront_opens) for r in rows] == [("", 1)]
+
+
+def _user(email: str = "anna@example.com", merchant: str = "m1", role: str = "marketing"
+          ) -> User:
+    return User(email, merchant, role, "scrypt$16384$8$1$c2FsdA==$aGFzaA==")  # type: ignore[arg-type]
+
+
+async def test_users_are_created_once_and_read_back(store: Store) -> None:
+    await _merchants(store)
+    created = await store.create_user(_user())
+    assert created.created_at > 0
+    got = await store.get_user("anna@example.com")
+    assert got is not None and (got.merchant_id, got.role, got.password_hash) == (
+        "m1", "marketing", created.password_hash)
+    assert (got.failed_logins, got.locked_until, got.last_login_at, got.sessions_after) == (
+        0, 0.0, None, 0.0)
+    with pytest.raises(UserExists):
+        await store.create_user(_user(merchant="m2", role="merchant"))
+    with pytest.raises(StoreError):
+        await store.create_user(_user("bob@example.com", merchant="ghost"))
+    assert await store.get_user("bob@example.com") is None
+    assert await store.get_user("nobody@example.com") is None
+
+
+async def test_failed_logins_lock_and_a_success_starts_the_count_again(store: Store) -> None:
+    await _merchants(store)
+    await store.create_user(_user())
+    now = 1_000_000.0
+    for expected in (1, 2):
+        user = await store.record_login_failure("anna@example.com", now=now, max_failures=3,
+                                                lock_seconds=60)
+        assert user is not None and user.failed_logins == expected and not user.locked(now)
+    await store.record_login_success("anna@example.com", now=now + 1)
+    got = await store.get_user("anna@example.com")
+    assert got is not None and got.failed_logins == 0 and got.last_login_at == now + 1
+    # Three in a row (concurrently, as from several gateways): locked for a minute.
+    results = await asyncio.gather(*(store.record_login_failure(
+        "anna@example.com", now=now + 2, max_failures=3, lock_seconds=60) for _ in range(3)))
+    assert sorted(u.failed_logins for u in results if u) == [0, 1, 2]
+    locked = await store.get_user("anna@example.com")
+    assert locked is not None and locked.locked(now + 61) and not locked.locked(now + 62)
+    assert await store.record_login_failure("nobody@example.com", now=now, max_failures=3,
+                                            lock_seconds=60) is None
+
+
+async def test_end_sessions_only_moves_forward(store: Store) -> None:
+    await _merchants(store)
+    await store.create_user(_user())
+    await store.end_sessions("anna@example.com", now=200.5)
+    await store.end_sessions("anna@example.com", now=100.0)  # a late, older logout
+    got = await store.get_user("anna@example.com")
+    assert got is not None and got.sessions_after == 200.5
+
+
+_V2_ROLLUP = ("m1", "2026-10-01", 7, "taobao", 5, 4, 1, 3, 2, 1)
+
+
+async def test_sqlite_migration_3_keeps_the_rollups(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as conn:  # a database as version 2 left it, with figures
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                     "applied_at REAL NOT NULL)")
+        for version, script in SQLITE_MIGRATIONS[:2]:
+            for statement in script.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+        conn.execute("INSERT INTO merchants VALUES ('m1', 'One', '[]', 0)")
+        conn.execute("INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _V2_ROLLUP)
+    store = await SQLiteStore.open(path)
+    try:
+        rows = await store.stats("m1", from_day="2026-10-01", to_day="2026-10-01",
+                                 by="channel")
+        assert [(r.key["channel"], r.clicks, r.unique_visitors, r.bot_clicks,
+                 r.storefront_opens, r.entries, r.adds) for r in rows] == [("", 5, 4, 1, 3, 2, 1)]
+        await store.record([Click(id="click00000001", merchant_id="m1", product_id=7, ts=1.0,
+                                  day="2026-10-01", platform="taobao", source="ua",
+                                  visitor="v", ip_hash="h", channel="live")], [])
+        rows = await store.stats("m1", from_day="2026-10-01", to_day="2026-10-01",
+                                 by="platform")
+        assert [(r.key["platform"], r.clicks) for r in rows] == [("taobao", 6)]
+    finally:
+        await store.close()
+
+
+async def test_postgres_migration_3_keeps_the_rollups(pg_url: str, pg_schema: str) -> None:
+    conn = await pg.connect(pg_url, pg_schema)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                           "applied_at DOUBLE PRECISION NOT NULL)")
+        for version, script in POSTGRES_MIGRATIONS[:2]:
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_migrations VALUES ($1, 0)", version)
+        await conn.execute("INSERT INTO merchants (id, name, created_at) VALUES ('m1', 'One', 0)")
+        await conn.execute("INSERT INTO rollups VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                           *_V2_ROLLUP)
+    finally:
+        await conn.close()
+    store = await PostgresStore.open(pg_url, schema=pg_schema)
+    try:
+        rows = await store.stats("m1", from_day="2026-10-01", to_day="2026-10-01",
+                                 by="channel")
+        assert [(r.key["channel"], r.clicks, r.unique_visitors, r.bot_clicks,
+                 r.storefront_opens, r.entries, r.adds) for r in rows] == [("", 5, 4, 1, 3, 2, 1)]
+        await store.record([Click(id="click00000001", merchant_id="m1", product_id=7, ts=1.0,
+                                  day="2026-10-01", platform="taobao", source="ua",
+                                  visitor="v", ip_hash="h", channel="live")], [])
+        rows = await store.stats("m1", from_day="2026-10-01", to_day="2026-10-01",
+                                 by="channel")
+        assert [(r.key["channel"], r.clicks) for r in rows] == [("", 5), ("live", 1)]
+    finally:
+        await store.close()

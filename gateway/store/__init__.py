@@ -21,6 +21,8 @@ from .base import (
     Store,
     StoreError,
     StoreUnavailable,
+    User,
+    UserExists,
 )
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "User",
+    "UserExists",
     "open_store",
 ]
 

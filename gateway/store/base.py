@@ -31,11 +31,15 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "User",
+    "UserExists",
 ]
 
 EventKind = Literal["storefront_open", "entry", "add"]
 EntryKind = Literal["acquisition_link", "contact_way", "group", "static"]
-GroupBy = Literal["platform", "product", "day"]
+GroupBy = Literal["platform", "product", "day", "channel"]
+#: Roles a dashboard login may have (API tokens may also be ``admin``).
+StaffRole = Literal["merchant", "marketing"]
 
 #: Rollup counters, in the order reports show them.
 METRICS = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries", "adds")
@@ -55,6 +59,10 @@ class CodeTaken(StoreError):
 
 class MerchantExists(StoreError):
     """A merchant with that id already exists."""
+
+
+class UserExists(StoreError):
+    """A staff login with that email already exists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +172,29 @@ class InboxItem:
     received_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class User:
+    """A staff login for the dashboard. ``email`` is stored lower-cased and is the key.
+
+    ``password_hash`` is self-describing (KDF, parameters, salt, hash; see gateway/users.py).
+    ``locked_until``: no login succeeds before this moment (0: not locked).
+    ``sessions_after``: sessions issued at or before this moment are void (set by logout).
+    """
+
+    email: str
+    merchant_id: str
+    role: StaffRole
+    password_hash: str
+    created_at: float = 0.0
+    failed_logins: int = 0
+    locked_until: float = 0.0
+    last_login_at: float | None = None
+    sessions_after: float = 0.0
+
+    def locked(self, now: float) -> bool:
+        return self.locked_until > now
+
+
 @dataclass(slots=True)
 class StatsRow:
     key: dict[str, Any]
@@ -235,6 +266,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def link(self, code: str) -> Product | None:
         """The product behind a share code, active or retired; the hot path's only read."""
+
+    @abc.abstractmethod
+    async def recent_links(self, limit: int) -> Sequence[Product]:
+        """The most recently changed products (any merchant): to warm the link cache."""
 
     # --- moving a merchant between engines (linkloop export / import) ------------------------
     @abc.abstractmethod
@@ -319,5 +354,36 @@ class Store(abc.ABC):
     async def stats(
         self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
         product_id: int | None = None, platform: str | None = None,
+        channel: str | None = None,
     ) -> list[StatsRow]:
-        """Rollup sums for one merchant, grouped by platform, product or day."""
+        """Rollup sums for one merchant, grouped by platform, product, day or channel.
+
+        ``channel`` keeps only visits tagged with that ``?ch=`` channel (and the storefront
+        opens, entries and adds that followed them); '' is "no channel".
+        """
+
+    # --- staff logins for the dashboard -------------------------------------------------------
+    # ``get_user`` is unscoped on purpose, like ``link``: a login names only an email. Every
+    # read after it is scoped by the user's own merchant.
+    @abc.abstractmethod
+    async def create_user(self, user: User) -> User:
+        """Raises UserExists when the email is taken, StoreError when the merchant is unknown."""
+
+    @abc.abstractmethod
+    async def get_user(self, email: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def record_login_failure(
+        self, email: str, *, now: float, max_failures: int, lock_seconds: float,
+    ) -> User | None:
+        """Count a wrong password, atomically; the ``max_failures``-th in a row locks the
+        login until ``now + lock_seconds`` (and starts the count again). None if no such user.
+        """
+
+    @abc.abstractmethod
+    async def record_login_success(self, email: str, *, now: float) -> None:
+        """A login succeeded: the failure count starts again and ``last_login_at`` is now."""
+
+    @abc.abstractmethod
+    async def end_sessions(self, email: str, *, now: float) -> None:
+        """Void every session of this user issued up to ``now`` (logout)."""

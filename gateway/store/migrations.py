@@ -121,6 +121,44 @@ CREATE TABLE app_credentials (
     PRIMARY KEY (merchant_id, platform)
 )
 """),
+    # Version 3: the channel dimension (``?ch=``) in the rollups, and staff logins.
+    # SQLite cannot change a primary key in place: the rollups move to a new table with
+    # channel in its key, every existing row under channel '' (they predate the dimension),
+    # all in the migration's one transaction.
+    (3, """
+CREATE TABLE rollups_v3 (
+    merchant_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    product_id INTEGER NOT NULL,
+    platform TEXT NOT NULL,
+    channel TEXT NOT NULL DEFAULT '',
+    clicks INTEGER NOT NULL DEFAULT 0,
+    unique_visitors INTEGER NOT NULL DEFAULT 0,
+    bot_clicks INTEGER NOT NULL DEFAULT 0,
+    storefront_opens INTEGER NOT NULL DEFAULT 0,
+    entries INTEGER NOT NULL DEFAULT 0,
+    adds INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, day, product_id, platform, channel)
+) WITHOUT ROWID;
+INSERT INTO rollups_v3 (merchant_id, day, product_id, platform, channel, clicks,
+                        unique_visitors, bot_clicks, storefront_opens, entries, adds)
+SELECT merchant_id, day, product_id, platform, '', clicks, unique_visitors, bot_clicks,
+       storefront_opens, entries, adds FROM rollups;
+DROP TABLE rollups;
+ALTER TABLE rollups_v3 RENAME TO rollups;
+CREATE TABLE users (
+    email TEXT PRIMARY KEY,
+    merchant_id TEXT NOT NULL REFERENCES merchants(id),
+    role TEXT NOT NULL CHECK (role IN ('merchant', 'marketing')),
+    password_hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    failed_logins INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL NOT NULL DEFAULT 0,
+    last_login_at REAL,
+    sessions_after REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX users_by_merchant ON users (merchant_id)
+"""),
 )
 
 
@@ -287,6 +325,26 @@ CREATE TABLE app_credentials (
     updated_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (merchant_id, platform)
 )
+"""),
+    # Version 3: as SQLite's. Adding a column with a constant default rewrites nothing; the
+    # primary key is rebuilt with channel in it. Existing rows get channel ''.
+    (3, """
+ALTER TABLE rollups ADD COLUMN channel TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE rollups DROP CONSTRAINT rollups_pkey;
+ALTER TABLE rollups ADD CONSTRAINT rollups_pkey
+    PRIMARY KEY (merchant_id, day, product_id, platform, channel);
+CREATE TABLE users (
+    email TEXT PRIMARY KEY,
+    merchant_id TEXT NOT NULL REFERENCES merchants(id),
+    role TEXT NOT NULL CHECK (role IN ('merchant', 'marketing')),
+    password_hash TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    failed_logins INTEGER NOT NULL DEFAULT 0,
+    locked_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last_login_at DOUBLE PRECISION,
+    sessions_after DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+CREATE INDEX users_by_merchant ON users (merchant_id)
 """),
 )
 __all__ += ["POSTGRES_MIGRATIONS"]

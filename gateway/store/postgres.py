@@ -42,10 +42,13 @@ from .base import (
     Product,
     StatsRow,
     Store,
+    StoreError,
     StoreUnavailable,
+    User,
+    UserExists,
 )
 from .migrations import POSTGRES_MIGRATIONS
-from .rollup import RollupDelta, RollupKey, rollup_deltas
+from .rollup import RollupDelta, RollupKey, first_visit_channels, rollup_deltas
 from .sql import stats_query, stats_row
 
 __all__ = ["PostgresStore", "split_schema"]
@@ -73,6 +76,8 @@ LINKS_CHANNEL = "linkloop_links"
 _WATCH_EVERY = 5.0
 _WAY_COLUMNS = "merchant_id, platform, config_id, qr_code, state, created_at"
 _CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
+_USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_logins, "
+                 "locked_until, last_login_at, sessions_after")
 
 #: How often a running gateway makes sure next months' click partitions exist (seconds).
 _PARTITION_CHECK_EVERY = 6 * 3600.0
@@ -94,13 +99,17 @@ _INSERT_EVENTS = (
 _INSERT_VISITORS = (
     "INSERT INTO daily_visitors (merchant_id, product_id, day, platform, visitor) "
     "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) "
-    "ON CONFLICT DO NOTHING RETURNING merchant_id, product_id, day, platform"
+    "ON CONFLICT DO NOTHING RETURNING merchant_id, product_id, day, platform, visitor"
+)
+_CLICK_CHANNELS = (
+    "SELECT merchant_id, id, channel FROM clicks WHERE id = ANY($1::text[])"
 )
 _BUMP_ROLLUPS = (
-    f"INSERT INTO rollups (merchant_id, product_id, day, platform, {', '.join(METRICS)}) "
-    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], "
-    + ", ".join(f"${n}::bigint[]" for n in range(5, 5 + len(METRICS)))
-    + ") ON CONFLICT (merchant_id, day, product_id, platform) DO UPDATE SET "
+    "INSERT INTO rollups (merchant_id, product_id, day, platform, channel, "
+    f"{', '.join(METRICS)}) "
+    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], "
+    + ", ".join(f"${n}::bigint[]" for n in range(6, 6 + len(METRICS)))
+    + ") ON CONFLICT (merchant_id, day, product_id, platform, channel) DO UPDATE SET "
     + ", ".join(f"{m} = rollups.{m} + excluded.{m}" for m in METRICS)
 )
 
@@ -387,6 +396,13 @@ class PostgresStore(Store):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
+    async def recent_links(self, limit: int) -> Sequence[Product]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products ORDER BY updated_at DESC LIMIT $1",
+                limit)
+        return [_product(r) for r in rows]
+
     async def link(self, code: str) -> Product | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(
@@ -438,21 +454,30 @@ class PostgresStore(Store):
             stored = {r[0] for r in rows}
             new_events = [e for e in fresh_events if e.id in stored]
 
-        # A visitor is unique once per product, platform and day: the first insert wins.
+        # A visitor is unique once per product, platform and day: the first insert wins, and
+        # counts under the channel of that visitor's first click.
         first_visits: Counter[RollupKey] = Counter()
-        visits = sorted({(c.merchant_id, c.product_id, c.day, c.platform, c.visitor)
-                         for c in new_clicks if not c.bot})
+        visit_channels = first_visit_channels(new_clicks)
+        visits = sorted(visit_channels)
         if visits:
             for row in await conn.fetch(_INSERT_VISITORS, *_columns(visits, 5)):
-                first_visits[(row[0], row[1], row[2], row[3])] += 1
-        deltas = rollup_deltas(new_clicks, new_events, first_visits)
+                key = (row[0], row[1], row[2], row[3], row[4])
+                first_visits[(row[0], row[1], row[2], row[3], visit_channels[key])] += 1
+        # Storefront opens, entries and adds count under their click's channel: the clicks
+        # of this batch are already in, so one lookup finds old and new ones alike.
+        event_channels: dict[tuple[str, str], str] = {}
+        click_ids = sorted({e.click_id for e in new_events if e.click_id})
+        if click_ids:
+            for row in await conn.fetch(_CLICK_CHANNELS, click_ids):
+                event_channels[(row[0], row[1])] = row[2] or ""
+        deltas = rollup_deltas(new_clicks, new_events, first_visits, event_channels)
         await PostgresStore._bump_rollups(conn, deltas)
 
     @staticmethod
     async def _bump_rollups(conn: Any, deltas: Mapping[RollupKey, RollupDelta]) -> None:
         if deltas:
             rows = [(*key, *deltas[key].values()) for key in sorted(deltas)]
-            await conn.execute(_BUMP_ROLLUPS, *_columns(rows, 4 + len(METRICS)))
+            await conn.execute(_BUMP_ROLLUPS, *_columns(rows, 5 + len(METRICS)))
 
     async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
         async with self._conn() as conn:
@@ -595,12 +620,63 @@ class PostgresStore(Store):
     async def stats(
         self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
         product_id: int | None = None, platform: str | None = None,
+        channel: str | None = None,
     ) -> list[StatsRow]:
         query, params = stats_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
-                                    product_id=product_id, platform=platform, mark="${n}")
+                                    product_id=product_id, platform=platform, mark="${n}",
+                                    channel=channel)
         async with self._conn() as conn:
             rows = await conn.fetch(query, *params)
         return [stats_row(by, r) for r in rows]
+
+    # --- staff logins ------------------------------------------------------------------------
+    async def create_user(self, user: User) -> User:
+        created = User(user.email, user.merchant_id, user.role, user.password_hash,
+                       user.created_at or time.time())
+        async with self._conn() as conn:
+            try:
+                await conn.execute(
+                    "INSERT INTO users (email, merchant_id, role, password_hash, created_at) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    created.email, created.merchant_id, created.role, created.password_hash,
+                    created.created_at)
+            except asyncpg.UniqueViolationError:
+                raise UserExists(user.email) from None
+            except asyncpg.ForeignKeyViolationError:
+                raise StoreError(f"no merchant {user.merchant_id!r}") from None
+        return created
+
+    async def get_user(self, email: str) -> User | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE email = $1",
+                                      email)
+        return User(*row) if row else None
+
+    async def record_login_failure(
+        self, email: str, *, now: float, max_failures: int, lock_seconds: float,
+    ) -> User | None:
+        # One statement: concurrent wrong guesses on several gateways each count.
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "UPDATE users SET "
+                "failed_logins = CASE WHEN failed_logins + 1 >= $1 THEN 0 "
+                "ELSE failed_logins + 1 END, "
+                "locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END "
+                f"WHERE email = $3 RETURNING {_USER_COLUMNS}",
+                max_failures, now + lock_seconds, email)
+        return User(*row) if row else None
+
+    async def record_login_success(self, email: str, *, now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE users SET failed_logins = 0, last_login_at = $1 WHERE email = $2",
+                now, email)
+
+    async def end_sessions(self, email: str, *, now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE users SET sessions_after = GREATEST(sessions_after, $1) "
+                "WHERE email = $2", now, email)
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ __all__ = ["stats_query", "stats_row"]
 
 def stats_query(
     merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
-    product_id: int | None, platform: str | None, mark: str,
+    product_id: int | None, platform: str | None, mark: str, channel: str | None = None,
 ) -> tuple[str, list[Any]]:
     """The one rollup query both engines run; ``mark`` yields each placeholder in turn.
 
@@ -28,6 +28,9 @@ def stats_query(
     if platform is not None:
         where += f" AND r.platform = {next(marks)}"
         params.append(platform)
+    if channel is not None:
+        where += f" AND r.channel = {next(marks)}"
+        params.append(channel)
     sums = ", ".join(f"SUM(r.{m})" for m in METRICS)
     if by == "product":
         # Joined on the merchant too, so a product id can never reach across tenants. A LEFT

@@ -33,10 +33,13 @@ from .base import (
     Product,
     StatsRow,
     Store,
+    StoreError,
     StoreUnavailable,
+    User,
+    UserExists,
 )
 from .migrations import SQLITE_MIGRATIONS
-from .rollup import RollupDelta, rollup_deltas
+from .rollup import RollupDelta, RollupKey, first_visit_channels, rollup_deltas
 from .sql import stats_query, stats_row
 
 __all__ = ["SQLiteStore"]
@@ -48,6 +51,8 @@ _PRODUCT_COLUMNS = (
     "id, merchant_id, code, title, targets, image_url, price, status, created_at, updated_at"
 )
 _CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
+_USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_logins, "
+                 "locked_until, last_login_at, sessions_after")
 # SQLite caps bound parameters per statement; stay well below it.
 _CHUNK = 400
 
@@ -283,6 +288,15 @@ class SQLiteStore(Store):
 
         return await self._write(self._transaction(update))
 
+    async def recent_links(self, limit: int) -> Sequence[Product]:
+        def read() -> list[Product]:
+            rows = self._rconn.execute(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products ORDER BY updated_at DESC LIMIT ?",
+                (limit,)).fetchall()
+            return [_product(r) for r in rows]
+
+        return await self._read(read)
+
     async def link(self, code: str) -> Product | None:
         def read() -> Product | None:
             row = self._rconn.execute(
@@ -325,30 +339,41 @@ class SQLiteStore(Store):
             [(e.id, e.merchant_id, e.product_id, e.click_id, e.target, e.kind, e.platform,
               e.ts, e.day) for e in new_events],
         )
-        # A visitor is unique once per product, platform and day: the first insert wins.
-        first_visits: Counter[tuple[str, int, str, str]] = Counter()
-        visits = sorted({(c.merchant_id, c.product_id, c.day, c.platform, c.visitor)
-                         for c in new_clicks if not c.bot})
+        # A visitor is unique once per product, platform and day: the first insert wins, and
+        # counts under the channel of that visitor's first click.
+        first_visits: Counter[RollupKey] = Counter()
+        visit_channels = first_visit_channels(new_clicks)
+        visits = sorted(visit_channels)
         for visit_chunk in _chunks(visits, _CHUNK // 5):
             marks = ",".join("(?, ?, ?, ?, ?)" for _ in visit_chunk)
             params = [v for visit in visit_chunk for v in visit]
             for row in conn.execute(
                 "INSERT OR IGNORE INTO daily_visitors "
                 "(merchant_id, product_id, day, platform, visitor) "
-                f"VALUES {marks} RETURNING merchant_id, product_id, day, platform",
+                f"VALUES {marks} RETURNING merchant_id, product_id, day, platform, visitor",
                 params,
             ):
-                first_visits[(row[0], row[1], row[2], row[3])] += 1
-        deltas = rollup_deltas(new_clicks, new_events, first_visits)
+                key = (row[0], row[1], row[2], row[3], row[4])
+                first_visits[(row[0], row[1], row[2], row[3], visit_channels[key])] += 1
+        # Storefront opens, entries and adds count under their click's channel: the clicks
+        # of this batch are already in, so one lookup finds old and new ones alike.
+        event_channels: dict[tuple[str, str], str] = {}
+        click_ids = sorted({e.click_id for e in new_events if e.click_id})
+        for chunk in _chunks(click_ids):
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(
+                    f"SELECT merchant_id, id, channel FROM clicks WHERE id IN ({marks})", chunk):
+                event_channels[(row[0], row[1])] = row[2] or ""
+        deltas = rollup_deltas(new_clicks, new_events, first_visits, event_channels)
         SQLiteStore._bump_rollups(conn, deltas)
 
     @staticmethod
     def _bump_rollups(conn: sqlite3.Connection, deltas: Mapping[Any, RollupDelta]) -> None:
         sets = ", ".join(f"{m} = {m} + excluded.{m}" for m in METRICS)
         conn.executemany(
-            f"INSERT INTO rollups (merchant_id, product_id, day, platform, {', '.join(METRICS)}) "
-            f"VALUES (?, ?, ?, ?, {', '.join('?' * len(METRICS))}) "
-            f"ON CONFLICT (merchant_id, day, product_id, platform) DO UPDATE SET {sets}",
+            "INSERT INTO rollups (merchant_id, product_id, day, platform, channel, "
+            f"{', '.join(METRICS)}) VALUES (?, ?, ?, ?, ?, {', '.join('?' * len(METRICS))}) "
+            f"ON CONFLICT (merchant_id, day, product_id, platform, channel) DO UPDATE SET {sets}",
             [(*key, *delta.values()) for key, delta in deltas.items()],
         )
 
@@ -530,12 +555,73 @@ class SQLiteStore(Store):
     async def stats(
         self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
         product_id: int | None = None, platform: str | None = None,
+        channel: str | None = None,
     ) -> list[StatsRow]:
         query, params = stats_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
-                                    product_id=product_id, platform=platform, mark="?")
+                                    product_id=product_id, platform=platform, mark="?",
+                                    channel=channel)
 
         def read() -> list[StatsRow]:
             return [stats_row(by, r) for r in self._rconn.execute(query, params)]
 
         return await self._read(read)
+
+    # --- staff logins ------------------------------------------------------------------------
+    async def create_user(self, user: User) -> User:
+        created = User(user.email, user.merchant_id, user.role, user.password_hash,
+                       user.created_at or time.time())
+
+        def insert(conn: sqlite3.Connection) -> User:
+            try:
+                conn.execute(
+                    "INSERT INTO users (email, merchant_id, role, password_hash, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (created.email, created.merchant_id, created.role, created.password_hash,
+                     created.created_at))
+            except sqlite3.IntegrityError as exc:
+                if "FOREIGN KEY" in str(exc):
+                    raise StoreError(f"no merchant {user.merchant_id!r}") from None
+                raise UserExists(user.email) from None
+            return created
+
+        return await self._write(self._transaction(insert))
+
+    async def get_user(self, email: str) -> User | None:
+        def read() -> User | None:
+            row = self._rconn.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE email = ?", (email,)).fetchone()
+            return User(*row) if row else None
+
+        return await self._read(read)
+
+    async def record_login_failure(
+        self, email: str, *, now: float, max_failures: int, lock_seconds: float,
+    ) -> User | None:
+        def update(conn: sqlite3.Connection) -> User | None:
+            # One statement: concurrent wrong guesses each count (every right-hand side
+            # reads the row as it was).
+            row = conn.execute(
+                "UPDATE users SET "
+                "failed_logins = CASE WHEN failed_logins + 1 >= ? THEN 0 "
+                "ELSE failed_logins + 1 END, "
+                "locked_until = CASE WHEN failed_logins + 1 >= ? THEN ? ELSE locked_until END "
+                f"WHERE email = ? RETURNING {_USER_COLUMNS}",
+                (max_failures, max_failures, now + lock_seconds, email)).fetchall()
+            return User(*row[0]) if row else None
+
+        return await self._write(self._transaction(update))
+
+    async def record_login_success(self, email: str, *, now: float) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE users SET failed_logins = 0, last_login_at = ? WHERE email = ?",
+                         (now, email))
+
+        await self._write(self._transaction(update))
+
+    async def end_sessions(self, email: str, *, now: float) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE users SET sessions_after = MAX(sessions_after, ?) "
+                         "WHERE email = ?", (now, email))
+
+        await self._write(self._transaction(update))
 

@@ -3,7 +3,7 @@
 WeCom returns the ``state`` of a contact way or join way (30 characters at most) and the
 ``customer_channel`` of an acquisition link (64 bytes at most) with every add. We put in:
 
-    <platform code: 2><click id: 12, optional><MAC: 6>    all base62
+    <platform code: 2><click id: 12, optional><MAC: 6>    base62, the click id base64url
 
 20 characters with a click id (acquisition links, minted per shopper), 8 without (contact
 and join ways are made once per platform and reused, so they can carry only the platform).
@@ -17,7 +17,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from ..ids import BASE62
+from ..ids import BASE62, TOKEN_ALPHABET
 
 __all__ = ["PLATFORM_CODES", "State", "StateSigner"]
 
@@ -60,7 +60,7 @@ class StateSigner:
     def mint(self, merchant_id: str, platform: str, click_id: str | None = None) -> str:
         code = PLATFORM_CODES[platform]
         if click_id is not None and (len(click_id) != _CLICK_LENGTH
-                                     or any(c not in BASE62 for c in click_id)):
+                                     or any(c not in TOKEN_ALPHABET for c in click_id)):
             click_id = None  # not one of ours: the platform still travels
         body = code + (click_id or "")
         return body + self._mac(merchant_id, body)

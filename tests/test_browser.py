@@ -1,0 +1,528 @@
+"""Real pages in a real browser: Debian's headless Chromium, driven by Selenium through
+chromium-driver, against the real gateway running as its own process.
+
+The landing page under a WeChat, a Douyin and a desktop User-Agent (what shows, where each
+button goes, the open-in-browser overlay, the copy button), the dashboard's login, filters
+and CSV download, and QR codes read back with a real decoder (zbar). Screenshots are kept
+under ``test-artifacts/browser/``.
+
+Chromium, chromium-driver and zbar are Debian packages: when one is missing and we are root,
+the session installs it with apt-get; otherwise these tests skip, except in CI (``CI=true``)
+where a missing browser is a failure, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import http.client
+import io
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from .conftest import DESKTOP_UA, LINKLOOP, REPO
+from .test_cli import free_port, run
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ZBARIMG = Path("/usr/bin/zbarimg")
+# Chinese glyphs for the screenshots (the pages' own text is Chinese).
+CJK_FONT = Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf")
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+
+WECHAT_IOS = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+              "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) "
+              "NetType/WIFI Language/zh_CN")
+DOUYIN_ANDROID = ("Mozilla/5.0 (Linux; Android 14; V2244A; wv) AppleWebKit/537.36 (KHTML, "
+                  "like Gecko) Version/4.0 Chrome/120.0.6099.193 Mobile Safari/537.36 "
+                  "aweme_300100 JsSdk/1.0 NetType/WIFI AppName/aweme app_version/30.1.0 "
+                  "ByteLocale/zh-CN")
+TAOBAO_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+             "Mobile/15E148 AliApp(TB/10.30.0)")
+PASSWORD = "correct horse battery"
+ACQUISITION = "https://work.weixin.qq.com/ca/cawcde5a6b7c8d9e0f"
+SHARE_TOKEN = "￥AbC123￥"
+
+
+# --- system tools ---------------------------------------------------------------------------
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def ensure_debian_packages(needed: dict[Path, str]) -> None:
+    """Install the Debian packages whose files are missing (as root), or skip (fail in CI)."""
+    missing = sorted({package for path, package in needed.items() if not path.exists()})
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        reason = (f"needs the Debian packages {', '.join(missing)}; not root, so cannot "
+                  f"apt-get install them (run: sudo apt-get install -y {' '.join(missing)})")
+        if _in_ci():
+            pytest.fail(f"{reason}; CI must run the browser tests", pytrace=False)
+        pytest.skip(reason)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with open(tempfile.gettempdir() + "/linkloop-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one installer at a time on this machine
+        missing = sorted({package for path, package in needed.items() if not path.exists()})
+        if missing:
+            for command in (["apt-get", "update", "-q"],
+                            ["apt-get", "install", "-y", "-q", *missing]):
+                done = subprocess.run(command, env=env, capture_output=True, text=True,
+                                      timeout=1800)
+                if done.returncode != 0:
+                    pytest.fail(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}"
+                                f"{done.stderr[-2000:]}", pytrace=False)
+    still = [str(path) for path in needed if not path.exists()]
+    if still:
+        pytest.fail(f"installed {', '.join(missing)} but {', '.join(still)} is missing",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> None:
+    ensure_debian_packages({CHROMIUM: "chromium", CHROMEDRIVER: "chromium-driver",
+                            CJK_FONT: "fonts-droid-fallback"})
+
+
+@pytest.fixture(scope="session")
+def zbar() -> None:
+    ensure_debian_packages({ZBARIMG: "zbar-tools"})
+
+
+def decode_qr(png: bytes) -> list[str]:
+    """What zbar reads in an image: one string per code found."""
+    with tempfile.NamedTemporaryFile(suffix=".png") as image:
+        image.write(png)
+        image.flush()
+        done = subprocess.run([str(ZBARIMG), "--quiet", "--raw", image.name],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 4), done.stderr  # 4: nothing found
+    return done.stdout.splitlines()
+
+
+# --- the gateway, as its own process ----------------------------------------------------------
+@dataclass
+class Live:
+    base: str
+    env: dict[str, str]
+    token: str
+    marketing_token: str
+    product: dict[str, Any]
+    log: Path
+
+    def request(self, method: str, path: str, body: Any = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request, redirects not followed."""
+        parts = urlsplit(self.base)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        sent = dict(headers or {})
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=data, headers=sent)
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    def api(self, method: str, path: str, body: Any = None, *, marketing: bool = False) -> Any:
+        token = self.marketing_token if marketing else self.token
+        status, _, raw = self.request(method, path, body,
+                                      {"Authorization": f"Bearer {token}"})
+        assert 200 <= status < 300, (status, raw)
+        return json.loads(raw) if raw.startswith((b"{", b"[")) else raw.decode()
+
+    def settled_stats(self, query: str) -> Any:
+        """Stats once the recorder has written everything (two equal reads in a row)."""
+        last = None
+        for _ in range(100):
+            now = self.api("GET", f"/api/stats?{query}", marketing=True)
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.2)
+        return last
+
+
+@contextmanager
+def gateway_process(env: dict[str, str], log: Path) -> Iterator[str]:
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*LINKLOOP, "serve", "--port", str(port)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the gateway did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, chromium: None) -> Iterator[Live]:
+    """A merchant, a marketing login, a product and a WeCom entry, set up as a merchant
+    would: with ``linkloop`` commands and the HTTP API."""
+    home = tmp_path_factory.mktemp("browser")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINKLOOP_")}
+    env.update(LINKLOOP_STORAGE_DATA_DIR=str(home / "data"), PYTHONUNBUFFERED="1",
+               LINKLOOP_RECORDER_FLUSH_INTERVAL_MS="50")
+    for command, stdin in [
+        (["merchant", "create", "acme", "--name", "Acme 茶庄", "--domain", "shop.acme.cn"],
+         None),
+        (["user", "create", "anna@acme.cn", "--merchant", "acme", "--role", "marketing"],
+         PASSWORD + "\n"),
+    ]:
+        done = run(env, *command, stdin=stdin)
+        assert done.returncode == 0, done.stderr
+    tokens = [run(env, "token", "--merchant", "acme", "--role", role).stdout.strip()
+              for role in ("merchant", "marketing")]
+    log = home / "gateway.log"
+    with gateway_process(env, log) as base:
+        live = Live(base, env, tokens[0], tokens[1], {}, log)
+        # No product image: then nothing at all on the landing page comes from elsewhere.
+        live.product = live.api("POST", "/api/products", {
+            "title": "明前龙井 250g", "price": 168,
+            "targets": {"taobao": {"item_id": "600000000001", "share_token": SHARE_TOKEN},
+                        "jd": {"sku": "100000000001"},
+                        "web": {"url": "https://shop.acme.cn/tea"}}})
+        live.api("PUT", "/api/entry", {"kind": "acquisition_link", "url": ACQUISITION})
+        yield live
+
+
+# --- the browser --------------------------------------------------------------------------------
+Browser = Callable[..., WebDriver]
+
+
+@pytest.fixture
+def browser(chromium: None, tmp_path: Path) -> Iterator[Browser]:
+    """Opens headless Chromium windows: as a phone (``phone=True``) or a desktop."""
+    drivers: list[WebDriver] = []
+
+    def open_browser(user_agent: str, *, phone: bool = False,
+                     downloads: Path | None = None) -> WebDriver:
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        profile = tempfile.mkdtemp(dir=tmp_path, prefix="chromium-")
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", "--lang=zh-CN", f"--user-data-dir={profile}",
+                     f"--user-agent={user_agent}"):
+            options.add_argument(flag)
+        if phone:
+            options.add_experimental_option("mobileEmulation", {
+                "deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 2,
+                                  "touch": True, "mobile": True},
+                "userAgent": user_agent})
+        else:
+            options.add_argument("--window-size=1280,900")
+        if downloads is not None:
+            options.add_experimental_option("prefs", {
+                "download.default_directory": str(downloads),
+                "download.prompt_for_download": False})
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        drivers.append(driver)
+        driver.set_page_load_timeout(30)
+        if downloads is not None:
+            driver.execute_cdp_cmd("Browser.setDownloadBehavior", {
+                "behavior": "allow", "downloadPath": str(downloads)})
+        return driver
+
+    yield open_browser
+    for driver in drivers:
+        driver.quit()
+
+
+def screenshot(driver: WebDriver, name: str, *, full: bool = False) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    if full:  # the whole page, not just the window
+        size = driver.get_window_size()
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(size["width"], min(int(height) + 120, 6000))
+        driver.save_screenshot(str(path))
+        driver.set_window_size(size["width"], size["height"])
+    else:
+        driver.save_screenshot(str(path))
+    assert path.stat().st_size > 1000
+    return path
+
+
+def resources(driver: WebDriver) -> list[str]:
+    """Every URL the page fetched after its own document (images, styles, scripts...)."""
+    found: list[str] = driver.execute_script(
+        "return performance.getEntriesByType('resource').map(function (e) { return e.name; })")
+    return found
+
+
+def hrefs(driver: WebDriver, css: str) -> dict[str, str]:
+    return {str(e.get_attribute("data-platform")): str(e.get_attribute("href"))
+            for e in driver.find_elements(By.CSS_SELECTOR, css)}
+
+
+# --- the landing page ---------------------------------------------------------------------------
+def test_landing_in_wechat(live: Live, browser: Browser) -> None:
+    driver = browser(WECHAT_IOS, phone=True)
+    driver.execute_cdp_cmd("Browser.grantPermissions", {
+        "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": live.base})
+    share_url = live.product["share_url"]
+    code = live.product["code"]
+    driver.get(share_url)
+    assert driver.title == "明前龙井 250g"
+    assert driver.find_element(By.TAG_NAME, "h1").text == "明前龙井 250g"
+    size = driver.execute_script(
+        "return performance.getEntriesByType('navigation')[0].decodedBodySize")
+    assert 0 < int(size) < 50 * 1024
+    assert resources(driver) == []  # nothing fetched beyond the page itself
+
+    # The WeCom entry comes first and goes through the tracked hop with this click's id.
+    entry = driver.find_element(By.CSS_SELECTOR, "#entry a.btn")
+    assert entry.is_displayed() and "添加企业微信" in entry.text
+    entry_url = str(entry.get_attribute("href"))
+    assert entry_url.startswith(f"{live.base}/e/{code}?c=")
+    assert entry.location["y"] < driver.find_element(By.ID, "stores").location["y"]
+    # What WeChat opens: JD and the web shop, each through /o/ with the same click id.
+    click_id = parse_qs(urlsplit(entry_url).query)["c"][0]
+    assert hrefs(driver, "#stores a[data-platform]") == {
+        p: f"{live.base}/o/{code}/{p}?c={click_id}" for p in ("jd", "web")}
+    status, headers, _ = live.request("GET", f"/o/{code}/jd?c={click_id}",
+                                      headers={"User-Agent": WECHAT_IOS})
+    assert status == 302
+    assert headers["Location"].startswith("https://item.m.jd.com/product/100000000001")
+    status, headers, _ = live.request("GET", f"/e/{code}?c={click_id}",
+                                      headers={"User-Agent": WECHAT_IOS})
+    assert status == 302 and headers["Location"].startswith(ACQUISITION)
+
+    # Taobao is blocked in WeChat: its 口令 to copy, and a button into the guide.
+    taobao = driver.find_element(By.CSS_SELECTOR, '.blocked[data-platform="taobao"]')
+    assert taobao.find_element(By.CLASS_NAME, "token").text == SHARE_TOKEN
+    copy = taobao.find_element(By.CSS_SELECTOR, "button[data-copy]")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", copy)
+    copy.click()
+    WebDriverWait(driver, 5).until(lambda d: "已复制" in copy.text)
+    assert copy.text == "口令已复制，打开淘宝 App 即可"
+    pasted = driver.execute_async_script(
+        "var done = arguments[0]; navigator.clipboard.readText().then(done, "
+        "function (e) { done('error: ' + e); });")
+    assert pasted == SHARE_TOKEN
+    screenshot(driver, "landing-wechat-copied")
+
+    # The overlay: hidden until asked for, then pointing at WeChat's top-right menu.
+    driver.execute_script("window.scrollTo(0, 0)")
+    overlay = driver.find_element(By.ID, "browser-overlay")
+    assert not overlay.is_displayed()
+    screenshot(driver, "landing-wechat")
+    driver.find_element(By.ID, "open-in-browser").click()
+    WebDriverWait(driver, 5).until(lambda d: overlay.is_displayed())
+    assert overlay.get_attribute("data-corner") == "top-right"
+    assert "点击右上角的" in overlay.text and "在Safari中打开" in overlay.text
+    arrow = driver.execute_script(
+        "var r = document.querySelector('#browser-overlay .arrow').getBoundingClientRect();"
+        "return [r.left, r.top, r.right, r.bottom, innerWidth, innerHeight];")
+    left, top, right, bottom, width, height = arrow
+    assert left > width / 2 and right <= width and top >= 0 and bottom < height / 4
+    screenshot(driver, "landing-wechat-overlay")
+    overlay.find_element(By.CSS_SELECTOR, "button[data-close]").click()
+    WebDriverWait(driver, 5).until(lambda d: not overlay.is_displayed())
+    # A blocked storefront's button opens the same guide.
+    ghost = taobao.find_element(By.CSS_SELECTOR, "a[data-show-guide]")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", ghost)
+    ghost.click()
+    WebDriverWait(driver, 5).until(lambda d: overlay.is_displayed())
+    assert urlsplit(driver.current_url).path == f"/p/{code}"  # no navigation, no fragment trap
+
+
+def test_landing_in_douyin(live: Live, browser: Browser) -> None:
+    driver = browser(DOUYIN_ANDROID, phone=True)
+    driver.get(live.product["share_url"])
+    assert driver.find_element(By.TAG_NAME, "h1").text == "明前龙井 250g"
+    # Douyin opens none of this product's shops: no store button leaves the page...
+    assert hrefs(driver, "#stores a[data-platform]") == {}
+    blocked = [e.get_attribute("data-platform")
+               for e in driver.find_elements(By.CSS_SELECTOR, ".blocked[data-platform]")]
+    assert blocked == ["taobao", "jd", "web"]
+    guide = driver.find_element(By.ID, "guide")
+    assert "请点击右上角的 ···，选择「在浏览器打开」" in guide.text
+    assert resources(driver) == []
+    screenshot(driver, "landing-douyin")
+    # ...each one opens the guide, pointing at Douyin's menu with its Android words.
+    button = driver.find_element(By.CSS_SELECTOR, '.blocked[data-platform="jd"] a')
+    assert button.text == "去京东购买（需在浏览器打开）"
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    button.click()
+    overlay = driver.find_element(By.ID, "browser-overlay")
+    WebDriverWait(driver, 5).until(lambda d: overlay.is_displayed())
+    assert overlay.get_attribute("data-corner") == "top-right"
+    assert "选择「在浏览器打开」" in overlay.text
+    screenshot(driver, "landing-douyin-overlay")
+    entry = driver.find_element(By.CSS_SELECTOR, "#entry a.btn")
+    assert str(entry.get_attribute("href")).startswith(f"{live.base}/e/{live.product['code']}?c=")
+
+
+def test_landing_on_a_desktop(live: Live, browser: Browser, zbar: None) -> None:
+    driver = browser(DESKTOP_UA)
+    driver.get(live.product["share_url"])
+    code = live.product["code"]
+    links = hrefs(driver, "#stores a[data-platform]")
+    assert set(links) == {"taobao", "jd", "web"}
+    assert all(url.startswith(f"{live.base}/o/{code}/") for url in links.values())
+    assert driver.find_elements(By.ID, "browser-overlay") == []  # nothing is blocked here
+    status, headers, _ = live.request("GET", urlsplit(links["web"]).path + "?"
+                                      + urlsplit(links["web"]).query,
+                                      headers={"User-Agent": DESKTOP_UA})
+    assert status == 302 and headers["Location"] == "https://shop.acme.cn/tea"
+    # The QR code on the page, as the browser drew it, reads as the share link.
+    qr = driver.find_element(By.CSS_SELECTOR, "#qr svg")
+    assert qr.is_displayed()
+    assert decode_qr(qr.screenshot_as_png) == [live.product["share_url"]]
+    assert resources(driver) == []
+    screenshot(driver, "landing-desktop")
+
+
+def test_qr_codes_decode_to_the_share_link(live: Live, zbar: None) -> None:
+    product = live.product
+    for query, expected in [("", product["share_url"]),
+                            ("?ch=spring_live", f"{product['share_url']}?ch=spring_live")]:
+        status, headers, png = live.request(
+            "GET", f"/api/products/{product['id']}/qr.png{query}",
+            headers={"Authorization": f"Bearer {live.marketing_token}"})
+        assert status == 200 and headers["Content-Type"] == "image/png"
+        assert decode_qr(png) == [expected]
+    assert product["qr_url"].endswith(f"/api/products/{product['id']}/qr.svg")
+
+
+# --- the dashboard ----------------------------------------------------------------------------
+def _shop(live: Live) -> None:
+    """Shoppers arrive from several apps, some through a tagged link."""
+    code = live.product["code"]
+    for ua, query, times in [(TAOBAO_UA, "?ch=live", 3), (WECHAT_IOS, "", 2),
+                             (WECHAT_IOS, "?ch=live", 1), (DOUYIN_ANDROID, "", 2),
+                             (DESKTOP_UA, "?ch=poster", 1)]:
+        for _ in range(times):
+            status, _, _ = live.request("GET", f"/p/{code}{query}", headers={"User-Agent": ua})
+            assert status in (200, 302)
+
+
+def _table(driver: WebDriver, table_id: str) -> dict[str, dict[str, str]]:
+    rows = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr"):
+        rows[str(row.get_attribute("data-key"))] = {
+            str(cell.get_attribute("data-metric")): cell.text
+            for cell in row.find_elements(By.CSS_SELECTOR, "td[data-metric]")}
+    return rows
+
+
+def _as_shown(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, str]]:
+    metrics = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries", "adds",
+               "open_rate", "entry_rate", "add_rate")
+    return {str(r[key]): {m: ("—" if r[m] is None else f"{r[m]:.1%}") if m.endswith("_rate")
+                          else f"{r[m]:,}" for m in metrics} for r in rows}
+
+
+def test_dashboard_login_filters_and_csv(live: Live, browser: Browser, tmp_path: Path) -> None:
+    _shop(live)
+    everything = live.settled_stats("by=platform")
+    assert {r["platform"] for r in everything["rows"]} >= {"taobao", "wechat", "douyin", "web"}
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver = browser(DESKTOP_UA, downloads=downloads)
+
+    # Not logged in: the dashboard sends you to its login form.
+    driver.get(f"{live.base}/dashboard")
+    assert urlsplit(driver.current_url).path == "/dashboard/login"
+    screenshot(driver, "dashboard-login")
+    driver.find_element(By.ID, "email").send_keys("anna@acme.cn")
+    driver.find_element(By.ID, "password").send_keys("not the password")
+    driver.find_element(By.ID, "submit").click()
+    assert "邮箱或密码不正确" in driver.find_element(By.ID, "login-error").text
+    screenshot(driver, "dashboard-login-refused")
+    assert driver.find_element(By.ID, "email").get_attribute("value") == "anna@acme.cn"
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "submit").click()
+    assert urlsplit(driver.current_url).path == "/dashboard"
+    assert "Acme 茶庄" in driver.find_element(By.CLASS_NAME, "who").text
+    session = driver.get_cookie("ll_session")
+    assert session is not None and session["httpOnly"] and session["sameSite"] == "Lax"
+
+    # The figures are the API's for the same (default) filters.
+    assert _table(driver, "platform-table") == _as_shown(everything["rows"], "platform")
+    tiles = {t.get_attribute("data-metric"): t.text
+             for t in driver.find_elements(By.CSS_SELECTOR, "#totals [data-metric]")}
+    assert tiles["clicks"] == f"{sum(r['clicks'] for r in everything['rows']):,}"
+    assert driver.find_element(By.CSS_SELECTOR, "#platform-chart svg").is_displayed()
+    screenshot(driver, "dashboard-overview", full=True)
+
+    # Filters: chosen in the form, kept in the URL, and the figures follow.
+    Select(driver.find_element(By.NAME, "platform")).select_by_value("wechat")
+    driver.find_element(By.ID, "apply").click()
+    query = parse_qs(urlsplit(driver.current_url).query)
+    assert query["platform"] == ["wechat"] and "from" in query and "to" in query
+    Select(driver.find_element(By.NAME, "channel")).select_by_value("live")
+    driver.find_element(By.ID, "apply").click()
+    query = parse_qs(urlsplit(driver.current_url).query)
+    assert (query["platform"], query["channel"]) == (["wechat"], ["live"])
+    api_query = (f"by=platform&platform=wechat&channel=live&from={query['from'][0]}"
+                 f"&to={query['to'][0]}")
+    filtered = live.settled_stats(api_query)
+    assert [r["clicks"] for r in filtered["rows"]] == [1]
+    assert _table(driver, "platform-table") == _as_shown(filtered["rows"], "platform")
+    screenshot(driver, "dashboard-filtered", full=True)
+
+    # The CSV download is what is on screen: the API's CSV for the same filters.
+    driver.find_element(By.ID, "csv-platform").click()
+    deadline = time.monotonic() + 20
+    while not [p for p in downloads.glob("*.csv")] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    files = list(downloads.glob("*.csv"))
+    assert len(files) == 1, list(downloads.iterdir())
+    assert files[0].name == f"linkloop-platform-{query['from'][0]}-{query['to'][0]}.csv"
+    downloaded = files[0].read_text(encoding="utf-8")
+    assert downloaded == live.api("GET", f"/api/stats?{api_query}&format=csv", marketing=True)
+    assert list(csv.reader(io.StringIO(downloaded)))[1][:2] == ["wechat", "1"]
+
+    # Products, and one product's page with its QR code.
+    driver.find_element(By.LINK_TEXT, "商品").click()
+    assert urlsplit(driver.current_url).path == "/dashboard/products"
+    screenshot(driver, "dashboard-products", full=True)
+    driver.find_element(By.LINK_TEXT, "明前龙井 250g").click()
+    assert urlsplit(driver.current_url).path == f"/dashboard/products/{live.product['id']}"
+    assert driver.find_element(By.ID, "qr-link").text == live.product["share_url"]
+    screenshot(driver, "dashboard-product", full=True)
+
+    # Logging out ends the session.
+    driver.find_element(By.ID, "logout").click()
+    assert "你已退出登录" in driver.find_element(By.TAG_NAME, "main").text
+    driver.get(f"{live.base}/dashboard")
+    assert urlsplit(driver.current_url).path == "/dashboard/login"
