@@ -6,6 +6,8 @@ import base64
 import os
 import re
 import secrets
+import threading
+import time
 
 __all__ = ["BASE62", "TOKEN_ALPHABET", "is_token", "new_click_id", "new_code",
            "new_visitor_id"]
@@ -21,17 +23,53 @@ def new_code(length: int = 8) -> str:
     return "".join(secrets.choice(BASE62) for _ in range(length))
 
 
-def new_click_id() -> str:
-    """12 base64url characters (72 random bits): short enough for WeCom's state.
+class _RandomPool:
+    """os.urandom bytes fetched 64 KiB at a time: one system call per ~5,000 ids, not two
+    per click. Only the event loop thread makes ids on the hot path; a lock keeps any other
+    caller safe."""
 
-    On the hot path: base64 of urandom costs a fraction of a microsecond.
+    _SIZE = 65536
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._at = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if self._at + n > len(self._buffer):
+                self._buffer, self._at = os.urandom(self._SIZE), 0
+            chunk = self._buffer[self._at : self._at + n]
+            self._at += n
+            return chunk
+
+
+_random = _RandomPool()
+
+
+def _time_ordered(random_bytes: int) -> str:
+    """48 bits of the millisecond clock, then random bytes, base64url.
+
+    Ids made later sort later, so storage appends them at the end of its B-trees instead of
+    on random pages: a batch of clicks dirties a few pages, not one page per click.
     """
-    return base64.urlsafe_b64encode(os.urandom(9)).decode()
+    millis = time.time_ns() // 1_000_000
+    return base64.urlsafe_b64encode(
+        millis.to_bytes(6, "big") + _random.take(random_bytes)).decode()
+
+
+def new_click_id() -> str:
+    """16 base64url characters: the millisecond, then 48 random bits.
+
+    48 random bits keep two clicks of the same millisecond apart (a collision would be
+    skipped as a replay); 16 characters still fit WeCom's 30-character state.
+    """
+    return _time_ordered(6)
 
 
 def new_visitor_id() -> str:
-    """16 base64url characters (96 random bits)."""
-    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+    """16 base64url characters, time-ordered like click ids (new visitors append)."""
+    return _time_ordered(6)
 
 
 def is_token(value: str) -> bool:

@@ -55,7 +55,8 @@ def _client_address(request: web.Request) -> str:
 
 def _detect(request: web.Request) -> tuple[Detection, str | None]:
     """The shopper's platform and the channel tag, if the link carried a valid one."""
-    channel = request.query.get("ch")
+    # Most share links carry no query string: don't build the query MultiDict for nothing.
+    channel = request.query.get("ch") if request.query_string else None
     if channel is not None and not CHANNEL_PATTERN.fullmatch(channel):
         channel = None
     headers = request.headers
@@ -122,9 +123,9 @@ async def share_link(request: web.Request) -> web.StreamResponse:
         visitor=visitor, ip_hash=app[IP_HASHER](_client_address(request)),
         bot=detection.bot, mobile=detection.mobile, os=detection.os,
     ))
-    share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
     response: web.StreamResponse
     if detection.bot:
+        share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
         # Link previews: the product's title and image, no redirect, counted as a bot.
         response = app[PAGES].render(
             "preview.html", product=product, share_url=share_url,
@@ -143,6 +144,7 @@ async def share_link(request: web.Request) -> web.StreamResponse:
                 "Location": resolution.redirect, "Cache-Control": "no-store",
                 "Referrer-Policy": "no-referrer"})
         else:
+            share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
             hops = {front.platform: f"/o/{product.code}/{front.platform}?c={click_id}"
                     for front in (*resolution.options, *resolution.blocked)}
             entry = await app[ENTRIES].get(product.merchant_id)

@@ -165,7 +165,7 @@ async def test_click_id_is_bound_on_every_log_line_of_the_request(
              if line.startswith("{")]
     full = [line for line in lines if line["event"] == "recorder.queue_full"]
     assert len(full) == 1
-    assert re.fullmatch(r"[0-9A-Za-z_-]{12}", full[0]["click_id"])
+    assert re.fullmatch(r"[0-9A-Za-z_-]{16}", full[0]["click_id"])
 
 
 def test_the_visitor_cookie_is_found_among_others() -> None:

@@ -556,3 +556,15 @@ async def test_postgres_migration_3_keeps_the_rollups(pg_url: str, pg_schema: st
         assert [(r.key["channel"], r.clicks) for r in rows] == [("", 5), ("live", 1)]
     finally:
         await store.close()
+
+
+def test_rollup_delta_values_follow_the_metrics_order() -> None:
+    """values() is spelled out for speed; it must still match METRICS, field by field."""
+    from dataclasses import fields
+
+    from gateway.store import METRICS
+    from gateway.store.rollup import RollupDelta
+
+    assert tuple(f.name for f in fields(RollupDelta)) == METRICS
+    delta = RollupDelta(*range(1, len(METRICS) + 1))
+    assert delta.values() == tuple(range(1, len(METRICS) + 1))

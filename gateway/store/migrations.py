@@ -8,6 +8,9 @@ from __future__ import annotations
 
 __all__ = ["SQLITE_MIGRATIONS"]
 
+# SQLite: clicks and events are WITHOUT ROWID tables keyed by their random id -- one B-tree
+# per insert instead of a rowid table plus its primary-key index -- and clicks carry no
+# other index: reports read the rollups, and attribution finds a click by its id.
 SQLITE_MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, """
 CREATE TABLE merchants (
@@ -43,8 +46,7 @@ CREATE TABLE clicks (
     bot INTEGER NOT NULL,
     mobile INTEGER NOT NULL,
     os TEXT NOT NULL
-);
-CREATE INDEX clicks_by_product_day ON clicks (merchant_id, product_id, day);
+) WITHOUT ROWID;
 CREATE TABLE events (
     id TEXT PRIMARY KEY,
     merchant_id TEXT NOT NULL,
@@ -55,7 +57,7 @@ CREATE TABLE events (
     platform TEXT NOT NULL,
     ts REAL NOT NULL,
     day TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX events_by_click ON events (click_id);
 CREATE TABLE daily_visitors (
     merchant_id TEXT NOT NULL,
@@ -63,7 +65,9 @@ CREATE TABLE daily_visitors (
     day TEXT NOT NULL,
     platform TEXT NOT NULL,
     visitor TEXT NOT NULL,
-    PRIMARY KEY (merchant_id, product_id, day, platform, visitor)
+    -- Day and visitor first: visitor ids are time-ordered, so a day's new visitors
+    -- land at the end of the merchant's range instead of on random pages.
+    PRIMARY KEY (merchant_id, day, visitor, product_id, platform)
 ) WITHOUT ROWID;
 CREATE TABLE rollups (
     merchant_id TEXT NOT NULL,
@@ -268,7 +272,9 @@ CREATE TABLE daily_visitors (
     day TEXT COLLATE "C" NOT NULL,
     platform TEXT COLLATE "C" NOT NULL,
     visitor TEXT NOT NULL,
-    PRIMARY KEY (merchant_id, product_id, day, platform, visitor)
+    -- Day and visitor first: visitor ids are time-ordered, so a day's new visitors
+    -- land at the end of the merchant's range instead of on random pages.
+    PRIMARY KEY (merchant_id, day, visitor, product_id, platform)
 );
 CREATE TABLE rollups (
     merchant_id TEXT NOT NULL,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 from .base import Click, Event
 
@@ -28,8 +28,9 @@ class RollupDelta:
     adds: int = 0
 
     def values(self) -> tuple[int, ...]:
-        """In ``METRICS`` order."""
-        return astuple(self)
+        """In ``METRICS`` order. (Not dataclasses.astuple: it deep-copies, ~30 us a row.)"""
+        return (self.clicks, self.unique_visitors, self.bot_clicks, self.storefront_opens,
+                self.entries, self.adds)
 
 
 def rollup_deltas(

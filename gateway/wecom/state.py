@@ -3,9 +3,9 @@
 WeCom returns the ``state`` of a contact way or join way (30 characters at most) and the
 ``customer_channel`` of an acquisition link (64 bytes at most) with every add. We put in:
 
-    <platform code: 2><click id: 12, optional><MAC: 6>    base62, the click id base64url
+    <platform code: 2><click id: 16, optional><MAC: 6>    base62, the click id base64url
 
-20 characters with a click id (acquisition links, minted per shopper), 8 without (contact
+24 characters with a click id (acquisition links, minted per shopper), 8 without (contact
 and join ways are made once per platform and reused, so they can carry only the platform).
 The MAC is HMAC-SHA256 under a per-merchant key, cut to 6 base62 characters (35 bits):
 a forger must guess it online, one WeCom add per try.
@@ -31,7 +31,7 @@ PLATFORM_CODES: dict[str, str] = {
 }
 _PLATFORMS = {code: platform for platform, code in PLATFORM_CODES.items()}
 _MAC_LENGTH = 6
-_CLICK_LENGTH = 12
+_CLICK_LENGTH = 16
 
 
 @dataclass(frozen=True, slots=True)
