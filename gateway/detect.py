@@ -19,8 +19,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from cachetools import LRUCache
-
 from adapters import ADAPTERS, Adapter, by_platform
 from adapters.base import host_is_within
 
@@ -103,15 +101,22 @@ def detect_user_agent(ua: str, adapters: tuple[Adapter, ...] = ADAPTERS) -> Dete
 
 
 class Detector:
-    """Detection with a bounded cache: real traffic repeats a small set of User-Agents."""
+    """Detection with a bounded cache: real traffic repeats a small set of User-Agents.
+
+    A plain dict, emptied when full: a lookup costs a dict get, where an LRU's bookkeeping
+    costs more than the detection it saves on the hot path.
+    """
 
     def __init__(self, cache_size: int = 10_000) -> None:
-        self._cache: LRUCache[str, Detection] = LRUCache(maxsize=cache_size)
+        self.cache_size = cache_size
+        self._cache: dict[str, Detection] = {}
 
     def user_agent(self, ua: str) -> Detection:
         found = self._cache.get(ua)
         if found is None:
             found = detect_user_agent(ua)
+            if len(self._cache) >= self.cache_size:
+                self._cache.clear()
             self._cache[ua] = found
         return found
 

@@ -45,22 +45,26 @@ _VISITOR_MAX_AGE = 400 * 24 * 3600  # browsers cap cookies at 400 days anyway
 CHANNEL_PATTERN = re.compile(r"[a-z0-9_]{1,32}")
 
 
-def _client_address(request: web.Request) -> str:
-    if request.app[SETTINGS]["server.trust_forwarded"]:
+# The shopper handlers take ``app`` from their caller: ``request.app`` is a property that
+# walks the match info, and the hot path would otherwise walk it half a dozen times.
+
+
+def _client_address(request: web.Request, app: web.Application) -> str:
+    if app[_TRUST_FORWARDED]:
         forwarded = request.headers.get("X-Forwarded-For")
         if forwarded:
             return forwarded.split(",", 1)[0].strip()
     return request.remote or ""
 
 
-def _detect(request: web.Request) -> tuple[Detection, str | None]:
+def _detect(request: web.Request, app: web.Application) -> tuple[Detection, str | None]:
     """The shopper's platform and the channel tag, if the link carried a valid one."""
     # Most share links carry no query string: don't build the query MultiDict for nothing.
     channel = request.query.get("ch") if request.query_string else None
     if channel is not None and not CHANNEL_PATTERN.fullmatch(channel):
         channel = None
     headers = request.headers
-    detection = request.app[DETECTOR].request(
+    detection = app[DETECTOR].request(
         headers.get("User-Agent", ""), channel, headers.get("Referer"))
     return detection, channel
 
@@ -88,15 +92,17 @@ def _visitor(request: web.Request) -> tuple[str, bool]:
     return new_visitor_id(), True
 
 
-def _set_visitor(request: web.Request, response: web.StreamResponse, visitor: str) -> None:
+def _set_visitor(app: web.Application, response: web.StreamResponse, visitor: str) -> None:
     # One prebuilt header rather than set_cookie's Morsel: this runs on most clicks.
-    response.headers["Set-Cookie"] = f"{VISITOR_COOKIE}={visitor}{request.app[_COOKIE_ATTRS]}"
+    response.headers["Set-Cookie"] = f"{VISITOR_COOKIE}={visitor}{app[_COOKIE_ATTRS]}"
 
 
-async def _product(request: web.Request) -> Product | web.Response:
+async def _product(request: web.Request, app: web.Application) -> Product | web.Response:
     """The link's product, or the page a shopper sees for an unknown or retired link."""
-    product = await request.app[LINKS].get(request.match_info["code"])
-    pages = request.app[PAGES]
+    product = await app[LINKS].get(request.match_info["code"])
+    if product is not None and not product.retired:
+        return product
+    pages = app[PAGES]
     if product is None:
         return pages.message(404, "link_not_found", "链接不存在",
                              "这个链接不存在，请检查是否完整复制。")
@@ -106,12 +112,12 @@ async def _product(request: web.Request) -> Product | web.Response:
 
 
 async def share_link(request: web.Request) -> web.StreamResponse:
-    found = await _product(request)
+    app = request.app
+    found = await _product(request, app)
     if isinstance(found, web.Response):
         return found
     product = found
-    app = request.app
-    detection, channel = _detect(request)
+    detection, channel = _detect(request, app)
     visitor, new_visitor = _visitor(request)
     ts, day = app[CLOCK].now()
     click_id = new_click_id()
@@ -120,7 +126,7 @@ async def share_link(request: web.Request) -> web.StreamResponse:
     app[RECORDER].click(Click(
         id=click_id, merchant_id=product.merchant_id, product_id=product.id, ts=ts, day=day,
         platform=detection.platform, source=detection.source, channel=channel,
-        visitor=visitor, ip_hash=app[IP_HASHER](_client_address(request)),
+        visitor=visitor, ip_hash=app[IP_HASHER](_client_address(request, app)),
         bot=detection.bot, mobile=detection.mobile, os=detection.os,
     ))
     response: web.StreamResponse
@@ -158,13 +164,14 @@ async def share_link(request: web.Request) -> web.StreamResponse:
                 else None,
             )
     if new_visitor:
-        _set_visitor(request, response, visitor)
+        _set_visitor(app, response, visitor)
     return response
 
 
 async def storefront_hop(request: web.Request) -> web.StreamResponse:
     """``/o/{code}/{platform}``: count a storefront open, then go to that stored target."""
-    found = await _product(request)
+    app = request.app
+    found = await _product(request, app)
     if isinstance(found, web.Response):
         return found
     product = found
@@ -172,20 +179,19 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
     target = product.targets.get(platform)
     adapter = by_platform(platform)
     if target is None or adapter is None:
-        return request.app[PAGES].message(404, "storefront_not_found", "链接不存在",
+        return app[PAGES].message(404, "storefront_not_found", "链接不存在",
                                           "这个商品在该平台没有店铺。")
-    detection, _ = _detect(request)
+    detection, _ = _detect(request, app)
     front = adapter.storefront(dict(target))
     url = hop_url(detection, front)
     if url is None:
         # Nothing this app can open: the guide out of it, and the share token to copy.
-        return request.app[PAGES].render(
+        return app[PAGES].render(
             "landing.html", product=product, options=(), blocked=(front,), guide=True,
             hop_urls={}, entry_url=None, phone_only=(), qr_svg=None,
-            share_url=f"{request.app[PUBLIC_URL]}/p/{product.code}",
+            share_url=f"{app[PUBLIC_URL]}/p/{product.code}",
             overlay=overlay_for(detection.platform, detection.os))
     click_id = request.query.get("c")
-    app = request.app
     ts, day = app[CLOCK].now()
     if not detection.bot:
         app[RECORDER].event(Event(
@@ -204,18 +210,18 @@ def _redirect(url: str) -> web.Response:
 
 async def entry_hop(request: web.Request) -> web.StreamResponse:
     """``/e/{code}``: count an entry, then into the merchant's WeCom for this platform."""
-    found = await _product(request)
+    app = request.app
+    found = await _product(request, app)
     if isinstance(found, web.Response):
         return found
     product = found
-    app = request.app
     pages = app[PAGES]
     directory = app[ENTRIES]
     entry = await directory.get(product.merchant_id)
     if entry is None:
         return pages.message(404, "entry_not_configured", "暂未开放",
                              "商家还没有设置企业微信入口。")
-    detection, _ = _detect(request)
+    detection, _ = _detect(request, app)
     raw_click = request.query.get("c")
     click_id = raw_click if raw_click and is_token(raw_click) else None
     if not detection.bot:
@@ -263,10 +269,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 _RESOLUTIONS = web.AppKey("resolutions", ResolutionCache)
 _COOKIE_ATTRS = web.AppKey("visitor_cookie_attrs", str)
+_TRUST_FORWARDED = web.AppKey("trust_forwarded", bool)
 
 
 def setup_routes(app: web.Application) -> None:
     app[_RESOLUTIONS] = ResolutionCache()
+    app[_TRUST_FORWARDED] = bool(app[SETTINGS]["server.trust_forwarded"])
     secure = "; Secure" if app[PUBLIC_URL].startswith("https://") else ""
     app[_COOKIE_ATTRS] = f"; Max-Age={_VISITOR_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}"
     app.router.add_get("/p/{code}", share_link, name="share")

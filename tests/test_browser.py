@@ -35,6 +35,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from .conftest import DESKTOP_UA, LINKLOOP, REPO
@@ -62,6 +63,14 @@ SHARE_TOKEN = "￥AbC123￥"
 
 
 # --- system tools ---------------------------------------------------------------------------
+
+def _navigate(driver: Any, element: Any, timeout: float = 10) -> None:
+    """Click ``element`` and wait until its page has been replaced, as a person would.
+
+    Selenium's click returns once the event is dispatched, before the next page loads."""
+    element.click()
+    WebDriverWait(driver, timeout).until(expected_conditions.staleness_of(element))
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -465,12 +474,12 @@ def test_dashboard_login_filters_and_csv(live: Live, browser: Browser, tmp_path:
     screenshot(driver, "dashboard-login")
     driver.find_element(By.ID, "email").send_keys("anna@acme.cn")
     driver.find_element(By.ID, "password").send_keys("not the password")
-    driver.find_element(By.ID, "submit").click()
+    _navigate(driver, driver.find_element(By.ID, "submit"))
     assert "邮箱或密码不正确" in driver.find_element(By.ID, "login-error").text
     screenshot(driver, "dashboard-login-refused")
     assert driver.find_element(By.ID, "email").get_attribute("value") == "anna@acme.cn"
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
-    driver.find_element(By.ID, "submit").click()
+    _navigate(driver, driver.find_element(By.ID, "submit"))
     assert urlsplit(driver.current_url).path == "/dashboard"
     assert "Acme 茶庄" in driver.find_element(By.CLASS_NAME, "who").text
     session = driver.get_cookie("ll_session")
@@ -486,11 +495,11 @@ def test_dashboard_login_filters_and_csv(live: Live, browser: Browser, tmp_path:
 
     # Filters: chosen in the form, kept in the URL, and the figures follow.
     Select(driver.find_element(By.NAME, "platform")).select_by_value("wechat")
-    driver.find_element(By.ID, "apply").click()
+    _navigate(driver, driver.find_element(By.ID, "apply"))
     query = parse_qs(urlsplit(driver.current_url).query)
     assert query["platform"] == ["wechat"] and "from" in query and "to" in query
     Select(driver.find_element(By.NAME, "channel")).select_by_value("live")
-    driver.find_element(By.ID, "apply").click()
+    _navigate(driver, driver.find_element(By.ID, "apply"))
     query = parse_qs(urlsplit(driver.current_url).query)
     assert (query["platform"], query["channel"]) == (["wechat"], ["live"])
     api_query = (f"by=platform&platform=wechat&channel=live&from={query['from'][0]}"
@@ -513,16 +522,16 @@ def test_dashboard_login_filters_and_csv(live: Live, browser: Browser, tmp_path:
     assert list(csv.reader(io.StringIO(downloaded)))[1][:2] == ["wechat", "1"]
 
     # Products, and one product's page with its QR code.
-    driver.find_element(By.LINK_TEXT, "商品").click()
+    _navigate(driver, driver.find_element(By.LINK_TEXT, "商品"))
     assert urlsplit(driver.current_url).path == "/dashboard/products"
     screenshot(driver, "dashboard-products", full=True)
-    driver.find_element(By.LINK_TEXT, "明前龙井 250g").click()
+    _navigate(driver, driver.find_element(By.LINK_TEXT, "明前龙井 250g"))
     assert urlsplit(driver.current_url).path == f"/dashboard/products/{live.product['id']}"
     assert driver.find_element(By.ID, "qr-link").text == live.product["share_url"]
     screenshot(driver, "dashboard-product", full=True)
 
     # Logging out ends the session.
-    driver.find_element(By.ID, "logout").click()
+    _navigate(driver, driver.find_element(By.ID, "logout"))
     assert "你已退出登录" in driver.find_element(By.TAG_NAME, "main").text
     driver.get(f"{live.base}/dashboard")
     assert urlsplit(driver.current_url).path == "/dashboard/login"

@@ -53,6 +53,8 @@ _PRODUCT_COLUMNS = (
 _CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
 _USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_logins, "
                  "locked_until, last_login_at, sessions_after")
+# Parameters in one statement: under SQLite's 32,766, and a whole batch in few statements.
+_MAX_PARAMS = 30_000
 # SQLite caps bound parameters per statement; stay well below it.
 _CHUNK = 400
 
@@ -66,22 +68,36 @@ def _product(row: Sequence[Any]) -> Product:
 
 def _insert_new(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
                 rows: Sequence[R], values: Callable[[R], tuple[Any, ...]]) -> list[R]:
-    """Insert rows whose id the table lacks; return those rows (the first of a repeated id)."""
+    """Insert rows whose id the table lacks; return those rows (the first of a repeated id).
+
+    Asks which ids exist (normally none) and inserts the rest in multi-row statements with
+    no RETURNING: every row a statement hands back is another sqlite3_step, and each step
+    lets go of the GIL and must win it back from the busy event loop.
+    """
     by_id: dict[str, R] = {}
     for row in rows:
         by_id.setdefault(row.id, row)
-    fresh: list[R] = []
-    one = "(" + ", ".join("?" * len(columns)) + ")"
-    per_statement = max(1, 30_000 // len(columns))  # under SQLite's 32,766 parameters
-    unique = list(by_id.values())
-    for start in range(0, len(unique), per_statement):
-        chunk = unique[start:start + per_statement]
-        params = [v for row in chunk for v in values(row)]
-        inserted = conn.execute(
-            f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
-            f"VALUES {', '.join([one] * len(chunk))} RETURNING id", params)
-        fresh.extend(by_id[r[0]] for r in inserted)
+    ids = list(by_id)
+    for start in range(0, len(ids), _MAX_PARAMS):
+        chunk = ids[start:start + _MAX_PARAMS]
+        for (found,) in conn.execute(
+                f"SELECT id FROM {table} WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+            del by_id[found]
+    fresh = list(by_id.values())
+    _insert_many(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES", len(columns),
+                 [values(row) for row in fresh])
     return fresh
+
+
+def _insert_many(conn: sqlite3.Connection, head: str, width: int,
+                 rows: Sequence[tuple[Any, ...]], tail: str = "") -> None:
+    """``head VALUES (...), (...) tail`` for all rows, in as few statements as fit."""
+    one = "(" + ", ".join("?" * width) + ")"
+    per_statement = max(1, _MAX_PARAMS // width)
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start:start + per_statement]
+        conn.execute(f"{head} {', '.join([one] * len(chunk))} {tail}",
+                     [v for row in chunk for v in row])
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
@@ -345,18 +361,25 @@ class SQLiteStore(Store):
         # counts under the channel of that visitor's first click.
         first_visits: Counter[RollupKey] = Counter()
         visit_channels = first_visit_channels(new_clicks)
-        visits = sorted(visit_channels)
-        for visit_chunk in _chunks(visits, _CHUNK // 5):
-            marks = ",".join("(?, ?, ?, ?, ?)" for _ in visit_chunk)
-            params = [v for visit in visit_chunk for v in visit]
+        fresh_visits = dict(visit_channels)
+        visits = list(visit_channels)
+        for visit_chunk in _chunks(visits, _MAX_PARAMS // 5):
+            # Returning visitors are the rows that come back; normally few or none.
+            # A join, not a row-value IN: SQLite scans the table for IN (VALUES ...), but
+            # looks each VALUES row up by primary key in a join.
             for row in conn.execute(
-                "INSERT OR IGNORE INTO daily_visitors "
-                "(merchant_id, product_id, day, platform, visitor) "
-                f"VALUES {marks} RETURNING merchant_id, product_id, day, platform, visitor",
-                params,
-            ):
-                key = (row[0], row[1], row[2], row[3], row[4])
-                first_visits[(row[0], row[1], row[2], row[3], visit_channels[key])] += 1
+                    "SELECT d.merchant_id, d.product_id, d.day, d.platform, d.visitor FROM "
+                    f"(VALUES {', '.join(['(?, ?, ?, ?, ?)'] * len(visit_chunk))}) AS v "
+                    "JOIN daily_visitors AS d ON d.merchant_id = v.column1 "
+                    "AND d.product_id = v.column2 AND d.day = v.column3 "
+                    "AND d.platform = v.column4 AND d.visitor = v.column5",
+                    [v for visit in visit_chunk for v in visit]):
+                fresh_visits.pop((row[0], row[1], row[2], row[3], row[4]), None)
+        _insert_many(conn, "INSERT INTO daily_visitors "
+                           "(merchant_id, product_id, day, platform, visitor) VALUES", 5,
+                     list(fresh_visits))
+        for (merchant_id, product_id, day, platform, _visitor), channel in fresh_visits.items():
+            first_visits[(merchant_id, product_id, day, platform, channel)] += 1
         # Storefront opens, entries and adds count under their click's channel: the clicks
         # of this batch are already in, so one lookup finds old and new ones alike.
         event_channels: dict[tuple[str, str], str] = {}
@@ -372,12 +395,12 @@ class SQLiteStore(Store):
     @staticmethod
     def _bump_rollups(conn: sqlite3.Connection, deltas: Mapping[Any, RollupDelta]) -> None:
         sets = ", ".join(f"{m} = {m} + excluded.{m}" for m in METRICS)
-        conn.executemany(
-            "INSERT INTO rollups (merchant_id, product_id, day, platform, channel, "
-            f"{', '.join(METRICS)}) VALUES (?, ?, ?, ?, ?, {', '.join('?' * len(METRICS))}) "
-            f"ON CONFLICT (merchant_id, day, product_id, platform, channel) DO UPDATE SET {sets}",
+        _insert_many(
+            conn, "INSERT INTO rollups (merchant_id, product_id, day, platform, channel, "
+                  f"{', '.join(METRICS)}) VALUES", 5 + len(METRICS),
             [(*key, *delta.values()) for key, delta in deltas.items()],
-        )
+            "ON CONFLICT (merchant_id, day, product_id, platform, channel) "
+            f"DO UPDATE SET {sets}")
 
     async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
         def read() -> tuple[int, str] | None:
