@@ -71,7 +71,16 @@ function init(args)
   math.randomseed(os.time() * 1000 + (thread_id or 0))
 end
 
+local unique_ua = %(unique_ua)s
+local counter = 0
+
 function request()
+  if unique_ua then
+    -- A User-Agent never seen before on every request: detection runs in full each time.
+    counter = counter + 1
+    local headers = {["User-Agent"] = "%(ua)s Build/" .. thread_id .. "." .. counter}
+    return wrk.format(nil, "/p/" .. codes[math.random(n)], headers)
+  end
   return wrk.format(nil, "/p/" .. codes[math.random(n)])
 end
 """
@@ -183,7 +192,7 @@ def children_cpu_seconds() -> float:
 
 def run_wrk(wrk: str, port: int, script: Path, args: argparse.Namespace,
             duration: float, pid: int | None = None) -> WrkResult:
-    headers = [f"User-Agent: {UA}"]
+    headers = [] if args.unique_ua else [f"User-Agent: {UA}"]
     if args.visitor_cookie:
         headers.append(f"Cookie: {VISITOR_COOKIE}")
     cmd = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{duration:g}s", "--latency",
@@ -403,8 +412,9 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"wrk -t{cfg['threads']} -c{cfg['connections']} -d{cfg['duration']:g}s --latency, "
         f"{cfg['products']} codes at random, {cfg['rounds']} round(s), "
-        f"{cfg['pick']} run per side"
+        f"{cfg['pick']} run per side, gateway on {cfg['engine']}"
         + (", one returning visitor" if cfg["visitor_cookie"] else ", a new visitor each")
+        + (", a new User-Agent each (detection uncached)" if cfg["unique_ua"] else "")
         + "".join(f", {item}" for item in cfg["settings"]),
         "",
         f"{'':<14}{'req/s':>10}{'p50':>10}{'p99':>10}{'CPU':>7}{'CPU/req':>10}"
@@ -475,6 +485,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a gateway setting for this run, e.g. "
                              "cache.link_ttl_seconds=3600 (repeatable)")
+    parser.add_argument("--unique-ua", action="store_true",
+                        help="a never-seen User-Agent on every request (the Taobao one plus a "
+                             "build number), so detection runs in full instead of from cache")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="run the gateway on PostgreSQL at URL, in a fresh schema that is "
+                             "dropped afterwards (e.g. postgresql://postgres@127.0.0.1/test)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     for name in ("threads", "connections", "rounds", "products"):
@@ -502,10 +518,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         log(f"warning: the machine is already busy ({100 * busy_before:.0f}% of one CPU in "
             "use before we start): figures will be noisy")
     tmp = Path(tempfile.mkdtemp(prefix="linkloop-bench-"))
+    schema = f"linkloop_bench_{os.getpid()}"
     servers: list[Server] = []
     try:
         data_dir = tmp / "data"
-        env = bench_env(data_dir, args.set)
+        overrides = list(args.set)
+        if args.postgres:
+            overrides.append(f"storage.url={args.postgres}"
+                             f"{'&' if '?' in args.postgres else '?'}schema={schema}")
+        env = bench_env(data_dir, overrides)
         started = time.monotonic()
         links = asyncio.run(seed(env, args.products))
         log(f"seeded {len(links)} products in {time.monotonic() - started:.1f}s ({data_dir})")
@@ -513,7 +534,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         links_file, codes_file, script = tmp / "links.json", tmp / "codes.txt", tmp / "codes.lua"
         links_file.write_text(json.dumps(links))
         codes_file.write_text("".join(f"{code}\n" for code in links))
-        script.write_text(LUA % {"codes": codes_file})
+        script.write_text(LUA % {"codes": codes_file, "ua": UA,
+                                 "unique_ua": "true" if args.unique_ua else "false"})
 
         gw_port, bare_port = free_port(), free_port()
         gateway = Server("gateway", [sys.executable, "-m", "gateway", "serve", "--host", HOST,
@@ -597,6 +619,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                        "duration": args.duration, "rounds": args.rounds,
                        "warmup": args.warmup, "products": len(links), "pick": args.pick,
                        "user_agent": UA, "visitor_cookie": args.visitor_cookie,
+                       "engine": "postgresql" if args.postgres else "sqlite",
+                       "unique_ua": args.unique_ua,
                        "settings": args.set, "cpus": os.cpu_count(),
                        "busy_cpu_percent_before": None if busy_before is None
                        else 100 * busy_before},
@@ -615,6 +639,18 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             except BenchError as exc:
                 log(str(exc))
         shutil.rmtree(tmp, ignore_errors=True)
+        if args.postgres:
+            asyncio.run(drop_schema(args.postgres, schema))
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:
