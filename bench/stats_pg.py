@@ -45,9 +45,11 @@ async def generate(conn: asyncpg.Connection, clicks: int, today: date) -> None:
         """
         INSERT INTO clicks (id, merchant_id, product_id, ts, day, platform, source, channel,
                             visitor, ip_hash, bot, mobile, os)
-        SELECT 'c' || g, 'big', 1 + (g % $2),
-               extract(epoch FROM $3::date + (g % $4) * interval '1 day'),
-               to_char($3::date + (g % $4) * interval '1 day', 'YYYY-MM-DD'),
+        SELECT 'c' || g, 'big', 1 + (hashint4(g * 3) & 2147483647) % $2,
+               extract(epoch FROM $3::date + ((hashint4(g * 5) & 2147483647) % $4)
+                                  * interval '1 day'),
+               to_char($3::date + ((hashint4(g * 5) & 2147483647) % $4) * interval '1 day',
+                       'YYYY-MM-DD'),
                ($5::text[])[1 + (hashint4(g) & 2147483647) % array_length($5::text[], 1)],
                'ua', NULL, 'v' || ((hashint4(g * 7) & 2147483647) % 2000000), 'h',
                (hashint4(g * 13) & 2147483647) % 50 = 0, true, 'ios'

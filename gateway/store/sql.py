@@ -33,12 +33,19 @@ def stats_query(
         params.append(channel)
     sums = ", ".join(f"SUM(r.{m})" for m in METRICS)
     if by == "product":
-        # Joined on the merchant too, so a product id can never reach across tenants. A LEFT
-        # join: adds whose product could not be traced roll up under product 0 and must
-        # still be counted; they come out with no code or title.
-        query = (f"SELECT r.product_id, p.code, p.title, {sums} FROM rollups r "
-                 "LEFT JOIN products p ON p.id = r.product_id AND p.merchant_id = r.merchant_id "
-                 f"WHERE {where} GROUP BY r.product_id, p.code, p.title ORDER BY r.product_id")
+        # Sum per product id first, then join the few resulting rows to their titles: grouping
+        # by text columns over a year of rollup rows is what made this query slow. Joined on
+        # the merchant too, so a product id can never reach across tenants. A LEFT join: adds
+        # whose product could not be traced roll up under product 0 and must still count.
+        merchant_param = next(marks)  # its own placeholder: SQLite's ? are positional
+        params.append(merchant_id)
+        inner = ", ".join(f"SUM(r.{m}) AS {m}" for m in METRICS)
+        outer = ", ".join(f"s.{m}" for m in METRICS)
+        query = (f"SELECT s.product_id, p.code, p.title, {outer} FROM "
+                 f"(SELECT r.product_id, {inner} FROM rollups r WHERE {where} "
+                 "GROUP BY r.product_id) s "
+                 "LEFT JOIN products p ON p.id = s.product_id AND p.merchant_id = "
+                 f"{merchant_param} ORDER BY s.product_id")
     else:
         query = (f"SELECT r.{by}, {sums} FROM rollups r WHERE {where} "
                  f"GROUP BY r.{by} ORDER BY r.{by}")

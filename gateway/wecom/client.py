@@ -13,7 +13,8 @@ from typing import Any
 
 import aiohttp
 import structlog
-from cachetools import TTLCache
+
+from ..platform_api import JsonApi, PlatformApiError, TokenCache
 
 __all__ = ["WeComApiError", "WeComClient"]
 
@@ -24,61 +25,27 @@ _TOKEN_ERRORS = frozenset({40014, 42001, 40082})
 # errcodes that mean "slow down" or "busy": back off and retry.
 _RETRY_ERRORS = frozenset({45009, 45033, -1})
 _RETRIES = 3
-_EARLY_EXPIRY = 300
 
 
-class WeComApiError(Exception):
+class WeComApiError(PlatformApiError):
     """WeCom refused a call (``errcode``) or could not be reached (``errcode`` None)."""
-
-    def __init__(self, message: str, errcode: int | None = None) -> None:
-        super().__init__(message)
-        self.errcode = errcode
 
 
 class WeComClient:
     def __init__(self, session: aiohttp.ClientSession, base_url: str, timeout: float) -> None:
-        self._session = session
-        self._base = base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        # (corp_id, secret) -> token. Entries carry their own expiry; the TTL is a backstop.
-        self._tokens: TTLCache[tuple[str, str], tuple[str, float]] = TTLCache(1024, 7200)
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-
-    async def _request(self, method: str, path: str, *, params: Mapping[str, str],
-                       body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        url = f"{self._base}/{path}"
-        try:
-            async with self._session.request(method, url, params=params, json=body,
-                                             timeout=self._timeout) as resp:
-                if resp.status != 200:
-                    raise WeComApiError(f"{path}: HTTP {resp.status}")
-                data = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise WeComApiError(f"{path}: {type(exc).__name__} {exc}") from None
-        if not isinstance(data, dict):
-            raise WeComApiError(f"{path}: the answer is not a JSON object")
-        return data
+        self._api = JsonApi(session, base_url, timeout, WeComApiError)
+        self._tokens = TokenCache()
 
     async def access_token(self, corp_id: str, secret: str, *, refresh: bool = False) -> str:
-        key = (corp_id, secret)
-        loop = asyncio.get_running_loop()
-        cached = self._tokens.get(key)
-        if cached and not refresh and cached[1] > loop.time():
-            return cached[0]
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            cached = self._tokens.get(key)
-            if cached and cached[1] > loop.time() and not refresh:
-                return cached[0]  # another caller fetched it while we waited
-            data = await self._request("GET", "gettoken",
-                                       params={"corpid": corp_id, "corpsecret": secret})
+        async def fetch() -> tuple[str, int]:
+            data = await self._api.request("GET", "gettoken",
+                                           {"corpid": corp_id, "corpsecret": secret})
             if data.get("errcode", 0) != 0 or not data.get("access_token"):
                 raise WeComApiError(f"gettoken: {data.get('errmsg', 'no token')}",
                                     data.get("errcode"))
-            token = str(data["access_token"])
-            ttl = max(60, int(data.get("expires_in", 7200)) - _EARLY_EXPIRY)
-            self._tokens[key] = (token, loop.time() + ttl)
-            return token
+            return str(data["access_token"]), int(data.get("expires_in", 7200))
+
+        return await self._tokens.get((corp_id, secret), fetch, refresh=refresh)
 
     async def call(self, corp_id: str, secret: str, path: str,
                    body: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,7 +54,7 @@ class WeComClient:
         delay = 0.2
         for attempt in range(_RETRIES + 1):
             token = await self.access_token(corp_id, secret)
-            data = await self._request("POST", path, params={"access_token": token}, body=body)
+            data = await self._api.request("POST", path, {"access_token": token}, body)
             errcode = int(data.get("errcode", 0))
             if errcode == 0:
                 return data

@@ -1,0 +1,74 @@
+"""What the WeChat and WeCom clients share: JSON over one aiohttp session, cached tokens.
+
+Both platforms answer JSON with an ``errcode``, and both hand out access tokens that live
+for ``expires_in`` seconds. ``JsonApi`` makes the calls and turns transport trouble into
+the platform's own error class; ``TokenCache`` keeps each app's token until five minutes
+before it expires, fetching it once however many callers ask at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+from cachetools import TTLCache
+
+__all__ = ["JsonApi", "PlatformApiError", "TokenCache"]
+
+_EARLY_EXPIRY = 300
+
+
+class PlatformApiError(Exception):
+    """A platform refused a call (``errcode``) or could not be reached (``errcode`` None)."""
+
+    def __init__(self, message: str, errcode: int | None = None) -> None:
+        super().__init__(message)
+        self.errcode = errcode
+
+
+class JsonApi:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeout: float,
+                 error: type[PlatformApiError]) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._error = error
+
+    async def request(self, method: str, path: str, params: Mapping[str, str],
+                      body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            async with self._session.request(method, f"{self._base}/{path}", params=params,
+                                             json=body, timeout=self._timeout) as resp:
+                if resp.status != 200:
+                    raise self._error(f"{path}: HTTP {resp.status}")
+                data = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise self._error(f"{path}: {type(exc).__name__} {exc}") from None
+        if not isinstance(data, dict):
+            raise self._error(f"{path}: the answer is not a JSON object")
+        return data
+
+
+class TokenCache:
+    """Access tokens per (app id, secret), each kept until shortly before it expires."""
+
+    def __init__(self) -> None:
+        self._tokens: TTLCache[tuple[str, str], tuple[str, float]] = TTLCache(1024, 7200)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def get(self, key: tuple[str, str], fetch: Callable[[], Awaitable[tuple[str, int]]],
+                  *, refresh: bool = False) -> str:
+        """The cached token, or ``fetch()`` -> (token, expires_in) once for all waiters."""
+        loop = asyncio.get_running_loop()
+        cached = self._tokens.get(key)
+        if cached and not refresh and cached[1] > loop.time():
+            return cached[0]
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            cached = self._tokens.get(key)
+            if cached and cached[1] > loop.time() and not refresh:
+                return cached[0]  # another caller fetched it while we waited
+            token, expires_in = await fetch()
+            self._tokens[key] = (token, loop.time() + max(60, expires_in - _EARLY_EXPIRY))
+            return token
