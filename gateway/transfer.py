@@ -1,7 +1,8 @@
 """Moving a merchant between stores (SQLite <-> PostgreSQL): ``linkloop export`` / ``import``.
 
 The file is JSON lines: a header, then the merchant, its products, entry point, WeCom ways,
-app credentials, and every raw click and event. Rollups and daily unique visitors are not
+app credentials, staff logins (password hashes, never passwords), and every raw click and
+event. Rollups and daily unique visitors are not
 in it: they are derived, and the import rebuilds them by recording the raw rows exactly as
 the gateway did, so both sides agree by construction. The file holds the merchant's WeCom
 and WeChat secrets: keep it as carefully as the database.
@@ -28,6 +29,7 @@ from .store import (
     Merchant,
     MerchantExists,
     Store,
+    User,
 )
 
 __all__ = ["FORMAT", "TransferError", "export_merchant", "import_merchant"]
@@ -69,6 +71,8 @@ async def export_merchant(store: Store, merchant_id: str) -> AsyncIterator[str]:
         yield _line("entry_way", way)
     for credentials in await store.list_credentials(merchant_id):
         yield _line("credentials", credentials)
+    for user in await store.list_users(merchant_id):
+        yield _line("user", user)
     for kind, page_of in (("click", store.export_clicks), ("event", store.export_events)):
         cursor = ""
         while True:
@@ -120,6 +124,13 @@ async def import_merchant(store: Store, lines: Iterable[str]) -> dict[str, int]:
     for product in products:
         if await store.link(product["code"]) is not None:
             raise TransferError(f"share code {product['code']!r} is taken in the target")
+    try:
+        users = [User(**u) for u in parts.get("user", [])]
+    except TypeError as exc:
+        raise TransferError(f"the export's users don't fit this version: {exc}") from None
+    for user in users:
+        if await store.get_user(user.email) is not None:
+            raise TransferError(f"a login for {user.email!r} exists in the target")
 
     try:
         await store.create_merchant(merchant)
@@ -143,6 +154,10 @@ async def import_merchant(store: Store, lines: Iterable[str]) -> dict[str, int]:
         await store.put_entry_way(EntryWay(**way))
     for credentials in parts.get("credentials", []):
         await store.put_credentials(Credentials(**credentials))
+    for user in users:
+        # A fresh start for lockouts and sessions; the password hash travels as it is.
+        await store.create_user(User(user.email, user.merchant_id, user.role,
+                                     user.password_hash, user.created_at))
     # Raw rows through the same path the gateway writes them: rollups are rebuilt.
     clicks = [dataclasses.replace(c, product_id=new_ids.get(c.product_id, c.product_id))
               for c in clicks]
@@ -152,4 +167,4 @@ async def import_merchant(store: Store, lines: Iterable[str]) -> dict[str, int]:
         await store.record(clicks[start:start + _PAGE], events[start:start + _PAGE])
     return {"products": len(products), "clicks": len(clicks), "events": len(events),
             "entry": len(parts.get("entry", [])), "entry_ways": len(parts.get("entry_way", [])),
-            "credentials": len(parts.get("credentials", []))}
+            "credentials": len(parts.get("credentials", [])), "users": len(users)}

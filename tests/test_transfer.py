@@ -15,6 +15,7 @@ import pytest
 from .conftest import DESKTOP_UA, TAOBAO_UA
 from .pg import fresh_schema, postgres_url, with_schema
 from .test_cli import run, serving
+from .test_dashboard import csrf_of
 
 
 @pytest.fixture
@@ -61,6 +62,9 @@ async def _traffic(env: dict[str, str]) -> dict[str, Any]:
 
 async def _moved(source: dict[str, str], target: dict[str, str], tmp_path: Path) -> None:
     before = await _traffic(source)
+    staff = run(source, "user", "create", "anna@acme.cn", "--merchant", "acme", "--role",
+                "marketing", stdin="correct horse battery\n")
+    assert staff.returncode == 0, staff.stderr
     out = tmp_path / "acme.jsonl"
     exported = run(source, "export", "--merchant", "acme", "--out", str(out))
     assert exported.returncode == 0, exported.stderr
@@ -68,15 +72,25 @@ async def _moved(source: dict[str, str], target: dict[str, str], tmp_path: Path)
     imported = run(target, "import", str(out))
     assert imported.returncode == 0, imported.stderr
     assert json.loads(imported.stdout)["clicks"] == 4
+    assert json.loads(imported.stdout)["users"] == 1
     after_platform = json.loads(run(target, "stats", "--merchant", "acme").stdout)["rows"]
     assert after_platform == before["by_platform"]
     after_product = json.loads(run(target, "stats", "--merchant", "acme", "--by",
                                    "product").stdout)["rows"]
     strip = [{k: v for k, v in r.items() if k != "product_id"} for r in before["by_product"]]
     assert [{k: v for k, v in r.items() if k != "product_id"} for r in after_product] == strip
-    # The links people hold work in the target: the share code answers, retired stays 410.
+    # The links people hold work in the target: the share code answers, retired stays 410;
+    # and the staff member signs in to the dashboard with the same password.
     with serving(target) as (_proc, base):
-        async with aiohttp.ClientSession() as http:
+        # unsafe=True: keep cookies from an IP-address host (the login form's CSRF cookie).
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            page = await (await http.get(f"{base}/dashboard/login")).text()
+            signed_in = await http.post(f"{base}/dashboard/login", allow_redirects=False, data={
+                "csrf": csrf_of(page), "email": "anna@acme.cn",
+                "password": "correct horse battery", "next": "/dashboard"}, headers={
+                "Origin": base})
+            assert signed_in.status == 303, await signed_in.text()
+            assert signed_in.headers["Location"] == "/dashboard"
             tea = await http.get(f"{base}/p/tea", headers={"User-Agent": TAOBAO_UA},
                                  allow_redirects=False)
             assert tea.status == 302

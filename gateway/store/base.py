@@ -375,6 +375,10 @@ class Store(abc.ABC):
     async def get_user(self, email: str) -> User | None: ...
 
     @abc.abstractmethod
+    async def list_users(self, merchant_id: str) -> Sequence[User]:
+        """The merchant's staff logins, by email (for ``linkloop export``)."""
+
+    @abc.abstractmethod
     async def record_login_failure(
         self, email: str, *, now: float, max_failures: int, lock_seconds: float,
     ) -> User | None:

@@ -646,6 +646,13 @@ class PostgresStore(Store):
                 raise StoreError(f"no merchant {user.merchant_id!r}") from None
         return created
 
+    async def list_users(self, merchant_id: str) -> Sequence[User]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE merchant_id = $1 ORDER BY email",
+                merchant_id)
+        return [User(*r) for r in rows]
+
     async def get_user(self, email: str) -> User | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE email = $1",

@@ -611,6 +611,15 @@ class SQLiteStore(Store):
 
         return await self._write(self._transaction(insert))
 
+    async def list_users(self, merchant_id: str) -> Sequence[User]:
+        def read() -> list[User]:
+            rows = self._rconn.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE merchant_id = ? ORDER BY email",
+                (merchant_id,)).fetchall()
+            return [User(*r) for r in rows]
+
+        return await self._read(read)
+
     async def get_user(self, email: str) -> User | None:
         def read() -> User | None:
             row = self._rconn.execute(
