@@ -42,7 +42,6 @@ class Alipay(Adapter):
     # Alipay opens its own mini-programs and Taobao/Tmall (same group); other outside links
     # get a risk interstitial or are refused, so the web store goes through the guide.
     opens = frozenset({"alipay", "taobao", "tmall"})
-    blocks_web = True
     ua_samples = (
         "Mozilla/5.0 (iPhone) Mobile/15E148 AliApp(AP/10.5.60) AlipayClient/10.5.60",
         "Mozilla/5.0 (Linux; Android 13) Nebula AlipayDefined(nt:WIFI) AlipayClient/10.5",

@@ -4,8 +4,8 @@ An adapter answers three questions about one platform:
 
 * *is the shopper inside my app?* -- ``claims(user_agent)``, from ``ua_markers`` (any one),
   ``ua_requires`` (all of them), ``ua_excludes`` (none of them) and ``ua_pattern``;
-* *what can my app open?* -- ``opens`` (target platforms whose storefront links the app opens
-  in place) and ``blocks_web`` (whether outside web links need the open-in-browser guide);
+* *what can my app open?* -- ``opens``: the target platforms whose storefront links the app
+  opens in place (``"web"`` among them when outside web pages load);
 * *how is a product of mine reached?* -- ``validate_target`` (the merchant's fields) and
   ``storefront`` (web URL, app scheme, mini-program link).
 
@@ -153,15 +153,10 @@ class Adapter:
     field_patterns: ClassVar[Mapping[str, str]] = {}
     #: Target platforms whose storefront this app opens in place when the shopper taps it.
     opens: ClassVar[frozenset[str]] = frozenset()
-    #: True when the app blocks outside web links (the landing page shows the browser guide).
-    #: Always the same as ``"web" not in opens``; kept as its own name for readers.
-    blocks_web: ClassVar[bool] = False
     #: The mini-program platform this app runs natively, whose target is reached by its
     #: mini-program link (WeChat: ``wechat_miniprogram``). Alipay and Douyin mini-programs are
     #: their own platform's targets.
     miniprogram_platform: ClassVar[str | None] = None
-    #: True for a platform a shopper can be *in* (every app); False for target-only entries.
-    is_app: ClassVar[bool] = True
     #: Short synthetic User-Agent fragments this adapter must win in detection (tests).
     ua_samples: ClassVar[tuple[str, ...]] = ()
 

@@ -37,7 +37,6 @@ class Douyin(Adapter):
     # Since 2020 Douyin cuts outside shop links ("断外链"): it opens its own shop and its
     # mini-programs, and blocks web pages, Taobao, JD and the rest.
     opens = frozenset({"douyin"})
-    blocks_web = True
     ua_samples = (
         "Mozilla/5.0 (Linux; Android 14; wv) aweme_300100 JsSdk/1.0 AppName/aweme ByteLocale/zh",
         "Mozilla/5.0 (iPhone) Mobile/15E148 aweme_30.1.0 JsSdk/2.0 BytedanceWebview/d8a21c6",

@@ -29,7 +29,6 @@ class Kuaishou(Adapter):
     field_patterns: ClassVar[Mapping[str, str]] = {"item_id": r"[0-9]{5,24}"}
     # Like Douyin, Kuaishou cut outside shop links in 2020: its own shop only.
     opens = frozenset({"kuaishou"})
-    blocks_web = True
     ua_samples = (
         "Mozilla/5.0 (iPhone) Mobile/15E148 Kwai/12.1.20.7360 Yoda/3.0.3 WebViewType/WK",
         "Mozilla/5.0 (Linux; Android 13; wv) Yoda/3.2.9 KsWebView/1.8.90.733",

@@ -28,7 +28,6 @@ class Pinduoduo(Adapter):
     field_patterns: ClassVar[Mapping[str, str]] = {"goods_id": r"[0-9]{5,20}"}
     # Pinduoduo's web-view opens its own goods pages only.
     opens = frozenset({"pinduoduo"})
-    blocks_web = True
     ua_samples = (
         "Mozilla/5.0 (Linux; Android 13; wv) phh_android_version/7.30.0 phh_android_build/1",
         "Mozilla/5.0 (iPhone) Mobile/15E148 pddmt_ios_version/7.30.0 pddmt_ios_build/1",

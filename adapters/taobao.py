@@ -27,7 +27,6 @@ class Taobao(Adapter):
     field_patterns: ClassVar[Mapping[str, str]] = {"item_id": r"[0-9]{5,20}"}
     # Taobao opens its own and Tmall items; outside web links and other shops are blocked.
     opens = frozenset({"taobao", "tmall"})
-    blocks_web = True
     ua_samples = (
         "Mozilla/5.0 (iPhone) Mobile/15E148 AliApp(TB/10.30.0) WindVane/8.7.2 1170x2532",
         "Mozilla/5.0 (Linux; Android 13) AliApp(TB/10.30.0) UCBS/3.22 WindVane/8.5.0",

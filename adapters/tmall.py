@@ -28,7 +28,6 @@ class Tmall(Adapter):
     field_patterns: ClassVar[Mapping[str, str]] = {"item_id": r"[0-9]{5,20}"}
     # Like Taobao: Alibaba's shopping apps open Taobao and Tmall items and block the rest.
     opens = frozenset({"taobao", "tmall"})
-    blocks_web = True
     ua_samples = (
         "Mozilla/5.0 (Linux; Android 13) AliApp(TM/15.10.0) WindVane/8.5.0 1080X2340",
         "Mozilla/5.0 (iPhone) Mobile/15E148 TMIOS/15.10.0 TTID/201200@tmall_iphone_15.10",

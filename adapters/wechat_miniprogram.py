@@ -48,7 +48,6 @@ class WeChatMiniProgram(Adapter):
     # The merchant's web store is the one plausible business domain (the gateway page itself
     # loaded), and the mini-program's own pages are reached by its JS bridge, not by a link.
     opens = frozenset({"web"})
-    blocks_web = False
     ua_samples = (
         "Mozilla/5.0 (iPhone) Mobile/15E148 MicroMessenger/8.0.47 NetType/WIFI miniProgram",
         "Mozilla/5.0 (Linux; Android 13; wv) MicroMessenger/8.0.44 miniProgram/wx0123",

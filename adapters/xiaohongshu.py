@@ -28,7 +28,6 @@ class Xiaohongshu(Adapter):
     field_patterns: ClassVar[Mapping[str, str]] = {"item_id": r"[0-9a-f]{24}"}
     # Xiaohongshu keeps shoppers in its own shop: outside links in notes and chats are blocked.
     opens = frozenset({"xiaohongshu"})
-    blocks_web = True
     ua_samples = (
         "Mozilla/5.0 (iPhone) Mobile/15E148 discover/8.30.1 (iPhone; iOS 17.2) NetType/WiFi",
         "Mozilla/5.0 (Linux; Android 13; wv) Resolution/1080*2400 discover/8.30.1 XiaoHongShu",

@@ -61,10 +61,6 @@ class Resolution:
     #: ``choose`` (landing, nothing blocked), ``blocked`` (landing with the guide) or
     #: ``no_storefront``. Stable, for logs and tests.
     reason: str = ""
-    #: The link that opens the product's WeChat mini-program from where the shopper is (a
-    #: minted URL Link when one was given, else the plain-text ``weixin://dl/business`` scheme),
-    #: or None when there is none or it cannot be opened from here.
-    miniprogram_url: str | None = None
     #: Storefronts only a phone app opens (no web URL), for a desktop shopper: the landing
     #: page shows them with the share link's QR code.
     phone_only: tuple[Storefront, ...] = ()
@@ -149,11 +145,6 @@ def resolve(detection: Detection, targets: Mapping[str, Mapping[str, str]], *,
     def url(front: Storefront) -> str | None:
         return _url(detection, env, front, links)
 
-    mini = next((f for f in fronts if f.platform == "wechat_miniprogram"), None)
-    mini_url = None
-    if (mini is not None and detection.mobile and not detection.bot
-            and (env is _WEB or env.miniprogram_platform == mini.platform)):
-        mini_url = url(mini)
 
     if detection.bot or not detection.mobile:
         with_web = [f for f in fronts if _minted(f, links) or f.web_url]
@@ -177,10 +168,10 @@ def resolve(detection: Detection, targets: Mapping[str, Mapping[str, str]], *,
         if len(sensible) == 1 and (_minted(sensible[0], links) or sensible[0].web_url):
             only = sensible[0]
             return Resolution(redirect=url(only), options=usable, target=only.platform,
-                              reason="single_choice", miniprogram_url=mini_url)
+                              reason="single_choice")
         blocked = tuple(f for f in fronts if f not in usable)
         return Resolution(redirect=None, options=usable, blocked=blocked, guide=False,
-                          reason="choose", miniprogram_url=mini_url)
+                          reason="choose")
 
     # Inside an app: its own storefront first, then its native mini-program.
     native = sorted((f for f in fronts if _native(env, f) and f.platform in env.opens),
@@ -193,10 +184,9 @@ def resolve(detection: Detection, targets: Mapping[str, Mapping[str, str]], *,
         if target_url:
             reason = "own_platform" if front.platform == env.platform else "miniprogram"
             return Resolution(redirect=target_url, options=tuple(options), blocked=blocked,
-                              target=front.platform, reason=reason, miniprogram_url=mini_url)
+                              target=front.platform, reason=reason)
     return Resolution(redirect=None, options=tuple(options), blocked=blocked,
-                      guide=bool(blocked), reason="blocked" if blocked else "choose",
-                      miniprogram_url=mini_url)
+                      guide=bool(blocked), reason="blocked" if blocked else "choose")
 
 
 class ResolutionCache:

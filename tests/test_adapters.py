@@ -274,11 +274,10 @@ def test_registry_order() -> None:
 @pytest.mark.parametrize("platform", CONTRACT_IDS)
 def test_adapter_declarations(platform: str) -> None:
     app = adapter(platform)
-    assert app.label and app.is_app
+    assert app.label
     assert app.target_fields == TARGET_TABLE.get(platform, ())
     # What an app opens is always something a product can have a storefront on.
     assert app.opens <= set(TARGET_TABLE), app.opens - set(TARGET_TABLE)
-    assert app.blocks_web == ("web" not in app.opens)
     if app.is_target and platform != "web":
         assert app.owned_hosts
     if platform != "web":

@@ -131,14 +131,13 @@ def test_matrix_expected_outcome(who: str, ua: str) -> None:
 def test_wechat_goes_to_the_mini_program_by_plain_text_scheme() -> None:
     result = resolve(detect_user_agent(adapter("wechat").ua_samples[0]), PRODUCT)
     assert result.redirect == MINI_SCHEME
-    assert result.miniprogram_url == MINI_SCHEME
 
 
 def test_minted_url_link_replaces_the_scheme() -> None:
     wechat = detect_user_agent(adapter("wechat").ua_samples[0])
     link = "https://wxaurl.cn/AbCdEf123"
     result = resolve(wechat, PRODUCT, links={"wechat_miniprogram": link})
-    assert result.redirect == link and result.miniprogram_url == link
+    assert result.redirect == link
     assert hop_url(wechat, FRONTS["wechat_miniprogram"], links={"wechat_miniprogram": link}) \
         == link
     # A minted link off the platform's hosts is never followed.
@@ -243,8 +242,9 @@ def test_mobile_browser_redirects_only_on_one_sensible_web_choice() -> None:
     assert two.redirect is None and two.reason == "choose" and not two.guide
     # An app-only storefront is not a web storefront: the page, with the scheme as a button.
     mini = resolve(browser, targets(wechat_miniprogram=RAW_TARGETS["wechat_miniprogram"]))
-    assert mini.redirect is None and mini.miniprogram_url == MINI_SCHEME
+    assert mini.redirect is None
     assert [f.platform for f in mini.options] == ["wechat_miniprogram"]
+    assert hop_url(browser, mini.options[0]) == MINI_SCHEME
 
 
 def test_channel_names_the_sensible_choice_in_a_browser() -> None:
@@ -280,5 +280,4 @@ def test_storefronts_in_registry_order() -> None:
 def test_resolution_defaults_keep_the_original_shape() -> None:
     bare = Resolution(redirect=None)
     assert (bare.options, bare.blocked, bare.guide) == ((), (), False)
-    assert (bare.target, bare.reason, bare.miniprogram_url, bare.phone_only, bare.qr) == (
-        None, "", None, (), False)
+    assert (bare.target, bare.reason, bare.phone_only, bare.qr) == (None, "", (), False)
