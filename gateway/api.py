@@ -12,7 +12,7 @@ from aiohttp import web
 from .app import CLOCK, LINKS, PUBLIC_URL, STORE, TOKENS
 from .auth import AuthError, Principal
 from .catalog import product_json, validate_product
-from .errors import ApiError
+from .errors import ApiError, guarded
 from .ids import new_code
 from .stats import StatsQueryError, parse_stats_query, rows_csv, run_stats
 from .store import CodeTaken, Credentials, Merchant, Product
@@ -220,12 +220,12 @@ async def list_credentials(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_put("/api/credentials/{platform}", put_credentials)
-    app.router.add_get("/api/credentials", list_credentials)
-    app.router.add_post("/api/products", create_product)
-    app.router.add_get("/api/products", list_products)
-    app.router.add_get(r"/api/products/{id}", read_product)
-    app.router.add_patch(r"/api/products/{id}", change_product)
-    app.router.add_delete(r"/api/products/{id}", retire_product)
-    app.router.add_get(r"/api/products/{id}/qr.{fmt:svg|png}", product_qr)
-    app.router.add_get("/api/stats", stats)
+    app.router.add_put("/api/credentials/{platform}", guarded(put_credentials))
+    app.router.add_get("/api/credentials", guarded(list_credentials))
+    app.router.add_post("/api/products", guarded(create_product))
+    app.router.add_get("/api/products", guarded(list_products))
+    app.router.add_get(r"/api/products/{id}", guarded(read_product))
+    app.router.add_patch(r"/api/products/{id}", guarded(change_product))
+    app.router.add_delete(r"/api/products/{id}", guarded(retire_product))
+    app.router.add_get(r"/api/products/{id}/qr.{fmt:svg|png}", guarded(product_qr))
+    app.router.add_get("/api/stats", guarded(stats))

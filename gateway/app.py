@@ -20,7 +20,7 @@ from aiohttp import web
 from .auth import TokenService
 from .clock import DayClock
 from .detect import Detector
-from .errors import error_middleware
+from .errors import add_fallback_routes
 from .keys import auth_secret, ip_salt
 from .links import LinkCache
 from .pages import Pages
@@ -152,8 +152,9 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     from . import api, dashboard, shopper
     from .wecom import callback, entry
 
-    app = web.Application(middlewares=[error_middleware],
-                          client_max_size=settings["server.max_body_bytes"])
+    # No middleware: each route catches its own errors (errors.guarded), so the share
+    # link, the hot path, runs with no wrapper around it.
+    app = web.Application(client_max_size=settings["server.max_body_bytes"])
     app[SETTINGS] = settings
     app[WORKER] = worker
     app[PUBLIC_URL] = public_url(settings)
@@ -166,4 +167,5 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     entry.setup_routes(app)
     callback.setup_routes(app)
     dashboard.setup_routes(app)
+    add_fallback_routes(app)  # last: our 404 and 405 for whatever no route above takes
     return app

@@ -16,7 +16,7 @@ confirm a cheap hit): 10,000 User-Agents take about a tenth of a second uncached
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from adapters import ADAPTERS, Adapter, by_platform
@@ -52,8 +52,10 @@ _MOBILE_MARKERS = ("mobile", "android", "iphone", "ipad", "ipod", "harmonyos", "
 _MAX_CHANNEL = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Detection:
+class Detection(NamedTuple):
+    """What a request says about the shopper's app. A tuple: the hot path hashes it (as a
+    cache key) on every click, and a tuple hashes and compares in C."""
+
     platform: str
     bot: bool
     mobile: bool

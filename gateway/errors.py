@@ -6,15 +6,16 @@ and answered with ``internal_error``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .store import StoreUnavailable
 
-__all__ = ["ApiError", "error_middleware", "json_error"]
+__all__ = ["ApiError", "add_fallback_routes", "error_response", "guarded", "json_error"]
 
 log = structlog.get_logger("linkloop.http")
 
@@ -77,24 +78,70 @@ def _answer(request: web.Request, status: int, code: str, message: str) -> web.R
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
+def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The answer for an exception a handler let out; a redirect raised is re-raised."""
+    if isinstance(exc, ApiError):
         return json_error(exc.status, exc.code, exc.message, exc.field)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise  # redirects are answers, not errors
+            raise exc  # redirects are answers, not errors
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason if exc.status != 413 else "the request body is too large"
         response = _answer(request, exc.status, code, message)
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
         return response
-    except StoreUnavailable as exc:
+    if isinstance(exc, StoreUnavailable):
         log.warning("http.storage_unavailable", path=request.path, error=str(exc))
         return _answer(request, 503, "unavailable", "storage is unavailable, try again shortly")
-    except Exception:
-        log.exception("http.unexpected_error", path=request.path, method=request.method)
-        return _answer(request, 500, "internal_error", "something went wrong on our side")
+    log.error("http.unexpected_error", path=request.path, method=request.method,
+              exc_info=exc)
+    return _answer(request, 500, "internal_error", "something went wrong on our side")
+
+
+def guarded(handler: Handler) -> Handler:
+    """``handler`` with every error answered by ``error_response``.
+
+    A wrapper per route rather than an app middleware: a middleware runs on every request,
+    and the share link's handler, the hot path, catches its own errors inline instead.
+    """
+
+    @functools.wraps(handler)
+    async def guard(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            return error_response(request, exc)
+
+    return guard
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound()
+
+
+def add_fallback_routes(app: web.Application) -> None:
+    """Our 404 and 405 answers (not aiohttp's plain text) for requests no route takes.
+
+    Call last: every resource gets a catch-all method answering 405 with its Allow header,
+    and a catch-all path answers 404.
+    """
+    # Several resources may share a path (a named GET and a POST, say): the methods of all
+    # of them are allowed, and only the last one, tried last, takes the rest.
+    last: dict[str, web.Resource] = {}
+    allowed: dict[str, set[str]] = {}
+    for resource in app.router.resources():
+        if isinstance(resource, web.Resource):
+            last[resource.canonical] = resource
+            allowed.setdefault(resource.canonical, set()).update(r.method for r in resource)
+    for path, resource in last.items():
+        if hdrs.METH_ANY in allowed[path]:
+            continue
+        allow = sorted(allowed[path])
+
+        async def not_allowed(request: web.Request, allow: list[str] = allow,
+                              ) -> web.StreamResponse:
+            raise web.HTTPMethodNotAllowed(request.method, allow)
+
+        resource.add_route(hdrs.METH_ANY, guarded(not_allowed))
+    app.router.add_route(hdrs.METH_ANY, "/{tail:.*}", guarded(_not_found))

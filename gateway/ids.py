@@ -9,8 +9,7 @@ import secrets
 import threading
 import time
 
-__all__ = ["BASE62", "TOKEN_ALPHABET", "is_token", "new_click_id", "new_code",
-           "new_visitor_id"]
+__all__ = ["BASE62", "TOKEN_ALPHABET", "is_token", "new_click_id", "new_code"]
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: The characters of click and visitor ids (base64url: safe in URLs, cookies and states).
@@ -67,11 +66,6 @@ def new_click_id() -> str:
     48 random bits keep two clicks of the same millisecond apart (a collision would be
     skipped as a replay); 16 characters still fit WeCom's 30-character state.
     """
-    return _time_ordered(6)
-
-
-def new_visitor_id() -> str:
-    """16 base64url characters, time-ordered like click ids (new visitors append)."""
     return _time_ordered(6)
 
 

@@ -28,11 +28,13 @@ from .app import (
     STORE,
     WORKER,
 )
-from .detect import Detection
+from .detect import Detection, Detector
+from .errors import error_response, guarded
 from .guide import overlay_for
-from .ids import is_token, new_click_id, new_visitor_id
+from .ids import is_token, new_click_id
+from .logs import CLICK_ID
 from .pages import qr_svg
-from .resolve import ResolutionCache, hop_url
+from .resolve import Resolution, ResolutionCache, hop_url
 from .store import Click, Event, Product
 from .wecom.client import WeComApiError
 
@@ -45,27 +47,128 @@ _VISITOR_MAX_AGE = 400 * 24 * 3600  # browsers cap cookies at 400 days anyway
 CHANNEL_PATTERN = re.compile(r"[a-z0-9_]{1,32}")
 
 
-# The shopper handlers take ``app`` from their caller: ``request.app`` is a property that
-# walks the match info, and the hot path would otherwise walk it half a dozen times.
+class ShareLink:
+    """``GET /p/{code}``, the hot path, with the app's resources looked up once at start-up.
+
+    Each click costs a handful of attribute reads here instead of a dozen ``app[KEY]``
+    lookups, and errors are caught inline: no middleware frame wraps this handler.
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.resolutions = ResolutionCache()
+        self.trust_forwarded = bool(app[SETTINGS]["server.trust_forwarded"])
+        secure = "; Secure" if app[PUBLIC_URL].startswith("https://") else ""
+        self.cookie_attrs = f"; Max-Age={_VISITOR_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}"
+        self.public_url = app[PUBLIC_URL]
+        app.on_startup.append(self._bind)  # runs after cleanup_ctx has opened everything
+
+    async def _bind(self, app: web.Application) -> None:
+        self.links = app[LINKS]
+        self.detector = app[DETECTOR]
+        self.recorder = app[RECORDER]
+        self.clock = app[CLOCK]
+        self.hash_ip = app[IP_HASHER]
+        self.pages = app[PAGES]
+        self.entries = app[ENTRIES]
+        self.minted = app[MINIPROGRAM_LINKS]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._answer(request)
+        except Exception as exc:
+            return error_response(request, exc)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        found = await _product(request, self.app)
+        if isinstance(found, web.Response):
+            return found
+        product = found
+        detection, channel = _detect(request, self.detector)
+        click_id = new_click_id()
+        cookie = cookie_value(request.headers.get("Cookie"), VISITOR_COOKIE)
+        if cookie and is_token(cookie):
+            visitor, new_visitor = cookie, False
+        else:  # a new visitor is known by the id of their first click
+            visitor, new_visitor = click_id, True
+        ts, day = self.clock.now()
+        # aiohttp runs each request in its own task, so this ends with the request.
+        CLICK_ID.set(click_id)
+        self.recorder.click(Click(
+            id=click_id, merchant_id=product.merchant_id, product_id=product.id, ts=ts,
+            day=day, platform=detection.platform, source=detection.source, channel=channel,
+            visitor=visitor,
+            ip_hash=self.hash_ip(_client_address(request, self.trust_forwarded)),
+            bot=detection.bot, mobile=detection.mobile, os=detection.os,
+        ))
+        response: web.StreamResponse
+        if detection.bot:
+            # Link previews: the product's title and image, no redirect, counted as a bot.
+            response = self.pages.render(
+                "preview.html", product=product, share_url=self._share_url(product),
+                description=f"{product.title} — 点击查看并购买")
+        else:
+            links = None
+            if detection.mobile and "wechat_miniprogram" in product.targets:
+                links = self.minted.link(product)
+                if links is None:
+                    # Minted in the background; this click gets the plain scheme.
+                    self.minted.want(product)
+            resolution = self.resolutions.get(product.code, product.updated_at, detection,
+                                              product.targets, links)
+            if resolution.redirect is not None:
+                if new_visitor:
+                    return web.Response(status=302, headers={
+                        "Location": resolution.redirect, **_NO_STORE,
+                        "Set-Cookie": f"{VISITOR_COOKIE}={visitor}{self.cookie_attrs}"})
+                return web.Response(status=302, headers={
+                    "Location": resolution.redirect, **_NO_STORE})
+            response = await self._landing(product, detection, resolution, click_id)
+        if new_visitor:
+            response.headers["Set-Cookie"] = f"{VISITOR_COOKIE}={visitor}{self.cookie_attrs}"
+        return response
+
+    def _share_url(self, product: Product) -> str:
+        return f"{self.public_url}/p/{product.code}"
+
+    async def _landing(self, product: Product, detection: Detection,
+                       resolution: Resolution, click_id: str) -> web.Response:
+        """The page listing the product's storefronts (through ``/o/``) and the WeCom entry."""
+        share_url = self._share_url(product)
+        hops = {front.platform: f"/o/{product.code}/{front.platform}?c={click_id}"
+                for front in (*resolution.options, *resolution.blocked)}
+        entry = await self.entries.get(product.merchant_id)
+        return self.pages.render(
+            "landing.html", product=product, options=resolution.options,
+            blocked=resolution.blocked, guide=resolution.guide, hop_urls=hops,
+            entry_url=f"/e/{product.code}?c={click_id}" if entry else None,
+            phone_only=resolution.phone_only,
+            qr_svg=qr_svg(share_url) if resolution.qr else None, share_url=share_url,
+            overlay=overlay_for(detection.platform, detection.os) if resolution.guide
+            else None,
+        )
 
 
-def _client_address(request: web.Request, app: web.Application) -> str:
-    if app[_TRUST_FORWARDED]:
+# What every redirect carries: never cached (each click counts), no referrer leaked onward.
+_NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _client_address(request: web.Request, trust_forwarded: bool) -> str:
+    if trust_forwarded:
         forwarded = request.headers.get("X-Forwarded-For")
         if forwarded:
             return forwarded.split(",", 1)[0].strip()
     return request.remote or ""
 
 
-def _detect(request: web.Request, app: web.Application) -> tuple[Detection, str | None]:
+def _detect(request: web.Request, detector: Detector) -> tuple[Detection, str | None]:
     """The shopper's platform and the channel tag, if the link carried a valid one."""
     # Most share links carry no query string: don't build the query MultiDict for nothing.
     channel = request.query.get("ch") if request.query_string else None
     if channel is not None and not CHANNEL_PATTERN.fullmatch(channel):
         channel = None
     headers = request.headers
-    detection = app[DETECTOR].request(
-        headers.get("User-Agent", ""), channel, headers.get("Referer"))
+    detection = detector.request(headers.get("User-Agent", ""), channel, headers.get("Referer"))
     return detection, channel
 
 
@@ -84,19 +187,6 @@ def cookie_value(header: str | None, name: str) -> str | None:
     return None
 
 
-def _visitor(request: web.Request) -> tuple[str, bool]:
-    """The visitor id from the cookie, or a new one (True when it must be set)."""
-    cookie = cookie_value(request.headers.get("Cookie"), VISITOR_COOKIE)
-    if cookie and is_token(cookie):
-        return cookie, False
-    return new_visitor_id(), True
-
-
-def _set_visitor(app: web.Application, response: web.StreamResponse, visitor: str) -> None:
-    # One prebuilt header rather than set_cookie's Morsel: this runs on most clicks.
-    response.headers["Set-Cookie"] = f"{VISITOR_COOKIE}={visitor}{app[_COOKIE_ATTRS]}"
-
-
 async def _product(request: web.Request, app: web.Application) -> Product | web.Response:
     """The link's product, or the page a shopper sees for an unknown or retired link."""
     product = await app[LINKS].get(request.match_info["code"])
@@ -109,63 +199,6 @@ async def _product(request: web.Request, app: web.Application) -> Product | web.
     if product.retired:
         return pages.message(410, "link_retired", "商品已下架", "这个商品链接已失效。")
     return product
-
-
-async def share_link(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    found = await _product(request, app)
-    if isinstance(found, web.Response):
-        return found
-    product = found
-    detection, channel = _detect(request, app)
-    visitor, new_visitor = _visitor(request)
-    ts, day = app[CLOCK].now()
-    click_id = new_click_id()
-    # aiohttp runs each request in its own task, so this binding ends with the request.
-    structlog.contextvars.bind_contextvars(click_id=click_id)
-    app[RECORDER].click(Click(
-        id=click_id, merchant_id=product.merchant_id, product_id=product.id, ts=ts, day=day,
-        platform=detection.platform, source=detection.source, channel=channel,
-        visitor=visitor, ip_hash=app[IP_HASHER](_client_address(request, app)),
-        bot=detection.bot, mobile=detection.mobile, os=detection.os,
-    ))
-    response: web.StreamResponse
-    if detection.bot:
-        share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
-        # Link previews: the product's title and image, no redirect, counted as a bot.
-        response = app[PAGES].render(
-            "preview.html", product=product, share_url=share_url,
-            description=f"{product.title} — 点击查看并购买")
-    else:
-        links = None
-        if detection.mobile and "wechat_miniprogram" in product.targets:
-            minted = app[MINIPROGRAM_LINKS]
-            links = minted.link(product)
-            if links is None:
-                minted.want(product)  # minted in the background; this click gets the scheme
-        resolution = app[_RESOLUTIONS].get(product.code, product.updated_at, detection,
-                                           product.targets, links)
-        if resolution.redirect is not None:
-            response = web.Response(status=302, headers={
-                "Location": resolution.redirect, "Cache-Control": "no-store",
-                "Referrer-Policy": "no-referrer"})
-        else:
-            share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
-            hops = {front.platform: f"/o/{product.code}/{front.platform}?c={click_id}"
-                    for front in (*resolution.options, *resolution.blocked)}
-            entry = await app[ENTRIES].get(product.merchant_id)
-            response = app[PAGES].render(
-                "landing.html", product=product, options=resolution.options,
-                blocked=resolution.blocked, guide=resolution.guide, hop_urls=hops,
-                entry_url=f"/e/{product.code}?c={click_id}" if entry else None,
-                phone_only=resolution.phone_only,
-                qr_svg=qr_svg(share_url) if resolution.qr else None, share_url=share_url,
-                overlay=overlay_for(detection.platform, detection.os) if resolution.guide
-                else None,
-            )
-    if new_visitor:
-        _set_visitor(app, response, visitor)
-    return response
 
 
 async def storefront_hop(request: web.Request) -> web.StreamResponse:
@@ -181,7 +214,7 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
     if target is None or adapter is None:
         return app[PAGES].message(404, "storefront_not_found", "链接不存在",
                                           "这个商品在该平台没有店铺。")
-    detection, _ = _detect(request, app)
+    detection, _ = _detect(request, app[DETECTOR])
     front = adapter.storefront(dict(target))
     url = hop_url(detection, front)
     if url is None:
@@ -199,13 +232,11 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
             kind="storefront_open", platform=detection.platform, ts=ts, day=day,
             click_id=click_id if click_id and is_token(click_id) else None, target=platform,
         ))
-    return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store",
-                                             "Referrer-Policy": "no-referrer"})
+    return _redirect(url)
 
 
 def _redirect(url: str) -> web.Response:
-    return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store",
-                                             "Referrer-Policy": "no-referrer"})
+    return web.Response(status=302, headers={"Location": url, **_NO_STORE})
 
 
 async def entry_hop(request: web.Request) -> web.StreamResponse:
@@ -221,7 +252,7 @@ async def entry_hop(request: web.Request) -> web.StreamResponse:
     if entry is None:
         return pages.message(404, "entry_not_configured", "暂未开放",
                              "商家还没有设置企业微信入口。")
-    detection, _ = _detect(request, app)
+    detection, _ = _detect(request, app[DETECTOR])
     raw_click = request.query.get("c")
     click_id = raw_click if raw_click and is_token(raw_click) else None
     if not detection.bot:
@@ -267,18 +298,9 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "storage": "ok", **body})
 
 
-_RESOLUTIONS = web.AppKey("resolutions", ResolutionCache)
-_COOKIE_ATTRS = web.AppKey("visitor_cookie_attrs", str)
-_TRUST_FORWARDED = web.AppKey("trust_forwarded", bool)
-
-
 def setup_routes(app: web.Application) -> None:
-    app[_RESOLUTIONS] = ResolutionCache()
-    app[_TRUST_FORWARDED] = bool(app[SETTINGS]["server.trust_forwarded"])
-    secure = "; Secure" if app[PUBLIC_URL].startswith("https://") else ""
-    app[_COOKIE_ATTRS] = f"; Max-Age={_VISITOR_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}"
-    app.router.add_get("/p/{code}", share_link, name="share")
-    app.router.add_get("/o/{code}/{platform}", storefront_hop, name="storefront")
-    app.router.add_get("/e/{code}", entry_hop, name="entry")
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/p/{code}", ShareLink(app).handle, name="share")  # guards itself
+    app.router.add_get("/o/{code}/{platform}", guarded(storefront_hop), name="storefront")
+    app.router.add_get("/e/{code}", guarded(entry_hop), name="entry")
+    app.router.add_get("/healthz", guarded(healthz))
+    app.router.add_get("/readyz", guarded(readyz))

@@ -28,6 +28,7 @@ from markupsafe import Markup
 from adapters import by_platform, platform_ids
 
 from ..app import CLOCK, PAGES, PUBLIC_URL, STORE
+from ..errors import guarded
 from ..pages import qr_svg
 from ..stats import (
     CHANNEL_PATTERN,
@@ -569,14 +570,14 @@ def setup_routes(app: web.Application) -> None:
     app[_STATIC] = _load_static()
     app.on_startup.append(_start)
     router = app.router
-    router.add_get("/dashboard", overview, name="dashboard")
-    router.add_get("/dashboard/", dashboard_root)
-    router.add_get("/dashboard/login", login_page, name="dashboard_login")
-    router.add_post("/dashboard/login", login)
-    router.add_post("/dashboard/logout", logout)
-    router.add_get("/dashboard/products", products_page)
-    router.add_get(r"/dashboard/products/{id}", product_page)
-    router.add_get(r"/dashboard/products/{id}/qr.{fmt:svg|png}", product_qr)
-    router.add_get("/dashboard/export.csv", export_csv)
-    router.add_get("/dashboard/static/{name}", static)
-    router.add_get("/dashboard/{tail:.*}", not_found)
+    router.add_get("/dashboard", guarded(overview), name="dashboard")
+    router.add_get("/dashboard/", guarded(dashboard_root))
+    router.add_get("/dashboard/login", guarded(login_page), name="dashboard_login")
+    router.add_post("/dashboard/login", guarded(login))
+    router.add_post("/dashboard/logout", guarded(logout))
+    router.add_get("/dashboard/products", guarded(products_page))
+    router.add_get(r"/dashboard/products/{id}", guarded(product_page))
+    router.add_get(r"/dashboard/products/{id}/qr.{fmt:svg|png}", guarded(product_qr))
+    router.add_get("/dashboard/export.csv", guarded(export_csv))
+    router.add_get("/dashboard/static/{name}", guarded(static))
+    router.add_get("/dashboard/{tail:.*}", guarded(not_found))

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ..app import CALLBACKS, ENTRIES, SETTINGS, STORE
 from ..clock import DayClock
-from ..errors import json_error
+from ..errors import guarded, json_error
 from ..recorder import Recorder
 from ..store import Entry, Event, InboxItem, Store
 from .client import WeComClient
@@ -253,5 +253,5 @@ async def receive(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/wecom/callback/{merchant}", verify_url)
-    app.router.add_post("/wecom/callback/{merchant}", receive)
+    app.router.add_get("/wecom/callback/{merchant}", guarded(verify_url))
+    app.router.add_post("/wecom/callback/{merchant}", guarded(receive))

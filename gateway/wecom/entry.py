@@ -27,7 +27,7 @@ from cachetools import TTLCache
 
 from ..api import json_body, principal
 from ..app import ENTRIES, PUBLIC_URL
-from ..errors import ApiError
+from ..errors import ApiError, guarded
 from ..store import Entry, EntryWay, Store
 from .client import WeComApiError, WeComClient
 from .state import StateSigner
@@ -205,5 +205,5 @@ async def get_entry(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_put("/api/entry", put_entry)
-    app.router.add_get("/api/entry", get_entry)
+    app.router.add_put("/api/entry", guarded(put_entry))
+    app.router.add_get("/api/entry", guarded(get_entry))
