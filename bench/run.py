@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -162,14 +163,29 @@ def parse_wrk(text: str) -> WrkResult:
         non_2xx_3xx=int(non[1]) if non else 0, raw=text)
 
 
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in task.read_text().split():
+                found += [int(child), *_descendants(int(child))]
+    return found
+
+
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process and its threads so far (Linux), else None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()  # fields[0] is the state, field 3 of stat(5)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of a process, its threads and its live children
+    (the gateway's click writer is one) (Linux), else None."""
+    total = 0.0
+    for each in (pid, *_descendants(pid)):
+        try:
+            text = Path(f"/proc/{each}/stat").read_text()
+        except OSError:
+            if each == pid:
+                return None
+            continue  # a child that just exited
+        fields = text.rsplit(")", 1)[1].split()  # fields[0] is the state, field 3 of stat(5)
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def machine_busy_seconds() -> float | None:

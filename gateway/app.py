@@ -28,6 +28,7 @@ from .privacy import IpHasher
 from .recorder import Journal, Recorder
 from .settings import Settings
 from .store import Store, open_store
+from .writer import WriterProcess
 
 if TYPE_CHECKING:  # the platform modules import this one for its keys
     from .wechat.links import MiniProgramLinks
@@ -100,8 +101,11 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 async def _recorder(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    # A child process writes the clicks, so that storage work never takes the interpreter
+    # lock from the requests (gateway/writer.py says why); a thread when turned off.
+    writer = WriterProcess(settings) if settings["recorder.writer_process"] else None
     recorder = Recorder(
-        app[STORE], Journal(settings.data_dir / "journal", owner=f"w{app[WORKER]}"),
+        writer or app[STORE], Journal(settings.data_dir / "journal", owner=f"w{app[WORKER]}"),
         queue_size=settings["recorder.queue_size"],
         flush_interval=settings["recorder.flush_interval_ms"] / 1000,
         batch_size=settings["recorder.batch_size"],
@@ -111,6 +115,8 @@ async def _recorder(app: web.Application) -> AsyncIterator[None]:
     recorder.start()
     yield
     await recorder.close()
+    if writer is not None:
+        await writer.close()
 
 
 async def _platform_apis(app: web.Application) -> AsyncIterator[None]:

@@ -18,13 +18,15 @@ import json
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
-from .store import Click, Event, Store
+from .store import Click, Event
 
-__all__ = ["Journal", "Recorder"]
+__all__ = ["Journal", "Recorder", "RowSink"]
 
 log = structlog.get_logger("linkloop.recorder")
 
@@ -119,12 +121,18 @@ class Journal:
         return clicks, events, bad
 
 
+class RowSink(Protocol):
+    """Where batches go: a ``Store``, or the writer process in front of one."""
+
+    async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None: ...
+
+
 class Recorder:
     def __init__(
-        self, store: Store, journal: Journal, *, queue_size: int, flush_interval: float,
+        self, sink: RowSink, journal: Journal, *, queue_size: int, flush_interval: float,
         batch_size: int, retry_max: float,
     ) -> None:
-        self.store = store
+        self.sink = sink
         self.journal = journal
         self.queue_size = queue_size
         self.flush_interval = flush_interval
@@ -215,7 +223,7 @@ class Recorder:
 
     async def _write(self, clicks: list[Click], events: list[Event]) -> bool:
         try:
-            await self.store.record(clicks, events)
+            await self.sink.record(clicks, events)
         except Exception as exc:
             self._retry_delay = min(self.retry_max, max(0.5, self._retry_delay * 2))
             if self.storage_ok:

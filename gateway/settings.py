@@ -71,6 +71,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest a click waits in memory before it is written.", int, minimum=1),
     Setting("recorder.batch_size", 1000, "Most clicks written in one transaction.", int,
             minimum=1),
+    Setting("recorder.writer_process", True,
+            "Write clicks from a child process, so storage work never holds up requests; "
+            "false: from a thread of the gateway process.", bool),
     Setting("recorder.retry_max_seconds", 30.0,
             "Longest pause between retries while the database is away.", float, minimum=0.1),
     Setting("wechat.api_base", "https://api.weixin.qq.com",

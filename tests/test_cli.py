@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
+import pytest
 
 from .conftest import BOT_UA, DESKTOP_UA, LINKLOOP, TAOBAO_UA
 
@@ -32,8 +34,11 @@ def free_port() -> int:
 @contextmanager
 def serving(env: dict[str, str], *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     port = free_port()
+    # A session of its own, like a server started from a terminal: Ctrl-C there reaches
+    # the whole process group (the gateway and its click writer), as a test can do here.
     proc = subprocess.Popen([*LINKLOOP, "serve", "--port", str(port), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -108,7 +113,8 @@ async def test_a_script_drives_the_whole_loop_through_cli_and_http(cli_env: dict
     assert "taobao,2,1,0,0,0,0,0.0,0.0," in csv
 
 
-async def test_sigterm_right_after_clicks_loses_none(cli_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("stop", ["sigterm", "ctrl_c_to_the_process_group"])
+async def test_stopping_right_after_clicks_loses_none(cli_env: dict[str, str], stop: str) -> None:
     token = _merchant_and_token(cli_env)
     # A long flush interval: every click is still in memory when SIGTERM arrives.
     env = {**cli_env, "LINKLOOP_RECORDER_FLUSH_INTERVAL_MS": "600000"}
@@ -127,7 +133,10 @@ async def test_sigterm_right_after_clicks_loses_none(cli_env: dict[str, str]) ->
 
             statuses = await asyncio.gather(*(one() for _ in range(clicks)))
             assert statuses == [302] * clicks
-        proc.send_signal(signal.SIGTERM)
+        if stop == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:  # the click writer gets the SIGINT too, and must still write the last batch
+            os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=20) == 0
     stats = json.loads(run(cli_env, "stats", "--merchant", "acme").stdout)
     assert stats["rows"][0]["platform"] == "taobao"

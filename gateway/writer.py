@@ -1,0 +1,216 @@
+"""Clicks and events written by a child process, so storage work never holds the loop's GIL.
+
+The gateway answers share links on one event loop. When a thread in the same process wrote
+the clicks, every batch it bound, stepped and committed took the interpreter lock away from
+the loop, a few hundred microseconds at a time, and requests queued behind it: that, not
+the database, was most of the gap to a bare aiohttp app. Here the recorder hands each batch
+to ``python -m gateway.writer``, which opens the same storage (either engine, migrations
+already applied by the gateway) and answers every batch with "written" or the error.
+
+The recorder's guarantees hold unchanged: a batch counts as written only once the child
+says it committed; an error, or a child that died, is a storage failure (the batch goes to
+the journal and is retried), and the next batch starts a new child. Storage skips ids it
+already holds, so a batch the child committed just before dying is never counted twice.
+
+Frames both ways are a 4-byte length and a pickle, between two processes of the same
+program. The child ignores SIGINT and SIGTERM and stops when its input closes: the gateway
+closes it only after its last batch, so Ctrl-C or a supervisor's SIGTERM to the whole
+process group never cuts the child off before the clicks are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import IO, Any
+
+import structlog
+
+from .settings import Settings
+from .store import Click, Event, StoreUnavailable
+
+__all__ = ["WriterProcess"]
+
+log = structlog.get_logger("linkloop.writer")
+
+# Rows cross the pipe as plain tuples: ten times cheaper to pickle than the dataclasses,
+# and this side of the pipe is the event loop.
+_CLICK_FIELDS = tuple(Click.__dataclass_fields__)
+_EVENT_FIELDS = tuple(Event.__dataclass_fields__)
+_click_values = attrgetter(*_CLICK_FIELDS)
+_event_values = attrgetter(*_EVENT_FIELDS)
+_LENGTH = 4
+#: Longest the gateway waits for the child to finish its last batch and exit on shutdown.
+_EXIT_TIMEOUT = 60.0
+
+
+def _frame(value: Any) -> bytes:
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(payload).to_bytes(_LENGTH, "big") + payload
+
+
+class WriterProcess:
+    """``record(clicks, events)`` for the recorder, done by a child process.
+
+    One batch is in flight at a time (the recorder awaits each); the child starts with the
+    first batch and again after it has died.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._child: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._child.pid if self._child is not None else None
+
+    async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
+        if not clicks and not events:
+            return
+        rows = ([_click_values(c) for c in clicks], [_event_values(e) for e in events])
+        async with self._lock:
+            # A child that died between batches (killed, out of memory) is replaced, and a
+            # batch whose child died under it is sent once more to a new one: storage skips
+            # whatever part of it the old one committed. A second death is a failure.
+            for attempt in (1, 2):
+                child = self._child
+                if child is None or child.returncode is not None:
+                    child = await self._start()
+                try:
+                    error = await self._ask(child, rows)
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    code = await self._lost(child)
+                    log.warning("writer.lost", pid=child.pid, code=code, attempt=attempt)
+                    if attempt == 2:
+                        raise StoreUnavailable(f"writer process exited ({code})") from exc
+                    continue
+                if error is not None:
+                    raise StoreUnavailable(error)
+                return
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.writer",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            error = await self._ask(child, self.settings)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            code = await self._lost(child)
+            raise StoreUnavailable(f"writer process did not start ({code}): {exc!r}") from exc
+        if error is not None:  # storage would not open: the child has exited
+            await self._lost(child)
+            raise StoreUnavailable(error)
+        log.info("writer.started", pid=child.pid)
+        self._child = child
+        return child
+
+    @staticmethod
+    async def _ask(child: asyncio.subprocess.Process, value: Any) -> str | None:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(_frame(value))
+        await child.stdin.drain()
+        size = int.from_bytes(await child.stdout.readexactly(_LENGTH), "big")
+        answer: str | None = pickle.loads(await child.stdout.readexactly(size))
+        return answer
+
+    async def _lost(self, child: asyncio.subprocess.Process) -> int | None:
+        """Reap a child that failed; the next batch starts another."""
+        self._child = None
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        return await child.wait()
+
+    async def close(self) -> None:
+        """Close the child's input: it finishes (it has no batch left) and exits."""
+        async with self._lock:
+            child, self._child = self._child, None
+            if child is None:
+                return
+            assert child.stdin is not None
+            child.stdin.close()
+            try:
+                code = await asyncio.wait_for(child.wait(), _EXIT_TIMEOUT)
+            except TimeoutError:
+                log.error("writer.exit_timeout", pid=child.pid)
+                await self._lost(child)
+                return
+            if code:
+                log.warning("writer.exited", pid=child.pid, code=code)
+
+
+# --- the child ------------------------------------------------------------------------------
+def _read_frame(stream: IO[bytes]) -> Any:
+    """The next frame's value; EOFError when the gateway has closed the pipe."""
+    head = stream.read(_LENGTH)
+    if len(head) < _LENGTH:
+        raise EOFError
+    size = int.from_bytes(head, "big")
+    payload = stream.read(size)
+    if len(payload) < size:
+        raise EOFError
+    return pickle.loads(payload)
+
+
+async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> None:
+    from .store import open_store
+
+    def answer(value: str | None) -> None:
+        outbox.write(_frame(value))
+        outbox.flush()
+
+    try:
+        store = await open_store(settings)
+    except Exception as exc:
+        answer(f"storage did not open: {exc}")
+        raise
+    answer(None)
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            try:
+                clicks, events = await loop.run_in_executor(None, _read_frame, inbox)
+            except EOFError:
+                return
+            try:
+                await store.record([Click(*row) for row in clicks],
+                                   [Event(*row) for row in events])
+            except Exception as exc:
+                log.warning("writer.batch_failed", error=str(exc) or type(exc).__name__)
+                answer(str(exc) or type(exc).__name__)
+            else:
+                answer(None)
+    finally:
+        await store.close()
+
+
+def main() -> int:
+    # Stop only when the gateway closes the pipe, after its last batch (see the docstring).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    inbox = os.fdopen(os.dup(0), "rb")
+    outbox = os.fdopen(os.dup(1), "wb")
+    # Anything else printed goes to stderr, never into the frames.
+    os.dup2(2, 1)
+    settings: Settings = _read_frame(inbox)
+    from .logs import configure_logging
+
+    configure_logging(settings["log.level"], settings["log.format"])
+    structlog.contextvars.bind_contextvars(process="writer")
+    try:
+        asyncio.run(_serve(settings, inbox, outbox))
+    except Exception:
+        log.exception("writer.failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

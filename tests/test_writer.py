@@ -1,0 +1,110 @@
+"""The click writer process: clicks the gateway answered reach storage, whatever it suffers."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import RECORDER, STORE
+from gateway.store import Click, StoreUnavailable
+from gateway.writer import WriterProcess
+
+from .conftest import TAOBAO_UA, ClientFactory, Tenant, add_tenant, make_settings
+
+
+async def _product(client: TestClient[Any, Any], tenant: Tenant) -> str:
+    resp = await client.post("/api/products", headers=tenant.auth, json={
+        "title": "Tea", "targets": {"taobao": {"item_id": "600000000001"}}})
+    assert resp.status == 201, await resp.text()
+    code: str = (await resp.json())["code"]
+    return code
+
+
+async def _click(client: TestClient[Any, Any], code: str, times: int) -> None:
+    for _ in range(times):
+        resp = await client.get(f"/p/{code}", headers={"User-Agent": TAOBAO_UA},
+                                allow_redirects=False)
+        assert resp.status == 302
+
+
+async def _taobao_clicks(client: TestClient[Any, Any], tenant: Tenant) -> int:
+    resp = await client.get("/api/stats", headers=tenant.auth, params={"by": "platform"})
+    rows = (await resp.json())["rows"]
+    return sum(r["clicks"] for r in rows if r["platform"] == "taobao")
+
+
+def _writer(client: TestClient[Any, Any]) -> WriterProcess:
+    assert client.app is not None
+    writer = client.app[RECORDER].sink
+    assert isinstance(writer, WriterProcess)
+    return writer
+
+
+async def test_clicks_are_written_by_a_separate_process(
+        aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    from gateway.app import create_app
+
+    client = await aiohttp_client(create_app(make_settings(tmp_path)))
+    tenant = await add_tenant(client, "acme")
+    code = await _product(client, tenant)
+    await _click(client, code, 25)
+    assert client.app is not None
+    await client.app[RECORDER].flush()
+    writer = _writer(client)
+    assert writer.pid is not None and writer.pid != os.getpid()
+    assert await _taobao_clicks(client, tenant) == 25
+
+
+async def test_a_killed_writer_loses_no_click_and_counts_none_twice(
+        aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    from gateway.app import create_app
+
+    client = await aiohttp_client(create_app(make_settings(tmp_path)))
+    tenant = await add_tenant(client, "acme")
+    code = await _product(client, tenant)
+    assert client.app is not None
+    recorder = client.app[RECORDER]
+    await _click(client, code, 20)
+    await recorder.flush()
+    writer = _writer(client)
+    first = writer.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await _click(client, code, 30)
+    await recorder.flush()
+    # A new child took over: nothing had to wait in the journal, nothing counted twice.
+    assert writer.pid not in (None, first)
+    assert recorder.journaled == 0 and recorder.storage_ok
+    assert await _taobao_clicks(client, tenant) == 50
+
+
+async def test_a_writer_that_cannot_open_storage_is_a_storage_failure(tmp_path: Path) -> None:
+    # Nothing listens on port 1: the child's PostgreSQL connection is refused.
+    settings = make_settings(tmp_path, storage__url="postgresql://nobody@127.0.0.1:1/none")
+    writer = WriterProcess(settings)
+    click = Click(id="c00000000001", merchant_id="acme", product_id=1, ts=1.0,
+                  day="2026-11-01", platform="taobao", source="ua", visitor="v1", ip_hash="h")
+    with pytest.raises(StoreUnavailable, match="storage did not open"):
+        await writer.record([click], [])
+    assert writer.pid is None
+    await writer.close()
+
+
+async def test_the_thread_writer_still_works_when_the_process_is_turned_off(
+        aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    from gateway.app import create_app
+
+    settings = make_settings(tmp_path, recorder__writer_process=False)
+    client = await aiohttp_client(create_app(settings))
+    tenant = await add_tenant(client, "acme")
+    code = await _product(client, tenant)
+    await _click(client, code, 5)
+    assert client.app is not None
+    assert client.app[RECORDER].sink is client.app[STORE]
+    await client.app[RECORDER].flush()
+    assert await _taobao_clicks(client, tenant) == 5
