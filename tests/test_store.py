@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.settings import load_settings
 from gateway.store import (
+    METRICS,
     Click,
     CodeTaken,
     Entry,
@@ -29,6 +35,7 @@ from gateway.store import (
 )
 from gateway.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from gateway.store.postgres import PostgresStore
+from gateway.store.sql import month_split
 from gateway.store.sqlite import SQLiteStore
 
 from . import pg
@@ -36,11 +43,22 @@ from . import pg
 
 @dataclass
 class Database:
-    """One engine's database for a test: open the store on it, see its applied migrations."""
+    """One engine's database for a test: open the store on it, look behind it."""
 
     engine: str
     open: Callable[[], Awaitable[Store]]
-    versions: Callable[[], Awaitable[list[int]]]
+    #: Rows of a query run on a plain connection (numbers as int, whatever the engine).
+    fetch: Callable[[str], Awaitable[list[tuple[Any, ...]]]]
+
+    async def versions(self) -> list[int]:
+        """The applied migrations."""
+        return [r[0] for r in await self.fetch(
+            "SELECT version FROM schema_migrations ORDER BY version")]
+
+
+def _plain(row: Sequence[Any]) -> tuple[Any, ...]:
+    """PostgreSQL's SUM of bigints is numeric: as int, to compare with SQLite's."""
+    return tuple(int(v) if isinstance(v, Decimal) else v for v in row)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -49,26 +67,24 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     if request.param == "sqlite":
         path = tmp_path / "store.db"
 
-        async def sqlite_versions() -> list[int]:
-            with sqlite3.connect(path) as conn:
-                return [r[0] for r in conn.execute(
-                    "SELECT version FROM schema_migrations ORDER BY version")]
+        async def sqlite_fetch(query: str) -> list[tuple[Any, ...]]:
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                return [_plain(r) for r in conn.execute(query)]
 
-        yield Database("sqlite", lambda: SQLiteStore.open(path), sqlite_versions)
+        yield Database("sqlite", lambda: SQLiteStore.open(path), sqlite_fetch)
         return
     url = pg.postgres_url()
     async with pg.fresh_schema(url) as schema:
 
-        async def postgres_versions() -> list[int]:
+        async def postgres_fetch(query: str) -> list[tuple[Any, ...]]:
             conn = await pg.connect(url, schema)
             try:
-                return [r[0] for r in await conn.fetch(
-                    "SELECT version FROM schema_migrations ORDER BY version")]
+                return [_plain(r) for r in await conn.fetch(query)]
             finally:
                 await conn.close()
 
         yield Database("postgres", lambda: PostgresStore.open(url, schema=schema),
-                       postgres_versions)
+                       postgres_fetch)
 
 
 @pytest.fixture
@@ -568,3 +584,286 @@ def test_rollup_delta_values_follow_the_metrics_order() -> None:
     assert tuple(f.name for f in fields(RollupDelta)) == METRICS
     delta = RollupDelta(*range(1, len(METRICS) + 1))
     assert delta.values() == tuple(range(1, len(METRICS) + 1))
+
+
+# --- coarser rollups (migration 4): monthly_rollups and daily_totals, on every engine -------
+def test_month_split_cuts_whole_months_out_of_a_range() -> None:
+    assert month_split("2026-02-10", "2026-02-10") == [("day", "2026-02-10", "2026-02-10")]
+    assert month_split("2026-03-05", "2026-03-31") == [("day", "2026-03-05", "2026-03-31")]
+    assert month_split("2026-02-01", "2026-02-28") == [("month", "2026-02", "2026-02")]
+    assert month_split("2024-02-01", "2024-02-28") == [("day", "2024-02-01", "2024-02-28")]
+    assert month_split("2024-02-01", "2024-02-29") == [("month", "2024-02", "2024-02")]
+    assert month_split("2026-01-30", "2026-04-02") == [
+        ("day", "2026-01-30", "2026-01-31"), ("month", "2026-02", "2026-03"),
+        ("day", "2026-04-01", "2026-04-02")]
+    assert month_split("2025-11-23", "2026-11-22") == [
+        ("day", "2025-11-23", "2025-11-30"), ("month", "2025-12", "2026-10"),
+        ("day", "2026-11-01", "2026-11-22")]
+    assert month_split("2025-12-01", "2026-01-31") == [("month", "2025-12", "2026-01")]
+    assert month_split("2026-01-31", "2026-02-01") == [("day", "2026-01-31", "2026-02-01")]
+    # Not plain ISO dates, or no day after the last: left to the per-day rows, as before.
+    assert month_split("20260201", "20260228") == [("day", "20260201", "20260228")]
+    assert month_split("2026-02-01", "9999-12-31") == [("day", "2026-02-01", "9999-12-31")]
+    assert month_split("2026-02-01", "nonsense") == [("day", "2026-02-01", "nonsense")]
+
+
+_FIRST_DAY = date(2026, 1, 27)
+_LAST_DAY = date(2026, 5, 4)
+#: (product, day, platform, channel) -> counts in METRICS order.
+DayFigures = dict[tuple[int, str, str, str], list[int]]
+
+
+def _traffic(products: dict[str, list[int]], seed: int = 7) -> tuple[list[Click], list[Event]]:
+    """Clicks and events of two merchants over months, partial ones at both ends: bots,
+    returning visitors, channels, events after their click (or another merchant's, or an
+    unknown one), adds with no product. Timestamps rise with the ids.
+    """
+    rnd = random.Random(seed)
+    clicks: list[Click] = []
+    events: list[Event] = []
+    days = (_LAST_DAY - _FIRST_DAY).days + 1
+    for n in range(900):
+        merchant = "m1" if n % 5 else "m2"
+        clicks.append(Click(
+            id=f"click{n:08d}", merchant_id=merchant,
+            product_id=rnd.choice(products[merchant]), ts=float(n),
+            day=(_FIRST_DAY + timedelta(days=rnd.randrange(days))).isoformat(),
+            platform=rnd.choice(("taobao", "jd", "web")), source="ua",
+            visitor=f"{merchant}-v{rnd.randrange(12)}", ip_hash="h", bot=rnd.random() < 0.1,
+            channel=rnd.choice((None, None, "live", "ads"))))
+    for n in range(400):
+        kind = rnd.choice(("storefront_open", "entry", "add"))
+        # Event n is recorded in batch n // 50, with clicks up to that batch's (see the
+        # test): it follows one of those, as an event follows its click.
+        target = rnd.choice(clicks[:(n // 50 + 1) * 100])
+        click_id = rnd.choice((target.id, target.id, target.id, "click99999999", None))
+        merchant = "m1" if rnd.random() < 0.9 else "m2"  # sometimes another merchant's click
+        product: int | None = target.product_id if merchant == target.merchant_id else (
+            rnd.choice(products[merchant]))
+        if kind == "add" and rnd.random() < 0.3:
+            product = None  # an add whose state could not be traced
+        events.append(Event(
+            id=f"event{n:08d}", merchant_id=merchant, product_id=product, kind=kind,  # type: ignore[arg-type]
+            platform=rnd.choice(("taobao", "jd", "web")), ts=900.0 + n,
+            day=(_FIRST_DAY + timedelta(days=rnd.randrange(days))).isoformat(),
+            click_id=click_id))
+    return clicks, events
+
+
+def _day_figures(merchant: str, clicks: list[Click], events: list[Event]) -> DayFigures:
+    """The per-day figures, worked out here from the raw rows (not by the store's code)."""
+    figures: DayFigures = defaultdict(lambda: [0] * len(METRICS))
+    seen: set[tuple[int, str, str, str]] = set()
+    for c in sorted(clicks, key=lambda c: (c.ts, c.id)):
+        if c.merchant_id != merchant:
+            continue
+        row = figures[(c.product_id, c.day, c.platform, c.channel or "")]
+        if c.bot:
+            row[METRICS.index("bot_clicks")] += 1
+            continue
+        row[METRICS.index("clicks")] += 1
+        if (c.product_id, c.day, c.platform, c.visitor) not in seen:
+            seen.add((c.product_id, c.day, c.platform, c.visitor))
+            row[METRICS.index("unique_visitors")] += 1
+    channel_of = {c.id: c.channel or "" for c in clicks if c.merchant_id == merchant}
+    counter = {"storefront_open": "storefront_opens", "entry": "entries", "add": "adds"}
+    for e in events:
+        if e.merchant_id == merchant:
+            channel = channel_of.get(e.click_id, "") if e.click_id else ""
+            figures[(e.product_id or 0, e.day, e.platform, channel)][
+                METRICS.index(counter[e.kind])] += 1
+    return figures
+
+
+def _expected(figures: DayFigures, codes: dict[int, str], from_day: str, to_day: str,
+              by: str, product_id: int | None, platform: str | None,
+              channel: str | None) -> list[tuple[Any, ...]]:
+    groups: dict[Any, list[int]] = defaultdict(lambda: [0] * len(METRICS))
+    for (product, day, plat, chan), counts in figures.items():
+        if not (from_day <= day <= to_day and product_id in (None, product)
+                and platform in (None, plat) and channel in (None, chan)):
+            continue
+        key = {"product": product, "day": day, "platform": plat, "channel": chan}[by]
+        groups[key] = [a + b for a, b in zip(groups[key], counts, strict=True)]
+    if by == "product":
+        return [((p or None, codes.get(p), "Tea" if p in codes else None), *counts)
+                for p, counts in sorted(groups.items())]
+    return [((key,), *counts) for key, counts in sorted(groups.items())]
+
+
+def _got(rows: list[Any], by: str) -> list[tuple[Any, ...]]:
+    return [(tuple(r.key.values()), *(getattr(r, m) for m in METRICS)) for r in rows]
+
+
+def _ranges(seed: int = 11) -> list[tuple[str, str]]:
+    edges = [
+        ("2026-02-10", "2026-02-10"),  # one day
+        ("2026-03-05", "2026-03-20"),  # within one month
+        ("2026-02-01", "2026-02-28"),  # exactly one whole month
+        ("2026-03-01", "2026-04-30"),  # two whole months
+        ("2026-01-30", "2026-04-02"),  # three months and partial ends
+        ("2026-02-01", "2026-04-15"),  # a whole start, a partial end
+        ("2026-01-15", "2026-03-31"),  # a partial start, a whole end
+        ("2026-01-31", "2026-02-01"),  # two days across a month boundary
+        ("2026-01-27", "2026-05-04"),  # exactly the traffic's first and last days
+        ("2025-06-01", "2026-05-31"),  # a year
+        ("2026-01-01", "2026-12-31"),  # a calendar year
+        ("2024-02-01", "2024-02-29"),  # a whole month without traffic
+    ]
+    rnd = random.Random(seed)
+    span = (_LAST_DAY - _FIRST_DAY).days + 20
+    for _ in range(10):
+        start = _FIRST_DAY - timedelta(days=10) + timedelta(days=rnd.randrange(span))
+        end = start + timedelta(days=rnd.randrange(90))
+        edges.append((start.isoformat(), end.isoformat()))
+    return edges
+
+
+async def test_stats_over_months_equal_the_per_day_sums(store: Store) -> None:
+    await _merchants(store)
+    p1 = await _product(store)
+    p2 = await _product(store, code="code0002")
+    other = await _product(store, "m2", code="code0003")
+    clicks, events = _traffic({"m1": [p1, p2], "m2": [other]})
+    for start in range(0, len(clicks), 100):  # in time order, as the recorder's batches
+        batch = clicks[start:start + 100]  # with events[start // 2:...]: see _traffic
+        await store.record(random.Random(start).sample(batch, len(batch)),
+                           events[start // 2:start // 2 + 50])
+    await store.record(clicks[200:300], events[100:150])  # a replay counts once
+    figures = _day_figures("m1", clicks, events)
+    codes = {p1: "code0001", p2: "code0002"}
+    for from_day, to_day in _ranges():
+        for by in ("platform", "product", "day", "channel"):
+            for product_id in (None, p1, other):
+                for platform in (None, "jd"):
+                    for channel in (None, "", "live"):
+                        rows = await store.stats(
+                            "m1", from_day=from_day, to_day=to_day, by=by,  # type: ignore[arg-type]
+                            product_id=product_id, platform=platform, channel=channel)
+                        assert _got(rows, by) == _expected(
+                            figures, codes, from_day, to_day, by, product_id, platform,
+                            channel), (from_day, to_day, by, product_id, platform, channel)
+
+
+_MONTHS_FROM_DAYS = (
+    "SELECT merchant_id, substr(day, 1, 7), product_id, platform, channel, SUM(clicks), "
+    "SUM(unique_visitors), SUM(bot_clicks), SUM(storefront_opens), SUM(entries), SUM(adds) "
+    "FROM rollups GROUP BY merchant_id, substr(day, 1, 7), product_id, platform, channel "
+    "ORDER BY 1, 2, 3, 4, 5")
+_MONTHS = ("SELECT merchant_id, month, product_id, platform, channel, clicks, unique_visitors, "
+           "bot_clicks, storefront_opens, entries, adds FROM monthly_rollups "
+           "ORDER BY 1, 2, 3, 4, 5")
+_TOTALS_FROM_DAYS = (
+    "SELECT merchant_id, day, platform, channel, SUM(clicks), SUM(unique_visitors), "
+    "SUM(bot_clicks), SUM(storefront_opens), SUM(entries), SUM(adds) "
+    "FROM rollups GROUP BY merchant_id, day, platform, channel ORDER BY 1, 2, 3, 4")
+_TOTALS = ("SELECT merchant_id, day, platform, channel, clicks, unique_visitors, bot_clicks, "
+           "storefront_opens, entries, adds FROM daily_totals ORDER BY 1, 2, 3, 4")
+
+
+async def _assert_coarser_rollups_agree(database: Database) -> None:
+    assert await database.fetch(_MONTHS) == await database.fetch(_MONTHS_FROM_DAYS)
+    assert await database.fetch(_TOTALS) == await database.fetch(_TOTALS_FROM_DAYS)
+
+
+async def test_a_replayed_batch_counts_once_in_every_rollup_table(database: Database) -> None:
+    store = await database.open()
+    try:
+        await _merchants(store)
+        pid = await _product(store)
+        batch = [click(1, product=pid, day="2026-10-31", visitor="a"),
+                 click(2, product=pid, day="2026-11-01", visitor="a"),
+                 click(3, product=pid, day="2026-11-30", visitor="b", bot=True)]
+        events = [event(1, product_id=pid, click_id="click00000002"),
+                  event(2, "add", product_id=None, day="2026-11-15")]
+        await store.record(batch, events)
+        await store.record(batch, events)
+        await store.record([click(4, product=pid, day="2026-11-02", visitor="a")], [])
+        assert await database.fetch(
+            "SELECT month, product_id, clicks, unique_visitors, bot_clicks, storefront_opens, "
+            "adds FROM monthly_rollups ORDER BY month, product_id") == [
+            ("2026-10", pid, 1, 1, 0, 0, 0), ("2026-11", 0, 0, 0, 0, 0, 1),
+            ("2026-11", pid, 2, 2, 1, 1, 0)]
+        await _assert_coarser_rollups_agree(database)
+        rows = await store.stats("m1", from_day="2026-10-01", to_day="2026-11-30",
+                                 by="product")
+        assert [(r.key["product_id"], r.clicks, r.unique_visitors, r.bot_clicks, r.adds)
+                for r in rows] == [(None, 0, 0, 0, 1), (pid, 3, 3, 1, 0)]
+    finally:
+        await store.close()
+
+
+_V3_ROLLUPS = [  # (merchant_id, day, product_id, platform, channel, metrics...)
+    ("m1", "2026-01-31", 7, "taobao", "", 5, 4, 1, 3, 2, 1),
+    ("m1", "2026-02-01", 7, "taobao", "", 2, 2, 0, 1, 0, 0),
+    ("m1", "2026-02-01", 7, "taobao", "live", 6, 5, 0, 2, 1, 1),
+    ("m1", "2026-02-20", 7, "taobao", "", 3, 3, 1, 0, 1, 0),
+    ("m1", "2026-02-28", 7, "jd", "", 1, 1, 0, 0, 0, 0),
+    ("m1", "2026-02-28", 8, "taobao", "", 4, 3, 2, 1, 1, 0),
+    ("m1", "2026-03-01", 0, "web", "", 0, 0, 0, 0, 0, 2),
+    ("m2", "2026-02-10", 9, "taobao", "", 9, 9, 9, 9, 9, 9),
+]
+
+
+async def _at_version_3(database: Database, apply: Callable[[str], Awaitable[None]]) -> None:
+    """Migrations 1-3 and their schema_migrations rows, then rollups as version 3 kept them."""
+    migrations = SQLITE_MIGRATIONS if database.engine == "sqlite" else POSTGRES_MIGRATIONS
+    await apply("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                "applied_at DOUBLE PRECISION NOT NULL)")
+    for version, script in migrations[:3]:
+        await apply(script)
+        await apply(f"INSERT INTO schema_migrations VALUES ({version}, 0)")
+    await apply("INSERT INTO merchants (id, name, created_at) VALUES ('m1', 'One', 0)")
+    for row in _V3_ROLLUPS:
+        values = ", ".join(f"'{v}'" if isinstance(v, str) else str(v) for v in row)
+        await apply(f"INSERT INTO rollups (merchant_id, day, product_id, platform, channel, "
+                    f"clicks, unique_visitors, bot_clicks, storefront_opens, entries, adds) "
+                    f"VALUES ({values})")
+
+
+async def test_migration_4_backfills_the_coarser_rollups(database: Database,
+                                                         tmp_path: Path) -> None:
+    if database.engine == "sqlite":
+        conn = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+
+        async def apply(script: str) -> None:
+            for statement in script.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+
+        await _at_version_3(database, apply)
+        conn.close()
+    else:
+        rows = await database.fetch("SELECT current_schema()")
+        plain = await pg.connect(pg.postgres_url(), rows[0][0])
+
+        async def apply_pg(script: str) -> None:
+            await plain.execute(script)
+
+        try:
+            await _at_version_3(database, apply_pg)
+        finally:
+            await plain.close()
+    assert await database.versions() == [1, 2, 3]
+    store = await database.open()
+    try:
+        assert await database.versions() == [1, 2, 3, 4]
+        await _assert_coarser_rollups_agree(database)
+        months = await database.fetch(_MONTHS)
+        assert len(months) == 7 and ("m1", "2026-02", 7, "taobao", "", 5, 5, 1, 1, 1, 0) in months
+        rows = await store.stats("m1", from_day="2026-02-01", to_day="2026-02-28",
+                                 by="product")  # one whole month: monthly_rollups alone
+        assert [(r.key["product_id"], r.clicks, r.unique_visitors, r.bot_clicks,
+                 r.storefront_opens, r.entries, r.adds) for r in rows] == [
+            (7, 12, 11, 1, 3, 2, 1), (8, 4, 3, 2, 1, 1, 0)]
+        rows = await store.stats("m1", from_day="2026-01-31", to_day="2026-03-01", by="day")
+        assert [(r.key["day"], r.clicks, r.adds) for r in rows] == [
+            ("2026-01-31", 5, 1), ("2026-02-01", 8, 1), ("2026-02-20", 3, 0),
+            ("2026-02-28", 5, 0), ("2026-03-01", 0, 2)]
+        # New traffic keeps the backfilled rows and the per-day ones in step.
+        await store.record([Click(id="click00000001", merchant_id="m1", product_id=7, ts=1.0,
+                                  day="2026-02-28", platform="jd", source="ua", visitor="v",
+                                  ip_hash="h", channel="live")], [])
+        await _assert_coarser_rollups_agree(database)
+    finally:
+        await store.close()

@@ -303,7 +303,8 @@ class Store(abc.ABC):
     # --- clicks, events and their rollups ---------------------------------------------------
     @abc.abstractmethod
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
-        """Store raw rows and bump the per-day rollups in one transaction.
+        """Store raw rows and bump every rollup table (per day, per month, daily totals: see
+        rollup.py) in one transaction, so reports agree whichever table answers them.
 
         Idempotent: a click or event whose id is already stored is skipped and counts once,
         so a batch replayed from the journal after an unclear failure never double-counts.

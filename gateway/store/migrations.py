@@ -163,6 +163,51 @@ CREATE TABLE users (
 );
 CREATE INDEX users_by_merchant ON users (merchant_id)
 """),
+    # Version 4: coarser rollups, so that a year of stats reads thousands of rows, not a
+    # year of per-day, per-product ones (see gateway/store/rollup.py). Both are bumped in
+    # the record transaction from the same deltas as ``rollups``, and backfilled from it
+    # here, in the migration's one transaction. rollups_by_product serves every query with a
+    # product filter (a year of one product: ~365 rows per platform, not a scan).
+    (4, """
+CREATE TABLE monthly_rollups (
+    merchant_id TEXT NOT NULL,
+    month TEXT NOT NULL,
+    product_id INTEGER NOT NULL,
+    platform TEXT NOT NULL,
+    channel TEXT NOT NULL DEFAULT '',
+    clicks INTEGER NOT NULL DEFAULT 0,
+    unique_visitors INTEGER NOT NULL DEFAULT 0,
+    bot_clicks INTEGER NOT NULL DEFAULT 0,
+    storefront_opens INTEGER NOT NULL DEFAULT 0,
+    entries INTEGER NOT NULL DEFAULT 0,
+    adds INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, month, product_id, platform, channel)
+) WITHOUT ROWID;
+INSERT INTO monthly_rollups (merchant_id, month, product_id, platform, channel, clicks,
+                             unique_visitors, bot_clicks, storefront_opens, entries, adds)
+SELECT merchant_id, substr(day, 1, 7), product_id, platform, channel, SUM(clicks),
+       SUM(unique_visitors), SUM(bot_clicks), SUM(storefront_opens), SUM(entries), SUM(adds)
+FROM rollups GROUP BY merchant_id, substr(day, 1, 7), product_id, platform, channel;
+CREATE TABLE daily_totals (
+    merchant_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    channel TEXT NOT NULL DEFAULT '',
+    clicks INTEGER NOT NULL DEFAULT 0,
+    unique_visitors INTEGER NOT NULL DEFAULT 0,
+    bot_clicks INTEGER NOT NULL DEFAULT 0,
+    storefront_opens INTEGER NOT NULL DEFAULT 0,
+    entries INTEGER NOT NULL DEFAULT 0,
+    adds INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, day, platform, channel)
+) WITHOUT ROWID;
+INSERT INTO daily_totals (merchant_id, day, platform, channel, clicks, unique_visitors,
+                          bot_clicks, storefront_opens, entries, adds)
+SELECT merchant_id, day, platform, channel, SUM(clicks), SUM(unique_visitors),
+       SUM(bot_clicks), SUM(storefront_opens), SUM(entries), SUM(adds)
+FROM rollups GROUP BY merchant_id, day, platform, channel;
+CREATE INDEX rollups_by_product ON rollups (merchant_id, product_id, day)
+"""),
 )
 
 
@@ -351,6 +396,49 @@ CREATE TABLE users (
     sessions_after DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 CREATE INDEX users_by_merchant ON users (merchant_id)
+"""),
+    # Version 4: as SQLite's (backfilled under the migration lock, in one transaction). Then
+    # ANALYZE: until autovacuum comes by, the new tables would have no statistics to plan by.
+    (4, """
+CREATE TABLE monthly_rollups (
+    merchant_id TEXT NOT NULL,
+    month TEXT COLLATE "C" NOT NULL,
+    product_id BIGINT NOT NULL,
+    platform TEXT COLLATE "C" NOT NULL,
+    channel TEXT COLLATE "C" NOT NULL DEFAULT '',
+    clicks BIGINT NOT NULL DEFAULT 0,
+    unique_visitors BIGINT NOT NULL DEFAULT 0,
+    bot_clicks BIGINT NOT NULL DEFAULT 0,
+    storefront_opens BIGINT NOT NULL DEFAULT 0,
+    entries BIGINT NOT NULL DEFAULT 0,
+    adds BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, month, product_id, platform, channel)
+);
+INSERT INTO monthly_rollups (merchant_id, month, product_id, platform, channel, clicks,
+                             unique_visitors, bot_clicks, storefront_opens, entries, adds)
+SELECT merchant_id, substr(day, 1, 7), product_id, platform, channel, SUM(clicks),
+       SUM(unique_visitors), SUM(bot_clicks), SUM(storefront_opens), SUM(entries), SUM(adds)
+FROM rollups GROUP BY merchant_id, substr(day, 1, 7), product_id, platform, channel;
+CREATE TABLE daily_totals (
+    merchant_id TEXT NOT NULL,
+    day TEXT COLLATE "C" NOT NULL,
+    platform TEXT COLLATE "C" NOT NULL,
+    channel TEXT COLLATE "C" NOT NULL DEFAULT '',
+    clicks BIGINT NOT NULL DEFAULT 0,
+    unique_visitors BIGINT NOT NULL DEFAULT 0,
+    bot_clicks BIGINT NOT NULL DEFAULT 0,
+    storefront_opens BIGINT NOT NULL DEFAULT 0,
+    entries BIGINT NOT NULL DEFAULT 0,
+    adds BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, day, platform, channel)
+);
+INSERT INTO daily_totals (merchant_id, day, platform, channel, clicks, unique_visitors,
+                          bot_clicks, storefront_opens, entries, adds)
+SELECT merchant_id, day, platform, channel, SUM(clicks), SUM(unique_visitors),
+       SUM(bot_clicks), SUM(storefront_opens), SUM(entries), SUM(adds)
+FROM rollups GROUP BY merchant_id, day, platform, channel;
+CREATE INDEX rollups_by_product ON rollups (merchant_id, product_id, day);
+ANALYZE monthly_rollups, daily_totals, rollups
 """),
 )
 __all__ += ["POSTGRES_MIGRATIONS"]

@@ -48,7 +48,14 @@ from .base import (
     UserExists,
 )
 from .migrations import POSTGRES_MIGRATIONS
-from .rollup import RollupDelta, RollupKey, first_visit_channels, rollup_deltas
+from .rollup import (
+    KEY_COLUMNS,
+    RollupDelta,
+    RollupKey,
+    coarser_deltas,
+    first_visit_channels,
+    rollup_deltas,
+)
 from .sql import stats_query, stats_row
 
 __all__ = ["PostgresStore", "split_schema"]
@@ -104,14 +111,21 @@ _INSERT_VISITORS = (
 _CLICK_CHANNELS = (
     "SELECT merchant_id, id, channel FROM clicks WHERE id = ANY($1::text[])"
 )
-_BUMP_ROLLUPS = (
-    "INSERT INTO rollups (merchant_id, product_id, day, platform, channel, "
-    f"{', '.join(METRICS)}) "
-    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], "
-    + ", ".join(f"${n}::bigint[]" for n in range(6, 6 + len(METRICS)))
-    + ") ON CONFLICT (merchant_id, day, product_id, platform, channel) DO UPDATE SET "
-    + ", ".join(f"{m} = rollups.{m} + excluded.{m}" for m in METRICS)
-)
+
+
+def _bump_statement(table: str) -> str:
+    """Add a batch's increments (``unnest`` column arrays, keys first) to a rollup table."""
+    keys = KEY_COLUMNS[table]
+    arrays = [f"${n}::{'bigint' if key == 'product_id' else 'text'}[]"
+              for n, key in enumerate(keys, start=1)]
+    arrays += [f"${n}::bigint[]" for n in range(len(keys) + 1, len(keys) + 1 + len(METRICS))]
+    return (f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(METRICS)}) "
+            f"SELECT * FROM unnest({', '.join(arrays)}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+            + ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in METRICS))
+
+
+_BUMP = {table: _bump_statement(table) for table in KEY_COLUMNS}
 
 
 def quote_ident(name: str) -> str:
@@ -165,6 +179,13 @@ def _month_start(day: date) -> date:
 def _add_months(month: date, count: int) -> date:
     index = month.year * 12 + month.month - 1 + count
     return date(index // 12, index % 12 + 1, 1)
+
+
+async def _bump(conn: Any, table: str, deltas: Mapping[Any, RollupDelta]) -> None:
+    if deltas:
+        width = len(KEY_COLUMNS[table]) + len(METRICS)
+        rows = [(*key, *deltas[key].values()) for key in sorted(deltas)]
+        await conn.execute(_BUMP[table], *_columns(rows, width))
 
 
 async def _init_connection(conn: Any) -> None:
@@ -475,9 +496,15 @@ class PostgresStore(Store):
 
     @staticmethod
     async def _bump_rollups(conn: Any, deltas: Mapping[RollupKey, RollupDelta]) -> None:
-        if deltas:
-            rows = [(*key, *deltas[key].values()) for key in sorted(deltas)]
-            await conn.execute(_BUMP_ROLLUPS, *_columns(rows, 5 + len(METRICS)))
+        """Every rollup table from the same deltas, in the caller's transaction: they agree.
+
+        One statement per table, always in this table order and with keys sorted, so that
+        concurrent gateways lock rows in one order.
+        """
+        months, totals = coarser_deltas(deltas)
+        await _bump(conn, "rollups", deltas)
+        await _bump(conn, "monthly_rollups", months)
+        await _bump(conn, "daily_totals", totals)
 
     async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
         async with self._conn() as conn:

@@ -1,4 +1,16 @@
-"""Turning a batch of clicks and events into per-day rollup increments (engine-neutral)."""
+"""Turning a batch of clicks and events into rollup increments (engine-neutral).
+
+Three rollup tables, all bumped in the record transaction from the same deltas, so they
+always agree. Each key is (merchant, time, ...) with the platform and channel:
+
+- ``rollups``: per day and product, the figures every other table sums;
+- ``monthly_rollups``: per month and product. A year by product reads ~12 rows per
+  product, platform and channel instead of ~365;
+- ``daily_totals``: per day, every product summed. A year by day, platform or channel
+  reads ~365 rows per platform and channel instead of ~365 per product as well.
+
+gateway/store/sql.py picks the table for each stats query.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +19,24 @@ from dataclasses import dataclass
 
 from .base import Click, Event
 
-__all__ = ["RollupDelta", "RollupKey", "VisitKey", "first_visit_channels", "rollup_deltas"]
+__all__ = ["KEY_COLUMNS", "MonthKey", "RollupDelta", "RollupKey", "TotalKey", "VisitKey",
+           "coarser_deltas", "first_visit_channels", "rollup_deltas"]
 
 #: (merchant_id, product_id, day, platform, channel); channel '' is "no ``?ch=`` channel".
 RollupKey = tuple[str, int, str, str, str]
+
+#: (merchant_id, product_id, month 'YYYY-MM', platform, channel): one row of monthly_rollups.
+MonthKey = tuple[str, int, str, str, str]
+
+#: (merchant_id, day, platform, channel): one row of daily_totals (every product summed).
+TotalKey = tuple[str, str, str, str]
+
+#: Each rollup table's key columns, in the order of its delta keys above.
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "rollups": ("merchant_id", "product_id", "day", "platform", "channel"),
+    "monthly_rollups": ("merchant_id", "product_id", "month", "platform", "channel"),
+    "daily_totals": ("merchant_id", "day", "platform", "channel"),
+}
 
 #: (merchant_id, product_id, day, platform, visitor): one row of daily_visitors.
 VisitKey = tuple[str, int, str, str, str]
@@ -31,6 +57,14 @@ class RollupDelta:
         """In ``METRICS`` order. (Not dataclasses.astuple: it deep-copies, ~30 us a row.)"""
         return (self.clicks, self.unique_visitors, self.bot_clicks, self.storefront_opens,
                 self.entries, self.adds)
+
+    def add(self, other: RollupDelta) -> None:
+        self.clicks += other.clicks
+        self.unique_visitors += other.unique_visitors
+        self.bot_clicks += other.bot_clicks
+        self.storefront_opens += other.storefront_opens
+        self.entries += other.entries
+        self.adds += other.adds
 
 
 def rollup_deltas(
@@ -64,6 +98,23 @@ def rollup_deltas(
     for key, count in first_visits.items():
         deltas.setdefault(key, RollupDelta()).unique_visitors += count
     return deltas
+
+
+def coarser_deltas(
+    deltas: Mapping[RollupKey, RollupDelta],
+) -> tuple[dict[MonthKey, RollupDelta], dict[TotalKey, RollupDelta]]:
+    """The increments of monthly_rollups and daily_totals, summed from the per-day ones.
+
+    Work per rollup row of the batch, not per click. A month's unique visitors are the sum
+    of its days' (as a range of days always was): a visitor back on another day counts again.
+    """
+    months: dict[MonthKey, RollupDelta] = {}
+    totals: dict[TotalKey, RollupDelta] = {}
+    for (merchant_id, product_id, day, platform, channel), delta in deltas.items():
+        months.setdefault((merchant_id, product_id, day[:7], platform, channel),
+                          RollupDelta()).add(delta)
+        totals.setdefault((merchant_id, day, platform, channel), RollupDelta()).add(delta)
+    return months, totals
 
 
 def first_visit_channels(clicks: Iterable[Click]) -> dict[VisitKey, str]:

@@ -1,55 +1,135 @@
-"""SQL both engines share, parametrised by each driver's placeholder style."""
+"""SQL both engines share, parametrised by each driver's placeholder style.
+
+A stats query reads whichever rollup table (see rollup.py) answers it from the fewest rows:
+
+- a product filter: ``rollups``, through rollups_by_product: that one product's rows;
+- by product: ``monthly_rollups`` for the whole months of the range, ``rollups`` for the
+  days before and after them;
+- anything else (by platform, day or channel): ``daily_totals``.
+
+Each gives exactly the sums the per-day ``rollups`` would: the coarser tables hold those
+very sums, bumped in the same transaction.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from datetime import date, timedelta
+from typing import Any, Literal
 
 from .base import METRICS, GroupBy, StatsRow
 
-__all__ = ["stats_query", "stats_row"]
+__all__ = ["Grain", "month_split", "stats_query", "stats_row"]
+
+#: What a part of a range counts in: days ('YYYY-MM-DD' bounds) or months ('YYYY-MM').
+Grain = Literal["day", "month"]
+
+_ONE_DAY = timedelta(days=1)
+
+
+def month_split(from_day: str, to_day: str) -> list[tuple[Grain, str, str]]:
+    """[from_day, to_day] as inclusive parts: the whole months in it, and the days before
+    and after them. A range holding no whole month (or whose ends are not plain ISO dates:
+    compared as text, as ever) is one part of days.
+    """
+    try:
+        first, last = date.fromisoformat(from_day), date.fromisoformat(to_day)
+        after = last + _ONE_DAY
+    except (ValueError, OverflowError):
+        return [("day", from_day, to_day)]
+    if (first.isoformat(), last.isoformat()) != (from_day, to_day):
+        return [("day", from_day, to_day)]
+    start = first if first.day == 1 else _next_month(first)  # the first whole month's 1st
+    stop = after.replace(day=1)  # the day after the last whole month
+    if start >= stop:
+        return [("day", from_day, to_day)]
+    parts: list[tuple[Grain, str, str]] = []
+    if first < start:
+        parts.append(("day", from_day, (start - _ONE_DAY).isoformat()))
+    parts.append(("month", start.isoformat()[:7], (stop - _ONE_DAY).isoformat()[:7]))
+    if stop <= last:
+        parts.append(("day", stop.isoformat(), to_day))
+    return parts
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+class _Params:
+    """Values in the order their placeholders appear; ``mark`` is a format string given
+    ``n``, the 1-based parameter number. Each use is a parameter of its own, since SQLite's
+    ``?`` are positional.
+    """
+
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return self.mark.format(n=len(self.values))
+
+
+def _sums(param: _Params, merchant_id: str, table: str, column: str, lo: str, hi: str,
+          key: str, filters: dict[str, Any]) -> str:
+    """One table's sums per ``key`` over [lo, hi] of ``column``, for one merchant."""
+    where = (f"merchant_id = {param(merchant_id)} AND {column} >= {param(lo)} "
+             f"AND {column} <= {param(hi)}")
+    for name, value in filters.items():
+        where += f" AND {name} = {param(value)}"
+    sums = ", ".join(f"SUM({m}) AS {m}" for m in METRICS)
+    return f"SELECT {key}, {sums} FROM {table} WHERE {where} GROUP BY {key}"
+
+
+def _parts(from_day: str, to_day: str, by: GroupBy, product_id: int | None,
+           product_index: str) -> list[tuple[str, str, str, str]]:
+    """(table, column, lo, hi) to read, per the module's docstring."""
+    if product_id is not None:
+        return [(f"rollups{product_index}", "day", from_day, to_day)]
+    if by == "product":
+        return [("monthly_rollups", "month", lo, hi) if grain == "month"
+                else ("rollups", "day", lo, hi)
+                for grain, lo, hi in month_split(from_day, to_day)]
+    return [("daily_totals", "day", from_day, to_day)]
 
 
 def stats_query(
     merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
     product_id: int | None, platform: str | None, mark: str, channel: str | None = None,
+    force_product_index: bool = False,
 ) -> tuple[str, list[Any]]:
     """The one rollup query both engines run; ``mark`` yields each placeholder in turn.
 
     ``mark`` is a format string given ``n``, the 1-based parameter number: ``"?"`` for
-    SQLite, ``"${n}"`` for PostgreSQL.
+    SQLite, ``"${n}"`` for PostgreSQL. ``force_product_index`` (SQLite): read a product's
+    rows through rollups_by_product by name. Without statistics (the gateway never runs
+    ANALYZE) SQLite's planner takes the primary key's day range instead: over a year of
+    10M clicks, ~55 ms rather than ~7 ms.
     """
-    marks = iter(mark.format(n=i) for i in range(1, 10))
-    params: list[Any] = [merchant_id, from_day, to_day]
-    where = f"r.merchant_id = {next(marks)} AND r.day >= {next(marks)} AND r.day <= {next(marks)}"
-    if product_id is not None:
-        where += f" AND r.product_id = {next(marks)}"
-        params.append(product_id)
-    if platform is not None:
-        where += f" AND r.platform = {next(marks)}"
-        params.append(platform)
-    if channel is not None:
-        where += f" AND r.channel = {next(marks)}"
-        params.append(channel)
-    sums = ", ".join(f"SUM(r.{m})" for m in METRICS)
+    param = _Params(mark)
+    product_index = " INDEXED BY rollups_by_product" if force_product_index else ""
+    key = "product_id" if by == "product" else by
+    given = {"product_id": product_id, "platform": platform, "channel": channel}
+    filters = {name: value for name, value in given.items() if value is not None}
+    selects = [_sums(param, merchant_id, table, column, lo, hi, key, filters)
+               for table, column, lo, hi in _parts(from_day, to_day, by, product_id, product_index)]
+    if len(selects) == 1:
+        sums = selects[0]
+    else:  # whole months and partial ones: add the parts up per key
+        totals = ", ".join(f"SUM({m}) AS {m}" for m in METRICS)
+        sums = f"SELECT {key}, {totals} FROM ({' UNION ALL '.join(selects)}) u GROUP BY {key}"
+    columns = ", ".join(f"s.{m}" for m in METRICS)
     if by == "product":
-        # Sum per product id first, then join the few resulting rows to their titles: grouping
-        # by text columns over a year of rollup rows is what made this query slow. Joined on
-        # the merchant too, so a product id can never reach across tenants. A LEFT join: adds
-        # whose product could not be traced roll up under product 0 and must still count.
-        merchant_param = next(marks)  # its own placeholder: SQLite's ? are positional
-        params.append(merchant_id)
-        inner = ", ".join(f"SUM(r.{m}) AS {m}" for m in METRICS)
-        outer = ", ".join(f"s.{m}" for m in METRICS)
-        query = (f"SELECT s.product_id, p.code, p.title, {outer} FROM "
-                 f"(SELECT r.product_id, {inner} FROM rollups r WHERE {where} "
-                 "GROUP BY r.product_id) s "
-                 "LEFT JOIN products p ON p.id = s.product_id AND p.merchant_id = "
-                 f"{merchant_param} ORDER BY s.product_id")
+        # Sum per product id first, then join the few resulting rows to their titles. Joined
+        # on the merchant too, so a product id can never reach across tenants. A LEFT join:
+        # adds whose product could not be traced roll up under product 0 and must count.
+        query = (f"SELECT s.product_id, p.code, p.title, {columns} FROM ({sums}) s "
+                 f"LEFT JOIN products p ON p.id = s.product_id "
+                 f"AND p.merchant_id = {param(merchant_id)} ORDER BY s.product_id")
     else:
-        query = (f"SELECT r.{by}, {sums} FROM rollups r WHERE {where} "
-                 f"GROUP BY r.{by} ORDER BY r.{by}")
-    return query, params
+        query = f"SELECT s.{key}, {columns} FROM ({sums}) s ORDER BY s.{key}"
+    return query, param.values
 
 
 def stats_row(by: GroupBy, row: Sequence[Any]) -> StatsRow:

@@ -39,7 +39,14 @@ from .base import (
     UserExists,
 )
 from .migrations import SQLITE_MIGRATIONS
-from .rollup import RollupDelta, RollupKey, first_visit_channels, rollup_deltas
+from .rollup import (
+    KEY_COLUMNS,
+    RollupDelta,
+    RollupKey,
+    coarser_deltas,
+    first_visit_channels,
+    rollup_deltas,
+)
 from .sql import stats_query, stats_row
 
 __all__ = ["SQLiteStore"]
@@ -98,6 +105,16 @@ def _insert_many(conn: sqlite3.Connection, head: str, width: int,
         chunk = rows[start:start + per_statement]
         conn.execute(f"{head} {', '.join([one] * len(chunk))} {tail}",
                      [v for row in chunk for v in row])
+
+
+def _bump(conn: sqlite3.Connection, table: str, deltas: Mapping[Any, RollupDelta]) -> None:
+    """Add ``deltas`` to a rollup table (keys in KEY_COLUMNS order), in one upsert."""
+    keys = KEY_COLUMNS[table]
+    sets = ", ".join(f"{m} = {m} + excluded.{m}" for m in METRICS)
+    _insert_many(
+        conn, f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(METRICS)}) VALUES",
+        len(keys) + len(METRICS), [(*key, *delta.values()) for key, delta in deltas.items()],
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
@@ -393,14 +410,16 @@ class SQLiteStore(Store):
         SQLiteStore._bump_rollups(conn, deltas)
 
     @staticmethod
-    def _bump_rollups(conn: sqlite3.Connection, deltas: Mapping[Any, RollupDelta]) -> None:
-        sets = ", ".join(f"{m} = {m} + excluded.{m}" for m in METRICS)
-        _insert_many(
-            conn, "INSERT INTO rollups (merchant_id, product_id, day, platform, channel, "
-                  f"{', '.join(METRICS)}) VALUES", 5 + len(METRICS),
-            [(*key, *delta.values()) for key, delta in deltas.items()],
-            "ON CONFLICT (merchant_id, day, product_id, platform, channel) "
-            f"DO UPDATE SET {sets}")
+    def _bump_rollups(conn: sqlite3.Connection, deltas: Mapping[RollupKey, RollupDelta]) -> None:
+        """Every rollup table from the same deltas, in the caller's transaction: they agree.
+
+        One upsert per table; the coarser tables' increments are summed from the per-day
+        ones, so the cost grows with the batch's rollup rows, not its clicks.
+        """
+        months, totals = coarser_deltas(deltas)
+        _bump(conn, "rollups", deltas)
+        _bump(conn, "monthly_rollups", months)
+        _bump(conn, "daily_totals", totals)
 
     async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
         def read() -> tuple[int, str] | None:
@@ -584,7 +603,7 @@ class SQLiteStore(Store):
     ) -> list[StatsRow]:
         query, params = stats_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
                                     product_id=product_id, platform=platform, mark="?",
-                                    channel=channel)
+                                    channel=channel, force_product_index=True)
 
         def read() -> list[StatsRow]:
             return [stats_row(by, r) for r in self._rconn.execute(query, params)]
