@@ -60,10 +60,12 @@ _PRODUCT_COLUMNS = (
 _CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
 _USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_logins, "
                  "locked_until, last_login_at, sessions_after")
-# Parameters in one statement: under SQLite's 32,766, and a whole batch in few statements.
-_MAX_PARAMS = 30_000
-# SQLite caps bound parameters per statement; stay well below it.
-_CHUNK = 400
+#: Rows per multi-row statement. Every such statement has exactly this many rows (a short
+#: last chunk is padded, or written row by row), so its text repeats and the sqlite3
+#: module's statement cache prepares it once: parsing a new statement of thousands of
+#: parameters for every batch took more time than running it. 50 rows are still few
+#: steps per batch, and every step hands the GIL back (when the writer is a thread).
+_ROWS = 50
 
 
 def _product(row: Sequence[Any]) -> Product:
@@ -77,34 +79,47 @@ def _insert_new(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
                 rows: Sequence[R], values: Callable[[R], tuple[Any, ...]]) -> list[R]:
     """Insert rows whose id the table lacks; return those rows (the first of a repeated id).
 
-    Asks which ids exist (normally none) and inserts the rest in multi-row statements with
-    no RETURNING: every row a statement hands back is another sqlite3_step, and each step
-    lets go of the GIL and must win it back from the busy event loop.
+    Asks which ids exist (normally none) and inserts the rest, with no RETURNING: every
+    row a statement hands back is another sqlite3_step.
     """
     by_id: dict[str, R] = {}
     for row in rows:
         by_id.setdefault(row.id, row)
-    ids = list(by_id)
-    for start in range(0, len(ids), _MAX_PARAMS):
-        chunk = ids[start:start + _MAX_PARAMS]
-        for (found,) in conn.execute(
-                f"SELECT id FROM {table} WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-            del by_id[found]
+    for (found,) in _select_in(conn, f"SELECT id FROM {table} WHERE id IN", list(by_id)):
+        by_id.pop(found, None)
     fresh = list(by_id.values())
     _insert_many(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES", len(columns),
                  [values(row) for row in fresh])
     return fresh
 
 
+def _padded(items: Sequence[T]) -> list[list[T]]:
+    """``items`` in chunks of exactly ``_ROWS``, the last one padded with its last item:
+    for lookups, where a repeated value changes nothing."""
+    chunks = [list(items[i:i + _ROWS]) for i in range(0, len(items), _ROWS)]
+    if chunks:
+        chunks[-1] += [chunks[-1][-1]] * (_ROWS - len(chunks[-1]))
+    return chunks
+
+
+def _select_in(conn: sqlite3.Connection, head: str, values: Sequence[Any]) -> list[Any]:
+    """Rows of ``head (?, ?, ...)`` over all ``values``, ``_ROWS`` at a time."""
+    sql = f"{head} ({', '.join('?' * _ROWS)})"
+    return [row for chunk in _padded(values) for row in conn.execute(sql, chunk)]
+
+
 def _insert_many(conn: sqlite3.Connection, head: str, width: int,
                  rows: Sequence[tuple[Any, ...]], tail: str = "") -> None:
-    """``head VALUES (...), (...) tail`` for all rows, in as few statements as fit."""
+    """``head VALUES (...), (...) tail`` for all rows: ``_ROWS`` rows per statement, and
+    the rows left over one by one (an insert can't be padded)."""
     one = "(" + ", ".join("?" * width) + ")"
-    per_statement = max(1, _MAX_PARAMS // width)
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start:start + per_statement]
-        conn.execute(f"{head} {', '.join([one] * len(chunk))} {tail}",
-                     [v for row in chunk for v in row])
+    whole = len(rows) - len(rows) % _ROWS
+    if whole:
+        conn.executemany(f"{head} {', '.join([one] * _ROWS)} {tail}",
+                         ([v for row in rows[i:i + _ROWS] for v in row]
+                          for i in range(0, whole, _ROWS)))
+    if whole < len(rows):
+        conn.executemany(f"{head} {one} {tail}", rows[whole:])
 
 
 def _bump(conn: sqlite3.Connection, table: str, deltas: Mapping[Any, RollupDelta]) -> None:
@@ -115,10 +130,6 @@ def _bump(conn: sqlite3.Connection, table: str, deltas: Mapping[Any, RollupDelta
         conn, f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(METRICS)}) VALUES",
         len(keys) + len(METRICS), [(*key, *delta.values()) for key, delta in deltas.items()],
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
-
-
-def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class SQLiteStore(Store):
@@ -379,18 +390,16 @@ class SQLiteStore(Store):
         first_visits: Counter[RollupKey] = Counter()
         visit_channels = first_visit_channels(new_clicks)
         fresh_visits = dict(visit_channels)
-        visits = list(visit_channels)
-        for visit_chunk in _chunks(visits, _MAX_PARAMS // 5):
-            # Returning visitors are the rows that come back; normally few or none.
-            # A join, not a row-value IN: SQLite scans the table for IN (VALUES ...), but
-            # looks each VALUES row up by primary key in a join.
-            for row in conn.execute(
-                    "SELECT d.merchant_id, d.product_id, d.day, d.platform, d.visitor FROM "
-                    f"(VALUES {', '.join(['(?, ?, ?, ?, ?)'] * len(visit_chunk))}) AS v "
-                    "JOIN daily_visitors AS d ON d.merchant_id = v.column1 "
-                    "AND d.product_id = v.column2 AND d.day = v.column3 "
-                    "AND d.platform = v.column4 AND d.visitor = v.column5",
-                    [v for visit in visit_chunk for v in visit]):
+        # Returning visitors are the rows that come back; normally few or none. A join, not
+        # a row-value IN: SQLite scans the table for IN (VALUES ...), but looks each VALUES
+        # row up by primary key in a join.
+        lookup = ("SELECT d.merchant_id, d.product_id, d.day, d.platform, d.visitor FROM "
+                  f"(VALUES {', '.join(['(?, ?, ?, ?, ?)'] * _ROWS)}) AS v "
+                  "JOIN daily_visitors AS d ON d.merchant_id = v.column1 "
+                  "AND d.product_id = v.column2 AND d.day = v.column3 "
+                  "AND d.platform = v.column4 AND d.visitor = v.column5")
+        for chunk in _padded(list(visit_channels)):
+            for row in conn.execute(lookup, [v for visit in chunk for v in visit]):
                 fresh_visits.pop((row[0], row[1], row[2], row[3], row[4]), None)
         _insert_many(conn, "INSERT INTO daily_visitors "
                            "(merchant_id, product_id, day, platform, visitor) VALUES", 5,
@@ -401,11 +410,9 @@ class SQLiteStore(Store):
         # of this batch are already in, so one lookup finds old and new ones alike.
         event_channels: dict[tuple[str, str], str] = {}
         click_ids = sorted({e.click_id for e in new_events if e.click_id})
-        for chunk in _chunks(click_ids):
-            marks = ",".join("?" * len(chunk))
-            for row in conn.execute(
-                    f"SELECT merchant_id, id, channel FROM clicks WHERE id IN ({marks})", chunk):
-                event_channels[(row[0], row[1])] = row[2] or ""
+        for row in _select_in(conn, "SELECT merchant_id, id, channel FROM clicks WHERE id IN",
+                              click_ids):
+            event_channels[(row[0], row[1])] = row[2] or ""
         deltas = rollup_deltas(new_clicks, new_events, first_visits, event_channels)
         SQLiteStore._bump_rollups(conn, deltas)
 
