@@ -191,10 +191,27 @@ async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> Non
         await store.close()
 
 
+def _yield_to_requests() -> None:
+    """Run the writer on CPU time nobody else wants (Linux SCHED_IDLE; elsewhere, nice 19).
+
+    Requests first: a batch can wait a moment in the pipe, a shopper should not. Measured
+    under load, a merely low-priority writer still cost the event loop 10-15% of its time
+    waiting for a CPU: the kernel counts a CPU running the writer as busy and places the
+    woken load generator (or any other process) beside the event loop instead. A CPU that
+    runs only SCHED_IDLE work counts as idle. Threads made later (the storage engine's)
+    inherit the policy.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
 def main() -> int:
     # Stop only when the gateway closes the pipe, after its last batch (see the docstring).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _yield_to_requests()
     inbox = os.fdopen(os.dup(0), "rb")
     outbox = os.fdopen(os.dup(1), "wb")
     # Anything else printed goes to stderr, never into the frames.
