@@ -33,7 +33,7 @@ from .errors import error_response, guarded
 from .guide import overlay_for
 from .ids import is_token, new_click_id
 from .logs import CLICK_ID
-from .pages import qr_svg
+from .pages import Pages, qr_svg
 from .resolve import Resolution, ResolutionCache, hop_url
 from .store import Click, Event, Product
 from .wecom.client import WeComApiError
@@ -74,59 +74,56 @@ class ShareLink:
         self.minted = app[MINIPROGRAM_LINKS]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        # The whole answer in one frame, inside its try: every frame costs on this path.
         try:
-            return await self._answer(request)
+            product = await self.links.get(request.match_info["code"])
+            if product is None or product.retired:
+                return _link_gone(self.pages, product)
+            detection, channel = _detect(request, self.detector)
+            click_id = new_click_id()
+            cookie = cookie_value(request.headers.get("Cookie"), VISITOR_COOKIE)
+            if cookie and is_token(cookie):
+                visitor, new_visitor = cookie, False
+            else:  # a new visitor is known by the id of their first click
+                visitor, new_visitor = click_id, True
+            ts, day = self.clock.now()
+            # aiohttp runs each request in its own task, so this ends with the request.
+            CLICK_ID.set(click_id)
+            self.recorder.click(Click(
+                id=click_id, merchant_id=product.merchant_id, product_id=product.id, ts=ts,
+                day=day, platform=detection.platform, source=detection.source,
+                channel=channel, visitor=visitor,
+                ip_hash=self.hash_ip(_client_address(request, self.trust_forwarded)),
+                bot=detection.bot, mobile=detection.mobile, os=detection.os,
+            ))
+            set_cookie = (f"{VISITOR_COOKIE}={visitor}{self.cookie_attrs}" if new_visitor
+                          else None)
+            if detection.bot:
+                # Link previews: the product's title and image, no redirect, counted as a bot.
+                response = self.pages.render(
+                    "preview.html", product=product, share_url=self._share_url(product),
+                    description=f"{product.title} — 点击查看并购买")
+            else:
+                links = None
+                if detection.mobile and "wechat_miniprogram" in product.targets:
+                    links = self.minted.link(product)
+                    if links is None:
+                        # Minted in the background; this click gets the plain scheme.
+                        self.minted.want(product)
+                resolution = self.resolutions.get(product.code, product.updated_at,
+                                                  detection, product.targets, links)
+                if resolution.redirect is not None:
+                    if set_cookie is None:
+                        return web.Response(status=302, headers={
+                            "Location": resolution.redirect, **_NO_STORE})
+                    return web.Response(status=302, headers={
+                        "Location": resolution.redirect, **_NO_STORE, "Set-Cookie": set_cookie})
+                response = await self._landing(product, detection, resolution, click_id)
+            if set_cookie is not None:
+                response.headers["Set-Cookie"] = set_cookie
+            return response
         except Exception as exc:
             return error_response(request, exc)
-
-    async def _answer(self, request: web.Request) -> web.StreamResponse:
-        found = await _product(request, self.app)
-        if isinstance(found, web.Response):
-            return found
-        product = found
-        detection, channel = _detect(request, self.detector)
-        click_id = new_click_id()
-        cookie = cookie_value(request.headers.get("Cookie"), VISITOR_COOKIE)
-        if cookie and is_token(cookie):
-            visitor, new_visitor = cookie, False
-        else:  # a new visitor is known by the id of their first click
-            visitor, new_visitor = click_id, True
-        ts, day = self.clock.now()
-        # aiohttp runs each request in its own task, so this ends with the request.
-        CLICK_ID.set(click_id)
-        self.recorder.click(Click(
-            id=click_id, merchant_id=product.merchant_id, product_id=product.id, ts=ts,
-            day=day, platform=detection.platform, source=detection.source, channel=channel,
-            visitor=visitor,
-            ip_hash=self.hash_ip(_client_address(request, self.trust_forwarded)),
-            bot=detection.bot, mobile=detection.mobile, os=detection.os,
-        ))
-        response: web.StreamResponse
-        if detection.bot:
-            # Link previews: the product's title and image, no redirect, counted as a bot.
-            response = self.pages.render(
-                "preview.html", product=product, share_url=self._share_url(product),
-                description=f"{product.title} — 点击查看并购买")
-        else:
-            links = None
-            if detection.mobile and "wechat_miniprogram" in product.targets:
-                links = self.minted.link(product)
-                if links is None:
-                    # Minted in the background; this click gets the plain scheme.
-                    self.minted.want(product)
-            resolution = self.resolutions.get(product.code, product.updated_at, detection,
-                                              product.targets, links)
-            if resolution.redirect is not None:
-                if new_visitor:
-                    return web.Response(status=302, headers={
-                        "Location": resolution.redirect, **_NO_STORE,
-                        "Set-Cookie": f"{VISITOR_COOKIE}={visitor}{self.cookie_attrs}"})
-                return web.Response(status=302, headers={
-                    "Location": resolution.redirect, **_NO_STORE})
-            response = await self._landing(product, detection, resolution, click_id)
-        if new_visitor:
-            response.headers["Set-Cookie"] = f"{VISITOR_COOKIE}={visitor}{self.cookie_attrs}"
-        return response
 
     def _share_url(self, product: Product) -> str:
         return f"{self.public_url}/p/{product.code}"
@@ -187,17 +184,19 @@ def cookie_value(header: str | None, name: str) -> str | None:
     return None
 
 
-async def _product(request: web.Request, app: web.Application) -> Product | web.Response:
-    """The link's product, or the page a shopper sees for an unknown or retired link."""
-    product = await app[LINKS].get(request.match_info["code"])
-    if product is not None and not product.retired:
-        return product
-    pages = app[PAGES]
+def _link_gone(pages: Pages, product: Product | None) -> web.Response:
+    """The page a shopper sees for an unknown or a retired link."""
     if product is None:
         return pages.message(404, "link_not_found", "链接不存在",
                              "这个链接不存在，请检查是否完整复制。")
-    if product.retired:
-        return pages.message(410, "link_retired", "商品已下架", "这个商品链接已失效。")
+    return pages.message(410, "link_retired", "商品已下架", "这个商品链接已失效。")
+
+
+async def _product(request: web.Request, app: web.Application) -> Product | web.Response:
+    """The link's product, or the page a shopper sees for an unknown or retired link."""
+    product = await app[LINKS].get(request.match_info["code"])
+    if product is None or product.retired:
+        return _link_gone(app[PAGES], product)
     return product
 
 
