@@ -2,7 +2,9 @@
 
 The hot path must not wait on storage, so the map is warmed with the most recent links when
 the gateway starts, and an entry past its TTL is still served while a background task reads
-it again (stale-while-revalidate). Only a code this process has never seen waits for a read.
+it again (stale-while-revalidate), together with every other entry that went stale
+meanwhile: one read for them all, not a task and a read each. Only a code this process has
+never seen waits for a read.
 Changes made here, or heard from other instances (PostgreSQL NOTIFY), drop the entry at
 once; the TTL bounds staleness when a notification can't arrive.
 """
@@ -10,6 +12,7 @@ once; the TTL bounds staleness when a notification can't arrive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import structlog
@@ -22,6 +25,13 @@ log = structlog.get_logger("linkloop.links")
 
 # Unknown codes are re-read sooner, so a new link made elsewhere shows up quickly.
 _MISSING_TTL = 5.0
+# Stale codes gather this long before their re-read: with thousands of links going stale
+# each minute, one query a moment instead of one per link.
+_GATHER_SECONDS = 0.1
+# Most codes re-read in one query.
+_REFRESH_BATCH = 5000
+# Pause after a failed re-read: storage is away, the cache keeps serving what it has.
+_RETRY_SECONDS = 1.0
 
 
 class LinkCache:
@@ -31,7 +41,10 @@ class LinkCache:
         self.max_entries = max_entries
         # code -> (product or None for "no such code", monotonic time it was read)
         self._entries: dict[str, tuple[Product | None, float]] = {}
-        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._stale: set[str] = set()
+        self._refresher: asyncio.Task[None] | None = None
+        # Codes forgotten while a re-read was in flight (None: all of them).
+        self._forgotten: set[str | None] = set()
 
     async def warm(self) -> int:
         """Load the most recently changed links (up to ``max_entries``)."""
@@ -48,9 +61,11 @@ class LinkCache:
             self._put(code, product)
             return product
         product, read_at = entry
-        age = time.monotonic() - read_at
-        if age > (self.ttl if product is not None else _MISSING_TTL):
-            self._refresh(code)
+        if time.monotonic() - read_at > (self.ttl if product is not None else _MISSING_TTL):
+            self._stale.add(code)
+            if self._refresher is None:
+                self._refresher = asyncio.get_running_loop().create_task(
+                    self._refresh_stale(), name="linkloop-links-refresh")
         return product
 
     def _put(self, code: str, product: Product | None) -> None:
@@ -59,18 +74,27 @@ class LinkCache:
             del entries[next(iter(entries))]  # oldest first: cheap, and good enough here
         entries[code] = (product, time.monotonic())
 
-    def _refresh(self, code: str) -> None:
-        if code in self._refreshing:
-            return
-        task = asyncio.get_running_loop().create_task(self._reread(code))
-        self._refreshing[code] = task
-        task.add_done_callback(lambda _t: self._refreshing.pop(code, None))
-
-    async def _reread(self, code: str) -> None:
+    async def _refresh_stale(self) -> None:
+        """Re-read the stale entries, a batch at a time, until none is left."""
         try:
-            self._put(code, await self.store.link(code))
-        except Exception as exc:  # storage away: keep serving what we have
-            log.warning("links.refresh_failed", code=code, error=str(exc))
+            while self._stale:
+                await asyncio.sleep(_GATHER_SECONDS)
+                codes = [self._stale.pop() for _ in range(min(len(self._stale),
+                                                              _REFRESH_BATCH))]
+                self._forgotten.clear()
+                try:
+                    found = await self.store.links(codes)
+                except Exception as exc:  # storage away: keep serving what we have
+                    log.warning("links.refresh_failed", codes=len(codes), error=str(exc))
+                    await asyncio.sleep(_RETRY_SECONDS)
+                    continue  # still stale: the next requests for them ask again
+                if None in self._forgotten:
+                    continue
+                for code in codes:
+                    if code not in self._forgotten:
+                        self._put(code, found.get(code))
+        finally:
+            self._refresher = None
 
     def forget(self, code: str | None) -> None:
         """A product changed (here or on another instance): the next read goes to storage.
@@ -81,8 +105,12 @@ class LinkCache:
             self._entries.clear()
         else:
             self._entries.pop(code, None)
+        if self._refresher is not None:
+            # A re-read in flight may have read the old row: it must not put it back.
+            self._forgotten.add(code)
 
     async def close(self) -> None:
-        for task in list(self._refreshing.values()):
-            task.cancel()
-        await asyncio.gather(*self._refreshing.values(), return_exceptions=True)
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.app import RECORDER, STORE
+from gateway.app import RECORDER, STORE, create_app
 
-from .conftest import BOT_UA, DESKTOP_UA, TAOBAO_UA, Tenant, create_product
+from .conftest import (
+    BOT_UA,
+    DESKTOP_UA,
+    TAOBAO_UA,
+    ClientFactory,
+    Tenant,
+    add_tenant,
+    create_product,
+    make_settings,
+)
 
 
 async def _stats(client: TestClient[Any, Any], tenant: Tenant, by: str = "platform") -> dict[str, Any]:
@@ -176,3 +187,36 @@ def test_the_visitor_cookie_is_found_among_others() -> None:
     assert cookie_value("xll_v=nope", "ll_v") is None
     assert cookie_value(None, "ll_v") is None
     assert cookie_value("ll_v", "ll_v") is None
+
+
+async def test_a_change_made_behind_the_gateways_back_is_served_after_the_ttl(
+    aiohttp_client: ClientFactory, tmp_path: Path,
+) -> None:
+    # Another worker on the same SQLite file changes links this process never hears about:
+    # the cache serves what it has until the TTL, then re-reads every stale link at once.
+    client = await aiohttp_client(create_app(make_settings(
+        tmp_path, cache__link_ttl_seconds=0.3)))
+    tenant = await add_tenant(client, "acme")
+    products = [await create_product(client, tenant) for _ in range(3)]
+    for product in products:
+        resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
+                                allow_redirects=False)
+        assert resp.status == 302
+    assert client.app is not None
+    store = client.app[STORE]
+    for product in products[:2]:  # the store directly: no cache is told
+        await store.update_product(tenant.id, product["id"], {"status": "retired"})
+
+    async def statuses() -> list[int]:
+        found = []
+        for product in products:
+            resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
+                                    allow_redirects=False)
+            found.append(resp.status)
+        return found
+
+    assert await statuses() == [302, 302, 302]  # within the TTL: the cached answer
+    await asyncio.sleep(0.4)
+    await statuses()  # past the TTL: still served, and marked for a re-read
+    await asyncio.sleep(0.3)
+    assert await statuses() == [410, 410, 302]

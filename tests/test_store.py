@@ -165,6 +165,17 @@ async def test_product_lifecycle_and_link_lookup(store: Store) -> None:
     assert await store.link("nope") is None
 
 
+async def test_many_links_in_one_read(store: Store) -> None:
+    await _merchants(store)
+    ids = {f"code{i:04d}": await _product(store, code=f"code{i:04d}") for i in range(120)}
+    await store.update_product("m1", ids["code0007"], {"status": "retired"})
+    # More codes than one statement takes, with unknown ones among them.
+    found = await store.links([*ids, "nope", "code9999"])
+    assert {code: p.id for code, p in found.items()} == ids
+    assert found["code0007"].retired and not found["code0008"].retired
+    assert await store.links([]) == {}
+
+
 async def test_keyset_pagination(store: Store) -> None:
     await _merchants(store)
     ids = [await _product(store, code=f"code{i:04d}") for i in range(5)]

@@ -270,6 +270,11 @@ class Store(abc.ABC):
         """The product behind a share code, active or retired; the hot path's only read."""
 
     @abc.abstractmethod
+    async def links(self, codes: Sequence[str]) -> dict[str, Product]:
+        """The products behind many share codes (code -> product; unknown codes absent):
+        the link cache re-reads all its stale entries in one go."""
+
+    @abc.abstractmethod
     async def recent_links(self, limit: int) -> Sequence[Product]:
         """The most recently changed products (any merchant): to warm the link cache."""
 

@@ -430,6 +430,15 @@ class PostgresStore(Store):
                 f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE code = $1", code)
         return _product(row) if row else None
 
+    async def links(self, codes: Sequence[str]) -> dict[str, Product]:
+        if not codes:
+            return {}
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE code = ANY($1::text[])",
+                list(codes))
+        return {row[2]: _product(row) for row in rows}
+
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
         if not clicks and not events:

@@ -364,6 +364,14 @@ class SQLiteStore(Store):
 
         return await self._read(read)
 
+    async def links(self, codes: Sequence[str]) -> dict[str, Product]:
+        def read() -> dict[str, Product]:
+            rows = _select_in(self._rconn,
+                              f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE code IN", codes)
+            return {row[2]: _product(row) for row in rows}
+
+        return await self._read(read) if codes else {}
+
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
         if clicks or events:
