@@ -15,9 +15,12 @@ confirm a cheap hit): 10,000 User-Agents take about a tenth of a second uncached
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
+
+import ahocorasick
 
 from adapters import ADAPTERS, Adapter, by_platform
 from adapters.base import host_is_within
@@ -38,10 +41,32 @@ _BOT_MARKERS = (
 _BOT_WORD = re.compile(r"(?<!cu)bot\b")
 
 
-def _is_bot(lowered: str) -> bool:
-    if "bot" in lowered and _BOT_WORD.search(lowered) is not None:
-        return True
-    return any(marker in lowered for marker in _BOT_MARKERS)
+_BOT, _MOBILE = -1, -2  # what a marker means, beside an adapter's index in the registry
+
+
+@functools.lru_cache(maxsize=8)
+def _marker_search(adapters: tuple[Adapter, ...]) -> Any:
+    """One automaton for every marker detection looks for: bots, handhelds and each app's.
+
+    A new User-Agent is read once, in C, for all of them (Aho-Corasick, pyahocorasick),
+    instead of once per marker: ~80 substring searches and twenty adapter calls.
+    Each marker maps to what it means: _BOT, _MOBILE or the indexes of the adapters that
+    list it (a marker may mean several things).
+    """
+    meanings: dict[str, set[int]] = {}
+    for marker in _BOT_MARKERS:
+        meanings.setdefault(marker, set()).add(_BOT)
+    for marker in _MOBILE_MARKERS:
+        meanings.setdefault(marker, set()).add(_MOBILE)
+    for index, adapter in enumerate(adapters):
+        for marker in adapter.ua_markers:
+            meanings.setdefault(marker.lower(), set()).add(index)
+    automaton = ahocorasick.Automaton()
+    for marker, meant in meanings.items():
+        automaton.add_word(marker, tuple(meant))
+    automaton.make_automaton()
+    return automaton
+
 
 
 # Handheld devices. ``mobile`` covers "Mobile/15E148", "Mobile Safari", "IEMobile", "(Mobile;".
@@ -90,14 +115,24 @@ def _os_of(ua: str) -> str:
 def detect_user_agent(ua: str, adapters: tuple[Adapter, ...] = ADAPTERS) -> Detection:
     """Classify one User-Agent; pure and uncached (``Detector`` caches)."""
     lowered = ua.lower()
-    bot = not ua.strip() or _is_bot(lowered)
+    bot = not ua.strip() or ("bot" in lowered and _BOT_WORD.search(lowered) is not None)
+    mobile = False
+    candidates: set[int] = set()
+    for _end, meanings in _marker_search(adapters).iter(lowered):
+        for meaning in meanings:
+            if meaning == _BOT:
+                bot = True
+            elif meaning == _MOBILE:
+                mobile = True
+            else:
+                candidates.add(meaning)
     platform = "web"
     if not bot:
-        for adapter in adapters:
-            if adapter.claims_lowered(lowered):
-                platform = adapter.platform
+        # Only adapters with a marker present can claim; the registry's order decides.
+        for index in sorted(candidates):
+            if adapters[index].claims_lowered(lowered):
+                platform = adapters[index].platform
                 break
-    mobile = any(m in lowered for m in _MOBILE_MARKERS)
     return Detection(platform=platform, bot=bot, mobile=mobile, os=_os_of(lowered),
                      source="ua" if platform != "web" else "none")
 
