@@ -28,8 +28,10 @@ _MISSING_TTL = 5.0
 # Stale codes gather this long before their re-read: with thousands of links going stale
 # each minute, one query a moment instead of one per link.
 _GATHER_SECONDS = 0.1
-# Most codes re-read in one query.
-_REFRESH_BATCH = 5000
+# Most codes re-read in one query. Links warmed together go stale together: a minute after
+# start thousands are due at once, and turning rows into products holds the GIL on the
+# reader thread, so the wave is read in slices the event loop can run between.
+_REFRESH_BATCH = 500
 # Pause after a failed re-read: storage is away, the cache keeps serving what it has.
 _RETRY_SECONDS = 1.0
 
