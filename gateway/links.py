@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 
 import structlog
@@ -29,9 +30,10 @@ _MISSING_TTL = 5.0
 # each minute, one query a moment instead of one per link.
 _GATHER_SECONDS = 0.1
 # Most codes re-read in one query. Links warmed together go stale together: a minute after
-# start thousands are due at once, and turning rows into products holds the GIL on the
-# reader thread, so the wave is read in slices the event loop can run between.
-_REFRESH_BATCH = 500
+# start thousands are due at once, and turning rows into products takes the interpreter
+# (on the loop itself with PostgreSQL), so the wave is read in short slices with requests
+# answered between them: 500 rows at a time put 18 ms on the PostgreSQL p99.
+_REFRESH_BATCH = 100
 # Pause after a failed re-read: storage is away, the cache keeps serving what it has.
 _RETRY_SECONDS = 1.0
 
@@ -49,11 +51,17 @@ class LinkCache:
         self._forgotten: set[str | None] = set()
 
     async def warm(self) -> int:
-        """Load the most recently changed links (up to ``max_entries``)."""
+        """Load the most recently changed links (up to ``max_entries``).
+
+        Each is dated as if read at a random moment of the last TTL: loaded together, they
+        would all go stale in the same second, and a wave of thousands of re-reads took a
+        third off the share link's throughput while it lasted. Spread out, they come due a
+        few at a time, and stay spread (each is re-read when it comes due).
+        """
         now = time.monotonic()
         products = await self.store.recent_links(self.max_entries)
         for product in products:
-            self._entries[product.code] = (product, now)
+            self._entries[product.code] = (product, now - random.uniform(0, self.ttl))
         return len(products)
 
     async def get(self, code: str) -> Product | None:
@@ -80,7 +88,9 @@ class LinkCache:
         """Re-read the stale entries, a batch at a time, until none is left."""
         try:
             while self._stale:
-                await asyncio.sleep(_GATHER_SECONDS)
+                # Let a moment's stale codes gather, unless a wave is already waiting.
+                await asyncio.sleep(_GATHER_SECONDS if len(self._stale) < _REFRESH_BATCH
+                                    else 0)
                 codes = [self._stale.pop() for _ in range(min(len(self._stale),
                                                               _REFRESH_BATCH))]
                 self._forgotten.clear()
