@@ -55,7 +55,6 @@ class ShareLink:
     """
 
     def __init__(self, app: web.Application) -> None:
-        self.app = app
         self.resolutions = ResolutionCache()
         self.trust_forwarded = bool(app[SETTINGS]["server.trust_forwarded"])
         secure = "; Secure" if app[PUBLIC_URL].startswith("https://") else ""

@@ -92,6 +92,12 @@ class WriterProcess:
                     if attempt == 2:
                         raise StoreUnavailable(f"writer process exited ({code})") from exc
                     continue
+                except BaseException:
+                    # Cancelled mid-batch: this child's answer would reach the next batch.
+                    self._child = None
+                    with contextlib.suppress(ProcessLookupError):
+                        child.kill()
+                    raise
                 if error is not None:
                     raise StoreUnavailable(error)
                 return
