@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import threading
@@ -55,8 +54,8 @@ class Journal:
     def append(self, rows: list[Row], *, sync: bool = True) -> None:
         """Append rows; with ``sync`` they also survive a power cut (blocking: off the loop)."""
         lines = "".join(
-            json.dumps({"kind": "click" if isinstance(r, Click) else "event",
-                        **dataclasses.asdict(r)}, ensure_ascii=False) + "\n"
+            json.dumps({"kind": "click" if isinstance(r, Click) else "event", **r._asdict()},
+                       ensure_ascii=False) + "\n"
             for r in rows)
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,8 @@ class TransferError(Exception):
 def _line(kind: str, data: Any) -> str:
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         data = dataclasses.asdict(data)
+    elif isinstance(data, (Click, Event)):
+        data = data._asdict()
     return json.dumps({"kind": kind, "data": data}, ensure_ascii=False) + "\n"
 
 
@@ -159,10 +161,9 @@ async def import_merchant(store: Store, lines: Iterable[str]) -> dict[str, int]:
         await store.create_user(User(user.email, user.merchant_id, user.role,
                                      user.password_hash, user.created_at))
     # Raw rows through the same path the gateway writes them: rollups are rebuilt.
-    clicks = [dataclasses.replace(c, product_id=new_ids.get(c.product_id, c.product_id))
-              for c in clicks]
-    events = [dataclasses.replace(e, product_id=new_ids.get(e.product_id, e.product_id)
-                                  if e.product_id else e.product_id) for e in events]
+    clicks = [c._replace(product_id=new_ids.get(c.product_id, c.product_id)) for c in clicks]
+    events = [e._replace(product_id=new_ids.get(e.product_id, e.product_id)
+                         if e.product_id else e.product_id) for e in events]
     for start in range(0, max(len(clicks), len(events)), _PAGE):
         await store.record(clicks[start:start + _PAGE], events[start:start + _PAGE])
     return {"products": len(products), "clicks": len(clicks), "events": len(events),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "METRICS",
@@ -91,10 +91,11 @@ class Product:
         return self.status == "retired"
 
 
-# Click and Event are made once per request on the hot path: plain slotted dataclasses, not
-# frozen ones (a frozen init sets each field through object.__setattr__: 4x slower).
-@dataclass(slots=True)
-class Click:
+# Click and Event are rows: made once per request on the hot path, queued, and handed to a
+# writer process whole. Named tuples, because a tuple is the cheapest record Python makes
+# (a positional Click is ~0.5 us; a slotted dataclass built by keyword was ~2.4 us) and
+# crosses a pipe as it is.
+class Click(NamedTuple):
     """One share-link visit: the wristband ``id`` follows the shopper to the WeCom add."""
 
     id: str
@@ -112,8 +113,7 @@ class Click:
     channel: str | None = None
 
 
-@dataclass(slots=True)
-class Event:
+class Event(NamedTuple):
     """Something that happened after a click: a storefront open, a WeCom entry, an add."""
 
     id: str
