@@ -7,6 +7,9 @@ meanwhile: one read for them all, not a task and a read each. Only a code this p
 never seen waits for a read.
 Changes made here, or heard from other instances (PostgreSQL NOTIFY), drop the entry at
 once; the TTL bounds staleness when a notification can't arrive.
+
+Each entry also carries a ``memo``: answers derived from the product (the share link keeps
+its resolved storefronts there), dropped with the entry whenever the product changes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import structlog
 
 from .store import Product, Store
 
-__all__ = ["LinkCache"]
+__all__ = ["CachedLink", "LinkCache"]
 
 log = structlog.get_logger("linkloop.links")
 
@@ -38,13 +41,25 @@ _REFRESH_BATCH = 100
 _RETRY_SECONDS = 1.0
 
 
+class CachedLink:
+    """One code's product (None: no such code), when it is due a re-read, and its memo."""
+
+    __slots__ = ("due", "memo", "product")
+
+    def __init__(self, product: Product | None, due: float,
+                 memo: dict[object, object] | None = None) -> None:
+        self.product = product
+        self.due = due  # monotonic time
+        #: Values computed from ``product``; they go when it does.
+        self.memo: dict[object, object] = {} if memo is None else memo
+
+
 class LinkCache:
     def __init__(self, store: Store, *, ttl: float, max_entries: int) -> None:
         self.store = store
         self.ttl = ttl
         self.max_entries = max_entries
-        # code -> (product or None for "no such code", monotonic time it was read)
-        self._entries: dict[str, tuple[Product | None, float]] = {}
+        self._entries: dict[str, CachedLink] = {}
         self._stale: set[str] = set()
         self._refresher: asyncio.Task[None] | None = None
         # Codes forgotten while a re-read was in flight (None: all of them).
@@ -61,28 +76,45 @@ class LinkCache:
         now = time.monotonic()
         products = await self.store.recent_links(self.max_entries)
         for product in products:
-            self._entries[product.code] = (product, now - random.uniform(0, self.ttl))
+            self._entries[product.code] = CachedLink(product,
+                                                     now + self.ttl - random.uniform(0, self.ttl))
         return len(products)
 
-    async def get(self, code: str) -> Product | None:
+    def lookup(self, code: str) -> CachedLink | None:
+        """The cached entry, without waiting (None: never read, ``load`` it).
+
+        The share link's path: a plain call, no coroutine. A stale entry is still returned,
+        and queued for the background re-read.
+        """
         entry = self._entries.get(code)
-        if entry is None:
-            product = await self.store.link(code)
-            self._put(code, product)
-            return product
-        product, read_at = entry
-        if time.monotonic() - read_at > (self.ttl if product is not None else _MISSING_TTL):
+        if entry is not None and time.monotonic() > entry.due:
             self._stale.add(code)
             if self._refresher is None:
                 self._refresher = asyncio.get_running_loop().create_task(
                     self._refresh_stale(), name="linkloop-links-refresh")
-        return product
+        return entry
 
-    def _put(self, code: str, product: Product | None) -> None:
+    async def load(self, code: str) -> CachedLink:
+        """Read a code this cache has not seen, and keep the answer."""
+        return self._put(code, await self.store.link(code))
+
+    async def get(self, code: str) -> Product | None:
+        entry = self.lookup(code)
+        if entry is None:
+            entry = await self.load(code)
+        return entry.product
+
+    def _put(self, code: str, product: Product | None) -> CachedLink:
         entries = self._entries
-        if code not in entries and len(entries) >= self.max_entries:
+        old = entries.get(code)
+        if old is None and len(entries) >= self.max_entries:
             del entries[next(iter(entries))]  # oldest first: cheap, and good enough here
-        entries[code] = (product, time.monotonic())
+        # A re-read that finds the same version keeps what was derived from it.
+        memo = (old.memo if old is not None and product is not None and old.product is not None
+                and old.product.updated_at == product.updated_at else None)
+        entry = entries[code] = CachedLink(
+            product, time.monotonic() + (self.ttl if product is not None else _MISSING_TTL), memo)
+        return entry
 
     async def _refresh_stale(self) -> None:
         """Re-read the stale entries, a batch at a time, until none is left."""

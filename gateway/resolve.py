@@ -31,7 +31,7 @@ from adapters import ADAPTERS, Adapter, Storefront, TargetError, by_platform
 
 from .detect import Detection
 
-__all__ = ["Resolution", "ResolutionCache", "hop_url", "resolve", "storefronts"]
+__all__ = ["Resolution", "hop_url", "resolve", "storefronts"]
 
 
 def _registered(platform: str) -> Adapter:
@@ -187,28 +187,3 @@ def resolve(detection: Detection, targets: Mapping[str, Mapping[str, str]], *,
                               target=front.platform, reason=reason)
     return Resolution(redirect=None, options=tuple(options), blocked=blocked,
                       guide=bool(blocked), reason="blocked" if blocked else "choose")
-
-
-class ResolutionCache:
-    """``resolve`` remembered per product version, detection and minted link.
-
-    A share link's answer depends only on those, and the hot path sees the same few
-    combinations over and over; building the storefronts each time costs ~10 us. Bounded:
-    when full it starts afresh, which is cheaper than tracking recency per hit.
-    """
-
-    def __init__(self, max_entries: int = 50_000) -> None:
-        self.max_entries = max_entries
-        self._entries: dict[tuple[object, ...], Resolution] = {}
-
-    def get(self, code: str, version: float, detection: Detection,
-            targets: Mapping[str, Mapping[str, str]],
-            links: Mapping[str, str] | None = None) -> Resolution:
-        minted = links.get("wechat_miniprogram") if links else None
-        key = (code, version, detection, minted)
-        found = self._entries.get(key)
-        if found is None:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            found = self._entries[key] = resolve(detection, targets, links=links)
-        return found

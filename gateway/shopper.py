@@ -8,9 +8,11 @@ sent to comes from a stored, adapter-validated target, never from the request.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import istr
 
 from adapters import by_platform
 
@@ -32,9 +34,10 @@ from .detect import Detection, Detector
 from .errors import error_response, guarded
 from .guide import overlay_for
 from .ids import is_token, new_click_id
+from .links import CachedLink
 from .logs import CLICK_ID
 from .pages import Pages, qr_svg
-from .resolve import Resolution, ResolutionCache, hop_url
+from .resolve import Resolution, hop_url, resolve
 from .store import Click, Event, Product
 from .wecom.client import WeComApiError
 
@@ -51,11 +54,12 @@ class ShareLink:
     """``GET /p/{code}``, the hot path, with the app's resources looked up once at start-up.
 
     Each click costs a handful of attribute reads here instead of a dozen ``app[KEY]``
-    lookups, and errors are caught inline: no middleware frame wraps this handler.
+    lookups, and errors are caught inline: no middleware frame wraps this handler. A cached
+    link is found without a coroutine, its resolved storefronts are kept with it (the link
+    cache's memo), and the click is queued as a named tuple.
     """
 
     def __init__(self, app: web.Application) -> None:
-        self.resolutions = ResolutionCache()
         self.trust_forwarded = bool(app[SETTINGS]["server.trust_forwarded"])
         secure = "; Secure" if app[PUBLIC_URL].startswith("https://") else ""
         self.cookie_attrs = f"; Max-Age={_VISITOR_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}"
@@ -75,51 +79,53 @@ class ShareLink:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         # The whole answer in one frame, inside its try: every frame costs on this path.
         try:
-            product = await self.links.get(request.match_info["code"])
+            code = request.match_info["code"]
+            cached = self.links.lookup(code)
+            if cached is None:
+                cached = await self.links.load(code)
+            product = cached.product
             if product is None or product.retired:
                 return _link_gone(self.pages, product)
             detection, channel = _detect(request, self.detector)
             click_id = new_click_id()
             cookie = cookie_value(request.headers.get("Cookie"), VISITOR_COOKIE)
             if cookie and is_token(cookie):
-                visitor, new_visitor = cookie, False
+                visitor, set_cookie = cookie, None
             else:  # a new visitor is known by the id of their first click
-                visitor, new_visitor = click_id, True
+                visitor, set_cookie = click_id, f"{VISITOR_COOKIE}={click_id}{self.cookie_attrs}"
             ts, day = self.clock.now()
             # aiohttp runs each request in its own task, so this ends with the request.
             CLICK_ID.set(click_id)
+            # Positional, in Click's field order: a keyword call costs twice as much.
             self.recorder.click(Click(
-                id=click_id, merchant_id=product.merchant_id, product_id=product.id, ts=ts,
-                day=day, platform=detection.platform, source=detection.source,
-                channel=channel, visitor=visitor,
-                ip_hash=self.hash_ip(_client_address(request, self.trust_forwarded)),
-                bot=detection.bot, mobile=detection.mobile, os=detection.os,
-            ))
-            set_cookie = (f"{VISITOR_COOKIE}={visitor}{self.cookie_attrs}" if new_visitor
-                          else None)
+                click_id, product.merchant_id, product.id, ts, day, detection.platform,
+                detection.source, visitor,
+                self.hash_ip(_client_address(request, self.trust_forwarded)),
+                detection.bot, detection.mobile, detection.os, channel))
             if detection.bot:
                 # Link previews: the product's title and image, no redirect, counted as a bot.
                 response = self.pages.render(
                     "preview.html", product=product, share_url=self._share_url(product),
                     description=f"{product.title} — 点击查看并购买")
             else:
-                links = None
+                minted = None
                 if detection.mobile and "wechat_miniprogram" in product.targets:
-                    links = self.minted.link(product)
-                    if links is None:
+                    minted = self.minted.link(product)
+                    if minted is None:
                         # Minted in the background; this click gets the plain scheme.
                         self.minted.want(product)
-                resolution = self.resolutions.get(product.code, product.updated_at,
-                                                  detection, product.targets, links)
+                resolution = _resolution(cached, detection, minted)
                 if resolution.redirect is not None:
+                    # Header pairs, not a dict: Response copies them into its own CIMultiDict.
                     if set_cookie is None:
-                        return web.Response(status=302, headers={
-                            "Location": resolution.redirect, **_NO_STORE})
-                    return web.Response(status=302, headers={
-                        "Location": resolution.redirect, **_NO_STORE, "Set-Cookie": set_cookie})
+                        return web.Response(status=302, headers=(
+                            (hdrs.LOCATION, resolution.redirect), *_NO_STORE_HEADERS))
+                    return web.Response(status=302, headers=(
+                        (hdrs.LOCATION, resolution.redirect), *_NO_STORE_HEADERS,
+                        (hdrs.SET_COOKIE, set_cookie)))
                 response = await self._landing(product, detection, resolution, click_id)
             if set_cookie is not None:
-                response.headers["Set-Cookie"] = set_cookie
+                response.headers[hdrs.SET_COOKIE] = set_cookie
             return response
         except Exception as exc:
             return error_response(request, exc)
@@ -147,6 +153,19 @@ class ShareLink:
 
 # What every redirect carries: never cached (each click counts), no referrer leaked onward.
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+_NO_STORE_HEADERS = tuple((istr(name), value) for name, value in _NO_STORE.items())
+
+
+def _resolution(cached: CachedLink, detection: Detection,
+                minted: Mapping[str, str] | None) -> Resolution:
+    """Where this shopper goes, worked out once per product version, detection and minted
+    mini-program link, and kept with the cached link."""
+    key = (detection, minted.get("wechat_miniprogram") if minted else None)
+    found = cached.memo.get(key)
+    if found is None:
+        assert cached.product is not None
+        found = cached.memo[key] = resolve(detection, cached.product.targets, links=minted)
+    return found  # type: ignore[return-value]
 
 
 def _client_address(request: web.Request, trust_forwarded: bool) -> str:

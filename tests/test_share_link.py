@@ -222,3 +222,31 @@ async def test_a_change_made_behind_the_gateways_back_is_served_after_the_ttl(
     while (found := await statuses()) != [410, 410, 302]:
         assert found[2] == 302 and asyncio.get_running_loop().time() < deadline, found
         await asyncio.sleep(0.1)
+
+
+async def test_a_new_target_made_behind_the_gateways_back_is_where_shoppers_go_after_the_ttl(
+    aiohttp_client: ClientFactory, tmp_path: Path,
+) -> None:
+    # The answer for a shopper's app is worked out once and kept with the cached link: a
+    # re-read of the same version keeps it, a new version must replace it.
+    client = await aiohttp_client(create_app(make_settings(
+        tmp_path, cache__link_ttl_seconds=1.0)))
+    tenant = await add_tenant(client, "acme")
+    product = await create_product(client, tenant)
+
+    async def location() -> str:
+        resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
+                                allow_redirects=False)
+        assert resp.status == 302
+        return resp.headers["Location"]
+
+    first = await location()
+    assert "600000000001" in first
+    assert client.app is not None
+    targets = {**product["targets"], "taobao": {"item_id": "600000000002"}}
+    await client.app[STORE].update_product(tenant.id, product["id"], {"targets": targets})
+    assert await location() == first  # within the TTL: the cached answer
+    deadline = asyncio.get_running_loop().time() + 10
+    while "600000000002" not in (now := await location()):
+        assert now == first and asyncio.get_running_loop().time() < deadline, now
+        await asyncio.sleep(0.1)
