@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Hashable
+from typing import Any
 
 import structlog
 
@@ -47,11 +49,11 @@ class CachedLink:
     __slots__ = ("due", "memo", "product")
 
     def __init__(self, product: Product | None, due: float,
-                 memo: dict[object, object] | None = None) -> None:
+                 memo: dict[Hashable, Any] | None = None) -> None:
         self.product = product
         self.due = due  # monotonic time
         #: Values computed from ``product``; they go when it does.
-        self.memo: dict[object, object] = {} if memo is None else memo
+        self.memo: dict[Hashable, Any] = {} if memo is None else memo
 
 
 class LinkCache:

@@ -161,11 +161,11 @@ def _resolution(cached: CachedLink, detection: Detection,
     """Where this shopper goes, worked out once per product version, detection and minted
     mini-program link, and kept with the cached link."""
     key = (detection, minted.get("wechat_miniprogram") if minted else None)
-    found = cached.memo.get(key)
+    found: Resolution | None = cached.memo.get(key)
     if found is None:
         assert cached.product is not None
         found = cached.memo[key] = resolve(detection, cached.product.targets, links=minted)
-    return found  # type: ignore[return-value]
+    return found
 
 
 def _client_address(request: web.Request, trust_forwarded: bool) -> str:
