@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import RECORDER, STORE, create_app
@@ -189,14 +190,21 @@ def test_the_visitor_cookie_is_found_among_others() -> None:
     assert cookie_value("ll_v", "ll_v") is None
 
 
+@pytest.fixture
+async def short_ttl(aiohttp_client: ClientFactory,
+                    tmp_path: Path) -> tuple[TestClient[Any, Any], Tenant]:
+    """A gateway whose cached links go stale after a second, and a merchant on it."""
+    client = await aiohttp_client(create_app(make_settings(
+        tmp_path, cache__link_ttl_seconds=1.0)))
+    return client, await add_tenant(client, "acme")
+
+
 async def test_a_change_made_behind_the_gateways_back_is_served_after_the_ttl(
-    aiohttp_client: ClientFactory, tmp_path: Path,
+    short_ttl: tuple[TestClient[Any, Any], Tenant],
 ) -> None:
     # Another worker on the same SQLite file changes links this process never hears about:
     # the cache serves what it has until the TTL, then re-reads every stale link at once.
-    client = await aiohttp_client(create_app(make_settings(
-        tmp_path, cache__link_ttl_seconds=1.0)))
-    tenant = await add_tenant(client, "acme")
+    client, tenant = short_ttl
     products = [await create_product(client, tenant) for _ in range(3)]
     for product in products:
         resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
@@ -225,13 +233,11 @@ async def test_a_change_made_behind_the_gateways_back_is_served_after_the_ttl(
 
 
 async def test_a_new_target_made_behind_the_gateways_back_is_where_shoppers_go_after_the_ttl(
-    aiohttp_client: ClientFactory, tmp_path: Path,
+    short_ttl: tuple[TestClient[Any, Any], Tenant],
 ) -> None:
     # The answer for a shopper's app is worked out once and kept with the cached link: a
     # re-read of the same version keeps it, a new version must replace it.
-    client = await aiohttp_client(create_app(make_settings(
-        tmp_path, cache__link_ttl_seconds=1.0)))
-    tenant = await add_tenant(client, "acme")
+    client, tenant = short_ttl
     product = await create_product(client, tenant)
 
     async def location() -> str:
