@@ -90,7 +90,15 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     workers = [subprocess.Popen([*base, "--reuse-port", "--worker-index", str(i)])
                for i in range(args.workers)]
 
+    stopping = False
+
     def stop(signum: int, _frame: object) -> None:
+        # Once: a worker that has drained and is exiting must not get a second SIGTERM,
+        # which would find Python's default handler back in place and kill it (-15).
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         for worker in workers:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
