@@ -147,11 +147,16 @@ class Detector:
     def __init__(self, cache_size: int = 10_000) -> None:
         self.cache_size = cache_size
         self._cache: dict[str, Detection] = {}
+        # One instance per distinct answer (a few hundred at most): thousands of cached
+        # User-Agents share a handful of tuples, instead of each adding one more object for
+        # the garbage collector to walk on every full pass.
+        self._answers: dict[Detection, Detection] = {}
 
     def user_agent(self, ua: str) -> Detection:
         found = self._cache.get(ua)
         if found is None:
             found = detect_user_agent(ua)
+            found = self._answers.setdefault(found, found)
             if len(self._cache) >= self.cache_size:
                 self._cache.clear()
             self._cache[ua] = found
