@@ -116,13 +116,7 @@ class ShareLink:
                         self.minted.want(product)
                 resolution = _resolution(cached, detection, minted)
                 if resolution.redirect is not None:
-                    # Header pairs, not a dict: Response copies them into its own CIMultiDict.
-                    if set_cookie is None:
-                        return web.Response(status=302, headers=(
-                            (hdrs.LOCATION, resolution.redirect), *_NO_STORE_HEADERS))
-                    return web.Response(status=302, headers=(
-                        (hdrs.LOCATION, resolution.redirect), *_NO_STORE_HEADERS,
-                        (hdrs.SET_COOKIE, set_cookie)))
+                    return _redirect(resolution.redirect, set_cookie)
                 response = await self._landing(product, detection, resolution, click_id)
             if set_cookie is not None:
                 response.headers[hdrs.SET_COOKIE] = set_cookie
@@ -152,8 +146,7 @@ class ShareLink:
 
 
 # What every redirect carries: never cached (each click counts), no referrer leaked onward.
-_NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-_NO_STORE_HEADERS = tuple((istr(name), value) for name, value in _NO_STORE.items())
+_NO_STORE = ((hdrs.CACHE_CONTROL, "no-store"), (istr("Referrer-Policy"), "no-referrer"))
 
 
 def _resolution(cached: CachedLink, detection: Detection,
@@ -252,8 +245,13 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
     return _redirect(url)
 
 
-def _redirect(url: str) -> web.Response:
-    return web.Response(status=302, headers={"Location": url, **_NO_STORE})
+def _redirect(url: str, set_cookie: str | None = None) -> web.Response:
+    """The 302 of the share link and of every hop, with the visitor cookie when it is new."""
+    # Header pairs, not a dict: Response copies them into its own CIMultiDict anyway.
+    if set_cookie is None:
+        return web.Response(status=302, headers=((hdrs.LOCATION, url), *_NO_STORE))
+    return web.Response(status=302, headers=(
+        (hdrs.LOCATION, url), *_NO_STORE, (hdrs.SET_COOKIE, set_cookie)))
 
 
 async def entry_hop(request: web.Request) -> web.StreamResponse:

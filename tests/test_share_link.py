@@ -256,3 +256,24 @@ async def test_a_new_target_made_behind_the_gateways_back_is_where_shoppers_go_a
     while "600000000002" not in (now := await location()):
         assert now == first and asyncio.get_running_loop().time() < deadline, now
         await asyncio.sleep(0.1)
+
+
+async def test_redirects_are_never_cached_and_leak_no_referrer(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    # A browser or proxy that cached the 302 would skip the gateway on the next tap, and
+    # the click would go uncounted; the storefront must not learn the share link's URL.
+    product = await create_product(client, tenant)
+    first = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
+                             allow_redirects=False)
+    cookie = first.headers["Set-Cookie"].split(";", 1)[0]
+    returning = await client.get(f"/p/{product['code']}", allow_redirects=False,
+                                 headers={"User-Agent": TAOBAO_UA, "Cookie": cookie})
+    hop = await client.get(f"/o/{product['code']}/jd", headers={"User-Agent": DESKTOP_UA},
+                           allow_redirects=False)
+    for resp in (first, returning, hop):
+        assert resp.status == 302
+        assert resp.headers["Cache-Control"] == "no-store"
+        assert resp.headers["Referrer-Policy"] == "no-referrer"
+    assert cookie.startswith("ll_v=")
+    assert "Set-Cookie" not in returning.headers and "Set-Cookie" not in hop.headers
