@@ -117,7 +117,7 @@ class ShareLink:
                 resolution = _resolution(cached, detection, minted)
                 if resolution.redirect is not None:
                     return _redirect(resolution.redirect, set_cookie)
-                response = await self._landing(product, detection, resolution, click_id)
+                response = await self._landing(cached, detection, resolution, click_id)
             if set_cookie is not None:
                 response.headers[hdrs.SET_COOKIE] = set_cookie
             return response
@@ -127,9 +127,11 @@ class ShareLink:
     def _share_url(self, product: Product) -> str:
         return f"{self.public_url}/p/{product.code}"
 
-    async def _landing(self, product: Product, detection: Detection,
+    async def _landing(self, cached: CachedLink, detection: Detection,
                        resolution: Resolution, click_id: str) -> web.Response:
         """The page listing the product's storefronts (through ``/o/``) and the WeCom entry."""
+        product = cached.product
+        assert product is not None
         share_url = self._share_url(product)
         hops = {front.platform: f"/o/{product.code}/{front.platform}?c={click_id}"
                 for front in (*resolution.options, *resolution.blocked)}
@@ -139,7 +141,7 @@ class ShareLink:
             blocked=resolution.blocked, guide=resolution.guide, hop_urls=hops,
             entry_url=f"/e/{product.code}?c={click_id}" if entry else None,
             phone_only=resolution.phone_only,
-            qr_svg=qr_svg(share_url) if resolution.qr else None, share_url=share_url,
+            qr_svg=_share_qr(cached, share_url) if resolution.qr else None, share_url=share_url,
             overlay=overlay_for(detection.platform, detection.os) if resolution.guide
             else None,
         )
@@ -158,6 +160,21 @@ def _resolution(cached: CachedLink, detection: Detection,
     if found is None:
         assert cached.product is not None
         found = cached.memo[key] = resolve(detection, cached.product.targets, links=minted)
+    return found
+
+
+_QR = "share_qr"  # the memo key of the landing page's QR code
+
+
+def _share_qr(cached: CachedLink, share_url: str) -> str:
+    """The share link's QR code for a desktop landing page, drawn once per product version.
+
+    Drawing it took ~3 ms (segno tries all eight masks), nine tenths of a desktop landing
+    page: one browser reloading could hold the event loop that every redirect shares.
+    """
+    found: str | None = cached.memo.get(_QR)
+    if found is None:
+        found = cached.memo[_QR] = qr_svg(share_url)
     return found
 
 

@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.guide import GUIDES, overlay_for
+from gateway.pages import qr_svg
 
 from .conftest import DESKTOP_UA, TAOBAO_UA, Tenant, create_product
 
@@ -117,3 +118,15 @@ async def test_a_desktop_shopper_gets_buttons_and_a_qr_code_and_the_app_shopper_
     assert set(hops) == {"taobao", "jd", "web"}
     status, _, _ = await _landing(client, product["code"], TAOBAO_UA)
     assert status == 302  # the hot path still goes straight to the app's own item
+
+
+async def test_every_visit_to_a_landing_page_shows_the_qr_code_of_its_own_link(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    # The code is drawn once per product and kept with the cached link: a later visit, or
+    # another product's page, must never get a code that scans to some other link.
+    products = [await create_product(client, tenant) for _ in range(2)]
+    assert products[0]["share_url"] != products[1]["share_url"]
+    for product in [*products, *products]:
+        _, page, _ = await _landing(client, product["code"], DESKTOP_UA)
+        assert qr_svg(product["share_url"]) in page
