@@ -136,6 +136,11 @@ class WrkResult:
     #: CPU the server process used during the run (all its threads), when /proc tells.
     cpu_percent: float | None = None
     cpu_us_per_request: float | None = None
+    #: The server's main thread alone (its event loop), per request: user and kernel time.
+    #: The kernel part is mostly the loopback send, which also wakes wrk: it grows when wrk
+    #: has gone to sleep between answers, i.e. when the server is the slower side.
+    loop_user_us: float | None = None
+    loop_kernel_us: float | None = None
     #: CPU that neither the server nor wrk used meanwhile (other processes, steal), in % of
     #: one CPU: above a few percent, something else shared the machine.
     other_cpu_percent: float | None = None
@@ -188,6 +193,17 @@ def cpu_seconds(pid: int) -> float | None:
     return total
 
 
+def loop_cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """User and system CPU seconds so far of a process's main thread (Linux), else None."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def machine_busy_seconds() -> float | None:
     """CPU seconds the whole machine has spent busy (steal included), all CPUs; or None."""
     try:
@@ -215,10 +231,12 @@ def run_wrk(wrk: str, port: int, script: Path, args: argparse.Namespace,
            "-s", str(script), *(a for h in headers for a in ("-H", h)),
            f"http://{HOST}:{port}/p/"]
     cpu_before = cpu_seconds(pid) if pid else None
+    loop_before = loop_cpu_seconds(pid) if pid else None
     busy_before, wrk_before = machine_busy_seconds(), children_cpu_seconds()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60,
                           check=False)
     cpu_after = cpu_seconds(pid) if pid else None
+    loop_after = loop_cpu_seconds(pid) if pid else None
     busy_after, wrk_after = machine_busy_seconds(), children_cpu_seconds()
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
@@ -227,6 +245,9 @@ def run_wrk(wrk: str, port: int, script: Path, args: argparse.Namespace,
         used = cpu_after - cpu_before
         result.cpu_percent = 100 * used / result.seconds
         result.cpu_us_per_request = 1e6 * used / result.requests
+        if loop_before is not None and loop_after is not None:
+            result.loop_user_us = 1e6 * (loop_after[0] - loop_before[0]) / result.requests
+            result.loop_kernel_us = 1e6 * (loop_after[1] - loop_before[1]) / result.requests
         if busy_before is not None and busy_after is not None:
             other = (busy_after - busy_before) - used - (wrk_after - wrk_before)
             result.other_cpu_percent = max(0.0, 100 * other / result.seconds)
@@ -460,6 +481,10 @@ def table(report: dict[str, Any]) -> str:
     lines.append(f"{'each round':<14}" + ", ".join(
         f"{r:.2f}x / {p:.2f}x" for r, p in zip(per_round["rps"], per_round["p99"], strict=True))
         + "   (req/s ratio / p99 ratio)")
+    if all(side[k] is not None for side in (bare, gw) for k in ("loop_user_us", "loop_kernel_us")):
+        lines.append("event loop thread, CPU per request (user + kernel): " + "; ".join(
+            f"{name} {side['loop_user_us']:.1f} + {side['loop_kernel_us']:.1f}us"
+            for name, side in (("bare", bare), ("gateway", gw))))
     targets = report["targets"]
     lines += [
         "",
