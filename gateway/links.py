@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sys
 import time
 from collections.abc import Hashable
 from typing import Any
@@ -44,9 +45,16 @@ _RETRY_SECONDS = 1.0
 
 
 class CachedLink:
-    """One code's product (None: no such code), when it is due a re-read, and its memo."""
+    """One code's product (None: no such code), when it is due a re-read, and its memo.
 
-    __slots__ = ("due", "memo", "product")
+    It also carries, copied out of the product, the few fields every click reads. With
+    thousands of links in use, a click's link is cold in the CPU cache and each object it
+    touches is a cache miss (the event loop spent ~10 us more per redirect on 10,000 links
+    than on 100). Here those fields sit in this one object, and the merchant id is
+    interned, so a merchant's links share one string that the last click kept warm.
+    """
+
+    __slots__ = ("due", "live", "memo", "merchant_id", "miniprogram", "product", "product_id")
 
     def __init__(self, product: Product | None, due: float,
                  memo: dict[Hashable, Any] | None = None) -> None:
@@ -54,6 +62,12 @@ class CachedLink:
         self.due = due  # monotonic time
         #: Values computed from ``product``; they go when it does.
         self.memo: dict[Hashable, Any] = {} if memo is None else memo
+        #: The link answers shoppers (False: unknown code or retired product).
+        self.live = product is not None and not product.retired
+        self.merchant_id = sys.intern(product.merchant_id) if product is not None else ""
+        self.product_id = product.id if product is not None else 0
+        #: The product has a WeChat mini-program target (a phone may get a minted link).
+        self.miniprogram = product is not None and "wechat_miniprogram" in product.targets
 
 
 class LinkCache:

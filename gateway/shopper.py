@@ -8,7 +8,7 @@ sent to comes from a stored, adapter-validated target, never from the request.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 
 import structlog
 from aiohttp import hdrs, web
@@ -83,9 +83,8 @@ class ShareLink:
             cached = self.links.lookup(code)
             if cached is None:
                 cached = await self.links.load(code)
-            product = cached.product
-            if product is None or product.retired:
-                return _link_gone(self.pages, product)
+            if not cached.live:
+                return _link_gone(self.pages, cached.product)
             detection, channel = _detect(request, self.detector)
             click_id = new_click_id()
             cookie = cookie_value(request.headers.get("Cookie"), VISITOR_COOKIE)
@@ -98,22 +97,25 @@ class ShareLink:
             CLICK_ID.set(click_id)
             # Positional, in Click's field order: a keyword call costs twice as much.
             self.recorder.click(Click(
-                click_id, product.merchant_id, product.id, ts, day, detection.platform,
+                click_id, cached.merchant_id, cached.product_id, ts, day, detection.platform,
                 detection.source, visitor,
                 self.hash_ip(_client_address(request, self.trust_forwarded)),
                 detection.bot, detection.mobile, detection.os, channel))
             if detection.bot:
                 # Link previews: the product's title and image, no redirect, counted as a bot.
+                product = cached.product
+                assert product is not None
                 response = self.pages.render(
                     "preview.html", product=product, share_url=self._share_url(product),
                     description=f"{product.title} — 点击查看并购买")
             else:
                 minted = None
-                if detection.mobile and "wechat_miniprogram" in product.targets:
-                    minted = self.minted.link(product)
+                if detection.mobile and cached.miniprogram:
+                    assert cached.product is not None
+                    minted = self.minted.link(cached.product)
                     if minted is None:
                         # Minted in the background; this click gets the plain scheme.
-                        self.minted.want(product)
+                        self.minted.want(cached.product)
                 resolution = _resolution(cached, detection, minted)
                 if resolution.redirect is not None:
                     return _redirect(resolution.redirect, set_cookie)
@@ -155,7 +157,10 @@ def _resolution(cached: CachedLink, detection: Detection,
                 minted: Mapping[str, str] | None) -> Resolution:
     """Where this shopper goes, worked out once per product version, detection and minted
     mini-program link, and kept with the cached link."""
-    key = (detection, minted.get("wechat_miniprogram") if minted else None)
+    # The shared Detection itself is the key when no link was minted (nearly every click):
+    # no tuple to build per click, and a hit is found by identity.
+    key: Hashable = (detection if not minted
+                     else (detection, minted.get("wechat_miniprogram")))
     found: Resolution | None = cached.memo.get(key)
     if found is None:
         assert cached.product is not None
