@@ -74,6 +74,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recorder.writer_process", True,
             "Write clicks from a child process, so storage work never holds up requests; "
             "false: from a thread of the gateway process.", bool),
+    Setting("recorder.writer_starved_seconds", 2.0,
+            "Longest the writer process, which runs on CPU time nobody else wants, may hold "
+            "a batch; past this every CPU is busy with requests, and a writer at normal "
+            "priority takes the batch and the next 30 s of them.", float, minimum=0.1),
     Setting("recorder.retry_max_seconds", 30.0,
             "Longest pause between retries while the database is away.", float, minimum=0.1),
     Setting("wechat.api_base", "https://api.weixin.qq.com",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import RECORDER, STORE
-from gateway.store import Click, StoreUnavailable
+from gateway.store import Click, StoreUnavailable, open_store
 from gateway.writer import WriterProcess
 
 from .conftest import TAOBAO_UA, ClientFactory, Tenant, add_tenant, make_settings
@@ -108,3 +109,44 @@ async def test_the_thread_writer_still_works_when_the_process_is_turned_off(
     assert client.app[RECORDER].sink is client.app[STORE]
     await client.app[RECORDER].flush()
     assert await _taobao_clicks(client, tenant) == 5
+
+
+def _threads_policy(pid: int) -> set[int]:
+    """The scheduling policies of every thread of a process."""
+    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE") or not Path("/proc/self/task").exists(),
+                    reason="scheduling policies per thread are Linux's")
+async def test_a_writer_starved_of_cpu_hands_its_batch_to_one_at_normal_priority(
+        tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, recorder__writer_starved_seconds=0.5)
+    clicks = [Click(id=f"c0000000000{n}", merchant_id="acme", product_id=1, ts=float(n),
+                    day="2026-11-01", platform="taobao", source="ua", visitor=f"v{n}",
+                    ip_hash="h") for n in range(3)]
+    writer = WriterProcess(settings)
+    try:
+        await writer.record(clicks[:1], [])
+        first = writer.pid
+        assert first is not None and _threads_policy(first) == {os.SCHED_IDLE}
+        # Stopped, it gets no CPU at all: what a writer living on idle CPU time gets while
+        # requests keep every CPU busy.
+        os.kill(first, signal.SIGSTOP)
+        await asyncio.wait_for(writer.record(clicks[1:2], []), 10)
+        second = writer.pid
+        assert second not in (None, first) and _threads_policy(second) == {os.SCHED_OTHER}
+        with pytest.raises(ProcessLookupError):
+            os.kill(first, 0)  # killed and reaped
+        # Its turn at normal priority over, the next batch goes to an idle child again.
+        writer.NORMAL_FOR = 0.0
+        await writer.record(clicks[2:], [])
+        third = writer.pid
+        assert third not in (None, second) and _threads_policy(third) == {os.SCHED_IDLE}
+    finally:
+        await writer.close()
+    store = await open_store(settings)
+    try:
+        stored = await store.export_clicks("acme", after="", limit=10)
+    finally:
+        await store.close()
+    assert [c.id for c in stored] == [c.id for c in clicks]
