@@ -201,8 +201,13 @@ class Recorder:
                                        timeout=max(self.flush_interval, self._retry_delay))
             self._wake.clear()
             try:
+                probed = bool(self._clicks or self._events)
                 await self._flush()
-                if self.storage_ok and self.journal.has_rows():
+                # While storage is away new clicks probe it, and the journal follows once
+                # one is written. With none coming (a quiet night), the replay itself must
+                # probe, or the journaled clicks would wait for the next shopper. (The
+                # wait above backs off meanwhile; a replay reads its whole file.)
+                if self.journal.has_rows() and (self.storage_ok or not probed):
                     await self._replay()
             except Exception:  # never let the recorder die: it is the only way out
                 log.exception("recorder.unexpected_error")

@@ -70,6 +70,31 @@ async def test_storage_away_then_back_loses_nothing(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_after_an_outage_journaled_clicks_arrive_without_waiting_for_new_ones(
+        tmp_path: Path) -> None:
+    # A quiet night: the database comes back, but no shopper clicks for hours. The clicks
+    # journaled during the outage must still reach the stats.
+    store = await _open(tmp_path)
+    recorder = _recorder(store, tmp_path)
+    recorder.start()
+    blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    for n in range(20):
+        recorder.click(_click(n))
+    await asyncio.sleep(0.3)
+    assert recorder.journaled == 20 and not recorder.storage_ok
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if not recorder.journal.has_rows():
+            break
+    assert await _clicks_counted(store) == 20
+    assert recorder.storage_ok
+    await recorder.close()
+    await store.close()
+
+
 async def test_full_memory_spills_to_the_journal_and_is_replayed(tmp_path: Path) -> None:
     store = await _open(tmp_path)
     recorder = _recorder(store, tmp_path, queue_size=5, flush_interval=60)
