@@ -100,3 +100,38 @@ async def test_workers_share_one_port_and_lose_nothing(pg_env: dict[str, str]) -
         assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
     stats = json.loads(run(pg_env, "stats", "--merchant", "acme").stdout)
     assert stats["rows"][0]["clicks"] == clicks
+
+
+async def test_two_gateways_on_one_sqlite_file_see_each_others_changes_within_a_second(
+    cli_env: dict[str, str],
+) -> None:
+    # Two processes on one data directory, as `serve --workers 2` runs them. The link
+    # cache's TTL is left at its default (60 s): only the change log can make this pass.
+    auth = _token(cli_env)
+    with serving(cli_env) as (proc_a, a), serving(cli_env) as (proc_b, b):
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(f"{a}/api/products", headers=auth, json={
+                "title": "Tea", "targets": {"taobao": {"item_id": "600000000001"}}})
+            product = await resp.json()
+            code = product["code"]
+            assert await _click(http, f"{b}/p/{code}") == 302  # B caches the product
+            resp = await http.patch(f"{a}/api/products/{product['id']}", headers=auth, json={
+                "targets": {"taobao": {"item_id": "600000000002"}}})
+            assert resp.status == 200, await resp.text()
+            started = time.monotonic()
+            while True:
+                async with http.get(f"{b}/p/{code}", headers={"User-Agent": TAOBAO_UA},
+                                    allow_redirects=False) as r:
+                    if r.headers["Location"].endswith("id=600000000002"):
+                        break
+                assert time.monotonic() - started < 1.5, "B still sends shoppers to the old item"
+                await asyncio.sleep(0.02)
+            assert (await http.delete(f"{a}/api/products/{product['id']}",
+                                      headers=auth)).status == 200
+            started = time.monotonic()
+            while await _click(http, f"{b}/p/{code}") != 410:
+                assert time.monotonic() - started < 1.5, "B still serves a retired link"
+                await asyncio.sleep(0.02)
+        for proc in (proc_a, proc_b):
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0

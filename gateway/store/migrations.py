@@ -208,6 +208,25 @@ SELECT merchant_id, day, platform, channel, SUM(clicks), SUM(unique_visitors),
 FROM rollups GROUP BY merchant_id, day, platform, channel;
 CREATE INDEX rollups_by_product ON rollups (merchant_id, product_id, day)
 """),
+    # Version 5: a log of changed share links, for the link caches of other processes.
+    # PostgreSQL tells them with NOTIFY; SQLite can't, so every gateway process reads this
+    # log twice a second (SQLiteStore.watch_links) and a product changed through one
+    # ``serve --workers`` process stops being served by the others within a second, not at
+    # the end of their cache TTL. Triggers log every writer (API, CLI, import) alike, and
+    # keep the newest 10,000 changes. (A trigger's own statements end in "; " and END: the
+    # migration runner splits statements at a semicolon that ends a line.)
+    (5, """
+CREATE TABLE link_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    code TEXT NOT NULL
+);
+CREATE TRIGGER link_created AFTER INSERT ON products BEGIN
+    INSERT INTO link_changes (code) VALUES (NEW.code); DELETE FROM link_changes
+    WHERE seq <= (SELECT max(seq) FROM link_changes) - 10000; END;
+CREATE TRIGGER link_changed AFTER UPDATE ON products BEGIN
+    INSERT INTO link_changes (code) VALUES (NEW.code); DELETE FROM link_changes
+    WHERE seq <= (SELECT max(seq) FROM link_changes) - 10000; END
+"""),
 )
 
 

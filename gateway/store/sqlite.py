@@ -9,6 +9,7 @@ one hop from the loop, not one per statement.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import time
@@ -66,6 +67,8 @@ _USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_lo
 #: parameters for every batch took more time than running it. 50 rows are still few
 #: steps per batch, and every step hands the GIL back (when the writer is a thread).
 _ROWS = 50
+#: How often each process reads the log of changed links (SQLite can't notify).
+_LINK_POLL_SECONDS = 0.5
 
 
 def _product(row: Sequence[Any]) -> Product:
@@ -371,6 +374,33 @@ class SQLiteStore(Store):
             return {row[2]: _product(row) for row in rows}
 
         return await self._read(read) if codes else {}
+
+    async def watch_links(self, forget: Callable[[str | None], None]) -> None:
+        """Read the log of changed links (migration 5's triggers fill it) every
+        ``_LINK_POLL_SECONDS``, and forget each code another process, or this one, changed.
+        """
+        def since(after: int) -> tuple[list[tuple[int, str]], bool]:
+            conn = self._rconn
+            rows = conn.execute("SELECT seq, code FROM link_changes WHERE seq > ? ORDER BY seq",
+                                (after,)).fetchall()
+            # More changes than the log keeps since the last look: some may be gone.
+            missed = bool(rows) and rows[0][0] > after + 1 and conn.execute(
+                "SELECT min(seq) FROM link_changes").fetchone()[0] > after + 1
+            return rows, missed
+
+        seen: int = await self._read(lambda: self._rconn.execute(
+            "SELECT coalesce(max(seq), 0) FROM link_changes").fetchone()[0])
+        while True:
+            await asyncio.sleep(_LINK_POLL_SECONDS)
+            try:
+                rows, missed = await self._read(functools.partial(since, seen))
+            except StoreUnavailable:
+                continue  # the log keeps the changes: the next look finds them
+            if missed:
+                forget(None)
+            for seq, code in rows:
+                forget(code)
+                seen = seq
 
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
