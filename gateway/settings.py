@@ -76,8 +76,9 @@ SETTINGS: tuple[Setting, ...] = (
             "false: from a thread of the gateway process.", bool),
     Setting("recorder.writer_starved_seconds", 2.0,
             "Longest the writer process, which runs on CPU time nobody else wants, may hold "
-            "a batch; past this every CPU is busy with requests, and a writer at normal "
-            "priority takes the batch and the next 30 s of them.", float, minimum=0.1),
+            "a batch while waiting for a CPU at least half that time (every CPU busy with "
+            "requests); a writer at normal priority then takes the batch, and the next ones "
+            "for 30 s or more.", float, minimum=0.1),
     Setting("recorder.retry_max_seconds", 30.0,
             "Longest pause between retries while the database is away.", float, minimum=0.1),
     Setting("wechat.api_base", "https://api.weixin.qq.com",

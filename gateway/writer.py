@@ -14,11 +14,15 @@ already holds, so a batch the child committed just before dying is never counted
 
 The child runs on CPU time nobody else wants (``_yield_to_requests``), so it never slows a
 request. When every CPU is busy with requests for long, though, such a child gets almost
-no time at all (measured: ``serve --workers 2`` under full load wrote 1,000 clicks in 5 s
-while 87% of them spilled into the journal on the event loop). So a batch that an idle
-child has held for ``recorder.writer_starved_seconds`` goes to a new child at normal
-priority; the starved one is killed (storage skips what it committed), and after
-``NORMAL_FOR`` seconds the next batch goes to an idle child again.
+no time at all (measured: ``serve --workers 2`` under full load wrote 1,000-5,000 clicks
+per worker in 40 s while 87% of them spilled into the journal on the event loop). So when
+an idle child has held a batch for ``recorder.writer_starved_seconds`` *and* spent at
+least half of that time waiting for a CPU (Linux's per-thread run delay; a child waiting
+on a lock or the disk is slow, not starved, and is left alone), the batch goes to a new
+child at normal priority. The starved one is killed (storage skips what it committed).
+Normal priority lasts ``NORMAL_FOR`` seconds, twice as long each time the idle child
+starves again right after (up to ``NORMAL_MAX``), then the next batch goes to an idle
+child again.
 
 Frames both ways are a 4-byte length and a pickle, between two processes of the same
 program. The child ignores SIGINT and SIGTERM and stops when its input closes: the gateway
@@ -64,17 +68,21 @@ class WriterProcess:
     first batch and again after it has died.
     """
 
-    #: Seconds a normal-priority child (started because an idle one starved) writes before
-    #: the next batch goes to an idle child again.
+    #: Seconds of normal priority after an idle child starved; doubled (up to NORMAL_MAX)
+    #: when the next idle child starves too within a minute of its start.
     NORMAL_FOR = 30.0
+    NORMAL_MAX = 600.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.starved_after: float = settings["recorder.writer_starved_seconds"]
         self._child: asyncio.subprocess.Process | None = None
-        #: Whether the child runs (the next one will run) on idle CPU time only; since when.
+        #: Whether the child runs (the next one will run) on idle CPU time only.
         self._idle = True
-        self._since = 0.0
+        #: Normal priority lasts until then; how long the last spell was; when idle began.
+        self._normal_until = 0.0
+        self._normal_for = self.NORMAL_FOR
+        self._idle_since = 0.0
         self._lock = asyncio.Lock()
 
     @property
@@ -96,16 +104,15 @@ class WriterProcess:
             while True:
                 child = await self._running_child()
                 try:
-                    # Only an idle child can starve; a normal one gets its share of CPU.
-                    error = await asyncio.wait_for(
-                        self._ask(child, rows), self.starved_after if self._idle else None)
-                except TimeoutError:
+                    error = await self._answer(child, rows)
+                except _Starved:
                     # Every CPU is busy with requests: a child at normal priority takes
                     # this batch (storage skips what the starved one committed).
                     await self._lost(child)
+                    self._go_normal()
                     log.warning("writer.starved", pid=child.pid, seconds=self.starved_after,
-                                clicks=len(clicks), events=len(events))
-                    self._idle = False
+                                clicks=len(clicks), events=len(events),
+                                normal_for=self._normal_for)
                     continue
                 except (OSError, asyncio.IncompleteReadError) as exc:
                     code = await self._lost(child)
@@ -124,15 +131,47 @@ class WriterProcess:
                     raise StoreUnavailable(error)
                 return
 
+    async def _answer(self, child: asyncio.subprocess.Process, rows: Any) -> str | None:
+        """The child's answer to a batch; ``_Starved`` if an idle child can't get a CPU."""
+        asking = asyncio.ensure_future(self._ask(child, rows))
+        try:
+            while True:
+                waited = _run_delay(child.pid)
+                done, _ = await asyncio.wait(
+                    {asking}, timeout=self.starved_after if self._idle else None)
+                if done:
+                    return asking.result()
+                now = _run_delay(child.pid)
+                if waited is not None and now is not None and (
+                        now - waited >= self.starved_after / 2):
+                    raise _Starved
+                # Slow, not starved (a lock, the disk): keep waiting.
+        finally:
+            if not asking.done():
+                asking.cancel()
+                with contextlib.suppress(BaseException):
+                    await asking
+
+    def _go_normal(self) -> None:
+        """The next child runs at normal priority; for longer if idle ones keep starving."""
+        now = time.monotonic()
+        again = now - self._idle_since < 60.0 and self._normal_until > 0
+        self._normal_for = (min(2 * self._normal_for, self.NORMAL_MAX) if again
+                            else self.NORMAL_FOR)
+        self._normal_until = now + self._normal_for
+        self._idle = False
+
     async def _running_child(self) -> asyncio.subprocess.Process:
         """The child for the next batch: the running one, or a new one when there is none,
-        it died, or its turn at normal priority is over."""
+        it died, or its spell at normal priority is over."""
         child = self._child
+        if not self._idle and time.monotonic() > self._normal_until:
+            self._idle, self._idle_since = True, time.monotonic()
+            if child is not None and child.returncode is None:
+                await self._stop(child)
+            child = None
         if child is not None and child.returncode is None:
-            if self._idle or time.monotonic() - self._since <= self.NORMAL_FOR:
-                return child
-            await self._stop(child)
-            self._idle = True
+            return child
         return await self._start()
 
     async def _start(self) -> asyncio.subprocess.Process:
@@ -145,11 +184,15 @@ class WriterProcess:
         except (OSError, asyncio.IncompleteReadError) as exc:
             code = await self._lost(child)
             raise StoreUnavailable(f"writer process did not start ({code}): {exc!r}") from exc
+        except BaseException:  # cancelled while it started: no child left behind
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            raise
         if error is not None:  # storage would not open: the child has exited
             await self._lost(child)
             raise StoreUnavailable(error)
         log.info("writer.started", pid=child.pid, idle=idle)
-        self._child, self._since = child, time.monotonic()
+        self._child = child
         return child
 
     @staticmethod
@@ -187,6 +230,25 @@ class WriterProcess:
             return
         if code:
             log.warning("writer.exited", pid=child.pid, code=code)
+
+
+class _Starved(Exception):
+    """An idle-priority child spent the batch's time waiting for a CPU."""
+
+
+def _run_delay(pid: int | None) -> float | None:
+    """Seconds the threads of a process have waited for a CPU so far (Linux), else None."""
+    if pid is None:
+        return None
+    total = 0
+    try:
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            path = f"/proc/{pid}/task/{thread}/schedstat"
+            with contextlib.suppress(FileNotFoundError), open(path) as fh:  # may just end
+                total += int(fh.read().split()[1])  # ns on a runqueue, not running
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
 
 
 # --- the child ------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import RECORDER, STORE
+from gateway.settings import Settings
 from gateway.store import Click, StoreUnavailable, open_store
 from gateway.writer import WriterProcess
 
@@ -116,37 +120,86 @@ def _threads_policy(pid: int) -> set[int]:
     return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE") or not Path("/proc/self/task").exists(),
-                    reason="scheduling policies per thread are Linux's")
+def _clicks(*numbers: int) -> list[Click]:
+    return [Click(id=f"c{n:011d}", merchant_id="acme", product_id=1, ts=float(n),
+                  day="2026-11-01", platform="taobao", source="ua", visitor=f"v{n}",
+                  ip_hash="h") for n in numbers]
+
+
+async def _stored_ids(settings: Settings) -> list[str]:
+    store = await open_store(settings)
+    try:
+        return [c.id for c in await store.export_clicks("acme", after="", limit=5000)]
+    finally:
+        await store.close()
+
+
+linux_only = pytest.mark.skipif(
+    not hasattr(os, "SCHED_IDLE") or not Path("/proc/self/task").exists(),
+    reason="scheduling policies and run delays per thread are Linux's")
+
+
+@linux_only
 async def test_a_writer_starved_of_cpu_hands_its_batch_to_one_at_normal_priority(
         tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, recorder__writer_starved_seconds=0.5)
-    clicks = [Click(id=f"c0000000000{n}", merchant_id="acme", product_id=1, ts=float(n),
-                    day="2026-11-01", platform="taobao", source="ua", visitor=f"v{n}",
-                    ip_hash="h") for n in range(3)]
+    settings = make_settings(tmp_path)
     writer = WriterProcess(settings)
+    writer.starved_after = 30.0  # the idle phases must not be judged on a busy machine
+    burner = None
     try:
-        await writer.record(clicks[:1], [])
+        await writer.record(_clicks(0), [])
         first = writer.pid
         assert first is not None and _threads_policy(first) == {os.SCHED_IDLE}
-        # Stopped, it gets no CPU at all: what a writer living on idle CPU time gets while
-        # requests keep every CPU busy.
-        os.kill(first, signal.SIGSTOP)
-        await asyncio.wait_for(writer.record(clicks[1:2], []), 10)
+        # Requests keep every CPU busy: here, the child's threads share one CPU with a
+        # normal-priority process that never sleeps.
+        cpu = min(os.sched_getaffinity(0))
+        for tid in os.listdir(f"/proc/{first}/task"):
+            os.sched_setaffinity(int(tid), {cpu})
+        burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        os.sched_setaffinity(burner.pid, {cpu})
+        writer.starved_after = 0.5
+        # A batch that takes some CPU: an idle child that gets a slice now and then may
+        # finish a tiny one before it counts as starved.
+        await asyncio.wait_for(writer.record(_clicks(*range(1, 1001)), []), 20)
         second = writer.pid
         assert second not in (None, first) and _threads_policy(second) == {os.SCHED_OTHER}
         with pytest.raises(ProcessLookupError):
             os.kill(first, 0)  # killed and reaped
-        # Its turn at normal priority over, the next batch goes to an idle child again.
-        writer.NORMAL_FOR = 0.0
-        await writer.record(clicks[2:], [])
+        burner.kill()
+        burner.wait()
+        burner = None
+        # Its spell at normal priority over, the next batch goes to an idle child again.
+        writer.starved_after = 30.0
+        writer._normal_until = 0.0  # as if NORMAL_FOR had passed
+        await writer.record(_clicks(1001), [])
         third = writer.pid
         assert third not in (None, second) and _threads_policy(third) == {os.SCHED_IDLE}
     finally:
+        if burner is not None:
+            burner.kill()
+            burner.wait()
         await writer.close()
-    store = await open_store(settings)
+    assert await _stored_ids(settings) == [c.id for c in _clicks(*range(1002))]
+
+
+@linux_only
+async def test_a_writer_waiting_on_a_lock_is_slow_not_starved(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    writer = WriterProcess(settings)
     try:
-        stored = await store.export_clicks("acme", after="", limit=10)
+        await writer.record(_clicks(0), [])
+        first = writer.pid
+        writer.starved_after = 0.3
+        # Another process holds the database for three times that: the child sleeps on
+        # the lock, it is not short of CPU, and must keep its batch.
+        blocker = sqlite3.connect(settings.data_dir / "linkloop.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        batch = asyncio.ensure_future(writer.record(_clicks(1), []))
+        await asyncio.sleep(1.0)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await asyncio.wait_for(batch, 20)
+        assert writer.pid == first and _threads_policy(first) == {os.SCHED_IDLE}
     finally:
-        await store.close()
-    assert [c.id for c in stored] == [c.id for c in clicks]
+        await writer.close()
+    assert await _stored_ids(settings) == [c.id for c in _clicks(0, 1)]
