@@ -101,13 +101,17 @@ class Journal:
         return claimed
 
     @staticmethod
-    def read(path: Path) -> tuple[list[Click], list[Event], int]:
-        """The rows of one journal file, and how many lines were unreadable (a torn write)."""
+    def read(path: Path, limit: int | None = None,
+             ) -> tuple[list[Click], list[Event], int]:
+        """The rows of one journal file (the first ``limit`` lines only, if given), and how
+        many lines were unreadable (a torn write)."""
         clicks: list[Click] = []
         events: list[Event] = []
         bad = 0
         with open(path, encoding="utf-8") as fh:
-            for line in fh:
+            for number, line in enumerate(fh):
+                if number == limit:
+                    break
                 try:
                     data = json.loads(line)
                     kind = data.pop("kind")
@@ -245,7 +249,17 @@ class Recorder:
     async def _replay(self) -> None:
         """Write journaled rows to storage; a file is removed only once all of it is in."""
         for path in await asyncio.to_thread(self.journal.claim):
+            done = (0, 0)
+            if not self.storage_ok:
+                # Storage was away: try it with the file's first rows before parsing all of
+                # it (a long outage leaves a file that takes seconds of interpreter time).
+                clicks, events, _ = await asyncio.to_thread(Journal.read, path, self.batch_size)
+                if not await self._write(clicks, events):
+                    return
+                done = (len(clicks), len(events))
             clicks, events, bad = await asyncio.to_thread(Journal.read, path)
+            total = (len(clicks), len(events))
+            clicks, events = clicks[done[0]:], events[done[1]:]
             if bad:
                 log.warning("recorder.journal_unreadable_lines", file=path.name, lines=bad)
             for start in range(0, max(len(clicks), len(events)), self.batch_size):
@@ -253,5 +267,5 @@ class Recorder:
                 if not await self._write(clicks[start:end], events[start:end]):
                     return  # storage still away: the file stays for the next try
             path.unlink(missing_ok=True)
-            log.info("recorder.journal_replayed", file=path.name, clicks=len(clicks),
-                     events=len(events))
+            log.info("recorder.journal_replayed", file=path.name, clicks=total[0],
+                     events=total[1])
