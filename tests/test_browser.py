@@ -67,9 +67,14 @@ SHARE_TOKEN = "￥AbC123￥"
 def _navigate(driver: Any, element: Any, timeout: float = 10) -> None:
     """Click ``element`` and wait until its page has been replaced, as a person would.
 
-    Selenium's click returns once the event is dispatched, before the next page loads."""
+    Selenium's click returns once the event is dispatched, before the next page loads. The
+    old page going stale is not enough either: reading an element of the new one while it
+    is still loading failed now and then ("Node with given id does not belong to the
+    document"), so this also waits for the new document to finish loading."""
     element.click()
-    WebDriverWait(driver, timeout).until(expected_conditions.staleness_of(element))
+    wait = WebDriverWait(driver, timeout)
+    wait.until(expected_conditions.staleness_of(element))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
