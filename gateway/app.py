@@ -94,7 +94,8 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     yield
     await links.close()
     watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    # A watcher that failed must not keep storage from closing.
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await watcher
     await store.close()
 

@@ -562,7 +562,6 @@ async def test_sqlite_hears_links_changed_by_other_processes(tmp_path: Path) -> 
     heard: list[str | None] = []
     watcher = asyncio.create_task(store.watch_links(heard.append))
     try:
-        await asyncio.sleep(0.1)  # the watcher has read where the log ends
         # Another process (a second gateway, the CLI) writes the file.
         with sqlite3.connect(tmp_path / "links.db") as other:
             other.execute("INSERT INTO products (merchant_id, code, title, targets, status, "
@@ -587,6 +586,32 @@ async def test_sqlite_hears_links_changed_by_other_processes(tmp_path: Path) -> 
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await store.close()
+
+
+async def test_sqlite_workers_opening_one_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    with sqlite3.connect(path) as conn:  # a database as version 4 left it
+        SQLiteStore._migrate(conn)
+        conn.execute("DELETE FROM schema_migrations WHERE version = 5")
+        conn.execute("DROP TRIGGER link_created")
+        conn.execute("DROP TRIGGER link_changed")
+        conn.execute("DROP TABLE link_changes")
+    # Two workers start together: both find version 5 missing, then queue for the lock.
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    workers = [sqlite3.connect(path, isolation_level=None, timeout=10,
+                               check_same_thread=False) for _ in range(2)]
+    migrating = [asyncio.to_thread(SQLiteStore._migrate, conn) for conn in workers]
+    tasks = [asyncio.ensure_future(m) for m in migrating]
+    await asyncio.sleep(0.3)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await asyncio.gather(*tasks)  # neither fails on "table link_changes already exists"
+    for conn in workers:
+        conn.close()
+    with sqlite3.connect(path) as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == [version for version, _ in SQLITE_MIGRATIONS]
 
 
 async def test_postgres_migration_3_keeps_the_rollups(pg_url: str, pg_schema: str) -> None:

@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from .base import (
     METRICS,
     Click,
@@ -51,6 +53,8 @@ from .rollup import (
 from .sql import stats_query, stats_row
 
 __all__ = ["SQLiteStore"]
+
+log = structlog.get_logger("linkloop.store")
 
 T = TypeVar("T")
 R = TypeVar("R", Click, Event)
@@ -143,6 +147,7 @@ class SQLiteStore(Store):
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self._links_seen = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -151,6 +156,10 @@ class SQLiteStore(Store):
         store = cls(path, busy_timeout)
         await store._write(store._open_writer)
         await store._read(store._open_reader)
+        # Where the log of changed links ends now: watch_links starts here, so a change
+        # made while the gateway warmed its link cache is not missed.
+        store._links_seen = await store._read(lambda: store._rconn.execute(
+            "SELECT coalesce(max(seq), 0) FROM link_changes").fetchone()[0])
         return store
 
     def _connect(self) -> sqlite3.Connection:
@@ -183,6 +192,12 @@ class SQLiteStore(Store):
             if version in done:
                 continue
             conn.execute("BEGIN IMMEDIATE")
+            # Processes opening one file at once (serve --workers) all saw it missing; the
+            # first to get the write lock applies it, the others find it done here.
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
+                            (version,)).fetchone():
+                conn.execute("ROLLBACK")
+                continue
             try:
                 for statement in script.split(";\n"):
                     if statement.strip():
@@ -388,19 +403,18 @@ class SQLiteStore(Store):
                 "SELECT min(seq) FROM link_changes").fetchone()[0] > after + 1
             return rows, missed
 
-        seen: int = await self._read(lambda: self._rconn.execute(
-            "SELECT coalesce(max(seq), 0) FROM link_changes").fetchone()[0])
         while True:
             await asyncio.sleep(_LINK_POLL_SECONDS)
             try:
-                rows, missed = await self._read(functools.partial(since, seen))
-            except StoreUnavailable:
+                rows, missed = await self._read(functools.partial(since, self._links_seen))
+            except Exception as exc:  # never stop listening: the TTL alone is a minute
+                log.warning("links.watch_failed", error=str(exc) or type(exc).__name__)
                 continue  # the log keeps the changes: the next look finds them
             if missed:
                 forget(None)
             for seq, code in rows:
                 forget(code)
-                seen = seq
+                self._links_seen = seq
 
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
