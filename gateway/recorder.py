@@ -230,6 +230,8 @@ class Recorder:
                 self.journaled += len(clicks) + len(events)
 
     async def _write(self, clicks: list[Click], events: list[Event]) -> bool:
+        if not clicks and not events:
+            return True  # nothing asked of storage: says nothing about it
         try:
             await self.sink.record(clicks, events)
         except Exception as exc:

@@ -52,6 +52,8 @@ __all__ = ["WriterProcess"]
 log = structlog.get_logger("linkloop.writer")
 
 _LENGTH = 4
+#: Longest an idle child may hold a batch, starved or not, before it counts as dead.
+_HUNG_AFTER = 60.0
 #: Longest the gateway waits for the child to finish its last batch and exit on shutdown.
 _EXIT_TIMEOUT = 60.0
 
@@ -79,7 +81,8 @@ class WriterProcess:
         self._child: asyncio.subprocess.Process | None = None
         #: Whether the child runs (the next one will run) on idle CPU time only.
         self._idle = True
-        #: Normal priority lasts until then; how long the last spell was; when idle began.
+        #: Normal priority lasts until then; how long the last spell was; when the first
+        #: batch after the last spell went to an idle child.
         self._normal_until = 0.0
         self._normal_for = self.NORMAL_FOR
         self._idle_since = 0.0
@@ -134,6 +137,7 @@ class WriterProcess:
     async def _answer(self, child: asyncio.subprocess.Process, rows: Any) -> str | None:
         """The child's answer to a batch; ``_Starved`` if an idle child can't get a CPU."""
         asking = asyncio.ensure_future(self._ask(child, rows))
+        hung_at = time.monotonic() + max(_HUNG_AFTER, 10 * self.starved_after)
         try:
             while True:
                 waited = _run_delay(child.pid)
@@ -145,12 +149,17 @@ class WriterProcess:
                 if waited is not None and now is not None and (
                         now - waited >= self.starved_after / 2):
                     raise _Starved
+                if time.monotonic() > hung_at:
+                    # Neither writing nor queued for a CPU for a minute (stopped, stuck):
+                    # a death, as far as the batch is concerned.
+                    raise OSError("writer process stopped answering")
                 # Slow, not starved (a lock, the disk): keep waiting.
         finally:
             if not asking.done():
                 asking.cancel()
-                with contextlib.suppress(BaseException):
-                    await asking
+                # Wait for it without taking on its outcome: only this task's own
+                # cancellation may come out of here.
+                await asyncio.wait({asking})
 
     def _go_normal(self) -> None:
         """The next child runs at normal priority; for longer if idle ones keep starving."""

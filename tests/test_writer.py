@@ -135,8 +135,8 @@ async def _stored_ids(settings: Settings) -> list[str]:
 
 
 linux_only = pytest.mark.skipif(
-    not hasattr(os, "SCHED_IDLE") or not Path("/proc/self/task").exists(),
-    reason="scheduling policies and run delays per thread are Linux's")
+    not hasattr(os, "SCHED_IDLE") or not Path("/proc/self/schedstat").exists(),
+    reason="scheduling policies and run delays per thread are Linux's (with schedstats)")
 
 
 @linux_only
@@ -189,13 +189,13 @@ async def test_a_writer_waiting_on_a_lock_is_slow_not_starved(tmp_path: Path) ->
     try:
         await writer.record(_clicks(0), [])
         first = writer.pid
-        writer.starved_after = 0.3
-        # Another process holds the database for three times that: the child sleeps on
-        # the lock, it is not short of CPU, and must keep its batch.
+        writer.starved_after = 1.0
+        # Another process holds the database for 2.5 times that: the child sleeps on the
+        # lock, it is not short of CPU, and must keep its batch.
         blocker = sqlite3.connect(settings.data_dir / "linkloop.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         batch = asyncio.ensure_future(writer.record(_clicks(1), []))
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.5)
         blocker.execute("ROLLBACK")
         blocker.close()
         await asyncio.wait_for(batch, 20)
