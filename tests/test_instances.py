@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,9 +31,34 @@ def _token(env: dict[str, str]) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def _tea(http: aiohttp.ClientSession, base: str, auth: dict[str, str]) -> dict[str, Any]:
+    """A product with a Taobao target, made through the API of the gateway at ``base``."""
+    resp = await http.post(f"{base}/api/products", headers=auth, json={
+        "title": "Tea", "targets": {"taobao": {"item_id": "600000000001"}}})
+    assert resp.status == 201, await resp.text()
+    product: dict[str, Any] = await resp.json()
+    return product
+
+
 async def _click(http: aiohttp.ClientSession, url: str) -> int:
     async with http.get(url, headers={"User-Agent": TAOBAO_UA}, allow_redirects=False) as r:
         return r.status
+
+
+async def _retire_reaches(http: aiohttp.ClientSession, a: str, b: str,
+                          product: dict[str, Any], auth: dict[str, str], within: float) -> None:
+    """Retire ``product`` through gateway A; B must answer its link with 410 in time."""
+    assert (await http.delete(f"{a}/api/products/{product['id']}", headers=auth)).status == 200
+    started = time.monotonic()
+    while await _click(http, f"{b}/p/{product['code']}") != 410:
+        assert time.monotonic() - started < within, "B still serves a retired link"
+        await asyncio.sleep(0.02)
+
+
+def _stop(*procs: subprocess.Popen[str]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
 
 
 async def test_two_gateways_sum_exactly_and_a_retire_travels_within_a_second(
@@ -41,9 +67,7 @@ async def test_two_gateways_sum_exactly_and_a_retire_travels_within_a_second(
     auth = _token(pg_env)
     with serving(pg_env) as (proc_a, a), serving(pg_env) as (proc_b, b):
         async with aiohttp.ClientSession() as http:
-            resp = await http.post(f"{a}/api/products", headers=auth, json={
-                "title": "Tea", "targets": {"taobao": {"item_id": "600000000001"}}})
-            product = await resp.json()
+            product = await _tea(http, a, auth)
             code = product["code"]
             # B has never seen the code: it must find it (no stale "missing" entry).
             sent_a, sent_b = 120, 80
@@ -52,15 +76,8 @@ async def test_two_gateways_sum_exactly_and_a_retire_travels_within_a_second(
                 *(_click(http, f"{b}/p/{code}") for _ in range(sent_b)))
             assert statuses == [302] * (sent_a + sent_b)
             # B now holds the product in its cache; retire it through A.
-            assert (await http.delete(f"{a}/api/products/{product['id']}",
-                                      headers=auth)).status == 200
-            started = time.monotonic()
-            while await _click(http, f"{b}/p/{code}") != 410:
-                assert time.monotonic() - started < 1.0, "B still serves a retired link"
-                await asyncio.sleep(0.02)
-        for proc in (proc_a, proc_b):
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
+            await _retire_reaches(http, a, b, product, auth, within=1.0)
+        _stop(proc_a, proc_b)
     stats = json.loads(run(pg_env, "stats", "--merchant", "acme").stdout)
     assert [(r["platform"], r["clicks"]) for r in stats["rows"]] == [("taobao", sent_a + sent_b)]
 
@@ -110,9 +127,7 @@ async def test_two_gateways_on_one_sqlite_file_see_each_others_changes_within_a_
     auth = _token(cli_env)
     with serving(cli_env) as (proc_a, a), serving(cli_env) as (proc_b, b):
         async with aiohttp.ClientSession() as http:
-            resp = await http.post(f"{a}/api/products", headers=auth, json={
-                "title": "Tea", "targets": {"taobao": {"item_id": "600000000001"}}})
-            product = await resp.json()
+            product = await _tea(http, a, auth)
             code = product["code"]
             assert await _click(http, f"{b}/p/{code}") == 302  # B caches the product
             resp = await http.patch(f"{a}/api/products/{product['id']}", headers=auth, json={
@@ -126,12 +141,5 @@ async def test_two_gateways_on_one_sqlite_file_see_each_others_changes_within_a_
                         break
                 assert time.monotonic() - started < 1.5, "B still sends shoppers to the old item"
                 await asyncio.sleep(0.02)
-            assert (await http.delete(f"{a}/api/products/{product['id']}",
-                                      headers=auth)).status == 200
-            started = time.monotonic()
-            while await _click(http, f"{b}/p/{code}") != 410:
-                assert time.monotonic() - started < 1.5, "B still serves a retired link"
-                await asyncio.sleep(0.02)
-        for proc in (proc_a, proc_b):
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
+            await _retire_reaches(http, a, b, product, auth, within=1.5)
+        _stop(proc_a, proc_b)

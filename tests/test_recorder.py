@@ -33,6 +33,19 @@ def _recorder(store: SQLiteStore, tmp_path: Path, **kw: float) -> Recorder:
     return Recorder(store, Journal(tmp_path / "journal"), **options)  # type: ignore[arg-type]
 
 
+async def _journaled_in_an_outage(tmp_path: Path, recorder: Recorder,
+                                  clicks: int) -> sqlite3.Connection:
+    """Another process holds the database, so every write fails and ``clicks`` clicks go
+    to the journal. Returns that process's connection: its ROLLBACK ends the outage."""
+    blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    for n in range(clicks):
+        recorder.click(_click(n))
+    await asyncio.sleep(0.3)
+    assert recorder.journaled == clicks and not recorder.storage_ok
+    return blocker
+
+
 async def test_clicks_reach_storage_within_the_flush_interval(tmp_path: Path) -> None:
     store = await _open(tmp_path)
     recorder = _recorder(store, tmp_path, flush_interval=0.25)
@@ -49,13 +62,7 @@ async def test_storage_away_then_back_loses_nothing(tmp_path: Path) -> None:
     store = await _open(tmp_path)
     recorder = _recorder(store, tmp_path)
     recorder.start()
-    # Another process holds the database: every write fails until it lets go.
-    blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    for n in range(50):
-        recorder.click(_click(n))
-    await asyncio.sleep(0.3)
-    assert recorder.journaled == 50 and not recorder.storage_ok
+    blocker = await _journaled_in_an_outage(tmp_path, recorder, 50)
     assert (tmp_path / "journal").exists()
     for n in range(50, 60):
         recorder.click(_click(n))
@@ -77,12 +84,7 @@ async def test_after_an_outage_journaled_clicks_arrive_without_waiting_for_new_o
     store = await _open(tmp_path)
     recorder = _recorder(store, tmp_path)
     recorder.start()
-    blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    for n in range(20):
-        recorder.click(_click(n))
-    await asyncio.sleep(0.3)
-    assert recorder.journaled == 20 and not recorder.storage_ok
+    blocker = await _journaled_in_an_outage(tmp_path, recorder, 20)
     blocker.execute("ROLLBACK")
     blocker.close()
     for _ in range(40):
