@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from gateway.app import RECORDER, STORE, create_app
@@ -25,6 +26,14 @@ from .conftest import (
 )
 
 
+async def _tap(client: TestClient[Any, Any], product: dict[str, Any], ua: str = TAOBAO_UA,
+               cookie: str | None = None) -> ClientResponse:
+    """A shopper taps the product's share link (in Taobao unless ``ua`` says otherwise),
+    with the visitor cookie ``cookie`` if given; redirects are not followed."""
+    headers = {"User-Agent": ua} if cookie is None else {"User-Agent": ua, "Cookie": cookie}
+    return await client.get(f"/p/{product['code']}", headers=headers, allow_redirects=False)
+
+
 async def _stats(client: TestClient[Any, Any], tenant: Tenant, by: str = "platform") -> dict[str, Any]:
     assert client.app is not None
     await client.app[RECORDER].flush()
@@ -37,8 +46,7 @@ async def test_shopper_in_taobao_goes_straight_to_the_item(
     client: TestClient[Any, Any], tenant: Tenant,
 ) -> None:
     product = await create_product(client, tenant)
-    resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
-                            allow_redirects=False)
+    resp = await _tap(client, product)
     assert resp.status == 302
     assert resp.headers["Location"] == "https://item.taobao.com/item.htm?id=600000000001"
     assert "ll_v" in resp.cookies
@@ -62,8 +70,7 @@ async def test_bots_get_a_preview_and_count_only_as_bot_clicks(
     client: TestClient[Any, Any], tenant: Tenant,
 ) -> None:
     product = await create_product(client, tenant)
-    resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": BOT_UA},
-                            allow_redirects=False)
+    resp = await _tap(client, product, BOT_UA)
     assert resp.status == 200
     page = await resp.text()
     assert '<meta property="og:title" content="明前龙井 250g">' in page
@@ -91,16 +98,13 @@ async def test_repeat_clicks_with_one_cookie_are_one_unique_visitor(
     client: TestClient[Any, Any], tenant: Tenant,
 ) -> None:
     product = await create_product(client, tenant)
-    first = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
-                             allow_redirects=False)
+    first = await _tap(client, product)
     visitor = first.cookies["ll_v"].value
     for _ in range(3):
-        again = await client.get(f"/p/{product['code']}", allow_redirects=False,
-                                 headers={"User-Agent": TAOBAO_UA, "Cookie": f"ll_v={visitor}"})
+        again = await _tap(client, product, cookie=f"ll_v={visitor}")
         assert "ll_v" not in again.cookies  # the cookie is kept, not replaced
     client.session.cookie_jar.clear()
-    await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
-                     allow_redirects=False)
+    await _tap(client, product)
     rows = await _stats(client, tenant)
     assert rows["taobao"]["clicks"] == 5
     assert rows["taobao"]["unique_visitors"] == 2
@@ -142,8 +146,7 @@ async def test_no_request_can_choose_the_redirect(client: TestClient[Any, Any], 
 
 async def test_raw_addresses_are_never_stored(client: TestClient[Any, Any], tenant: Tenant) -> None:
     product = await create_product(client, tenant)
-    await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
-                     allow_redirects=False)
+    await _tap(client, product)
     assert client.app is not None
     await client.app[RECORDER].flush()
     db = (client.app[STORE].path).read_bytes()  # type: ignore[attr-defined]
@@ -170,8 +173,7 @@ async def test_click_id_is_bound_on_every_log_line_of_the_request(
     product = await create_product(client, tenant)
     capsys.readouterr()
     for _ in range(2):
-        resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
-                                allow_redirects=False)
+        resp = await _tap(client, product)
         assert resp.status == 302
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
              if line.startswith("{")]
@@ -207,8 +209,7 @@ async def test_a_change_made_behind_the_gateways_back_is_served_after_the_ttl(
     client, tenant = short_ttl
     products = [await create_product(client, tenant) for _ in range(3)]
     for product in products:
-        resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
-                                allow_redirects=False)
+        resp = await _tap(client, product)
         assert resp.status == 302
     assert client.app is not None
     store = client.app[STORE]
@@ -218,8 +219,7 @@ async def test_a_change_made_behind_the_gateways_back_is_served_after_the_ttl(
     async def statuses() -> list[int]:
         found = []
         for product in products:
-            resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
-                                    allow_redirects=False)
+            resp = await _tap(client, product)
             found.append(resp.status)
         return found
 
@@ -241,8 +241,7 @@ async def test_a_new_target_made_behind_the_gateways_back_is_where_shoppers_go_a
     product = await create_product(client, tenant)
 
     async def location() -> str:
-        resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
-                                allow_redirects=False)
+        resp = await _tap(client, product)
         assert resp.status == 302
         return resp.headers["Location"]
 
@@ -264,11 +263,9 @@ async def test_redirects_are_never_cached_and_leak_no_referrer(
     # A browser or proxy that cached the 302 would skip the gateway on the next tap, and
     # the click would go uncounted; the storefront must not learn the share link's URL.
     product = await create_product(client, tenant)
-    first = await client.get(f"/p/{product['code']}", headers={"User-Agent": TAOBAO_UA},
-                             allow_redirects=False)
+    first = await _tap(client, product)
     cookie = first.headers["Set-Cookie"].split(";", 1)[0]
-    returning = await client.get(f"/p/{product['code']}", allow_redirects=False,
-                                 headers={"User-Agent": TAOBAO_UA, "Cookie": cookie})
+    returning = await _tap(client, product, cookie=cookie)
     hop = await client.get(f"/o/{product['code']}/jd", headers={"User-Agent": DESKTOP_UA},
                            allow_redirects=False)
     for resp in (first, returning, hop):
