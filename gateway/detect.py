@@ -138,30 +138,38 @@ def detect_user_agent(ua: str, adapters: tuple[Adapter, ...] = ADAPTERS) -> Dete
                      "ua" if platform != "web" else "none")
 
 
-class Detector:
-    """Detection with a bounded cache: real traffic repeats a small set of User-Agents.
-
-    A plain dict, emptied when full: a lookup costs a dict get, where an LRU's bookkeeping
-    costs more than the detection it saves on the hot path.
+class _AgentCache(dict[str, Detection]):
+    """User-Agent -> Detection, detecting on a miss: a hit is a plain dict lookup, in C,
+    with no Python frame (the share link reads it directly). Emptied when full: an LRU's
+    bookkeeping would cost more than the detection it saves.
     """
 
-    def __init__(self, cache_size: int = 10_000) -> None:
-        self.cache_size = cache_size
-        self._cache: dict[str, Detection] = {}
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
         # One instance per distinct answer (a few hundred at most): thousands of cached
         # User-Agents share a handful of tuples, instead of each adding one more object for
         # the garbage collector to walk on every full pass.
         self._answers: dict[Detection, Detection] = {}
 
-    def user_agent(self, ua: str) -> Detection:
-        found = self._cache.get(ua)
-        if found is None:
-            found = detect_user_agent(ua)
-            found = self._answers.setdefault(found, found)
-            if len(self._cache) >= self.cache_size:
-                self._cache.clear()
-            self._cache[ua] = found
+    def __missing__(self, ua: str) -> Detection:
+        found = detect_user_agent(ua)
+        found = self._answers.setdefault(found, found)
+        if len(self) >= self.size:
+            self.clear()
+        self[ua] = found
         return found
+
+
+class Detector:
+    """Detection with a bounded cache: real traffic repeats a small set of User-Agents."""
+
+    def __init__(self, cache_size: int = 10_000) -> None:
+        #: User-Agent -> its Detection; ``agents[ua]`` detects a new one.
+        self.agents = _AgentCache(cache_size)
+
+    def user_agent(self, ua: str) -> Detection:
+        return self.agents[ua]
 
     def request(
         self, ua: str, channel: str | None, referer: str | None,

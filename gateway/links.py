@@ -75,7 +75,9 @@ class LinkCache:
         self.store = store
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: dict[str, CachedLink] = {}
+        #: Code -> entry. The share link reads it directly, and calls ``lookup`` only for a
+        #: code it lacks or an entry past its ``due`` time. Cleared, never replaced.
+        self.entries: dict[str, CachedLink] = {}
         self._stale: set[str] = set()
         self._refresher: asyncio.Task[None] | None = None
         # Codes forgotten while a re-read was in flight (None: all of them).
@@ -92,7 +94,7 @@ class LinkCache:
         now = time.monotonic()
         products = await self.store.recent_links(self.max_entries)
         for product in products:
-            self._entries[product.code] = CachedLink(product,
+            self.entries[product.code] = CachedLink(product,
                                                      now + self.ttl - random.uniform(0, self.ttl))
         return len(products)
 
@@ -102,7 +104,7 @@ class LinkCache:
         The share link's path: a plain call, no coroutine. A stale entry is still returned,
         and queued for the background re-read.
         """
-        entry = self._entries.get(code)
+        entry = self.entries.get(code)
         if entry is not None and time.monotonic() > entry.due:
             self._stale.add(code)
             if self._refresher is None:
@@ -121,7 +123,7 @@ class LinkCache:
         return entry.product
 
     def _put(self, code: str, product: Product | None) -> CachedLink:
-        entries = self._entries
+        entries = self.entries
         old = entries.get(code)
         if old is None and len(entries) >= self.max_entries:
             del entries[next(iter(entries))]  # oldest first: cheap, and good enough here
@@ -162,9 +164,9 @@ class LinkCache:
         ``None`` forgets every link: changes may have been missed.
         """
         if code is None:
-            self._entries.clear()
+            self.entries.clear()
         else:
-            self._entries.pop(code, None)
+            self.entries.pop(code, None)
         if self._refresher is not None:
             # A re-read in flight may have read the old row: it must not put it back.
             self._forgotten.add(code)

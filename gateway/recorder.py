@@ -156,26 +156,36 @@ class Recorder:
 
     # --- the hot path's side -----------------------------------------------------------------
     def click(self, click: Click) -> None:
-        self._add(self._clicks, click)
+        # Every share link comes through here: one frame, no call on the common path.
+        clicks = self._clicks
+        if len(clicks) + len(self._events) >= self.queue_size:
+            self._overflow(click)
+            return
+        clicks.append(click)
+        if len(clicks) >= self.batch_size:
+            self._wake.set()
 
     def event(self, event: Event) -> None:
-        self._add(self._events, event)
-
-    def _add(self, queue: list[Click] | list[Event], row: Row) -> None:
-        if len(self._clicks) + len(self._events) >= self.queue_size:
-            # Memory is full (storage slow or away): the journal keeps it, never the floor.
-            # No fsync here: this runs on the loop; the page cache outlives the process.
-            self.journal.append([row], sync=False)
-            self.overflowed += 1
-            now = time.monotonic()
-            if now - self._overflow_logged_at > 10:
-                self._overflow_logged_at = now
-                log.warning("recorder.queue_full", queue_size=self.queue_size,
-                            overflowed=self.overflowed)
+        events = self._events
+        if len(self._clicks) + len(events) >= self.queue_size:
+            self._overflow(event)
             return
-        queue.append(row)  # type: ignore[arg-type]
-        if len(queue) >= self.batch_size:
+        events.append(event)
+        if len(events) >= self.batch_size:
             self._wake.set()
+
+    def _overflow(self, row: Row) -> None:
+        """Memory is full (storage slow or away): the journal keeps the row, never the floor.
+
+        No fsync here: this runs on the loop; the page cache outlives the process.
+        """
+        self.journal.append([row], sync=False)
+        self.overflowed += 1
+        now = time.monotonic()
+        if now - self._overflow_logged_at > 10:
+            self._overflow_logged_at = now
+            log.warning("recorder.queue_full", queue_size=self.queue_size,
+                        overflowed=self.overflowed)
 
     @property
     def pending(self) -> int:

@@ -157,6 +157,31 @@ async def test_raw_addresses_are_never_stored(client: TestClient[Any, Any], tena
     assert re.fullmatch(r"[0-9a-f]{24}", row[0])
 
 
+@pytest.mark.parametrize("trust_forwarded", [True, False])
+async def test_the_address_hashed_is_the_proxys_client_only_when_the_proxy_is_trusted(
+    aiohttp_client: ClientFactory, tmp_path: Path, trust_forwarded: bool,
+) -> None:
+    # Behind our own proxy every request comes from the proxy: X-Forwarded-For tells the
+    # shoppers apart. Without that setting the header is anybody's to forge, so ignored.
+    client = await aiohttp_client(create_app(make_settings(
+        tmp_path, server__trust_forwarded=trust_forwarded)))
+    tenant = await add_tenant(client, "acme")
+    product = await create_product(client, tenant)
+    for forwarded in ("203.0.113.7", "198.51.100.9, 10.0.0.1", "203.0.113.7"):
+        resp = await client.get(f"/p/{product['code']}", allow_redirects=False,
+                                headers={"User-Agent": TAOBAO_UA, "X-Forwarded-For": forwarded})
+        assert resp.status == 302
+    assert client.app is not None
+    await client.app[RECORDER].flush()
+    hashes = [row[0] for row in client.app[STORE]._rconn.execute(  # type: ignore[attr-defined]
+        "SELECT ip_hash FROM clicks ORDER BY ts")]
+    assert len(hashes) == 3 and all(re.fullmatch(r"[0-9a-f]{24}", h) for h in hashes)
+    if trust_forwarded:
+        assert hashes[0] == hashes[2] != hashes[1]
+    else:
+        assert hashes[0] == hashes[1] == hashes[2]
+
+
 async def test_click_id_is_bound_on_every_log_line_of_the_request(
     aiohttp_client: Any, tmp_path: Any, capsys: Any,
 ) -> None:
