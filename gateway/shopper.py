@@ -58,9 +58,9 @@ class ShareLink:
 
     The common click (a cached link, a User-Agent seen before, a returning address, no
     query string) runs in this one frame: dict lookups and attribute reads in C, and no
-    call into another Python function but the clock's and the click id's. Measured on
-    the bench, each Python call here cost 1-3 us in place (its code and data are cold by
-    the next request), many times what it costs in a loop. Errors are caught inline: no
+    call into another Python function but the clock, the click id and the recorder. On the
+    bench, each Python call here cost 1-3 us in place (its code and data are cold by the
+    next request), many times what it costs in a loop. Errors are caught inline: no
     middleware frame wraps this handler. Anything unusual goes through the helpers below.
     """
 
