@@ -332,9 +332,10 @@ def http_get(port: int, path: str, headers: dict[str, str] | None = None,
 
 class Server:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int,
-                 log_path: Path) -> None:
+                 log_path: Path, cwd: Path = ROOT) -> None:
         self.name, self.argv, self.env, self.port, self.log_path = (
             name, argv, env, port, log_path)
+        self.cwd = cwd  # where ``python -m gateway`` finds the gateway's source
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -344,7 +345,7 @@ class Server:
 
     def start(self) -> None:
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=out,
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=out,
                                          stderr=subprocess.STDOUT)
 
     def log_tail(self, lines: int = 30) -> str:

@@ -1,0 +1,121 @@
+"""Two versions of the gateway side by side with bare aiohttp: did a change make it faster?
+
+    git worktree add /tmp/before HEAD~1
+    .venv/bin/python bench/ab.py /tmp/before . [--rounds 10] [--duration 8]
+
+Seeds one data directory the way ``bench/run.py`` does and gives each gateway its own copy,
+starts bare aiohttp and one gateway per source tree (``python -m gateway serve`` run in that
+tree), and loads them with the same wrk settings in rounds, in a new random order each
+round. On this machine the speed drifts by a third within minutes, so only figures from the
+same round are compared: for each tree after the first it prints the median of the rounds'
+req/s ratios against the first tree, how many rounds it won, and the median ratio of the
+event loop thread's CPU per request. The rounds' figures go to stderr as they come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from run import (
+    HOST,
+    LUA,
+    UA,
+    BenchError,
+    Server,
+    WrkResult,
+    bench_env,
+    ensure_wrk,
+    free_port,
+    log,
+    run_wrk,
+    seed,
+)
+
+BENCH = Path(__file__).resolve().parent
+
+
+def _loop_cpu(result: WrkResult) -> float:
+    assert result.loop_user_us is not None and result.loop_kernel_us is not None
+    return result.loop_user_us + result.loop_kernel_us
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trees", nargs="+", type=Path,
+                        help="source trees (checkouts, worktrees); the first is the reference")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--duration", type=float, default=8, help="seconds per run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--products", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    wrk = ensure_wrk()
+    tmp = Path(tempfile.mkdtemp(prefix="linkloop-ab-"))
+    servers: list[Server] = []
+    try:
+        links = asyncio.run(seed(bench_env(tmp / "seed", []), args.products))
+        (tmp / "links.json").write_text(json.dumps(links))
+        (tmp / "codes.txt").write_text("".join(f"{code}\n" for code in links))
+        script = tmp / "codes.lua"
+        script.write_text(LUA % {"codes": tmp / "codes.txt", "ua": UA, "unique_ua": "false"})
+        port = free_port()
+        servers.append(Server("bare", [sys.executable, str(BENCH / "bare.py"), "--host", HOST,
+                                       "--port", str(port), "--links", str(tmp / "links.json")],
+                              bench_env(tmp / "seed", []), port, tmp / "bare.log"))
+        for number, tree in enumerate(args.trees):
+            name = f"{number}:{tree.name or tree.resolve().name}"
+            data = tmp / f"data{number}"
+            shutil.copytree(tmp / "seed", data)
+            env = {**bench_env(data, []), "PYTHONPATH": str(tree.resolve())}
+            port = free_port()
+            servers.append(Server(
+                name, [sys.executable, "-m", "gateway", "serve", "--host", HOST, "--port",
+                       str(port)], env, port, tmp / f"gateway{number}.log", cwd=tree.resolve()))
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_ready()
+        load = argparse.Namespace(threads=1, connections=args.connections, unique_ua=False,
+                                  visitor_cookie=False)
+        for server in servers:  # warm-up: every link read, every answer memoised
+            run_wrk(wrk, server.port, script, load, 3, server.pid)
+        rounds: dict[str, list[WrkResult]] = {server.name: [] for server in servers}
+        for number in range(args.rounds):
+            for server in random.sample(servers, len(servers)):
+                result = run_wrk(wrk, server.port, script, load, args.duration, server.pid)
+                rounds[server.name].append(result)
+                log(f"round {number + 1} {server.name}: {result.rps:.0f} req/s, "
+                    f"p99 {result.p99_ms:.2f} ms, loop CPU {_loop_cpu(result):.1f} us/request")
+        reference, *others = servers[1:]
+        for server in servers[1:]:
+            ratios = [g.rps / b.rps for g, b in zip(rounds[server.name], rounds["bare"],
+                                                    strict=True)]
+            print(f"{server.name}: {statistics.median(ratios):.3f}x bare "
+                  f"(rounds {min(ratios):.2f}-{max(ratios):.2f})")
+        for server in others:
+            pairs = list(zip(rounds[server.name], rounds[reference.name], strict=True))
+            faster = [new.rps / old.rps for new, old in pairs]
+            cpu = [_loop_cpu(new) / _loop_cpu(old) for new, old in pairs]
+            print(f"{server.name} against {reference.name}: "
+                  f"req/s {statistics.median(faster):.3f}x, "
+                  f"ahead in {sum(r > 1 for r in faster)} of {len(faster)} rounds; "
+                  f"loop CPU per request {statistics.median(cpu):.3f}x")
+        return 0
+    except BenchError as exc:
+        log(str(exc))
+        return 1
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
