@@ -9,7 +9,7 @@ from typing import Any
 import segno
 from aiohttp import web
 
-from .app import CLOCK, LINKS, PUBLIC_URL, STORE, TOKENS
+from .appkeys import CLOCK, LINKS, PUBLIC_URL, STORE, TOKENS
 from .auth import AuthError, Principal
 from .catalog import product_json, validate_product
 from .errors import ApiError, guarded

@@ -1,4 +1,4 @@
-"""The app factory: typed keys for every resource, each opened and closed in cleanup_ctx.
+"""The app factory: every resource (keyed in ``appkeys``) opened and closed in cleanup_ctx.
 
 Nothing is built at import time; ``create_app(settings)`` wires the routes, and the
 resources come to life when the app starts and go (recorder first, so every click is
@@ -11,12 +11,27 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
 from aiohttp import web
 
+from .appkeys import (
+    CALLBACKS,
+    CLOCK,
+    DETECTOR,
+    ENTRIES,
+    IP_HASHER,
+    LINKS,
+    MINIPROGRAM_LINKS,
+    PAGES,
+    PUBLIC_URL,
+    RECORDER,
+    SETTINGS,
+    STORE,
+    TOKENS,
+    WORKER,
+)
 from .auth import TokenService
 from .clock import DayClock
 from .detect import Detector
@@ -27,49 +42,12 @@ from .pages import Pages
 from .privacy import IpHasher
 from .recorder import Journal, Recorder
 from .settings import Settings
-from .store import Store, open_store
+from .store import open_store
 from .writer import WriterProcess
 
-if TYPE_CHECKING:  # the platform modules import this one for its keys
-    from .wechat.links import MiniProgramLinks
-    from .wecom.callback import CallbackWorker
-    from .wecom.entry import EntryDirectory
-
-__all__ = [
-    "CALLBACKS",
-    "CLOCK",
-    "DETECTOR",
-    "ENTRIES",
-    "IP_HASHER",
-    "LINKS",
-    "MINIPROGRAM_LINKS",
-    "PAGES",
-    "PUBLIC_URL",
-    "RECORDER",
-    "SETTINGS",
-    "STORE",
-    "TOKENS",
-    "WORKER",
-    "create_app",
-]
+__all__ = ["create_app", "public_url"]
 
 log = structlog.get_logger("linkloop.app")
-
-SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Store)
-RECORDER = web.AppKey("recorder", Recorder)
-LINKS = web.AppKey("links", LinkCache)
-DETECTOR = web.AppKey("detector", Detector)
-TOKENS = web.AppKey("tokens", TokenService)
-PAGES = web.AppKey("pages", Pages)
-CLOCK = web.AppKey("clock", DayClock)
-IP_HASHER = web.AppKey("ip_hasher", IpHasher)
-PUBLIC_URL = web.AppKey("public_url", str)
-#: Which of ``serve --workers N`` processes this is (0 for a single process).
-WORKER = web.AppKey("worker", int)
-ENTRIES: web.AppKey[EntryDirectory] = web.AppKey("entries")
-CALLBACKS: web.AppKey[CallbackWorker] = web.AppKey("callbacks")
-MINIPROGRAM_LINKS: web.AppKey[MiniProgramLinks] = web.AppKey("miniprogram_links")
 
 
 def public_url(settings: Settings) -> str:
@@ -122,7 +100,6 @@ async def _recorder(app: web.Application) -> AsyncIterator[None]:
 
 async def _platform_apis(app: web.Application) -> AsyncIterator[None]:
     """WeChat and WeCom, called through one shared HTTP session."""
-    from .keys import auth_secret
     from .wechat.client import WeChatClient
     from .wechat.links import MiniProgramLinks
     from .wecom.callback import CallbackWorker

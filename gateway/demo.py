@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .app import PUBLIC_URL, SETTINGS, STORE, TOKENS
+from .appkeys import PUBLIC_URL, SETTINGS, STORE, TOKENS
 from .catalog import validate_product
 from .store import CodeTaken, Merchant, MerchantExists, Store
 

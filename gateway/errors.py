@@ -69,7 +69,7 @@ def _is_api(request: web.Request) -> bool:
 def _answer(request: web.Request, status: int, code: str, message: str) -> web.Response:
     if _is_api(request):
         return json_error(status, code, message)
-    from .app import PAGES  # the page renderer is an app resource
+    from .appkeys import PAGES  # the page renderer is an app resource
 
     title, detail = _PAGE_TEXT.get(status, ("出错了", "页面暂时无法打开，请稍后再试。"))
     return request.app[PAGES].message(status, code, title, detail)

@@ -19,7 +19,7 @@ from multidict import istr
 
 from adapters import by_platform
 
-from .app import (
+from .appkeys import (
     CLOCK,
     DETECTOR,
     ENTRIES,

@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import STORE, TOKENS, create_app
+from gateway.app import create_app
+from gateway.appkeys import STORE, TOKENS
 from gateway.settings import Settings, load_settings
 from gateway.store import Merchant
 
@@ -114,7 +115,7 @@ LINKLOOP = [sys.executable, "-m", "gateway"]
 
 @pytest.fixture
 async def recorder_flushed(client: TestClient[Any, Any]) -> AsyncIterator[Callable[[], Any]]:
-    from gateway.app import RECORDER
+    from gateway.appkeys import RECORDER
 
     async def flush() -> None:
         assert client.app is not None

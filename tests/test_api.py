@@ -97,7 +97,7 @@ async def test_tokens_are_required_and_checked(client: TestClient[Any, Any], ten
     resp = await client.get("/api/products", headers={"Authorization": "Bearer nope"})
     assert resp.status == 401 and (await _error(resp))["code"] == "invalid_token"
     assert client.app is not None
-    from gateway.app import TOKENS
+    from gateway.appkeys import TOKENS
 
     expired = client.app[TOKENS].mint("acme", "merchant", -10)
     resp = await client.get("/api/products", headers={"Authorization": f"Bearer {expired}"})
@@ -174,7 +174,7 @@ async def test_another_merchant_sees_nothing(client: TestClient[Any, Any], tenan
     assert (await client.get(f"{url}/qr.svg", headers=other.auth)).status == 404
     listing = await (await client.get("/api/products", headers=other.auth)).json()
     assert listing["items"] == []
-    from gateway.app import RECORDER
+    from gateway.appkeys import RECORDER
 
     assert client.app is not None
     await client.app[RECORDER].flush()

@@ -14,7 +14,8 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import CLOCK, RECORDER, STORE, create_app
+from gateway.app import create_app
+from gateway.appkeys import CLOCK, RECORDER, STORE
 from gateway.store import User
 from gateway.users import MAX_FAILURES, hash_password
 

@@ -12,7 +12,8 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from gateway.app import RECORDER, STORE, create_app
+from gateway.app import create_app
+from gateway.appkeys import RECORDER, STORE
 
 from .conftest import (
     BOT_UA,

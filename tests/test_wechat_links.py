@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import MINIPROGRAM_LINKS, create_app
+from gateway.app import create_app
+from gateway.appkeys import MINIPROGRAM_LINKS
 
 from .conftest import add_tenant, make_settings
 from .fake_wechat import APP_SECRET, APPID, FakeWeChat

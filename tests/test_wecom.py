@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import CALLBACKS, RECORDER, STORE, create_app
+from gateway.app import create_app
+from gateway.appkeys import CALLBACKS, RECORDER, STORE
 from gateway.logs import configure_logging
 
 from .conftest import DESKTOP_UA, Tenant, add_tenant, make_settings

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import RECORDER, STORE
+from gateway.appkeys import RECORDER, STORE
 from gateway.settings import Settings
 from gateway.store import Click, StoreUnavailable, open_store
 from gateway.writer import WriterProcess

@@ -27,7 +27,7 @@ from markupsafe import Markup
 
 from adapters import by_platform, platform_ids
 
-from ..app import CLOCK, PAGES, PUBLIC_URL, STORE
+from ..appkeys import CLOCK, PAGES, PUBLIC_URL, STORE
 from ..errors import guarded
 from ..pages import qr_svg
 from ..stats import (
@@ -557,7 +557,7 @@ def _load_static() -> dict[str, tuple[bytes, str, str]]:
 
 
 async def _start(app: web.Application) -> None:
-    from ..app import SETTINGS
+    from ..appkeys import SETTINGS
     from ..keys import auth_secret
 
     settings = app[SETTINGS]

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from ..app import CALLBACKS, ENTRIES, SETTINGS, STORE
+from ..appkeys import CALLBACKS, ENTRIES, SETTINGS, STORE
 from ..clock import DayClock
 from ..errors import guarded, json_error
 from ..recorder import Recorder

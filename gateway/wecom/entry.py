@@ -26,7 +26,7 @@ from aiohttp import web
 from cachetools import TTLCache
 
 from ..api import json_body, principal
-from ..app import ENTRIES, PUBLIC_URL
+from ..appkeys import ENTRIES, PUBLIC_URL
 from ..errors import ApiError, guarded
 from ..store import Entry, EntryWay, Store
 from .client import WeComApiError, WeComClient
