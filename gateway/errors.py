@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .store import StoreUnavailable
 
@@ -91,6 +92,12 @@ def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
         return response
+    if isinstance(exc, (ConnectionResetError, HttpProcessingError)):
+        # The client went away or broke its body off mid-way: its doing, not ours, so a
+        # warning without a traceback (like a malformed request, see gateway/logs.py).
+        log.warning("http.body_unreadable", path=request.path, method=request.method,
+                    error=type(exc).__name__)
+        return _answer(request, 400, "bad_request", "the request body could not be read")
     if isinstance(exc, StoreUnavailable):
         log.warning("http.storage_unavailable", path=request.path, error=str(exc))
         return _answer(request, 503, "unavailable", "storage is unavailable, try again shortly")

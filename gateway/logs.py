@@ -1,4 +1,10 @@
-"""structlog set-up: one JSON object a line, request context (the click id) on every line."""
+"""structlog set-up: one JSON object a line, request context (the click id) on every line.
+
+Libraries that log through the standard library (aiohttp, asyncio) are rendered the same
+way, one JSON object a line. A request aiohttp cannot parse (a bad request line or header, an
+over-long line) is the client's mistake, not ours: it is one warning naming the error,
+instead of aiohttp's error-level traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 __all__ = ["CLICK_ID", "configure_logging"]
 
@@ -24,6 +31,58 @@ def _add_click_id(_logger: Any, _method: str,
     if click_id is not None:
         event.setdefault("click_id", click_id)
     return event
+
+
+class _StderrHandler(logging.Handler):
+    """Writes each formatted record as one line to the stderr of the moment (see below)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp's "Error handling request" with a parser error becomes one warning line.
+
+    The error's class names what was wrong (``BadStatusLine``, ``InvalidHeader``,
+    ``LineTooLong``...) and ``reason`` its message up to the first colon: what follows
+    quotes the client's raw bytes, which may carry a token or a cookie.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        structlog.get_logger("linkloop.http").warning(
+            "http.malformed_request", error=type(exc).__name__, status=exc.code,
+            reason=exc.message.split(":", 1)[0].strip()[:80])
+        return False
+
+
+def _stdlib_logging(level: str, renderer: structlog.typing.Processor) -> None:
+    """Route the standard library's records through structlog's renderer."""
+    handler = _StderrHandler()
+    handler.addFilter(_MalformedRequests())
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    ))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)  # configured again (tests do): one handler, not two
+    root.addHandler(handler)
+    # Libraries' info and debug chatter stays out unless asked for by a higher level.
+    root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
@@ -47,4 +106,4 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         cache_logger_on_first_use=False,
     )
     # aiohttp's own access log is off (the click is the record); keep its errors visible.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    _stdlib_logging(level, renderer)

@@ -10,7 +10,8 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,13 +33,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(env: dict[str, str], *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def serving(env: dict[str, str], *extra: str, log: Path | None = None,
+            ) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``linkloop serve`` on a free port; its output piped, or appended to ``log``: a file
+    for a server that logs more than a pipe holds while nobody reads it."""
     port = free_port()
     # A session of its own, like a server started from a terminal: Ctrl-C there reaches
     # the whole process group (the gateway and its click writer), as a test can do here.
-    proc = subprocess.Popen([*LINKLOOP, "serve", "--port", str(port), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    with ExitStack() as files:
+        out: Any = files.enter_context(log.open("a")) if log else subprocess.PIPE
+        proc = subprocess.Popen([*LINKLOOP, "serve", "--port", str(port), *extra], env=env,
+                                stdout=out, stderr=out, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -48,14 +53,14 @@ def serving(env: dict[str, str], *extra: str) -> Iterator[tuple[subprocess.Popen
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not start: {proc.stderr.read()}"
-                                         if proc.stderr else "server did not start") from None
+                    said = proc.stderr.read() if proc.stderr else log.read_text() if log else ""
+                    raise AssertionError(f"server did not start: {said}") from None
                 time.sleep(0.05)
         yield proc, base
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
+            proc.wait(timeout=60)  # a loaded machine may take a while to drain the writer
 
 
 def _merchant_and_token(env: dict[str, str]) -> str:

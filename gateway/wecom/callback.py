@@ -2,8 +2,14 @@
 
 A callback is accepted only with a valid ``msg_signature``, a timestamp within
 ``wecom.callback_max_skew_seconds`` of now, an unseen nonce, and a message addressed to the
-merchant's corp id. Accepting means storing the decrypted message in the inbox; then we
-answer at once (WeCom waits five seconds at most) and a background worker does the work:
+merchant's corp id. Anyone can send a callback, so the checks run cheapest first and nothing
+is parsed before the cheap ones pass: the query's shape and freshness, the merchant's
+callback settings, the body's size (read to at most ``MAX_CALLBACK_BODY``); then the
+envelope (hardened XML, see ``message``), its signature, the decrypted message (hardened XML
+again), and last the nonce, in storage so a restart forgets none.
+
+Accepting means storing the decrypted message in the inbox; then we answer at once (WeCom
+waits five seconds at most) and a background worker does the work:
 reading the state, asking WeCom for group members, recording the ``add``. An inbox row is
 marked done only after its work, so a crash between answering and working loses nothing.
 """
@@ -13,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import time
-import xml.etree.ElementTree as ET
 from typing import Any
 
 import structlog
@@ -27,15 +33,25 @@ from ..recorder import Recorder
 from ..store import Entry, Event, InboxItem, Store
 from .client import WeComClient
 from .crypto import WeComCrypto, WeComCryptoError
+from .message import MalformedMessage, parse_message
 from .state import StateSigner
 
-__all__ = ["CallbackWorker", "setup_routes"]
+__all__ = ["MAX_CALLBACK_BODY", "CallbackWorker", "setup_routes", "timestamp_fresh"]
 
 log = structlog.get_logger("linkloop.wecom.callback")
 
 UNATTRIBUTED = "unattributed"
-_MAX_BODY = 64 * 1024
+#: The largest callback body read; a longer one is a 413 before anything is parsed. WeCom's
+#: envelope holds one encrypted event (doc 事件格式 92130): a few hundred bytes for a contact,
+#: a line per member for a group change (MemChangeList), so 64 KiB is a wide margin.
+MAX_CALLBACK_BODY = 64 * 1024
 _MAX_ATTEMPTS = 5
+# The query's shape (WeCom doc 回调和回复的加解密方案): msg_signature is a SHA-1 hex digest,
+# timestamp decimal seconds, nonce a random string WeCom keeps unique for two hours (it
+# sends digits; letters, "-" and "_" are let through too, the length is ours).
+_SIGNATURE = re.compile(r"[0-9a-fA-F]{40}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_NONCE = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
 def _crypto(entry: Entry | None) -> WeComCrypto | None:
@@ -44,18 +60,6 @@ def _crypto(entry: Entry | None) -> WeComCrypto | None:
         return None
     return WeComCrypto(secrets["callback_token"], secrets["encoding_aes_key"],
                        secrets["corp_id"])
-
-
-def _fields(text: str) -> dict[str, Any]:
-    """The top-level fields of a WeCom XML message (nested lists kept as lists of text)."""
-    root = ET.fromstring(text)
-    fields: dict[str, Any] = {}
-    for child in root:
-        if len(child):
-            fields[child.tag] = [(item.text or "").strip() for item in child]
-        else:
-            fields[child.tag] = (child.text or "").strip()
-    return fields
 
 
 class CallbackWorker:
@@ -126,8 +130,8 @@ class CallbackWorker:
 
     async def _handle(self, item: InboxItem) -> None:
         try:
-            fields = _fields(item.message)
-        except ET.ParseError:
+            fields = parse_message(item.message)
+        except MalformedMessage:
             log.warning("callback.malformed", item=item.id)
             return
         event, change = fields.get("Event"), fields.get("ChangeType")
@@ -188,29 +192,50 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _check_time(request: web.Request, timestamp: str) -> web.Response | None:
+def timestamp_fresh(timestamp: str, now: float, max_skew: int) -> bool:
+    """Whether a callback's ``timestamp`` lies within ``max_skew`` seconds of ``now``.
+
+    Both ways: a timestamp from the future is as suspect as a stale one. Only decimal ASCII
+    digits are a timestamp (``int()`` would also take "+1", " 1", "1_0" and other scripts'
+    digits, none of which WeCom sends).
+    """
+    if not _TIMESTAMP.fullmatch(timestamp):
+        return False
+    return abs(now - int(timestamp)) <= max_skew
+
+
+def _query_refused(request: web.Request) -> web.Response | None:
+    """The refusal of a callback whose query is malformed or stale; no I/O, no parsing."""
+    query = request.query
+    signature, timestamp, nonce = (query.get("msg_signature", ""), query.get("timestamp", ""),
+                                   query.get("nonce", ""))
+    if not (_SIGNATURE.fullmatch(signature) and _TIMESTAMP.fullmatch(timestamp)
+            and _NONCE.fullmatch(nonce)):
+        return json_error(400, "bad_request",
+                          "msg_signature (40 hex digits), timestamp (seconds) and nonce "
+                          "(up to 64 letters, digits, - or _) are required")
     skew = request.app[SETTINGS]["wecom.callback_max_skew_seconds"]
-    try:
-        ok = abs(time.time() - int(timestamp)) <= skew
-    except ValueError:
-        ok = False
-    return None if ok else json_error(403, "stale_timestamp", "timestamp is not fresh")
+    if not timestamp_fresh(timestamp, time.time(), skew):
+        return json_error(403, "stale_timestamp", "timestamp is not fresh")
+    return None
 
 
 async def _verified(request: web.Request) -> tuple[WeComCrypto, str, str, str] | web.Response:
-    """The merchant's crypto and the query's signature fields, or the refusal."""
+    """The merchant's crypto and the query's signature fields, or the refusal.
+
+    The cheap checks, before any body is read or parsed: the query's shape and freshness
+    (no I/O), then the merchant's callback settings (a cached read).
+    """
+    refused = _query_refused(request)
+    if refused is not None:
+        return refused
     entry = await request.app[ENTRIES].get(request.match_info["merchant"])
     crypto = _crypto(entry)
     if crypto is None:
         return json_error(404, "callback_not_configured",
                           "no callback token is set for this merchant")
     query = request.query
-    signature, timestamp, nonce = (query.get("msg_signature", ""), query.get("timestamp", ""),
-                                   query.get("nonce", ""))
-    if not (signature and timestamp and nonce) or len(nonce) > 64:
-        return json_error(400, "bad_request", "msg_signature, timestamp and nonce are required")
-    refused = _check_time(request, timestamp)
-    return refused or (crypto, signature, timestamp, nonce)
+    return crypto, query["msg_signature"], query["timestamp"], query["nonce"]
 
 
 async def verify_url(request: web.Request) -> web.Response:
@@ -227,23 +252,57 @@ async def verify_url(request: web.Request) -> web.Response:
     return web.Response(text=plain)
 
 
+async def _body(request: web.Request) -> bytes | web.Response:
+    """The callback body, at most ``MAX_CALLBACK_BODY`` bytes read, or the 413."""
+    declared = request.content_length
+    if declared is not None and declared > MAX_CALLBACK_BODY:
+        return _too_large()
+    body = bytearray()
+    while len(body) <= MAX_CALLBACK_BODY:
+        # read(n) answers what has arrived, up to n: a body in several packets takes several.
+        chunk = await request.content.read(MAX_CALLBACK_BODY + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    return _too_large()
+
+
+def _too_large() -> web.Response:
+    log.warning("callback.refused", reason="body_too_large")
+    return json_error(413, "body_too_large",
+                      f"a callback body is at most {MAX_CALLBACK_BODY} bytes")
+
+
+def _malformed(exc: MalformedMessage | UnicodeDecodeError, what: str) -> web.Response:
+    reason = exc.reason if isinstance(exc, MalformedMessage) else "malformed"
+    log.warning("callback.refused", reason=reason)
+    return json_error(400, "malformed", f"{what} is not a WeCom XML message "
+                      "(UTF-8, no DTD, no entities)")
+
+
 async def receive(request: web.Request) -> web.Response:
+    """An event from WeCom: cheap checks, the body read (capped), the envelope parsed,
+    its signature verified, the message decrypted and parsed, and only then stored."""
     found = await _verified(request)
     if isinstance(found, web.Response):
         return found
     crypto, signature, timestamp, nonce = found
-    body = await request.content.read(_MAX_BODY + 1)
-    if len(body) > _MAX_BODY:
-        return json_error(413, "body_too_large", "the callback body is too large")
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
     try:
-        encrypt = str(_fields(body.decode("utf-8")).get("Encrypt", ""))
+        encrypt = str(parse_message(body.decode("utf-8")).get("Encrypt", ""))
+    except (MalformedMessage, UnicodeDecodeError) as exc:
+        return _malformed(exc, "the body")
+    try:
         message = crypto.open(signature, timestamp, nonce, encrypt)
-    except (ET.ParseError, UnicodeDecodeError):
-        log.warning("callback.refused", reason="malformed")
-        return json_error(400, "malformed", "the body is not a WeCom XML message")
     except WeComCryptoError as exc:
         log.warning("callback.refused", reason=exc.code)
         return json_error(403, exc.code, str(exc))
+    try:
+        parse_message(message)  # signed by WeCom, and still parsed hardened
+    except MalformedMessage as exc:
+        return _malformed(exc, "the decrypted message")
     merchant = request.match_info["merchant"]
     if not await request.app[STORE].accept_callback(merchant, nonce, message):
         log.warning("callback.refused", reason="replayed_nonce")

@@ -1,0 +1,405 @@
+"""The WeCom callback under attack: hostile XML, odd queries, replays, clock edges.
+
+Over loopback against the gateway in this process, and as a real ``linkloop serve`` process
+where the point is what a separate server does (its CPU under attack, its restart, its log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import signal
+import socket
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.appkeys import CALLBACKS, RECORDER, STORE
+from gateway.wecom.callback import MAX_CALLBACK_BODY, timestamp_fresh
+from gateway.wecom.crypto import WeComCrypto
+
+from .conftest import TAOBAO_UA, Tenant, add_tenant, make_settings
+from .fake_wecom import AES_KEY, CALLBACK_TOKEN, CORP_ID, SECRET, FakeWeCom
+from .test_cli import run, serving
+
+CALLBACK_SECRETS = {"corp_id": CORP_ID, "secret": SECRET, "callback_token": CALLBACK_TOKEN,
+                    "encoding_aes_key": AES_KEY}
+ENTRY = {"kind": "acquisition_link", "url": "https://work.weixin.qq.com/ca/cawcde5a6b7c8d9e0f",
+         **CALLBACK_SECRETS}
+SKEW = 300  # wecom.callback_max_skew_seconds, its default
+
+
+
+def _laughs(base: str, fan: int, depth: int) -> str:
+    """Billion laughs: entity ``e{depth}`` is ``fan`` copies of the one below, down to
+    ``base``; a few hundred bytes that unfold to ``fan ** depth`` copies of ``base``."""
+    entities = f'<!ENTITY e0 "{base}">' + "".join(
+        f'<!ENTITY e{i + 1} "{f"&e{i};" * fan}">' for i in range(depth))
+    return (f'<?xml version="1.0"?><!DOCTYPE xml [{entities}]>'
+            f"<xml><ToUserName>{CORP_ID}</ToUserName><Encrypt>&e{depth};</Encrypt></xml>")
+
+
+# Entity expansion, each under a kilobyte. Unhardened, the first three cost ~0.2 to ~0.8 s of
+# CPU each before expat's own amplification limit stops them (an element in the entity
+# is the dearest); one entity referenced many times (quadratic blowup) and a parameter
+# entity pulling in a file are refused the same way.
+BILLION_LAUGHS = (_laughs("a", 10, 9), _laughs("a", 2, 30), _laughs("<a/>", 10, 8))
+QUADRATIC = ('<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY q "' + "q" * 400 + '">]><xml><Encrypt>'
+             + "&q;" * 150 + "</Encrypt></xml>")
+EXTERNAL = ('<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY % x SYSTEM "file:///etc/passwd">%x;]>'
+            "<xml><Encrypt>x</Encrypt></xml>")
+HOSTILE = {"billion_laughs": BILLION_LAUGHS[0], "billion_laughs_deep": BILLION_LAUGHS[1],
+           "billion_laughs_elements": BILLION_LAUGHS[2], "quadratic": QUADRATIC,
+           "external": EXTERNAL}
+
+
+def _signed(encrypt: str, *, timestamp: str | None = None,
+            nonce: str | None = None) -> dict[str, str]:
+    """A query WeCom would send for ``encrypt``, signed with the merchant's token."""
+    ts = timestamp if timestamp is not None else str(int(time.time()))
+    nonce = nonce if nonce is not None else secrets.token_hex(8)
+    crypto = WeComCrypto(CALLBACK_TOKEN, AES_KEY, CORP_ID)
+    return {"msg_signature": crypto.sign(ts, nonce, encrypt), "timestamp": ts, "nonce": nonce}
+
+
+def _envelope(encrypt: str) -> str:
+    return (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
+            f"<Encrypt><![CDATA[{encrypt}]]></Encrypt><AgentID>1000002</AgentID></xml>")
+
+
+def _encrypt(message: str) -> str:
+    return WeComCrypto(CALLBACK_TOKEN, AES_KEY, CORP_ID).encrypt(message)
+
+
+def _unsigned_hostile(body: str) -> tuple[dict[str, str], str]:
+    """A fresh query with a made-up signature: what anyone on the internet can send."""
+    return ({"msg_signature": secrets.token_hex(20), "timestamp": str(int(time.time())),
+             "nonce": secrets.token_hex(8)}, body)
+
+
+# --- in this process --------------------------------------------------------------------
+@pytest.fixture
+async def gateway(aiohttp_client: Any, tmp_path: Path) -> TestClient[Any, Any]:
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(make_settings(tmp_path)))
+    return client
+
+
+async def _configured(client: TestClient[Any, Any]) -> tuple[Tenant, Tenant]:
+    """Two merchants, both with callbacks set up; the tests attack the first."""
+    tenants = (await add_tenant(client, "acme"), await add_tenant(client, "beta"))
+    for tenant in tenants:
+        resp = await client.put("/api/entry", json=ENTRY, headers=tenant.auth)
+        assert resp.status == 200, await resp.text()
+    return tenants
+
+
+async def _post(client: TestClient[Any, Any], params: dict[str, str], body: str | bytes,
+                merchant: str = "acme") -> tuple[int, str]:
+    resp = await client.post(f"/wecom/callback/{merchant}", params=params, data=body,
+                             headers={"Content-Type": "text/xml"})
+    if resp.status == 200:
+        return 200, await resp.text()
+    return resp.status, (await resp.json())["error"]["code"]
+
+
+async def _adds_and_inbox(client: TestClient[Any, Any], *tenants: Tenant) -> tuple[int, int]:
+    """The adds every merchant's stats show, and the callbacks storage took."""
+    assert client.app is not None
+    await client.app[CALLBACKS].drain()
+    await client.app[RECORDER].flush()
+    adds = 0
+    for tenant in tenants:
+        body = await (await client.get("/api/stats?by=platform", headers=tenant.auth)).json()
+        adds += sum(row["adds"] for row in body["rows"])
+    inbox = client.app[STORE]._rconn.execute("SELECT COUNT(*) FROM wecom_inbox").fetchone()[0]
+    return adds, inbox
+
+
+async def test_a_dtd_is_refused_even_when_everything_else_is_genuine(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """Entities are refused as such, not only when they blow up: a correctly signed
+    envelope whose Encrypt comes from an entity, or a signed message declaring one."""
+    tenants = await _configured(gateway)
+    encrypt = _encrypt(FakeWeCom.add_contact_event(None, "wmEXT1"))
+    outer = (f'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY e "{encrypt}">]>'
+             f"<xml><ToUserName>{CORP_ID}</ToUserName><Encrypt>&e;</Encrypt></xml>")
+    assert await _post(gateway, _signed(encrypt), outer) == (400, "malformed")
+
+    inner = FakeWeCom.add_contact_event("&s;", "wmEXT2").replace(
+        "<xml>", '<!DOCTYPE xml [<!ENTITY s "not-a-state">]><xml>', 1).replace(
+        "<![CDATA[&s;]]>", "&s;")
+    inner_encrypt = _encrypt(inner)
+    assert await _post(gateway, _signed(inner_encrypt), _envelope(inner_encrypt)) == (
+        400, "malformed")
+    # Refused means nothing stored and nothing counted, for either merchant.
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+    # The same event without the DTD is taken: the refusal was the DTD's.
+    assert await _post(gateway, _signed(encrypt), _envelope(encrypt)) == (200, "success")
+    assert await _adds_and_inbox(gateway, *tenants) == (1, 1)
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+async def test_entity_expansion_bodies_are_refused(gateway: TestClient[Any, Any],
+                                                   kind: str) -> None:
+    tenants = await _configured(gateway)
+    assert len(HOSTILE[kind]) < 1024
+    assert await _post(gateway, *_unsigned_hostile(HOSTILE[kind])) == (400, "malformed")
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("timestamp", "+{now}"),
+    ("timestamp", " {now}"),
+    ("timestamp", "{now_arabic}"),  # int() reads other scripts' digits; WeCom sends ASCII
+    ("timestamp", "{now}.0"),
+    ("nonce", "a b"),
+    ("nonce", "<x>"),
+    ("nonce", "é1"),
+    ("nonce", "n" * 65),
+    ("msg_signature", "short"),
+])
+async def test_a_query_off_wecoms_shape_is_refused_even_if_signed(
+    gateway: TestClient[Any, Any], field: str, value: str,
+) -> None:
+    """WeCom's timestamps are ASCII digits, its nonces short and plain: anything else is a
+    400 before the body is looked at, however well it is signed."""
+    tenants = await _configured(gateway)
+    now = str(int(time.time()))
+    value = value.format(now=now, now_arabic="".join(chr(0x660 + int(d)) for d in now))
+    encrypt = _encrypt(FakeWeCom.add_contact_event(None, "wmEXT1"))
+    query = {"timestamp": now, "nonce": "n-1", field: value}
+    params = _signed(encrypt, timestamp=query["timestamp"], nonce=query["nonce"])
+    if field == "msg_signature":
+        params["msg_signature"] = value
+    assert await _post(gateway, params, _envelope(encrypt)) == (400, "bad_request")
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+
+
+async def test_the_body_cap_is_exact_and_read_before_parsing(
+    gateway: TestClient[Any, Any],
+) -> None:
+    tenants = await _configured(gateway)
+    encrypt = _encrypt(FakeWeCom.add_contact_event(None, "wmEXT1"))
+    genuine = _envelope(encrypt)
+    at_cap = genuine.replace("</xml>", " " * (MAX_CALLBACK_BODY - len(genuine)) + "</xml>")
+    assert len(at_cap.encode()) == MAX_CALLBACK_BODY
+    over = at_cap.replace("</xml>", " </xml>")
+    # Over the cap, declared or streamed without a length: 413, whatever the body holds.
+    assert await _post(gateway, _signed(encrypt), over) == (413, "body_too_large")
+
+    async def streamed() -> Any:
+        for start in range(0, len(over), 4096):
+            yield over[start:start + 4096].encode()
+
+    assert await _post(gateway, _signed(encrypt), streamed()) == (413, "body_too_large")
+    hostile = BILLION_LAUGHS[0] + " " * MAX_CALLBACK_BODY
+    assert await _post(gateway, *_unsigned_hostile(hostile)) == (413, "body_too_large")
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+    # At the cap, a genuine callback is taken, at once or arriving in pieces.
+    assert await _post(gateway, _signed(encrypt), at_cap) == (200, "success")
+
+    async def trickled() -> Any:
+        for start in range(0, len(at_cap), 4096):
+            yield at_cap[start:start + 4096].encode()
+            await asyncio.sleep(0.005)  # a slow network: the server reads what has come
+
+    assert await _post(gateway, _signed(encrypt), trickled()) == (200, "success")
+    assert await _adds_and_inbox(gateway, *tenants) == (1, 2)
+
+
+@pytest.mark.parametrize(("offset", "fresh"), [
+    (-301, False), (-300, True), (-299, True), (0, True), (299, True), (300, True),
+    (301, False),
+])
+def test_timestamp_freshness_at_its_edges(offset: int, fresh: bool) -> None:
+    """Within the window either way, to the second, and not a second past it."""
+    now = 1_750_000_000.0
+    assert timestamp_fresh(str(int(now) + offset), now, SKEW) is fresh
+    # A fraction of a second later, the timestamp 300 s old is stale; 300 s ahead is not.
+    assert timestamp_fresh(str(int(now) + offset), now + 0.5, SKEW) is (
+        fresh and offset != -300)
+
+
+async def test_callback_timestamps_299_seconds_off_pass_and_301_fail_both_ways(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """Over HTTP, the gateway's own clock. Whole seconds are rounded so the request's own
+    travel time (well under a second) never moves a case across the edge."""
+    tenants = await _configured(gateway)
+    cases = [(-299, math.ceil, 200), (299, math.floor, 200),
+             (-301, math.floor, 403), (301, math.ceil, 403)]
+    for user, (offset, rounding, status) in enumerate(cases):
+        encrypt = _encrypt(FakeWeCom.add_contact_event(None, f"wmEXT{user}"))
+        timestamp = str(int(rounding(time.time())) + offset)
+        got = await _post(gateway, _signed(encrypt, timestamp=timestamp), _envelope(encrypt))
+        assert got == ((200, "success") if status == 200 else (403, "stale_timestamp")), offset
+    assert await _adds_and_inbox(gateway, *tenants) == (2, 2)
+
+
+# --- a real gateway process -------------------------------------------------------------
+def _merchant_token(env: dict[str, str], merchant: str) -> dict[str, str]:
+    made = run(env, "merchant", "create", merchant, "--name", merchant.title())
+    assert made.returncode == 0, made.stderr
+    token = run(env, "token", "--merchant", merchant, "--role", "merchant").stdout.strip()
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _set_up(http: aiohttp.ClientSession, base: str, auth: dict[str, str]) -> str:
+    """The merchant's callback configured and one product; its share link's code."""
+    resp = await http.put(f"{base}/api/entry", json=ENTRY, headers=auth)
+    assert resp.status == 200, await resp.text()
+    resp = await http.post(f"{base}/api/products", headers=auth, json={
+        "title": "Tea", "targets": {"taobao": {"item_id": "600000000001"}}})
+    assert resp.status == 201, await resp.text()
+    code: str = (await resp.json())["code"]
+    return code
+
+
+async def test_share_links_stay_fast_while_four_clients_send_entity_bombs(
+    cli_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """The done-when of the hardening issue: 4 attackers, share-link median under 10 ms.
+
+    Each attacker sends billion-laughs callbacks for a real, configured merchant with a
+    fresh timestamp (all anyone can forge), pausing 50 ms after each answer; meanwhile a
+    shopper opens the share link every 20 ms. Before the fix each bomb cost 0.2 to 0.8 s of
+    CPU and the shoppers waited behind them.
+    """
+    auth = _merchant_token(cli_env, "acme")
+    _merchant_token(cli_env, "beta")
+    attack_seconds, pause, click_every = 3.0, 0.05, 0.02
+    with serving(cli_env, log=tmp_path / "gateway.log") as (_, base):
+        async with aiohttp.ClientSession() as http:
+            code = await _set_up(http, base, auth)
+            link = f"{base}/p/{code}"
+
+            async def click() -> float:
+                started = time.perf_counter()
+                async with http.get(link, headers={"User-Agent": TAOBAO_UA},
+                                    allow_redirects=False,
+                                    timeout=aiohttp.ClientTimeout(10)) as resp:
+                    assert resp.status == 302
+                return time.perf_counter() - started
+
+            for _ in range(20):
+                await click()  # warm: the link cached, the connection open
+
+            async def attacker(index: int) -> list[int]:
+                statuses: list[int] = []
+                async with aiohttp.ClientSession() as own:  # a connection of its own
+                    deadline = time.monotonic() + attack_seconds
+                    while time.monotonic() < deadline:
+                        bomb = BILLION_LAUGHS[(index + len(statuses)) % len(BILLION_LAUGHS)]
+                        params, body = _unsigned_hostile(bomb)
+                        async with own.post(f"{base}/wecom/callback/acme", params=params,
+                                            data=body, timeout=aiohttp.ClientTimeout(10),
+                                            ) as resp:
+                            statuses.append(resp.status)
+                        await asyncio.sleep(pause)
+                return statuses
+
+            attack = asyncio.gather(*(attacker(i) for i in range(4)))
+            await asyncio.sleep(0.2)  # the attack under way
+            # Shoppers arrive on a schedule, not after the last one is answered: one who
+            # comes while the server is stuck waits, and counts (no coordinated omission).
+            clicks = []
+            while not attack.done():
+                clicks.append(asyncio.ensure_future(click()))
+                await asyncio.sleep(click_every)
+            statuses = [s for each in await attack for s in each]
+            timings = await asyncio.gather(*clicks)
+    median_ms = statistics.median(timings) * 1000
+    assert median_ms < 10, f"share-link median {median_ms:.1f} ms under attack"
+    # Every bomb was refused with a 4xx, and there were enough of them to matter.
+    assert all(400 <= s < 500 for s in statuses), statuses
+    assert len(statuses) >= 4 * 10 and len(timings) >= 20, (len(statuses), len(timings))
+
+
+async def test_a_replayed_nonce_is_refused_after_a_restart(
+    cli_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """The nonces seen are in storage, not only in memory: a restart forgets none."""
+    auths = {m: _merchant_token(cli_env, m) for m in ("acme", "beta")}
+    encrypt = _encrypt(FakeWeCom.add_contact_event(None, "wmEXT1"))
+    params, body = _signed(encrypt, nonce="1717171717"), _envelope(encrypt)
+    log = tmp_path / "gateway.log"
+    async with aiohttp.ClientSession() as http:
+
+        async def post(base: str, merchant: str, query: dict[str, str]) -> tuple[int, str]:
+            async with http.post(f"{base}/wecom/callback/{merchant}", params=query,
+                                 data=body) as resp:
+                if resp.status == 200:
+                    return 200, await resp.text()
+                return resp.status, (await resp.json())["error"]["code"]
+
+        with serving(cli_env, log=log) as (first, base):
+            for auth in auths.values():
+                await _set_up(http, base, auth)
+            assert await post(base, "acme", params) == (200, "success")
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(timeout=60) == 0
+        with serving(cli_env, log=log) as (_, base):
+            assert await post(base, "acme", params) == (403, "replayed_nonce")
+            # Nonces are per merchant, and a new one is welcome after the restart too.
+            assert await post(base, "beta", params) == (200, "success")
+            fresh = _signed(encrypt, nonce="1717171718")
+            assert await post(base, "acme", fresh) == (200, "success")
+
+
+MALFORMED_REQUESTS = {
+    "bad request line": b"GET / HTTP/1.1 trailing\r\nHost: a\r\n\r\n",
+    "bad header": b"GET /healthz HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+    "over-long header": b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Long: " + b"a" * 20_000
+                        + b"\r\n\r\n",
+    "control character in the path": b"GET /p/\x01x HTTP/1.1\r\nHost: a\r\n\r\n",
+}
+
+
+async def test_a_malformed_request_is_one_json_warning_not_a_traceback(
+    cli_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """Requests aiohttp cannot parse, and a callback whose client gives up halfway through
+    the body: each is one JSON line at warning level in the log, never a traceback."""
+    auth = _merchant_token(cli_env, "acme")
+    log = tmp_path / "gateway.log"
+    with serving(cli_env, log=log) as (proc, base):
+        async with aiohttp.ClientSession() as http:
+            await _set_up(http, base, auth)
+        port = int(base.rsplit(":", 1)[1])
+        start = log.stat().st_size  # what the server says from here on
+        for raw in MALFORMED_REQUESTS.values():
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(raw)
+                assert conn.recv(64).startswith(b"HTTP/1.0 400"), raw[:40]
+        query = urlencode(_signed(_encrypt("<xml/>")))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(f"POST /wecom/callback/acme?{query} HTTP/1.1\r\nHost: a\r\n"
+                         "Content-Length: 100\r\n\r\n<xml>".encode())
+            # Another request answered after this one arrived: by then the callback's
+            # handler is waiting for the rest of the body.
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as other:
+                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert other.recv(64).startswith(b"HTTP/1.1 200")
+            conn.shutdown(socket.SHUT_WR)  # the client gives up halfway through its body
+            while conn.recv(4096):  # until the server has dealt with it and hung up
+                pass
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    lines = log.read_bytes()[start:].decode().splitlines()
+    assert "Traceback" not in "\n".join(lines)
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    warned = [r for r in records if r["level"] == "warning"]
+    assert [r["event"] for r in warned] == (["http.malformed_request"] * len(MALFORMED_REQUESTS)
+                                            + ["http.body_unreadable"]), lines
+    assert {r["error"] for r in warned} >= {"BadStatusLine", "LineTooLong"}
+    assert not [r for r in records if r["level"] in ("error", "critical")], lines
