@@ -14,6 +14,7 @@ from .auth import AuthError, Principal
 from .catalog import product_json, validate_product
 from .errors import ApiError, guarded
 from .ids import new_code
+from .jsonout import json_response
 from .stats import StatsQueryError, parse_stats_query, rows_csv, run_stats
 from .store import CodeTaken, Credentials, Merchant, Product
 
@@ -89,7 +90,7 @@ async def create_product(request: web.Request) -> web.Response:
     else:  # five random collisions in a 62^8 space: something is badly wrong
         raise ApiError(503, "unavailable", "could not allocate a share code, try again")
     request.app[LINKS].forget(product.code)
-    return web.json_response(product_json(product, request.app[PUBLIC_URL]), status=201)
+    return json_response(product_json(product, request.app[PUBLIC_URL]), status=201)
 
 
 async def list_products(request: web.Request) -> web.Response:
@@ -105,7 +106,7 @@ async def list_products(request: web.Request) -> web.Response:
                                                       after_id=after)
     page = products[:limit]
     base = request.app[PUBLIC_URL]
-    return web.json_response({
+    return json_response({
         "items": [product_json(p, base) for p in page],
         "next": str(page[-1].id) if len(products) > limit else None,
     })
@@ -114,7 +115,7 @@ async def list_products(request: web.Request) -> web.Response:
 async def read_product(request: web.Request) -> web.Response:
     who = principal(request)
     product = await _own_product(request, who)
-    return web.json_response(product_json(product, request.app[PUBLIC_URL]))
+    return json_response(product_json(product, request.app[PUBLIC_URL]))
 
 
 async def change_product(request: web.Request) -> web.Response:
@@ -128,7 +129,7 @@ async def change_product(request: web.Request) -> web.Response:
     if updated is None:
         raise ApiError(404, "not_found", "no such product")
     request.app[LINKS].forget(product.code)
-    return web.json_response(product_json(updated, request.app[PUBLIC_URL]))
+    return json_response(product_json(updated, request.app[PUBLIC_URL]))
 
 
 async def retire_product(request: web.Request) -> web.Response:
@@ -138,7 +139,7 @@ async def retire_product(request: web.Request) -> web.Response:
                                                       {"status": "retired"})
     request.app[LINKS].forget(product.code)
     assert updated is not None
-    return web.json_response(product_json(updated, request.app[PUBLIC_URL]))
+    return json_response(product_json(updated, request.app[PUBLIC_URL]))
 
 
 async def product_qr(request: web.Request) -> web.Response:
@@ -180,8 +181,8 @@ async def stats(request: web.Request) -> web.Response:
     # With a static QR, WeCom can't tell us which visit became an add: say so with the rows.
     attribution = "none" if entry is None else (
         "visits_only" if entry.kind == "static" else "adds")
-    return web.json_response({"from": query.from_day.isoformat(), "to": query.to_day.isoformat(),
-                              "by": query.by, "attribution": attribution, "rows": rows})
+    return json_response({"from": query.from_day.isoformat(), "to": query.to_day.isoformat(),
+                          "by": query.by, "attribution": attribution, "rows": rows})
 
 
 # Platforms whose app credentials the gateway uses, with the appid format each expects.
@@ -210,13 +211,13 @@ async def put_credentials(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_field", "secret is not in the platform's format", "secret")
     stored = await request.app[STORE].put_credentials(
         Credentials(who.merchant_id, platform, appid, secret))
-    return web.json_response(_credentials_json(stored))
+    return json_response(_credentials_json(stored))
 
 
 async def list_credentials(request: web.Request) -> web.Response:
     who = principal(request)
     found = await request.app[STORE].list_credentials(who.merchant_id)
-    return web.json_response({"items": [_credentials_json(c) for c in found]})
+    return json_response({"items": [_credentials_json(c) for c in found]})
 
 
 def setup_routes(app: web.Application) -> None:

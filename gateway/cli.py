@@ -18,6 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO
 
+from .jsonout import dumps
 from .settings import ConfigError, Settings, load_settings
 
 __all__ = ["main"]
@@ -291,12 +292,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     detector = Detector()
     if args.ua is not None:
-        print(json.dumps(detector.user_agent(args.ua).as_json()))
+        print(dumps(detector.user_agent(args.ua).as_json()))
         return 0
     out = sys.stdout
     for line in sys.stdin:
         ua = line.rstrip("\r\n")
-        out.write(json.dumps(detector.user_agent(ua).as_json()))
+        out.write(dumps(detector.user_agent(ua).as_json()))
         out.write("\n")
     return 0
 
@@ -357,7 +358,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     async def work(store: Any) -> int:
         engine = "postgresql" if type(store).__name__ == "PostgresStore" else "sqlite"
-        print(json.dumps({"engine": engine, "schema_version": await store.schema_version()}))
+        print(dumps({"engine": engine, "schema_version": await store.schema_version()}))
         return 0
 
     return _run(_with_store(settings, work))
@@ -401,7 +402,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             counts = await import_merchant(store, lines)
         except TransferError as exc:
             raise CliError(str(exc)) from None
-        print(json.dumps(counts))
+        print(dumps(counts))
         return 0
 
     return _run(_with_store(_settings(args), work))

@@ -14,6 +14,7 @@ import structlog
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .jsonout import json_response
 from .store import StoreUnavailable
 
 __all__ = ["ApiError", "add_fallback_routes", "error_response", "guarded", "json_error"]
@@ -60,7 +61,7 @@ def json_error(status: int, code: str, message: str, field: str | None = None,
     error: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         error["field"] = field
-    return web.json_response({"error": error}, status=status, headers=headers)
+    return json_response({"error": error}, status=status, headers=headers)
 
 
 def _is_api(request: web.Request) -> bool:

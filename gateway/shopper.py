@@ -37,6 +37,7 @@ from .detect import Detection, Detector
 from .errors import error_response, guarded
 from .guide import overlay_for
 from .ids import is_token, new_click_id
+from .jsonout import json_response
 from .links import CachedLink
 from .logs import CLICK_ID
 from .pages import Pages, qr_svg
@@ -346,7 +347,7 @@ async def entry_hop(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -359,9 +360,9 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[STORE].ping()
     except Exception as exc:
         log.warning("readyz.storage_unavailable", error=str(exc))
-        return web.json_response({"status": "unavailable", "storage": "down", **body},
-                                 status=503)
-    return web.json_response({"status": "ready", "storage": "ok", **body})
+        return json_response({"status": "unavailable", "storage": "down", **body},
+                             status=503)
+    return json_response({"status": "ready", "storage": "ok", **body})
 
 
 def setup_routes(app: web.Application) -> None:

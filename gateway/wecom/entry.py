@@ -28,6 +28,7 @@ from cachetools import TTLCache
 from ..api import json_body, principal
 from ..appkeys import ENTRIES, PUBLIC_URL
 from ..errors import ApiError, guarded
+from ..jsonout import json_response
 from ..store import Entry, EntryWay, Store
 from .client import WeComApiError, WeComClient
 from .state import StateSigner
@@ -193,7 +194,7 @@ async def put_entry(request: web.Request) -> web.Response:
     entry = validate_entry(await json_body(request), previous, who.merchant_id)
     stored = await directory.put(entry)
     log.info("entry.updated", merchant=who.merchant_id, kind=stored.kind)
-    return web.json_response(entry_json(stored, request.app[PUBLIC_URL]))
+    return json_response(entry_json(stored, request.app[PUBLIC_URL]))
 
 
 async def get_entry(request: web.Request) -> web.Response:
@@ -201,7 +202,7 @@ async def get_entry(request: web.Request) -> web.Response:
     entry = await request.app[ENTRIES].store.get_entry(who.merchant_id)
     if entry is None:
         raise ApiError(404, "not_found", "no entry point is set: PUT /api/entry")
-    return web.json_response(entry_json(entry, request.app[PUBLIC_URL]))
+    return json_response(entry_json(entry, request.app[PUBLIC_URL]))
 
 
 def setup_routes(app: web.Application) -> None:
