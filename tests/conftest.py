@@ -18,7 +18,8 @@ from gateway.settings import Settings, load_settings
 from gateway.store import Merchant
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: Real-world data the tests check against, with its sources (tests/data/README.md).
+DATA = REPO / "tests" / "data"
 
 # A taobao-app shopper and a desktop browser, reduced to the markers that matter.
 TAOBAO_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 AliApp(TB/10.30.0)"
