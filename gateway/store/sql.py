@@ -144,8 +144,6 @@ def stats_row(by: GroupBy, row: Sequence[Any]) -> StatsRow:
     return StatsRow.of(key, counts)
 
 
-
-
 def login_attempt_query(address: str, *, now: float, window_seconds: float,
                         max_attempts: int, mark: str) -> tuple[str, list[Any]]:
     """The one statement that counts a login attempt from ``address``: a row back when the
