@@ -525,6 +525,44 @@ async def test_end_sessions_only_moves_forward(store: Store) -> None:
     assert got is not None and got.sessions_after == 200.5
 
 
+async def test_unlock_lifts_one_login_s_lock_only(store: Store) -> None:
+    await _merchants(store)
+    for user in (_user(), _user("bob@example.com", merchant="m2")):
+        await store.create_user(user)
+        for _ in range(3):
+            await store.record_login_failure(user.email, now=1000.0, max_failures=3,
+                                             lock_seconds=60)
+    await store.record_login_failure("anna@example.com", now=1001.0, max_failures=3,
+                                     lock_seconds=60)
+    before = await store.unlock_user("anna@example.com")
+    assert before is not None and before.locked(1010.0) and before.failed_logins == 1
+    anna, bob = [await store.get_user(e) for e in ("anna@example.com", "bob@example.com")]
+    assert anna is not None and not anna.locked(1010.0) and anna.failed_logins == 0
+    assert bob is not None and bob.locked(1010.0)  # another merchant's login stays locked
+    assert await store.unlock_user("nobody@example.com") is None
+
+
+async def test_login_attempts_are_counted_per_address_in_windows(database: Database,
+                                                                 store: Store) -> None:
+    def take(address: str, now: float) -> Awaitable[float]:
+        return store.take_login_attempt(address, now=now, window_seconds=60, max_attempts=3)
+
+    # Taken at once (as by several gateways): exactly three go ahead.
+    waits = await asyncio.gather(*(take("hash-a", 1000.0) for _ in range(5)))
+    assert sorted(waits) == [0.0, 0.0, 0.0, 60.0, 60.0]
+    assert await take("hash-a", 1030.0) == 30.0  # the window opened at the first attempt
+    assert await take("hash-b", 1030.0) == 0.0  # another address has its own count
+    # A success gives its attempt back.
+    await store.give_back_login_attempt("hash-a")
+    assert await take("hash-a", 1031.0) == 0.0
+    assert await take("hash-a", 1031.0) == 29.0
+    # The window closes: a new one opens, and closed windows are forgotten.
+    assert await take("hash-a", 1060.0) == 0.0
+    assert await take("hash-c", 1120.0) == 0.0
+    assert sorted(await database.fetch("SELECT address FROM login_throttle")) == [
+        ("hash-c",)]
+
+
 _V2_ROLLUP = ("m1", "2026-10-01", 7, "taobao", 5, 4, 1, 3, 2, 1)
 
 

@@ -399,3 +399,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def end_sessions(self, email: str, *, now: float) -> None:
         """Void every session of this user issued up to ``now`` (logout)."""
+
+    @abc.abstractmethod
+    async def unlock_user(self, email: str) -> User | None:
+        """Lift a login's lock and start its failure count again (an admin's chore).
+        The user as it was before, or None if no such user."""
+
+    @abc.abstractmethod
+    async def take_login_attempt(
+        self, address: str, *, now: float, window_seconds: float, max_attempts: int,
+    ) -> float:
+        """Count a login attempt from a client address (its hash), atomically.
+
+        0.0 when the attempt may go ahead: it is one of the first ``max_attempts`` since
+        the address's window opened (a window opens at its first attempt and lasts
+        ``window_seconds``). Otherwise the seconds until the window closes, and the attempt
+        is not counted. Forgets windows that have closed.
+        """
+
+    @abc.abstractmethod
+    async def give_back_login_attempt(self, address: str) -> None:
+        """An attempt taken from this address succeeded: it no longer counts against it."""

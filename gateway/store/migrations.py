@@ -8,6 +8,17 @@ from __future__ import annotations
 
 __all__ = ["SQLITE_MIGRATIONS"]
 
+# Login attempts per client address, the same in both engines but for the float type: SQLite's
+# version 6, PostgreSQL's version 5 (see each list).
+_LOGIN_THROTTLE = """
+CREATE TABLE login_throttle (
+    address TEXT PRIMARY KEY,
+    window_start {real} NOT NULL,
+    attempts INTEGER NOT NULL
+);
+CREATE INDEX login_throttle_by_window ON login_throttle (window_start)
+"""
+
 # SQLite: clicks and events are WITHOUT ROWID tables keyed by their random id -- one B-tree
 # per insert instead of a rowid table plus its primary-key index -- and clicks carry no
 # other index: reports read the rollups, and attribution finds a click by its id.
@@ -227,6 +238,12 @@ CREATE TRIGGER link_changed AFTER UPDATE ON products BEGIN
     INSERT INTO link_changes (code) VALUES (NEW.code); DELETE FROM link_changes
     WHERE seq <= (SELECT max(seq) FROM link_changes) - 10000; END
 """),
+    # Version 6: login attempts per client address (its salted hash, never the address), so
+    # one address can't spray passwords over many logins. In the database, like the
+    # per-login lock, so every `serve --workers` process and every instance counts together.
+    # A row per address with attempts in its current window; rows of closed windows are
+    # deleted as new attempts come (Store.take_login_attempt).
+    (6, _LOGIN_THROTTLE.format(real="REAL")),
 )
 
 
@@ -459,5 +476,8 @@ FROM rollups GROUP BY merchant_id, day, platform, channel;
 CREATE INDEX rollups_by_product ON rollups (merchant_id, product_id, day);
 ANALYZE monthly_rollups, daily_totals, rollups
 """),
+    # Version 5: as SQLite's version 6 (SQLite's version 5, the link change log, has no
+    # PostgreSQL counterpart: NOTIFY does that job).
+    (5, _LOGIN_THROTTLE.format(real="DOUBLE PRECISION")),
 )
 __all__ += ["POSTGRES_MIGRATIONS"]

@@ -56,7 +56,7 @@ from .rollup import (
     first_visit_channels,
     rollup_deltas,
 )
-from .sql import stats_query, stats_row
+from .sql import login_attempt_query, login_attempt_wait, stats_query, stats_row
 
 __all__ = ["PostgresStore", "split_schema"]
 
@@ -720,6 +720,33 @@ class PostgresStore(Store):
             await conn.execute(
                 "UPDATE users SET sessions_after = GREATEST(sessions_after, $1) "
                 "WHERE email = $2", now, email)
+
+    async def unlock_user(self, email: str) -> User | None:
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE email = $1 FOR UPDATE", email)
+            await conn.execute(
+                "UPDATE users SET failed_logins = 0, locked_until = 0 WHERE email = $1", email)
+        return User(*row) if row else None
+
+    async def take_login_attempt(
+        self, address: str, *, now: float, window_seconds: float, max_attempts: int,
+    ) -> float:
+        query, params = login_attempt_query(address, now=now, window_seconds=window_seconds,
+                                            max_attempts=max_attempts, mark="${n}")
+        async with self._conn() as conn:
+            await conn.execute("DELETE FROM login_throttle WHERE window_start <= $1",
+                               now - window_seconds)
+            if await conn.fetchrow(query, *params):
+                return 0.0
+            start = await conn.fetchval(
+                "SELECT window_start FROM login_throttle WHERE address = $1", address)
+        return login_attempt_wait(start, now=now, window_seconds=window_seconds)
+
+    async def give_back_login_attempt(self, address: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("UPDATE login_throttle SET attempts = attempts - 1 "
+                               "WHERE address = $1 AND attempts > 0", address)
 
 
 def _describe(exc: BaseException) -> str:

@@ -50,7 +50,7 @@ from .rollup import (
     first_visit_channels,
     rollup_deltas,
 )
-from .sql import stats_query, stats_row
+from .sql import login_attempt_query, login_attempt_wait, stats_query, stats_row
 
 __all__ = ["SQLiteStore"]
 
@@ -734,6 +734,40 @@ class SQLiteStore(Store):
         def update(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE users SET sessions_after = MAX(sessions_after, ?) "
                          "WHERE email = ?", (now, email))
+
+        await self._write(self._transaction(update))
+
+    async def unlock_user(self, email: str) -> User | None:
+        def update(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE email = ?",
+                               (email,)).fetchone()
+            conn.execute("UPDATE users SET failed_logins = 0, locked_until = 0 WHERE email = ?",
+                         (email,))
+            return User(*row) if row else None
+
+        return await self._write(self._transaction(update))
+
+    async def take_login_attempt(
+        self, address: str, *, now: float, window_seconds: float, max_attempts: int,
+    ) -> float:
+        query, params = login_attempt_query(address, now=now, window_seconds=window_seconds,
+                                            max_attempts=max_attempts, mark="?")
+
+        def count(conn: sqlite3.Connection) -> float:
+            conn.execute("DELETE FROM login_throttle WHERE window_start <= ?",
+                         (now - window_seconds,))
+            if conn.execute(query, params).fetchone():
+                return 0.0
+            (start,) = conn.execute("SELECT window_start FROM login_throttle WHERE address = ?",
+                                    (address,)).fetchone()
+            return login_attempt_wait(start, now=now, window_seconds=window_seconds)
+
+        return await self._write(self._transaction(count))
+
+    async def give_back_login_attempt(self, address: str) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE login_throttle SET attempts = attempts - 1 "
+                         "WHERE address = ? AND attempts > 0", (address,))
 
         await self._write(self._transaction(update))
 
