@@ -10,9 +10,9 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 
 from adapters import TargetError, by_platform, platform_ids
+from adapters.urls import ANY_PUBLIC_HOST, check_url
 
 from .errors import ApiError
 from .store import Merchant, Product
@@ -39,12 +39,13 @@ def _title(value: Any) -> str:
 def _image_url(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    # Any host may serve the picture: it is shown, never redirected to. It must be https
-    # so the landing page never loads mixed content.
-    if (not isinstance(value, str) or len(value) > 2048 or not value.startswith("https://")
-            or not urlsplit(value).hostname or any(c.isspace() for c in value)):
-        raise _invalid("image_url", "image_url must be an https URL")
-    return value
+    # Any public host may serve the picture (a CDN, the platform's image server): it is
+    # shown, never navigated to. The one URL check still holds it to https (no mixed content
+    # on the landing page) on a plain public DNS name, read the same by every parser.
+    try:
+        return check_url(value, "image_url", ANY_PUBLIC_HOST)
+    except TargetError as exc:
+        raise _invalid("image_url", exc.message, exc.code) from None
 
 
 def _price(value: Any) -> str | None:
