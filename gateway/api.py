@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -14,6 +13,7 @@ from .auth import AuthError, Principal
 from .catalog import product_json, validate_product
 from .errors import ApiError, guarded
 from .ids import new_code
+from .inputs import parse_json, parse_uint, strict_int
 from .stats import StatsQueryError, parse_stats_query, rows_csv, run_stats
 from .store import CodeTaken, Credentials, Merchant, Product
 
@@ -48,18 +48,15 @@ async def _merchant(request: web.Request, who: Principal) -> Merchant:
 async def json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    return parse_json(await request.read())
 
 
 def _product_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such product") from None
+    # Only ASCII digits in the stores' range name a product; anything else names none.
+    product_id = parse_uint(request.match_info["id"])
+    if product_id is None:
+        raise ApiError(404, "not_found", "no such product")
+    return product_id
 
 
 async def _own_product(request: web.Request, who: Principal) -> Product:
@@ -94,13 +91,9 @@ async def create_product(request: web.Request) -> web.Response:
 
 async def list_products(request: web.Request) -> web.Response:
     who = principal(request)
-    try:
-        limit = int(request.query.get("limit", _PAGE_DEFAULT))
-        after = int(request.query.get("after", 0))
-    except ValueError:
-        raise ApiError(422, "invalid_field", "limit and after must be integers") from None
-    if not 1 <= limit <= _PAGE_MAX:
-        raise ApiError(422, "invalid_field", f"limit must be 1 to {_PAGE_MAX}", "limit")
+    limit = strict_int(request.query.get("limit"), "limit", default=_PAGE_DEFAULT, minimum=1,
+                       maximum=_PAGE_MAX)
+    after = strict_int(request.query.get("after"), "after", default=0)
     products = await request.app[STORE].list_products(who.merchant_id, limit=limit + 1,
                                                       after_id=after)
     page = products[:limit]
@@ -169,8 +162,11 @@ async def stats(request: web.Request) -> web.Response:
         query = parse_stats_query(dict(request.query), request.app[CLOCK].today())
     except StatsQueryError as exc:
         raise ApiError(422, "invalid_field", exc.message, exc.field) from None
+    answer_format = request.query.get("format") or "json"
+    if answer_format not in ("json", "csv"):
+        raise ApiError(422, "invalid_field", "format must be json or csv", "format")
     rows = await run_stats(request.app[STORE], who.merchant_id, query)
-    if request.query.get("format") == "csv":
+    if answer_format == "csv":
         return web.Response(
             text=rows_csv(query.by, rows), content_type="text/csv", charset="utf-8",
             headers={"Content-Disposition":

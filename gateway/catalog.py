@@ -15,6 +15,7 @@ from adapters import TargetError, by_platform, platform_ids
 from adapters.urls import ANY_PUBLIC_HOST, check_url
 
 from .errors import ApiError
+from .inputs import plain_text
 from .store import Merchant, Product
 
 __all__ = ["product_json", "validate_product"]
@@ -29,11 +30,8 @@ def _invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
 
 
 def _title(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _invalid("title", "title must be a non-empty string")
-    if len(value) > _MAX_TITLE:
-        raise _invalid("title", f"title is longer than {_MAX_TITLE} characters")
-    return value.strip()
+    # Shown on the landing page, in link previews and in every CSV: one plain line.
+    return plain_text(value, "title", _MAX_TITLE)
 
 
 def _image_url(value: Any) -> str | None:

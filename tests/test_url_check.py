@@ -157,7 +157,7 @@ def _outcome(url: str, hosts: tuple[str, ...] | None, expected: str) -> str:
     except TargetError as exc:
         assert exc.field == "targets.jd.url"
         assert exc.message.startswith("targets.jd.url ")
-        code, _, words = expected.partition("/")
+        words = expected.partition("/")[2]
         return f"{exc.code}/{words}" if words and words in exc.message else exc.code
 
 
@@ -210,8 +210,9 @@ def _product_with_url(platform: str, url: str) -> dict[str, Any]:
 async def test_every_target_url_goes_through_the_check(
     client: TestClient[Any, Any], tenant: Tenant, field: str, platform: str, host: str,
 ) -> None:
-    for url in (f"https://{host}/\ud800", f"https://{host}:8443/", HIDDEN.format(host=host),
-                f"https://{host}/\x00", f"https://{host}@evil.example.net/"):
+    # (A lone surrogate never gets this far: tests/test_hostile_input.py.)
+    for url in (f"https://{host}:8443/", HIDDEN.format(host=host), f"https://{host}/\x00",
+                f"https://{host}@evil.example.net/", f"https://{host}/a\u2028b"):
         resp = await client.post("/api/products", json=_product_with_url(platform, url),
                                  headers=tenant.auth)
         body = await resp.json()
@@ -228,7 +229,7 @@ async def test_image_url_goes_through_the_check(client: TestClient[Any, Any],
                                                 tenant: Tenant) -> None:
     product = await create_product(client, tenant)
     for url in ("https://evil.example.net\\@img.example.com/x.png", "https://127.0.0.1/x.png",
-                "https://img.example.com/\x00.png", "https://img.example.com/\ud800.png",
+                "https://img.example.com/\x00.png", "https://img.example.com/\u202e.png",
                 "javascript:alert(1)", "//img.example.com/x.png"):
         created = await client.post("/api/products", json={**PRODUCT, "image_url": url},
                                     headers=tenant.auth)
@@ -253,10 +254,8 @@ async def test_entry_urls_go_through_the_check(client: TestClient[Any, Any],
         ({"kind": "acquisition_link", "url": "https://work.weixin.qq.com@evil.example.net/ca/x"},
          "url"),
         ({"kind": "acquisition_link", "url": "https://work.weixin.qq.com/ca/x\x00"}, "url"),
-        ({"kind": "acquisition_link", "url": "https://work.weixin.qq.com/ca/x\ud800"}, "url"),
         ({"kind": "acquisition_link", "url": "https://work.weixin.qq.com:444/ca/x"}, "url"),
         ({"kind": "static", "qr_url": "https://img.example.com/q\x00.png"}, "qr_url"),
-        ({"kind": "static", "qr_url": "https://img.example.com/q\ud800.png"}, "qr_url"),
         ({"kind": "static", "qr_url": "https://img.example.com/q\u202e.png"}, "qr_url"),
         ({"kind": "static", "qr_url": "https://[::1]/q.png"}, "qr_url"),
     ]
