@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from datetime import date, timedelta
 from typing import Any
@@ -11,6 +9,7 @@ from typing import Any
 from adapters import by_platform
 
 from .inputs import parse_uint
+from .spreadsheet import csv_text
 from .store import METRICS, StatsRow, Store
 
 __all__ = ["CHANNEL_PATTERN", "GROUPINGS", "RATES", "StatsQuery", "StatsQueryError",
@@ -115,11 +114,9 @@ def with_funnel(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def rows_csv(by: str, rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV, for the API, the dashboard and the CLI alike (gateway/spreadsheet.py
+    keeps a title like ``=HYPERLINK(...)`` from becoming a formula)."""
     keys = ["product_id", "code", "title"] if by == "product" else [by]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*keys, *METRICS, *RATES])
-    for row in rows:
-        writer.writerow([row[k] for k in keys] + [row[m] for m in METRICS]
-                        + ["" if row[r] is None else row[r] for r in RATES])
-    return out.getvalue()
+    return csv_text([*keys, *METRICS, *RATES],
+                    ([row[k] for k in keys] + [row[m] for m in METRICS] + [row[r] for r in RATES]
+                     for row in rows))
