@@ -19,6 +19,7 @@ from .store import CodeTaken, Credentials, Merchant, Product
 
 __all__ = ["json_body", "principal", "setup_routes"]
 
+_JWT_TEXT = re.compile(r"[A-Za-z0-9_=.-]{1,4096}")
 _PAGE_DEFAULT = 20
 _PAGE_MAX = 100
 
@@ -29,8 +30,13 @@ def principal(request: web.Request, *, write: bool = False) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+    token = token.strip()
+    # A JWT is base64url and dots. aiohttp hands other bytes on as lone surrogates, which
+    # the JWT library cannot even encode (a 500 before this check).
+    if not _JWT_TEXT.fullmatch(token):
+        raise ApiError(401, "invalid_token", "the token is not a JWT")
     try:
-        who = request.app[TOKENS].verify(token.strip())
+        who = request.app[TOKENS].verify(token)
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message) from None
     if write and not who.can_write:

@@ -8,6 +8,7 @@ is exactly as before, and every shopper route still answers for their products.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -248,3 +249,33 @@ async def test_plain_titles_and_big_but_valid_numbers_still_pass(
     figures = await client.get(f"/api/stats?product={made['id']}&from=2026-01-01&to=2026-01-31",
                                headers=acme.auth)
     assert figures.status == 200
+
+
+async def _raw(client: TestClient[Any, Any], head: bytes) -> tuple[int, bytes, bytes]:
+    """One request as raw bytes (aiohttp's client would not send these), and the answer."""
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(head + b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), headers.lower(), body
+
+
+async def test_odd_bytes_in_a_path_or_a_token_get_the_json_error(
+    client: TestClient[Any, Any], two: tuple[Tenant, Tenant, dict[str, Any]],
+) -> None:
+    """Found by the fuzz suite: a path that decodes to a line break fell through to
+    aiohttp's plain-text 404, and a token that is not UTF-8 was a 500."""
+    acme = two[0]
+    for path in (b"/api/products/%0A%7B", b"/api/%0A", b"/api/stats/%0D"):
+        status, headers, body = await _raw(client, b"GET " + path + b" HTTP/1.1\r\n")
+        assert status == 404 and b"application/json" in headers, (path, body)
+        assert json.loads(body)["error"]["code"] == "not_found"
+    for token in (b"\xff\xfe", b"\xed\xa0\x80", acme.token.encode() + b"\x80"):
+        status, headers, body = await _raw(
+            client, b"GET /api/products HTTP/1.1\r\nAuthorization: Bearer " + token + b"\r\n")
+        assert status == 401 and b"application/json" in headers, (token, body)
+        assert json.loads(body)["error"]["code"] == "invalid_token"
