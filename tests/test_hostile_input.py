@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import pytest
@@ -251,11 +252,12 @@ async def test_plain_titles_and_big_but_valid_numbers_still_pass(
     assert figures.status == 200
 
 
-async def _raw(client: TestClient[Any, Any], head: bytes) -> tuple[int, bytes, bytes]:
+async def _raw(client: TestClient[Any, Any], head: bytes,
+               body: bytes = b"") -> tuple[int, bytes, bytes]:
     """One request as raw bytes (aiohttp's client would not send these), and the answer."""
     assert client.server.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
-    writer.write(head + b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    writer.write(head + b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n" + body)
     await writer.drain()
     answer = await reader.read()
     writer.close()
@@ -279,3 +281,23 @@ async def test_odd_bytes_in_a_path_or_a_token_get_the_json_error(
             client, b"GET /api/products HTTP/1.1\r\nAuthorization: Bearer " + token + b"\r\n")
         assert status == 401 and b"application/json" in headers, (token, body)
         assert json.loads(body)["error"]["code"] == "invalid_token"
+
+
+async def test_a_dashboard_cookie_that_is_not_utf8_is_no_session(
+    client: TestClient[Any, Any],
+) -> None:
+    """The session and login-form cookies as bytes that are not UTF-8: signed out, not a 500."""
+    for cookie in (b"ll_session=\xff\xfe", b"ll_session=a.b.\xed\xa0\x80"):
+        status, headers, _ = await _raw(client, b"GET /dashboard HTTP/1.1\r\nCookie: " + cookie
+                                        + b"\r\n")
+        assert status == 303 and b"location: /dashboard/login" in headers, cookie
+    login = await client.get("/dashboard/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', await login.text())
+    assert csrf is not None
+    form = f"csrf={csrf.group(1)}&email=a%40b.cn&password=x".encode()
+    status, _, body = await _raw(client, (
+        b"POST /dashboard/login HTTP/1.1\r\nOrigin: https://go.test\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Cookie: ll_login_csrf=\xff\xfe\r\nContent-Length: " + str(len(form)).encode()
+        + b"\r\n"), form)
+    assert status == 403, body
