@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -14,11 +13,13 @@ from .auth import AuthError, Principal
 from .catalog import product_json, validate_product
 from .errors import ApiError, guarded
 from .ids import new_code
+from .inputs import parse_json, parse_uint, strict_int
 from .stats import StatsQueryError, parse_stats_query, rows_csv, run_stats
 from .store import CodeTaken, Credentials, Merchant, Product
 
 __all__ = ["json_body", "principal", "setup_routes"]
 
+_JWT_TEXT = re.compile(r"[A-Za-z0-9_=.-]{1,4096}")
 _PAGE_DEFAULT = 20
 _PAGE_MAX = 100
 
@@ -29,8 +30,13 @@ def principal(request: web.Request, *, write: bool = False) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+    token = token.strip()
+    # A JWT is base64url and dots. aiohttp hands other bytes on as lone surrogates, which
+    # the JWT library cannot even encode (a 500 before this check).
+    if not _JWT_TEXT.fullmatch(token):
+        raise ApiError(401, "invalid_token", "the token is not a JWT")
     try:
-        who = request.app[TOKENS].verify(token.strip())
+        who = request.app[TOKENS].verify(token)
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message) from None
     if write and not who.can_write:
@@ -48,18 +54,15 @@ async def _merchant(request: web.Request, who: Principal) -> Merchant:
 async def json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    return parse_json(await request.read())
 
 
 def _product_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such product") from None
+    # Only ASCII digits in the stores' range name a product; anything else names none.
+    product_id = parse_uint(request.match_info["id"])
+    if product_id is None:
+        raise ApiError(404, "not_found", "no such product")
+    return product_id
 
 
 async def _own_product(request: web.Request, who: Principal) -> Product:
@@ -94,13 +97,9 @@ async def create_product(request: web.Request) -> web.Response:
 
 async def list_products(request: web.Request) -> web.Response:
     who = principal(request)
-    try:
-        limit = int(request.query.get("limit", _PAGE_DEFAULT))
-        after = int(request.query.get("after", 0))
-    except ValueError:
-        raise ApiError(422, "invalid_field", "limit and after must be integers") from None
-    if not 1 <= limit <= _PAGE_MAX:
-        raise ApiError(422, "invalid_field", f"limit must be 1 to {_PAGE_MAX}", "limit")
+    limit = strict_int(request.query.get("limit"), "limit", default=_PAGE_DEFAULT, minimum=1,
+                       maximum=_PAGE_MAX)
+    after = strict_int(request.query.get("after"), "after", default=0)
     products = await request.app[STORE].list_products(who.merchant_id, limit=limit + 1,
                                                       after_id=after)
     page = products[:limit]
@@ -169,8 +168,11 @@ async def stats(request: web.Request) -> web.Response:
         query = parse_stats_query(dict(request.query), request.app[CLOCK].today())
     except StatsQueryError as exc:
         raise ApiError(422, "invalid_field", exc.message, exc.field) from None
+    answer_format = request.query.get("format") or "json"
+    if answer_format not in ("json", "csv"):
+        raise ApiError(422, "invalid_field", "format must be json or csv", "format")
     rows = await run_stats(request.app[STORE], who.merchant_id, query)
-    if request.query.get("format") == "csv":
+    if answer_format == "csv":
         return web.Response(
             text=rows_csv(query.by, rows), content_type="text/csv", charset="utf-8",
             headers={"Content-Disposition":

@@ -20,6 +20,8 @@ class FakeWeChat:
     expire_token_once: bool = False
     fail_with: int | None = None
     delay: float = 0.0
+    #: The URL Link answered, ``{n}`` numbering them (a test may make WeChat answer oddly).
+    url_link: str = "https://wxaurl.cn/fake{n}"
     minted: list[dict[str, Any]] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -54,4 +56,4 @@ class FakeWeChat:
             return web.json_response({"errcode": 40097, "errmsg": "invalid args"})
         self.minted.append(body)
         return web.json_response({"errcode": 0, "errmsg": "ok",
-                                  "url_link": f"https://wxaurl.cn/fake{next(self._ids)}"})
+                                  "url_link": self.url_link.format(n=next(self._ids))})

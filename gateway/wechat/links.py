@@ -15,6 +15,9 @@ import contextlib
 import structlog
 from cachetools import TTLCache
 
+from adapters import TargetError, by_platform
+from adapters.urls import check_url
+
 from ..store import Product, Store
 from .client import WeChatApiError, WeChatClient
 
@@ -81,7 +84,13 @@ class MiniProgramLinks:
             log.exception("wechat.mint_error", code=product.code)
             self._failed[key] = True
             return
-        if not url.startswith("https://"):
+        adapter = by_platform(PLATFORM)
+        assert adapter is not None
+        try:
+            # A shopper is sent here: the one URL check, on WeChat's URL Link hosts.
+            url = check_url(url, "url_link", adapter.owned_hosts)
+        except TargetError as exc:
+            log.warning("wechat.mint_refused", code=product.code, error=exc.message)
             self._failed[key] = True
             return
         self._links[key] = url
