@@ -6,7 +6,6 @@ storage that an adapter has not checked.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -15,11 +14,12 @@ from urllib.parse import urlsplit
 from adapters import TargetError, by_platform, platform_ids
 
 from .errors import ApiError
+from .ids import CODE_PATTERN
 from .store import Merchant, Product
 
 __all__ = ["product_json", "validate_product"]
 
-_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,63}")
+_SLUG = CODE_PATTERN  # a slug is a share code: the share link checks codes by it too
 _FIELDS = {"title", "image_url", "price", "slug", "targets"}
 _MAX_TITLE = 200
 
