@@ -50,6 +50,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Empty: SQLite under storage.data_dir."),
     Setting("storage.data_dir", "./data",
             "Directory for the SQLite file, generated secrets and the click journal."),
+    Setting("storage.timeout_seconds", 5.0,
+            "Longest one storage call may take (connecting, waiting for a connection or a "
+            "lock, running its statements); past it the call fails as storage unavailable, "
+            "so /readyz answers not-ready within this time when the database is silently "
+            "unreachable. Migrations on start are exempt.", float, minimum=0.1),
     Setting("auth.secret", "",
             "HS256 signing key for API tokens. Empty: generated once into data_dir."),
     Setting("auth.audience", "linkloop", "The `aud` claim tokens must carry."),
