@@ -72,6 +72,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recorder.queue_size", 50_000,
             "Most clicks held in memory awaiting a write; past this they go to the journal.",
             int, minimum=1),
+    Setting("recorder.hold_size", 100_000,
+            "Most clicks kept in memory in all (the queue's included, so at least "
+            "queue_size) while neither storage nor the journal takes them; /readyz answers "
+            "not-ready meanwhile. Past this a click is dropped and counted (/readyz "
+            "`dropped`, log event recorder.clicks_dropped).", int, minimum=1),
     Setting("recorder.flush_interval_ms", 250,
             "Longest a click waits in memory before it is written.", int, minimum=1),
     Setting("recorder.batch_size", 1000, "Most clicks written in one transaction.", int,

@@ -1,12 +1,17 @@
 """Storage going away under a real gateway: links keep answering, no click is lost unseen.
 
 PostgreSQL is reached through a TCP proxy the test controls (tests/tcp_proxy.py), so it
-can be cut or made to swallow every packet.
+can be cut or made to swallow every packet; SQLite is locked by another connection, and
+the journal's directory replaced by a plain file (the tests run as root, so a read-only
+mode would not stop anything).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -142,3 +147,92 @@ async def test_readyz_says_not_ready_within_the_storage_timeout_when_packets_van
         await asyncio.sleep(0.1)
     answered = {tenant.id: 2 for tenant, _ in shops}
     await _all_counted(client, answered, shops, within=30)
+
+
+class _Outage:
+    """SQLite locked by another connection and the journal's directory a plain file."""
+
+    def __init__(self, data: Path) -> None:
+        self.journal = data / "journal"
+        self.lock = sqlite3.connect(data / "linkloop.db", isolation_level=None)
+
+    def __enter__(self) -> _Outage:
+        self.lock.execute("BEGIN EXCLUSIVE")
+        shutil.rmtree(self.journal, ignore_errors=True)
+        self.journal.write_text("a file where the journal's directory should be\n")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.journal.unlink()
+        self.lock.execute("ROLLBACK")
+        self.lock.close()
+
+
+async def test_storage_locked_and_journal_unwritable_lose_no_click(
+    aiohttp_client: ClientFactory, tmp_path: Path,
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(
+        tmp_path, storage__timeout_seconds=1, recorder__retry_max_seconds=1)))
+    shops = await _shop(client)
+    answered = {tenant.id: 0 for tenant, _ in shops}
+    statuses: list[int] = []
+    with _Outage(tmp_path / "data"):
+        started = time.monotonic()
+        while time.monotonic() - started < OUTAGE_SECONDS:
+            for tenant, product in shops:
+                assert await _tap(client, product) == 302
+                answered[tenant.id] += 1
+            status, body = await _readyz(client)
+            statuses.append(status)
+            assert body["dropped"] == 0
+            await asyncio.sleep(0.1)
+    # Not ready from the moment the first batch found neither storage nor the journal
+    # until the outage ended.
+    assert 503 in statuses
+    assert set(statuses[statuses.index(503):]) == {503}, statuses
+    await _all_counted(client, answered, shops, within=30)
+    status, body = await _readyz(client)
+    assert (status, body["dropped"], body["pending"]) == (200, 0, 0)
+
+
+async def test_a_full_queue_with_the_journal_unwritable_holds_then_counts_what_it_drops(
+    aiohttp_client: ClientFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from gateway.logs import configure_logging
+
+    configure_logging("info", "json")
+    # Three clicks fill the queue; past that the overflow path (straight to the journal)
+    # must hold them in memory, up to 40, and only then drop, and count, any.
+    client = await aiohttp_client(create_app(make_settings(
+        tmp_path, storage__timeout_seconds=1, recorder__retry_max_seconds=1,
+        recorder__queue_size=3, recorder__hold_size=40, recorder__batch_size=2)))
+    shops = await _shop(client)
+    answered = {tenant.id: 0 for tenant, _ in shops}
+    with _Outage(tmp_path / "data"):
+        for _ in range(15):  # 30 clicks: held, none lost
+            for tenant, product in shops:
+                assert await _tap(client, product) == 302
+                answered[tenant.id] += 1
+        # Not ready once a batch found neither storage nor the journal; nothing lost.
+        deadline = time.monotonic() + 10
+        while (status := (await _readyz(client))[0]) != 503:
+            assert time.monotonic() < deadline, "ready with clicks held in memory"
+            await asyncio.sleep(0.1)
+        assert (await _readyz(client))[1]["dropped"] == 0
+        for _ in range(10):  # 20 more: past what memory may hold
+            for tenant, product in shops:
+                assert await _tap(client, product) == 302
+                answered[tenant.id] += 1
+        status, body = await _readyz(client)
+        dropped = body["dropped"]
+        assert status == 503 and dropped >= 50 - 40 - 2  # the hold, and a batch in flight
+    # Every click answered is in the stats or in the count of dropped ones, never neither.
+    deadline = time.monotonic() + 30
+    while (counted := sum([await _clicks(client, t) or 0 for t, _ in shops])) != 50 - dropped:
+        assert time.monotonic() < deadline, f"{counted} counted, {dropped} dropped of 50"
+        await asyncio.sleep(0.2)
+    status, body = await _readyz(client)
+    assert (status, body["dropped"]) == (200, dropped)
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+              if line.startswith("{")]
+    assert any(line["event"] == "recorder.clicks_dropped" for line in logged)
