@@ -38,12 +38,26 @@ def _recorder(store: SQLiteStore, tmp_path: Path, **kw: float) -> Recorder:
     return Recorder(store, Journal(tmp_path / "journal"), **options)  # type: ignore[arg-type]
 
 
-async def _journaled_in_an_outage(tmp_path: Path, recorder: Recorder,
-                                  clicks: int) -> sqlite3.Connection:
-    """Another process holds the database, so every write fails and ``clicks`` clicks go
-    to the journal. Returns that process's connection: its ROLLBACK ends the outage."""
+def _lock(tmp_path: Path) -> sqlite3.Connection:
+    """Another process holds the database, so every write fails. Returns that process's
+    connection: its ROLLBACK ends the outage."""
     blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
+    return blocker
+
+
+def _break_journal(tmp_path: Path) -> Path:
+    """A file where the journal's directory should be: every journal write fails (even as
+    root, unlike a read-only mode). Unlink it to mend the journal."""
+    journal = tmp_path / "journal"
+    journal.write_text("a file where the journal's directory should be")
+    return journal
+
+
+async def _journaled_in_an_outage(tmp_path: Path, recorder: Recorder,
+                                  clicks: int) -> sqlite3.Connection:
+    """Storage locked (``_lock``), so ``clicks`` clicks go to the journal."""
+    blocker = _lock(tmp_path)
     for n in range(clicks):
         recorder.click(_click(n))
     await asyncio.sleep(0.3)
@@ -119,8 +133,7 @@ async def test_shutdown_with_storage_away_journals_and_next_start_replays(tmp_pa
     store = await _open(tmp_path)
     recorder = _recorder(store, tmp_path, flush_interval=60)
     recorder.start()
-    blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    blocker = _lock(tmp_path)
     for n in range(30):
         recorder.click(_click(n))
     await recorder.close()
@@ -170,12 +183,10 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
 
 async def test_clicks_wait_in_memory_while_storage_and_journal_fail(tmp_path: Path) -> None:
     store = await _open(tmp_path)
-    journal = tmp_path / "journal"
-    journal.write_text("a file where the journal's directory should be")
+    journal = _break_journal(tmp_path)
     recorder = _recorder(store, tmp_path, batch_size=5)
     recorder.start()
-    blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    blocker = _lock(tmp_path)
     for n in range(20):
         recorder.click(_click(n))
     await _until(lambda: not recorder.durable, "not durable")
@@ -198,11 +209,10 @@ async def test_shutdown_with_storage_and_journal_failing_counts_and_logs_the_los
 
     configure_logging("info", "json")
     store = await _open(tmp_path)
-    (tmp_path / "journal").write_text("a file where the journal's directory should be")
+    _break_journal(tmp_path)
     recorder = _recorder(store, tmp_path, flush_interval=60)
     recorder.start()
-    blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    blocker = _lock(tmp_path)
     for n in range(30):
         recorder.click(_click(n))
     capsys.readouterr()
