@@ -480,6 +480,31 @@ async def test_sqlite_calls_give_up_at_the_timeout(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_a_sqlite_call_cancelled_as_it_finishes_stays_cancelled(tmp_path: Path) -> None:
+    # Python 3.11's wait_for returned the result of a call cancelled just as its statement
+    # finished: the link watcher, cancelled on shutdown, then polled on forever and the
+    # gateway never exited (Ctrl-C hung one stop in four).
+    import threading
+
+    store = await SQLiteStore.open(tmp_path / "cancel.db", timeout_seconds=5)
+    gate = threading.Event()
+
+    def statement() -> str:
+        gate.wait()
+        return "done"
+
+    call = asyncio.create_task(store._run(store._reader, statement))
+    await asyncio.sleep(0)  # the call's first step: it now awaits its thread
+    gate.set()
+    # Hold the loop until the thread is past the statement (its one thread takes jobs in
+    # turn): the statement's result is queued on the loop before the cancel.
+    store._reader.submit(lambda: None).result()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await store.close()
+
+
 # --- the channel dimension and staff logins (migration 3), on every engine -----------------
 def tagged(n: int, channel: str | None, *, visitor: str = "v1", ts: float = 1.0,
            platform: str = "taobao", product: int = 1) -> Click:

@@ -252,7 +252,12 @@ class SQLiteStore(Store):
                    deadline: bool = True) -> T:
         done = asyncio.get_running_loop().run_in_executor(pool, fn)
         try:
-            return await (asyncio.wait_for(done, self.timeout) if deadline else done)
+            if not deadline:
+                return await done
+            # Not wait_for: on Python 3.11 it swallows a cancellation that arrives as the
+            # statement finishes, and a cancelled link watcher then ran on forever.
+            async with asyncio.timeout(self.timeout):
+                return await done
         except sqlite3.OperationalError as exc:
             # Locked, disk full, file gone: the caller may retry later.
             raise StoreUnavailable(str(exc)) from exc
