@@ -86,6 +86,7 @@ async def _recorder(app: web.Application) -> AsyncIterator[None]:
     recorder = Recorder(
         writer or app[STORE], Journal(settings.data_dir / "journal", owner=f"w{app[WORKER]}"),
         queue_size=settings["recorder.queue_size"],
+        hold_size=settings["recorder.hold_size"],
         flush_interval=settings["recorder.flush_interval_ms"] / 1000,
         batch_size=settings["recorder.batch_size"],
         retry_max=settings["recorder.retry_max_seconds"],

@@ -6,7 +6,6 @@ storage that an adapter has not checked.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -15,12 +14,13 @@ from adapters import TargetError, by_platform, platform_ids
 from adapters.urls import ANY_PUBLIC_HOST, check_url
 
 from .errors import ApiError
+from .ids import CODE_PATTERN
 from .inputs import plain_text
 from .store import Merchant, Product
 
 __all__ = ["product_json", "validate_product"]
 
-_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,63}")
+_SLUG = CODE_PATTERN  # a slug is a share code: the share link checks codes by it too
 _FIELDS = {"title", "image_url", "price", "slug", "targets"}
 _MAX_TITLE = 200
 

@@ -350,16 +350,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when storage answers; the recorder's counters say whether clicks are flowing."""
+    """Ready when storage answers and clicks can be made durable (written, or journaled);
+    the recorder's counters say whether clicks are flowing, and how many were dropped."""
     recorder = request.app[RECORDER]
     body = {"worker": request.app[WORKER], "pending": recorder.pending,
             "written": recorder.written,
-            "journaled": recorder.journaled, "overflowed": recorder.overflowed}
+            "journaled": recorder.journaled, "overflowed": recorder.overflowed,
+            "dropped": recorder.dropped,
+            "journal": "ok" if recorder.journal_ok else "failing"}
     try:
-        await request.app[STORE].ping()
+        await request.app[STORE].ping()  # within storage.timeout_seconds
     except Exception as exc:
         log.warning("readyz.storage_unavailable", error=str(exc))
         return web.json_response({"status": "unavailable", "storage": "down", **body},
+                                 status=503)
+    if not recorder.durable:  # neither storage nor the journal takes clicks: held in memory
+        return web.json_response({"status": "unavailable", "storage": "failing", **body},
                                  status=503)
     return web.json_response({"status": "ready", "storage": "ok", **body})
 

@@ -9,6 +9,12 @@ statement per table, and ``ON CONFLICT DO NOTHING RETURNING`` says which rows ar
 Every failure that means "the database is away right now" (refused or reset connections,
 timeouts, a closing pool, a server shutting down, a deadlock victim) surfaces as
 ``StoreUnavailable``, so the recorder journals the batch and retries.
+
+Every call has one deadline (``storage.timeout_seconds``) for getting a connection and
+running its statements. A server that silently drops packets never answers, and neither
+would a cancel request or a ROLLBACK sent to it, so at the deadline the connection is
+terminated (its socket closed, no goodbye): whatever awaits it fails at once, and the pool
+opens a fresh one for the next call. Migrations are exempt: they may rightly take long.
 """
 
 from __future__ import annotations
@@ -197,11 +203,11 @@ async def _init_connection(conn: Any) -> None:
 
 
 class PostgresStore(Store):
-    def __init__(self, pool: Any, *, schema: str | None, acquire_timeout: float,
+    def __init__(self, pool: Any, *, schema: str | None, timeout: float,
                  months_ahead: int) -> None:
         self._pool = pool
         self.schema = schema
-        self.acquire_timeout = acquire_timeout
+        self.timeout = timeout
         self.months_ahead = months_ahead
         self._next_partition_check = 0.0
 
@@ -209,23 +215,24 @@ class PostgresStore(Store):
     @classmethod
     async def open(
         cls, url: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10,
-        connect_timeout: float = 10.0, acquire_timeout: float = 10.0, months_ahead: int = 3,
+        timeout_seconds: float = 10.0, months_ahead: int = 3,
     ) -> PostgresStore:
         """Connect a pool, apply pending migrations and make the coming months' partitions.
 
         ``schema``: keep every table in this schema (created if missing; it becomes the
         connections' search_path), e.g. one schema per test or per deployment.
+        ``timeout_seconds``: longest one call may take, connecting included (not
+        migrations).
         ``months_ahead``: click partitions made beyond the current month.
         """
         settings = {"search_path": quote_ident(schema)} if schema else {}
         try:
             pool = await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, timeout=connect_timeout,
+                url, min_size=min_size, max_size=max_size, timeout=timeout_seconds,
                 init=_init_connection, server_settings=settings)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(_describe(exc)) from exc
-        store = cls(pool, schema=schema, acquire_timeout=acquire_timeout,
-                    months_ahead=months_ahead)
+        store = cls(pool, schema=schema, timeout=timeout_seconds, months_ahead=months_ahead)
         try:
             await store._migrate()
             await store.ensure_partitions()
@@ -235,7 +242,9 @@ class PostgresStore(Store):
         return store
 
     async def _migrate(self) -> None:
-        async with self._conn() as conn:
+        # No deadline: a migration may rebuild a big table, or wait its turn behind another
+        # gateway's (the advisory lock below).
+        async with self._conn(deadline=False) as conn:
             namespace = self.schema or await conn.fetchval("SELECT current_schema()")
             # Gateways opening together queue here; each applies what is still missing.
             key = f"linkloop:migrate:{namespace}"
@@ -296,7 +305,7 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         try:
-            await asyncio.wait_for(self._pool.close(), timeout=10.0)
+            await asyncio.wait_for(self._pool.close(), timeout=self.timeout)
         except _UNAVAILABLE:  # TimeoutError is an OSError
             self._pool.terminate()
 
@@ -306,12 +315,32 @@ class PostgresStore(Store):
 
     # --- plumbing ----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Any]:
-        """A pooled connection; connection trouble, here or in the body, is StoreUnavailable."""
+    async def _conn(self, *, deadline: bool = True) -> AsyncIterator[Any]:
+        """A pooled connection, for at most ``self.timeout`` seconds from now (getting it,
+        using it and handing it back); connection trouble or the deadline, here or in the
+        body, is StoreUnavailable."""
+        cutoff: _Cutoff | None = None
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.timeout
         try:
-            async with self._pool.acquire(timeout=self.acquire_timeout) as conn:
+            conn = await self._pool.acquire(timeout=self.timeout)
+            try:
+                if deadline:
+                    cutoff = _Cutoff(conn, ends - loop.time())
                 yield conn
+            finally:
+                try:
+                    # A connection that can't be reset is terminated by the pool: the
+                    # body's outcome stands (a commit is a commit), whatever happens here.
+                    with contextlib.suppress(*_UNAVAILABLE):
+                        await self._pool.release(conn, timeout=self.timeout)
+                finally:
+                    if cutoff is not None:
+                        cutoff.cancel()
         except _UNAVAILABLE as exc:
+            if cutoff is not None and cutoff.fired:
+                raise StoreUnavailable(
+                    f"PostgreSQL did not answer within {self.timeout:g} s") from exc
             raise StoreUnavailable(_describe(exc)) from exc
 
     # --- merchants ---------------------------------------------------------------------------
@@ -392,7 +421,12 @@ class PostgresStore(Store):
         return _product(row) if row else None
 
     async def watch_links(self, forget: Callable[[str | None], None]) -> None:
-        """LISTEN for changed links on a connection of our own; reconnect when it drops."""
+        """LISTEN for changed links on a connection of our own; reconnect when it drops.
+
+        ``forget(None)`` once listening again (changes may have been missed meanwhile),
+        never while the database is away: there is nothing to learn then, and the link
+        cache keeps serving what it has.
+        """
         delay = 0.5
 
         def heard(_conn: Any, _pid: int, _channel: str, code: str) -> None:
@@ -400,20 +434,21 @@ class PostgresStore(Store):
 
         while True:
             try:
-                async with self._pool.acquire(timeout=self.acquire_timeout) as conn:
-                    await conn.add_listener(LINKS_CHANNEL, heard)
+                async with self._conn(deadline=False) as conn:  # held as long as it works
+                    with _Cutoff(conn, self.timeout):
+                        await conn.add_listener(LINKS_CHANNEL, heard)
                     forget(None)  # whatever changed while nobody was listening
                     delay = 0.5
                     try:
                         while True:  # a ping notices a connection that died quietly
                             await asyncio.sleep(_WATCH_EVERY)
-                            await conn.fetchval("SELECT 1")
+                            with _Cutoff(conn, self.timeout):
+                                await conn.fetchval("SELECT 1")
                     finally:
-                        with contextlib.suppress(*_UNAVAILABLE):
+                        with contextlib.suppress(*_UNAVAILABLE), _Cutoff(conn, self.timeout):
                             await conn.remove_listener(LINKS_CHANNEL, heard)
-            except _UNAVAILABLE as exc:
-                log.warning("store.link_listener_lost", error=_describe(exc), retry_in=delay)
-            forget(None)
+            except StoreUnavailable as exc:  # _conn turns the body's failures into this
+                log.warning("store.link_listener_lost", error=str(exc), retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -747,6 +782,33 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             await conn.execute("UPDATE login_throttle SET attempts = attempts - 1 "
                                "WHERE address = $1 AND attempts > 0", address)
+
+
+class _Cutoff:
+    """Terminates a connection that is still in use ``seconds`` from now.
+
+    Closing the socket is the one way out that needs no answer from the server: every
+    await on the connection then fails at once (with InterfaceError), and the pool replaces
+    it. The body's own awaits are left to fail: no task is cancelled.
+    """
+
+    def __init__(self, conn: Any, seconds: float) -> None:
+        self.fired = False
+        self._conn = conn
+        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._conn.terminate()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+    def __enter__(self) -> _Cutoff:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,6 +4,12 @@ Every statement runs off the event loop: writes on one thread (SQLite has one wr
 anyway), reads on another so that a cache-miss lookup on the hot path never queues behind a
 batch of clicks. Each transaction is a plain function run whole on its thread, so it costs
 one hop from the loop, not one per statement.
+
+Every call waits at most ``timeout`` seconds (``storage.timeout_seconds``), for a lock held
+by another process as for a disk that stopped answering: then it fails as
+StoreUnavailable. A thread can't be stopped, so one stuck on a disk finishes its statement
+on its own; the calls queued behind it fail at their own deadlines meanwhile. Opening the
+file (migrations) has no deadline.
 """
 
 from __future__ import annotations
@@ -140,9 +146,11 @@ def _bump(conn: sqlite3.Connection, table: str, deltas: Mapping[Any, RollupDelta
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 10.0,
+                 timeout: float | None = None) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.timeout = busy_timeout if timeout is None else timeout
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
@@ -151,11 +159,14 @@ class SQLiteStore(Store):
 
     # --- lifecycle ---------------------------------------------------------------------------
     @classmethod
-    async def open(cls, path: Path, busy_timeout: float = 10.0) -> SQLiteStore:
-        """Open (creating and migrating) the file; ``busy_timeout``: seconds to wait on a lock."""
-        store = cls(path, busy_timeout)
-        await store._write(store._open_writer)
-        await store._read(store._open_reader)
+    async def open(cls, path: Path, busy_timeout: float = 10.0,
+                   timeout_seconds: float | None = None) -> SQLiteStore:
+        """Open (creating and migrating) the file; ``busy_timeout``: seconds a statement
+        waits on a lock; ``timeout_seconds``: seconds a call waits in all (default:
+        busy_timeout)."""
+        store = cls(path, busy_timeout, timeout_seconds)
+        await store._run(store._writer, store._open_writer, deadline=False)
+        await store._run(store._reader, store._open_reader, deadline=False)
         # Where the log of changed links ends now: watch_links starts here, so a change
         # made while the gateway warmed its link cache is not missed.
         store._links_seen = await store._read(lambda: store._rconn.execute(
@@ -217,8 +228,9 @@ class SQLiteStore(Store):
             if self._read_conn is not None:
                 self._read_conn.close()
 
-        await self._write(close_write)
-        await self._read(close_read)
+        # After whatever is queued, however long it takes: nothing may be cut off.
+        await self._run(self._writer, close_write, deadline=False)
+        await self._run(self._reader, close_read, deadline=False)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
@@ -236,12 +248,22 @@ class SQLiteStore(Store):
         assert self._read_conn is not None, "store is not open"
         return self._read_conn
 
-    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T], *,
+                   deadline: bool = True) -> T:
+        done = asyncio.get_running_loop().run_in_executor(pool, fn)
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn)
+            if not deadline:
+                return await done
+            # Not wait_for: on Python 3.11 it swallows a cancellation that arrives as the
+            # statement finishes, and a cancelled link watcher then ran on forever.
+            async with asyncio.timeout(self.timeout):
+                return await done
         except sqlite3.OperationalError as exc:
             # Locked, disk full, file gone: the caller may retry later.
             raise StoreUnavailable(str(exc)) from exc
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"SQLite did not answer within {self.timeout:g} s") from None
 
     async def _read(self, fn: Callable[[], T]) -> T:
         return await self._run(self._reader, fn)
