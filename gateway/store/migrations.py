@@ -227,6 +227,27 @@ CREATE TRIGGER link_changed AFTER UPDATE ON products BEGIN
     INSERT INTO link_changes (code) VALUES (NEW.code); DELETE FROM link_changes
     WHERE seq <= (SELECT max(seq) FROM link_changes) - 10000; END
 """),
+    # Version 6: what the gateway mints through WeChat's API for each share link (URL Link,
+    # encrypted scheme, mini-program code), kept so that no click waits for a mint and every
+    # gateway process serves the same links; ``due_at`` drives renewals and retries.
+    (6, """
+CREATE TABLE minted_links (
+    code TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('url_link', 'scheme', 'wxacode')),
+    merchant_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    value TEXT,
+    image BLOB,
+    expires_at REAL NOT NULL DEFAULT 0,
+    minted_at REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    PRIMARY KEY (code, kind)
+);
+CREATE INDEX minted_links_due ON minted_links (due_at);
+CREATE INDEX minted_links_by_merchant ON minted_links (merchant_id, code)
+"""),
 )
 
 
@@ -458,6 +479,25 @@ SELECT merchant_id, day, platform, channel, SUM(clicks), SUM(unique_visitors),
 FROM rollups GROUP BY merchant_id, day, platform, channel;
 CREATE INDEX rollups_by_product ON rollups (merchant_id, product_id, day);
 ANALYZE monthly_rollups, daily_totals, rollups
+"""),
+    # Version 5: minted links (SQLite's version 6 says why).
+    (5, """
+CREATE TABLE minted_links (
+    code TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('url_link', 'scheme', 'wxacode')),
+    merchant_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    value TEXT,
+    image BYTEA,
+    expires_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    minted_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    error TEXT,
+    PRIMARY KEY (code, kind)
+);
+CREATE INDEX minted_links_due ON minted_links (due_at);
+CREATE INDEX minted_links_by_merchant ON minted_links (merchant_id, code)
 """),
 )
 __all__ += ["POSTGRES_MIGRATIONS"]
