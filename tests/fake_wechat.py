@@ -7,7 +7,7 @@ The calls the gateway makes, with the answers and errcodes WeChat documents for 
 * ``POST wxa/generate_urllink`` -- ``{"url_link": "https://wxaurl.cn/..."}``; 40097 for an
   expiry outside 1-30 days;
 * ``POST wxa/generatescheme`` -- ``{"openlink": "weixin://dl/business/?t=..."}``;
-* ``POST wxa/getwxacodeunlimit`` -- the image itself (``image/jpeg``), or JSON: 40169 for a
+* ``POST wxa/getwxacodeunlimit`` -- the image itself (a PNG here), or JSON: 40169 for a
   scene longer than 32 characters, 41030 for a page that does not exist;
 * ``GET cgi-bin/ticket/getticket?type=jsapi`` -- the JS-SDK ``ticket`` and ``expires_in``;
 * every call with an access token: 40001 for a token this fake never issued (or replaced),
@@ -21,11 +21,13 @@ next calls to ``path`` answer, one per call.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import segno
 from aiohttp import web
 
 #: The merchant's mini-program.
@@ -34,10 +36,17 @@ APP_SECRET = "0123456789abcdef0123456789abcdef"
 #: The merchant's official account (公众号), for the JS-SDK and the open tag.
 OA_APPID = "wxfedcba9876543210"
 OA_SECRET = "fedcba9876543210fedcba9876543210"
-#: What this fake answers for a mini-program code: a tiny JPEG's opening bytes and a marker.
-WXACODE_PREFIX = b"\xff\xd8\xff\xe0FAKE-WXACODE "
 
 _SCENE = re.compile(r"[A-Za-z0-9!#$&'()*+,/:;=?@._~-]{1,32}")
+
+
+def wxacode_image(page: str, scene: str) -> bytes:
+    """This fake's mini-program code: a real PNG (a QR code of what a scan would open), so a
+    browser draws it and a decoder reads it back."""
+    out = io.BytesIO()
+    segno.make(f"wxacode:{page}?scene={scene}", error="m").save(out, kind="png", scale=6,
+                                                                border=2)
+    return out.getvalue()
 
 
 @dataclass
@@ -169,8 +178,8 @@ class FakeWeChat:
         if body.get("page") not in self.pages:
             return self._error(path, 41030, "invalid page")
         self.codes.append(body)
-        return web.Response(body=WXACODE_PREFIX + body["scene"].encode(),
-                            content_type="image/jpeg")
+        return web.Response(body=wxacode_image(body["page"], body["scene"]),
+                            content_type="image/png")
 
     async def getticket(self, request: web.Request) -> web.Response:
         path = "cgi-bin/ticket/getticket"
