@@ -8,7 +8,9 @@ import contextlib
 from dataclasses import replace
 
 from gateway.store import Merchant, MintedLink, Store
+from gateway.store.postgres import PostgresStore
 
+from . import pg
 from .test_store import Database, database, store  # noqa: F401 -- the engines' fixtures
 
 URL = "https://wxaurl.cn/AbC"
@@ -91,3 +93,24 @@ async def test_every_gateway_hears_a_minted_link(database: Database) -> None:  #
             await watcher
         await writer.close()
         await listener.close()
+
+
+async def test_postgres_claim_skips_a_row_another_gateway_holds() -> None:
+    """Two gateways claiming at once take different rows: one holding a row (mid-claim)
+    makes the other skip it, not wait for it and then take it again."""
+    url = pg.postgres_url()
+    async with pg.fresh_schema(url) as schema:
+        store = await PostgresStore.open(url, schema=schema)
+        other = await pg.connect(url, schema)
+        try:
+            await _merchants(store)
+            await store.put_minted(_link("m1", "tea", due_at=10.0))
+            await store.put_minted(_link("m2", "cake", due_at=20.0))
+            async with other.transaction():
+                await other.execute("SELECT 1 FROM minted_links WHERE code = 'tea' FOR UPDATE")
+                claimed = await asyncio.wait_for(store.claim_due_mints(50.0, 350.0, 10),
+                                                 timeout=30)
+                assert [m.code for m in claimed] == ["cake"]
+        finally:
+            await other.close()
+            await store.close()

@@ -296,12 +296,15 @@ async def test_credentials_set_later_mint_for_existing_products(
     tenant = await add_tenant(gateway, "acme")
     rival = await add_tenant(gateway, "rival")
     product = await _create(gateway, tenant)
-    theirs = await _create(gateway, rival)
     await _credentials(gateway, tenant)
     await _settled(gateway)
     assert await _open(gateway, product["code"]) == (302, "https://wxaurl.cn/fake1")
+    # Another merchant naming the same mini-program gets nothing minted with acme's secret.
+    theirs = await _create(gateway, rival)
+    await _settled(gateway)
     status, _ = await _open(gateway, theirs["code"])
-    assert status == 200  # the rival's product is not minted with acme's credentials
+    assert status == 200 and "minted" in theirs and theirs["minted"] == {}
+    assert len(fake[0].minted) == 1
 
 
 async def test_credentials_are_write_only_and_scoped(gateway: TestClient[Any, Any]) -> None:
