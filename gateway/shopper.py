@@ -80,7 +80,6 @@ class ShareLink:
         self.clock = app[CLOCK]
         self.ip_hashes = app[IP_HASHER]
         self.pages = app[PAGES]
-        self.entries = app[ENTRIES]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -135,8 +134,7 @@ class ShareLink:
                                             headers=((hdrs.LOCATION, url), *_NO_STORE))
                     return web.Response(status=302, headers=(
                         (hdrs.LOCATION, url), *_NO_STORE, (hdrs.SET_COOKIE, set_cookie)))
-                response = await self._landing(request, cached, detection, resolution,
-                                               click_id)
+                response = await _landing(request, cached, detection, resolution, click_id)
             if set_cookie is not None:
                 response.headers[hdrs.SET_COOKIE] = set_cookie
             return response
@@ -145,10 +143,6 @@ class ShareLink:
 
     def _share_url(self, product: Product) -> str:
         return f"{self.public_url}/p/{product.code}"
-
-    async def _landing(self, request: web.Request, cached: CachedLink, detection: Detection,
-                       resolution: Resolution, click_id: str) -> web.Response:
-        return await _landing(request, cached, detection, resolution, click_id)
 
 
 async def _landing(request: web.Request, cached: CachedLink, detection: Detection,

@@ -24,15 +24,21 @@ import asyncio
 import io
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pytest
 import segno
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 #: The merchant's mini-program.
 APPID = "wx0123456789abcdef"
 APP_SECRET = "0123456789abcdef0123456789abcdef"
+#: Where this fake serves its stand-in for WeChat's JS-SDK.
+JSSDK_PATH = "/open/js/jweixin-1.6.0.js"
 #: The merchant's official account (公众号), for the JS-SDK and the open tag.
 OA_APPID = "wxfedcba9876543210"
 OA_SECRET = "fedcba9876543210fedcba9876543210"
@@ -86,7 +92,7 @@ class FakeWeChat:
         app.router.add_get("/cgi-bin/ticket/getticket", self.getticket)
         # The JS-SDK file, for browser tests (the gateway's wechat.jssdk_url points here):
         # wx.config keeps what it was given, where a test can read it.
-        app.router.add_get("/open/js/jweixin-1.6.0.js", self.jssdk)
+        app.router.add_get(JSSDK_PATH, self.jssdk)
         return app
 
     @property
@@ -115,13 +121,6 @@ class FakeWeChat:
             return self._error(path, 42001, "access_token expired")
         return appid
 
-    def _spend_quota(self, path: str) -> web.Response | None:
-        if self.quota is not None:
-            if self.quota <= 0:
-                return self._error(path, 45009, "reach max api daily quota limit")
-            self.quota -= 1
-        return None
-
     @staticmethod
     def _expiry_ok(body: dict[str, Any]) -> bool:
         return body.get("expire_type") == 1 and 1 <= body.get("expire_interval", 0) <= 30
@@ -137,35 +136,33 @@ class FakeWeChat:
         self.valid[self.tokens[appid]] = appid
         return web.json_response({"access_token": self.tokens[appid], "expires_in": 7200})
 
-    async def generate_urllink(self, request: web.Request) -> web.Response:
-        path = "wxa/generate_urllink"
+    async def _mint(self, request: web.Request, path: str, kept: list[dict[str, Any]],
+                    answer: Callable[[int], dict[str, str]],
+                    valid: Callable[[dict[str, Any]], bool] = lambda body: True,
+                    ) -> web.Response:
+        """A URL Link or a scheme: one of today's quota, if the body is as documented."""
         caller = await self._caller(request, path)
         if isinstance(caller, web.Response):
             return caller
         body = await request.json()
-        if not self._expiry_ok(body):
+        if not self._expiry_ok(body) or not valid(body):
             return self._error(path, 40097, "invalid args")
-        spent = self._spend_quota(path)
-        if spent is not None:
-            return spent
-        self.minted.append(body)
-        return web.json_response({"errcode": 0, "errmsg": "ok",
-                                  "url_link": f"https://wxaurl.cn/fake{next(self._ids)}"})
+        if self.quota is not None:
+            if self.quota <= 0:
+                return self._error(path, 45009, "reach max api daily quota limit")
+            self.quota -= 1
+        kept.append(body)
+        return web.json_response({"errcode": 0, "errmsg": "ok", **answer(next(self._ids))})
+
+    async def generate_urllink(self, request: web.Request) -> web.Response:
+        return await self._mint(request, "wxa/generate_urllink", self.minted,
+                                lambda n: {"url_link": f"https://wxaurl.cn/fake{n}"})
 
     async def generatescheme(self, request: web.Request) -> web.Response:
-        path = "wxa/generatescheme"
-        caller = await self._caller(request, path)
-        if isinstance(caller, web.Response):
-            return caller
-        body = await request.json()
-        if not self._expiry_ok(body) or not isinstance(body.get("jump_wxa"), dict):
-            return self._error(path, 40097, "invalid args")
-        spent = self._spend_quota(path)
-        if spent is not None:
-            return spent
-        self.schemes.append(body)
-        return web.json_response({"errcode": 0, "errmsg": "ok",
-                                  "openlink": f"weixin://dl/business/?t=fake{next(self._ids)}"})
+        return await self._mint(
+            request, "wxa/generatescheme", self.schemes,
+            lambda n: {"openlink": f"weixin://dl/business/?t=fake{n}"},
+            lambda body: isinstance(body.get("jump_wxa"), dict))
 
     async def getwxacodeunlimit(self, request: web.Request) -> web.StreamResponse:
         path = "wxa/getwxacodeunlimit"
@@ -203,3 +200,29 @@ class FakeWeChat:
     def ticket(self) -> str:
         """The JS-SDK ticket this fake handed out last."""
         return f"jsapi-ticket-{self.tickets_issued}"
+
+
+# --- fixtures for the WeChat tests (imported by their modules) -------------------------------
+@pytest.fixture(name="fake")
+async def fake_fixture(aiohttp_server: Any) -> tuple[FakeWeChat, TestServer]:
+    """A fake WeChat API on a loopback port, and its server."""
+    wechat = FakeWeChat()
+    return wechat, await aiohttp_server(wechat.app())
+
+
+@pytest.fixture(name="gateway")
+async def gateway_fixture(aiohttp_client: Any, tmp_path: Path,
+                          fake: tuple[FakeWeChat, TestServer]) -> TestClient[Any, Any]:
+    """A gateway whose WeChat API (and JS-SDK) is the fake; no background upkeep: the tests
+    run it themselves."""
+    from gateway.app import create_app
+
+    from .conftest import make_settings
+
+    server = fake[1]
+    settings = make_settings(tmp_path, wechat__api_base=str(server.make_url("/")),
+                             wechat__timeout_seconds=0.5, wechat__upkeep_interval_seconds=3600,
+                             wechat__jssdk_url=str(server.make_url(JSSDK_PATH)))
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    return client
+

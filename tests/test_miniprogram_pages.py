@@ -9,18 +9,24 @@ import hashlib
 import html
 import json
 import re
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_app
 from gateway.appkeys import JSSDK
 from gateway.wechat.jssdk import signature
 
-from .conftest import DESKTOP_UA, Tenant, add_tenant, make_settings
-from .fake_wechat import APP_SECRET, APPID, OA_APPID, OA_SECRET, FakeWeChat
+from .conftest import DESKTOP_UA, Tenant, add_tenant, create_product
+from .fake_wechat import (  # noqa: F401 -- fixtures
+    APP_SECRET,
+    APPID,
+    JSSDK_PATH,
+    OA_APPID,
+    OA_SECRET,
+    FakeWeChat,
+    fake_fixture,
+    gateway_fixture,
+)
 
 WECHAT_IOS = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 "
               "MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI")
@@ -29,7 +35,6 @@ WECHAT_ANDROID = ("Mozilla/5.0 (Linux; Android 13; wv) Chrome/116.0 Mobile Safar
 ANDROID_CHROME = "Mozilla/5.0 (Linux; Android 14) Chrome/120.0 Mobile Safari/537.36"
 IPHONE_SAFARI = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) Mobile/15E148 Safari/604.1"
 DOUYIN_ANDROID = "Mozilla/5.0 (Linux; Android 14; wv) aweme_300100 JsSdk/1.0 AppName/aweme"
-JSSDK_PATH = "/open/js/jweixin-1.6.0.js"
 MINI = {"appid": APPID, "path": "pages/item/index", "query": "id=42", "name": "茶庄商城",
         "username": "gh_0123456789ab"}
 PRODUCT = {"title": "明前龙井", "targets": {"wechat_miniprogram": MINI,
@@ -38,28 +43,16 @@ PRODUCT = {"title": "明前龙井", "targets": {"wechat_miniprogram": MINI,
 PLAIN = "weixin://dl/business/?appid=wx0123456789abcdef&path=pages/item/index&query=id%3D42"
 
 
-@pytest.fixture
-async def fake(aiohttp_server: Any) -> tuple[FakeWeChat, TestServer]:
-    wechat = FakeWeChat()
-    return wechat, await aiohttp_server(wechat.app())
-
-
-@pytest.fixture
-async def gateway(aiohttp_client: Any, tmp_path: Path,
-                  fake: tuple[FakeWeChat, TestServer]) -> TestClient[Any, Any]:
-    settings = make_settings(tmp_path, wechat__api_base=str(fake[1].make_url("/")),
-                             wechat__timeout_seconds=0.5, wechat__upkeep_interval_seconds=3600,
-                             wechat__jssdk_url=str(fake[1].make_url(JSSDK_PATH)))
-    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
-    return client
-
-
 async def _product(gateway: TestClient[Any, Any], tenant: Tenant,
                    body: dict[str, Any] = PRODUCT) -> dict[str, Any]:
-    resp = await gateway.post("/api/products", json=body, headers=tenant.auth)
-    assert resp.status == 201, await resp.text()
-    product: dict[str, Any] = await resp.json()
-    return product
+    return await create_product(gateway, tenant, body)
+
+
+async def _with_account(gateway: TestClient[Any, Any]) -> Tenant:
+    """A merchant who gave the gateway its official account (the open tag's signer)."""
+    tenant = await add_tenant(gateway, "acme")
+    await _official_account(gateway, tenant)
+    return tenant
 
 
 async def _official_account(gateway: TestClient[Any, Any], tenant: Tenant) -> None:
@@ -97,8 +90,7 @@ async def test_open_tag_inside_wechat_with_a_signature_that_checks_out(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
     wechat, server = fake
-    tenant = await add_tenant(gateway, "acme")
-    await _official_account(gateway, tenant)
+    tenant = await _with_account(gateway)
     assert wechat.tickets_issued == 1  # fetched when the account was set, before any page
     product = await _product(gateway, tenant)
     for ua in (WECHAT_IOS, WECHAT_ANDROID):
@@ -130,8 +122,7 @@ async def test_the_ticket_is_renewed_before_it_expires(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
     wechat, _ = fake
-    tenant = await add_tenant(gateway, "acme")
-    await _official_account(gateway, tenant)
+    tenant = await _with_account(gateway)
     assert gateway.app is not None
     jssdk = gateway.app[JSSDK]
     start = jssdk.clock()
@@ -232,8 +223,7 @@ async def test_in_another_app_the_mini_program_is_tried_through_the_launch_page(
 async def test_js_sdk_only_inside_wechat(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
-    tenant = await add_tenant(gateway, "acme")
-    await _official_account(gateway, tenant)
+    tenant = await _with_account(gateway)
     await gateway.put("/api/credentials/wechat_miniprogram",
                       json={"appid": APPID, "secret": APP_SECRET}, headers=tenant.auth)
     product = await _product(gateway, tenant)

@@ -20,8 +20,15 @@ from gateway.app import create_app
 from gateway.appkeys import MINIPROGRAM_LINKS, STORE
 from gateway.wechat.links import MiniProgramLinks
 
-from .conftest import LINKLOOP, Tenant, add_tenant, make_settings
-from .fake_wechat import APP_SECRET, APPID, FakeWeChat, wxacode_image
+from .conftest import LINKLOOP, Tenant, add_tenant, create_product, make_settings
+from .fake_wechat import (  # noqa: F401 -- fixtures
+    APP_SECRET,
+    APPID,
+    FakeWeChat,
+    fake_fixture,
+    gateway_fixture,
+    wxacode_image,
+)
 from .test_cli import free_port, run
 
 WECHAT_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 "
@@ -33,22 +40,6 @@ PRODUCT = {"title": "礼盒", "targets": {"wechat_miniprogram": TARGET,
                                         "web": {"url": "https://shop.example.com/gift"}}}
 PLAIN = "weixin://dl/business/?appid=wx0123456789abcdef&path=pages/item/index&query=id%3D42"
 DAY = 86400.0
-
-
-@pytest.fixture
-async def fake(aiohttp_server: Any) -> tuple[FakeWeChat, TestServer]:
-    wechat = FakeWeChat()
-    return wechat, await aiohttp_server(wechat.app())
-
-
-@pytest.fixture
-async def gateway(aiohttp_client: Any, tmp_path: Path,
-                  fake: tuple[FakeWeChat, TestServer]) -> TestClient[Any, Any]:
-    settings = make_settings(tmp_path, wechat__api_base=str(fake[1].make_url("/")),
-                             wechat__timeout_seconds=0.5,
-                             wechat__upkeep_interval_seconds=3600)
-    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
-    return client
 
 
 def _minter(gateway: TestClient[Any, Any]) -> MiniProgramLinks:
@@ -67,10 +58,7 @@ async def _credentials(gateway: TestClient[Any, Any], tenant: Tenant,
 
 async def _create(gateway: TestClient[Any, Any], tenant: Tenant,
                   body: dict[str, Any] = PRODUCT) -> dict[str, Any]:
-    resp = await gateway.post("/api/products", json=body, headers=tenant.auth)
-    assert resp.status == 201, await resp.text()
-    created: dict[str, Any] = await resp.json()
-    return created
+    return await create_product(gateway, tenant, body)
 
 
 async def _open(gateway: TestClient[Any, Any], code: str, ua: str = WECHAT_UA,
@@ -85,12 +73,27 @@ async def _settled(gateway: TestClient[Any, Any]) -> None:
     await _minter(gateway).wait()
 
 
+async def _acme(gateway: TestClient[Any, Any]) -> Tenant:
+    """A merchant who gave the gateway its mini-program's credentials."""
+    tenant = await add_tenant(gateway, "acme")
+    await _credentials(gateway, tenant)
+    return tenant
+
+
+async def _clocked(gateway: TestClient[Any, Any]) -> tuple[Tenant, MiniProgramLinks, float]:
+    """A merchant with credentials, and the minter on a clock the test moves (now, to start)."""
+    tenant = await _acme(gateway)
+    minter = _minter(gateway)
+    now = time.time()
+    minter.clock = lambda: now
+    return tenant, minter, now
+
+
 async def test_first_click_on_a_new_product_gets_the_url_link(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
     wechat, _ = fake
-    tenant = await add_tenant(gateway, "acme")
-    await _credentials(gateway, tenant)
+    tenant = await _acme(gateway)
     product = await _create(gateway, tenant)
     # Minted while the product was created: the very first click is the URL Link.
     assert await _open(gateway, product["code"]) == (302, "https://wxaurl.cn/fake1")
@@ -145,8 +148,7 @@ async def test_expired_token_is_refreshed_once(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
     wechat, _ = fake
-    tenant = await add_tenant(gateway, "acme")
-    await _credentials(gateway, tenant)
+    tenant = await _acme(gateway)
     wechat.expire_token_once = True
     product = await _create(gateway, tenant)
     await _settled(gateway)
@@ -162,11 +164,7 @@ async def test_a_failed_mint_is_retried_with_a_growing_backoff(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
     wechat, _ = fake
-    tenant = await add_tenant(gateway, "acme")
-    await _credentials(gateway, tenant)
-    minter = _minter(gateway)
-    now = time.time()
-    minter.clock = lambda: now
+    tenant, minter, _start = await _clocked(gateway)
     wechat.fail_next["wxa/generate_urllink"] = [-1, -1]  # 系统繁忙, twice
     product = await _create(gateway, tenant)
     await _settled(gateway)
@@ -197,11 +195,7 @@ async def test_links_are_renewed_before_they_expire(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
     wechat, _ = fake
-    tenant = await add_tenant(gateway, "acme")
-    await _credentials(gateway, tenant)
-    minter = _minter(gateway)
-    start = time.time()
-    minter.clock = lambda: start
+    tenant, minter, start = await _clocked(gateway)
     product = await _create(gateway, tenant)
     assert await _open(gateway, product["code"]) == (302, "https://wxaurl.cn/fake1")
     minter.clock = lambda: start + 26 * DAY
@@ -216,11 +210,7 @@ async def test_the_daily_quota_pauses_mints_until_tomorrow_and_is_reported_once(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
     wechat, _ = fake
-    tenant = await add_tenant(gateway, "acme")
-    await _credentials(gateway, tenant)
-    minter = _minter(gateway)
-    now = time.time()
-    minter.clock = lambda: now
+    tenant, minter, now = await _clocked(gateway)
     wechat.quota = 0
     with structlog.testing.capture_logs() as logs:
         first = await _create(gateway, tenant)
@@ -246,8 +236,7 @@ async def test_a_changed_target_mints_afresh_and_a_removed_one_forgets(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
     wechat, _ = fake
-    tenant = await add_tenant(gateway, "acme")
-    await _credentials(gateway, tenant)
+    tenant = await _acme(gateway)
     product = await _create(gateway, tenant)
     url = f"/api/products/{product['id']}"
     renamed = await (await gateway.patch(url, json={"title": "新礼盒"}, headers=tenant.auth)).json()
@@ -271,8 +260,7 @@ async def test_the_mini_program_code_is_fetched_once_and_served(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
     wechat, _ = fake
-    tenant = await add_tenant(gateway, "acme")
-    await _credentials(gateway, tenant)
+    tenant = await _acme(gateway)
     wechat.fail_next["wxa/generate_urllink"] = [40002]  # no URL Links for this mini-program
     product = await _create(gateway, tenant)
     await _settled(gateway)
@@ -308,8 +296,7 @@ async def test_credentials_set_later_mint_for_existing_products(
 
 
 async def test_credentials_are_write_only_and_scoped(gateway: TestClient[Any, Any]) -> None:
-    tenant = await add_tenant(gateway, "acme")
-    await _credentials(gateway, tenant)
+    tenant = await _acme(gateway)
     rival = await add_tenant(gateway, "rival")
     listing = await (await gateway.get("/api/credentials", headers=rival.auth)).json()
     assert listing == {"items": []}
