@@ -275,7 +275,14 @@ class MiniProgramLinks:
 
     # --- housekeeping ---------------------------------------------------------------------------
     def _spawn(self, job: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(job, name=name)
+        async def logged() -> None:
+            try:
+                await job
+            except Exception as exc:  # storage away: the renewer tries what is due later
+                log.warning("wechat.mint_job_failed", job=name,
+                            error=str(exc) or type(exc).__name__)
+
+        task = asyncio.create_task(logged(), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
