@@ -18,7 +18,9 @@ Unknown codes are remembered apart from real links, in a small cache bounded in 
 junk requests can neither grow memory nor push a real link out.
 
 Each entry also carries a ``memo``: answers derived from the product (the share link keeps
-its resolved storefronts there), dropped with the entry whenever the product changes.
+its resolved storefronts there), dropped with the entry whenever the product changes; and,
+for a product with a WeChat mini-program target, the links minted for it (URL Link, scheme,
+mini-program code: gateway/wechat/links.py), read with the product by ``minted_loader``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import contextlib
 import random
 import sys
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -37,7 +39,11 @@ from cachetools import TTLCache
 from .ids import CODE_PATTERN
 from .store import Product, Store
 
-__all__ = ["CachedLink", "LinkCache"]
+__all__ = ["CachedLink", "LinkCache", "MintedLoader"]
+
+#: Reads what was minted for share codes: code -> {link key: value} (see gateway/resolve.py).
+MintedLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, Mapping[str, str]]]]
+_NONE: Mapping[str, str] = {}
 
 log = structlog.get_logger("linkloop.links")
 
@@ -72,10 +78,12 @@ class CachedLink:
     interned, so a merchant's links share one string that the last click kept warm.
     """
 
-    __slots__ = ("due", "live", "memo", "merchant_id", "miniprogram", "product", "product_id")
+    __slots__ = ("due", "live", "memo", "merchant_id", "miniprogram", "minted", "product",
+                 "product_id")
 
     def __init__(self, product: Product | None, due: float,
-                 memo: dict[Hashable, Any] | None = None) -> None:
+                 memo: dict[Hashable, Any] | None = None,
+                 minted: Mapping[str, str] = _NONE) -> None:
         self.product = product
         self.due = due  # monotonic time
         #: Values computed from ``product``; they go when it does.
@@ -86,6 +94,8 @@ class CachedLink:
         self.product_id = product.id if product is not None else 0
         #: The product has a WeChat mini-program target (a phone may get a minted link).
         self.miniprogram = product is not None and "wechat_miniprogram" in product.targets
+        #: What was minted for it: the resolver's ``links`` (empty for most products).
+        self.minted = minted
 
 
 #: The answer for a code no link has: a 404, from memory.
@@ -94,10 +104,12 @@ _UNKNOWN = CachedLink(None, float("inf"))
 
 class LinkCache:
     def __init__(self, store: Store, *, ttl: float, max_entries: int,
-                 missing_max: int = _MISSING_MAX) -> None:
+                 missing_max: int = _MISSING_MAX,
+                 minted_loader: MintedLoader | None = None) -> None:
         self.store = store
         self.ttl = ttl
         self.max_entries = max_entries
+        self.minted_loader = minted_loader
         #: Code -> entry of a code that has a product (active or retired). The share link
         #: reads it directly, and calls ``lookup`` only for a code it lacks or an entry past
         #: its ``due`` time. Never replaced.
@@ -119,10 +131,20 @@ class LinkCache:
         """
         now = time.monotonic()
         products = await self.store.recent_links(self.max_entries)
+        minted = await self._minted(products)
         for product in products:
-            self.entries[product.code] = CachedLink(product,
-                                                     now + self.ttl - random.uniform(0, self.ttl))
+            self.entries[product.code] = CachedLink(
+                product, now + self.ttl - random.uniform(0, self.ttl),
+                minted=minted.get(product.code, _NONE))
         return len(products)
+
+    async def _minted(self, products: Sequence[Product | None],
+                      ) -> Mapping[str, Mapping[str, str]]:
+        """What was minted for those of ``products`` with a mini-program target."""
+        codes = [p.code for p in products if p is not None and "wechat_miniprogram" in p.targets]
+        if not codes or self.minted_loader is None:
+            return {}
+        return await self.minted_loader(codes)
 
     def lookup(self, code: str) -> CachedLink | None:
         """The cached entry, without waiting (None: never read, ``load`` it).
@@ -148,7 +170,9 @@ class LinkCache:
         """
         if CODE_PATTERN.fullmatch(code) is None:
             return _UNKNOWN
-        return self._put(code, await self.store.link(code))
+        product = await self.store.link(code)
+        minted = await self._minted([product])
+        return self._put(code, product, minted.get(code, _NONE))
 
     async def get(self, code: str) -> Product | None:
         entry = self.lookup(code)
@@ -156,7 +180,8 @@ class LinkCache:
             entry = await self.load(code)
         return entry.product
 
-    def _put(self, code: str, product: Product | None) -> CachedLink:
+    def _put(self, code: str, product: Product | None,
+             minted: Mapping[str, str] = _NONE) -> CachedLink:
         entries = self.entries
         if product is None:  # remembered apart: an unknown code never evicts a real link
             entries.pop(code, None)
@@ -166,10 +191,11 @@ class LinkCache:
         old = entries.get(code)
         if old is None and len(entries) >= self.max_entries:
             del entries[next(iter(entries))]  # oldest first: cheap, and good enough here
-        # A re-read that finds the same version keeps what was derived from it.
+        # A re-read that finds the same version (and minted links) keeps what was derived.
         memo = (old.memo if old is not None and old.product is not None
-                and old.product.updated_at == product.updated_at else None)
-        entry = entries[code] = CachedLink(product, time.monotonic() + self.ttl, memo)
+                and old.product.updated_at == product.updated_at and old.minted == minted
+                else None)
+        entry = entries[code] = CachedLink(product, time.monotonic() + self.ttl, memo, minted)
         return entry
 
     async def _refresh_stale(self) -> None:
@@ -184,6 +210,7 @@ class LinkCache:
                 self._forgotten.clear()
                 try:
                     found = await self.store.links(codes)
+                    minted = await self._minted(list(found.values()))
                 except Exception as exc:  # storage away: keep serving what we have
                     log.warning("links.refresh_failed", codes=len(codes), error=str(exc))
                     await asyncio.sleep(_RETRY_SECONDS)
@@ -192,7 +219,7 @@ class LinkCache:
                     continue
                 for code in codes:
                     if code not in self._forgotten:
-                        self._put(code, found.get(code))
+                        self._put(code, found.get(code), minted.get(code, _NONE))
         finally:
             self._refresher = None
 

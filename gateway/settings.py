@@ -96,8 +96,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("wechat.timeout_seconds", 5.0, "Longest wait for one WeChat API call.", float,
             minimum=0.1),
     Setting("wechat.link_expire_days", 30,
-            "Lifetime of minted mini-program URL Links (WeChat allows 1 to 30 days).", int,
-            minimum=1),
+            "Lifetime of minted mini-program URL Links and schemes (WeChat allows 1 to 30 "
+            "days).", int, minimum=1),
+    Setting("wechat.link_renew_days", 3.0,
+            "Minted URL Links and schemes are minted again this many days before they expire "
+            "(at most half their lifetime).", float, minimum=0),
+    Setting("wechat.upkeep_interval_seconds", 60.0,
+            "How often a gateway renews minted links that are due, retries failed mints and "
+            "refreshes JS-SDK tickets that are about to expire.", float, minimum=0.05),
+    Setting("wechat.jssdk_url", "https://res.wx.qq.com/open/js/jweixin-1.6.0.js",
+            "WeChat's JS-SDK, loaded only by landing pages shown inside WeChat that carry the "
+            "open tag (tests point it at a local fake)."),
     Setting("wecom.api_base", "https://qyapi.weixin.qq.com/cgi-bin",
             "Base URL of WeCom's server API (tests point it at a local fake)."),
     Setting("wecom.timeout_seconds", 5.0, "Longest wait for one WeCom API call.", float,

@@ -26,6 +26,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import astuple
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -45,6 +46,7 @@ from .base import (
     InboxItem,
     Merchant,
     MerchantExists,
+    MintedLink,
     Product,
     StatsRow,
     Store,
@@ -89,6 +91,8 @@ LINKS_CHANNEL = "linkloop_links"
 _WATCH_EVERY = 5.0
 _WAY_COLUMNS = "merchant_id, platform, config_id, qr_code, state, created_at"
 _CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
+_MINTED_COLUMNS = ("merchant_id, code, kind, fingerprint, value, image, expires_at, minted_at, "
+                   "attempts, due_at, error")
 _USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_logins, "
                  "locked_until, last_login_at, sessions_after")
 
@@ -556,6 +560,64 @@ class PostgresStore(Store):
                 "SELECT product_id, platform FROM clicks WHERE merchant_id = $1 AND id = $2 "
                 "LIMIT 1", merchant_id, click_id)
         return (row[0], row[1]) if row else None
+
+    # --- minted links -------------------------------------------------------------------------
+    async def put_minted(self, minted: MintedLink) -> None:
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _MINTED_COLUMNS.split(", ")[3:])
+        async with self._conn() as conn:
+            await conn.execute(
+                f"INSERT INTO minted_links ({_MINTED_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+                f"ON CONFLICT (code, kind) DO UPDATE SET {updates}", *astuple(minted))
+            # Every instance drops the code's cached link, minted links and all.
+            await conn.execute("SELECT pg_notify($1, $2)", LINKS_CHANNEL, minted.code)
+
+    async def minted(self, merchant_id: str, code: str) -> Sequence[MintedLink]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_MINTED_COLUMNS} FROM minted_links WHERE merchant_id = $1 "
+                "AND code = $2 ORDER BY kind", merchant_id, code)
+        return [MintedLink(*r) for r in rows]
+
+    async def minted_values(self, codes: Sequence[str], now: float,
+                            ) -> dict[str, dict[str, str]]:
+        if not codes:
+            return {}
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT code, kind, value FROM minted_links WHERE code = ANY($1::text[]) "
+                "AND value IS NOT NULL AND (expires_at = 0 OR expires_at > $2)",
+                list(codes), now)
+        found: dict[str, dict[str, str]] = {}
+        for code, kind, value in rows:
+            found.setdefault(code, {})[kind] = value
+        return found
+
+    async def minted_image(self, code: str) -> tuple[str, bytes] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT value, image FROM minted_links WHERE code = $1 AND kind = 'wxacode' "
+                "AND value IS NOT NULL AND image IS NOT NULL", code)
+        return (row[0], bytes(row[1])) if row else None
+
+    async def claim_due_mints(self, now: float, lease_until: float, limit: int,
+                              ) -> Sequence[MintedLink]:
+        columns = ", ".join("NULL" if c == "image" else f"m.{c}"
+                            for c in _MINTED_COLUMNS.split(", "))
+        async with self._conn() as conn:
+            # SKIP LOCKED: two gateways claiming at once take different rows.
+            rows = await conn.fetch(
+                f"UPDATE minted_links m SET due_at = $2 FROM (SELECT code, kind FROM "
+                "minted_links WHERE due_at <= $1 ORDER BY due_at LIMIT $3 "
+                "FOR UPDATE SKIP LOCKED) due WHERE m.code = due.code AND m.kind = due.kind "
+                f"RETURNING {columns}", now, lease_until, limit)
+        return [MintedLink(*r) for r in rows]
+
+    async def forget_minted(self, merchant_id: str, code: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("DELETE FROM minted_links WHERE merchant_id = $1 AND code = $2",
+                               merchant_id, code)
+            await conn.execute("SELECT pg_notify($1, $2)", LINKS_CHANNEL, code)
 
     # --- the WeCom entry point ---------------------------------------------------------------
     async def put_entry(self, entry: Entry) -> Entry:

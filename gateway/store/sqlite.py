@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +40,7 @@ from .base import (
     InboxItem,
     Merchant,
     MerchantExists,
+    MintedLink,
     Product,
     StatsRow,
     Store,
@@ -69,6 +71,8 @@ _PRODUCT_COLUMNS = (
     "id, merchant_id, code, title, targets, image_url, price, status, created_at, updated_at"
 )
 _CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
+_MINTED_COLUMNS = ("merchant_id, code, kind, fingerprint, value, image, expires_at, minted_at, "
+                   "attempts, due_at, error")
 _USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_logins, "
                  "locked_until, last_login_at, sessions_after")
 #: Rows per multi-row statement. Every such statement has exactly this many rows (a short
@@ -590,6 +594,71 @@ class SQLiteStore(Store):
             return [Credentials(*r) for r in rows]
 
         return await self._read(read)
+
+    # --- minted links -------------------------------------------------------------------------
+    async def put_minted(self, minted: MintedLink) -> None:
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT OR REPLACE INTO minted_links ({_MINTED_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", astuple(minted))
+            # Every process reads this log (watch_links) and drops the code's cached link,
+            # minted links and all.
+            conn.execute("INSERT INTO link_changes (code) VALUES (?)", (minted.code,))
+
+        await self._write(self._transaction(upsert))
+
+    async def minted(self, merchant_id: str, code: str) -> Sequence[MintedLink]:
+        def read() -> list[MintedLink]:
+            rows = self._rconn.execute(
+                f"SELECT {_MINTED_COLUMNS} FROM minted_links WHERE merchant_id = ? AND code = ? "
+                "ORDER BY kind", (merchant_id, code)).fetchall()
+            return [MintedLink(*r) for r in rows]
+
+        return await self._read(read)
+
+    async def minted_values(self, codes: Sequence[str], now: float,
+                            ) -> dict[str, dict[str, str]]:
+        def read() -> dict[str, dict[str, str]]:
+            found: dict[str, dict[str, str]] = {}
+            for code, kind, value, expires_at in _select_in(
+                    self._rconn, "SELECT code, kind, value, expires_at FROM minted_links "
+                    "WHERE value IS NOT NULL AND code IN", codes):
+                if not expires_at or expires_at > now:
+                    found.setdefault(code, {})[kind] = value
+            return found
+
+        return await self._read(read) if codes else {}
+
+    async def minted_image(self, code: str) -> tuple[str, bytes] | None:
+        def read() -> tuple[str, bytes] | None:
+            row = self._rconn.execute(
+                "SELECT value, image FROM minted_links WHERE code = ? AND kind = 'wxacode' "
+                "AND value IS NOT NULL AND image IS NOT NULL", (code,)).fetchone()
+            return (row[0], bytes(row[1])) if row else None
+
+        return await self._read(read)
+
+    async def claim_due_mints(self, now: float, lease_until: float, limit: int,
+                              ) -> Sequence[MintedLink]:
+        columns = _MINTED_COLUMNS.replace("image", "NULL")
+
+        def claim(conn: sqlite3.Connection) -> list[MintedLink]:
+            rows = conn.execute(
+                f"SELECT {columns} FROM minted_links WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+                (now, limit)).fetchall()
+            conn.executemany("UPDATE minted_links SET due_at = ? WHERE code = ? AND kind = ?",
+                             [(lease_until, r[1], r[2]) for r in rows])
+            return [replace(MintedLink(*r), due_at=lease_until) for r in rows]
+
+        return await self._write(self._transaction(claim))
+
+    async def forget_minted(self, merchant_id: str, code: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM minted_links WHERE merchant_id = ? AND code = ?",
+                         (merchant_id, code))
+            conn.execute("INSERT INTO link_changes (code) VALUES (?)", (code,))
+
+        await self._write(self._transaction(delete))
 
     # --- the WeCom entry point ---------------------------------------------------------------
     async def put_entry(self, entry: Entry) -> Entry:
