@@ -1,4 +1,4 @@
-"""The ``linkloop`` command: serve, merchant, token, detect, stats.
+"""The ``linkloop`` command: serve, merchant, token, user, detect, stats.
 
 It never surprises: a mistake is one line on stderr (exit status 2) and changes nothing, a
 closed pipe (``linkloop detect < uas | head``) ends quietly, every option says what it does.
@@ -286,6 +286,55 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     return _run(_with_store(_settings(args), work))
 
 
+# --- user list, user unlock -------------------------------------------------------------------
+def _when(moment: float | None) -> str | None:
+    """A stored moment as ISO 8601 in UTC, for people reading the output."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds") if moment else None
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    import time
+
+    async def work(store: Any) -> int:
+        if await store.get_merchant(args.merchant) is None:
+            raise CliError(f"no merchant {args.merchant!r}")
+        now = time.time()
+        for user in await store.list_users(args.merchant):
+            locked = user.locked(now)
+            print(json.dumps({
+                "email": user.email, "merchant": user.merchant_id, "role": user.role,
+                "locked": locked, "locked_until": _when(user.locked_until) if locked else None,
+                "failed_logins": user.failed_logins,
+                "last_login_at": _when(user.last_login_at)}, ensure_ascii=False))
+        return 0
+
+    return _run(_with_store(_settings(args), work))
+
+
+def cmd_user_unlock(args: argparse.Namespace) -> int:
+    import time
+
+    from .users import normalize_email
+
+    try:
+        email = normalize_email(args.email)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+    async def work(store: Any) -> int:
+        before = await store.unlock_user(email)
+        if before is None:
+            raise CliError(f"no user {email!r}")
+        print(json.dumps({"email": email, "merchant": before.merchant_id,
+                          "was_locked": before.locked(time.time()), "locked": False},
+                         ensure_ascii=False))
+        return 0
+
+    return _run(_with_store(_settings(args), work))
+
+
 # --- detect ---------------------------------------------------------------------------------
 def cmd_detect(args: argparse.Namespace) -> int:
     from .detect import Detector
@@ -461,6 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
     user_create.add_argument("--role", required=True, choices=("marketing", "merchant"),
                              help="marketing reads figures; merchant also runs the console")
     user_create.set_defaults(func=cmd_user_create)
+    user_list = usub.add_parser("list", help="one merchant's staff logins, one JSON a line")
+    user_list.add_argument("--merchant", required=True, help="whose logins")
+    user_list.set_defaults(func=cmd_user_list)
+    user_unlock = usub.add_parser(
+        "unlock", help="lift a login's lock after too many wrong passwords, at once")
+    user_unlock.add_argument("email", help="the login's email address")
+    user_unlock.set_defaults(func=cmd_user_unlock)
 
     detect = sub.add_parser("detect", help="classify User-Agents")
     detect.add_argument("--ua", help="one User-Agent; without it, one a line on stdin")

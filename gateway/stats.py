@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from datetime import date, timedelta
 from typing import Any
 
 from adapters import by_platform
 
+from .inputs import parse_uint
+from .spreadsheet import csv_text
 from .store import METRICS, StatsRow, Store
 
 __all__ = ["CHANNEL_PATTERN", "GROUPINGS", "RATES", "StatsQuery", "StatsQueryError",
@@ -41,8 +41,14 @@ class StatsQuery:
         self.channel = channel
 
 
+# YYYY-MM-DD only: ``date.fromisoformat`` also takes 20260131 and week dates (2026-W05-6).
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _day(value: str, field: str) -> date:
     try:
+        if not _DAY.fullmatch(value):
+            raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
         raise StatsQueryError(field, f"{field} must be a date like 2026-01-31") from None
@@ -52,8 +58,12 @@ def parse_stats_query(params: dict[str, str | None], today: date) -> StatsQuery:
     """Checked filters; the range defaults to the last 30 days ending today."""
     to_text, from_text = params.get("to"), params.get("from")
     to_day = _day(to_text, "to") if to_text else today
-    from_day = (_day(from_text, "from") if from_text
-                else to_day - timedelta(days=DEFAULT_DAYS - 1))
+    if from_text:
+        from_day = _day(from_text, "from")
+    elif to_day - date.min < timedelta(days=DEFAULT_DAYS - 1):  # 0001-01-05 less 30 days
+        raise StatsQueryError("to", "to is before any day with figures")
+    else:
+        from_day = to_day - timedelta(days=DEFAULT_DAYS - 1)
     if from_day > to_day:
         raise StatsQueryError("from", "from must not be after to")
     if (to_day - from_day).days >= MAX_DAYS:
@@ -63,10 +73,11 @@ def parse_stats_query(params: dict[str, str | None], today: date) -> StatsQuery:
         raise StatsQueryError("by", f"by must be one of {', '.join(GROUPINGS)}")
     product_id = None
     if params.get("product"):
-        try:
-            product_id = int(params["product"] or "")
-        except ValueError:
-            raise StatsQueryError("product", "product must be a product id") from None
+        # ASCII digits in the stores' range: int() would take " 1_0", and a store raises on
+        # a 20-digit number.
+        product_id = parse_uint(params["product"])
+        if product_id is None:
+            raise StatsQueryError("product", "product must be a product id")
     platform = params.get("platform") or None
     if platform is not None and by_platform(platform) is None:
         raise StatsQueryError("platform", f"unknown platform {platform!r}")
@@ -103,11 +114,9 @@ def with_funnel(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def rows_csv(by: str, rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV, for the API, the dashboard and the CLI alike (gateway/spreadsheet.py
+    keeps a title like ``=HYPERLINK(...)`` from becoming a formula)."""
     keys = ["product_id", "code", "title"] if by == "product" else [by]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*keys, *METRICS, *RATES])
-    for row in rows:
-        writer.writerow([row[k] for k in keys] + [row[m] for m in METRICS]
-                        + ["" if row[r] is None else row[r] for r in RATES])
-    return out.getvalue()
+    return csv_text([*keys, *METRICS, *RATES],
+                    ([row[k] for k in keys] + [row[m] for m in METRICS] + [row[r] for r in RATES]
+                     for row in rows))

@@ -8,13 +8,23 @@ scrypt is memory-hard (N=2**14, r=8: 16 MiB per guess), from the standard librar
 and a locked login look the same to the caller (no user enumeration), and an unknown email
 costs the same scrypt work as a known one. After ``MAX_FAILURES`` wrong passwords in a row a
 login is locked for ``LOCK_SECONDS``, in the database, so every gateway instance honours it;
-while locked even the right password is refused.
+while locked even the right password is refused, until it passes or an admin runs
+``linkloop user unlock``.
+
+The lock stops guessing one login's password, but not one client trying a few passwords on
+each of many logins (and locking them all out). So every attempt is also counted per
+client address (its salted hash, from the caller): at most ``ADDRESS_MAX_ATTEMPTS`` that fail
+in ``ADDRESS_WINDOW_SECONDS``, in the database too; beyond that the address is refused
+before any password is checked, and the login's own count is not touched. Twice the
+per-login allowance: someone who keeps mistyping their own password meets the lock first,
+and an office behind one address has room for several people's typos.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import re
@@ -26,6 +36,8 @@ from typing import Literal
 from .store import Store, User
 
 __all__ = [
+    "ADDRESS_MAX_ATTEMPTS",
+    "ADDRESS_WINDOW_SECONDS",
     "LOCK_SECONDS",
     "MAX_FAILURES",
     "MAX_PASSWORD_LENGTH",
@@ -42,6 +54,8 @@ __all__ = [
 STAFF_ROLES = ("marketing", "merchant")
 MAX_FAILURES = 5
 LOCK_SECONDS = 15 * 60.0
+ADDRESS_MAX_ATTEMPTS = 2 * MAX_FAILURES
+ADDRESS_WINDOW_SECONDS = 15 * 60.0
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
 
@@ -112,20 +126,41 @@ def _verify_dummy(password: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class LoginResult:
-    """The user on success; otherwise why not, for the logs only (never shown)."""
+    """The user on success; otherwise why not, for the logs only (never shown), but for
+    ``throttled``: the client's address has failed too often, try again in ``retry_after``
+    seconds (the password was not checked)."""
 
     user: User | None
-    reason: Literal["ok", "unknown_email", "bad_password", "locked"]
+    reason: Literal["ok", "unknown_email", "bad_password", "locked", "throttled"]
+    retry_after: float = 0.0
 
 
-async def authenticate(store: Store, email: str, password: str, *,
+async def authenticate(store: Store, email: str, password: str, *, address: str | None = None,
+                       slots: asyncio.Semaphore | None = None,
                        now: float | None = None) -> LoginResult:
     """Check a login; counts a wrong password and locks after ``MAX_FAILURES`` in a row.
 
-    scrypt runs on a worker thread: the event loop (and the share-link hot path) never
+    ``address``: the client address's hash, whose attempts are limited (see the module's
+    docstring); None for a caller that is not a client over the network. ``slots``, when
+    given, is held while the password is checked, and not while a refused address is told
+    so. scrypt runs on a worker thread: the event loop (and the share-link hot path) never
     waits on it.
     """
     moment = time.time() if now is None else now
+    if address is not None:
+        wait = await store.take_login_attempt(address, now=moment,
+                                              window_seconds=ADDRESS_WINDOW_SECONDS,
+                                              max_attempts=ADDRESS_MAX_ATTEMPTS)
+        if wait:
+            return LoginResult(None, "throttled", retry_after=wait)
+    async with slots or contextlib.nullcontext():
+        result = await _check(store, email, password, moment)
+    if result.user is not None and address is not None:
+        await store.give_back_login_attempt(address)  # only failures count against it
+    return result
+
+
+async def _check(store: Store, email: str, password: str, moment: float) -> LoginResult:
     try:
         email = normalize_email(email)
     except ValueError:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import sys
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,13 +21,36 @@ from gateway.settings import Settings, load_settings
 from gateway.store import Merchant
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: Real-world data the tests check against, with its sources (tests/data/README.md).
+DATA = REPO / "tests" / "data"
 
 # A taobao-app shopper and a desktop browser, reduced to the markers that matter.
 TAOBAO_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 AliApp(TB/10.30.0)"
 DESKTOP_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
               "(KHTML, like Gecko) Chrome/120.0 Safari/537.36")
 BOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+# The fuzz suite's seed (tests/test_fuzz.py): fixed per run, printed in pytest's header, and
+# replayed with LINKLOOP_FUZZ_SEED=<seed>.
+_FUZZ_SEED_TEXT = os.environ.get("LINKLOOP_FUZZ_SEED", "").strip()
+FUZZ_SEED = (int(_FUZZ_SEED_TEXT) if _FUZZ_SEED_TEXT.isdigit()
+             else zlib.crc32(_FUZZ_SEED_TEXT.encode()) if _FUZZ_SEED_TEXT
+             else secrets.randbelow(2**32))
+
+
+def pytest_report_header() -> str:
+    return f"fuzz seed: {FUZZ_SEED} (replay with LINKLOOP_FUZZ_SEED={FUZZ_SEED})"
+
+
+def _fuzz_summary(terminalreporter: Any) -> None:
+    fuzz = sys.modules.get("tests.test_fuzz")
+    sent = getattr(fuzz, "SENT", None)
+    if sent:
+        families = ", ".join(f"{name} {count}" for name, count in sent.items())
+        terminalreporter.write_line(
+            f"fuzz: {sum(sent.values())} generated requests ({families}), seed {FUZZ_SEED} "
+            f"(replay with LINKLOOP_FUZZ_SEED={FUZZ_SEED})")
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -122,3 +148,56 @@ async def recorder_flushed(client: TestClient[Any, Any]) -> AsyncIterator[Callab
         await client.app[RECORDER].flush()
 
     yield flush
+
+
+# --- CI: no test skips unnoticed ----------------------------------------------------------------
+#: Set by .ci/run: a test that skips fails the run, unless its reason is on ALLOWED_SKIPS.
+STRICT_SKIPS_VAR = "LINKLOOP_TEST_STRICT_SKIPS"
+#: Skips CI may have: (a regular expression matching the skip's reason, why CI can't run that
+#: test). Empty: CI has PostgreSQL, Chromium and zbar, runs on Linux, and runs everything.
+ALLOWED_SKIPS: tuple[tuple[str, str], ...] = ()
+
+_skips: list[tuple[str, str]] = []
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple):  # (file, line, "Skipped: reason")
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr)
+
+
+def _note_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skips.append((report.nodeid, _skip_reason(report)))
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    _note_skip(report)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _note_skip(report)
+
+
+def _unexpected_skips() -> list[tuple[str, str]]:
+    if os.environ.get(STRICT_SKIPS_VAR) != "1":
+        return []
+    return [(test, reason) for test, reason in _skips
+            if not any(re.search(allowed, reason) for allowed, _why in ALLOWED_SKIPS)]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _unexpected_skips() and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    _fuzz_summary(terminalreporter)
+    unexpected = _unexpected_skips()
+    if unexpected:
+        terminalreporter.section(f"{len(unexpected)} unexpected skips ({STRICT_SKIPS_VAR}=1)",
+                                 red=True)
+        for test, reason in unexpected:
+            terminalreporter.line(f"{test}: {reason}")
+        terminalreporter.line("Each one fails this run: make it run here, or add its reason "
+                              "to ALLOWED_SKIPS in tests/conftest.py with why CI can't run it.")

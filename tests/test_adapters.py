@@ -14,8 +14,10 @@ import adapters
 from adapters import ADAPTERS, TargetError, by_platform, platform_ids, target_platform_ids
 from adapters.base import Adapter, host_is_within
 
+from .conftest import DATA
+
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(__file__).resolve().parents[2] / "shared/data/ua/corpus.tsv"
+CORPUS = DATA / "ua" / "corpus.tsv"
 MERCHANT_DOMAINS = ("shop.example.com", "example.org")
 
 CONTRACT_IDS = (
@@ -312,8 +314,6 @@ def test_modules_have_docstrings_and_all() -> None:
 
 
 def test_no_real_user_agent_in_code() -> None:
-    if not CORPUS.exists():
-        pytest.skip(f"UA corpus not found at {CORPUS}")
     with CORPUS.open(encoding="utf-8", newline="") as handle:
         real = [row["user_agent"] for row in csv.DictReader(handle, delimiter="\t")]
     sources = [*(REPO / "adapters").glob("*.py"), REPO / "gateway/detect.py",

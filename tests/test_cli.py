@@ -115,7 +115,8 @@ async def test_a_script_drives_the_whole_loop_through_cli_and_http(cli_env: dict
     csv = run(cli_env, "stats", "--merchant", "acme", "--csv").stdout.splitlines()
     assert csv[0] == ("platform,clicks,unique_visitors,bot_clicks,storefront_opens,entries,adds,"
                       "open_rate,entry_rate,add_rate")
-    assert "taobao,2,1,0,0,0,0,0.0,0.0," in csv
+    # Text quoted, figures bare (gateway/spreadsheet.py); an empty rate is an empty cell.
+    assert '"taobao",2,1,0,0,0,0,0.0,0.0,""' in csv
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "ctrl_c_to_the_process_group"])

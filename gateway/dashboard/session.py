@@ -13,6 +13,9 @@ on every gateway instance.
 The login form has no session yet: it carries a double-submit token, the same random value
 in a cookie (SameSite=Strict, HttpOnly) and in a hidden field. Every POST must also come
 from the dashboard's own origin when the browser says where it comes from (``Origin``).
+
+Login attempts are limited per client address (gateway/users.py); ``client_address`` says
+which address a request counts against.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "SESSION_TTL",
     "Session",
     "SessionService",
+    "client_address",
     "csrf_matches",
     "new_csrf_token",
     "safe_next",
@@ -106,7 +110,7 @@ class SessionService:
 
     async def current(self, store: Store, token: str | None) -> Session | None:
         """The session of a cookie value, if it is valid and its user still stands behind it."""
-        if not token:
+        if not token or not token.isascii():  # a cookie that is not UTF-8: lone surrogates
             return None
         session = self.verify(token)
         if session is None:
@@ -124,7 +128,9 @@ def new_csrf_token() -> str:
 
 def csrf_matches(expected: str | None, given: object) -> bool:
     """Constant-time comparison of a CSRF token; empty or missing never matches."""
-    if not expected or not isinstance(given, str) or not given:
+    # Ours are ASCII; anything else (a cookie or field that was not UTF-8) can't even encode.
+    if (not expected or not isinstance(given, str) or not given
+            or not expected.isascii() or not given.isascii()):
         return False
     return hmac.compare_digest(expected.encode(), given.encode())
 
@@ -149,3 +155,21 @@ def safe_next(value: str | None) -> str:
     if value and _NEXT.fullmatch(value) and "/." not in value:  # no dot-segments
         return value
     return "/dashboard"
+
+
+def client_address(request: web.Request, trust_forwarded: bool) -> str:
+    """The address a login attempt counts against.
+
+    Behind our own proxy (``server.trust_forwarded``) that is the last X-Forwarded-For
+    entry, the one the proxy added for the peer it saw: the entries before it are whatever
+    the client sent, and taking the first would let a client pick a new address for every
+    attempt. (The share link takes the first entry: there a forged one only mislabels the
+    sender's own click.) Otherwise, the peer's address.
+    """
+    if trust_forwarded:
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        if forwarded:
+            last = forwarded[-1].rsplit(",", 1)[-1].strip()
+            if last:
+                return last
+    return request.remote or ""

@@ -12,6 +12,7 @@ import asyncio
 import copy
 import hashlib
 import io
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from markupsafe import Markup
 
 from adapters import by_platform, platform_ids
 
-from ..appkeys import CLOCK, PAGES, PUBLIC_URL, STORE
+from ..appkeys import CLOCK, IP_HASHER, PAGES, PUBLIC_URL, SETTINGS, STORE
 from ..errors import guarded
 from ..pages import qr_svg
 from ..stats import (
@@ -50,6 +51,7 @@ from .session import (
     SESSION_TTL,
     Session,
     SessionService,
+    client_address,
     csrf_matches,
     new_csrf_token,
     safe_next,
@@ -74,6 +76,8 @@ _FIELD_NAMES = {"from": "开始日期", "to": "结束日期", "product": "商品
 _ROLE_NAMES = {"marketing": "市场", "merchant": "商家"}
 _LOGIN_FAILED = (f"邮箱或密码不正确。连续输错 {MAX_FAILURES} 次后，账号将锁定 "
                  f"{int(LOCK_SECONDS // 60)} 分钟。")
+_LOGIN_THROTTLED = ("这个网络登录失败的次数太多，为保护账号安全，暂时不能登录。"
+                    "请 {minutes} 分钟后再试。")
 _HEADERS = {
     # Nothing but our own stylesheet: no script, no frame, no outside request.
     "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -192,8 +196,17 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_form(request, status=403, email=email, next_url=next_url,
                            error="登录表单已过期，请重新输入后再试。")
     password = str(form.get("password", ""))
-    async with request.app[LOGIN_SLOTS]:
-        result = await authenticate(request.app[STORE], email, password)
+    app = request.app
+    address = app[IP_HASHER][client_address(request, app[SETTINGS]["server.trust_forwarded"])]
+    result = await authenticate(app[STORE], email, password, address=address,
+                                slots=app[LOGIN_SLOTS])
+    if result.reason == "throttled":
+        log.warning("dashboard.login_throttled", address=address)
+        wait = math.ceil(result.retry_after)
+        response = _login_form(request, status=429, email=email, next_url=next_url,
+                               error=_LOGIN_THROTTLED.format(minutes=math.ceil(wait / 60)))
+        response.headers["Retry-After"] = str(wait)
+        return response
     if result.user is None:
         log.info("dashboard.login_failed", reason=result.reason)
         return _login_form(request, status=401, email=email, next_url=next_url,
@@ -557,7 +570,6 @@ def _load_static() -> dict[str, tuple[bytes, str, str]]:
 
 
 async def _start(app: web.Application) -> None:
-    from ..appkeys import SETTINGS
     from ..keys import auth_secret
 
     settings = app[SETTINGS]

@@ -8,6 +8,38 @@ from __future__ import annotations
 
 __all__ = ["SQLITE_MIGRATIONS"]
 
+# Login attempts per client address, the same in both engines but for the float type: SQLite's
+# version 6, PostgreSQL's version 5 (see each list).
+_LOGIN_THROTTLE = """
+CREATE TABLE login_throttle (
+    address TEXT PRIMARY KEY,
+    window_start {real} NOT NULL,
+    attempts INTEGER NOT NULL
+);
+CREATE INDEX login_throttle_by_window ON login_throttle (window_start)
+"""
+
+# Links minted through WeChat's API, the same in both engines but for the float and binary
+# types: SQLite's version 7, PostgreSQL's version 6.
+_MINTED_LINKS = """
+CREATE TABLE minted_links (
+    code TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('url_link', 'scheme', 'wxacode')),
+    merchant_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    value TEXT,
+    image {blob},
+    expires_at {real} NOT NULL DEFAULT 0,
+    minted_at {real} NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at {real} NOT NULL DEFAULT 0,
+    error TEXT,
+    PRIMARY KEY (code, kind)
+);
+CREATE INDEX minted_links_due ON minted_links (due_at);
+CREATE INDEX minted_links_by_merchant ON minted_links (merchant_id, code)
+"""
+
 # SQLite: clicks and events are WITHOUT ROWID tables keyed by their random id -- one B-tree
 # per insert instead of a rowid table plus its primary-key index -- and clicks carry no
 # other index: reports read the rollups, and attribution finds a click by its id.
@@ -227,6 +259,16 @@ CREATE TRIGGER link_changed AFTER UPDATE ON products BEGIN
     INSERT INTO link_changes (code) VALUES (NEW.code); DELETE FROM link_changes
     WHERE seq <= (SELECT max(seq) FROM link_changes) - 10000; END
 """),
+    # Version 6: login attempts per client address (its salted hash, never the address), so
+    # one address can't spray passwords over many logins. In the database, like the
+    # per-login lock, so every `serve --workers` process and every instance counts together.
+    # A row per address with attempts in its current window; rows of closed windows are
+    # deleted as new attempts come (Store.take_login_attempt).
+    (6, _LOGIN_THROTTLE.format(real="REAL")),
+    # Version 7: what the gateway mints through WeChat's API for each share link (URL Link,
+    # encrypted scheme, mini-program code), kept so that no click waits for a mint and every
+    # gateway process serves the same links; ``due_at`` drives renewals and retries.
+    (7, _MINTED_LINKS.format(real="REAL", blob="BLOB")),
 )
 
 
@@ -459,5 +501,10 @@ FROM rollups GROUP BY merchant_id, day, platform, channel;
 CREATE INDEX rollups_by_product ON rollups (merchant_id, product_id, day);
 ANALYZE monthly_rollups, daily_totals, rollups
 """),
+    # Version 5: as SQLite's version 6 (SQLite's version 5, the link change log, has no
+    # PostgreSQL counterpart: NOTIFY does that job).
+    (5, _LOGIN_THROTTLE.format(real="DOUBLE PRECISION")),
+    # Version 6: minted links (SQLite's version 7 says why).
+    (6, _MINTED_LINKS.format(real="DOUBLE PRECISION", blob="BYTEA")),
 )
 __all__ += ["POSTGRES_MIGRATIONS"]

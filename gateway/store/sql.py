@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from .base import METRICS, GroupBy, StatsRow
 
-__all__ = ["Grain", "month_split", "stats_query", "stats_row"]
+__all__ = ["Grain", "login_attempt_query", "login_attempt_wait", "month_split", "stats_query",
+           "stats_row"]
 
 #: What a part of a range counts in: days ('YYYY-MM-DD' bounds) or months ('YYYY-MM').
 Grain = Literal["day", "month"]
@@ -141,3 +142,35 @@ def stats_row(by: GroupBy, row: Sequence[Any]) -> StatsRow:
         key = {by: row[0]}
         counts = row[1:]
     return StatsRow.of(key, counts)
+
+
+def login_attempt_query(address: str, *, now: float, window_seconds: float,
+                        max_attempts: int, mark: str) -> tuple[str, list[Any]]:
+    """The one statement that counts a login attempt from ``address``: a row back when the
+    attempt may go ahead, none when the address has used up its window.
+
+    A row holds the address's window start and the attempts that went ahead in it; a closed
+    window starts again at ``now``. One statement, so attempts made at once through several
+    processes each count (every right-hand side reads the row as it was).
+    """
+    param = _Params(mark)
+
+    def closed() -> str:  # a parameter per use: SQLite's ``?`` are positional
+        return f"t.window_start <= {param(now - window_seconds)}"
+
+    query = (
+        "INSERT INTO login_throttle AS t (address, window_start, attempts) "
+        f"VALUES ({param(address)}, {param(now)}, 1) ON CONFLICT (address) DO UPDATE SET "
+        f"window_start = CASE WHEN {closed()} THEN excluded.window_start "
+        "ELSE t.window_start END, "
+        f"attempts = CASE WHEN {closed()} THEN 1 ELSE t.attempts + 1 END "
+        f"WHERE {closed()} OR t.attempts < {param(max_attempts)} RETURNING attempts")
+    return query, param.values
+
+
+def login_attempt_wait(window_start: float | None, *, now: float,
+                       window_seconds: float) -> float:
+    """Seconds until a refused address's window closes (its start read after the refusal)."""
+    if window_start is None:  # closed and forgotten in between: refused all the same
+        return window_seconds
+    return max(float(window_start) + window_seconds - now, 0.001)
