@@ -554,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--table", dest="output", action="store_const", const="table",
                         help="a table for people (the default on a terminal)")
     stats.set_defaults(func=cmd_stats, output=None)
+
+    from .ops_commands import add_ops_commands
+
+    add_ops_commands(sub)
     return parser
 
 

@@ -46,7 +46,19 @@ __all__ = [
     "User",
     "UserExists",
     "open_store",
+    "sqlite_path",
 ]
+
+
+def sqlite_path(settings: Settings) -> Path | None:
+    """The SQLite file ``storage.url`` names (its default: under the data directory), or
+    None when storage is elsewhere (PostgreSQL)."""
+    url: str = settings["storage.url"]
+    if not url:
+        return settings.data_dir / "linkloop.db"
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
 
 
 async def open_store(settings: Settings) -> Store:
@@ -54,10 +66,10 @@ async def open_store(settings: Settings) -> Store:
     url: str = settings["storage.url"]
     # One limit for every call, a lock or a connection waited for included.
     timeout: float = settings["storage.timeout_seconds"]
-    if not url or url.startswith("sqlite:///"):
+    path = sqlite_path(settings)
+    if path is not None:
         from .sqlite import SQLiteStore
 
-        path = Path(url.removeprefix("sqlite:///")) if url else settings.data_dir / "linkloop.db"
         return await SQLiteStore.open(path, busy_timeout=timeout, timeout_seconds=timeout)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore, split_schema
