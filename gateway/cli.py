@@ -16,6 +16,7 @@ import re
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from .jsonout import dumps
@@ -425,7 +426,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             out = os.fdopen(fd, "w", encoding="utf-8")
         try:
-            async for line in export_merchant(store, args.merchant):
+            async for line in export_merchant(store, args.merchant,
+                                              decrypt_secrets=args.decrypt_secrets):
                 out.write(line)
         except TransferError as exc:
             raise CliError(str(exc)) from None
@@ -438,8 +440,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from .secretbox import read_key_file
     from .transfer import TransferError, import_merchant
 
+    keys = read_key_file(Path(args.secrets_key_file)) if args.secrets_key_file else []
     try:
         with (open(args.file, encoding="utf-8") if args.file != "-" else sys.stdin) as fh:
             lines = fh.readlines()
@@ -448,7 +452,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     async def work(store: Any) -> int:
         try:
-            counts = await import_merchant(store, lines)
+            counts = await import_merchant(store, lines, keys=keys)
         except TransferError as exc:
             raise CliError(str(exc)) from None
         print(dumps(counts))
@@ -528,12 +532,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="write one merchant's data as JSON lines")
     export.add_argument("--merchant", required=True, help="the merchant to write")
-    export.add_argument("--out", help="file to write (mode 0600; it holds secrets); "
-                                      "default stdout")
+    export.add_argument("--out", help="file to write (mode 0600); default stdout")
+    export.add_argument("--decrypt-secrets", action="store_true",
+                        help="write the WeCom and WeChat secrets in plain text (default: "
+                             "sealed under this deployment's secrets key)")
     export.set_defaults(func=cmd_export)
 
     import_ = sub.add_parser("import", help="read a merchant written by `linkloop export`")
     import_.add_argument("file", nargs="?", default="-", help="the export file (default stdin)")
+    import_.add_argument("--secrets-key-file",
+                         help="the exporting deployment's secrets key file, to open its "
+                              "sealed secrets (not needed within one deployment)")
     import_.set_defaults(func=cmd_import)
 
     stats = sub.add_parser("stats", help="figures from the rollups")

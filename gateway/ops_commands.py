@@ -1,4 +1,4 @@
-"""Operators' commands: ``linkloop backup`` (and, beside it, retention and secrets chores).
+"""Operators' commands: ``linkloop backup``, ``linkloop secrets rotate``.
 
 Registered on the ``linkloop`` parser by ``add_ops_commands``; kept apart from
 gateway/cli.py so that each chore is one short function here.
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from .cli import CliError, _settings
+from .cli import CliError, _run, _settings, _with_store
 from .jsonout import dumps
 
 __all__ = ["add_ops_commands"]
@@ -31,6 +32,33 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    """A new key seals every stored secret; the old key then goes from the key file."""
+    settings = _settings(args)
+
+    async def work(store: Any) -> int:
+        box = store.secrets
+        before = box.current_id
+        if box.key_file is not None:
+            box.rotate_key_file()  # running gateways seal with it from their next secret on
+        resealed = await store.reseal_secrets()
+        # A gateway that sealed a secret with the old key while this ran: sealed again.
+        late = await store.reseal_secrets()
+        report: dict[str, Any] = {
+            "key": box.current_id, "previous_key": before,
+            "resealed": {table: count + late[table] for table, count in resealed.items()}}
+        if box.key_file is not None:
+            report["key_file"] = str(box.key_file)
+            report["retired_keys"] = box.retire_old_keys()
+        elif settings["secrets.previous_keys"]:
+            report["next"] = "every secret is sealed under secrets.key: remove " \
+                             "secrets.previous_keys from the settings of every host"
+        print(dumps(report))
+        return 0
+
+    return _run(_with_store(settings, work))
+
+
 def add_ops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backup = sub.add_parser(
         "backup", help="copy the SQLite database, consistent while the gateway runs "
@@ -39,3 +67,10 @@ def add_ops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                         help="the file to write (mode 0600); it holds no keys, see README")
     backup.add_argument("--force", action="store_true", help="replace --out if it exists")
     backup.set_defaults(func=cmd_backup)
+
+    secrets = sub.add_parser("secrets", help="the key sealing stored WeCom and WeChat secrets")
+    ssub = secrets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rotate = ssub.add_parser(
+        "rotate", help="seal every stored secret under a new key (key file), or under "
+        "secrets.key after it changed (settings); safe while gateways run")
+    rotate.set_defaults(func=cmd_secrets_rotate)

@@ -4,8 +4,9 @@ The file is JSON lines: a header, then the merchant, its products, entry point, 
 app credentials, staff logins (password hashes, never passwords), and every raw click and
 event. Rollups (per day, per month, daily totals) and daily unique visitors are not in it:
 they are derived, and the import rebuilds them all by recording the raw rows exactly as the
-gateway did (``Store.record``), so both sides agree by construction. The file holds the
-merchant's WeCom and WeChat secrets: keep it as carefully as the database.
+gateway did (``Store.record``), so both sides agree by construction. The merchant's WeCom
+and WeChat secrets stay sealed under the source's key (gateway/secretbox.py) unless the
+export is asked to decrypt them; an import into another deployment then needs that key.
 
 Product ids are the target's own (ids are per database); share codes, which people hold,
 are kept. An import refuses, before writing anything, a merchant that already exists or a
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
+from .secretbox import SecretBox, SecretsKeyError
 from .store import (
     Click,
     CodeTaken,
@@ -31,11 +33,20 @@ from .store import (
     Store,
     User,
 )
+from .store.sealing import (
+    open_credential_secret,
+    open_entry_secrets,
+    seal_credential_secret,
+    seal_entry_secrets,
+)
 
 __all__ = ["FORMAT", "TransferError", "export_merchant", "import_merchant"]
 
 FORMAT = "linkloop-export"
-VERSION = 1
+#: 2: the secrets are sealed unless the header says ``"secrets": "plain"``. Version 1 files
+#: (plain secrets) still import.
+VERSION = 2
+_READABLE = (1, 2)
 _PAGE = 1000
 
 
@@ -51,12 +62,19 @@ def _line(kind: str, data: Any) -> str:
     return json.dumps({"kind": kind, "data": data}, ensure_ascii=False) + "\n"
 
 
-async def export_merchant(store: Store, merchant_id: str) -> AsyncIterator[str]:
-    """The merchant as JSON lines (a generator, so clicks stream page by page)."""
+async def export_merchant(store: Store, merchant_id: str, *, decrypt_secrets: bool = False,
+                          ) -> AsyncIterator[str]:
+    """The merchant as JSON lines (a generator, so clicks stream page by page). Its WeCom
+    and WeChat secrets stay sealed under the source's key unless ``decrypt_secrets``."""
     merchant = await store.get_merchant(merchant_id)
     if merchant is None:
         raise TransferError(f"no merchant {merchant_id!r}")
-    yield json.dumps({"format": FORMAT, "version": VERSION, "merchant": merchant_id}) + "\n"
+    box = None if decrypt_secrets else store.secrets
+    header = {"format": FORMAT, "version": VERSION, "merchant": merchant_id,
+              "secrets": "plain" if box is None else "sealed"}
+    if box is not None:
+        header["secrets_key"] = box.current_id
+    yield json.dumps(header) + "\n"
     yield _line("merchant", merchant)
     after = 0
     while True:
@@ -68,10 +86,16 @@ async def export_merchant(store: Store, merchant_id: str) -> AsyncIterator[str]:
         after = products[-1].id
     entry = await store.get_entry(merchant_id)
     if entry is not None:
-        yield _line("entry", entry)
+        data = dataclasses.asdict(entry)
+        if box is not None:
+            data["secrets"] = seal_entry_secrets(box, merchant_id, entry.secrets)
+        yield _line("entry", data)
     for way in await store.list_entry_ways(merchant_id):
         yield _line("entry_way", way)
     for credentials in await store.list_credentials(merchant_id):
+        if box is not None:
+            credentials = dataclasses.replace(credentials, secret=seal_credential_secret(
+                box, merchant_id, credentials.platform, credentials.secret))
         yield _line("credentials", credentials)
     for user in await store.list_users(merchant_id):
         yield _line("user", user)
@@ -95,7 +119,7 @@ def _read(lines: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         raise TransferError("not a LinkLoop export: the file is empty or not JSON") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise TransferError("not a LinkLoop export")
-    if header.get("version") != VERSION:
+    if header.get("version") not in _READABLE:
         raise TransferError(f"export version {header.get('version')} is not supported")
     for number, line in enumerate(iterator, start=2):
         if not line.strip():
@@ -110,9 +134,28 @@ def _read(lines: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     return parts
 
 
-async def import_merchant(store: Store, lines: Iterable[str]) -> dict[str, int]:
-    """Write an export into ``store``; returns how many of each kind went in."""
+def _opened_secrets(box: SecretBox, parts: dict[str, list[dict[str, Any]]]) -> None:
+    """Open the export's sealed secrets in place, before anything is written."""
+    try:
+        for entry in parts.get("entry", []):
+            entry["secrets"] = open_entry_secrets(box, entry["merchant_id"], entry["secrets"])
+        for credentials in parts.get("credentials", []):
+            credentials["secret"] = open_credential_secret(
+                box, credentials["merchant_id"], credentials["platform"], credentials["secret"])
+    except SecretsKeyError as exc:
+        raise TransferError(f"{exc}. Give the exporting deployment's key file with "
+                            "--secrets-key-file, or export with --decrypt-secrets") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TransferError(f"the export's secrets don't fit this version: {exc}") from None
+
+
+async def import_merchant(store: Store, lines: Iterable[str], *,
+                          keys: Sequence[bytes] = ()) -> dict[str, int]:
+    """Write an export into ``store``; returns how many of each kind went in. Sealed
+    secrets open with the target's own keys or ``keys`` (the source's), and are stored
+    sealed under the target's."""
     parts = _read(lines)
+    _opened_secrets(store.secrets.with_keys(keys), parts)
     try:
         merchant = Merchant(**{**parts["merchant"][0],
                                "domains": tuple(parts["merchant"][0]["domains"])})

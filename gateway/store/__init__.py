@@ -66,11 +66,15 @@ async def open_store(settings: Settings) -> Store:
     url: str = settings["storage.url"]
     # One limit for every call, a lock or a connection waited for included.
     timeout: float = settings["storage.timeout_seconds"]
+    from ..secretbox import SecretBox
+
+    secrets = SecretBox.from_settings(settings)
     path = sqlite_path(settings)
     if path is not None:
         from .sqlite import SQLiteStore
 
-        return await SQLiteStore.open(path, busy_timeout=timeout, timeout_seconds=timeout)
+        return await SQLiteStore.open(path, busy_timeout=timeout, timeout_seconds=timeout,
+                                      secrets=secrets)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore, split_schema
 
@@ -78,5 +82,6 @@ async def open_store(settings: Settings) -> Store:
         # parameter (taken out before connecting): keep the tables in that schema, created
         # on first open. Every other parameter goes to asyncpg as it is.
         dsn, schema = split_schema(url)
-        return await PostgresStore.open(dsn, schema=schema, timeout_seconds=timeout)
+        return await PostgresStore.open(dsn, schema=schema, timeout_seconds=timeout,
+                                        secrets=secrets)
     raise ConfigError(f"storage.url: {url!r} is neither sqlite:///PATH nor postgresql://...")

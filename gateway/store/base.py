@@ -11,7 +11,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+if TYPE_CHECKING:  # gateway/secretbox.py raises StoreError from this module
+    from ..secretbox import SecretBox
 
 __all__ = [
     "METRICS",
@@ -262,6 +265,10 @@ class StatsRow:
 class Store(abc.ABC):
     """One storage engine. Opened with migrations applied; every call is async."""
 
+    #: Seals the merchants' secrets before they are stored and opens them when read
+    #: (gateway/secretbox.py): the tables hold no plain secret.
+    secrets: SecretBox
+
     # --- lifecycle ---------------------------------------------------------------------------
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -393,6 +400,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def forget_minted(self, merchant_id: str, code: str) -> None:
         """Drop everything minted for a share code (its target is gone)."""
+
+    # --- secrets at rest ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
+        """Seal every stored secret under the box's current key (``linkloop secrets
+        rotate``), or with ``only_plain`` only those stored unsealed (done on open); how
+        many of each table's rows were sealed again."""
 
     # --- the WeCom entry point ----------------------------------------------------------------
     @abc.abstractmethod

@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import structlog
 
+from ..secretbox import SecretBox
 from .base import (
     METRICS,
     Click,
@@ -63,6 +64,14 @@ from .rollup import (
     coarser_deltas,
     first_visit_channels,
     rollup_deltas,
+)
+from .sealing import (
+    open_credential_secret,
+    open_entry_secrets,
+    resealed_credentials,
+    resealed_entries,
+    seal_credential_secret,
+    seal_entry_secrets,
 )
 from .sql import login_attempt_query, login_attempt_wait, stats_query, stats_row
 
@@ -208,8 +217,9 @@ async def _init_connection(conn: Any) -> None:
 
 class PostgresStore(Store):
     def __init__(self, pool: Any, *, schema: str | None, timeout: float,
-                 months_ahead: int) -> None:
+                 months_ahead: int, secrets: SecretBox | None = None) -> None:
         self._pool = pool
+        self.secrets = secrets or SecretBox.ephemeral_box()
         self.schema = schema
         self.timeout = timeout
         self.months_ahead = months_ahead
@@ -219,7 +229,7 @@ class PostgresStore(Store):
     @classmethod
     async def open(
         cls, url: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10,
-        timeout_seconds: float = 10.0, months_ahead: int = 3,
+        timeout_seconds: float = 10.0, months_ahead: int = 3, secrets: SecretBox | None = None,
     ) -> PostgresStore:
         """Connect a pool, apply pending migrations and make the coming months' partitions.
 
@@ -228,6 +238,8 @@ class PostgresStore(Store):
         ``timeout_seconds``: longest one call may take, connecting included (not
         migrations).
         ``months_ahead``: click partitions made beyond the current month.
+        ``secrets``: the box sealing stored secrets (default: a key that dies with this
+        store, for tests and tools that never store secrets to keep).
         """
         settings = {"search_path": quote_ident(schema)} if schema else {}
         try:
@@ -236,7 +248,8 @@ class PostgresStore(Store):
                 init=_init_connection, server_settings=settings)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(_describe(exc)) from exc
-        store = cls(pool, schema=schema, timeout=timeout_seconds, months_ahead=months_ahead)
+        store = cls(pool, schema=schema, timeout=timeout_seconds, months_ahead=months_ahead,
+                    secrets=secrets)
         try:
             await store._migrate()
             await store.ensure_partitions()
@@ -255,6 +268,9 @@ class PostgresStore(Store):
             await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
             try:
                 await self._apply_migrations(conn)
+                if not self.secrets.ephemeral:
+                    # Secrets stored by a version before sealing are sealed now, once.
+                    await self._reseal(conn, only_plain=True)
             finally:
                 # If the connection broke, the server let go of the lock with the session.
                 with contextlib.suppress(*_UNAVAILABLE):
@@ -622,14 +638,14 @@ class PostgresStore(Store):
     # --- the WeCom entry point ---------------------------------------------------------------
     async def put_entry(self, entry: Entry) -> Entry:
         stored = Entry(entry.merchant_id, entry.kind, entry.config, entry.secrets, time.time())
+        sealed = seal_entry_secrets(self.secrets, stored.merchant_id, stored.secrets)
         async with self._conn() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO entries (merchant_id, kind, config, secrets, updated_at) "
                 "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id) DO UPDATE SET "
                 "kind = excluded.kind, config = excluded.config, secrets = excluded.secrets, "
                 "updated_at = excluded.updated_at",
-                stored.merchant_id, stored.kind, stored.config, stored.secrets,
-                stored.updated_at)
+                stored.merchant_id, stored.kind, stored.config, sealed, stored.updated_at)
             await conn.execute("DELETE FROM entry_ways WHERE merchant_id = $1",
                                stored.merchant_id)
         return stored
@@ -639,7 +655,10 @@ class PostgresStore(Store):
             row = await conn.fetchrow(
                 "SELECT merchant_id, kind, config, secrets, updated_at FROM entries "
                 "WHERE merchant_id = $1", merchant_id)
-        return Entry(row[0], row[1], row[2], row[3], row[4]) if row else None
+        if row is None:
+            return None
+        return Entry(row[0], row[1], row[2], open_entry_secrets(self.secrets, row[0], row[3]),
+                     row[4])
 
     async def get_entry_way(self, merchant_id: str, platform: str) -> EntryWay | None:
         async with self._conn() as conn:
@@ -718,13 +737,14 @@ class PostgresStore(Store):
     async def put_credentials(self, credentials: Credentials) -> Credentials:
         stored = Credentials(credentials.merchant_id, credentials.platform, credentials.app_id,
                              credentials.secret, time.time())
+        sealed = seal_credential_secret(self.secrets, stored.merchant_id, stored.platform,
+                                        stored.secret)
         async with self._conn() as conn:
             await conn.execute(
                 f"INSERT INTO app_credentials ({_CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
                 "ON CONFLICT (merchant_id, platform) DO UPDATE SET app_id = EXCLUDED.app_id, "
                 "secret = EXCLUDED.secret, updated_at = EXCLUDED.updated_at",
-                stored.merchant_id, stored.platform, stored.app_id, stored.secret,
-                stored.updated_at)
+                stored.merchant_id, stored.platform, stored.app_id, sealed, stored.updated_at)
         return stored
 
     async def get_credentials(self, merchant_id: str, platform: str) -> Credentials | None:
@@ -732,14 +752,44 @@ class PostgresStore(Store):
             row = await conn.fetchrow(
                 f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials "
                 "WHERE merchant_id = $1 AND platform = $2", merchant_id, platform)
-        return Credentials(*row) if row else None
+        return self._credentials(row) if row else None
 
     async def list_credentials(self, merchant_id: str) -> Sequence[Credentials]:
         async with self._conn() as conn:
             rows = await conn.fetch(
                 f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials WHERE merchant_id = $1 "
                 "ORDER BY platform", merchant_id)
-        return [Credentials(*r) for r in rows]
+        return [self._credentials(r) for r in rows]
+
+    def _credentials(self, row: Sequence[Any]) -> Credentials:
+        return Credentials(row[0], row[1], row[2],
+                           open_credential_secret(self.secrets, row[0], row[1], row[3]), row[4])
+
+    # --- secrets at rest -----------------------------------------------------------------------
+    async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
+        async with self._conn(deadline=False) as conn:
+            return await self._reseal(conn, only_plain=only_plain)
+
+    async def _reseal(self, conn: Any, *, only_plain: bool) -> dict[str, int]:
+        """Seal every stored secret under the current key (``only_plain``: only those
+        stored unsealed), in one transaction; rows are locked as read, so a secret set
+        meanwhile through another gateway waits and is not overwritten with its old value.
+        The two small tables are then rewritten whole (VACUUM FULL), so the row versions
+        the update left behind (plain, or under a retired key) are gone from their files."""
+        async with conn.transaction():
+            entries = resealed_entries(self.secrets, [tuple(r) for r in await conn.fetch(
+                "SELECT merchant_id, secrets FROM entries FOR UPDATE")], only_plain=only_plain)
+            await conn.executemany(
+                "UPDATE entries SET secrets = $1 WHERE merchant_id = $2",
+                entries)
+            credentials = resealed_credentials(self.secrets, [tuple(r) for r in await conn.fetch(
+                "SELECT merchant_id, platform, secret FROM app_credentials FOR UPDATE")],
+                only_plain=only_plain)
+            await conn.executemany("UPDATE app_credentials SET secret = $1 "
+                                   "WHERE merchant_id = $2 AND platform = $3", credentials)
+        if entries or credentials:
+            await conn.execute("VACUUM FULL entries, app_credentials")
+        return {"entries": len(entries), "app_credentials": len(credentials)}
 
     async def add_group_member(self, merchant_id: str, chat_id: str, member: str) -> bool:
         async with self._conn() as conn:

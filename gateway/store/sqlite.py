@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from ..secretbox import SecretBox
 from .base import (
     METRICS,
     Click,
@@ -57,6 +58,14 @@ from .rollup import (
     coarser_deltas,
     first_visit_channels,
     rollup_deltas,
+)
+from .sealing import (
+    open_credential_secret,
+    open_entry_secrets,
+    resealed_credentials,
+    resealed_entries,
+    seal_credential_secret,
+    seal_entry_secrets,
 )
 from .sql import login_attempt_query, login_attempt_wait, stats_query, stats_row
 
@@ -151,8 +160,9 @@ def _bump(conn: sqlite3.Connection, table: str, deltas: Mapping[Any, RollupDelta
 
 class SQLiteStore(Store):
     def __init__(self, path: Path, busy_timeout: float = 10.0,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, secrets: SecretBox | None = None) -> None:
         self.path = path
+        self.secrets = secrets or SecretBox.ephemeral_box()
         self.busy_timeout = busy_timeout
         self.timeout = busy_timeout if timeout is None else timeout
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
@@ -164,12 +174,18 @@ class SQLiteStore(Store):
     # --- lifecycle ---------------------------------------------------------------------------
     @classmethod
     async def open(cls, path: Path, busy_timeout: float = 10.0,
-                   timeout_seconds: float | None = None) -> SQLiteStore:
+                   timeout_seconds: float | None = None,
+                   secrets: SecretBox | None = None) -> SQLiteStore:
         """Open (creating and migrating) the file; ``busy_timeout``: seconds a statement
         waits on a lock; ``timeout_seconds``: seconds a call waits in all (default:
-        busy_timeout)."""
-        store = cls(path, busy_timeout, timeout_seconds)
+        busy_timeout); ``secrets``: the box sealing stored secrets (default: a key that
+        dies with this store, for tests and tools that never store secrets to keep)."""
+        store = cls(path, busy_timeout, timeout_seconds, secrets)
         await store._run(store._writer, store._open_writer, deadline=False)
+        if not store.secrets.ephemeral:
+            # Secrets stored by a version before sealing are sealed now, once.
+            await store._run(store._writer, functools.partial(store._reseal, only_plain=True),
+                             deadline=False)
         await store._run(store._reader, store._open_reader, deadline=False)
         # Where the log of changed links ends now: watch_links starts here, so a change
         # made while the gateway warmed its link cache is not missed.
@@ -565,13 +581,16 @@ class SQLiteStore(Store):
         stored = Credentials(credentials.merchant_id, credentials.platform, credentials.app_id,
                              credentials.secret, time.time())
 
+        sealed = seal_credential_secret(self.secrets, stored.merchant_id, stored.platform,
+                                        stored.secret)
+
         def upsert(conn: sqlite3.Connection) -> Credentials:
             conn.execute(
                 "INSERT INTO app_credentials (merchant_id, platform, app_id, secret, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (merchant_id, platform) DO UPDATE SET "
                 "app_id = excluded.app_id, secret = excluded.secret, "
                 "updated_at = excluded.updated_at",
-                (stored.merchant_id, stored.platform, stored.app_id, stored.secret,
+                (stored.merchant_id, stored.platform, stored.app_id, sealed,
                  stored.updated_at))
             return stored
 
@@ -582,7 +601,7 @@ class SQLiteStore(Store):
             row = self._rconn.execute(
                 f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials "
                 "WHERE merchant_id = ? AND platform = ?", (merchant_id, platform)).fetchone()
-            return Credentials(*row) if row else None
+            return self._credentials(row) if row else None
 
         return await self._read(read)
 
@@ -591,9 +610,13 @@ class SQLiteStore(Store):
             rows = self._rconn.execute(
                 f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials WHERE merchant_id = ? "
                 "ORDER BY platform", (merchant_id,)).fetchall()
-            return [Credentials(*r) for r in rows]
+            return [self._credentials(r) for r in rows]
 
         return await self._read(read)
+
+    def _credentials(self, row: Sequence[Any]) -> Credentials:
+        return Credentials(row[0], row[1], row[2],
+                           open_credential_secret(self.secrets, row[0], row[1], row[3]), row[4])
 
     # --- minted links -------------------------------------------------------------------------
     async def put_minted(self, minted: MintedLink) -> None:
@@ -660,9 +683,44 @@ class SQLiteStore(Store):
 
         await self._write(self._transaction(delete))
 
+    # --- secrets at rest -----------------------------------------------------------------------
+    async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
+        return await self._write(functools.partial(self._reseal, only_plain=only_plain))
+
+    def _reseal(self, *, only_plain: bool) -> dict[str, int]:
+        """Seal every stored secret under the current key (``only_plain``: only those
+        stored unsealed), in one transaction. Overwritten plain values are zeroed in the
+        file (secure_delete) and the write-ahead log is emptied after, so no plain copy
+        lingers on a free page."""
+        box, conn = self.secrets, self._wconn
+        # On for this transaction (some builds, Debian's among them, have it on always).
+        secure_delete = conn.execute("PRAGMA secure_delete").fetchone()[0]
+        conn.execute("PRAGMA secure_delete = ON")
+        try:
+            def reseal(conn: sqlite3.Connection) -> dict[str, int]:
+                entries = resealed_entries(
+                    box, [(merchant, json.loads(stored)) for merchant, stored in conn.execute(
+                        "SELECT merchant_id, secrets FROM entries")], only_plain=only_plain)
+                conn.executemany("UPDATE entries SET secrets = ? WHERE merchant_id = ?",
+                                 [(json.dumps(sealed), merchant) for sealed, merchant in entries])
+                credentials = resealed_credentials(box, conn.execute(
+                    "SELECT merchant_id, platform, secret FROM app_credentials"),
+                    only_plain=only_plain)
+                conn.executemany("UPDATE app_credentials SET secret = ? "
+                                 "WHERE merchant_id = ? AND platform = ?", credentials)
+                return {"entries": len(entries), "app_credentials": len(credentials)}
+
+            counts = self._transaction(reseal)()
+            if any(counts.values()):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.execute(f"PRAGMA secure_delete = {int(secure_delete)}")
+        return counts
+
     # --- the WeCom entry point ---------------------------------------------------------------
     async def put_entry(self, entry: Entry) -> Entry:
         stored = Entry(entry.merchant_id, entry.kind, entry.config, entry.secrets, time.time())
+        sealed = seal_entry_secrets(self.secrets, stored.merchant_id, stored.secrets)
 
         def upsert(conn: sqlite3.Connection) -> Entry:
             conn.execute(
@@ -671,7 +729,7 @@ class SQLiteStore(Store):
                 "kind = excluded.kind, config = excluded.config, secrets = excluded.secrets, "
                 "updated_at = excluded.updated_at",
                 (stored.merchant_id, stored.kind, json.dumps(stored.config),
-                 json.dumps(stored.secrets), stored.updated_at))
+                 json.dumps(sealed), stored.updated_at))
             conn.execute("DELETE FROM entry_ways WHERE merchant_id = ?", (stored.merchant_id,))
             return stored
 
@@ -684,7 +742,8 @@ class SQLiteStore(Store):
                 "WHERE merchant_id = ?", (merchant_id,)).fetchone()
             if row is None:
                 return None
-            return Entry(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4])
+            return Entry(row[0], row[1], json.loads(row[2]),
+                         open_entry_secrets(self.secrets, row[0], json.loads(row[3])), row[4])
 
         return await self._read(read)
 
