@@ -144,14 +144,14 @@ def test_open_tag_in_wechat(width: int, shop: dict[str, Any],
 
 @WIDTHS
 def test_mini_program_code_in_wechat(width: int, shop: dict[str, Any],
-                                     browser: Browser, zbar: None) -> None:  # noqa: F811
+                                     browser: Browser, zbar: str) -> None:  # noqa: F811
     driver = _open(browser, WECHAT_IOS, shop["products"]["coded"]["share_url"], width)
     figure = driver.find_element(By.ID, "wxacode")
     assert "长按识别小程序码" in figure.text
     image = figure.find_element(By.TAG_NAME, "img")
     WebDriverWait(driver, 10).until(lambda d: d.execute_script(
         "return arguments[0].complete && arguments[0].naturalWidth > 0", image))
-    assert decode_qr(image.screenshot_as_png) == [
+    assert decode_qr(zbar, image.screenshot_as_png) == [
         "wxacode:pages/item/index?scene=id=42"]
     assert [urlsplit(r).path for r in resources(driver)] == [
         f"/p/{shop['products']['coded']['code']}/miniprogram-code"]
