@@ -43,6 +43,7 @@ from .links import LinkCache
 from .pages import Pages
 from .privacy import IpHasher
 from .recorder import Journal, Recorder
+from .retention import prune_daily
 from .settings import Settings
 from .store import open_store
 from .writer import WriterProcess
@@ -158,7 +159,7 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     app[CLOCK] = DayClock(settings["stats.timezone"])
     app[DETECTOR] = Detector()
     app[PAGES] = Pages()
-    app.cleanup_ctx.extend([_secrets, _storage, _recorder, _platform_apis])
+    app.cleanup_ctx.extend([_secrets, _storage, _recorder, _platform_apis, prune_daily])
     shopper.setup_routes(app)
     api.setup_routes(app)
     entry.setup_routes(app)

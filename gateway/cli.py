@@ -417,7 +417,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import os
 
+    from .clock import DayClock
+    from .retention import retention_cutoff
     from .transfer import TransferError, export_merchant
+
+    settings = _settings(args)
+    cutoff = retention_cutoff(settings, DayClock(settings["stats.timezone"]))
+    kept_from = cutoff[0] if cutoff else None
 
     async def work(store: Any) -> int:
         out: TextIO = sys.stdout
@@ -427,7 +433,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             out = os.fdopen(fd, "w", encoding="utf-8")
         try:
             async for line in export_merchant(store, args.merchant,
-                                              decrypt_secrets=args.decrypt_secrets):
+                                              decrypt_secrets=args.decrypt_secrets,
+                                              rollups_before=kept_from):
                 out.write(line)
         except TransferError as exc:
             raise CliError(str(exc)) from None
@@ -436,7 +443,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 out.close()
         return 0
 
-    return _run(_with_store(_settings(args), work))
+    return _run(_with_store(settings, work))
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Operators' commands: ``linkloop backup``, ``linkloop secrets rotate``.
+"""Operators' commands: ``linkloop backup``, ``prune``, ``privacy forget``, ``secrets rotate``.
 
 Registered on the ``linkloop`` parser by ``add_ops_commands``; kept apart from
 gateway/cli.py so that each chore is one short function here.
@@ -59,6 +59,37 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     return _run(_with_store(settings, work))
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .clock import DayClock
+    from .retention import prune
+
+    settings = _settings(args)
+
+    async def work(store: Any) -> int:
+        print(dumps(await prune(store, settings, DayClock(settings["stats.timezone"]))))
+        return 0
+
+    return _run(_with_store(settings, work))
+
+
+def cmd_privacy_forget(args: argparse.Namespace) -> int:
+    from .ids import is_token
+
+    if not is_token(args.visitor):
+        raise CliError(f"--visitor {args.visitor!r} is not a visitor id (the shopper's ll_v "
+                       "cookie: 8-32 of A-Z, a-z, 0-9, - and _)")
+
+    async def work(store: Any) -> int:
+        if args.merchant and await store.get_merchant(args.merchant) is None:
+            raise CliError(f"no merchant {args.merchant!r}")
+        forgotten = await store.forget_visitor(args.visitor, args.merchant)
+        print(dumps({"visitor": args.visitor, "merchant": args.merchant,
+                     "deleted": forgotten}))
+        return 0
+
+    return _run(_with_store(_settings(args), work))
+
+
 def add_ops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backup = sub.add_parser(
         "backup", help="copy the SQLite database, consistent while the gateway runs "
@@ -74,3 +105,21 @@ def add_ops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "rotate", help="seal every stored secret under a new key (key file), or under "
         "secrets.key after it changed (settings); safe while gateways run")
     rotate.set_defaults(func=cmd_secrets_rotate)
+
+    prune = sub.add_parser(
+        "prune", help="delete raw rows older than retention.raw_clicks_days now (a running "
+        "gateway does it daily); rollups keep their counts")
+    prune.set_defaults(func=cmd_prune)
+
+    privacy = sub.add_parser("privacy", help="requests about one person's data (PIPL)")
+    psub = privacy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    forget = psub.add_parser(
+        "forget", help="delete one visitor's raw clicks, events and visitor rows; rollups "
+        "keep their counts")
+    forget.add_argument("--visitor", required=True,
+                        help="the visitor id: the shopper's ll_v cookie")
+    whose = forget.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--merchant", help="only this merchant's rows of the visitor")
+    whose.add_argument("--all-merchants", action="store_true",
+                       help="the visitor's rows of every merchant (one cookie serves them all)")
+    forget.set_defaults(func=cmd_privacy_forget)

@@ -73,6 +73,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("secrets.previous_keys", "",
             "Older keys (comma-separated) that still open stored secrets while `linkloop "
             "secrets rotate` seals them all again under secrets.key."),
+    Setting("retention.raw_clicks_days", 180,
+            "Days raw clicks, events, visitor rows and worked WeCom callbacks are kept; "
+            "older ones are deleted daily (rollups keep their counts). 0: kept for ever.",
+            int, minimum=0),
     Setting("cache.link_ttl_seconds", 60.0,
             "Longest a cached share link is served before it is read again (in the "
             "background). Changes made through any instance reach every cache sooner.",

@@ -4,7 +4,9 @@ The file is JSON lines: a header, then the merchant, its products, entry point, 
 app credentials, staff logins (password hashes, never passwords), and every raw click and
 event. Rollups (per day, per month, daily totals) and daily unique visitors are not in it:
 they are derived, and the import rebuilds them all by recording the raw rows exactly as the
-gateway did (``Store.record``), so both sides agree by construction. The merchant's WeCom
+gateway did (``Store.record``), so both sides agree by construction. The one exception is
+the days before the retention (gateway/retention.py), whose raw rows are pruned: they
+travel as their per-day rollup rows. The merchant's WeCom
 and WeChat secrets stay sealed under the source's key (gateway/secretbox.py) unless the
 export is asked to decrypt them; an import into another deployment then needs that key.
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from .secretbox import SecretBox, SecretsKeyError
 from .store import (
+    METRICS,
     Click,
     CodeTaken,
     Credentials,
@@ -33,6 +36,7 @@ from .store import (
     Store,
     User,
 )
+from .store.rollup import KEY_COLUMNS, RollupKey
 from .store.sealing import (
     open_credential_secret,
     open_entry_secrets,
@@ -63,9 +67,14 @@ def _line(kind: str, data: Any) -> str:
 
 
 async def export_merchant(store: Store, merchant_id: str, *, decrypt_secrets: bool = False,
-                          ) -> AsyncIterator[str]:
+                          rollups_before: str | None = None) -> AsyncIterator[str]:
     """The merchant as JSON lines (a generator, so clicks stream page by page). Its WeCom
-    and WeChat secrets stay sealed under the source's key unless ``decrypt_secrets``."""
+    and WeChat secrets stay sealed under the source's key unless ``decrypt_secrets``.
+
+    ``rollups_before``: the first day whose raw rows are kept (gateway/retention.py). The
+    days before it travel as their rollup rows, since their raw rows are pruned (or soon
+    will be); their raw rows, if still there, are left out so nothing counts twice.
+    """
     merchant = await store.get_merchant(merchant_id)
     if merchant is None:
         raise TransferError(f"no merchant {merchant_id!r}")
@@ -74,6 +83,8 @@ async def export_merchant(store: Store, merchant_id: str, *, decrypt_secrets: bo
               "secrets": "plain" if box is None else "sealed"}
     if box is not None:
         header["secrets_key"] = box.current_id
+    if rollups_before is not None:
+        header["rollups_before"] = rollups_before
     yield json.dumps(header) + "\n"
     yield _line("merchant", merchant)
     after = 0
@@ -99,18 +110,23 @@ async def export_merchant(store: Store, merchant_id: str, *, decrypt_secrets: bo
         yield _line("credentials", credentials)
     for user in await store.list_users(merchant_id):
         yield _line("user", user)
+    if rollups_before is not None:
+        for key, counts in await store.export_rollups(merchant_id, before_day=rollups_before):
+            yield _line("rollup", {**dict(zip(KEY_COLUMNS["rollups"], key, strict=True)),
+                                   **dict(zip(METRICS, counts, strict=True))})
     for kind, page_of in (("click", store.export_clicks), ("event", store.export_events)):
         cursor = ""
         while True:
             rows = await page_of(merchant_id, after=cursor, limit=_PAGE)
             for row in rows:
-                yield _line(kind, row)
+                if rollups_before is None or row.day >= rollups_before:
+                    yield _line(kind, row)
             if len(rows) < _PAGE:
                 break
             cursor = rows[-1].id
 
 
-def _read(lines: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+def _read(lines: Iterable[str]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     parts: dict[str, list[dict[str, Any]]] = {}
     iterator = iter(lines)
     try:
@@ -131,7 +147,14 @@ def _read(lines: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
             raise TransferError(f"line {number} is not a LinkLoop export line") from None
     if len(parts.get("merchant", [])) != 1:
         raise TransferError("the export must hold exactly one merchant")
-    return parts
+    return header, parts
+
+
+def _rollups(lines: list[dict[str, Any]]) -> list[tuple[RollupKey, tuple[int, ...]]]:
+    """The export's rollup lines as (key, counts); the merchant is set on import."""
+    return [((str(line["merchant_id"]), int(line["product_id"]), str(line["day"]),
+              str(line["platform"]), str(line["channel"])),
+             tuple(int(line[metric]) for metric in METRICS)) for line in lines]
 
 
 def _opened_secrets(box: SecretBox, parts: dict[str, list[dict[str, Any]]]) -> None:
@@ -154,7 +177,7 @@ async def import_merchant(store: Store, lines: Iterable[str], *,
     """Write an export into ``store``; returns how many of each kind went in. Sealed
     secrets open with the target's own keys or ``keys`` (the source's), and are stored
     sealed under the target's."""
-    parts = _read(lines)
+    header, parts = _read(lines)
     _opened_secrets(store.secrets.with_keys(keys), parts)
     try:
         merchant = Merchant(**{**parts["merchant"][0],
@@ -162,7 +185,8 @@ async def import_merchant(store: Store, lines: Iterable[str], *,
         products = parts.get("product", [])
         clicks = [Click(**c) for c in parts.get("click", [])]
         events = [Event(**e) for e in parts.get("event", [])]
-    except TypeError as exc:
+        rollups = _rollups(parts.get("rollup", []))
+    except (TypeError, KeyError) as exc:
         raise TransferError(f"the export's rows don't fit this version: {exc}") from None
     if await store.get_merchant(merchant.id) is not None:
         raise TransferError(f"merchant {merchant.id!r} already exists in the target")
@@ -203,6 +227,15 @@ async def import_merchant(store: Store, lines: Iterable[str], *,
         # A fresh start for lockouts and sessions; the password hash travels as it is.
         await store.create_user(User(user.email, user.merchant_id, user.role,
                                      user.password_hash, user.created_at))
+    # Days whose raw rows were pruned at the source: their counts, as they were.
+    if rollups:
+        await store.add_rollups([
+            ((merchant.id, new_ids.get(product, product), day, platform, channel), counts)
+            for (_m, product, day, platform, channel), counts in rollups])
+    before = header.get("rollups_before")
+    if isinstance(before, str):  # counted in those rollups: never twice
+        clicks = [c for c in clicks if c.day >= before]
+        events = [e for e in events if e.day >= before]
     # Raw rows through the same path the gateway writes them: rollups are rebuilt.
     clicks = [c._replace(product_id=new_ids.get(c.product_id, c.product_id)) for c in clicks]
     events = [e._replace(product_id=new_ids.get(e.product_id, e.product_id)
@@ -210,5 +243,6 @@ async def import_merchant(store: Store, lines: Iterable[str], *,
     for start in range(0, max(len(clicks), len(events)), _PAGE):
         await store.record(clicks[start:start + _PAGE], events[start:start + _PAGE])
     return {"products": len(products), "clicks": len(clicks), "events": len(events),
+            "rollup_rows": len(rollups),
             "entry": len(parts.get("entry", [])), "entry_ways": len(parts.get("entry_way", [])),
             "credentials": len(parts.get("credentials", [])), "users": len(users)}

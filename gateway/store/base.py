@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-if TYPE_CHECKING:  # gateway/secretbox.py raises StoreError from this module
+if TYPE_CHECKING:  # these modules import this one
     from ..secretbox import SecretBox
+    from .rollup import RollupKey
 
 __all__ = [
     "METRICS",
@@ -400,6 +401,32 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def forget_minted(self, merchant_id: str, code: str) -> None:
         """Drop everything minted for a share code (its target is gone)."""
+
+    # --- retention and privacy ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def prune_raw(self, *, before_day: str, before_ts: float) -> dict[str, Any]:
+        """Delete raw rows older than the retention (gateway/retention.py): clicks, events
+        and daily visitor rows of days before ``before_day``, and WeCom callbacks worked
+        before ``before_ts``. The rollups keep their counts. Returns how many rows of each
+        went (and, on PostgreSQL, which whole month partitions were dropped)."""
+
+    @abc.abstractmethod
+    async def forget_visitor(self, visitor: str, merchant_id: str | None,
+                             ) -> dict[str, dict[str, int]]:
+        """Delete one visitor's raw rows: their clicks, the events that followed them and
+        their daily visitor rows, for one merchant or (None) every merchant. Rollups keep
+        their counts. Returns, per merchant touched, how many rows of each went."""
+
+    @abc.abstractmethod
+    async def export_rollups(self, merchant_id: str, *, before_day: str,
+                             ) -> Sequence[tuple[RollupKey, tuple[int, ...]]]:
+        """The merchant's per-day rollup rows of days before ``before_day`` (their raw rows
+        pruned, or about to be): key and counts in ``METRICS`` order, for an export."""
+
+    @abc.abstractmethod
+    async def add_rollups(self, rows: Sequence[tuple[RollupKey, tuple[int, ...]]]) -> None:
+        """Add per-day rollup rows (an import of days whose raw rows are gone) to every
+        rollup table, in one transaction, as recording their clicks would have."""
 
     # --- secrets at rest ---------------------------------------------------------------------
     @abc.abstractmethod

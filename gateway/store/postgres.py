@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -57,6 +58,7 @@ from .base import (
     UserExists,
 )
 from .migrations import POSTGRES_MIGRATIONS
+from .retention import tally_forgotten
 from .rollup import (
     KEY_COLUMNS,
     RollupDelta,
@@ -189,6 +191,16 @@ def _unique(rows: Iterable[R]) -> list[R]:
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Rows turned into ``width`` column arrays, for ``unnest``."""
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+#: The upper bound of a month partition, from ``pg_get_expr(relpartbound)``:
+#: ``FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')``.
+_PARTITION_UPPER = re.compile(r"TO \('([0-9]{4}-[0-9]{2}-[0-9]{2})'\)")
+
+
+def _rows(status: str) -> int:
+    """How many rows a command touched, from its status (``DELETE 42``)."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 def _month_start(day: date) -> date:
@@ -764,6 +776,88 @@ class PostgresStore(Store):
     def _credentials(self, row: Sequence[Any]) -> Credentials:
         return Credentials(row[0], row[1], row[2],
                            open_credential_secret(self.secrets, row[0], row[1], row[3]), row[4])
+
+    # --- retention and privacy ---------------------------------------------------------------
+    async def prune_raw(self, *, before_day: str, before_ts: float) -> dict[str, Any]:
+        """Month partitions of clicks wholly before ``before_day`` are dropped whole (no
+        row by row delete, no bloat left); the rest goes by DELETE. One gateway at a time
+        (an advisory lock: the others skip); no deadline, since a first prune of a big
+        database takes a while."""
+        counts: dict[str, Any] = {"clicks": 0, "events": 0, "visitors": 0, "callbacks": 0,
+                                  "partitions_dropped": []}
+        async with self._conn(deadline=False) as conn:
+            key = f"linkloop:prune:{self.schema or await conn.fetchval('SELECT current_schema()')}"
+            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+                counts["skipped"] = "another gateway is pruning"
+                return counts
+            try:
+                for name, bounds in await self._partitions(conn):
+                    upper = _PARTITION_UPPER.search(bounds)
+                    if upper is None or upper.group(1) > before_day:
+                        continue
+                    # Brief, but it locks clicks: give way to the writers rather than queue
+                    # them; whatever stays is deleted below and the partition goes next time.
+                    try:
+                        async with conn.transaction():
+                            await conn.execute("SET LOCAL lock_timeout = '2s'")
+                            await conn.execute(f"DROP TABLE {quote_ident(name)}")
+                        counts["partitions_dropped"].append(name)
+                    except asyncpg.exceptions.LockNotAvailableError:
+                        log.warning("prune.partition_busy", partition=name)
+                for table, statement in (
+                        ("clicks", "DELETE FROM clicks WHERE day < $1"),
+                        ("events", "DELETE FROM events WHERE day < $1")):
+                    counts[table] = _rows(await conn.execute(statement, before_day))
+                # The primary key starts (merchant, day): each merchant's old days are a range.
+                for (merchant,) in await conn.fetch("SELECT id FROM merchants"):
+                    counts["visitors"] += _rows(await conn.execute(
+                        "DELETE FROM daily_visitors WHERE merchant_id = $1 AND day < $2",
+                        merchant, before_day))
+                counts["callbacks"] = _rows(await conn.execute(
+                    "DELETE FROM wecom_inbox WHERE done AND received_at < $1", before_ts))
+            finally:
+                with contextlib.suppress(*_UNAVAILABLE):
+                    await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
+        return counts
+
+    async def _partitions(self, conn: Any) -> list[tuple[str, str]]:
+        rows = await conn.fetch(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'clicks'::regclass ORDER BY c.relname")
+        return [(r[0], r[1]) for r in rows]
+
+    async def forget_visitor(self, visitor: str, merchant_id: str | None,
+                             ) -> dict[str, dict[str, int]]:
+        scope, args = ("AND merchant_id = $2", (merchant_id,)) if merchant_id else ("", ())
+        async with self._conn(deadline=False) as conn, conn.transaction():
+            # A scan of every partition (no index by visitor): rare, and worth no index.
+            clicks = await conn.fetch(
+                f"DELETE FROM clicks WHERE visitor = $1 {scope} RETURNING merchant_id, id",
+                visitor, *args)
+            events = await conn.fetch(
+                "DELETE FROM events WHERE click_id = ANY($1::text[]) RETURNING merchant_id",
+                [c[1] for c in clicks])
+            visits = await conn.fetch(
+                f"WITH gone AS (DELETE FROM daily_visitors WHERE visitor = $1 {scope} "
+                "RETURNING merchant_id) SELECT merchant_id, count(*) FROM gone "
+                "GROUP BY merchant_id", visitor, *args)
+        return tally_forgotten((c[0] for c in clicks), (e[0] for e in events),
+                               [(v[0], v[1]) for v in visits])
+
+    async def export_rollups(self, merchant_id: str, *, before_day: str,
+                             ) -> Sequence[tuple[RollupKey, tuple[int, ...]]]:
+        async with self._conn(deadline=False) as conn:
+            rows = await conn.fetch(
+                f"SELECT product_id, day, platform, channel, {', '.join(METRICS)} "
+                "FROM rollups WHERE merchant_id = $1 AND day < $2 "
+                "ORDER BY day, product_id, platform, channel", merchant_id, before_day)
+        return [((merchant_id, r[0], r[1], r[2], r[3]), tuple(r[4:])) for r in rows]
+
+    async def add_rollups(self, rows: Sequence[tuple[RollupKey, tuple[int, ...]]]) -> None:
+        deltas = {key: RollupDelta(*counts) for key, counts in rows}
+        async with self._conn(deadline=False) as conn, conn.transaction():
+            await self._bump_rollups(conn, deltas)
 
     # --- secrets at rest -----------------------------------------------------------------------
     async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:

@@ -51,6 +51,7 @@ from .base import (
     UserExists,
 )
 from .migrations import SQLITE_MIGRATIONS
+from .retention import tally_forgotten
 from .rollup import (
     KEY_COLUMNS,
     RollupDelta,
@@ -90,6 +91,9 @@ _USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_lo
 #: parameters for every batch took more time than running it. 50 rows are still few
 #: steps per batch, and every step hands the GIL back (when the writer is a thread).
 _ROWS = 50
+#: Rows deleted per write transaction when pruning: short enough that the click writer
+#: barely waits for the lock.
+_PRUNE_PAGE = 2000
 #: How often each process reads the log of changed links (SQLite can't notify).
 _LINK_POLL_SECONDS = 0.5
 
@@ -682,6 +686,100 @@ class SQLiteStore(Store):
             conn.execute("INSERT INTO link_changes (code) VALUES (?)", (code,))
 
         await self._write(self._transaction(delete))
+
+    # --- retention and privacy ---------------------------------------------------------------
+    async def prune_raw(self, *, before_day: str, before_ts: float) -> dict[str, Any]:
+        """Pages of old rows are found on the reader (a scan: clicks and events have no
+        index by day, and one more index would cost every click a write) and deleted by
+        key in short write transactions, so the click writer never waits long."""
+        counts: dict[str, Any] = {}
+        for table in ("clicks", "events"):
+            # Keyset pages by id: the whole table is read once, however many pages.
+            counts[table] = await self._delete_pages(
+                f"SELECT id FROM {table} WHERE day < ? AND id > ? ORDER BY id LIMIT ?",
+                (before_day, ""), f"DELETE FROM {table} WHERE id = ?")
+        counts["visitors"] = 0
+        merchants = await self._read(
+            lambda: [r[0] for r in self._rconn.execute("SELECT id FROM merchants")])
+        for merchant in merchants:
+            # The primary key starts (merchant, day): each merchant's old days are a range.
+            counts["visitors"] += await self._delete_pages(
+                "SELECT merchant_id, day, visitor, product_id, platform FROM daily_visitors "
+                "WHERE merchant_id = ? AND day < ? LIMIT ?", (merchant, before_day),
+                "DELETE FROM daily_visitors WHERE merchant_id = ? AND day = ? AND visitor = ? "
+                "AND product_id = ? AND platform = ?", keyset=False)
+
+        def callbacks(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM wecom_inbox WHERE done = 1 AND received_at < ?",
+                                (before_ts,)).rowcount
+
+        counts["callbacks"] = await self._write(self._transaction(callbacks))
+        return counts
+
+    async def _delete_pages(self, select: str, args: tuple[Any, ...], delete: str, *,
+                            keyset: bool = True) -> int:
+        """Delete the rows ``select`` finds, ``_PRUNE_PAGE`` at a time, each page in a write
+        transaction of its own. With ``keyset``, the last argument of ``select`` is where
+        the next page starts (the last row's key); without, deleted rows simply stop
+        matching."""
+        deleted = 0
+        while True:
+            def read(args: tuple[Any, ...] = args) -> list[Any]:
+                return self._rconn.execute(select, (*args, _PRUNE_PAGE)).fetchall()
+
+            page = await self._read(read)
+            if page:
+                def drop(conn: sqlite3.Connection, rows: list[Any] = page) -> None:
+                    conn.executemany(delete, rows)
+
+                await self._write(self._transaction(drop))
+                deleted += len(page)
+            if len(page) < _PRUNE_PAGE:
+                return deleted
+            if keyset:
+                args = (*args[:-1], page[-1][0])
+
+    async def forget_visitor(self, visitor: str, merchant_id: str | None,
+                             ) -> dict[str, dict[str, int]]:
+        scope, args = ("AND merchant_id = ?", (merchant_id,)) if merchant_id else ("", ())
+
+        def forget(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            # A scan of clicks (no index by visitor): rare, and in one write transaction,
+            # so that no click of theirs slips in between the reads and the deletes.
+            clicks = conn.execute(f"SELECT merchant_id, id FROM clicks WHERE visitor = ? "
+                                  f"{scope}", (visitor, *args)).fetchall()
+            events = list(dict.fromkeys(_select_in(
+                conn, "SELECT merchant_id, id FROM events WHERE click_id IN",
+                [click_id for _merchant, click_id in clicks])))
+            visits = conn.execute(f"SELECT merchant_id, count(*) FROM daily_visitors "
+                                  f"WHERE visitor = ? {scope} GROUP BY merchant_id",
+                                  (visitor, *args)).fetchall()
+            conn.executemany("DELETE FROM events WHERE id = ?", [(e[1],) for e in events])
+            conn.execute(f"DELETE FROM daily_visitors WHERE visitor = ? {scope}",
+                         (visitor, *args))
+            conn.executemany("DELETE FROM clicks WHERE id = ?", [(c[1],) for c in clicks])
+            return tally_forgotten((c[0] for c in clicks), (e[0] for e in events), visits)
+
+        return await self._write(self._transaction(forget))
+
+    async def export_rollups(self, merchant_id: str, *, before_day: str,
+                             ) -> Sequence[tuple[RollupKey, tuple[int, ...]]]:
+        def read() -> list[tuple[RollupKey, tuple[int, ...]]]:
+            return [((merchant_id, r[0], r[1], r[2], r[3]), tuple(r[4:]))
+                    for r in self._rconn.execute(
+                        f"SELECT product_id, day, platform, channel, {', '.join(METRICS)} "
+                        "FROM rollups WHERE merchant_id = ? AND day < ? "
+                        "ORDER BY day, product_id, platform, channel", (merchant_id, before_day))]
+
+        return await self._read(read)
+
+    async def add_rollups(self, rows: Sequence[tuple[RollupKey, tuple[int, ...]]]) -> None:
+        deltas = {key: RollupDelta(*counts) for key, counts in rows}
+
+        def bump(conn: sqlite3.Connection) -> None:
+            self._bump_rollups(conn, deltas)
+
+        await self._write(self._transaction(bump))
 
     # --- secrets at rest -----------------------------------------------------------------------
     async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
