@@ -40,6 +40,7 @@ from .detect import Detector
 from .errors import add_fallback_routes
 from .keys import auth_secret, ip_salt
 from .links import LinkCache
+from .metrics import metrics_ctx
 from .pages import Pages
 from .privacy import IpHasher
 from .recorder import Journal, Recorder
@@ -147,7 +148,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import api, dashboard, shopper
+    from . import api, dashboard, metrics, shopper
     from .wecom import callback, entry
 
     # No middleware: each route catches its own errors (errors.guarded), so the share
@@ -159,11 +160,13 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     app[CLOCK] = DayClock(settings["stats.timezone"])
     app[DETECTOR] = Detector()
     app[PAGES] = Pages()
-    app.cleanup_ctx.extend([_secrets, _storage, _recorder, _platform_apis, prune_daily])
+    app.cleanup_ctx.extend([metrics_ctx, _secrets, _storage, _recorder, _platform_apis,
+                            prune_daily])
     shopper.setup_routes(app)
     api.setup_routes(app)
     entry.setup_routes(app)
     callback.setup_routes(app)
     dashboard.setup_routes(app)
+    metrics.setup_routes(app)
     add_fallback_routes(app)  # last: our 404 and 405 for whatever no route above takes
     return app

@@ -19,6 +19,7 @@ from .privacy import IpHasher
 from .recorder import Recorder
 from .settings import Settings
 from .store import Store
+from .tally import ShareLinkCounts
 
 if TYPE_CHECKING:  # these modules import this one for its keys
     from .wechat.jssdk import JsSdk
@@ -39,6 +40,7 @@ __all__ = [
     "PUBLIC_URL",
     "RECORDER",
     "SETTINGS",
+    "SHARE_LINK_COUNTS",
     "STORE",
     "TOKENS",
     "WORKER",
@@ -54,6 +56,8 @@ PAGES = web.AppKey("pages", Pages)
 CLOCK = web.AppKey("clock", DayClock)
 IP_HASHER = web.AppKey("ip_hasher", IpHasher)
 PUBLIC_URL = web.AppKey("public_url", str)
+#: What the share link counts of itself, for GET /metrics.
+SHARE_LINK_COUNTS = web.AppKey("share_link_counts", ShareLinkCounts)
 #: Which of ``serve --workers N`` processes this is (0 for a single process).
 WORKER = web.AppKey("worker", int)
 ENTRIES: web.AppKey[EntryDirectory] = web.AppKey("entries")

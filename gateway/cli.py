@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -81,7 +82,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.demo and args.worker_index == 0:
         app.cleanup_ctx.append(demo_ctx)
     loop = _new_loop()
-    web.run_app(app, sock=sockets, access_log=None,
+    from .tally import ShareLinkTimer, timing_logger
+
+    # No access log lines; the hook times share-link requests for GET /metrics.
+    web.run_app(app, sock=sockets, access_log=timing_logger, access_log_class=ShareLinkTimer,
                 print=lambda msg: print(msg, file=sys.stderr), loop=loop)
     return 0
 
@@ -150,12 +154,14 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     for sock in _listen(settings["server.host"], settings["server.port"], reuse_port=False):
         sock.close()
     base = [sys.executable, "-m", "gateway"]
+    metrics_dir, made = _metrics_dir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     if args.config:
         base += ["--config", args.config]
     base += ["serve", "--host", settings["server.host"], "--port", str(settings["server.port"])]
     if args.demo:
         base.append("--demo")
-    workers = [subprocess.Popen([*base, "--reuse-port", "--worker-index", str(i)])
+    workers = [subprocess.Popen([*base, "--reuse-port", "--worker-index", str(i)], env=env)
                for i in range(args.workers)]
 
     stopping = False
@@ -177,7 +183,24 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
         time.sleep(0.2)
     stop(signal.SIGTERM, None)
     codes = [w.wait() for w in workers]
+    if made:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return max(codes, key=abs)
+
+
+def _metrics_dir() -> tuple[Path, bool]:
+    """Where the workers' metrics meet (the Prometheus client's multiprocess mode), empty:
+    the directory set in PROMETHEUS_MULTIPROC_DIR, emptied, or a new one (and True)."""
+    import tempfile
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not given:
+        return Path(tempfile.mkdtemp(prefix="linkloop-metrics-")), True
+    directory = Path(given)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):  # a previous run's figures would be added in
+        stale.unlink()
+    return directory, False
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

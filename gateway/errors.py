@@ -16,6 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .jsonout import json_response
 from .store import StoreUnavailable
+from .tally import REQUESTS
 
 __all__ = ["ApiError", "add_fallback_routes", "error_response", "guarded", "json_error"]
 
@@ -117,11 +118,24 @@ def guarded(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def guard(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # a redirect raised: an answer, which aiohttp sends
+                _count(request, exc.status)
+                raise
+            response = error_response(request, exc)
         except Exception as exc:
-            return error_response(request, exc)
+            response = error_response(request, exc)
+        _count(request, response.status)
+        return response
 
     return guard
+
+
+def _count(request: web.Request, status: int) -> None:
+    """One more request answered, by route template and status, for GET /metrics."""
+    resource = request.match_info.route.resource
+    REQUESTS[resource.canonical if resource is not None else "", status] += 1
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:

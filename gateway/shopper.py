@@ -29,6 +29,7 @@ from .appkeys import (
     PUBLIC_URL,
     RECORDER,
     SETTINGS,
+    SHARE_LINK_COUNTS,
     STORE,
     WORKER,
 )
@@ -43,6 +44,7 @@ from .miniprogram import NO_CARD, card_context, launch_page, miniprogram_code
 from .pages import Pages, qr_svg
 from .resolve import Resolution, hop, resolve
 from .store import Click, Event, Product
+from .tally import REQUESTS, SHARE_ROUTE, TIMED_ROUTES, ShareLinkCounts
 from .wecom.client import WeComApiError
 
 __all__ = ["CHANNEL_PATTERN", "VISITOR_COOKIE", "cookie_value", "setup_routes"]
@@ -70,6 +72,8 @@ class ShareLink:
         secure = "; Secure" if app[PUBLIC_URL].startswith("https://") else ""
         self.cookie_attrs = f"; Max-Age={_VISITOR_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}"
         self.public_url = app[PUBLIC_URL]
+        #: Pages and late failures, for GET /metrics (redirects are counted from the clicks).
+        self.counts = app[SHARE_LINK_COUNTS] = ShareLinkCounts()
         app.on_startup.append(self._bind)  # runs after cleanup_ctx has opened everything
 
     async def _bind(self, app: web.Application) -> None:
@@ -90,7 +94,7 @@ class ShareLink:
                 # Never read, or due a re-read: the cache's own path (it queues the re-read).
                 cached = self.links.lookup(code) or await self.links.load(code)
             if not cached.live:
-                return _link_gone(self.pages, cached.product)
+                return self._gone(cached.product)
             headers = request.headers
             channel: str | None = None
             detection = None if request.query_string else self.agents[
@@ -114,6 +118,11 @@ class ShareLink:
                 click_id, cached.merchant_id, cached.product_id, ts, day, detection.platform,
                 detection.source, visitor, self.ip_hashes[address], detection.bot,
                 detection.mobile, detection.os, channel)))
+        except Exception as exc:
+            return self._failed(request, exc, after_click=False)
+        # The click is taken. (Two try blocks cost nothing until one raises, and tell
+        # GET /metrics whether a failed request had counted its click.)
+        try:
             if detection.bot:
                 # Link previews: the product's title and image, no redirect, counted as a bot.
                 product = cached.product
@@ -136,11 +145,24 @@ class ShareLink:
                     return web.Response(status=302, headers=(
                         (hdrs.LOCATION, url), *_NO_STORE, (hdrs.SET_COOKIE, set_cookie)))
                 response = await _landing(request, cached, detection, resolution, click_id)
+            self.counts.pages += 1  # a page, not a redirect: those returned above
             if set_cookie is not None:
                 response.headers[hdrs.SET_COOKIE] = set_cookie
             return response
         except Exception as exc:
-            return error_response(request, exc)
+            return self._failed(request, exc, after_click=True)
+
+    def _gone(self, product: Product | None) -> web.Response:
+        response = _link_gone(self.pages, product)
+        REQUESTS[SHARE_ROUTE, response.status] += 1
+        return response
+
+    def _failed(self, request: web.Request, exc: Exception, *,
+                after_click: bool) -> web.StreamResponse:
+        response = error_response(request, exc)
+        REQUESTS[SHARE_ROUTE, response.status] += 1
+        self.counts.failed_after_click += after_click
+        return response
 
     def _share_url(self, product: Product) -> str:
         return f"{self.public_url}/p/{product.code}"
@@ -394,7 +416,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/p/{code}", ShareLink(app).handle, name="share")  # guards itself
+    share = app.router.add_get("/p/{code}", ShareLink(app).handle, name="share")  # guards itself
+    TIMED_ROUTES.add(share)  # its latency histogram, for GET /metrics
     app.router.add_get("/o/{code}/{platform}", guarded(storefront_hop), name="storefront")
     app.router.add_get("/p/{code}/miniprogram-code", guarded(miniprogram_code))
     app.router.add_get("/e/{code}", guarded(entry_hop), name="entry")
