@@ -40,6 +40,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from .conftest import DESKTOP_UA, LINKLOOP, REPO
 from .test_cli import free_port, run
+from .wait import until_sync
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -165,16 +166,13 @@ class Live:
         assert 200 <= status < 300, (status, raw)
         return json.loads(raw) if raw.startswith((b"{", b"[")) else raw.decode()
 
-    def settled_stats(self, query: str) -> Any:
-        """Stats once the recorder has written everything (two equal reads in a row)."""
-        last = None
-        for _ in range(100):
+    def settled_stats(self, query: str, clicks: int) -> Any:
+        """Stats once the recorder has written the ``clicks`` clicks the test made."""
+        def counted() -> Any:
             now = self.api("GET", f"/api/stats?{query}", marketing=True)
-            if now == last:
-                return now
-            last = now
-            time.sleep(0.2)
-        return last
+            return now if sum(r["clicks"] for r in now["rows"]) == clicks else None
+
+        return until_sync(counted, what=f"{clicks} clicks in the stats for {query}")
 
 
 @contextmanager
@@ -467,8 +465,10 @@ def _as_shown(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, str]]
 
 def test_dashboard_login_filters_and_csv(live: Live, browser: Browser, tmp_path: Path) -> None:
     _shop(live)
-    everything = live.settled_stats("by=platform")
-    assert {r["platform"] for r in everything["rows"]} >= {"taobao", "wechat", "douyin", "web"}
+    everything = live.settled_stats("by=platform", clicks=9)
+    # What _shop did, counted by hand: every tap without a cookie is a new visitor.
+    assert {r["platform"]: (r["clicks"], r["unique_visitors"]) for r in everything["rows"]} == {
+        "taobao": (3, 3), "wechat": (3, 3), "douyin": (2, 2), "web": (1, 1)}
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     driver = browser(DESKTOP_UA, downloads=downloads)
@@ -509,7 +509,7 @@ def test_dashboard_login_filters_and_csv(live: Live, browser: Browser, tmp_path:
     assert (query["platform"], query["channel"]) == (["wechat"], ["live"])
     api_query = (f"by=platform&platform=wechat&channel=live&from={query['from'][0]}"
                  f"&to={query['to'][0]}")
-    filtered = live.settled_stats(api_query)
+    filtered = live.settled_stats(api_query, clicks=1)
     assert [r["clicks"] for r in filtered["rows"]] == [1]
     assert _table(driver, "platform-table") == _as_shown(filtered["rows"], "platform")
     screenshot(driver, "dashboard-filtered", full=True)
