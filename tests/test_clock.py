@@ -9,7 +9,7 @@ whose midnight does not exist.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,7 @@ from gateway.clock import DayClock
 from gateway.settings import ConfigError
 
 from .conftest import TAOBAO_UA, ClientFactory, add_tenant, create_product, make_settings
-
-
-class Hand:
-    """A clock a test sets: ``Hand(at)()`` is the timestamp of the UTC moment ``at``."""
-
-    def __init__(self, at: str) -> None:
-        self.ts = 0.0
-        self.set(at)
-
-    def set(self, at: str) -> None:
-        self.ts = datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp()
-
-    def __call__(self) -> float:
-        return self.ts
+from .hand import Hand
 
 
 def _walk(zone: str, start: str, *moments: str) -> list[str]:

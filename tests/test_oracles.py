@@ -17,7 +17,6 @@ import struct
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from .conftest import (
     add_tenant,
     make_settings,
 )
+from .hand import Hand
 from .test_browser import DOUYIN_ANDROID, WECHAT_IOS, ZBARIMG, decode_qr, ensure_debian_packages
 from .test_dashboard import Figures, add_user, login
 
@@ -48,22 +48,6 @@ ACQUISITION = "https://work.weixin.qq.com/ca/cawcde5a6b7c8d9e0f"
 APPS = {"wechat": WECHAT_IOS, "web": DESKTOP_UA, "douyin": DOUYIN_ANDROID, "taobao": TAOBAO_UA}
 DAY_A, DAY_B = "2026-11-01", "2026-11-02"  # in Asia/Shanghai, the default stats.timezone
 COUNTS = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries", "adds")
-
-
-class Hand:
-    """The gateway's clock, set by the test; each read moves it on a second, so every
-    click has its own moment and "first" is never a tie."""
-
-    def __init__(self, at: str) -> None:
-        self.ts = 0.0
-        self.set(at)
-
-    def set(self, at: str) -> None:
-        self.ts = datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp()
-
-    def __call__(self) -> float:
-        self.ts += 1.0
-        return self.ts
 
 
 @dataclass
@@ -188,7 +172,8 @@ async def shop(aiohttp_client: ClientFactory, tmp_path: Path) -> Shop:
     # the test's choice, not the timer's.
     app = create_app(make_settings(tmp_path, server__public_url=PUBLIC,
                                    recorder__flush_interval_ms=600_000))
-    hand = Hand("2026-11-01T02:00:00")  # 10:00 in Shanghai
+    # 10:00 in Shanghai; every read a second on, so "first" is never a tie.
+    hand = Hand("2026-11-01T02:00:00", step=1.0)
     app[CLOCK] = DayClock("Asia/Shanghai", clock=hand)
     client = await aiohttp_client(app)
     tenant = await add_tenant(client, "acme")

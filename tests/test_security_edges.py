@@ -24,6 +24,7 @@ from gateway.keys import auth_secret
 from gateway.shopper import VISITOR_COOKIE
 
 from .conftest import DESKTOP_UA, PRODUCT, TAOBAO_UA, Tenant, create_product
+from .hand import Hand
 
 # --- the visitor cookie ----------------------------------------------------------------------
 OURS = "AbCdEfGh_-012345"  # 16 base64url characters: what the gateway sets
@@ -92,33 +93,27 @@ async def test_our_visitor_cookie_is_kept_as_it_is(
 
 
 # --- API tokens ------------------------------------------------------------------------------
-class Hand:
-    """A clock the test sets: 2023-11-14, safely in the past (pyjwt checks iat itself)."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+#: 2023-11-14, safely in the past: pyjwt checks iat against the real time itself.
+START = 1_700_000_000.0
 
 
 def test_a_token_lives_until_one_second_before_exp() -> None:
-    hand = Hand()
+    hand = Hand(START)
     tokens = TokenService("s" * 32, "linkloop", clock=hand)
     token = tokens.mint("acme", "merchant", 60)
     assert jwt.decode(token, options={"verify_signature": False})["exp"] == 1_700_000_060
     for now in (1_700_000_000.0, 1_700_000_059.0, 1_700_000_059.999):
-        hand.now = now
+        hand.set(now)
         assert tokens.verify(token).merchant_id == "acme"
     for now in (1_700_000_060.0, 1_700_000_061.0, 1_800_000_000.0):
-        hand.now = now
+        hand.set(now)
         with pytest.raises(AuthError) as caught:
             tokens.verify(token)
         assert caught.value.code == "token_expired"
 
 
 def test_a_token_minted_with_no_lifetime_is_already_expired() -> None:
-    hand = Hand()
+    hand = Hand(START)
     tokens = TokenService("s" * 32, "linkloop", clock=hand)
     with pytest.raises(AuthError, match="expired"):
         tokens.verify(tokens.mint("acme", "merchant", 0))
