@@ -101,7 +101,11 @@ def test_a_token_lives_until_one_second_before_exp() -> None:
     hand = Hand(START)
     tokens = TokenService("s" * 32, "linkloop", clock=hand)
     token = tokens.mint("acme", "merchant", 60)
-    assert jwt.decode(token, options={"verify_signature": False})["exp"] == 1_700_000_060
+    # Everything a token says, as anyone holding it can read it.
+    assert jwt.decode(token, options={"verify_signature": False}) == {
+        "sub": "acme", "role": "merchant", "aud": "linkloop", "iat": 1_700_000_000,
+        "exp": 1_700_000_060}
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
     for now in (1_700_000_000.0, 1_700_000_059.0, 1_700_000_059.999):
         hand.set(now)
         assert tokens.verify(token).merchant_id == "acme"
@@ -117,6 +121,13 @@ def test_a_token_minted_with_no_lifetime_is_already_expired() -> None:
     tokens = TokenService("s" * 32, "linkloop", clock=hand)
     with pytest.raises(AuthError, match="expired"):
         tokens.verify(tokens.mint("acme", "merchant", 0))
+
+
+def test_no_token_is_minted_for_an_unknown_role() -> None:
+    tokens = TokenService("s" * 32, "linkloop", clock=Hand(START))
+    for role in ("owner", "Admin", ""):
+        with pytest.raises(ValueError, match="role must be one of merchant, marketing, admin"):
+            tokens.mint("acme", role, 60)  # type: ignore[arg-type]
 
 
 def _secret(client: TestClient[Any, Any]) -> str:
