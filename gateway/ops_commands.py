@@ -73,11 +73,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy_forget(args: argparse.Namespace) -> int:
-    from .ids import is_token
+    from .ids import is_visitor_id
 
-    if not is_token(args.visitor):
+    if not is_visitor_id(args.visitor):
         raise CliError(f"--visitor {args.visitor!r} is not a visitor id (the shopper's ll_v "
-                       "cookie: 8-32 of A-Z, a-z, 0-9, - and _)")
+                       "cookie: 16 of A-Z, a-z, 0-9, - and _)")
 
     async def work(store: Any) -> int:
         if args.merchant and await store.get_merchant(args.merchant) is None:

@@ -27,7 +27,7 @@ TODAY = DayClock("Asia/Shanghai").today()
 #: PostgreSQL partition goes whole whatever today is).
 OLD = (TODAY - timedelta(days=250)).isoformat()
 RECENT = (TODAY - timedelta(days=10)).isoformat()
-SHARED_VISITOR = "visitorShared01"  # one ll_v cookie, seen by both merchants
+SHARED_VISITOR = "visitorShared001"  # one ll_v cookie, seen by both merchants
 
 
 def _export_lines(merchant: str, product_id: int) -> list[dict[str, Any]]:
@@ -42,8 +42,8 @@ def _export_lines(merchant: str, product_id: int) -> list[dict[str, Any]]:
             "title": "明前龙井", "targets": {"taobao": {"item_id": "600000000001"}},
             "image_url": None, "price": None, "status": "active", "created_at": 1.0,
             "updated_at": 1.0}}]
-    clicks = [(OLD, SHARED_VISITOR), (OLD, "visitorOther001"), (RECENT, SHARED_VISITOR),
-              (RECENT, "visitorOther002")]
+    clicks = [(OLD, SHARED_VISITOR), (OLD, "visitorOther0001"), (RECENT, SHARED_VISITOR),
+              (RECENT, "visitorOther0002")]
     for n, (day, visitor) in enumerate(clicks):
         lines.append({"kind": "click", "data": {
             "id": f"{merchant}-click-{n}", "merchant_id": merchant, "product_id": product_id,
@@ -200,7 +200,7 @@ async def test_privacy_forget_deletes_one_visitors_raw_rows(engine: Raw, tmp_pat
         "acme": {"clicks": 2, "events": 2, "visitors": 2}}
     left = await engine.rows(visitors.format("clicks"))
     assert ("acme", SHARED_VISITOR) not in left and ("beta", SHARED_VISITOR) in left
-    assert ("acme", "visitorOther001") in left
+    assert ("acme", "visitorOther0001") in left
     assert ("acme", SHARED_VISITOR) not in await engine.rows(visitors.format("daily_visitors"))
     assert [r for r in await engine.rows("SELECT merchant_id FROM events")] == [("beta",)] * 2
 
