@@ -25,17 +25,28 @@ from .auth import AuthError, Principal
 from .catalog import product_json, validate_product
 from .errors import ApiError, guarded
 from .ids import new_code
-from .inputs import parse_json, parse_uint, strict_int
+from .inputs import parse_json, parse_uint
 from .jsonout import json_response
-from .stats import StatsQueryError, parse_stats_query, rows_csv, run_stats
+from .params import ChoiceParam, IntParam, PatternParam
+from .stats import CHANNEL_PATTERN, StatsQueryError, parse_stats_query, rows_csv, run_stats
 from .store import CodeTaken, Credentials, Merchant, Product
 
-__all__ = ["json_body", "merchant_of", "principal", "setup_routes"]
+__all__ = ["PAGE_AFTER", "PAGE_LIMIT", "QR_CHANNEL", "STATS_FORMAT", "json_body", "merchant_of",
+           "principal", "setup_routes"]
 
 _JWT_TEXT = re.compile(r"[A-Za-z0-9_=.-]{1,4096}")
 _PAGE_DEFAULT = 20
 _MINI = "wechat_miniprogram"
 _PAGE_MAX = 100
+
+# Query parameters read through objects that also describe them (gateway/openapi.py).
+PAGE_LIMIT = IntParam("limit", "Products per page.", default=_PAGE_DEFAULT, minimum=1,
+                      maximum=_PAGE_MAX)
+PAGE_AFTER = IntParam("after", "The previous page's `next`: products after this id.")
+QR_CHANNEL = PatternParam("ch", "Tag the link with this `?ch=` channel.",
+                          pattern=CHANNEL_PATTERN, rule="1-32 of a-z, 0-9 and _")
+STATS_FORMAT = ChoiceParam("format", "`csv` answers the rows as a spreadsheet.",
+                           choices=("json", "csv"), default="json")
 
 
 def principal(request: web.Request, *, write: bool = False) -> Principal:
@@ -115,9 +126,8 @@ async def create_product(request: web.Request) -> web.Response:
 
 async def list_products(request: web.Request) -> web.Response:
     who = principal(request)
-    limit = strict_int(request.query.get("limit"), "limit", default=_PAGE_DEFAULT, minimum=1,
-                       maximum=_PAGE_MAX)
-    after = strict_int(request.query.get("after"), "after", default=0)
+    limit = PAGE_LIMIT.parse(request)
+    after = PAGE_AFTER.parse(request)
     products = await request.app[STORE].list_products(who.merchant_id, limit=limit + 1,
                                                       after_id=after)
     page = products[:limit]
@@ -192,12 +202,8 @@ async def product_qr(request: web.Request) -> web.Response:
     who = principal(request)
     product = await _own_product(request, who)
     url = f"{request.app[PUBLIC_URL]}/p/{product.code}"
-    channel = request.query.get("ch")
+    channel = QR_CHANNEL.parse(request)
     if channel:
-        from .shopper import CHANNEL_PATTERN
-
-        if not CHANNEL_PATTERN.fullmatch(channel):
-            raise ApiError(422, "invalid_field", "ch must be 1-32 of a-z, 0-9 and _", "ch")
         url += f"?ch={channel}"
     qr = segno.make(url, error="m")
     if request.match_info["fmt"] == "svg":
@@ -215,9 +221,7 @@ async def stats(request: web.Request) -> web.Response:
         query = parse_stats_query(dict(request.query), request.app[CLOCK].today())
     except StatsQueryError as exc:
         raise ApiError(422, "invalid_field", exc.message, exc.field) from None
-    answer_format = request.query.get("format") or "json"
-    if answer_format not in ("json", "csv"):
-        raise ApiError(422, "invalid_field", "format must be json or csv", "format")
+    answer_format = STATS_FORMAT.parse(request)
     rows = await run_stats(request.app[STORE], who.merchant_id, query)
     if answer_format == "csv":
         return web.Response(

@@ -148,7 +148,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import api, dashboard, metrics, shopper
+    from . import api, dashboard, metrics, openapi, shopper
     from .wecom import callback, entry
 
     # No middleware: each route catches its own errors (errors.guarded), so the share
@@ -168,5 +168,6 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     callback.setup_routes(app)
     dashboard.setup_routes(app)
     metrics.setup_routes(app)
+    openapi.setup_routes(app)
     add_fallback_routes(app)  # last: our 404 and 405 for whatever no route above takes
     return app

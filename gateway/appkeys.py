@@ -6,7 +6,7 @@ way: the factory imports the routes, the routes import the keys.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -36,6 +36,7 @@ __all__ = [
     "JSSDK",
     "LINKS",
     "MINIPROGRAM_LINKS",
+    "OPENAPI",
     "PAGES",
     "PUBLIC_URL",
     "RECORDER",
@@ -56,6 +57,8 @@ PAGES = web.AppKey("pages", Pages)
 CLOCK = web.AppKey("clock", DayClock)
 IP_HASHER = web.AppKey("ip_hasher", IpHasher)
 PUBLIC_URL = web.AppKey("public_url", str)
+#: The API's OpenAPI document, built once when the app is made (gateway/openapi.py).
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 #: What the share link counts of itself, for GET /metrics.
 SHARE_LINK_COUNTS = web.AppKey("share_link_counts", ShareLinkCounts)
 #: Which of ``serve --workers N`` processes this is (0 for a single process).

@@ -23,6 +23,7 @@ __all__ = ["product_json", "validate_product"]
 _SLUG = CODE_PATTERN  # a slug is a share code: the share link checks codes by it too
 _FIELDS = {"title", "image_url", "price", "slug", "targets"}
 _MAX_TITLE = 200
+_MAX_PRICE = Decimal("100000000")
 
 
 def _invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
@@ -55,8 +56,8 @@ def _price(value: Any) -> str | None:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise _invalid("price", "price must be a number such as 99.90") from None
-    if not amount.is_finite() or amount < 0 or amount > Decimal("100000000"):
-        raise _invalid("price", "price must be between 0 and 100000000")
+    if not amount.is_finite() or amount < 0 or amount > _MAX_PRICE:
+        raise _invalid("price", f"price must be between 0 and {_MAX_PRICE}")
     if amount != amount.quantize(Decimal("0.01")):
         raise _invalid("price", "price has at most two decimal places")
     return str(amount.quantize(Decimal("0.01")))

@@ -51,6 +51,9 @@ _CORP_ID = re.compile(r"w[wx][0-9a-f]{16}")
 _TOKEN = re.compile(r"[A-Za-z0-9]{1,32}")
 _AES_KEY = re.compile(r"[A-Za-z0-9+/]{43}")
 _MAX_IDS = 100
+#: Each secret's format (gateway/openapi.py describes them from here too).
+_SECRET_PATTERNS = {"corp_id": _CORP_ID, "secret": re.compile(r"[A-Za-z0-9_-]{8,128}"),
+                    "callback_token": _TOKEN, "encoding_aes_key": _AES_KEY}
 
 
 def _bad(field: str, message: str, code: str = "invalid_field") -> ApiError:
@@ -108,8 +111,7 @@ def validate_entry(body: Any, previous: Entry | None, merchant_id: str) -> Entry
 
     # Secrets: a new value replaces, an omitted one is kept, null clears it.
     secrets = dict(previous.secrets) if previous else {}
-    checks = {"corp_id": _CORP_ID, "secret": re.compile(r"[A-Za-z0-9_-]{8,128}"),
-              "callback_token": _TOKEN, "encoding_aes_key": _AES_KEY}
+    checks = _SECRET_PATTERNS
     for name in SECRET_FIELDS:
         if name not in body:
             continue
