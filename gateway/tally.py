@@ -90,7 +90,10 @@ class ShareLinkTimer(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse,
             time: float) -> None:
-        if request.match_info.route in TIMED_ROUTES:  # type: ignore[attr-defined]
+        # A request aiohttp could not parse was routed nowhere: its ``match_info`` property
+        # asserts, so the attribute behind it is read (None then).
+        match = getattr(request, "_match_info", None)
+        if match is not None and match.route in TIMED_ROUTES:
             latency = SHARE_LATENCY  # observe(), inlined: one call fewer per request
             latency.counts[bisect_left(LATENCY_BOUNDS, time)] += 1
             latency.total += time

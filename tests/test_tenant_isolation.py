@@ -473,6 +473,53 @@ async def forget_minted(store: Store, seed: Seed) -> None:
     assert await store.minted("m1", "m1code0") == []
 
 
+@case
+async def forget_visitor(store: Store, seed: Seed) -> None:
+    before = {t.id: await store.stats(t.id, from_day=WIDE[0], to_day=WIDE[1], by="day")
+              for t in seed.tenants}
+    visitor = seed.m1.clicks[0].visitor  # m2 has a visitor of that id too
+    assert any(c.visitor == visitor for c in seed.m2.clicks)
+    gone = await store.forget_visitor(visitor, "m1")
+    assert list(gone) == ["m1"] and gone["m1"]["clicks"] == sum(
+        c.visitor == visitor for c in seed.m1.clicks)
+    left = {t.id: {c.visitor for c in await store.export_clicks(t.id, after="", limit=10_000)}
+            for t in seed.tenants}
+    assert visitor not in left["m1"] and visitor in left["m2"]
+    assert await store.forget_visitor(visitor, seed.m3) == {}
+    # Counts are sums: forgetting changes no one's figures.
+    for tenant in seed.tenants:
+        assert await store.stats(tenant.id, from_day=WIDE[0], to_day=WIDE[1],
+                                 by="day") == before[tenant.id]
+
+
+@case
+async def export_rollups(store: Store, seed: Seed) -> None:
+    before = NARROW[1]
+    for tenant in seed.tenants:
+        rows = await store.export_rollups(tenant.id, before_day=before)
+        assert rows and {key[0] for key, _counts in rows} == {tenant.id}
+        per_day: dict[str, list[int]] = defaultdict(lambda: [0] * len(METRICS))
+        for key, counts in rows:
+            per_day[key[2]] = [a + b for a, b in zip(per_day[key[2]], counts, strict=True)]
+        want = expected_stats(tenant, from_day=WIDE[0], to_day="2026-11-14", by="day")
+        assert {day: tuple(c) for day, c in per_day.items()} == want
+    assert await store.export_rollups(seed.m3, before_day=before) == []
+
+
+@case
+async def add_rollups(store: Store, seed: Seed) -> None:
+    # A day before the seeded ones (as an import of pruned days brings): m1's alone.
+    day = "2026-01-05"
+    counts = tuple(range(1, len(METRICS) + 1))
+    await store.add_rollups([(("m1", seed.m1.products[0], day, "taobao", ""), counts)])
+    for by in GROUPINGS:
+        got = as_figures(await store.stats("m1", from_day=day, to_day=day, by=by), by)
+        key = {"platform": "taobao", "product": seed.m1.products[0], "day": day,
+               "channel": ""}[by]
+        assert got == {key: counts}, by
+        assert await store.stats("m2", from_day=day, to_day=day, by=by) == []
+
+
 #: Contract methods that take no merchant, and why that is safe.
 UNSCOPED = {
     "close": "lifecycle",
@@ -494,6 +541,9 @@ UNSCOPED = {
     "take_login_attempt": "per client address (hashed), before any login is known",
     "give_back_login_attempt": "per client address, as take_login_attempt",
     "unlock_user": "by email, as get_user (an operator's command)",
+    "prune_raw": "every merchant's raw rows past the retention, by day (daily, and `linkloop "
+                 "prune`)",
+    "reseal_secrets": "every stored secret under the current key (`linkloop secrets rotate`)",
 }
 
 

@@ -13,9 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-if TYPE_CHECKING:  # these modules import this one
+if TYPE_CHECKING:  # gateway/secretbox.py imports this module
     from ..secretbox import SecretBox
-    from .rollup import RollupKey
 
 __all__ = [
     "METRICS",
@@ -49,6 +48,10 @@ MintKind = Literal["url_link", "scheme", "wxacode"]
 GroupBy = Literal["platform", "product", "day", "channel"]
 #: Roles a dashboard login may have (API tokens may also be ``admin``).
 StaffRole = Literal["merchant", "marketing"]
+
+#: (merchant_id, product_id, day, platform, channel): one row of the per-day rollups
+#: (gateway/store/rollup.py); channel '' is "no ``?ch=`` channel".
+RollupKey = tuple[str, int, str, str, str]
 
 #: Rollup counters, in the order reports show them.
 METRICS = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries", "adds")

@@ -17,13 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .base import Click, Event
+from .base import Click, Event, RollupKey
 
 __all__ = ["KEY_COLUMNS", "MonthKey", "RollupDelta", "RollupKey", "TotalKey", "VisitKey",
            "coarser_deltas", "first_visit_channels", "rollup_deltas"]
 
-#: (merchant_id, product_id, day, platform, channel); channel '' is "no ``?ch=`` channel".
-RollupKey = tuple[str, int, str, str, str]
 
 #: (merchant_id, product_id, month 'YYYY-MM', platform, channel): one row of monthly_rollups.
 MonthKey = tuple[str, int, str, str, str]
