@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -12,24 +13,31 @@ __all__ = ["DayClock"]
 
 
 class DayClock:
-    """``now()`` gives (timestamp, day); the day string is recomputed only at midnight."""
+    """``now()`` gives (timestamp, day); the day string is recomputed only at midnight.
 
-    def __init__(self, timezone: str) -> None:
+    ``clock`` (seconds since the epoch, ``time.time`` by default) lets a test set the time.
+    """
+
+    def __init__(self, timezone: str, clock: Callable[[], float] = time.time) -> None:
         try:
             self.zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"stats.timezone: unknown time zone {timezone!r}") from None
+        #: The zone's IANA name, which every stats answer names.
+        self.timezone = timezone
+        self._clock = clock
         self._day = ""
-        self._until = 0.0
+        self._since = self._until = 0.0
 
     def now(self) -> tuple[float, str]:
-        ts = time.time()
-        if ts >= self._until:
+        ts = self._clock()
+        if not self._since <= ts < self._until:  # a new day (or a clock set back)
             local = datetime.fromtimestamp(ts, self.zone)
             self._day = local.date().isoformat()
-            midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(),
-                                        self.zone)
-            self._until = midnight.timestamp()
+            start = datetime.combine(local.date(), datetime.min.time(), self.zone)
+            self._since = start.timestamp()
+            self._until = datetime.combine(local.date() + timedelta(days=1),
+                                           datetime.min.time(), self.zone).timestamp()
         return ts, self._day
 
     def day_of(self, ts: float) -> str:

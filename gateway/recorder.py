@@ -144,6 +144,9 @@ class Recorder:
         self._clicks: list[Click] = []
         self._events: list[Event] = []
         self._wake = asyncio.Event()
+        # One flush at a time: a caller's flush waits for the batch the background task
+        # has taken out of memory but not yet written.
+        self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._retry_delay = 0.0
@@ -227,11 +230,16 @@ class Recorder:
                 log.exception("recorder.unexpected_error")
 
     async def flush(self) -> None:
-        """Write what is pending now (tests and shutdown)."""
+        """Write what is pending now (tests and shutdown), after any batch already on its
+        way: when this returns, every row handed over before is written or journaled."""
         await self._flush()
 
     # --- writing -----------------------------------------------------------------------------
     async def _flush(self) -> None:
+        async with self._flushing:
+            await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
         while self._clicks or self._events:
             clicks, self._clicks = self._clicks[: self.batch_size], self._clicks[self.batch_size :]
             events, self._events = self._events[: self.batch_size], self._events[self.batch_size :]

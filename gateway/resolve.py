@@ -25,7 +25,7 @@ User-Agent said "plain browser", so the browser's capabilities apply.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from adapters import ADAPTERS, Adapter, Storefront, TargetError, by_platform
 
@@ -66,6 +66,14 @@ class Resolution:
     phone_only: tuple[Storefront, ...] = ()
     #: True when the landing page should offer the share link's QR code (desktop shoppers).
     qr: bool = False
+    #: The click's outcome (store.OUTCOMES) for a person: ``redirect``, ``guide`` (the
+    #: landing page with the open-in-browser guide) or ``landing``. Worked out here, once
+    #: per memoised resolution, so a click only copies it.
+    outcome: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", "redirect" if self.redirect is not None
+                           else "guide" if self.guide else "landing")
 
 
 def storefronts(targets: Mapping[str, Mapping[str, str]]) -> list[Storefront]:

@@ -6,13 +6,18 @@ from pathlib import Path
 
 from ..settings import ConfigError, Settings
 from .base import (
+    COUNTERS,
     METRICS,
+    OUTCOMES,
+    Alert,
     Click,
     CodeTaken,
+    Contact,
     Credentials,
     Entry,
     EntryWay,
     Event,
+    EventKind,
     InboxItem,
     Merchant,
     MerchantExists,
@@ -26,13 +31,18 @@ from .base import (
 )
 
 __all__ = [
+    "COUNTERS",
     "METRICS",
+    "OUTCOMES",
+    "Alert",
     "Click",
     "CodeTaken",
+    "Contact",
     "Credentials",
     "Entry",
     "EntryWay",
     "Event",
+    "EventKind",
     "InboxItem",
     "Merchant",
     "MerchantExists",
