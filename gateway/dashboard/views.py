@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -380,6 +380,14 @@ def _outcomes(total: dict[str, Any]) -> list[tuple[str, int, str]]:
             for name, key in named]
 
 
+async def _alerts(request: web.Request, merchant_id: str) -> list[dict[str, Any]]:
+    """The merchant's recent alerts, each with the day it came on (the stats time zone)."""
+    clock = request.app[CLOCK]
+    return [{**alert, "day": clock.day_of(datetime.fromisoformat(alert["created_at"])
+                                          .timestamp())}
+            for alert in await recent_alerts(request.app, merchant_id)]
+
+
 # --- pages ----------------------------------------------------------------------------------
 @_page
 async def overview(request: web.Request) -> web.StreamResponse:
@@ -404,7 +412,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
     return render(
         request, "overview.html", rows=rows, channel_rows=channel_rows, total=total,
         bars=bars, funnel=funnel, steps=steps, attribution=attribution,
-        outcomes=_outcomes(total), alerts=await recent_alerts(request.app, merchant_id),
+        outcomes=_outcomes(total), alerts=await _alerts(request, merchant_id),
         export_platform=_export(filters, "platform"), export_channel=_export(filters, "channel"),
         metrics=METRICS, rates=RATES, exact_up_to=EXACT_MAX,
         **await _common(request, session, filters, "/dashboard", "overview"))
