@@ -22,7 +22,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
+
+from .errors import TargetError
+from .urls import check_url, host_is_within
 
 __all__ = [
     "MINI_PATH_PATTERN",
@@ -31,7 +34,7 @@ __all__ = [
     "Storefront",
     "Target",
     "TargetError",
-    "check_https_url",
+    "check_url",
     "encode",
     "host_is_within",
     "strip_mini_program_fields",
@@ -44,8 +47,12 @@ Target = dict[str, str]
 COMMON_OPTIONAL_FIELDS = ("share_token", "url")
 _MAX_FIELD_LENGTH = 2048
 _MAX_SHARE_TOKEN_LENGTH = 512
-# C0 controls and DEL: never part of an id, a path or a share token; they break headers.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, DEL and lone surrogates: never part of an id, a path or a share token;
+# controls break headers and CSV rows, and a lone surrogate can't be encoded to UTF-8 at all
+# (storage, the landing page and every JSON answer would fail on it).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# JSON integers the gateway takes for an id: a signed 64-bit range, as every store keeps them.
+_MAX_INT = 2**63 - 1
 
 #: A mini-program page path (``pages/item/index``), no query, at most 256 characters. A
 #: leading ``/`` is accepted and dropped: WeChat's plain-text scheme refuses it.
@@ -53,16 +60,6 @@ MINI_PATH_PATTERN = r"(?=.{1,256}\Z)/?[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]+)*"
 #: A mini-program launch query (``id=42&from=share``): WeChat's documented character set and
 #: 512-character limit; Alipay takes the same shape. A leading ``?`` is accepted and dropped.
 MINI_QUERY_PATTERN = r"\??[A-Za-z0-9!#$&'()*+,/:;=?@._~%-]{1,512}"
-
-
-class TargetError(ValueError):
-    """A merchant's target is unusable. ``code`` is stable; ``field`` names the bad field."""
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,51 +74,17 @@ class Storefront:
     app_url: str | None = None
     #: Text the shopper can copy into the app (a Taobao 口令, say).
     share_token: str | None = None
-
-
-def host_is_within(host: str, allowed: tuple[str, ...] | list[str]) -> bool:
-    """True when ``host`` is one of ``allowed`` or a subdomain of one."""
-    host = host.lower().rstrip(".")
-    for domain in allowed:
-        domain = domain.lower().rstrip(".")
-        if domain and (host == domain or host.endswith("." + domain)):
-            return True
-    return False
+    #: An https page of the platform's own that hands a phone over to its app (Alipay's
+    #: ``ds.alipay.com/?scheme=``): for phones outside the app, never for a desktop.
+    phone_url: str | None = None
+    #: A mini-program (WeChat's, Alipay's, Douyin's): its scheme is handed to the phone by
+    #: the rules of gateway/resolve.py, never by a bare redirect from just anywhere.
+    mini_program: bool = False
 
 
 def encode(value: str) -> str:
     """Percent-encode a whole query value (``=``, ``&``, ``/`` and ``?`` included)."""
     return quote(value, safe="")
-
-
-def check_https_url(value: object, field: str, allowed_hosts: tuple[str, ...] | list[str]) -> str:
-    """An absolute https URL on one of ``allowed_hosts``; anything else is refused."""
-    if not isinstance(value, str) or not value:
-        raise TargetError("invalid_url", f"{field} must be a URL string", field)
-    if len(value) > _MAX_FIELD_LENGTH:
-        raise TargetError("invalid_url", f"{field} is longer than {_MAX_FIELD_LENGTH}", field)
-    if any(c.isspace() or ord(c) < 0x20 or c == "\\" for c in value):
-        raise TargetError("invalid_url", f"{field} contains whitespace, backslashes or control "
-                          "characters", field)
-    try:
-        parts = urlsplit(value)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 -- raises ValueError on a malformed port
-    except ValueError:
-        raise TargetError("invalid_url", f"{field} is not a valid URL", field) from None
-    # In-app browsers warn on (or refuse) plain http, and a storefront link is a redirect
-    # target: https only.
-    if parts.scheme != "https" or not hostname:
-        raise TargetError("invalid_url", f"{field} must be an absolute https URL", field)
-    if parts.username is not None or parts.password is not None:
-        raise TargetError("invalid_url", f"{field} must not carry credentials", field)
-    if not host_is_within(hostname, allowed_hosts):
-        raise TargetError(
-            "host_not_allowed",
-            f"{field} host {hostname!r} is not one of: {', '.join(allowed_hosts) or 'none'}",
-            field,
-        )
-    return value
 
 
 class Adapter:
@@ -157,6 +120,9 @@ class Adapter:
     #: mini-program link (WeChat: ``wechat_miniprogram``). Alipay and Douyin mini-programs are
     #: their own platform's targets.
     miniprogram_platform: ClassVar[str | None] = None
+    #: False for a web-view that follows no link off http(s) at all (a mini-program's
+    #: web-view): an app scheme is never worth a try there, not even from a launch page.
+    follows_schemes: ClassVar[bool] = True
     #: Short synthetic User-Agent fragments this adapter must win in detection (tests).
     ua_samples: ClassVar[tuple[str, ...]] = ()
 
@@ -227,10 +193,14 @@ class Adapter:
             path = f"{self.platform}.{name}"
             if value is None:
                 continue
-            if not isinstance(value, str | int) or isinstance(value, bool):
+            if (not isinstance(value, str | int) or isinstance(value, bool)
+                    or (isinstance(value, int) and not -_MAX_INT <= value <= _MAX_INT)):
                 raise TargetError("invalid_field", f"{path} must be a string", path)
             text = str(value).strip()
             if not text:
+                continue
+            if name == "url":  # judged whole by the one URL check, below
+                target[name] = text
                 continue
             limit = _MAX_SHARE_TOKEN_LENGTH if name == "share_token" else _MAX_FIELD_LENGTH
             if len(text) > limit:
@@ -268,8 +238,8 @@ class Adapter:
         return target
 
     def check_url(self, url: str, field: str, web_domains: tuple[str, ...]) -> str:
-        """A URL field must be on a host this platform owns."""
-        return check_https_url(url, field, self.owned_hosts)
+        """A URL field must be on a host this platform owns (the one URL check)."""
+        return check_url(url, field, self.owned_hosts)
 
     def storefront(self, target: Target) -> Storefront:
         """Web URL, app scheme and share token for a validated target."""
@@ -279,12 +249,26 @@ class Adapter:
             web_url=target.get("url") or self.web_url(target),
             app_url=self.app_url(target),
             share_token=target.get("share_token"),
+            phone_url=self.phone_url(target),
+            mini_program=self.is_mini_program(target),
         )
 
     def web_url(self, target: Target) -> str | None:
         return None
 
     def app_url(self, target: Target) -> str | None:
+        return None
+
+    def phone_url(self, target: Target) -> str | None:
+        return None
+
+    def is_mini_program(self, target: Target) -> bool:
+        """True when the target is a mini-program (reached by its scheme, not a shop page)."""
+        return False
+
+    def check_scheme(self, value: str) -> str | None:
+        """A scheme minted for this platform through its API, or None when ``value`` is not
+        one (the resolver then ignores it: minted links obey the no-open-redirect rule too)."""
         return None
 
     def __repr__(self) -> str:

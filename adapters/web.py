@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import Adapter, Target, check_https_url
+from .base import Adapter, Target, check_url
 
 __all__ = ["Web"]
 
@@ -43,7 +43,7 @@ class Web(Adapter):
 
     def check_url(self, url: str, field: str, web_domains: tuple[str, ...]) -> str:
         # A web target must live on one of the merchant's own domains: never anyone else's.
-        return check_https_url(url, field, web_domains)
+        return check_url(url, field, web_domains)
 
     def web_url(self, target: Target) -> str | None:
         return target.get("url")

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
 from typing import Any
 
 import segno
 from aiohttp import web
 
-from .appkeys import CLOCK, LINKS, PUBLIC_URL, STORE, TOKENS
+from adapters.wechat_miniprogram import PLAIN_SCHEME_NOTE
+
+from .appkeys import (
+    CLOCK,
+    JSSDK,
+    LINKS,
+    MINIPROGRAM_LINKS,
+    PUBLIC_URL,
+    SETTINGS,
+    STORE,
+    TOKENS,
+)
 from .auth import AuthError, Principal
 from .catalog import product_json, validate_product
 from .errors import ApiError, guarded
 from .ids import new_code
+from .inputs import parse_json, parse_uint, strict_int
 from .stats import StatsQueryError, parse_stats_query, rows_csv, stats_answer
 from .store import CodeTaken, Credentials, Merchant, Product
 
 __all__ = ["json_body", "principal", "setup_routes"]
 
+_JWT_TEXT = re.compile(r"[A-Za-z0-9_=.-]{1,4096}")
 _PAGE_DEFAULT = 20
+_MINI = "wechat_miniprogram"
 _PAGE_MAX = 100
 
 
@@ -29,8 +43,13 @@ def principal(request: web.Request, *, write: bool = False) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+    token = token.strip()
+    # A JWT is base64url and dots. aiohttp hands other bytes on as lone surrogates, which
+    # the JWT library cannot even encode (a 500 before this check).
+    if not _JWT_TEXT.fullmatch(token):
+        raise ApiError(401, "invalid_token", "the token is not a JWT")
     try:
-        who = request.app[TOKENS].verify(token.strip())
+        who = request.app[TOKENS].verify(token)
     except AuthError as exc:
         raise ApiError(401, exc.code, exc.message) from None
     if write and not who.can_write:
@@ -48,18 +67,15 @@ async def _merchant(request: web.Request, who: Principal) -> Merchant:
 async def json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    return parse_json(await request.read())
 
 
 def _product_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        raise ApiError(404, "not_found", "no such product") from None
+    # Only ASCII digits in the stores' range name a product; anything else names none.
+    product_id = parse_uint(request.match_info["id"])
+    if product_id is None:
+        raise ApiError(404, "not_found", "no such product")
+    return product_id
 
 
 async def _own_product(request: web.Request, who: Principal) -> Product:
@@ -88,19 +104,17 @@ async def create_product(request: web.Request) -> web.Response:
                 raise ApiError(409, "slug_taken", f"the slug {slug!r} is taken", "slug") from None
     else:  # five random collisions in a 62^8 space: something is badly wrong
         raise ApiError(503, "unavailable", "could not allocate a share code, try again")
+    if _MINI in product.targets:
+        await _mint(request, product)
     request.app[LINKS].forget(product.code)
-    return web.json_response(product_json(product, request.app[PUBLIC_URL]), status=201)
+    return web.json_response(await _product_answer(request, product), status=201)
 
 
 async def list_products(request: web.Request) -> web.Response:
     who = principal(request)
-    try:
-        limit = int(request.query.get("limit", _PAGE_DEFAULT))
-        after = int(request.query.get("after", 0))
-    except ValueError:
-        raise ApiError(422, "invalid_field", "limit and after must be integers") from None
-    if not 1 <= limit <= _PAGE_MAX:
-        raise ApiError(422, "invalid_field", f"limit must be 1 to {_PAGE_MAX}", "limit")
+    limit = strict_int(request.query.get("limit"), "limit", default=_PAGE_DEFAULT, minimum=1,
+                       maximum=_PAGE_MAX)
+    after = strict_int(request.query.get("after"), "after", default=0)
     products = await request.app[STORE].list_products(who.merchant_id, limit=limit + 1,
                                                       after_id=after)
     page = products[:limit]
@@ -114,7 +128,7 @@ async def list_products(request: web.Request) -> web.Response:
 async def read_product(request: web.Request) -> web.Response:
     who = principal(request)
     product = await _own_product(request, who)
-    return web.json_response(product_json(product, request.app[PUBLIC_URL]))
+    return web.json_response(await _product_answer(request, product))
 
 
 async def change_product(request: web.Request) -> web.Response:
@@ -127,8 +141,37 @@ async def change_product(request: web.Request) -> web.Response:
     updated = await request.app[STORE].update_product(who.merchant_id, product.id, changes)
     if updated is None:
         raise ApiError(404, "not_found", "no such product")
+    if _MINI in product.targets or _MINI in updated.targets:
+        await _mint(request, updated)
     request.app[LINKS].forget(product.code)
-    return web.json_response(product_json(updated, request.app[PUBLIC_URL]))
+    return web.json_response(await _product_answer(request, updated))
+
+
+async def _mint(request: web.Request, product: Product) -> None:
+    """A WeChat mini-program target gets its URL Link, scheme and code now, before any
+    shopper asks: the answer waits for WeChat a moment, the rest goes on in the background."""
+    await request.app[MINIPROGRAM_LINKS].product_saved(
+        product, wait=request.app[SETTINGS]["wechat.timeout_seconds"] + 1)
+
+
+async def _product_answer(request: web.Request, product: Product) -> dict[str, Any]:
+    """The product as the API shows it; with a WeChat mini-program target, what was minted
+    for it and, when nothing can be, why the plain-text scheme may not open."""
+    answer = product_json(product, request.app[PUBLIC_URL])
+    target = product.targets.get(_MINI)
+    if target is None:
+        return answer
+    store = request.app[STORE]
+    minted = {m.kind: m for m in await store.minted(product.merchant_id, product.code)}
+    answer["minted"] = {kind: {
+        "value": (f"{request.app[PUBLIC_URL]}/p/{product.code}/miniprogram-code"
+                  if kind == "wxacode" and m.value else m.value),
+        "expires_at": m.expires_at or None, "error": m.error} for kind, m in minted.items()}
+    credentials = await store.get_credentials(product.merchant_id, _MINI)
+    if credentials is None or credentials.app_id != target.get("appid"):
+        answer["notes"] = [{"code": "plain_scheme_declared_paths_only",
+                            "field": f"targets.{_MINI}.path", "message": PLAIN_SCHEME_NOTE}]
+    return answer
 
 
 async def retire_product(request: web.Request) -> web.Response:
@@ -169,9 +212,12 @@ async def stats(request: web.Request) -> web.Response:
         query = parse_stats_query(dict(request.query), request.app[CLOCK].today())
     except StatsQueryError as exc:
         raise ApiError(422, "invalid_field", exc.message, exc.field) from None
+    answer_format = request.query.get("format") or "json"
+    if answer_format not in ("json", "csv"):
+        raise ApiError(422, "invalid_field", "format must be json or csv", "format")
     timezone = request.app[CLOCK].timezone
     answer = await stats_answer(request.app[STORE], who.merchant_id, query, timezone)
-    if request.query.get("format") == "csv":
+    if answer_format == "csv":
         return web.Response(
             text=rows_csv(query.by, answer["rows"], timezone), content_type="text/csv",
             charset="utf-8",
@@ -185,8 +231,11 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
-# Platforms whose app credentials the gateway uses, with the appid format each expects.
-_CREDENTIAL_PLATFORMS = {"wechat_miniprogram": re.compile(r"wx[0-9a-f]{16}")}
+# Platforms whose app credentials the gateway uses, with the appid format each expects: the
+# mini-program's (to mint URL Links, schemes and codes) and the official account's (to sign
+# the JS-SDK config of the open tag wx-open-launch-weapp).
+_CREDENTIAL_PLATFORMS = {"wechat_miniprogram": re.compile(r"wx[0-9a-f]{16}"),
+                         "wechat_official_account": re.compile(r"wx[0-9a-f]{16}")}
 _APP_SECRET = re.compile(r"[A-Za-z0-9]{16,64}")
 
 
@@ -195,7 +244,7 @@ def _credentials_json(credentials: Credentials) -> dict[str, Any]:
 
 
 async def put_credentials(request: web.Request) -> web.Response:
-    """A merchant's mini-program appid and secret, used to mint URL Links (write-only)."""
+    """A merchant's mini-program or official account appid and secret (write-only)."""
     who = principal(request, write=True)
     platform = request.match_info["platform"]
     appid_format = _CREDENTIAL_PLATFORMS.get(platform)
@@ -211,6 +260,11 @@ async def put_credentials(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_field", "secret is not in the platform's format", "secret")
     stored = await request.app[STORE].put_credentials(
         Credentials(who.merchant_id, platform, appid, secret))
+    if platform == _MINI:  # every product of the merchant gets its links, in the background
+        request.app[MINIPROGRAM_LINKS].backfill(who.merchant_id)
+    else:  # the open tag works from the next page on: fetch the JS-SDK ticket now
+        await asyncio.wait({asyncio.ensure_future(request.app[JSSDK].warm(who.merchant_id))},
+                           timeout=request.app[SETTINGS]["wechat.timeout_seconds"] + 1)
     return web.json_response(_credentials_json(stored))
 
 

@@ -6,20 +6,21 @@ storage that an adapter has not checked.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 
 from adapters import TargetError, by_platform, platform_ids
+from adapters.urls import ANY_PUBLIC_HOST, check_url
 
 from .errors import ApiError
+from .ids import CODE_PATTERN
+from .inputs import plain_text
 from .store import Merchant, Product
 
 __all__ = ["product_json", "validate_product"]
 
-_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,63}")
+_SLUG = CODE_PATTERN  # a slug is a share code: the share link checks codes by it too
 _FIELDS = {"title", "image_url", "price", "slug", "targets"}
 _MAX_TITLE = 200
 
@@ -29,22 +30,20 @@ def _invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
 
 
 def _title(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _invalid("title", "title must be a non-empty string")
-    if len(value) > _MAX_TITLE:
-        raise _invalid("title", f"title is longer than {_MAX_TITLE} characters")
-    return value.strip()
+    # Shown on the landing page, in link previews and in every CSV: one plain line.
+    return plain_text(value, "title", _MAX_TITLE)
 
 
 def _image_url(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    # Any host may serve the picture: it is shown, never redirected to. It must be https
-    # so the landing page never loads mixed content.
-    if (not isinstance(value, str) or len(value) > 2048 or not value.startswith("https://")
-            or not urlsplit(value).hostname or any(c.isspace() for c in value)):
-        raise _invalid("image_url", "image_url must be an https URL")
-    return value
+    # Any public host may serve the picture (a CDN, the platform's image server): it is
+    # shown, never navigated to. The one URL check still holds it to https (no mixed content
+    # on the landing page) on a plain public DNS name, read the same by every parser.
+    try:
+        return check_url(value, "image_url", ANY_PUBLIC_HOST)
+    except TargetError as exc:
+        raise _invalid("image_url", exc.message, exc.code) from None
 
 
 def _price(value: Any) -> str | None:

@@ -151,4 +151,6 @@ def add_fallback_routes(app: web.Application) -> None:
             raise web.HTTPMethodNotAllowed(request.method, allow)
 
         resource.add_route(hdrs.METH_ANY, guarded(not_allowed))
-    app.router.add_route(hdrs.METH_ANY, "/{tail:.*}", guarded(_not_found))
+    # [\s\S], not ".": a path may decode to a line break (/api/%0A), and "." stops there,
+    # leaving aiohttp's plain-text 404.
+    app.router.add_route(hdrs.METH_ANY, r"/{tail:[\s\S]*}", guarded(_not_found))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from datetime import date, timedelta
 from typing import Any
 
 from adapters import by_platform
 
+from .inputs import parse_uint
+from .spreadsheet import csv_text
 from .store import METRICS, StatsRow, Store
 from .store.sketch import EXACT_MAX, RELATIVE_ERROR_95
 
@@ -48,8 +48,14 @@ class StatsQuery:
         self.channel = channel
 
 
+# YYYY-MM-DD only: ``date.fromisoformat`` also takes 20260131 and week dates (2026-W05-6).
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _day(value: str, field: str) -> date:
     try:
+        if not _DAY.fullmatch(value):
+            raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
         raise StatsQueryError(field, f"{field} must be a date like 2026-01-31") from None
@@ -59,8 +65,12 @@ def parse_stats_query(params: dict[str, str | None], today: date) -> StatsQuery:
     """Checked filters; the range defaults to the last 30 days ending today."""
     to_text, from_text = params.get("to"), params.get("from")
     to_day = _day(to_text, "to") if to_text else today
-    from_day = (_day(from_text, "from") if from_text
-                else to_day - timedelta(days=DEFAULT_DAYS - 1))
+    if from_text:
+        from_day = _day(from_text, "from")
+    elif to_day - date.min < timedelta(days=DEFAULT_DAYS - 1):  # 0001-01-05 less 30 days
+        raise StatsQueryError("to", "to is before any day with figures")
+    else:
+        from_day = to_day - timedelta(days=DEFAULT_DAYS - 1)
     if from_day > to_day:
         raise StatsQueryError("from", "from must not be after to")
     if (to_day - from_day).days >= MAX_DAYS:
@@ -70,10 +80,11 @@ def parse_stats_query(params: dict[str, str | None], today: date) -> StatsQuery:
         raise StatsQueryError("by", f"by must be one of {', '.join(GROUPINGS)}")
     product_id = None
     if params.get("product"):
-        try:
-            product_id = int(params["product"] or "")
-        except ValueError:
-            raise StatsQueryError("product", "product must be a product id") from None
+        # ASCII digits in the stores' range: int() would take " 1_0", and a store raises on
+        # a 20-digit number.
+        product_id = parse_uint(params["product"])
+        if product_id is None:
+            raise StatsQueryError("product", "product must be a product id")
     platform = params.get("platform") or None
     if platform is not None and by_platform(platform) is None:
         raise StatsQueryError("platform", f"unknown platform {platform!r}")
@@ -132,16 +143,16 @@ def with_funnel(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def rows_csv(by: str, rows: list[dict[str, Any]], timezone: str) -> str:
-    """The rows as CSV, one header line, with the time zone their days are in as the last
-    column of every row: a spreadsheet opens it as a plain table (a comment line above the
-    header would land in cell A1 and push the header down, breaking sorting, filters and
-    pivot tables), and the zone stays beside the figures wherever rows are copied."""
+    """The rows as CSV, for the API, the dashboard and the CLI alike (gateway/spreadsheet.py
+    keeps a title like ``=HYPERLINK(...)`` from becoming a formula).
+
+    One header line, and the time zone the days are in as the last column of every row: a
+    spreadsheet opens it as a plain table (a comment line above the header would land in
+    cell A1 and push the header down, breaking sorting, filters and pivot tables), and the
+    zone stays beside the figures wherever rows are copied.
+    """
     keys = ["product_id", "code", "title"] if by == "product" else [by]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*keys, *METRICS, "unique_visitors_error", *RATES, "timezone"])
-    for row in rows:
-        writer.writerow([row[k] for k in keys] + [row[m] for m in METRICS]
-                        + [row["unique_visitors_error"]]
-                        + ["" if row[r] is None else row[r] for r in RATES] + [timezone])
-    return out.getvalue()
+    return csv_text([*keys, *METRICS, "unique_visitors_error", *RATES, "timezone"],
+                    ([row[k] for k in keys] + [row[m] for m in METRICS]
+                     + [row["unique_visitors_error"]] + [row[r] for r in RATES] + [timezone]
+                     for row in rows))

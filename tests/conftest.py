@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import sys
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,28 @@ TAOBAO_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E14
 DESKTOP_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
               "(KHTML, like Gecko) Chrome/120.0 Safari/537.36")
 BOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+# The fuzz suite's seed (tests/test_fuzz.py): fixed per run, printed in pytest's header, and
+# replayed with LINKLOOP_FUZZ_SEED=<seed>.
+_FUZZ_SEED_TEXT = os.environ.get("LINKLOOP_FUZZ_SEED", "").strip()
+FUZZ_SEED = (int(_FUZZ_SEED_TEXT) if _FUZZ_SEED_TEXT.isdigit()
+             else zlib.crc32(_FUZZ_SEED_TEXT.encode()) if _FUZZ_SEED_TEXT
+             else secrets.randbelow(2**32))
+
+
+def pytest_report_header() -> str:
+    return f"fuzz seed: {FUZZ_SEED} (replay with LINKLOOP_FUZZ_SEED={FUZZ_SEED})"
+
+
+def _fuzz_summary(terminalreporter: Any) -> None:
+    fuzz = sys.modules.get("tests.test_fuzz")
+    sent = getattr(fuzz, "SENT", None)
+    if sent:
+        families = ", ".join(f"{name} {count}" for name, count in sent.items())
+        terminalreporter.write_line(
+            f"fuzz: {sum(sent.values())} generated requests ({families}), seed {FUZZ_SEED} "
+            f"(replay with LINKLOOP_FUZZ_SEED={FUZZ_SEED})")
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -168,6 +192,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    _fuzz_summary(terminalreporter)
     unexpected = _unexpected_skips()
     if unexpected:
         terminalreporter.section(f"{len(unexpected)} unexpected skips ({STRICT_SKIPS_VAR}=1)",

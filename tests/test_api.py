@@ -55,7 +55,7 @@ BAD_BODIES = [
     ({**PRODUCT, "title": ""}, 422, "invalid_field", "title"),
     ({**PRODUCT, "price": -1}, 422, "invalid_field", "price"),
     ({**PRODUCT, "price": "1.234"}, 422, "invalid_field", "price"),
-    ({**PRODUCT, "image_url": "http://img.example.com/x.jpg"}, 422, "invalid_field",
+    ({**PRODUCT, "image_url": "http://img.example.com/x.jpg"}, 422, "invalid_url",
      "image_url"),
     ({**PRODUCT, "slug": "a b"}, 422, "invalid_field", "slug"),
     ({**PRODUCT, "colour": "red"}, 422, "unknown_field", "colour"),

@@ -117,7 +117,7 @@ async def test_entry_secrets_are_write_only(gateway: TestClient[Any, Any]) -> No
      "invalid_field", "corp_id"),
     ({"kind": "static", "qr_url": "https://x.example.com/q.png", "callback_token": "abc"},
      "missing_field", "callback_token"),
-    ({"kind": "static", "qr_url": "http://x.example.com/q.png"}, "invalid_field", "qr_url"),
+    ({"kind": "static", "qr_url": "http://x.example.com/q.png"}, "invalid_url", "qr_url"),
     ({"kind": "static", "qr_url": "https://x.example.com/q.png", "colour": 1},
      "unknown_field", "colour"),
 ])

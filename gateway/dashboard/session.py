@@ -110,7 +110,7 @@ class SessionService:
 
     async def current(self, store: Store, token: str | None) -> Session | None:
         """The session of a cookie value, if it is valid and its user still stands behind it."""
-        if not token:
+        if not token or not token.isascii():  # a cookie that is not UTF-8: lone surrogates
             return None
         session = self.verify(token)
         if session is None:
@@ -128,7 +128,9 @@ def new_csrf_token() -> str:
 
 def csrf_matches(expected: str | None, given: object) -> bool:
     """Constant-time comparison of a CSRF token; empty or missing never matches."""
-    if not expected or not isinstance(given, str) or not given:
+    # Ours are ASCII; anything else (a cookie or field that was not UTF-8) can't even encode.
+    if (not expected or not isinstance(given, str) or not given
+            or not expected.isascii() or not given.isascii()):
         return False
     return hmac.compare_digest(expected.encode(), given.encode())
 

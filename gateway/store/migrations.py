@@ -19,7 +19,7 @@ CREATE TABLE login_throttle (
 CREATE INDEX login_throttle_by_window ON login_throttle (window_start)
 """
 
-# Numbers marketing can trust (SQLite's version 7, PostgreSQL's version 6): each click's
+# Numbers marketing can trust (SQLite's version 8, PostgreSQL's version 7): each click's
 # outcome, counters of outcomes, chats and lost contacts in every rollup table, visitor
 # sketches for unique visitors over any range (gateway/store/sketch.py, rollup.py), events
 # that remember whether they count under their click yet, the WeCom contacts an add came
@@ -71,7 +71,7 @@ def _add_counters(bigint: str) -> str:
 
 _SQLITE_NUMBERS = f"""
 ALTER TABLE clicks ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
-CREATE TABLE events_v7 (
+CREATE TABLE events_v8 (
     id TEXT PRIMARY KEY,
     merchant_id TEXT NOT NULL,
     product_id INTEGER,
@@ -83,14 +83,35 @@ CREATE TABLE events_v7 (
     day TEXT NOT NULL,
     attributed INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
-INSERT INTO events_v7 (id, merchant_id, product_id, click_id, target, kind, platform, ts, day)
+INSERT INTO events_v8 (id, merchant_id, product_id, click_id, target, kind, platform, ts, day)
 SELECT id, merchant_id, product_id, click_id, target, kind, platform, ts, day FROM events;
 DROP TABLE events;
-ALTER TABLE events_v7 RENAME TO events;
+ALTER TABLE events_v8 RENAME TO events;
 CREATE INDEX events_by_click ON events (click_id);
 {_add_counters("INTEGER")};
 {_NUMBERS_TABLES.format(c="", bigint="INTEGER", blob="BLOB", real="REAL",
                         serial="INTEGER PRIMARY KEY AUTOINCREMENT")}
+"""
+
+# Links minted through WeChat's API, the same in both engines but for the float and binary
+# types: SQLite's version 7, PostgreSQL's version 6.
+_MINTED_LINKS = """
+CREATE TABLE minted_links (
+    code TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('url_link', 'scheme', 'wxacode')),
+    merchant_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    value TEXT,
+    image {blob},
+    expires_at {real} NOT NULL DEFAULT 0,
+    minted_at {real} NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at {real} NOT NULL DEFAULT 0,
+    error TEXT,
+    PRIMARY KEY (code, kind)
+);
+CREATE INDEX minted_links_due ON minted_links (due_at);
+CREATE INDEX minted_links_by_merchant ON minted_links (merchant_id, code)
 """
 
 # SQLite: clicks and events are WITHOUT ROWID tables keyed by their random id -- one B-tree
@@ -318,9 +339,13 @@ CREATE TRIGGER link_changed AFTER UPDATE ON products BEGIN
     # A row per address with attempts in its current window; rows of closed windows are
     # deleted as new attempts come (Store.take_login_attempt).
     (6, _LOGIN_THROTTLE.format(real="REAL")),
-    # Version 7: see _SQLITE_NUMBERS. events is rebuilt (SQLite can't change a CHECK);
+    # Version 7: what the gateway mints through WeChat's API for each share link (URL Link,
+    # encrypted scheme, mini-program code), kept so that no click waits for a mint and every
+    # gateway process serves the same links; ``due_at`` drives renewals and retries.
+    (7, _MINTED_LINKS.format(real="REAL", blob="BLOB")),
+    # Version 8: see _SQLITE_NUMBERS. events is rebuilt (SQLite can't change a CHECK);
     # existing events already count under their click, or never will.
-    (7, _SQLITE_NUMBERS),
+    (8, _SQLITE_NUMBERS),
 )
 
 
@@ -556,9 +581,11 @@ ANALYZE monthly_rollups, daily_totals, rollups
     # Version 5: as SQLite's version 6 (SQLite's version 5, the link change log, has no
     # PostgreSQL counterpart: NOTIFY does that job).
     (5, _LOGIN_THROTTLE.format(real="DOUBLE PRECISION")),
-    # Version 6: as SQLite's version 7. A sketch (at most 4 KiB) is stored PLAIN: in the
+    # Version 6: minted links (SQLite's version 7 says why).
+    (6, _MINTED_LINKS.format(real="DOUBLE PRECISION", blob="BYTEA")),
+    # Version 7: as SQLite's version 8. A sketch (at most 4 KiB) is stored PLAIN: in the
     # row, uncompressed, so a report merging thousands reads them without decompressing.
-    (6, f"""
+    (7, f"""
 ALTER TABLE clicks ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
 ALTER TABLE events DROP CONSTRAINT events_kind_check;
 ALTER TABLE events ADD CONSTRAINT events_kind_check CHECK (kind IN ({_EVENT_KINDS}));
@@ -573,4 +600,4 @@ ALTER TABLE visitor_sketches ALTER COLUMN sketch SET STORAGE PLAIN
 __all__ += ["POSTGRES_MIGRATIONS"]
 
 #: After which version each engine builds the visitor sketches from its raw clicks.
-SKETCH_BACKFILL = {"sqlite": 7, "postgres": 6}
+SKETCH_BACKFILL = {"sqlite": 8, "postgres": 7}

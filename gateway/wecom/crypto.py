@@ -51,7 +51,9 @@ class WeComCrypto:
 
     def verify(self, msg_signature: str, timestamp: str, nonce: str, encrypt: str) -> None:
         expected = signature(self._token, timestamp, nonce, encrypt)
-        if not hmac.compare_digest(expected, msg_signature.lower()):
+        # compare_digest refuses a non-ASCII str (TypeError): such a signature is simply wrong.
+        if not (msg_signature.isascii()
+                and hmac.compare_digest(expected, msg_signature.lower())):
             raise WeComCryptoError("bad_signature", "msg_signature does not match")
 
     def decrypt(self, encrypt: str) -> str:

@@ -19,11 +19,14 @@ import asyncio
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
 from cachetools import TTLCache
+
+from adapters import TargetError
+from adapters.urls import ANY_PUBLIC_HOST, check_url
 
 from ..api import json_body, principal
 from ..appkeys import ENTRIES, PUBLIC_URL
@@ -53,13 +56,18 @@ def _bad(field: str, message: str, code: str = "invalid_field") -> ApiError:
     return ApiError(422, code, message, field)
 
 
-def _https(value: Any, field: str) -> str:
-    if not isinstance(value, str) or len(value) > 2048 or any(c.isspace() for c in value):
-        raise _bad(field, f"{field} must be an https URL")
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname:
-        raise _bad(field, f"{field} must be an https URL")
-    return value
+#: WeCom's customer-acquisition links: https://work.weixin.qq.com/ca/<id> (WeCom API docs,
+#: 获客助手 "创建获客链接": the link the API answers is on this host, under /ca/).
+ACQUISITION_HOSTS = ("work.weixin.qq.com",)
+_ACQUISITION_PREFIX = "https://work.weixin.qq.com/ca/"
+
+
+def _url(value: Any, field: str, hosts: tuple[str, ...] | None) -> str:
+    """The one URL check (adapters/urls.py), answered as the API's error."""
+    try:
+        return check_url(value, field, hosts)
+    except TargetError as exc:
+        raise _bad(field, exc.message, exc.code) from None
 
 
 def _ids(value: Any, field: str, pattern: re.Pattern[str]) -> list[str]:
@@ -81,9 +89,10 @@ def validate_entry(body: Any, previous: Entry | None, merchant_id: str) -> Entry
         raise _bad(unknown[0], f"{kind} has no field {unknown[0]!r}", "unknown_field")
     config: dict[str, Any] = {}
     if kind == "acquisition_link":
-        url = _https(body.get("url"), "url")
-        parts = urlsplit(url)
-        if parts.hostname != "work.weixin.qq.com" or not parts.path.startswith("/ca/"):
+        url = _url(body.get("url"), "url", ACQUISITION_HOSTS)
+        # The checked URL is the browser's own serialisation: its text says exactly which
+        # host and path it opens. A fragment would swallow the customer_channel we append.
+        if not url.startswith(_ACQUISITION_PREFIX) or "#" in url:
             raise _bad("url", "url must be a WeCom acquisition link "
                               "(https://work.weixin.qq.com/ca/...)", "host_not_allowed")
         config["url"] = url
@@ -92,7 +101,9 @@ def validate_entry(body: Any, previous: Entry | None, merchant_id: str) -> Entry
     elif kind == "group":
         config["chat_ids"] = _ids(body.get("chat_ids"), "chat_ids", _CHAT_ID)
     else:
-        config["qr_url"] = _https(body.get("qr_url"), "qr_url")
+        # A QR picture, shown on the /e/ page and never navigated to: any public host (the
+        # merchant's site, WeCom's image server, a CDN) under the one URL check.
+        config["qr_url"] = _url(body.get("qr_url"), "qr_url", ANY_PUBLIC_HOST)
 
     # Secrets: a new value replaces, an omitted one is kept, null clears it.
     secrets = dict(previous.secrets) if previous else {}
@@ -157,8 +168,8 @@ class EntryDirectory:
 
     def acquisition_url(self, entry: Entry, platform: str, click_id: str | None) -> str:
         state = self.signer.mint(entry.merchant_id, platform, click_id)
-        url = str(entry.config["url"])
-        return f"{url}{'&' if urlsplit(url).query else '?'}{urlencode({'customer_channel': state})}"
+        url = str(entry.config["url"])  # checked, so its only "?" starts the query
+        return f"{url}{'&' if '?' in url else '?'}{urlencode({'customer_channel': state})}"
 
     async def way(self, entry: Entry, platform: str) -> EntryWay:
         """The contact or join way for one source platform, made through WeCom once."""

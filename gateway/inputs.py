@@ -1,0 +1,141 @@
+"""What every API input must be before a handler reads it: JSON bodies, text, integers.
+
+Hostile but parseable input must be a 4xx with the JSON error shape, never a 500, and never
+something stored that later breaks a shopper's page:
+
+* a JSON body is parsed without ``NaN``/``Infinity`` literals and without recursion limits
+  being hit (deep nesting is refused), and then walked once, without recursion, for what
+  no field may hold anywhere: lone surrogates (RFC 8259 section 8.2 leaves them undefined;
+  they cannot be encoded to UTF-8, so storage, pages and answers fail on them), integers
+  outside the signed 64-bit range every store keeps, non-finite numbers;
+* text a person wrote and others read (a title) is plain: no C0 or C1 control characters,
+  which break CSV rows, headers and PostgreSQL (which refuses NUL in text);
+* an integer in a path or query string is ASCII digits in the 64-bit range: ``int()`` alone
+  takes ``" 1_0"`` and Arabic-Indic digits, and a store raises on a 20-digit id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, NoReturn
+
+from .errors import ApiError
+
+__all__ = ["MAX_DEPTH", "MAX_INT", "parse_json", "parse_uint", "plain_text", "strict_int"]
+
+#: Deepest nesting a body may have; the deepest real body (an entry's id lists) has 2.
+MAX_DEPTH = 16
+#: The largest integer any store keeps (a signed 64-bit column).
+MAX_INT = 2**63 - 1
+# C0 and C1 controls and DEL. Tab and newline too: a title is one line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+class _NotJsonConstant(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity``: Python's json reads them, JSON has none."""
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise _NotJsonConstant(name)
+
+
+def _name(key: str) -> str:
+    """A key as it can be shown back in an error (a lone surrogate escaped)."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _unicode(text: str) -> bool:
+    """True when ``text`` is valid Unicode (no lone surrogate): it encodes to UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse(field: str, message: str) -> ApiError:
+    return ApiError(422, "invalid_field", f"{field or 'the body'} {message}", field or None)
+
+
+def _check_tree(value: Any) -> None:
+    """Walk a parsed body once (no recursion) for what no field may hold."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            if not _unicode(item):
+                raise _refuse(path, "is not valid Unicode text (it holds a lone surrogate)")
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not -MAX_INT <= item <= MAX_INT:
+                raise _refuse(path, "is a number out of range")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise _refuse(path, "is a number out of range")
+        elif depth >= MAX_DEPTH:
+            top = re.split(r"[.\[]", path, maxsplit=1)[0]  # the field it happened in
+            raise ApiError(400, "invalid_json", f"the body nests deeper than {MAX_DEPTH} levels",
+                           top or None)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                field = f"{path}.{_name(key)}" if path else _name(key)
+                if not _unicode(key):
+                    raise _refuse(field, "is not a valid field name (it holds a lone surrogate)")
+                stack.append((child, field, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, checked as the module says; ``ApiError`` (4xx) otherwise."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ApiError(400, "invalid_json",
+                       f"the body nests deeper than {MAX_DEPTH} levels") from None
+    except _NotJsonConstant as exc:
+        raise ApiError(400, "invalid_json",
+                       f"the body is not valid JSON: {exc} is not a JSON number") from None
+    except ValueError:  # UnicodeDecodeError too; and integers of over 4300 digits
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    _check_tree(value)
+    return value
+
+
+def plain_text(value: Any, field: str, max_length: int) -> str:
+    """Non-empty one-line text a person reads, trimmed; ``ApiError`` (422) otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        raise _refuse(field, "must be a non-empty string")
+    text = value.strip()
+    if len(text) > max_length:
+        raise _refuse(field, f"is longer than {max_length} characters")
+    if not _unicode(text):
+        raise _refuse(field, "is not valid Unicode text (it holds a lone surrogate)")
+    if _CONTROL.search(text):
+        raise _refuse(field, "must not contain control characters (tabs, line breaks...)")
+    return text
+
+
+def parse_uint(text: str | None) -> int | None:
+    """``text`` as a whole number from 0 to ``MAX_INT`` written in ASCII digits, else None."""
+    if text is None or not _DIGITS.fullmatch(text):
+        return None
+    number = int(text)
+    return number if number <= MAX_INT else None
+
+
+def strict_int(text: str | None, field: str, *, default: int,
+               minimum: int = 0, maximum: int = MAX_INT) -> int:
+    """A query integer: ASCII digits within ``minimum``..``maximum``; else 422 naming it."""
+    if text is None or text == "":
+        return default
+    number = parse_uint(text)
+    if number is None or not minimum <= number <= maximum:
+        raise _refuse(field, f"must be a whole number from {minimum} to {maximum}")
+    return number
