@@ -17,6 +17,7 @@ from .sketch import DENSE as _DENSE
 from .sketch import HASH_BITS_LEFT as _Q
 from .sketch import LOW_BITS as _LOW_BITS
 from .sketch import REGISTERS as _M
+from .sketch import SPARSE as _SPARSE
 from .sketch import Count
 
 __all__ = ["merge_counts"]
@@ -32,27 +33,39 @@ def merge_counts(cells: Iterable[tuple[Hashable, bytes]]) -> dict[Hashable, Coun
     union); any other gets its dense cells' registers, maxed, raised by its exact cells'
     hashes, then estimated.
     """
-    parts: dict[Hashable, tuple[list[bytes], list[bytes]]] = {}
+    parts: dict[Hashable, tuple[list[bytes], list[bytes], list[bytes]]] = {}
     for group, sketch in cells:
-        dense, exact = parts.setdefault(group, ([], []))
-        if sketch[:1] == _DENSE:
+        dense, sparse, exact = parts.setdefault(group, ([], [], []))
+        tag = sketch[:1]
+        if tag == _DENSE:
             dense.append(sketch)
+        elif tag == _SPARSE:
+            sparse.append(sketch[1:])
         elif len(sketch) > 1:
             exact.append(sketch)
-    return {group: _count(dense, exact) for group, (dense, exact) in parts.items()}
+    return {group: _count(dense, sparse, exact)
+            for group, (dense, sparse, exact) in parts.items()}
 
 
-def _count(dense: list[bytes], exact: list[bytes]) -> Count:
+def _count(dense: list[bytes], sparse: list[bytes], exact: list[bytes]) -> Count:
     # Each sketch keeps its one-byte tag: joined, the tags are dropped by a strided view.
     hashes = (np.frombuffer(b"".join(s[1:] for s in exact), dtype="<u8") if exact
               else np.zeros(0, dtype=np.uint64))
-    if not dense:
+    if not dense and not sparse:
         if len(hashes) < 2:
             return Count(len(hashes), exact=True)
         ordered = np.sort(hashes)
         return Count(int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1, exact=True)
-    rows = np.frombuffer(b"".join(dense), dtype=np.uint8).reshape(len(dense), _M + 1)
-    registers = rows[:, 1:].max(axis=0)
+    if dense:
+        rows = np.frombuffer(b"".join(dense), dtype=np.uint8).reshape(len(dense), _M + 1)
+        registers = rows[:, 1:].max(axis=0)
+    else:
+        registers = np.zeros(_M, dtype=np.uint8)
+    if sparse:
+        # (register << 6 | value) in 3 big-endian bytes per pair.
+        raw = np.frombuffer(b"".join(sparse), dtype=np.uint8).reshape(-1, 3).astype(np.intp)
+        words = raw[:, 0] << 16 | raw[:, 1] << 8 | raw[:, 2]
+        np.maximum.at(registers, words >> 6, (words & 63).astype(np.uint8))
     if len(hashes):
         np.maximum.at(registers, (hashes >> np.uint64(_Q)).astype(np.intp), _ranks(hashes))
     return Count(_estimate(registers), exact=False)

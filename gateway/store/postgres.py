@@ -626,10 +626,8 @@ class PostgresStore(Store):
         One statement per table, always in this table order and with keys sorted, so that
         concurrent gateways lock rows in one order.
         """
-        months, totals = coarser_deltas(deltas)
-        await _bump(conn, "rollups", deltas)
-        await _bump(conn, "monthly_rollups", months)
-        await _bump(conn, "daily_totals", totals)
+        for table, table_deltas in coarser_deltas(deltas).items():
+            await _bump(conn, table, table_deltas)
 
     async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
         async with self._conn() as conn:

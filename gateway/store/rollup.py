@@ -1,13 +1,16 @@
 """Turning a batch of clicks and events into rollup increments (engine-neutral).
 
-Three counter tables, all bumped in the record transaction from the same deltas, so they
-always agree. Each key is (merchant, time, ...) with the platform and channel:
+Five counter tables, all bumped in the record transaction from the same deltas, so they
+always agree. Each key is (merchant, time, ...) with the channel:
 
-- ``rollups``: per day and product, the figures every other table sums;
-- ``monthly_rollups``: per month and product. A year by product reads ~12 rows per
-  product, platform and channel instead of ~365;
-- ``daily_totals``: per day, every product summed. A year by day, platform or channel
-  reads ~365 rows per platform and channel instead of ~365 per product as well.
+- ``rollups``: per day, product and platform, the figures every other table sums;
+- ``monthly_rollups``: per month, product and platform. A year by product and platform
+  reads ~12 rows per product, platform and channel instead of ~365;
+- ``daily_totals``: per day and platform, every product summed. A year by day, platform or
+  channel reads ~365 rows per platform and channel instead of ~365 per product as well;
+- ``product_days`` and ``product_months``: per day or month and product, every platform
+  summed: a year by product reads ~12 rows a product and the days of two partial months,
+  not a row per platform as well (19 times as many).
 
 gateway/store/sql.py picks the table for each stats query.
 
@@ -25,14 +28,14 @@ the batch that brings the click moves it (``reattributed_deltas``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .base import COUNTERS, Click, Event
 from .sketch import visitor_hash
 
-__all__ = ["KEY_COLUMNS", "SKETCH_KINDS", "ClickOrigin", "MonthKey", "RollupDelta",
-           "RollupKey", "SketchKey", "TotalKey", "coarser_deltas", "reattributed_deltas",
-           "rollup_deltas", "sketch_cells"]
+__all__ = ["KEY_COLUMNS", "SKETCH_KINDS", "ClickOrigin", "MonthKey", "ProductKey",
+           "RollupDelta", "RollupKey", "SketchKey", "TotalKey", "coarser_deltas",
+           "reattributed_deltas", "rollup_deltas", "sketch_cells"]
 
 #: (merchant_id, product_id, day, platform, channel); channel '' is "no ``?ch=`` channel".
 RollupKey = tuple[str, int, str, str, str]
@@ -43,11 +46,16 @@ MonthKey = tuple[str, int, str, str, str]
 #: (merchant_id, day, platform, channel): one row of daily_totals (every product summed).
 TotalKey = tuple[str, str, str, str]
 
+#: (merchant_id, product_id, day or month, channel): product_days, product_months.
+ProductKey = tuple[str, int, str, str]
+
 #: Each rollup table's key columns, in the order of its delta keys above.
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "rollups": ("merchant_id", "product_id", "day", "platform", "channel"),
     "monthly_rollups": ("merchant_id", "product_id", "month", "platform", "channel"),
     "daily_totals": ("merchant_id", "day", "platform", "channel"),
+    "product_days": ("merchant_id", "product_id", "day", "channel"),
+    "product_months": ("merchant_id", "product_id", "month", "channel"),
 }
 
 #: (merchant_id, kind, period, product_id, platform, channel): one visitor sketch.
@@ -55,12 +63,13 @@ SketchKey = tuple[str, str, str, int, str, str]
 
 #: Sketch kinds: what each keeps (p: product, l: platform, c: channel) and per what time
 #: (d: day 'YYYY-MM-DD', m: month 'YYYY-MM'). A dimension not kept is summed (product 0,
-#: platform ''). Every kind keeps the channel. Product and platform together are kept per
-#: day only: a month of them would be one more cell per click for the rare report filtered
-#: by both, which reads a year of days in a few thousand small cells anyway.
+#: platform ''). Every kind keeps the channel. A report reads the kind that keeps what it
+#: groups and filters by, months where whole ones fit its range: a year by product reads
+#: ~12 month cells a product and the days of two partial months, not 365 days.
 SKETCH_KINDS: dict[str, tuple[bool, bool, str]] = {
     # kind: (keeps product, keeps platform, grain)
     "plcd": (True, True, "day"),
+    "plcm": (True, True, "month"),
     "pcd": (True, False, "day"),
     "pcm": (True, False, "month"),
     "lcd": (False, True, "day"),
@@ -154,20 +163,23 @@ def reattributed_deltas(
     return deltas
 
 
-def coarser_deltas(
-    deltas: Mapping[RollupKey, RollupDelta],
-) -> tuple[dict[MonthKey, RollupDelta], dict[TotalKey, RollupDelta]]:
-    """The increments of monthly_rollups and daily_totals, summed from the per-day ones.
-
-    Work per rollup row of the batch, not per click.
-    """
+def coarser_deltas(deltas: Mapping[RollupKey, RollupDelta]) -> dict[str, dict[Any, RollupDelta]]:
+    """Every counter table's increments (by table name), the coarser ones summed from the
+    per-day ones: work per rollup row of the batch, not per click."""
     months: dict[MonthKey, RollupDelta] = {}
     totals: dict[TotalKey, RollupDelta] = {}
+    product_days: dict[ProductKey, RollupDelta] = {}
+    product_months: dict[ProductKey, RollupDelta] = {}
     for (merchant_id, product_id, day, platform, channel), delta in deltas.items():
         months.setdefault((merchant_id, product_id, day[:7], platform, channel),
                           RollupDelta()).add(delta)
         totals.setdefault((merchant_id, day, platform, channel), RollupDelta()).add(delta)
-    return months, totals
+        product_days.setdefault((merchant_id, product_id, day, channel),
+                                RollupDelta()).add(delta)
+        product_months.setdefault((merchant_id, product_id, day[:7], channel),
+                                  RollupDelta()).add(delta)
+    return {"rollups": dict(deltas), "monthly_rollups": months, "daily_totals": totals,
+            "product_days": product_days, "product_months": product_months}
 
 
 def sketch_cells(clicks: Iterable[Click]) -> dict[SketchKey, set[int]]:

@@ -3,8 +3,9 @@
 A stats query reads whichever rollup table (see rollup.py) answers it from the fewest rows:
 
 - a product filter: ``rollups``, through rollups_by_product: that one product's rows;
-- by product: ``monthly_rollups`` for the whole months of the range, ``rollups`` for the
-  days before and after them;
+- by product: ``product_months`` for the whole months of the range, ``product_days`` for
+  the days before and after them (every platform summed); with a platform filter,
+  ``monthly_rollups`` and ``rollups`` instead;
 - anything else (by platform, day or channel): ``daily_totals``.
 
 Each gives exactly the sums the per-day ``rollups`` would: the coarser tables hold those
@@ -99,13 +100,14 @@ def _group_key(by: GroupBy) -> str:
 
 
 def _parts(from_day: str, to_day: str, by: GroupBy, product_id: int | None,
-           product_index: str) -> list[tuple[str, str, str, str]]:
+           platform: str | None, product_index: str) -> list[tuple[str, str, str, str]]:
     """(table, column, lo, hi) to read, per the module's docstring."""
     if product_id is not None:
         return [(f"rollups{product_index}", "day", from_day, to_day)]
     if by == "product":
-        return [("monthly_rollups", "month", lo, hi) if grain == "month"
-                else ("rollups", "day", lo, hi)
+        months, days = (("monthly_rollups", "rollups") if platform is not None
+                        else ("product_months", "product_days"))
+        return [(months, "month", lo, hi) if grain == "month" else (days, "day", lo, hi)
                 for grain, lo, hi in month_split(from_day, to_day)]
     return [("daily_totals", "day", from_day, to_day)]
 
@@ -129,7 +131,8 @@ def stats_query(
     given = {"product_id": product_id, "platform": platform, "channel": channel}
     filters = {name: value for name, value in given.items() if value is not None}
     selects = [_sums(param, merchant_id, table, column, lo, hi, key, filters)
-               for table, column, lo, hi in _parts(from_day, to_day, by, product_id, product_index)]
+               for table, column, lo, hi in _parts(from_day, to_day, by, product_id, platform,
+                                                   product_index)]
     if by == "total":
         totals = ", ".join(f"SUM({m}) AS {m}" for m in COUNTERS)
         return f"SELECT {totals} FROM ({' UNION ALL '.join(selects)}) u", param.values

@@ -569,10 +569,8 @@ class SQLiteStore(Store):
         One upsert per table; the coarser tables' increments are summed from the per-day
         ones, so the cost grows with the batch's rollup rows, not its clicks.
         """
-        months, totals = coarser_deltas(deltas)
-        _bump(conn, "rollups", deltas)
-        _bump(conn, "monthly_rollups", months)
-        _bump(conn, "daily_totals", totals)
+        for table, table_deltas in coarser_deltas(deltas).items():
+            _bump(conn, table, table_deltas)
 
     async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
         def read() -> tuple[int, str] | None:
