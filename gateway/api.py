@@ -29,7 +29,7 @@ from .inputs import parse_json, parse_uint, strict_int
 from .stats import StatsQueryError, parse_stats_query, rows_csv, stats_answer
 from .store import CodeTaken, Credentials, Merchant, Product
 
-__all__ = ["json_body", "principal", "setup_routes"]
+__all__ = ["json_body", "merchant_of", "principal", "setup_routes"]
 
 _JWT_TEXT = re.compile(r"[A-Za-z0-9_=.-]{1,4096}")
 _PAGE_DEFAULT = 20
@@ -57,7 +57,9 @@ def principal(request: web.Request, *, write: bool = False) -> Principal:
     return who
 
 
-async def _merchant(request: web.Request, who: Principal) -> Merchant:
+async def merchant_of(request: web.Request, who: Principal) -> Merchant:
+    """The token's merchant; 401 when it does not exist (a token minted against another
+    database with the same secret), before anything is written in its name."""
     merchant = await request.app[STORE].get_merchant(who.merchant_id)
     if merchant is None:
         raise ApiError(401, "unknown_merchant", "the token's merchant does not exist")
@@ -88,7 +90,7 @@ async def _own_product(request: web.Request, who: Principal) -> Product:
 
 async def create_product(request: web.Request) -> web.Response:
     who = principal(request, write=True)
-    merchant = await _merchant(request, who)
+    merchant = await merchant_of(request, who)
     fields = validate_product(await json_body(request), merchant, partial=False)
     store = request.app[STORE]
     slug = fields.pop("slug", None)
@@ -133,7 +135,7 @@ async def read_product(request: web.Request) -> web.Response:
 
 async def change_product(request: web.Request) -> web.Response:
     who = principal(request, write=True)
-    merchant = await _merchant(request, who)
+    merchant = await merchant_of(request, who)
     product = await _own_product(request, who)
     if product.retired:
         raise ApiError(409, "product_retired", "a retired product cannot change")
@@ -246,6 +248,7 @@ def _credentials_json(credentials: Credentials) -> dict[str, Any]:
 async def put_credentials(request: web.Request) -> web.Response:
     """A merchant's mini-program or official account appid and secret (write-only)."""
     who = principal(request, write=True)
+    await merchant_of(request, who)
     platform = request.match_info["platform"]
     appid_format = _CREDENTIAL_PLATFORMS.get(platform)
     if appid_format is None:

@@ -15,7 +15,7 @@ __all__ = ["DayClock"]
 class DayClock:
     """``now()`` gives (timestamp, day); the day string is recomputed only at midnight.
 
-    ``clock`` (seconds since the epoch, ``time.time`` by default) lets a test set the time.
+    ``clock`` is where the time comes from: ``time.time``, or a test's own hand.
     """
 
     def __init__(self, timezone: str, clock: Callable[[], float] = time.time) -> None:

@@ -156,11 +156,10 @@ class Recorder:
         self._clicks: list[Click] = []
         self._events: list[Event] = []
         self._wake = asyncio.Event()
-        # One flush at a time: a caller's flush waits for the batch the background task
-        # has taken out of memory but not yet written.
-        self._flushing = asyncio.Lock()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Held while a batch is taken and written: a flush() waits for one in flight.
+        self._flushing = asyncio.Lock()
         self._closing = False
         self._retry_delay = 0.0
         self._overflow_logged_at = 0.0
@@ -289,8 +288,8 @@ class Recorder:
                 log.exception("recorder.unexpected_error")
 
     async def flush(self) -> None:
-        """Write what is pending now (tests and shutdown), after any batch already on its
-        way: when this returns, every row handed over before is written or journaled."""
+        """Write what is pending now, and wait for a batch the task is writing (tests and
+        shutdown): every click accepted before the call is then stored or journaled."""
         await self._flush()
 
     # --- writing -----------------------------------------------------------------------------
