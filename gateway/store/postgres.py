@@ -70,6 +70,8 @@ from .rollup import (
 )
 from .sketch import add_hashes
 from .sql import (
+    CLICK_COLUMNS,
+    click_row,
     login_attempt_query,
     login_attempt_wait,
     sketch_query,
@@ -147,14 +149,6 @@ _WRITE_SKETCHES = (
     f"SELECT * FROM unnest({_SKETCH_ARRAYS}, $7::bytea[]) "
     f"ON CONFLICT ({_SKETCH_KEY}) DO UPDATE SET sketch = excluded.sketch"
 )
-_CLICK_COLUMNS = ("id, merchant_id, product_id, ts, day, platform, source, visitor, ip_hash, "
-                  "bot, mobile, os, channel, outcome")
-
-
-def _click(r: Sequence[Any]) -> Click:
-    return Click(id=r[0], merchant_id=r[1], product_id=r[2], ts=r[3], day=r[4], platform=r[5],
-                 source=r[6], visitor=r[7], ip_hash=r[8], bot=bool(r[9]), mobile=bool(r[10]),
-                 os=r[11], channel=r[12], outcome=r[13])
 
 
 async def _add_to_sketches(conn: Any, cells: Mapping[SketchKey, set[int]]) -> None:
@@ -335,11 +329,11 @@ class PostgresStore(Store):
         """Visitor sketches of every click stored before they existed, a page at a time."""
         after = ""
         while True:
-            rows = await conn.fetch(f"SELECT {_CLICK_COLUMNS} FROM clicks WHERE id > $1 "
+            rows = await conn.fetch(f"SELECT {CLICK_COLUMNS} FROM clicks WHERE id > $1 "
                                     "ORDER BY id LIMIT 5000", after)
             if not rows:
                 return
-            await _add_to_sketches(conn, sketch_cells(_click(r) for r in rows))
+            await _add_to_sketches(conn, sketch_cells(click_row(r) for r in rows))
             after = rows[-1][0]
 
     async def ensure_partitions(
@@ -768,10 +762,10 @@ class PostgresStore(Store):
                             ) -> Sequence[Click]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_CLICK_COLUMNS} FROM clicks "
+                f"SELECT {CLICK_COLUMNS} FROM clicks "
                 "WHERE merchant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
                 merchant_id, after, limit)
-        return [_click(r) for r in rows]
+        return [click_row(r) for r in rows]
 
     async def export_events(self, merchant_id: str, *, after: str, limit: int,
                             ) -> Sequence[Event]:

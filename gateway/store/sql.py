@@ -22,11 +22,11 @@ from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from .base import COUNTERS, GroupBy, StatsRow
+from .base import COUNTERS, Click, GroupBy, StatsRow
 from .rollup import SKETCH_KINDS
 
-__all__ = ["Grain", "login_attempt_query", "login_attempt_wait", "month_split", "sketch_query",
-           "stats_query", "stats_row", "with_unique_visitors"]
+__all__ = ["CLICK_COLUMNS", "Grain", "click_row", "login_attempt_query", "login_attempt_wait",
+           "month_split", "sketch_query", "stats_query", "stats_row", "with_unique_visitors"]
 
 #: What a part of a range counts in: days ('YYYY-MM-DD' bounds) or months ('YYYY-MM').
 Grain = Literal["day", "month"]
@@ -201,6 +201,17 @@ def with_unique_visitors(by: GroupBy, rows: list[StatsRow],
     if by == "total":
         return rows
     return [row for row in rows if any(getattr(row, c) for c in COUNTERS)]
+
+
+#: A clicks row's columns, in ``click_row``'s order (export, sketch backfill).
+CLICK_COLUMNS = ("id, merchant_id, product_id, ts, day, platform, source, visitor, ip_hash, "
+                 "bot, mobile, os, channel, outcome")
+
+
+def click_row(r: Sequence[Any]) -> Click:
+    return Click(id=r[0], merchant_id=r[1], product_id=r[2], ts=r[3], day=r[4], platform=r[5],
+                 source=r[6], visitor=r[7], ip_hash=r[8], bot=bool(r[9]), mobile=bool(r[10]),
+                 os=r[11], channel=r[12], outcome=r[13])
 
 
 def stats_row(by: GroupBy, row: Sequence[Any]) -> StatsRow:

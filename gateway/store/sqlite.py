@@ -64,6 +64,8 @@ from .rollup import (
 )
 from .sketch import add_hashes
 from .sql import (
+    CLICK_COLUMNS,
+    click_row,
     login_attempt_query,
     login_attempt_wait,
     sketch_query,
@@ -97,14 +99,6 @@ _ROWS = 50
 _LINK_POLL_SECONDS = 0.5
 
 
-_CLICK_COLUMNS = ("id, merchant_id, product_id, ts, day, platform, source, visitor, ip_hash, "
-                  "bot, mobile, os, channel, outcome")
-
-
-def _click(r: Sequence[Any]) -> Click:
-    return Click(id=r[0], merchant_id=r[1], product_id=r[2], ts=r[3], day=r[4], platform=r[5],
-                 source=r[6], visitor=r[7], ip_hash=r[8], bot=bool(r[9]), mobile=bool(r[10]),
-                 os=r[11], channel=r[12], outcome=r[13])
 
 
 def _product(row: Sequence[Any]) -> Product:
@@ -275,11 +269,11 @@ class SQLiteStore(Store):
         """Visitor sketches of every click stored before they existed, a page at a time."""
         after = ""
         while True:
-            rows = conn.execute(f"SELECT {_CLICK_COLUMNS} FROM clicks WHERE id > ? "
+            rows = conn.execute(f"SELECT {CLICK_COLUMNS} FROM clicks WHERE id > ? "
                                 "ORDER BY id LIMIT 5000", (after,)).fetchall()
             if not rows:
                 return
-            _add_to_sketches(conn, sketch_cells(_click(r) for r in rows))
+            _add_to_sketches(conn, sketch_cells(click_row(r) for r in rows))
             after = rows[-1][0]
 
     async def close(self) -> None:
@@ -593,10 +587,10 @@ class SQLiteStore(Store):
                             ) -> Sequence[Click]:
         def read() -> list[Click]:
             rows = self._rconn.execute(
-                f"SELECT {_CLICK_COLUMNS} FROM clicks "
+                f"SELECT {CLICK_COLUMNS} FROM clicks "
                 "WHERE merchant_id = ? AND id > ? ORDER BY id LIMIT ?",
                 (merchant_id, after, limit)).fetchall()
-            return [_click(r) for r in rows]
+            return [click_row(r) for r in rows]
 
         return await self._read(read)
 
