@@ -72,6 +72,7 @@ from .sketch import add_hashes
 from .sql import (
     CLICK_COLUMNS,
     click_row,
+    load_report_code,
     login_attempt_query,
     login_attempt_wait,
     sketch_query,
@@ -873,6 +874,7 @@ class PostgresStore(Store):
         query, params = stats_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
                                     product_id=product_id, platform=platform, mark="${n}",
                                     channel=channel)
+        load_report_code()
         cells, cell_params = sketch_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
                                           product_id=product_id, platform=platform,
                                           mark="${n}", channel=channel)

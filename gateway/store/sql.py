@@ -18,6 +18,7 @@ and days for the rest, merged per group by sketch.merge_counts.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -25,8 +26,9 @@ from typing import Any, Literal
 from .base import COUNTERS, Click, GroupBy, StatsRow
 from .rollup import SKETCH_KINDS
 
-__all__ = ["CLICK_COLUMNS", "Grain", "click_row", "login_attempt_query", "login_attempt_wait",
-           "month_split", "sketch_query", "stats_query", "stats_row", "with_unique_visitors"]
+__all__ = ["CLICK_COLUMNS", "Grain", "click_row", "load_report_code", "login_attempt_query",
+           "login_attempt_wait", "month_split", "sketch_query", "stats_query", "stats_row",
+           "with_unique_visitors"]
 
 #: What a part of a range counts in: days ('YYYY-MM-DD' bounds) or months ('YYYY-MM').
 Grain = Literal["day", "month"]
@@ -183,6 +185,13 @@ def sketch_query(
                 where += f" AND {name} = {param(value)}"
         selects.append(f"SELECT {key} AS k, sketch FROM visitor_sketches WHERE {where}")
     return " UNION ALL ".join(selects), param.values
+
+
+def load_report_code() -> None:
+    """Import what merging sketches needs (numpy), before a report's storage deadline
+    starts: only the first report of a process pays for it, and the click writer, which
+    never reports, never does."""
+    importlib.import_module(".distinct", __package__)
 
 
 def with_unique_visitors(by: GroupBy, rows: list[StatsRow],

@@ -66,6 +66,7 @@ from .sketch import add_hashes
 from .sql import (
     CLICK_COLUMNS,
     click_row,
+    load_report_code,
     login_attempt_query,
     login_attempt_wait,
     sketch_query,
@@ -865,6 +866,7 @@ class SQLiteStore(Store):
         query, params = stats_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
                                     product_id=product_id, platform=platform, mark="?",
                                     channel=channel, force_product_index=True)
+        load_report_code()
         cells, cell_params = sketch_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
                                           product_id=product_id, platform=platform, mark="?",
                                           channel=channel)
