@@ -146,7 +146,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import api, dashboard, shopper
+    from . import alerts, api, dashboard, shopper
     from .wecom import callback, entry
 
     # No middleware: each route catches its own errors (errors.guarded), so the share
@@ -161,6 +161,7 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     app.cleanup_ctx.extend([_secrets, _storage, _recorder, _platform_apis])
     shopper.setup_routes(app)
     api.setup_routes(app)
+    alerts.setup_routes(app)
     entry.setup_routes(app)
     callback.setup_routes(app)
     dashboard.setup_routes(app)
