@@ -28,7 +28,7 @@ from .ids import new_code
 from .inputs import parse_json, parse_uint
 from .jsonout import json_response
 from .params import ChoiceParam, IntParam, PatternParam
-from .stats import CHANNEL_PATTERN, StatsQueryError, parse_stats_query, rows_csv, run_stats
+from .stats import CHANNEL_PATTERN, StatsQueryError, parse_stats_query, rows_csv, stats_answer
 from .store import CodeTaken, Credentials, Merchant, Product
 
 __all__ = ["PAGE_AFTER", "PAGE_LIMIT", "QR_CHANNEL", "STATS_FORMAT", "json_body", "merchant_of",
@@ -222,19 +222,20 @@ async def stats(request: web.Request) -> web.Response:
     except StatsQueryError as exc:
         raise ApiError(422, "invalid_field", exc.message, exc.field) from None
     answer_format = STATS_FORMAT.parse(request)
-    rows = await run_stats(request.app[STORE], who.merchant_id, query)
+    timezone = request.app[CLOCK].timezone
+    answer = await stats_answer(request.app[STORE], who.merchant_id, query, timezone)
     if answer_format == "csv":
         return web.Response(
-            text=rows_csv(query.by, rows), content_type="text/csv", charset="utf-8",
+            text=rows_csv(query.by, answer["rows"], timezone), content_type="text/csv",
+            charset="utf-8",
             headers={"Content-Disposition":
                      f'attachment; filename="linkloop-{query.by}-{query.from_day}'
-                     f'-{query.to_day}.csv"'})
+                     f'-{query.to_day}.csv"', "X-LinkLoop-Timezone": timezone})
     entry = await request.app[STORE].get_entry(who.merchant_id)
     # With a static QR, WeCom can't tell us which visit became an add: say so with the rows.
-    attribution = "none" if entry is None else (
+    answer["attribution"] = "none" if entry is None else (
         "visits_only" if entry.kind == "static" else "adds")
-    return json_response({"from": query.from_day.isoformat(), "to": query.to_day.isoformat(),
-                          "by": query.by, "attribution": attribution, "rows": rows})
+    return json_response(answer)
 
 
 # Platforms whose app credentials the gateway uses, with the appid format each expects: the

@@ -148,7 +148,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import api, dashboard, metrics, openapi, shopper
+    from . import alerts, api, dashboard, metrics, openapi, shopper
     from .wecom import callback, entry
 
     # No middleware: each route catches its own errors (errors.guarded), so the share
@@ -164,6 +164,7 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
                             prune_daily])
     shopper.setup_routes(app)
     api.setup_routes(app)
+    alerts.setup_routes(app)
     entry.setup_routes(app)
     callback.setup_routes(app)
     dashboard.setup_routes(app)

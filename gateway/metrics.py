@@ -6,7 +6,8 @@ What is measured, and what it costs the share link (the hot path):
   wrapper (gateway/errors.py ``guarded``); the share link counts only its rare answers (a
   gone link, an error). Its redirects and pages are worked out here, when metrics are read,
   from counters that exist anyway: every click the recorder took was answered with a page
-  (counted on the page path), an error after the click (counted), or else a redirect;
+  (counted on the page path), a retired link's page or an error after the click (both
+  counted), or else a redirect;
 - the share link's latency: aiohttp's access-log hook times each share-link request
   (gateway/tally.py ``ShareLinkTimer``, about a microsecond a request);
 - clicks taken, written, journaled and dropped, the queue in memory, how long its oldest
@@ -160,8 +161,8 @@ class _Metrics:
                                    ("dropped", recorder.clicks_dropped)):
                 self._push(("clicks", source.number, outcome), self.clicks.labels(outcome),
                            total)
-            # Every click taken got a page, an error after it, or else a redirect.
-            redirects = taken - counts.pages - counts.failed_after_click
+            # Every click taken got a page, a "gone", an error after it, or else a redirect.
+            redirects = taken - counts.pages - counts.gone - counts.failed_after_click
             self._push(("share", source.number, 302),
                        self.requests.labels(SHARE_ROUTE, "302"), redirects)
             self._push(("share", source.number, 200),

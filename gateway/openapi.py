@@ -22,7 +22,7 @@ from aiohttp import web
 from adapters import ADAPTERS, platform_ids
 from adapters.base import COMMON_OPTIONAL_FIELDS
 
-from . import api, catalog, inputs, stats
+from . import alerts, api, catalog, inputs, stats
 from .appkeys import OPENAPI, PAGES, PUBLIC_URL
 from .auth import ROLES
 from .errors import guarded
@@ -282,12 +282,27 @@ def document(server_url: str = "/") -> dict[str, Any]:
                     "from": {"type": "string", "format": "date"},
                     "to": {"type": "string", "format": "date"},
                     "by": {"enum": list(stats.GROUPINGS)},
+                    "timezone": {"type": "string", "description": "the days' time zone"},
+                    "unique_visitors_accuracy": {"type": "object"},
                     "attribution": {"enum": ["none", "visits_only", "adds"]},
                     "rows": {"type": "array",
-                             "items": {"$ref": "#/components/schemas/StatsRow"}}}}},
+                             "items": {"$ref": "#/components/schemas/StatsRow"}},
+                    "total": {"$ref": "#/components/schemas/StatsRow"}}}},
                 "text/csv": {}}}},
             parameters=_stats_parameters(),
             errors={**_AUTH_ERRORS, "422": _error("`invalid_field` with the parameter.")})},
+        "/api/alerts": {"get": _operation(
+            "Warnings the merchant must act on (e.g. an acquisition link out of quota), "
+            "newest first.", _READ,
+            {"200": _json({"type": "object", "properties": {
+                "days": {"type": "integer"}, "alerts": {"type": "array", "items": {
+                    "type": "object", "properties": {
+                        "kind": {"type": "string"},
+                        "severity": {"enum": sorted({k.severity for k in
+                                                     alerts.ALERT_KINDS.values()})},
+                        "message": {"type": "string"}}}}}}, "The alerts.")},
+            parameters=[alerts.ALERT_DAYS.describe()],
+            errors={**_AUTH_ERRORS, "422": _error("`invalid_field`: days.")})},
         "/api/entry": {
             "put": _operation(
                 "Set the merchant's single WeCom entry point.", _WRITE,

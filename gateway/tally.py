@@ -51,6 +51,8 @@ class ShareLinkCounts:
 
     #: Answers that were a page (a landing page, a bot's preview), not a redirect.
     pages: int = 0
+    #: Clicks on a retired link (counted, answered 410).
+    gone: int = 0
     #: Requests that failed after their click was taken (a 5xx; the click still counts).
     failed_after_click: int = 0
 

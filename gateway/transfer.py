@@ -6,7 +6,7 @@ event. Rollups (per day, per month, daily totals) and daily unique visitors are 
 they are derived, and the import rebuilds them all by recording the raw rows exactly as the
 gateway did (``Store.record``), so both sides agree by construction. The one exception is
 the days before the retention (gateway/retention.py), whose raw rows are pruned: they
-travel as their per-day rollup rows. The merchant's WeCom
+travel as their per-day rollup rows and their visitor sketches. The merchant's WeCom
 and WeChat secrets stay sealed under the source's key (gateway/secretbox.py) unless the
 export is asked to decrypt them; an import into another deployment then needs that key.
 
@@ -17,6 +17,7 @@ share code that is taken in the target.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -24,7 +25,7 @@ from typing import Any
 
 from .secretbox import SecretBox, SecretsKeyError
 from .store import (
-    METRICS,
+    COUNTERS,
     Click,
     CodeTaken,
     Credentials,
@@ -36,7 +37,7 @@ from .store import (
     Store,
     User,
 )
-from .store.rollup import KEY_COLUMNS, RollupKey
+from .store.rollup import KEY_COLUMNS, RollupKey, SketchKey
 from .store.sealing import (
     open_credential_secret,
     open_entry_secrets,
@@ -47,10 +48,12 @@ from .store.sealing import (
 __all__ = ["FORMAT", "TransferError", "export_merchant", "import_merchant"]
 
 FORMAT = "linkloop-export"
-#: 2: the secrets are sealed unless the header says ``"secrets": "plain"``. Version 1 files
-#: (plain secrets) still import.
-VERSION = 2
-_READABLE = (1, 2)
+#: Version 2: clicks carry their ``outcome`` and events may be chats and lost contacts.
+#: Version 3: the secrets are sealed unless the header says ``"secrets": "plain"``, and the
+#: days before the retention travel as rollup and visitor-sketch lines. Versions 1 and 2
+#: (plain secrets) still import; in version 1 a click's outcome is unknown ('').
+VERSION = 3
+_READABLE = (1, 2, 3)
 _PAGE = 1000
 
 
@@ -111,9 +114,13 @@ async def export_merchant(store: Store, merchant_id: str, *, decrypt_secrets: bo
     for user in await store.list_users(merchant_id):
         yield _line("user", user)
     if rollups_before is not None:
-        for key, counts in await store.export_rollups(merchant_id, before_day=rollups_before):
+        counted, sketches = await store.export_rollups(merchant_id, before_day=rollups_before)
+        for key, counts in counted:
             yield _line("rollup", {**dict(zip(KEY_COLUMNS["rollups"], key, strict=True)),
-                                   **dict(zip(METRICS, counts, strict=True))})
+                                   **dict(zip(COUNTERS, counts, strict=True))})
+        for cell, sketch in sketches:
+            yield _line("sketch", {**dict(zip(_SKETCH_FIELDS, cell, strict=True)),
+                                   "sketch": base64.b64encode(sketch).decode()})
     for kind, page_of in (("click", store.export_clicks), ("event", store.export_events)):
         cursor = ""
         while True:
@@ -150,11 +157,23 @@ def _read(lines: Iterable[str]) -> tuple[dict[str, Any], dict[str, list[dict[str
     return header, parts
 
 
+_SKETCH_FIELDS = ("merchant_id", "kind", "period", "product_id", "platform", "channel")
+
+
+def _sketches(lines: list[dict[str, Any]], merchant_id: str, new_ids: dict[int, int],
+              ) -> list[tuple[SketchKey, bytes]]:
+    """The export's visitor-sketch lines as (cell, sketch), in the target's product ids."""
+    return [((merchant_id, str(line["kind"]), str(line["period"]),
+              new_ids.get(int(line["product_id"]), int(line["product_id"])),
+              str(line["platform"]), str(line["channel"])),
+             base64.b64decode(line["sketch"], validate=True)) for line in lines]
+
+
 def _rollups(lines: list[dict[str, Any]]) -> list[tuple[RollupKey, tuple[int, ...]]]:
     """The export's rollup lines as (key, counts); the merchant is set on import."""
     return [((str(line["merchant_id"]), int(line["product_id"]), str(line["day"]),
               str(line["platform"]), str(line["channel"])),
-             tuple(int(line[metric]) for metric in METRICS)) for line in lines]
+             tuple(int(line.get(counter, 0)) for counter in COUNTERS)) for line in lines]
 
 
 def _opened_secrets(box: SecretBox, parts: dict[str, list[dict[str, Any]]]) -> None:
@@ -228,10 +247,14 @@ async def import_merchant(store: Store, lines: Iterable[str], *,
         await store.create_user(User(user.email, user.merchant_id, user.role,
                                      user.password_hash, user.created_at))
     # Days whose raw rows were pruned at the source: their counts, as they were.
-    if rollups:
+    try:
+        sketches = _sketches(parts.get("sketch", []), merchant.id, new_ids)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TransferError(f"the export's visitor sketches don't fit: {exc}") from None
+    if rollups or sketches:
         await store.add_rollups([
             ((merchant.id, new_ids.get(product, product), day, platform, channel), counts)
-            for (_m, product, day, platform, channel), counts in rollups])
+            for (_m, product, day, platform, channel), counts in rollups], sketches)
     before = header.get("rollups_before")
     if isinstance(before, str):  # counted in those rollups: never twice
         clicks = [c for c in clicks if c.day >= before]
@@ -243,6 +266,6 @@ async def import_merchant(store: Store, lines: Iterable[str], *,
     for start in range(0, max(len(clicks), len(events)), _PAGE):
         await store.record(clicks[start:start + _PAGE], events[start:start + _PAGE])
     return {"products": len(products), "clicks": len(clicks), "events": len(events),
-            "rollup_rows": len(rollups),
+            "rollup_rows": len(rollups), "visitor_sketches": len(sketches),
             "entry": len(parts.get("entry", [])), "entry_ways": len(parts.get("entry_way", [])),
             "credentials": len(parts.get("credentials", [])), "users": len(users)}

@@ -157,7 +157,7 @@ def test_stats_is_a_table_on_a_terminal_and_json_for_scripts(cli_env: dict[str, 
     title, header, rule, row = table.splitlines()
     assert title.startswith("acme: ") and "by product" in title
     assert header.split()[:5] == ["product_id", "code", "title", "clicks", "unique_visitors"]
-    assert "明前龙井 250g" in row and row.split()[4:7] == ["13", "6", "0"]
+    assert "明前龙井 250g" in row and row.split()[4:7] == ["13", "5", "0"]
     # Lined up on the terminal: every line as wide, the Chinese title counted double.
     assert _columns(header) == _columns(rule) == _columns(row)
 

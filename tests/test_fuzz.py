@@ -508,6 +508,7 @@ def query_requests(draw: st.DrawFn, live: Live) -> Req:
         # Public, with no parameter of their own: hostile query strings are ignored.
         ("/api/openapi.json", []),
         ("/api/docs", []),
+        ("/api/alerts", ["days"]),
     ]))
     known = st.sampled_from(names) if names else st.nothing()
     chosen = draw(st.lists(st.one_of(known, hostile_text), max_size=5))
@@ -637,6 +638,7 @@ def test_every_json_route_is_fuzzed(live: Live) -> None:
     fuzzed = {"/api/products", "/api/products/{id}", "/api/products/{id}/qr.{fmt}",
               "/api/entry", "/api/credentials/{platform}", "/api/credentials", "/api/stats",
               "/api/openapi.json", "/api/docs",
+              "/api/alerts",
               "/p/{code}", "/p/{code}/miniprogram-code", "/o/{code}/{platform}", "/e/{code}",
               "/wecom/callback/{merchant}"}
     routes = {re.sub(r"\{(\w+):[^}]*\}", r"{\1}", r.canonical)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -152,9 +153,16 @@ async def test_plain_secrets_of_an_older_version_are_sealed_on_open(
     rows = await _stored_rows(where, settings)
     assert len(rows) == 4 and all(row.startswith(('llsec1:', '"llsec1:')) for row in rows)
     # Not even on a free page, in the write-ahead log, or in a dead row version.
-    stored = (_stored_bytes(settings.data_dir) if where == "sqlite"
-              else await _postgres_table_files(where))
-    assert not [s for s in PLAIN if s.encode() in stored]
+    if where == "sqlite":
+        assert not [s for s in PLAIN if s.encode() in _stored_bytes(settings.data_dir)]
+    else:
+        # PostgreSQL keeps a dead row version while any older transaction in the database
+        # might still read it (other suites share this server): the tables are rewritten
+        # (VACUUM FULL) on every re-seal, so `secrets rotate` again until none is left.
+        deadline = time.monotonic() + 30
+        while [s for s in PLAIN if s.encode() in await _postgres_table_files(where)]:
+            assert time.monotonic() < deadline, "a plain secret stays in the table files"
+            assert run(env, "secrets", "rotate").returncode == 0
     plain = run(env, "export", "--merchant", "acme", "--decrypt-secrets")
     lines = [json.loads(line) for line in plain.stdout.splitlines()]
     entry = next(line["data"] for line in lines if line.get("kind") == "entry")

@@ -25,9 +25,11 @@ from typing import Any
 import pytest
 
 from gateway.store import (
+    COUNTERS,
     METRICS,
     Click,
     CodeTaken,
+    Contact,
     Credentials,
     Entry,
     EntryWay,
@@ -40,6 +42,8 @@ from gateway.store import (
     User,
 )
 from gateway.store.postgres import PostgresStore
+from gateway.store.rollup import sketch_cells
+from gateway.store.sketch import add_hashes
 from gateway.store.sqlite import SQLiteStore
 
 from . import pg
@@ -496,28 +500,78 @@ async def forget_visitor(store: Store, seed: Seed) -> None:
 async def export_rollups(store: Store, seed: Seed) -> None:
     before = NARROW[1]
     for tenant in seed.tenants:
-        rows = await store.export_rollups(tenant.id, before_day=before)
+        rows, sketches = await store.export_rollups(tenant.id, before_day=before)
         assert rows and {key[0] for key, _counts in rows} == {tenant.id}
-        per_day: dict[str, list[int]] = defaultdict(lambda: [0] * len(METRICS))
+        assert sketches and {cell[0] for cell, _sketch in sketches} == {tenant.id}
+        assert all(cell[2] < before for cell, _sketch in sketches)
+        per_day: dict[str, list[int]] = defaultdict(lambda: [0] * len(COUNTERS))
         for key, counts in rows:
             per_day[key[2]] = [a + b for a, b in zip(per_day[key[2]], counts, strict=True)]
         want = expected_stats(tenant, from_day=WIDE[0], to_day="2026-11-14", by="day")
-        assert {day: tuple(c) for day, c in per_day.items()} == want
-    assert await store.export_rollups(seed.m3, before_day=before) == []
+        assert {day: tuple(c) for day, c in per_day.items()} == {
+            day: tuple(v for m, v in zip(METRICS, figures, strict=True) if m in COUNTERS)
+            for day, figures in want.items()}
+    assert await store.export_rollups(seed.m3, before_day=before) == ([], [])
 
 
 @case
 async def add_rollups(store: Store, seed: Seed) -> None:
     # A day before the seeded ones (as an import of pruned days brings): m1's alone.
     day = "2026-01-05"
-    counts = tuple(range(1, len(METRICS) + 1))
-    await store.add_rollups([(("m1", seed.m1.products[0], day, "taobao", ""), counts)])
+    product = seed.m1.products[0]
+    counts = tuple(range(1, len(COUNTERS) + 1))
+    visitors = [Click(id=f"old{n}", merchant_id="m1", product_id=product, ts=1.0, day=day,
+                      platform="taobao", source="ua", visitor=f"old-visitor-{n}",
+                      ip_hash="h") for n in range(3)]
+    sketches = [(cell, add_hashes(None, hashes))
+                for cell, hashes in sketch_cells(visitors).items()]
+    await store.add_rollups([(("m1", product, day, "taobao", ""), counts)], sketches)
+    want = dict(zip(COUNTERS, counts, strict=True)) | {"unique_visitors": 3}
     for by in GROUPINGS:
         got = as_figures(await store.stats("m1", from_day=day, to_day=day, by=by), by)
-        key = {"platform": "taobao", "product": seed.m1.products[0], "day": day,
-               "channel": ""}[by]
-        assert got == {key: counts}, by
+        key = {"platform": "taobao", "product": product, "day": day, "channel": ""}[by]
+        assert got == {key: tuple(want[m] for m in METRICS)}, by
         assert await store.stats("m2", from_day=day, to_day=day, by=by) == []
+
+
+@case
+async def put_contact(store: Store, seed: Seed) -> None:
+    await store.put_contact(Contact("m1", "sales", "wmEXT1", "douyin", seed.m1.products[0]))
+    # The same staff member and external user at another merchant: its own contact.
+    theirs = await store.put_contact(Contact("m2", "sales", "wmEXT1", "taobao", None))
+    assert (theirs.merchant_id, theirs.platform) == ("m2", "taobao")
+    mine = await store.get_contact("m1", "sales", "wmEXT1")
+    assert mine is not None and (mine.platform, mine.product_id) == ("douyin",
+                                                                     seed.m1.products[0])
+
+
+@case
+async def get_contact(store: Store, seed: Seed) -> None:
+    await store.put_contact(Contact("m1", "sales", "wmEXT1", "douyin"))
+    assert await store.get_contact("m2", "sales", "wmEXT1") is None
+    assert await store.get_contact(seed.m3, "sales", "wmEXT1") is None
+    assert (await store.get_contact("m1", "sales", "wmEXT1")) is not None
+
+
+@case
+async def add_alert(store: Store, seed: Seed) -> None:
+    assert await store.add_alert("m1", "balance_low", {}, key="k1", created_at=1.0)
+    # The same key at another merchant is another alert; at the same one, a retry.
+    assert await store.add_alert("m2", "balance_low", {}, key="k1", created_at=1.0)
+    assert not await store.add_alert("m1", "balance_low", {}, key="k1", created_at=2.0)
+    assert [a.merchant_id for a in await store.list_alerts("m1", since=0, limit=10)] == ["m1"]
+
+
+@case
+async def list_alerts(store: Store, seed: Seed) -> None:
+    await store.add_alert("m1", "delete_link", {"LinkId": "cawA"}, key="a", created_at=2.0)
+    await store.add_alert("m2", "link_unavailable", {"LinkId": "cawB"}, key="b", created_at=3.0)
+    await store.add_alert("m2", "balance_low", {}, key="c", created_at=4.0)
+    assert [(a.kind, a.detail) for a in await store.list_alerts("m1", since=0, limit=10)] == [
+        ("delete_link", {"LinkId": "cawA"})]
+    assert [a.kind for a in await store.list_alerts("m2", since=0, limit=10)] == [
+        "balance_low", "link_unavailable"]
+    assert await store.list_alerts(seed.m3, since=0, limit=10) == []
 
 
 #: Contract methods that take no merchant, and why that is safe.

@@ -6,13 +6,18 @@ from pathlib import Path
 
 from ..settings import ConfigError, Settings
 from .base import (
+    COUNTERS,
     METRICS,
+    OUTCOMES,
+    Alert,
     Click,
     CodeTaken,
+    Contact,
     Credentials,
     Entry,
     EntryWay,
     Event,
+    EventKind,
     InboxItem,
     Merchant,
     MerchantExists,
@@ -27,13 +32,18 @@ from .base import (
 )
 
 __all__ = [
+    "COUNTERS",
     "METRICS",
+    "OUTCOMES",
+    "Alert",
     "Click",
     "CodeTaken",
+    "Contact",
     "Credentials",
     "Entry",
     "EntryWay",
     "Event",
+    "EventKind",
     "InboxItem",
     "Merchant",
     "MerchantExists",

@@ -17,10 +17,14 @@ if TYPE_CHECKING:  # gateway/secretbox.py imports this module
     from ..secretbox import SecretBox
 
 __all__ = [
+    "COUNTERS",
     "METRICS",
     "NEVER",
+    "OUTCOMES",
+    "Alert",
     "Click",
     "CodeTaken",
+    "Contact",
     "Credentials",
     "Entry",
     "EntryKind",
@@ -41,20 +45,34 @@ __all__ = [
     "UserExists",
 ]
 
-EventKind = Literal["storefront_open", "entry", "add"]
+#: ``chat``: a contact's first chat (WeCom 获客助手 ``customer_start_chat``); ``lost``: a
+#: contact deleted by either side (``del_external_contact``, ``del_follow_user``).
+EventKind = Literal["storefront_open", "entry", "add", "chat", "lost"]
 EntryKind = Literal["acquisition_link", "contact_way", "group", "static"]
 #: What the gateway mints for a share link through WeChat's API (gateway/wechat/links.py).
 MintKind = Literal["url_link", "scheme", "wxacode"]
-GroupBy = Literal["platform", "product", "day", "channel"]
+#: ``total``: one row for everything the filters keep.
+GroupBy = Literal["platform", "product", "day", "channel", "total"]
 #: Roles a dashboard login may have (API tokens may also be ``admin``).
 StaffRole = Literal["merchant", "marketing"]
 
 #: (merchant_id, product_id, day, platform, channel): one row of the per-day rollups
 #: (gateway/store/rollup.py); channel '' is "no ``?ch=`` channel".
 RollupKey = tuple[str, int, str, str, str]
+#: (merchant_id, kind, period, product_id, platform, channel): one visitor sketch.
+SketchKey = tuple[str, str, str, int, str, str]
 
-#: Rollup counters, in the order reports show them.
-METRICS = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries", "adds")
+#: What the share link did with a click (``Click.outcome``): sent it straight to a storefront
+#: or mini-program, showed the landing page, showed it with the open-in-browser guide (the
+#: app blocks the target), showed a bot the preview, or said the link is gone. '' for clicks
+#: recorded before outcomes were (they count in ``clicks`` only).
+OUTCOMES = ("redirect", "landing", "guide", "preview", "gone")
+
+#: Figures of a stats row, in the order reports show them.
+METRICS = ("clicks", "unique_visitors", "bot_clicks", "redirects", "landings", "guides",
+           "storefront_opens", "entries", "adds", "chats", "lost_contacts")
+#: The figures rollups keep as sums: all but unique visitors, which are merged sketches.
+COUNTERS = tuple(m for m in METRICS if m != "unique_visitors")
 
 
 class StoreError(Exception):
@@ -123,10 +141,13 @@ class Click(NamedTuple):
     mobile: bool = False
     os: str = "other"
     channel: str | None = None
+    #: One of OUTCOMES ('' in journals and exports written before outcomes were recorded).
+    outcome: str = ""
 
 
 class Event(NamedTuple):
-    """Something that happened after a click: a storefront open, a WeCom entry, an add."""
+    """Something that happened after a click: a storefront open, a WeCom entry, an add, the
+    added contact's first chat, or the contact lost again."""
 
     id: str
     merchant_id: str
@@ -239,22 +260,54 @@ class User:
         return self.locked_until > now
 
 
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A WeCom external contact added through the entry point, and where the add came from:
+    its first chat and its loss count under the same platform, product and click."""
+
+    merchant_id: str
+    user_id: str
+    external_userid: str
+    platform: str
+    product_id: int | None = None
+    click_id: str | None = None
+    added_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something the merchant must act on, e.g. the acquisition link out of quota."""
+
+    id: int
+    merchant_id: str
+    kind: str
+    detail: Mapping[str, Any]
+    created_at: float
+
+
 @dataclass(slots=True)
 class StatsRow:
     key: dict[str, Any]
     clicks: int = 0
     unique_visitors: int = 0
+    #: Half the 95% confidence interval of ``unique_visitors`` (0: the count is exact).
+    unique_visitors_error: int = 0
     bot_clicks: int = 0
+    redirects: int = 0
+    landings: int = 0
+    guides: int = 0
     storefront_opens: int = 0
     entries: int = 0
     adds: int = 0
+    chats: int = 0
+    lost_contacts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, key: dict[str, Any], counts: Sequence[Any]) -> StatsRow:
-        """A row from its key and the metric sums in ``METRICS`` order (NULL counts as 0)."""
+        """A row from its key and the counter sums in ``COUNTERS`` order (NULL counts as 0)."""
         row = cls(key)
-        for name, count in zip(METRICS, counts, strict=True):
+        for name, count in zip(COUNTERS, counts, strict=True):
             setattr(row, name, int(count or 0))
         return row
 
@@ -262,6 +315,7 @@ class StatsRow:
         row = dict(self.key)
         for name in METRICS:
             row[name] = getattr(self, name)
+        row["unique_visitors_error"] = self.unique_visitors_error
         row.update(self.extra)
         return row
 
@@ -422,14 +476,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def export_rollups(self, merchant_id: str, *, before_day: str,
-                             ) -> Sequence[tuple[RollupKey, tuple[int, ...]]]:
-        """The merchant's per-day rollup rows of days before ``before_day`` (their raw rows
-        pruned, or about to be): key and counts in ``METRICS`` order, for an export."""
+                             ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
+                                        list[tuple[SketchKey, bytes]]]:
+        """The figures of the merchant's days before ``before_day`` (their raw rows pruned,
+        or about to be), for an export: the per-day rollup rows (key, counts in
+        ``COUNTERS`` order) and the visitor sketches of cells that start before that day."""
 
     @abc.abstractmethod
-    async def add_rollups(self, rows: Sequence[tuple[RollupKey, tuple[int, ...]]]) -> None:
-        """Add per-day rollup rows (an import of days whose raw rows are gone) to every
-        rollup table, in one transaction, as recording their clicks would have."""
+    async def add_rollups(self, rows: Sequence[tuple[RollupKey, tuple[int, ...]]],
+                          sketches: Sequence[tuple[SketchKey, bytes]] = ()) -> None:
+        """Add per-day rollup rows to every counter table and merge visitor sketches into
+        theirs (an import of days whose raw rows are gone), in one transaction, as
+        recording their clicks would have."""
 
     # --- secrets at rest ---------------------------------------------------------------------
     @abc.abstractmethod
@@ -468,12 +526,33 @@ class Store(abc.ABC):
         """Note a member of a group; True the first time (their join counts once)."""
 
     @abc.abstractmethod
+    async def put_contact(self, contact: Contact) -> Contact:
+        """Note where an added contact came from; the first add of a contact is kept."""
+
+    @abc.abstractmethod
+    async def get_contact(self, merchant_id: str, user_id: str,
+                          external_userid: str) -> Contact | None: ...
+
+    # --- alerts -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_alert(self, merchant_id: str, kind: str, detail: Mapping[str, Any], *,
+                        key: str, created_at: float) -> bool:
+        """Keep an alert; False when one with this ``key`` is already kept (a retry)."""
+
+    @abc.abstractmethod
+    async def list_alerts(self, merchant_id: str, *, since: float, limit: int,
+                          ) -> Sequence[Alert]:
+        """The merchant's alerts made at or after ``since``, newest first."""
+
+    @abc.abstractmethod
     async def stats(
         self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
         product_id: int | None = None, platform: str | None = None,
         channel: str | None = None,
     ) -> list[StatsRow]:
-        """Rollup sums for one merchant, grouped by platform, product, day or channel.
+        """Rollup sums for one merchant, grouped by platform, product, day or channel, or
+        one ``total`` row (key ``{}``); counters summed, unique visitors distinct over the
+        whole range and group (merged sketches, see sketch.py).
 
         ``channel`` keeps only visits tagged with that ``?ch=`` channel (and the storefront
         opens, entries and adds that followed them); '' is "no channel".

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-__all__ = ["tally_forgotten"]
+from .base import RollupKey
+from .rollup import RollupDelta
+
+__all__ = ["deltas_of", "tally_forgotten"]
+
+
+def deltas_of(rows: Sequence[tuple[RollupKey, tuple[int, ...]]]) -> dict[RollupKey, RollupDelta]:
+    """Exported per-day rollup rows (counts in ``COUNTERS`` order) as increments."""
+    deltas: dict[RollupKey, RollupDelta] = {}
+    for key, counts in rows:
+        delta = deltas.setdefault(key, RollupDelta())
+        delta.counts = [a + b for a, b in zip(delta.counts, counts, strict=True)]
+    return deltas
 
 
 def tally_forgotten(clicks: Iterable[str], events: Iterable[str],
