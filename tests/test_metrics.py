@@ -89,7 +89,12 @@ async def test_after_load_the_counters_equal_the_clicks_recorded(cli_env: dict[s
             statuses = await asyncio.gather(*(click(ua) for ua, n in load.items()
                                               for _ in range(n)))
             assert statuses.count(302) == load[TAOBAO_UA]
-            assert await http.get(f"{base}/p/nosuchcode") is not None  # a 404, counted
+            assert (await http.get(f"{base}/p/nosuchcode")).status == 404  # no click
+            # A retired link: its click still counts (as gone), and it is no redirect.
+            made_id = (await made.json())["id"]
+            assert (await http.delete(f"{base}/api/products/{made_id}", headers=auth)).ok
+            assert (await click(TAOBAO_UA)) == 410
+            clicks += 1
 
             # Every click reaches storage, and each worker's figures reach /metrics
             # within a second: poll until the written counter says all of them.
@@ -121,9 +126,10 @@ async def test_after_load_the_counters_equal_the_clicks_recorded(cli_env: dict[s
     assert _value(samples, requests, route="/p/{code}", status="200") == (
         load[DESKTOP_UA] + load[BOT_UA])
     assert _value(samples, requests, route="/p/{code}", status="404") == 1
+    assert _value(samples, requests, route="/p/{code}", status="410") == 1
     assert _value(samples, requests, route="/api/products", status="201") == 1
     # Every share-link request was timed, the 404 too.
-    assert _value(samples, "linkloop_share_link_seconds_count") == clicks + 1
+    assert _value(samples, "linkloop_share_link_seconds_count") == clicks + 1  # the 404 too
     assert _value(samples, "linkloop_share_link_seconds_bucket", le="+Inf") == clicks + 1
     assert 0 < _value(samples, "linkloop_share_link_seconds_sum") < clicks
     assert _value(samples, "linkloop_recorder_queue_depth") == 0
