@@ -7,6 +7,9 @@ from pathlib import Path
 from ..settings import ConfigError, Settings
 from .base import (
     METRICS,
+    PRODUCT_STATES,
+    Channel,
+    ChannelExists,
     Click,
     CodeTaken,
     Credentials,
@@ -16,7 +19,9 @@ from .base import (
     InboxItem,
     Merchant,
     MerchantExists,
+    NewProduct,
     Product,
+    ProductState,
     StatsRow,
     Store,
     StoreError,
@@ -27,6 +32,9 @@ from .base import (
 
 __all__ = [
     "METRICS",
+    "PRODUCT_STATES",
+    "Channel",
+    "ChannelExists",
     "Click",
     "CodeTaken",
     "Credentials",
@@ -36,7 +44,9 @@ __all__ = [
     "InboxItem",
     "Merchant",
     "MerchantExists",
+    "NewProduct",
     "Product",
+    "ProductState",
     "StatsRow",
     "Store",
     "StoreError",

@@ -19,6 +19,21 @@ CREATE TABLE login_throttle (
 CREATE INDEX login_throttle_by_window ON login_throttle (window_start)
 """
 
+# The merchant console (both engines, but for the float type: SQLite's version 7,
+# PostgreSQL's version 6): a product's optional sales window, and named ``?ch=`` channels.
+# Nullable columns with no default: adding them rewrites no row.
+_CONSOLE = """
+ALTER TABLE products ADD COLUMN valid_from {real};
+ALTER TABLE products ADD COLUMN valid_until {real};
+CREATE TABLE channels (
+    merchant_id TEXT NOT NULL REFERENCES merchants(id),
+    name TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    created_at {real} NOT NULL,
+    PRIMARY KEY (merchant_id, name)
+)
+"""
+
 # SQLite: clicks and events are WITHOUT ROWID tables keyed by their random id -- one B-tree
 # per insert instead of a rowid table plus its primary-key index -- and clicks carry no
 # other index: reports read the rollups, and attribution finds a click by its id.
@@ -244,6 +259,8 @@ CREATE TRIGGER link_changed AFTER UPDATE ON products BEGIN
     # A row per address with attempts in its current window; rows of closed windows are
     # deleted as new attempts come (Store.take_login_attempt).
     (6, _LOGIN_THROTTLE.format(real="REAL")),
+    # Version 7: the console's sales windows and channels (_CONSOLE says what).
+    (7, _CONSOLE.format(real="REAL")),
 )
 
 
@@ -479,5 +496,7 @@ ANALYZE monthly_rollups, daily_totals, rollups
     # Version 5: as SQLite's version 6 (SQLite's version 5, the link change log, has no
     # PostgreSQL counterpart: NOTIFY does that job).
     (5, _LOGIN_THROTTLE.format(real="DOUBLE PRECISION")),
+    # Version 6: as SQLite's version 7.
+    (6, _CONSOLE.format(real="DOUBLE PRECISION")),
 )
 __all__ += ["POSTGRES_MIGRATIONS"]
