@@ -21,6 +21,7 @@ from .base import (
     MINI_PATH_PATTERN,
     MINI_QUERY_PATTERN,
     Adapter,
+    FieldDoc,
     Target,
     encode,
     strip_mini_program_fields,
@@ -43,6 +44,14 @@ class WeChatMiniProgram(Adapter):
         "appid": r"wx[0-9a-f]{16}",
         "path": MINI_PATH_PATTERN,
         "query": MINI_QUERY_PATTERN,
+    }
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "appid": FieldDoc("小程序 AppID", "小程序后台「开发管理 → 开发设置」里的 AppID：wx 开头，"
+                          "后跟 16 位十六进制字符", "wx0123456789abcdef"),
+        "path": FieldDoc("页面路径", "已发布的页面路径，不带 ? 和参数", "pages/item/index"),
+        "query": FieldDoc("页面参数（可选）", "打开页面时带的参数，如 id=42&from=share", "id=42"),
+        "url": FieldDoc("URL Link（可选）", "小程序后台或接口生成的 https://wxaurl.cn/… 链接，"
+                        "微信内外都能打开小程序", "https://wxaurl.cn/AbCdEf123"),
     }
     # A web-view loads only the mini-program's configured business domains: nothing outside.
     # The merchant's web store is the one plausible business domain (the gateway page itself

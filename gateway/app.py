@@ -133,7 +133,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import api, dashboard, shopper
+    from . import api, api_console, dashboard, shopper
     from .wecom import callback, entry
 
     # No middleware: each route catches its own errors (errors.guarded), so the share
@@ -147,6 +147,7 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     app[PAGES] = Pages()
     app.cleanup_ctx.extend([_secrets, _storage, _recorder, _platform_apis])
     shopper.setup_routes(app)
+    api_console.setup_routes(app)  # before api: its fixed paths before /api/products/{id}
     api.setup_routes(app)
     entry.setup_routes(app)
     callback.setup_routes(app)

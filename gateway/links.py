@@ -54,7 +54,8 @@ class CachedLink:
     interned, so a merchant's links share one string that the last click kept warm.
     """
 
-    __slots__ = ("due", "live", "memo", "merchant_id", "miniprogram", "product", "product_id")
+    __slots__ = ("due", "live", "memo", "merchant_id", "miniprogram", "product", "product_id",
+                 "window")
 
     def __init__(self, product: Product | None, due: float,
                  memo: dict[Hashable, Any] | None = None) -> None:
@@ -68,6 +69,13 @@ class CachedLink:
         self.product_id = product.id if product is not None else 0
         #: The product has a WeChat mini-program target (a phone may get a minted link).
         self.miniprogram = product is not None and "wechat_miniprogram" in product.targets
+        #: A live link's sales window, (valid_from, valid_until) with None for an open end;
+        #: None when it has none (nearly all links): then a click never looks at the clock
+        #: for it.
+        self.window = (
+            (product.valid_from, product.valid_until)
+            if self.live and product is not None
+            and (product.valid_from is not None or product.valid_until is not None) else None)
 
 
 class LinkCache:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Mapping
 from functools import partial
-from time import monotonic
+from time import monotonic, time
 from typing import Any
 
 import structlog
@@ -41,6 +41,7 @@ from .links import CachedLink
 from .logs import CLICK_ID
 from .pages import Pages, qr_svg
 from .resolve import Resolution, hop_url, resolve
+from .sales_window import closed_page, within
 from .store import Click, Event, Product
 from .wecom.client import WeComApiError
 
@@ -122,6 +123,9 @@ class ShareLink:
                 response = self.pages.render(
                     "preview.html", product=product, share_url=self._share_url(product),
                     description=f"{product.title} — 点击查看并购买")
+            elif cached.window is not None and not within(cached.window, ts):
+                # Before the sale or after it: a page that says so. The click counts.
+                response = await self._closed(cached, ts, click_id)
             else:
                 minted = None
                 if detection.mobile and cached.miniprogram:
@@ -151,6 +155,14 @@ class ShareLink:
 
     def _share_url(self, product: Product) -> str:
         return f"{self.public_url}/p/{product.code}"
+
+    async def _closed(self, cached: CachedLink, now: float, click_id: str) -> web.Response:
+        """The "not yet" or "ended" page, with the way into the merchant's WeCom."""
+        product = cached.product
+        assert product is not None
+        entry = await self.entries.get(product.merchant_id)
+        return closed_page(self.pages, self.clock, product, now,
+                           f"/e/{product.code}?c={click_id}" if entry else None)
 
     async def _landing(self, cached: CachedLink, detection: Detection,
                        resolution: Resolution, click_id: str) -> web.Response:
@@ -269,6 +281,9 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
     if isinstance(found, web.Response):
         return found
     product = found
+    now = time()
+    if not within((product.valid_from, product.valid_until), now):
+        return closed_page(app[PAGES], app[CLOCK], product, now, None)
     platform = request.match_info["platform"]
     target = product.targets.get(platform)
     adapter = by_platform(platform)
