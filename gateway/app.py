@@ -133,7 +133,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import api, api_console, dashboard, shopper
+    from . import api, api_console, console, dashboard, shopper
     from .wecom import callback, entry
 
     # No middleware: each route catches its own errors (errors.guarded), so the share
@@ -151,6 +151,7 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     api.setup_routes(app)
     entry.setup_routes(app)
     callback.setup_routes(app)
+    console.setup_routes(app)  # before the dashboard's /dashboard/products/{id}
     dashboard.setup_routes(app)
     add_fallback_routes(app)  # last: our 404 and 405 for whatever no route above takes
     return app

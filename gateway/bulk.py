@@ -37,8 +37,8 @@ from .spreadsheet import csv_text
 from .store import CodeTaken, Merchant, NewProduct, Product, Store
 
 __all__ = ["BASE_COLUMNS", "MAX_ROWS", "READ_ONLY_COLUMNS", "XLSX_TYPE", "ImportResult",
-           "Kind", "export_table", "import_products", "kind_of", "read_rows", "target_columns",
-           "template_table"]
+           "Kind", "column_docs", "export_table", "import_products", "kind_of", "read_rows",
+           "target_columns", "template_table"]
 
 Kind = Literal["csv", "xlsx"]
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -339,7 +339,7 @@ def export_table(products: Sequence[Product], kind: Kind, public_url: str, *,
     return _table_bytes(kind, columns, rows, text_columns=columns)
 
 
-_BASE_NOTES = {
+_BASE_NOTES: dict[str, tuple[str, str, str]] = {
     "title": ("商品标题", "必填，一行文字，最多 200 字", "明前龙井 250g"),
     "price": ("价格（可选）", "数字，最多两位小数", "168.00"),
     "image_url": ("图片网址（可选）", "https 开头的公开图片地址", "https://img.example.com/tea.jpg"),
@@ -353,18 +353,21 @@ _BASE_NOTES = {
 }
 
 
+def column_docs() -> list[tuple[str, str, str, str]]:
+    """Every column an import reads: (name, what it is, what to type, an example)."""
+    found = [(name, *_BASE_NOTES[name]) for name in BASE_COLUMNS]
+    for adapter in ADAPTERS:
+        if adapter.is_target:
+            for name in adapter.form_fields:
+                doc = adapter.field_doc(name)
+                found.append((f"targets.{adapter.platform}.{name}",
+                              f"{adapter.label} {doc.label}", doc.help, doc.example))
+    return found
+
+
 def template_table(kind: Kind) -> bytes:
     """An empty file with every column, and (XLSX) a second sheet saying what each means."""
     columns = [*BASE_COLUMNS, *target_columns()]
-    notes: list[Sequence[str]] = [("列名", "名称", "说明", "示例")]
-    for name in BASE_COLUMNS:
-        notes.append((name, *_BASE_NOTES[name]))
-    for adapter in ADAPTERS:
-        if not adapter.is_target:
-            continue
-        for name in adapter.form_fields:
-            doc = adapter.field_doc(name)
-            notes.append((f"targets.{adapter.platform}.{name}", f"{adapter.label} {doc.label}",
-                          doc.help, doc.example))
+    notes = [("列名", "名称", "说明", "示例"), *column_docs()]
     return _table_bytes(kind, columns, [], text_columns=target_columns(), text_rows=MAX_ROWS,
                         notes=notes)

@@ -2,9 +2,10 @@
 
 The file is JSON lines: a header, then the merchant, its products (with their sales
 windows), named channels, entry point, WeCom ways, app credentials, staff logins (password
-hashes, never passwords), and every raw click and event. Rollups (per day, per month, daily totals) and daily unique visitors are not in it:
-they are derived, and the import rebuilds them all by recording the raw rows exactly as the
-gateway did (``Store.record``), so both sides agree by construction. The file holds the
+hashes, never passwords), and every raw click and event. Rollups (per day, per month,
+daily totals) and daily unique visitors are not in it: they are derived, and the import
+rebuilds them all by recording the raw rows exactly as the gateway did (``Store.record``),
+so both sides agree by construction. The file holds the
 merchant's WeCom and WeChat secrets: keep it as carefully as the database.
 
 Product ids are the target's own (ids are per database); share codes, which people hold,
