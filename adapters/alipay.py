@@ -4,9 +4,16 @@ Why these markers: Alibaba apps share ``AliApp(<code>/<version>)`` and the ``Win
 engine; ``AP`` is Alipay, which also writes ``AlipayClient/<version>``. ``WindVane`` alone is
 never used (Weibo embeds it too).
 
-As a target: an Alipay mini-program, ``appid`` (16 digits) + ``page`` (+ ``query``), reached
-by ``alipays://platformapi/startapp?appId=..&page=..&query=..`` with the query percent-encoded
-whole (Alipay passes only the first parameter otherwise).
+As a target: an Alipay mini-program, ``appid`` (16 digits) + ``page`` (+ ``query``). Alipay
+documents two link forms (支付宝开放平台, 小程序 scheme 链接,
+https://opendocs.alipay.com/support/01rb6e):
+
+* inside Alipay, and from a phone that has it: the scheme
+  ``alipays://platformapi/startapp?appId=..&page=..&query=..``, the query percent-encoded
+  whole (Alipay passes only the first parameter otherwise);
+* from a phone browser or another app: the same scheme percent-encoded after
+  ``https://ds.alipay.com/?scheme=``, Alipay's own page that hands the phone over to the app
+  ("scheme 转换成 https 链接唤起小程序"). It is a phone link: a desktop gets the share link's QR.
 """
 
 from __future__ import annotations
@@ -62,3 +69,10 @@ class Alipay(Adapter):
         if target.get("query"):
             url += f"&query={encode(target['query'])}"
         return url
+
+    def is_mini_program(self, target: Target) -> bool:
+        return True
+
+    def phone_url(self, target: Target) -> str | None:
+        scheme = self.app_url(target)
+        return f"https://ds.alipay.com/?scheme={encode(scheme)}" if scheme else None

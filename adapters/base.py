@@ -75,6 +75,12 @@ class Storefront:
     app_url: str | None = None
     #: Text the shopper can copy into the app (a Taobao 口令, say).
     share_token: str | None = None
+    #: An https page of the platform's own that hands a phone over to its app (Alipay's
+    #: ``ds.alipay.com/?scheme=``): for phones outside the app, never for a desktop.
+    phone_url: str | None = None
+    #: A mini-program (WeChat's, Alipay's, Douyin's): its scheme is handed to the phone by
+    #: the rules of gateway/resolve.py, never by a bare redirect from just anywhere.
+    mini_program: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,9 @@ class Adapter:
     #: mini-program link (WeChat: ``wechat_miniprogram``). Alipay and Douyin mini-programs are
     #: their own platform's targets.
     miniprogram_platform: ClassVar[str | None] = None
+    #: False for a web-view that follows no link off http(s) at all (a mini-program's
+    #: web-view): an app scheme is never worth a try there, not even from a launch page.
+    follows_schemes: ClassVar[bool] = True
     #: Short synthetic User-Agent fragments this adapter must win in detection (tests).
     ua_samples: ClassVar[tuple[str, ...]] = ()
     #: What each of the target's fields means, for people (label, help, example); fields
@@ -292,12 +301,26 @@ class Adapter:
             web_url=target.get("url") or self.web_url(target),
             app_url=self.app_url(target),
             share_token=target.get("share_token"),
+            phone_url=self.phone_url(target),
+            mini_program=self.is_mini_program(target),
         )
 
     def web_url(self, target: Target) -> str | None:
         return None
 
     def app_url(self, target: Target) -> str | None:
+        return None
+
+    def phone_url(self, target: Target) -> str | None:
+        return None
+
+    def is_mini_program(self, target: Target) -> bool:
+        """True when the target is a mini-program (reached by its scheme, not a shop page)."""
+        return False
+
+    def check_scheme(self, value: str) -> str | None:
+        """A scheme minted for this platform through its API, or None when ``value`` is not
+        one (the resolver then ignores it: minted links obey the no-open-redirect rule too)."""
         return None
 
     def __repr__(self) -> str:

@@ -7,8 +7,16 @@ TikTok and Feishu and are never used. TikTok (``musical_ly``, ``trill``, ``TikTo
 Lite's ``ultralite``) is an overseas app: those tokens veto a match, and TikTok is plain web.
 
 As a target: a Douyin shop product (``product_id``, numeric) reached at
-``haohuo.jinritemai.com``, or a Douyin mini-program (``appid`` = ``tt`` + 16 hex, ``path``)
-reached by ``snssdk1128://microapp?app_id=..&start_page=..``.
+``haohuo.jinritemai.com``, or a Douyin mini-program (``appid`` = ``tt`` + 16 hex, ``path``).
+
+For a mini-program Douyin documents one link: the URL Link ``https://z.douyin.com/...`` its
+server API mints ("生成能够直接跳转到端内小程序的 url link", 生成 Link V2,
+https://developer.open-douyin.com/docs/resource/zh-CN/mini-app/develop/server/url-and-qrcode/link/url-link-generate);
+a merchant who has one gives it as ``url`` (``douyin.com`` is Douyin's host) and it is used
+first, everywhere. Without it the gateway falls back to the app scheme
+``snssdk1128://microapp?app_id=..&start_page=..``, which Douyin uses but does not document
+(its own forum: "未找到文档说明"), so it is offered only on a phone: inside Douyin, and from
+a phone browser through the launch page (gateway/resolve.py).
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ class Douyin(Adapter):
 
     def normalize(self, target: Target) -> Target:
         return strip_mini_program_fields(target, "path")
+
+    def is_mini_program(self, target: Target) -> bool:
+        return "appid" in target
 
     def web_url(self, target: Target) -> str | None:
         if "product_id" in target:

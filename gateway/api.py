@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Mapping
@@ -10,8 +11,19 @@ from typing import Any
 import segno
 from aiohttp import web
 
+from adapters.wechat_miniprogram import PLAIN_SCHEME_NOTE
+
 from . import products
-from .appkeys import CLOCK, LINKS, PUBLIC_URL, STORE, TOKENS
+from .appkeys import (
+    CLOCK,
+    JSSDK,
+    LINKS,
+    MINIPROGRAM_LINKS,
+    PUBLIC_URL,
+    SETTINGS,
+    STORE,
+    TOKENS,
+)
 from .auth import AuthError, Principal
 from .catalog import product_json
 from .errors import ApiError, guarded
@@ -20,11 +32,12 @@ from .products import product_by_id
 from .stats import StatsQueryError, parse_stats_query, rows_csv, run_stats
 from .store import PRODUCT_STATES, Credentials, Merchant, Product, ProductState
 
-__all__ = ["answer_product", "json_body", "merchant_of", "own_product", "principal",
-           "product_filters", "setup_routes"]
+__all__ = ["after_save", "answer_product", "json_body", "merchant_of", "own_product",
+           "principal", "product_filters", "setup_routes"]
 
 _JWT_TEXT = re.compile(r"[A-Za-z0-9_=.-]{1,4096}")
 _PAGE_DEFAULT = 20
+_MINI = "wechat_miniprogram"
 _PAGE_MAX = 100
 
 
@@ -72,12 +85,10 @@ async def own_product(request: web.Request, who: Principal) -> Product:
     return await product_by_id(request.app[STORE], who.merchant_id, _product_id(request))
 
 
-def answer_product(request: web.Request, product: Product, status: int = 200) -> web.Response:
-    """A product as JSON, after dropping its share link from this process's cache."""
+async def answer_product(request: web.Request, product: Product) -> web.Response:
+    """A product changed as JSON, after dropping its share link from this process's cache."""
     request.app[LINKS].forget(product.code)
-    return web.json_response(
-        product_json(product, request.app[PUBLIC_URL], zone=request.app[CLOCK].zone),
-        status=status)
+    return web.json_response(await _product_answer(request, product))
 
 
 async def create_product(request: web.Request) -> web.Response:
@@ -85,7 +96,8 @@ async def create_product(request: web.Request) -> web.Response:
     merchant = await merchant_of(request, who)
     product = await products.create_product(request.app[STORE], merchant,
                                             await json_body(request), zone=request.app[CLOCK].zone)
-    return answer_product(request, product, 201)
+    await after_save(request.app, product)
+    return web.json_response(await _product_answer(request, product), status=201)
 
 
 async def list_products(request: web.Request) -> web.Response:
@@ -121,8 +133,7 @@ def product_filters(query: Mapping[str, str]) -> tuple[str | None, ProductState 
 async def read_product(request: web.Request) -> web.Response:
     who = principal(request)
     product = await own_product(request, who)
-    return web.json_response(product_json(product, request.app[PUBLIC_URL],
-                                          zone=request.app[CLOCK].zone))
+    return web.json_response(await _product_answer(request, product))
 
 
 async def change_product(request: web.Request) -> web.Response:
@@ -132,20 +143,55 @@ async def change_product(request: web.Request) -> web.Response:
     updated = await products.update_product(request.app[STORE], merchant, product,
                                             await json_body(request),
                                             zone=request.app[CLOCK].zone)
-    return answer_product(request, updated)
+    await after_save(request.app, updated, before=product)
+    return web.json_response(await _product_answer(request, updated))
+
+
+async def after_save(app: web.Application, product: Product, *,
+                     before: Product | None = None, wait: bool = True) -> None:
+    """What follows a product saved (from the API or the console): this process drops its
+    cached link, and a WeChat mini-program target gets its URL Link, scheme and code now,
+    before any shopper asks (waiting for WeChat a moment, the rest in the background)."""
+    app[LINKS].forget(product.code)
+    if _MINI in product.targets or (before is not None and _MINI in before.targets):
+        await app[MINIPROGRAM_LINKS].product_saved(
+            product, wait=app[SETTINGS]["wechat.timeout_seconds"] + 1 if wait else None)
+
+
+async def _product_answer(request: web.Request, product: Product) -> dict[str, Any]:
+    """The product as the API shows it; with a WeChat mini-program target, what was minted
+    for it and, when nothing can be, why the plain-text scheme may not open."""
+    answer = product_json(product, request.app[PUBLIC_URL], zone=request.app[CLOCK].zone)
+    target = product.targets.get(_MINI)
+    if target is None:
+        return answer
+    store = request.app[STORE]
+    minted = {m.kind: m for m in await store.minted(product.merchant_id, product.code)}
+    answer["minted"] = {kind: {
+        "value": (f"{request.app[PUBLIC_URL]}/p/{product.code}/miniprogram-code"
+                  if kind == "wxacode" and m.value else m.value),
+        "expires_at": m.expires_at or None, "error": m.error} for kind, m in minted.items()}
+    credentials = await store.get_credentials(product.merchant_id, _MINI)
+    if credentials is None or credentials.app_id != target.get("appid"):
+        answer["notes"] = [{"code": "plain_scheme_declared_paths_only",
+                            "field": f"targets.{_MINI}.path", "message": PLAIN_SCHEME_NOTE}]
+    return answer
 
 
 async def retire_product(request: web.Request) -> web.Response:
     who = principal(request, write=True)
     product = await own_product(request, who)
-    return answer_product(request, await products.retire_product(request.app[STORE], product))
+    return await answer_product(request, await products.retire_product(request.app[STORE],
+                                                                        product))
 
 
 async def restore_product(request: web.Request) -> web.Response:
     """A retired product comes back with the same code (and the same printed QR codes)."""
     who = principal(request, write=True)
     product = await own_product(request, who)
-    return answer_product(request, await products.restore_product(request.app[STORE], product))
+    restored = await products.restore_product(request.app[STORE], product)
+    await after_save(request.app, restored)  # links minted before may have run out meanwhile
+    return web.json_response(await _product_answer(request, restored))
 
 
 async def product_qr(request: web.Request) -> web.Response:
@@ -194,8 +240,11 @@ async def stats(request: web.Request) -> web.Response:
                               "by": query.by, "attribution": attribution, "rows": rows})
 
 
-# Platforms whose app credentials the gateway uses, with the appid format each expects.
-_CREDENTIAL_PLATFORMS = {"wechat_miniprogram": re.compile(r"wx[0-9a-f]{16}")}
+# Platforms whose app credentials the gateway uses, with the appid format each expects: the
+# mini-program's (to mint URL Links, schemes and codes) and the official account's (to sign
+# the JS-SDK config of the open tag wx-open-launch-weapp).
+_CREDENTIAL_PLATFORMS = {"wechat_miniprogram": re.compile(r"wx[0-9a-f]{16}"),
+                         "wechat_official_account": re.compile(r"wx[0-9a-f]{16}")}
 _APP_SECRET = re.compile(r"[A-Za-z0-9]{16,64}")
 
 
@@ -204,7 +253,7 @@ def _credentials_json(credentials: Credentials) -> dict[str, Any]:
 
 
 async def put_credentials(request: web.Request) -> web.Response:
-    """A merchant's mini-program appid and secret, used to mint URL Links (write-only)."""
+    """A merchant's mini-program or official account appid and secret (write-only)."""
     who = principal(request, write=True)
     platform = request.match_info["platform"]
     appid_format = _CREDENTIAL_PLATFORMS.get(platform)
@@ -220,6 +269,11 @@ async def put_credentials(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_field", "secret is not in the platform's format", "secret")
     stored = await request.app[STORE].put_credentials(
         Credentials(who.merchant_id, platform, appid, secret))
+    if platform == _MINI:  # every product of the merchant gets its links, in the background
+        request.app[MINIPROGRAM_LINKS].backfill(who.merchant_id)
+    else:  # the open tag works from the next page on: fetch the JS-SDK ticket now
+        await asyncio.wait({asyncio.ensure_future(request.app[JSSDK].warm(who.merchant_id))},
+                           timeout=request.app[SETTINGS]["wechat.timeout_seconds"] + 1)
     return web.json_response(_credentials_json(stored))
 
 

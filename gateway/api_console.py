@@ -25,13 +25,14 @@ from aiohttp import web
 from adapters import by_platform
 
 from . import bulk
-from .api import json_body, merchant_of, own_product, principal, product_filters
-from .appkeys import CLOCK, ENTRIES, MINIPROGRAM_LINKS, PUBLIC_URL, SETTINGS, STORE
+from .api import after_save, json_body, merchant_of, own_product, principal, product_filters
+from .appkeys import CLOCK, ENTRIES, PUBLIC_URL, SETTINGS, STORE
 from .errors import ApiError, guarded
 from .inputs import plain_text
 from .preview import OSES, preview
 from .stats import CHANNEL_PATTERN
 from .store import Channel, ChannelExists, Product, ProductState, Store
+from .wechat.links import minted_links
 from .wecom.check import check_entry
 
 __all__ = ["all_products", "channel_from", "file_response", "read_upload", "setup_routes",
@@ -47,7 +48,7 @@ async def whole_preview(request: web.Request, product: Product, os: str) -> dict
     """The preview's answer, with the product's minted links and entry point as they are."""
     if os not in OSES:
         raise ApiError(422, "invalid_field", f"os must be one of {', '.join(OSES)}", "os")
-    minted = (request.app[MINIPROGRAM_LINKS].link(product)
+    minted = ((await minted_links(request.app[STORE], [product.code])).get(product.code)
               if "wechat_miniprogram" in product.targets else None)
     entry = await request.app[ENTRIES].get(product.merchant_id)
     return {"id": product.id, "code": product.code, "os": os,
@@ -99,6 +100,8 @@ async def import_file(request: web.Request) -> web.Response:
     table = bulk.read_rows(data, kind)
     result = await bulk.import_products(request.app[STORE], merchant, table, dry_run=dry_run,
                                         zone=request.app[CLOCK].zone)
+    for product in result.created:
+        await after_save(request.app, product, wait=False)
     body = result.as_json()
     if result.errors and not dry_run:
         body["error"] = {"code": "import_rejected", "message": (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 from collections.abc import AsyncIterator
 
@@ -22,6 +23,7 @@ from .appkeys import (
     DETECTOR,
     ENTRIES,
     IP_HASHER,
+    JSSDK,
     LINKS,
     MINIPROGRAM_LINKS,
     PAGES,
@@ -56,10 +58,13 @@ def public_url(settings: Settings) -> str:
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
+    from .wechat.links import minted_links
+
     store = await open_store(app[SETTINGS])
     app[STORE] = store
     links = LinkCache(store, ttl=app[SETTINGS]["cache.link_ttl_seconds"],
-                      max_entries=app[SETTINGS]["cache.link_max_entries"])
+                      max_entries=app[SETTINGS]["cache.link_max_entries"],
+                      minted_loader=functools.partial(minted_links, store))
     app[LINKS] = links
     warmed = await links.warm()
     log.info("links.warmed", links=warmed)
@@ -86,6 +91,7 @@ async def _recorder(app: web.Application) -> AsyncIterator[None]:
     recorder = Recorder(
         writer or app[STORE], Journal(settings.data_dir / "journal", owner=f"w{app[WORKER]}"),
         queue_size=settings["recorder.queue_size"],
+        hold_size=settings["recorder.hold_size"],
         flush_interval=settings["recorder.flush_interval_ms"] / 1000,
         batch_size=settings["recorder.batch_size"],
         retry_max=settings["recorder.retry_max_seconds"],
@@ -101,6 +107,7 @@ async def _recorder(app: web.Application) -> AsyncIterator[None]:
 async def _platform_apis(app: web.Application) -> AsyncIterator[None]:
     """WeChat and WeCom, called through one shared HTTP session."""
     from .wechat.client import WeChatClient
+    from .wechat.jssdk import JsSdk
     from .wechat.links import MiniProgramLinks
     from .wecom.callback import CallbackWorker
     from .wecom.client import WeComClient
@@ -111,8 +118,13 @@ async def _platform_apis(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
         wechat = WeChatClient(session, settings["wechat.api_base"],
                               settings["wechat.timeout_seconds"])
-        app[MINIPROGRAM_LINKS] = MiniProgramLinks(
-            app[STORE], wechat, expire_days=min(30, settings["wechat.link_expire_days"]))
+        upkeep = settings["wechat.upkeep_interval_seconds"]
+        minted = app[MINIPROGRAM_LINKS] = MiniProgramLinks(
+            app[STORE], wechat, app[LINKS], expire_days=settings["wechat.link_expire_days"],
+            renew_days=settings["wechat.link_renew_days"], interval=upkeep)
+        minted.start()  # renews what is due; mints retried after a failure
+        jssdk = app[JSSDK] = JsSdk(app[STORE], wechat)
+        jssdk.start(upkeep)
         wecom = WeComClient(session, settings["wecom.api_base"],
                             settings["wecom.timeout_seconds"])
         signer = StateSigner(auth_secret(settings))
@@ -122,7 +134,8 @@ async def _platform_apis(app: web.Application) -> AsyncIterator[None]:
         worker.start()  # picks up callbacks stored but not yet worked before a restart
         yield
         await worker.close()
-        await app[MINIPROGRAM_LINKS].close()
+        await minted.close()
+        await jssdk.close()
 
 
 async def _secrets(app: web.Application) -> AsyncIterator[None]:

@@ -21,6 +21,7 @@ from .settings import Settings
 from .store import Store
 
 if TYPE_CHECKING:  # these modules import this one for its keys
+    from .wechat.jssdk import JsSdk
     from .wechat.links import MiniProgramLinks
     from .wecom.callback import CallbackWorker
     from .wecom.entry import EntryDirectory
@@ -31,6 +32,7 @@ __all__ = [
     "DETECTOR",
     "ENTRIES",
     "IP_HASHER",
+    "JSSDK",
     "LINKS",
     "MINIPROGRAM_LINKS",
     "PAGES",
@@ -57,3 +59,4 @@ WORKER = web.AppKey("worker", int)
 ENTRIES: web.AppKey[EntryDirectory] = web.AppKey("entries")
 CALLBACKS: web.AppKey[CallbackWorker] = web.AppKey("callbacks")
 MINIPROGRAM_LINKS: web.AppKey[MiniProgramLinks] = web.AppKey("miniprogram_links")
+JSSDK: web.AppKey[JsSdk] = web.AppKey("jssdk")

@@ -19,13 +19,14 @@ from adapters import TargetError, by_platform, platform_ids
 from adapters.urls import ANY_PUBLIC_HOST, check_url
 
 from .errors import ApiError
+from .ids import CODE_PATTERN
 from .inputs import plain_text
 from .store import Merchant, Product
 
 __all__ = ["WINDOW_FIELDS", "moment_text", "product_errors", "product_json", "validate_product",
            "window_error"]
 
-_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,63}")
+_SLUG = CODE_PATTERN  # a slug is a share code: the share link checks codes by it too
 #: The optional sales window: ISO 8601 moments, kept as Unix seconds.
 WINDOW_FIELDS = ("valid_from", "valid_until")
 _FIELDS = {"title", "image_url", "price", "slug", "targets", *WINDOW_FIELDS}

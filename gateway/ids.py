@@ -8,12 +8,16 @@ import re
 import secrets
 import time
 
-__all__ = ["BASE62", "TOKEN_ALPHABET", "is_token", "new_click_id", "new_code"]
+__all__ = ["BASE62", "CODE_PATTERN", "TOKEN_ALPHABET", "is_token", "new_click_id", "new_code"]
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: The characters of click and visitor ids (base64url: safe in URLs, cookies and states).
 TOKEN_ALPHABET = BASE62 + "-_"
 _TOKEN = re.compile(r"[0-9A-Za-z_-]{8,32}")
+#: Every share code there can be: a generated one (``new_code``, base62) or a merchant's
+#: slug (gateway/catalog.py checks slugs against this same pattern), 3 to 64 characters.
+#: The share link answers any other code with a 404 without asking storage.
+CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,63}")
 
 
 def new_code(length: int = 8) -> str:

@@ -8,8 +8,19 @@ never seen waits for a read.
 Changes made here, or heard from other instances (PostgreSQL NOTIFY), drop the entry at
 once; the TTL bounds staleness when a notification can't arrive.
 
+Storage going away never takes a link from a shopper: an entry is dropped only when its
+product changed, never because storage or the notification channel failed. A failed re-read
+leaves the entry as it was (stale-if-error), and a channel that comes back after missing
+changes marks every entry due for a re-read instead of emptying the cache.
+
+Unknown codes are remembered apart from real links, in a small cache bounded in count
+(and so in bytes: a code longer than any share code is turned away before any lookup), so
+junk requests can neither grow memory nor push a real link out.
+
 Each entry also carries a ``memo``: answers derived from the product (the share link keeps
-its resolved storefronts there), dropped with the entry whenever the product changes.
+its resolved storefronts there), dropped with the entry whenever the product changes; and,
+for a product with a WeChat mini-program target, the links minted for it (URL Link, scheme,
+mini-program code: gateway/wechat/links.py), read with the product by ``minted_loader``.
 """
 
 from __future__ import annotations
@@ -19,19 +30,32 @@ import contextlib
 import random
 import sys
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import structlog
+from cachetools import TTLCache
 
+from .ids import CODE_PATTERN
 from .store import Product, Store
 
-__all__ = ["CachedLink", "LinkCache"]
+__all__ = ["CachedLink", "LinkCache", "MintedLoader"]
+
+#: Reads what was minted for share codes: code -> {link key: value} (see gateway/resolve.py).
+MintedLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, Mapping[str, str]]]]
+_NONE: Mapping[str, str] = {}
 
 log = structlog.get_logger("linkloop.links")
 
 # Unknown codes are re-read sooner, so a new link made elsewhere shows up quickly.
 _MISSING_TTL = 5.0
+# Most unknown codes remembered. Each is at most CODE_PATTERN's 64 characters, ~340 bytes
+# with the cache's bookkeeping (measured), so the negative cache stays under ~3.5 MB
+# however many junk codes arrive.
+_MISSING_MAX = 10_000
+# After the notification channel missed changes, every entry comes due within this long:
+# spread, so that a reconnect does not turn into one wave of re-reads.
+_RESYNC_SPREAD = 10.0
 # Stale codes gather this long before their re-read: with thousands of links going stale
 # each minute, one query a moment instead of one per link.
 _GATHER_SECONDS = 0.1
@@ -54,11 +78,12 @@ class CachedLink:
     interned, so a merchant's links share one string that the last click kept warm.
     """
 
-    __slots__ = ("due", "live", "memo", "merchant_id", "miniprogram", "product", "product_id",
-                 "window")
+    __slots__ = ("due", "live", "memo", "merchant_id", "miniprogram", "minted", "product",
+                 "product_id", "window")
 
     def __init__(self, product: Product | None, due: float,
-                 memo: dict[Hashable, Any] | None = None) -> None:
+                 memo: dict[Hashable, Any] | None = None,
+                 minted: Mapping[str, str] = _NONE) -> None:
         self.product = product
         self.due = due  # monotonic time
         #: Values computed from ``product``; they go when it does.
@@ -69,6 +94,8 @@ class CachedLink:
         self.product_id = product.id if product is not None else 0
         #: The product has a WeChat mini-program target (a phone may get a minted link).
         self.miniprogram = product is not None and "wechat_miniprogram" in product.targets
+        #: What was minted for it: the resolver's ``links`` (empty for most products).
+        self.minted = minted
         #: A live link's sales window, (valid_from, valid_until) with None for an open end;
         #: None when it has none (nearly all links): then a click never looks at the clock
         #: for it.
@@ -78,14 +105,24 @@ class CachedLink:
             and (product.valid_from is not None or product.valid_until is not None) else None)
 
 
+#: The answer for a code no link has: a 404, from memory.
+_UNKNOWN = CachedLink(None, float("inf"))
+
+
 class LinkCache:
-    def __init__(self, store: Store, *, ttl: float, max_entries: int) -> None:
+    def __init__(self, store: Store, *, ttl: float, max_entries: int,
+                 missing_max: int = _MISSING_MAX,
+                 minted_loader: MintedLoader | None = None) -> None:
         self.store = store
         self.ttl = ttl
         self.max_entries = max_entries
-        #: Code -> entry. The share link reads it directly, and calls ``lookup`` only for a
-        #: code it lacks or an entry past its ``due`` time. Cleared, never replaced.
+        self.minted_loader = minted_loader
+        #: Code -> entry of a code that has a product (active or retired). The share link
+        #: reads it directly, and calls ``lookup`` only for a code it lacks or an entry past
+        #: its ``due`` time. Never replaced.
         self.entries: dict[str, CachedLink] = {}
+        #: Codes storage had no product for, each remembered for ``_MISSING_TTL``.
+        self.missing: TTLCache[str, CachedLink] = TTLCache(missing_max, _MISSING_TTL)
         self._stale: set[str] = set()
         self._refresher: asyncio.Task[None] | None = None
         # Codes forgotten while a re-read was in flight (None: all of them).
@@ -101,10 +138,20 @@ class LinkCache:
         """
         now = time.monotonic()
         products = await self.store.recent_links(self.max_entries)
+        minted = await self._minted(products)
         for product in products:
-            self.entries[product.code] = CachedLink(product,
-                                                     now + self.ttl - random.uniform(0, self.ttl))
+            self.entries[product.code] = CachedLink(
+                product, now + self.ttl - random.uniform(0, self.ttl),
+                minted=minted.get(product.code, _NONE))
         return len(products)
+
+    async def _minted(self, products: Sequence[Product | None],
+                      ) -> Mapping[str, Mapping[str, str]]:
+        """What was minted for those of ``products`` with a mini-program target."""
+        codes = [p.code for p in products if p is not None and "wechat_miniprogram" in p.targets]
+        if not codes or self.minted_loader is None:
+            return {}
+        return await self.minted_loader(codes)
 
     def lookup(self, code: str) -> CachedLink | None:
         """The cached entry, without waiting (None: never read, ``load`` it).
@@ -113,7 +160,9 @@ class LinkCache:
         and queued for the background re-read.
         """
         entry = self.entries.get(code)
-        if entry is not None and time.monotonic() > entry.due:
+        if entry is None:
+            return self.missing.get(code)
+        if time.monotonic() > entry.due:
             self._stale.add(code)
             if self._refresher is None:
                 self._refresher = asyncio.get_running_loop().create_task(
@@ -121,8 +170,16 @@ class LinkCache:
         return entry
 
     async def load(self, code: str) -> CachedLink:
-        """Read a code this cache has not seen, and keep the answer."""
-        return self._put(code, await self.store.link(code))
+        """Read a code this cache has not seen, and keep the answer.
+
+        A code no share link could have (too long, or characters no code has) is unknown
+        without asking storage, and is not remembered: it costs neither a read nor memory.
+        """
+        if CODE_PATTERN.fullmatch(code) is None:
+            return _UNKNOWN
+        product = await self.store.link(code)
+        minted = await self._minted([product])
+        return self._put(code, product, minted.get(code, _NONE))
 
     async def get(self, code: str) -> Product | None:
         entry = self.lookup(code)
@@ -130,16 +187,22 @@ class LinkCache:
             entry = await self.load(code)
         return entry.product
 
-    def _put(self, code: str, product: Product | None) -> CachedLink:
+    def _put(self, code: str, product: Product | None,
+             minted: Mapping[str, str] = _NONE) -> CachedLink:
         entries = self.entries
+        if product is None:  # remembered apart: an unknown code never evicts a real link
+            entries.pop(code, None)
+            self.missing[code] = _UNKNOWN
+            return _UNKNOWN
+        self.missing.pop(code, None)
         old = entries.get(code)
         if old is None and len(entries) >= self.max_entries:
             del entries[next(iter(entries))]  # oldest first: cheap, and good enough here
-        # A re-read that finds the same version keeps what was derived from it.
-        memo = (old.memo if old is not None and product is not None and old.product is not None
-                and old.product.updated_at == product.updated_at else None)
-        entry = entries[code] = CachedLink(
-            product, time.monotonic() + (self.ttl if product is not None else _MISSING_TTL), memo)
+        # A re-read that finds the same version (and minted links) keeps what was derived.
+        memo = (old.memo if old is not None and old.product is not None
+                and old.product.updated_at == product.updated_at and old.minted == minted
+                else None)
+        entry = entries[code] = CachedLink(product, time.monotonic() + self.ttl, memo, minted)
         return entry
 
     async def _refresh_stale(self) -> None:
@@ -154,6 +217,7 @@ class LinkCache:
                 self._forgotten.clear()
                 try:
                     found = await self.store.links(codes)
+                    minted = await self._minted(list(found.values()))
                 except Exception as exc:  # storage away: keep serving what we have
                     log.warning("links.refresh_failed", codes=len(codes), error=str(exc))
                     await asyncio.sleep(_RETRY_SECONDS)
@@ -162,22 +226,36 @@ class LinkCache:
                     continue
                 for code in codes:
                     if code not in self._forgotten:
-                        self._put(code, found.get(code))
+                        self._put(code, found.get(code), minted.get(code, _NONE))
         finally:
             self._refresher = None
 
     def forget(self, code: str | None) -> None:
         """A product changed (here or on another instance): the next read goes to storage.
 
-        ``None`` forgets every link: changes may have been missed.
+        ``None``: changes may have been missed (the notification channel was lost and is
+        back). Every link is then due for a re-read, none is dropped: if storage is away
+        again, the share link still answers from what it has.
         """
         if code is None:
-            self.entries.clear()
+            self._resync()
         else:
             self.entries.pop(code, None)
+            self.missing.pop(code, None)
         if self._refresher is not None:
             # A re-read in flight may have read the old row: it must not put it back.
             self._forgotten.add(code)
+
+    def _resync(self) -> None:
+        """Every entry due for a re-read within ``_RESYNC_SPREAD`` seconds; the unknown
+        codes forgotten (a link may have been made meanwhile)."""
+        now = time.monotonic()
+        spread = min(self.ttl, _RESYNC_SPREAD)
+        for entry in self.entries.values():
+            due = now + random.random() * spread
+            if due < entry.due:
+                entry.due = due
+        self.missing.clear()
 
     async def close(self) -> None:
         if self._refresher is not None:

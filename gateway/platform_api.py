@@ -9,6 +9,7 @@ before it expires, fetching it once however many callers ask at the same moment.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -36,15 +37,28 @@ class JsonApi:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._error = error
 
-    async def request(self, method: str, path: str, params: Mapping[str, str],
-                      body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    async def fetch(self, method: str, path: str, params: Mapping[str, str],
+                    body: Mapping[str, Any] | None = None) -> tuple[str, bytes]:
+        """(content type, body) of a call that may answer with something other than JSON
+        (WeChat's mini-program code: the image, or a JSON error)."""
         try:
             async with self._session.request(method, f"{self._base}/{path}", params=params,
                                              json=body, timeout=self._timeout) as resp:
                 if resp.status != 200:
                     raise self._error(f"{path}: HTTP {resp.status}")
-                data = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                return resp.content_type, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._error(f"{path}: {type(exc).__name__} {exc}") from None
+
+    async def request(self, method: str, path: str, params: Mapping[str, str],
+                      body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self.json_object(path, (await self.fetch(method, path, params, body))[1])
+
+    def json_object(self, path: str, raw: bytes) -> dict[str, Any]:
+        """A JSON object answer, or the platform's error."""
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:  # UnicodeDecodeError too
             raise self._error(f"{path}: {type(exc).__name__} {exc}") from None
         if not isinstance(data, dict):
             raise self._error(f"{path}: the answer is not a JSON object")
@@ -59,15 +73,27 @@ class TokenCache:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def get(self, key: tuple[str, str], fetch: Callable[[], Awaitable[tuple[str, int]]],
-                  *, refresh: bool = False) -> str:
-        """The cached token, or ``fetch()`` -> (token, expires_in) once for all waiters."""
+                  *, refresh: bool = False, stale: str | None = None) -> str:
+        """The cached token, or ``fetch()`` -> (token, expires_in) once for all waiters.
+
+        ``refresh``: fetch a new one whatever is cached; ``stale``: the platform refused this
+        token, so fetch a new one unless another caller already replaced it (calls in flight
+        together that all saw it refused fetch one token between them, not one each).
+        """
         loop = asyncio.get_running_loop()
+
+        def usable(cached: tuple[str, float] | None) -> bool:
+            return (cached is not None and cached[1] > loop.time() and not refresh
+                    and cached[0] != stale)
+
         cached = self._tokens.get(key)
-        if cached and not refresh and cached[1] > loop.time():
+        if usable(cached):
+            assert cached is not None
             return cached[0]
         async with self._locks.setdefault(key, asyncio.Lock()):
             cached = self._tokens.get(key)
-            if cached and cached[1] > loop.time() and not refresh:
+            if usable(cached):
+                assert cached is not None
                 return cached[0]  # another caller fetched it while we waited
             token, expires_in = await fetch()
             self._tokens[key] = (token, loop.time() + max(60, expires_in - _EARLY_EXPIRY))

@@ -7,6 +7,12 @@ journal with backoff until storage is back. When memory is full, the click goes 
 the journal. On shutdown everything pending is written, or journaled if storage is away;
 the journal is replayed when the gateway next starts. Storage skips ids it already holds,
 so a replay after an unclear failure never counts twice.
+
+When the journal fails too (disk full, its directory gone), rows stay in memory, up to
+``hold_size`` of them, and are written or journaled as soon as either works again; the
+recorder is not ``durable`` meanwhile (``/readyz`` answers not-ready). Only a row that finds
+storage, the journal and memory all full or failing is dropped, and it is counted
+(``dropped``, shown by ``/readyz``) and logged (``recorder.clicks_dropped``): never silently.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -133,33 +139,40 @@ class RowSink(Protocol):
 class Recorder:
     def __init__(
         self, sink: RowSink, journal: Journal, *, queue_size: int, flush_interval: float,
-        batch_size: int, retry_max: float,
+        batch_size: int, retry_max: float, hold_size: int | None = None,
     ) -> None:
         self.sink = sink
         self.journal = journal
         self.queue_size = queue_size
+        #: Most rows kept in memory while the journal fails too (at least the queue's).
+        self.hold_size = max(queue_size, 2 * queue_size if hold_size is None else hold_size)
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.retry_max = retry_max
         self._clicks: list[Click] = []
         self._events: list[Event] = []
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._retry_delay = 0.0
         self._overflow_logged_at = 0.0
+        self._dropped_logged_at = 0.0
         #: Counters for /readyz and the logs.
         self.written = 0
         self.journaled = 0
         self.overflowed = 0
+        #: Rows neither storage, the journal nor memory could take: lost, and counted.
+        self.dropped = 0
         self.storage_ok = True
+        self.journal_ok = True
 
     # --- the hot path's side -----------------------------------------------------------------
     def click(self, click: Click) -> None:
         # Every share link comes through here: one frame, no call on the common path.
         clicks = self._clicks
         if len(clicks) + len(self._events) >= self.queue_size:
-            self._overflow(click)
+            self._overflow(click, clicks)
             return
         clicks.append(click)
         if len(clicks) >= self.batch_size:
@@ -168,18 +181,29 @@ class Recorder:
     def event(self, event: Event) -> None:
         events = self._events
         if len(self._clicks) + len(events) >= self.queue_size:
-            self._overflow(event)
+            self._overflow(event, events)
             return
         events.append(event)
         if len(events) >= self.batch_size:
             self._wake.set()
 
-    def _overflow(self, row: Row) -> None:
+    def _overflow(self, row: Row, held: list[Any]) -> None:
         """Memory is full (storage slow or away): the journal keeps the row, never the floor.
 
-        No fsync here: this runs on the loop; the page cache outlives the process.
+        When the journal fails too, memory holds the row after all (up to ``hold_size``), and
+        past that it is dropped and counted. No fsync here: this runs on the loop; the page
+        cache outlives the process.
         """
-        self.journal.append([row], sync=False)
+        try:
+            self.journal.append([row], sync=False)
+        except OSError as exc:
+            self._journal_failed(exc)
+            if self.pending < self.hold_size:
+                held.append(row)  # the next flush takes it, to storage or the journal
+            else:
+                self._drop(1, "memory_full")
+            return
+        self.journal_ok = True
         self.overflowed += 1
         now = time.monotonic()
         if now - self._overflow_logged_at > 10:
@@ -187,9 +211,30 @@ class Recorder:
             log.warning("recorder.queue_full", queue_size=self.queue_size,
                         overflowed=self.overflowed)
 
+    def _journal_failed(self, exc: OSError) -> None:
+        if self.journal_ok:
+            log.error("recorder.journal_failed", error=str(exc), held=self.pending,
+                      hold_size=self.hold_size)
+        self.journal_ok = False
+
+    def _drop(self, rows: int, reason: str) -> None:
+        """Count rows that are lost; say so at once, and again at most every 10 s."""
+        self.dropped += rows
+        now = time.monotonic()
+        if reason == "closing" or now - self._dropped_logged_at > 10:
+            self._dropped_logged_at = now
+            log.error("recorder.clicks_dropped", reason=reason, rows=rows,
+                      dropped=self.dropped, hold_size=self.hold_size)
+
     @property
     def pending(self) -> int:
         return len(self._clicks) + len(self._events)
+
+    @property
+    def durable(self) -> bool:
+        """Whether rows accepted now can be made durable: storage or the journal takes them.
+        False while both fail: rows wait in memory (``/readyz`` answers not-ready)."""
+        return self.storage_ok or self.journal_ok
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -198,22 +243,32 @@ class Recorder:
     async def close(self) -> None:
         """Stop the background task, then write (or journal) everything still pending."""
         self._closing = True
+        self._stop.set()
         self._wake.set()
         if self._task is not None:
             await self._task
         await self._flush()
-        if self.pending:
-            raise RuntimeError("recorder closed with rows neither written nor journaled")
+        if self.pending:  # neither storage nor the journal: the process takes them along
+            self._drop(self.pending, "closing")
+            self._clicks.clear()
+            self._events.clear()
         log.info("recorder.closed", written=self.written, journaled=self.journaled,
-                 overflowed=self.overflowed)
+                 overflowed=self.overflowed, dropped=self.dropped)
+
+    async def _pause(self) -> None:
+        """Until the next flush: the flush interval, or a full batch; the backoff while
+        storage fails. While the journal fails too, rows pile up in memory and every click
+        would fill a batch, so then only closing cuts the backoff short."""
+        wake = self._wake if self.durable else self._stop
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(),
+                                   timeout=max(self.flush_interval, self._retry_delay))
+        self._wake.clear()
 
     async def _run(self) -> None:
         await self._replay()
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(),
-                                       timeout=max(self.flush_interval, self._retry_delay))
-            self._wake.clear()
+            await self._pause()
             try:
                 probed = bool(self._clicks or self._events)
                 await self._flush()
@@ -235,9 +290,25 @@ class Recorder:
         while self._clicks or self._events:
             clicks, self._clicks = self._clicks[: self.batch_size], self._clicks[self.batch_size :]
             events, self._events = self._events[: self.batch_size], self._events[self.batch_size :]
-            if not await self._write(clicks, events):
-                await asyncio.to_thread(self.journal.append, [*clicks, *events])
-                self.journaled += len(clicks) + len(events)
+            if await self._write(clicks, events) or await self._journal(clicks, events):
+                continue
+            # Neither took them: back in memory, first in line (they are the oldest), until
+            # the next try. New rows meanwhile stay within hold_size (see _overflow).
+            self._clicks[:0] = clicks
+            self._events[:0] = events
+            return
+
+    async def _journal(self, clicks: list[Click], events: list[Event]) -> bool:
+        try:
+            await asyncio.to_thread(self.journal.append, [*clicks, *events])
+        except OSError as exc:
+            self._journal_failed(exc)
+            return False
+        if not self.journal_ok:
+            log.info("recorder.journal_back")
+        self.journal_ok = True
+        self.journaled += len(clicks) + len(events)
+        return True
 
     async def _write(self, clicks: list[Click], events: list[Event]) -> bool:
         if not clicks and not events:

@@ -53,6 +53,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Empty: SQLite under storage.data_dir."),
     Setting("storage.data_dir", "./data",
             "Directory for the SQLite file, generated secrets and the click journal."),
+    Setting("storage.timeout_seconds", 5.0,
+            "Longest one storage call may take (connecting, waiting for a connection or a "
+            "lock, running its statements); past it the call fails as storage unavailable, "
+            "so /readyz answers not-ready within this time when the database is silently "
+            "unreachable. Migrations on start are exempt.", float, minimum=0.1),
     Setting("auth.secret", "",
             "HS256 signing key for API tokens. Empty: generated once into data_dir."),
     Setting("auth.audience", "linkloop", "The `aud` claim tokens must carry."),
@@ -70,6 +75,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recorder.queue_size", 50_000,
             "Most clicks held in memory awaiting a write; past this they go to the journal.",
             int, minimum=1),
+    Setting("recorder.hold_size", 100_000,
+            "Most clicks kept in memory in all (the queue's included, so at least "
+            "queue_size) while neither storage nor the journal takes them; /readyz answers "
+            "not-ready meanwhile. Past this a click is dropped and counted (/readyz "
+            "`dropped`, log event recorder.clicks_dropped).", int, minimum=1),
     Setting("recorder.flush_interval_ms", 250,
             "Longest a click waits in memory before it is written.", int, minimum=1),
     Setting("recorder.batch_size", 1000, "Most clicks written in one transaction.", int,
@@ -89,8 +99,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("wechat.timeout_seconds", 5.0, "Longest wait for one WeChat API call.", float,
             minimum=0.1),
     Setting("wechat.link_expire_days", 30,
-            "Lifetime of minted mini-program URL Links (WeChat allows 1 to 30 days).", int,
-            minimum=1),
+            "Lifetime of minted mini-program URL Links and schemes (WeChat allows 1 to 30 "
+            "days).", int, minimum=1),
+    Setting("wechat.link_renew_days", 3.0,
+            "Minted URL Links and schemes are minted again this many days before they expire "
+            "(at most half their lifetime).", float, minimum=0),
+    Setting("wechat.upkeep_interval_seconds", 60.0,
+            "How often a gateway renews minted links that are due, retries failed mints and "
+            "refreshes JS-SDK tickets that are about to expire.", float, minimum=0.05),
+    Setting("wechat.jssdk_url", "https://res.wx.qq.com/open/js/jweixin-1.6.0.js",
+            "WeChat's JS-SDK, loaded only by landing pages shown inside WeChat that carry the "
+            "open tag (tests point it at a local fake)."),
     Setting("wecom.api_base", "https://qyapi.weixin.qq.com/cgi-bin",
             "Base URL of WeCom's server API (tests point it at a local fake)."),
     Setting("wecom.timeout_seconds", 5.0, "Longest wait for one WeCom API call.", float,

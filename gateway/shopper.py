@@ -8,7 +8,7 @@ sent to comes from a stored, adapter-validated target, never from the request.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable
 from functools import partial
 from time import monotonic, time
 from typing import Any
@@ -25,7 +25,6 @@ from .appkeys import (
     ENTRIES,
     IP_HASHER,
     LINKS,
-    MINIPROGRAM_LINKS,
     PAGES,
     PUBLIC_URL,
     RECORDER,
@@ -39,8 +38,9 @@ from .guide import overlay_for
 from .ids import is_token, new_click_id
 from .links import CachedLink
 from .logs import CLICK_ID
+from .miniprogram import NO_CARD, card_context, launch_page, miniprogram_code
 from .pages import Pages, qr_svg
-from .resolve import Resolution, hop_url, resolve
+from .resolve import Resolution, hop, resolve
 from .sales_window import closed_page, within
 from .store import Click, Event, Product
 from .wecom.client import WeComApiError
@@ -81,8 +81,6 @@ class ShareLink:
         self.clock = app[CLOCK]
         self.ip_hashes = app[IP_HASHER]
         self.pages = app[PAGES]
-        self.entries = app[ENTRIES]
-        self.minted = app[MINIPROGRAM_LINKS]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -125,19 +123,13 @@ class ShareLink:
                     description=f"{product.title} — 点击查看并购买")
             elif cached.window is not None and not within(cached.window, ts):
                 # Before the sale or after it: a page that says so. The click counts.
-                response = await self._closed(cached, ts, click_id)
+                response = await _closed(request, cached, ts, click_id)
             else:
-                minted = None
-                if detection.mobile and cached.miniprogram:
-                    assert cached.product is not None
-                    minted = self.minted.link(cached.product)
-                    if minted is None:
-                        # Minted in the background; this click gets the plain scheme.
-                        self.minted.want(cached.product)
-                resolution: Resolution | None = (cached.memo.get(detection) if minted is None
-                                                 else None)
+                # Links minted for the product (a WeChat URL Link...) came with it, minted
+                # when it was saved: nothing here waits for WeChat or asks it for anything.
+                resolution: Resolution | None = cached.memo.get(detection)
                 if resolution is None:
-                    resolution = _resolution(cached, detection, minted)
+                    resolution = _resolution(cached, detection)
                 url = resolution.redirect
                 if url is not None:
                     # _redirect's answer, built here: one frame fewer on every redirect.
@@ -146,7 +138,7 @@ class ShareLink:
                                             headers=((hdrs.LOCATION, url), *_NO_STORE))
                     return web.Response(status=302, headers=(
                         (hdrs.LOCATION, url), *_NO_STORE, (hdrs.SET_COOKIE, set_cookie)))
-                response = await self._landing(cached, detection, resolution, click_id)
+                response = await _landing(request, cached, detection, resolution, click_id)
             if set_cookie is not None:
                 response.headers[hdrs.SET_COOKIE] = set_cookie
             return response
@@ -156,32 +148,46 @@ class ShareLink:
     def _share_url(self, product: Product) -> str:
         return f"{self.public_url}/p/{product.code}"
 
-    async def _closed(self, cached: CachedLink, now: float, click_id: str) -> web.Response:
-        """The "not yet" or "ended" page, with the way into the merchant's WeCom."""
-        product = cached.product
-        assert product is not None
-        entry = await self.entries.get(product.merchant_id)
-        return closed_page(self.pages, self.clock, product, now,
-                           f"/e/{product.code}?c={click_id}" if entry else None)
 
-    async def _landing(self, cached: CachedLink, detection: Detection,
-                       resolution: Resolution, click_id: str) -> web.Response:
-        """The page listing the product's storefronts (through ``/o/``) and the WeCom entry."""
-        product = cached.product
-        assert product is not None
-        share_url = self._share_url(product)
-        hops = {front.platform: f"/o/{product.code}/{front.platform}?c={click_id}"
-                for front in (*resolution.options, *resolution.blocked)}
-        entry = await self.entries.get(product.merchant_id)
-        return self.pages.render(
-            "landing.html", product=product, options=resolution.options,
-            blocked=resolution.blocked, guide=resolution.guide, hop_urls=hops,
-            entry_url=f"/e/{product.code}?c={click_id}" if entry else None,
-            phone_only=resolution.phone_only,
-            qr_svg=_share_qr(cached, share_url) if resolution.qr else None, share_url=share_url,
-            overlay=overlay_for(detection.platform, detection.os) if resolution.guide
-            else None,
-        )
+async def _closed(request: web.Request, cached: CachedLink, now: float,
+                  click_id: str) -> web.Response:
+    """The "not yet" or "ended" page of a product outside its window, with the way into the
+    merchant's WeCom."""
+    app = request.app
+    product = cached.product
+    assert product is not None
+    entry = await app[ENTRIES].get(product.merchant_id)
+    return closed_page(app[PAGES], app[CLOCK], product, now,
+                       f"/e/{product.code}?c={click_id}" if entry else None)
+
+
+async def _landing(request: web.Request, cached: CachedLink, detection: Detection,
+                   resolution: Resolution, click_id: str) -> web.Response:
+    """The page listing the product's storefronts (through ``/o/``) and the WeCom entry; or
+    the launch page of a mini-program's scheme."""
+    app = request.app
+    product = cached.product
+    assert product is not None
+    share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
+    if resolution.launch is not None:
+        front = next(f for f in resolution.options if f.platform == resolution.target)
+        return launch_page(request, product, front, resolution.launch, detection,
+                           share_url, others=len(resolution.options) > 1)
+    hops = {front.platform: f"/o/{product.code}/{front.platform}?c={click_id}"
+            for front in (*resolution.options, *resolution.blocked)}
+    entry = await app[ENTRIES].get(product.merchant_id)
+    mini = (await card_context(request, cached, resolution.card)
+            if resolution.card is not None else NO_CARD)
+    return app[PAGES].render(
+        "landing.html", product=product, options=resolution.options,
+        blocked=resolution.blocked, guide=resolution.guide, hop_urls=hops,
+        entry_url=f"/e/{product.code}?c={click_id}" if entry else None,
+        phone_only=resolution.phone_only,
+        qr_svg=_share_qr(cached, share_url) if resolution.qr else None, share_url=share_url,
+        overlay=overlay_for(detection.platform, detection.os)
+        if resolution.guide or resolution.card is not None else None,
+        tryable=resolution.tryable, **mini,
+    )
 
 
 #: A Click from a tuple of its fields, in C: calling ``Click(...)`` runs the named tuple's
@@ -192,19 +198,16 @@ _new_click: Callable[[tuple[Any, ...]], Click] = partial(tuple.__new__, Click)
 _NO_STORE = ((hdrs.CACHE_CONTROL, "no-store"), (istr("Referrer-Policy"), "no-referrer"))
 
 
-def _resolution(cached: CachedLink, detection: Detection,
-                minted: Mapping[str, str] | None) -> Resolution:
-    """Where this shopper goes, worked out once per product version, detection and minted
-    mini-program link, and kept with the cached link."""
-    # The Detection itself is the key when no link was minted (nearly every click): no
-    # tuple to build per click, and one the detector cached by User-Agent (shared by every
-    # request with that header) is found by identity.
-    key: Hashable = (detection if not minted
-                     else (detection, minted.get("wechat_miniprogram")))
-    found: Resolution | None = cached.memo.get(key)
+def _resolution(cached: CachedLink, detection: Detection) -> Resolution:
+    """Where this shopper goes, worked out once per product version (and minted links) and
+    detection, and kept with the cached link."""
+    # The Detection itself is the key: no tuple to build per click, and one the detector
+    # cached by User-Agent (shared by every request with that header) is found by identity.
+    found: Resolution | None = cached.memo.get(detection)
     if found is None:
         assert cached.product is not None
-        found = cached.memo[key] = resolve(detection, cached.product.targets, links=minted)
+        found = cached.memo[detection] = resolve(detection, cached.product.targets,
+                                                 links=cached.minted)
     return found
 
 
@@ -266,21 +269,33 @@ def _link_gone(pages: Pages, product: Product | None) -> web.Response:
     return pages.message(410, "link_retired", "商品已下架", "这个商品链接已失效。")
 
 
+async def _cached(request: web.Request, app: web.Application) -> CachedLink | web.Response:
+    """The link's cache entry (product and minted links), or the page for a gone link."""
+    code = request.match_info["code"]
+    links = app[LINKS]
+    cached = links.lookup(code) or await links.load(code)
+    if not cached.live:
+        return _link_gone(app[PAGES], cached.product)
+    return cached
+
+
 async def _product(request: web.Request, app: web.Application) -> Product | web.Response:
     """The link's product, or the page a shopper sees for an unknown or retired link."""
-    product = await app[LINKS].get(request.match_info["code"])
-    if product is None or product.retired:
-        return _link_gone(app[PAGES], product)
-    return product
+    found = await _cached(request, app)
+    if isinstance(found, web.Response):
+        return found
+    assert found.product is not None
+    return found.product
 
 
 async def storefront_hop(request: web.Request) -> web.StreamResponse:
     """``/o/{code}/{platform}``: count a storefront open, then go to that stored target."""
     app = request.app
-    found = await _product(request, app)
-    if isinstance(found, web.Response):
-        return found
-    product = found
+    cached = await _cached(request, app)
+    if isinstance(cached, web.Response):
+        return cached
+    product = cached.product
+    assert product is not None
     now = time()
     if not within((product.valid_from, product.valid_until), now):
         return closed_page(app[PAGES], app[CLOCK], product, now, None)
@@ -292,14 +307,21 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
                                           "这个商品在该平台没有店铺。")
     detection, _ = _detect(request, app[DETECTOR])
     front = adapter.storefront(dict(target))
-    url = hop_url(detection, front)
-    if url is None:
+    way = hop(detection, front, links=cached.minted)
+    share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
+    if way is None:
         # Nothing this app can open: the guide out of it, and the share token to copy.
         return app[PAGES].render(
             "landing.html", product=product, options=(), blocked=(front,), guide=True,
             hop_urls={}, entry_url=None, phone_only=(), qr_svg=None,
-            share_url=f"{app[PUBLIC_URL]}/p/{product.code}",
-            overlay=overlay_for(detection.platform, detection.os))
+            share_url=share_url, overlay=overlay_for(detection.platform, detection.os),
+            tryable=(), **NO_CARD)
+    if way.kind == "page":
+        # Inside WeChat with no URL Link: the page with the mini-program's card.
+        resolution = _resolution(cached, detection)
+        click = request.query.get("c")
+        return await _landing(request, cached, detection, resolution,
+                              click if click and is_token(click) else new_click_id())
     click_id = request.query.get("c")
     ts, day = app[CLOCK].now()
     if not detection.bot:
@@ -308,7 +330,11 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
             kind="storefront_open", platform=detection.platform, ts=ts, day=day,
             click_id=click_id if click_id and is_token(click_id) else None, target=platform,
         ))
-    return _redirect(url)
+    assert way.url is not None
+    if way.kind == "launch":
+        return launch_page(request, product, front, way.url, detection, share_url,
+                           others=len(product.targets) > 1)
+    return _redirect(way.url)
 
 
 def _redirect(url: str, set_cookie: str | None = None) -> web.Response:
@@ -365,16 +391,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when storage answers; the recorder's counters say whether clicks are flowing."""
+    """Ready when storage answers and clicks can be made durable (written, or journaled);
+    the recorder's counters say whether clicks are flowing, and how many were dropped."""
     recorder = request.app[RECORDER]
     body = {"worker": request.app[WORKER], "pending": recorder.pending,
             "written": recorder.written,
-            "journaled": recorder.journaled, "overflowed": recorder.overflowed}
+            "journaled": recorder.journaled, "overflowed": recorder.overflowed,
+            "dropped": recorder.dropped,
+            "journal": "ok" if recorder.journal_ok else "failing"}
     try:
-        await request.app[STORE].ping()
+        await request.app[STORE].ping()  # within storage.timeout_seconds
     except Exception as exc:
         log.warning("readyz.storage_unavailable", error=str(exc))
         return web.json_response({"status": "unavailable", "storage": "down", **body},
+                                 status=503)
+    if not recorder.durable:  # neither storage nor the journal takes clicks: held in memory
+        return web.json_response({"status": "unavailable", "storage": "failing", **body},
                                  status=503)
     return web.json_response({"status": "ready", "storage": "ok", **body})
 
@@ -382,6 +414,7 @@ async def readyz(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/p/{code}", ShareLink(app).handle, name="share")  # guards itself
     app.router.add_get("/o/{code}/{platform}", guarded(storefront_hop), name="storefront")
+    app.router.add_get("/p/{code}/miniprogram-code", guarded(miniprogram_code))
     app.router.add_get("/e/{code}", guarded(entry_hop), name="entry")
     app.router.add_get("/healthz", guarded(healthz))
     app.router.add_get("/readyz", guarded(readyz))

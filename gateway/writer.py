@@ -283,8 +283,10 @@ async def _serve(settings: Settings, idle: bool, inbox: IO[bytes], outbox: IO[by
     try:
         store = await open_store(settings)
     except Exception as exc:
+        # The gateway logs it (the batch's storage failure) and tries a new child later:
+        # a traceback here on every try of an outage would say nothing more.
         answer(f"storage did not open: {exc}")
-        raise
+        return
     # Started at normal priority: a start is short and rare, and may be the one that
     # replaces a starved child. The batches run on idle CPU time when asked to.
     if idle:

@@ -534,7 +534,7 @@ def shopper_requests(draw: st.DrawFn, live: Live) -> Req:
                                            "nope-nope", "a" * 200, "%00", "%ED%A0%80", ".."]),
                           hostile_text.map(_q)))
     template = draw(st.sampled_from(["/p/{code}", "/p/{code}", "/o/{code}/{platform}",
-                                     "/e/{code}"]))
+                                     "/e/{code}", "/p/{code}/miniprogram-code"]))
     platform = draw(st.one_of(st.sampled_from(["jd", "taobao", "web", "douyin"]),
                               hostile_text.map(_q)))
     path = template.replace("{code}", code).replace("{platform}", platform)
@@ -632,7 +632,8 @@ def test_every_json_route_is_fuzzed(live: Live) -> None:
     assert live.app is not None
     fuzzed = {"/api/products", "/api/products/{id}", "/api/products/{id}/qr.{fmt}",
               "/api/entry", "/api/credentials/{platform}", "/api/credentials", "/api/stats",
-              "/p/{code}", "/o/{code}/{platform}", "/e/{code}", "/wecom/callback/{merchant}"}
+              "/p/{code}", "/p/{code}/miniprogram-code", "/o/{code}/{platform}", "/e/{code}",
+              "/wecom/callback/{merchant}"}
     routes = {re.sub(r"\{(\w+):[^}]*\}", r"{\1}", r.canonical)
               for r in live.app.router.resources()
               if r.canonical.startswith(("/api/", "/p/", "/o/", "/e/", "/wecom/"))}

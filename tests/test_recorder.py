@@ -1,10 +1,15 @@
-"""Nothing accepted is lost: storage away, memory full, shutdown, torn journal lines."""
+"""Nothing accepted is lost: storage away, memory full, shutdown, torn journal lines; and
+when the journal fails too, clicks wait in memory and any loss is counted."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from gateway.recorder import Journal, Recorder
 from gateway.store import Click, Merchant
@@ -33,12 +38,26 @@ def _recorder(store: SQLiteStore, tmp_path: Path, **kw: float) -> Recorder:
     return Recorder(store, Journal(tmp_path / "journal"), **options)  # type: ignore[arg-type]
 
 
-async def _journaled_in_an_outage(tmp_path: Path, recorder: Recorder,
-                                  clicks: int) -> sqlite3.Connection:
-    """Another process holds the database, so every write fails and ``clicks`` clicks go
-    to the journal. Returns that process's connection: its ROLLBACK ends the outage."""
+def _lock(tmp_path: Path) -> sqlite3.Connection:
+    """Another process holds the database, so every write fails. Returns that process's
+    connection: its ROLLBACK ends the outage."""
     blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
+    return blocker
+
+
+def _break_journal(tmp_path: Path) -> Path:
+    """A file where the journal's directory should be: every journal write fails (even as
+    root, unlike a read-only mode). Unlink it to mend the journal."""
+    journal = tmp_path / "journal"
+    journal.write_text("a file where the journal's directory should be")
+    return journal
+
+
+async def _journaled_in_an_outage(tmp_path: Path, recorder: Recorder,
+                                  clicks: int) -> sqlite3.Connection:
+    """Storage locked (``_lock``), so ``clicks`` clicks go to the journal."""
+    blocker = _lock(tmp_path)
     for n in range(clicks):
         recorder.click(_click(n))
     await asyncio.sleep(0.3)
@@ -114,8 +133,7 @@ async def test_shutdown_with_storage_away_journals_and_next_start_replays(tmp_pa
     store = await _open(tmp_path)
     recorder = _recorder(store, tmp_path, flush_interval=60)
     recorder.start()
-    blocker = sqlite3.connect(tmp_path / "rec.db", isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    blocker = _lock(tmp_path)
     for n in range(30):
         recorder.click(_click(n))
     await recorder.close()
@@ -152,4 +170,58 @@ async def test_a_dead_workers_journal_is_taken_over(tmp_path: Path) -> None:
     await recorder.close()
     assert await _clicks_counted(store) == 7
     assert not live.has_rows()
+    await store.close()
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_clicks_wait_in_memory_while_storage_and_journal_fail(tmp_path: Path) -> None:
+    store = await _open(tmp_path)
+    journal = _break_journal(tmp_path)
+    recorder = _recorder(store, tmp_path, batch_size=5)
+    recorder.start()
+    blocker = _lock(tmp_path)
+    for n in range(20):
+        recorder.click(_click(n))
+    await _until(lambda: not recorder.durable, "not durable")
+    assert recorder.pending == 20 and recorder.dropped == 0
+    # The disk is back first: the held clicks go to the journal, storage still locked.
+    journal.unlink()
+    await _until(lambda: recorder.journaled == 20 and not recorder.pending, "journaled")
+    assert recorder.durable and not recorder.storage_ok
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await _until(lambda: recorder.storage_ok and not recorder.journal.has_rows(), "replayed")
+    assert await _clicks_counted(store) == 20
+    await recorder.close()
+    await store.close()
+
+
+async def test_shutdown_with_storage_and_journal_failing_counts_and_logs_the_loss(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.logs import configure_logging
+
+    configure_logging("info", "json")
+    store = await _open(tmp_path)
+    _break_journal(tmp_path)
+    recorder = _recorder(store, tmp_path, flush_interval=60)
+    recorder.start()
+    blocker = _lock(tmp_path)
+    for n in range(30):
+        recorder.click(_click(n))
+    capsys.readouterr()
+    await recorder.close()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert recorder.dropped == 30 and recorder.pending == 0
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+             if line.startswith("{")]
+    assert [(line["reason"], line["dropped"]) for line in lines
+            if line["event"] == "recorder.clicks_dropped"] == [("closing", 30)]
     await store.close()

@@ -378,7 +378,8 @@ async def test_postgres_storage_url_opens_postgres_in_its_schema(pg_url: str) ->
 
 async def test_postgres_unreachable_is_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
-        await PostgresStore.open("postgresql://postgres@127.0.0.1:1/test", connect_timeout=2)
+        await PostgresStore.open("postgresql://postgres@127.0.0.1:1/test",
+                                  timeout_seconds=2)
 
 
 async def test_postgres_lost_connection_is_unavailable_then_recovers(
@@ -416,6 +417,92 @@ async def test_postgres_lost_connection_is_unavailable_then_recovers(
         await store.record([click(2, product=pid)], [])
     with pytest.raises(StoreUnavailable):
         await store.ping()
+
+
+async def test_postgres_calls_give_up_at_the_timeout_when_packets_vanish(
+        pg_url: str, pg_schema: str) -> None:
+    from urllib.parse import urlsplit
+
+    from .tcp_proxy import tcp_proxy
+
+    server = urlsplit(pg_url)
+    async with tcp_proxy(server.hostname or "127.0.0.1", server.port or 5432) as proxy:
+        through = server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.port}").geturl()
+        store = await PostgresStore.open(through, schema=pg_schema, timeout_seconds=1,
+                                         max_size=2)
+        try:
+            await _merchants(store)
+            pid = await _product(store)
+            other = await _product(store, "m2", "code0002")
+            proxy.black_hole()
+            # A transaction on the pooled connection, then reads needing new connections:
+            # each bounded by the timeout, not by TCP giving up.
+            calls = [store.record([click(1, product=pid), click(2, merchant="m2",
+                                                                product=other)], []),
+                     store.link("code0001"), store.ping()]
+            for call in calls:
+                with pytest.raises(StoreUnavailable, match=r"within 1 s|unavailable"):
+                    await asyncio.wait_for(call, 5)
+            proxy.forward()
+            # Back: fresh connections; the batch, sent again, counts once per merchant.
+            for _ in range(2):
+                await store.record([click(1, product=pid),
+                                    click(2, merchant="m2", product=other)], [])
+            for merchant in ("m1", "m2"):
+                rows = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                                         by="platform")
+                assert [r.clicks for r in rows] == [1]
+        finally:
+            proxy.forward()
+            await store.close()
+
+
+async def test_sqlite_calls_give_up_at_the_timeout(tmp_path: Path) -> None:
+    # Waiting on a lock up to 60 s, but a call may take 0.5 s in all.
+    store = await SQLiteStore.open(tmp_path / "slow.db", busy_timeout=60, timeout_seconds=0.5)
+    await _merchants(store)
+    pid = await _product(store)
+    other = await _product(store, "m2", "code0002")
+    blocker = sqlite3.connect(tmp_path / "slow.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
+            await asyncio.wait_for(store.record([click(1, product=pid)], []), 5)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    # The write it gave up on went in once the lock was free; sent again, it counts once.
+    await store.record([click(1, product=pid), click(2, merchant="m2", product=other)], [])
+    for merchant in ("m1", "m2"):
+        rows = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                                 by="platform")
+        assert [r.clicks for r in rows] == [1]
+    await store.close()
+
+
+async def test_a_sqlite_call_cancelled_as_it_finishes_stays_cancelled(tmp_path: Path) -> None:
+    # Python 3.11's wait_for returned the result of a call cancelled just as its statement
+    # finished: the link watcher, cancelled on shutdown, then polled on forever and the
+    # gateway never exited (Ctrl-C hung one stop in four).
+    import threading
+
+    store = await SQLiteStore.open(tmp_path / "cancel.db", timeout_seconds=5)
+    gate = threading.Event()
+
+    def statement() -> str:
+        gate.wait()
+        return "done"
+
+    call = asyncio.create_task(store._run(store._reader, statement))
+    await asyncio.sleep(0)  # the call's first step: it now awaits its thread
+    gate.set()
+    # Hold the loop until the thread is past the statement (its one thread takes jobs in
+    # turn): the statement's result is queued on the loop before the cancel.
+    store._reader.submit(lambda: None).result()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await store.close()
 
 
 # --- the channel dimension and staff logins (migration 3), on every engine -----------------

@@ -15,8 +15,9 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from ..api import after_save
 from ..api_console import file_response, read_upload
-from ..appkeys import CLOCK, LINKS, SETTINGS, STORE
+from ..appkeys import CLOCK, SETTINGS, STORE
 from ..bulk import (
     MAX_ROWS,
     ImportResult,
@@ -148,7 +149,7 @@ async def _run(request: web.Request, session: Any, data: bytes, file_name: str,
         return await _page(request, status=exc.status, error=_file_error(exc))
     if confirm and not result.errors:
         for product in result.created:
-            request.app[LINKS].forget(product.code)
+            await after_save(request.app, product, wait=False)
         return see_other(f"/dashboard/import?imported={len(result.created)}")
     return await _page(request, status=422 if result.errors else 200, result=result,
                        file_data=base64.b64encode(data).decode() if not result.errors else "",

@@ -16,6 +16,7 @@ from aiohttp import web
 from adapters import by_platform
 
 from .. import products as catalogue
+from ..api import after_save
 from ..api_console import all_products, file_response, whole_preview
 from ..appkeys import CLOCK, LINKS, PUBLIC_URL, STORE
 from ..bulk import Kind, export_table
@@ -120,7 +121,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         except ApiError as exc:  # a slug taken meanwhile
             errors = [exc]
         else:
-            request.app[LINKS].forget(product.code)
+            await after_save(request.app, product)
             return see_other(f"/dashboard/products/{product.id}")
     form.show_errors(errors, merchant)
     context = await page_context(request, session, "products")
@@ -166,7 +167,7 @@ async def update(request: web.Request) -> web.StreamResponse:
         except ApiError as exc:  # retired meanwhile
             errors = [exc]
         else:
-            request.app[LINKS].forget(changed.code)
+            await after_save(request.app, changed, before=product)
             return see_other(f"/dashboard/products/{changed.id}")
     form.show_errors(errors, merchant)
     context = await page_context(request, session, "products")
@@ -190,8 +191,7 @@ async def restore(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return refused
     product = await _own(request, session)
-    await catalogue.restore_product(request.app[STORE], product)
-    request.app[LINKS].forget(product.code)
+    await after_save(request.app, await catalogue.restore_product(request.app[STORE], product))
     return see_other(f"/dashboard/products/{product.id}")
 
 

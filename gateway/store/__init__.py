@@ -19,6 +19,7 @@ from .base import (
     InboxItem,
     Merchant,
     MerchantExists,
+    MintedLink,
     NewProduct,
     Product,
     ProductState,
@@ -44,6 +45,7 @@ __all__ = [
     "InboxItem",
     "Merchant",
     "MerchantExists",
+    "MintedLink",
     "NewProduct",
     "Product",
     "ProductState",
@@ -60,14 +62,13 @@ __all__ = [
 async def open_store(settings: Settings) -> Store:
     """Open the configured engine with its migrations applied."""
     url: str = settings["storage.url"]
-    if not url:
+    # One limit for every call, a lock or a connection waited for included.
+    timeout: float = settings["storage.timeout_seconds"]
+    if not url or url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
-        return await SQLiteStore.open(settings.data_dir / "linkloop.db")
-    if url.startswith("sqlite:///"):
-        from .sqlite import SQLiteStore
-
-        return await SQLiteStore.open(Path(url.removeprefix("sqlite:///")))
+        path = Path(url.removeprefix("sqlite:///")) if url else settings.data_dir / "linkloop.db"
+        return await SQLiteStore.open(path, busy_timeout=timeout, timeout_seconds=timeout)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore, split_schema
 
@@ -75,5 +76,5 @@ async def open_store(settings: Settings) -> Store:
         # parameter (taken out before connecting): keep the tables in that schema, created
         # on first open. Every other parameter goes to asyncpg as it is.
         dsn, schema = split_schema(url)
-        return await PostgresStore.open(dsn, schema=schema)
+        return await PostgresStore.open(dsn, schema=schema, timeout_seconds=timeout)
     raise ConfigError(f"storage.url: {url!r} is neither sqlite:///PATH nor postgresql://...")

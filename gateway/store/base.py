@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "METRICS",
+    "NEVER",
     "PRODUCT_CHANGES",
     "PRODUCT_STATES",
     "Channel",
@@ -30,6 +31,8 @@ __all__ = [
     "InboxItem",
     "Merchant",
     "MerchantExists",
+    "MintKind",
+    "MintedLink",
     "NewProduct",
     "Product",
     "ProductState",
@@ -43,6 +46,8 @@ __all__ = [
 
 EventKind = Literal["storefront_open", "entry", "add"]
 EntryKind = Literal["acquisition_link", "contact_way", "group", "static"]
+#: What the gateway mints for a share link through WeChat's API (gateway/wechat/links.py).
+MintKind = Literal["url_link", "scheme", "wxacode"]
 GroupBy = Literal["platform", "product", "day", "channel"]
 #: Roles a dashboard login may have (API tokens may also be ``admin``).
 StaffRole = Literal["merchant", "marketing"]
@@ -220,6 +225,36 @@ class Credentials:
     app_id: str
     secret: str
     updated_at: float = 0.0
+
+
+#: ``MintedLink.due_at`` of something that never needs renewing (a mini-program code).
+NEVER = 1e18
+
+
+@dataclass(frozen=True, slots=True)
+class MintedLink:
+    """Something minted through a platform API for one share link: a WeChat URL Link, an
+    encrypted scheme, a mini-program code. ``value`` None: not minted (yet)."""
+
+    merchant_id: str
+    code: str
+    kind: MintKind
+    #: What it was minted for (the target's appid, path, query...): a changed target mints
+    #: afresh, an unchanged one keeps what it has.
+    fingerprint: str
+    #: The link (URL Link, scheme); for a mini-program code, a token naming this image.
+    value: str | None = None
+    #: The mini-program code's image bytes (PNG or JPEG, as WeChat sent them).
+    image: bytes | None = None
+    #: When the platform stops honouring it (Unix time; 0: never).
+    expires_at: float = 0.0
+    minted_at: float = 0.0
+    #: Failed attempts in a row since the last success (the backoff grows with it).
+    attempts: int = 0
+    #: When the renewer looks at it next: before it expires, or when a failure's backoff ends.
+    due_at: float = 0.0
+    #: Why the last attempt failed (an errcode and message), for the merchant and the logs.
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +456,36 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_credentials(self, merchant_id: str) -> Sequence[Credentials]: ...
+
+    # --- links minted through platform APIs (WeChat URL Links, schemes, codes) ----------------
+    @abc.abstractmethod
+    async def put_minted(self, minted: MintedLink) -> None:
+        """Store (replace) one minted thing; every gateway hears that its share code changed."""
+
+    @abc.abstractmethod
+    async def minted(self, merchant_id: str, code: str) -> Sequence[MintedLink]:
+        """Everything minted for one of the merchant's share codes (images included)."""
+
+    @abc.abstractmethod
+    async def minted_values(self, codes: Sequence[str], now: float,
+                            ) -> dict[str, dict[str, str]]:
+        """code -> {kind: value} of what is minted and unexpired at ``now``, for share codes
+        (unscoped, like ``links``: the link cache reads it with the products)."""
+
+    @abc.abstractmethod
+    async def minted_image(self, code: str) -> tuple[str, bytes] | None:
+        """A share code's mini-program code: (its token, the image bytes), or None."""
+
+    @abc.abstractmethod
+    async def claim_due_mints(self, now: float, lease_until: float, limit: int,
+                              ) -> Sequence[MintedLink]:
+        """Up to ``limit`` rows due at ``now`` (images left out), each claimed atomically by
+        moving its ``due_at`` to ``lease_until``: gateways sharing a database never work the
+        same row at once."""
+
+    @abc.abstractmethod
+    async def forget_minted(self, merchant_id: str, code: str) -> None:
+        """Drop everything minted for a share code (its target is gone)."""
 
     # --- the WeCom entry point ----------------------------------------------------------------
     @abc.abstractmethod

@@ -19,8 +19,29 @@ CREATE TABLE login_throttle (
 CREATE INDEX login_throttle_by_window ON login_throttle (window_start)
 """
 
-# The merchant console (both engines, but for the float type: SQLite's version 7,
-# PostgreSQL's version 6): a product's optional sales window, and named ``?ch=`` channels.
+# Links minted through WeChat's API, the same in both engines but for the float and binary
+# types: SQLite's version 7, PostgreSQL's version 6.
+_MINTED_LINKS = """
+CREATE TABLE minted_links (
+    code TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('url_link', 'scheme', 'wxacode')),
+    merchant_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    value TEXT,
+    image {blob},
+    expires_at {real} NOT NULL DEFAULT 0,
+    minted_at {real} NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at {real} NOT NULL DEFAULT 0,
+    error TEXT,
+    PRIMARY KEY (code, kind)
+);
+CREATE INDEX minted_links_due ON minted_links (due_at);
+CREATE INDEX minted_links_by_merchant ON minted_links (merchant_id, code)
+"""
+
+# The merchant console (both engines, but for the float type: SQLite's version 8,
+# PostgreSQL's version 7): a product's optional sales window, and named ``?ch=`` channels.
 # Nullable columns with no default: adding them rewrites no row.
 _CONSOLE = """
 ALTER TABLE products ADD COLUMN valid_from {real};
@@ -259,8 +280,12 @@ CREATE TRIGGER link_changed AFTER UPDATE ON products BEGIN
     # A row per address with attempts in its current window; rows of closed windows are
     # deleted as new attempts come (Store.take_login_attempt).
     (6, _LOGIN_THROTTLE.format(real="REAL")),
-    # Version 7: the console's sales windows and channels (_CONSOLE says what).
-    (7, _CONSOLE.format(real="REAL")),
+    # Version 7: what the gateway mints through WeChat's API for each share link (URL Link,
+    # encrypted scheme, mini-program code), kept so that no click waits for a mint and every
+    # gateway process serves the same links; ``due_at`` drives renewals and retries.
+    (7, _MINTED_LINKS.format(real="REAL", blob="BLOB")),
+    # Version 8: the console's sales windows and channels (_CONSOLE says what).
+    (8, _CONSOLE.format(real="REAL")),
 )
 
 
@@ -496,7 +521,9 @@ ANALYZE monthly_rollups, daily_totals, rollups
     # Version 5: as SQLite's version 6 (SQLite's version 5, the link change log, has no
     # PostgreSQL counterpart: NOTIFY does that job).
     (5, _LOGIN_THROTTLE.format(real="DOUBLE PRECISION")),
-    # Version 6: as SQLite's version 7.
-    (6, _CONSOLE.format(real="DOUBLE PRECISION")),
+    # Version 6: minted links (SQLite's version 7 says why).
+    (6, _MINTED_LINKS.format(real="DOUBLE PRECISION", blob="BYTEA")),
+    # Version 7: as SQLite's version 8.
+    (7, _CONSOLE.format(real="DOUBLE PRECISION")),
 )
 __all__ += ["POSTGRES_MIGRATIONS"]

@@ -9,6 +9,12 @@ statement per table, and ``ON CONFLICT DO NOTHING RETURNING`` says which rows ar
 Every failure that means "the database is away right now" (refused or reset connections,
 timeouts, a closing pool, a server shutting down, a deadlock victim) surfaces as
 ``StoreUnavailable``, so the recorder journals the batch and retries.
+
+Every call has one deadline (``storage.timeout_seconds``) for getting a connection and
+running its statements. A server that silently drops packets never answers, and neither
+would a cancel request or a ROLLBACK sent to it, so at the deadline the connection is
+terminated (its socket closed, no goodbye): whatever awaits it fails at once, and the pool
+opens a fresh one for the next call. Migrations are exempt: they may rightly take long.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import astuple
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -42,6 +49,7 @@ from .base import (
     InboxItem,
     Merchant,
     MerchantExists,
+    MintedLink,
     NewProduct,
     Product,
     ProductState,
@@ -92,6 +100,8 @@ LINKS_CHANNEL = "linkloop_links"
 _WATCH_EVERY = 5.0
 _WAY_COLUMNS = "merchant_id, platform, config_id, qr_code, state, created_at"
 _CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
+_MINTED_COLUMNS = ("merchant_id, code, kind, fingerprint, value, image, expires_at, minted_at, "
+                   "attempts, due_at, error")
 _USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_logins, "
                  "locked_until, last_login_at, sessions_after")
 
@@ -211,11 +221,11 @@ async def _init_connection(conn: Any) -> None:
 
 
 class PostgresStore(Store):
-    def __init__(self, pool: Any, *, schema: str | None, acquire_timeout: float,
+    def __init__(self, pool: Any, *, schema: str | None, timeout: float,
                  months_ahead: int) -> None:
         self._pool = pool
         self.schema = schema
-        self.acquire_timeout = acquire_timeout
+        self.timeout = timeout
         self.months_ahead = months_ahead
         self._next_partition_check = 0.0
 
@@ -223,23 +233,24 @@ class PostgresStore(Store):
     @classmethod
     async def open(
         cls, url: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10,
-        connect_timeout: float = 10.0, acquire_timeout: float = 10.0, months_ahead: int = 3,
+        timeout_seconds: float = 10.0, months_ahead: int = 3,
     ) -> PostgresStore:
         """Connect a pool, apply pending migrations and make the coming months' partitions.
 
         ``schema``: keep every table in this schema (created if missing; it becomes the
         connections' search_path), e.g. one schema per test or per deployment.
+        ``timeout_seconds``: longest one call may take, connecting included (not
+        migrations).
         ``months_ahead``: click partitions made beyond the current month.
         """
         settings = {"search_path": quote_ident(schema)} if schema else {}
         try:
             pool = await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, timeout=connect_timeout,
+                url, min_size=min_size, max_size=max_size, timeout=timeout_seconds,
                 init=_init_connection, server_settings=settings)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(_describe(exc)) from exc
-        store = cls(pool, schema=schema, acquire_timeout=acquire_timeout,
-                    months_ahead=months_ahead)
+        store = cls(pool, schema=schema, timeout=timeout_seconds, months_ahead=months_ahead)
         try:
             await store._migrate()
             await store.ensure_partitions()
@@ -249,7 +260,9 @@ class PostgresStore(Store):
         return store
 
     async def _migrate(self) -> None:
-        async with self._conn() as conn:
+        # No deadline: a migration may rebuild a big table, or wait its turn behind another
+        # gateway's (the advisory lock below).
+        async with self._conn(deadline=False) as conn:
             namespace = self.schema or await conn.fetchval("SELECT current_schema()")
             # Gateways opening together queue here; each applies what is still missing.
             key = f"linkloop:migrate:{namespace}"
@@ -310,7 +323,7 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         try:
-            await asyncio.wait_for(self._pool.close(), timeout=10.0)
+            await asyncio.wait_for(self._pool.close(), timeout=self.timeout)
         except _UNAVAILABLE:  # TimeoutError is an OSError
             self._pool.terminate()
 
@@ -320,12 +333,32 @@ class PostgresStore(Store):
 
     # --- plumbing ----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Any]:
-        """A pooled connection; connection trouble, here or in the body, is StoreUnavailable."""
+    async def _conn(self, *, deadline: bool = True) -> AsyncIterator[Any]:
+        """A pooled connection, for at most ``self.timeout`` seconds from now (getting it,
+        using it and handing it back); connection trouble or the deadline, here or in the
+        body, is StoreUnavailable."""
+        cutoff: _Cutoff | None = None
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.timeout
         try:
-            async with self._pool.acquire(timeout=self.acquire_timeout) as conn:
+            conn = await self._pool.acquire(timeout=self.timeout)
+            try:
+                if deadline:
+                    cutoff = _Cutoff(conn, ends - loop.time())
                 yield conn
+            finally:
+                try:
+                    # A connection that can't be reset is terminated by the pool: the
+                    # body's outcome stands (a commit is a commit), whatever happens here.
+                    with contextlib.suppress(*_UNAVAILABLE):
+                        await self._pool.release(conn, timeout=self.timeout)
+                finally:
+                    if cutoff is not None:
+                        cutoff.cancel()
         except _UNAVAILABLE as exc:
+            if cutoff is not None and cutoff.fired:
+                raise StoreUnavailable(
+                    f"PostgreSQL did not answer within {self.timeout:g} s") from exc
             raise StoreUnavailable(_describe(exc)) from exc
 
     # --- merchants ---------------------------------------------------------------------------
@@ -435,7 +468,12 @@ class PostgresStore(Store):
         return _product(row) if row else None
 
     async def watch_links(self, forget: Callable[[str | None], None]) -> None:
-        """LISTEN for changed links on a connection of our own; reconnect when it drops."""
+        """LISTEN for changed links on a connection of our own; reconnect when it drops.
+
+        ``forget(None)`` once listening again (changes may have been missed meanwhile),
+        never while the database is away: there is nothing to learn then, and the link
+        cache keeps serving what it has.
+        """
         delay = 0.5
 
         def heard(_conn: Any, _pid: int, _channel: str, code: str) -> None:
@@ -443,20 +481,21 @@ class PostgresStore(Store):
 
         while True:
             try:
-                async with self._pool.acquire(timeout=self.acquire_timeout) as conn:
-                    await conn.add_listener(LINKS_CHANNEL, heard)
+                async with self._conn(deadline=False) as conn:  # held as long as it works
+                    with _Cutoff(conn, self.timeout):
+                        await conn.add_listener(LINKS_CHANNEL, heard)
                     forget(None)  # whatever changed while nobody was listening
                     delay = 0.5
                     try:
                         while True:  # a ping notices a connection that died quietly
                             await asyncio.sleep(_WATCH_EVERY)
-                            await conn.fetchval("SELECT 1")
+                            with _Cutoff(conn, self.timeout):
+                                await conn.fetchval("SELECT 1")
                     finally:
-                        with contextlib.suppress(*_UNAVAILABLE):
+                        with contextlib.suppress(*_UNAVAILABLE), _Cutoff(conn, self.timeout):
                             await conn.remove_listener(LINKS_CHANNEL, heard)
-            except _UNAVAILABLE as exc:
-                log.warning("store.link_listener_lost", error=_describe(exc), retry_in=delay)
-            forget(None)
+            except StoreUnavailable as exc:  # _conn turns the body's failures into this
+                log.warning("store.link_listener_lost", error=str(exc), retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -593,6 +632,64 @@ class PostgresStore(Store):
                 "SELECT product_id, platform FROM clicks WHERE merchant_id = $1 AND id = $2 "
                 "LIMIT 1", merchant_id, click_id)
         return (row[0], row[1]) if row else None
+
+    # --- minted links -------------------------------------------------------------------------
+    async def put_minted(self, minted: MintedLink) -> None:
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _MINTED_COLUMNS.split(", ")[3:])
+        async with self._conn() as conn:
+            await conn.execute(
+                f"INSERT INTO minted_links ({_MINTED_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+                f"ON CONFLICT (code, kind) DO UPDATE SET {updates}", *astuple(minted))
+            # Every instance drops the code's cached link, minted links and all.
+            await conn.execute("SELECT pg_notify($1, $2)", LINKS_CHANNEL, minted.code)
+
+    async def minted(self, merchant_id: str, code: str) -> Sequence[MintedLink]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_MINTED_COLUMNS} FROM minted_links WHERE merchant_id = $1 "
+                "AND code = $2 ORDER BY kind", merchant_id, code)
+        return [MintedLink(*r) for r in rows]
+
+    async def minted_values(self, codes: Sequence[str], now: float,
+                            ) -> dict[str, dict[str, str]]:
+        if not codes:
+            return {}
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT code, kind, value FROM minted_links WHERE code = ANY($1::text[]) "
+                "AND value IS NOT NULL AND (expires_at = 0 OR expires_at > $2)",
+                list(codes), now)
+        found: dict[str, dict[str, str]] = {}
+        for code, kind, value in rows:
+            found.setdefault(code, {})[kind] = value
+        return found
+
+    async def minted_image(self, code: str) -> tuple[str, bytes] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT value, image FROM minted_links WHERE code = $1 AND kind = 'wxacode' "
+                "AND value IS NOT NULL AND image IS NOT NULL", code)
+        return (row[0], bytes(row[1])) if row else None
+
+    async def claim_due_mints(self, now: float, lease_until: float, limit: int,
+                              ) -> Sequence[MintedLink]:
+        columns = ", ".join("NULL" if c == "image" else f"m.{c}"
+                            for c in _MINTED_COLUMNS.split(", "))
+        async with self._conn() as conn:
+            # SKIP LOCKED: two gateways claiming at once take different rows.
+            rows = await conn.fetch(
+                f"UPDATE minted_links m SET due_at = $2 FROM (SELECT code, kind FROM "
+                "minted_links WHERE due_at <= $1 ORDER BY due_at LIMIT $3 "
+                "FOR UPDATE SKIP LOCKED) due WHERE m.code = due.code AND m.kind = due.kind "
+                f"RETURNING {columns}", now, lease_until, limit)
+        return [MintedLink(*r) for r in rows]
+
+    async def forget_minted(self, merchant_id: str, code: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("DELETE FROM minted_links WHERE merchant_id = $1 AND code = $2",
+                               merchant_id, code)
+            await conn.execute("SELECT pg_notify($1, $2)", LINKS_CHANNEL, code)
 
     # --- the WeCom entry point ---------------------------------------------------------------
     async def put_entry(self, entry: Entry) -> Entry:
@@ -829,6 +926,33 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             await conn.execute("UPDATE login_throttle SET attempts = attempts - 1 "
                                "WHERE address = $1 AND attempts > 0", address)
+
+
+class _Cutoff:
+    """Terminates a connection that is still in use ``seconds`` from now.
+
+    Closing the socket is the one way out that needs no answer from the server: every
+    await on the connection then fails at once (with InterfaceError), and the pool replaces
+    it. The body's own awaits are left to fail: no task is cancelled.
+    """
+
+    def __init__(self, conn: Any, seconds: float) -> None:
+        self.fired = False
+        self._conn = conn
+        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._conn.terminate()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+    def __enter__(self) -> _Cutoff:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,6 +4,12 @@ Every statement runs off the event loop: writes on one thread (SQLite has one wr
 anyway), reads on another so that a cache-miss lookup on the hot path never queues behind a
 batch of clicks. Each transaction is a plain function run whole on its thread, so it costs
 one hop from the loop, not one per statement.
+
+Every call waits at most ``timeout`` seconds (``storage.timeout_seconds``), for a lock held
+by another process as for a disk that stopped answering: then it fails as
+StoreUnavailable. A thread can't be stopped, so one stuck on a disk finishes its statement
+on its own; the calls queued behind it fail at their own deadlines meanwhile. Opening the
+file (migrations) has no deadline.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +43,7 @@ from .base import (
     InboxItem,
     Merchant,
     MerchantExists,
+    MintedLink,
     NewProduct,
     Product,
     ProductState,
@@ -72,6 +80,8 @@ T = TypeVar("T")
 R = TypeVar("R", Click, Event)
 
 _CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
+_MINTED_COLUMNS = ("merchant_id, code, kind, fingerprint, value, image, expires_at, minted_at, "
+                   "attempts, due_at, error")
 _USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_logins, "
                  "locked_until, last_login_at, sessions_after")
 #: Rows per multi-row statement. Every such statement has exactly this many rows (a short
@@ -154,9 +164,11 @@ def _bump(conn: sqlite3.Connection, table: str, deltas: Mapping[Any, RollupDelta
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: Path, busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 10.0,
+                 timeout: float | None = None) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.timeout = busy_timeout if timeout is None else timeout
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
@@ -165,11 +177,14 @@ class SQLiteStore(Store):
 
     # --- lifecycle ---------------------------------------------------------------------------
     @classmethod
-    async def open(cls, path: Path, busy_timeout: float = 10.0) -> SQLiteStore:
-        """Open (creating and migrating) the file; ``busy_timeout``: seconds to wait on a lock."""
-        store = cls(path, busy_timeout)
-        await store._write(store._open_writer)
-        await store._read(store._open_reader)
+    async def open(cls, path: Path, busy_timeout: float = 10.0,
+                   timeout_seconds: float | None = None) -> SQLiteStore:
+        """Open (creating and migrating) the file; ``busy_timeout``: seconds a statement
+        waits on a lock; ``timeout_seconds``: seconds a call waits in all (default:
+        busy_timeout)."""
+        store = cls(path, busy_timeout, timeout_seconds)
+        await store._run(store._writer, store._open_writer, deadline=False)
+        await store._run(store._reader, store._open_reader, deadline=False)
         # Where the log of changed links ends now: watch_links starts here, so a change
         # made while the gateway warmed its link cache is not missed.
         store._links_seen = await store._read(lambda: store._rconn.execute(
@@ -231,8 +246,9 @@ class SQLiteStore(Store):
             if self._read_conn is not None:
                 self._read_conn.close()
 
-        await self._write(close_write)
-        await self._read(close_read)
+        # After whatever is queued, however long it takes: nothing may be cut off.
+        await self._run(self._writer, close_write, deadline=False)
+        await self._run(self._reader, close_read, deadline=False)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
@@ -250,12 +266,22 @@ class SQLiteStore(Store):
         assert self._read_conn is not None, "store is not open"
         return self._read_conn
 
-    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T], *,
+                   deadline: bool = True) -> T:
+        done = asyncio.get_running_loop().run_in_executor(pool, fn)
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn)
+            if not deadline:
+                return await done
+            # Not wait_for: on Python 3.11 it swallows a cancellation that arrives as the
+            # statement finishes, and a cancelled link watcher then ran on forever.
+            async with asyncio.timeout(self.timeout):
+                return await done
         except sqlite3.OperationalError as exc:
             # Locked, disk full, file gone: the caller may retry later.
             raise StoreUnavailable(str(exc)) from exc
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"SQLite did not answer within {self.timeout:g} s") from None
 
     async def _read(self, fn: Callable[[], T]) -> T:
         return await self._run(self._reader, fn)
@@ -649,6 +675,71 @@ class SQLiteStore(Store):
             return [Credentials(*r) for r in rows]
 
         return await self._read(read)
+
+    # --- minted links -------------------------------------------------------------------------
+    async def put_minted(self, minted: MintedLink) -> None:
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT OR REPLACE INTO minted_links ({_MINTED_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", astuple(minted))
+            # Every process reads this log (watch_links) and drops the code's cached link,
+            # minted links and all.
+            conn.execute("INSERT INTO link_changes (code) VALUES (?)", (minted.code,))
+
+        await self._write(self._transaction(upsert))
+
+    async def minted(self, merchant_id: str, code: str) -> Sequence[MintedLink]:
+        def read() -> list[MintedLink]:
+            rows = self._rconn.execute(
+                f"SELECT {_MINTED_COLUMNS} FROM minted_links WHERE merchant_id = ? AND code = ? "
+                "ORDER BY kind", (merchant_id, code)).fetchall()
+            return [MintedLink(*r) for r in rows]
+
+        return await self._read(read)
+
+    async def minted_values(self, codes: Sequence[str], now: float,
+                            ) -> dict[str, dict[str, str]]:
+        def read() -> dict[str, dict[str, str]]:
+            found: dict[str, dict[str, str]] = {}
+            for code, kind, value, expires_at in _select_in(
+                    self._rconn, "SELECT code, kind, value, expires_at FROM minted_links "
+                    "WHERE value IS NOT NULL AND code IN", codes):
+                if not expires_at or expires_at > now:
+                    found.setdefault(code, {})[kind] = value
+            return found
+
+        return await self._read(read) if codes else {}
+
+    async def minted_image(self, code: str) -> tuple[str, bytes] | None:
+        def read() -> tuple[str, bytes] | None:
+            row = self._rconn.execute(
+                "SELECT value, image FROM minted_links WHERE code = ? AND kind = 'wxacode' "
+                "AND value IS NOT NULL AND image IS NOT NULL", (code,)).fetchone()
+            return (row[0], bytes(row[1])) if row else None
+
+        return await self._read(read)
+
+    async def claim_due_mints(self, now: float, lease_until: float, limit: int,
+                              ) -> Sequence[MintedLink]:
+        columns = _MINTED_COLUMNS.replace("image", "NULL")
+
+        def claim(conn: sqlite3.Connection) -> list[MintedLink]:
+            rows = conn.execute(
+                f"SELECT {columns} FROM minted_links WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+                (now, limit)).fetchall()
+            conn.executemany("UPDATE minted_links SET due_at = ? WHERE code = ? AND kind = ?",
+                             [(lease_until, r[1], r[2]) for r in rows])
+            return [replace(MintedLink(*r), due_at=lease_until) for r in rows]
+
+        return await self._write(self._transaction(claim))
+
+    async def forget_minted(self, merchant_id: str, code: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM minted_links WHERE merchant_id = ? AND code = ?",
+                         (merchant_id, code))
+            conn.execute("INSERT INTO link_changes (code) VALUES (?)", (code,))
+
+        await self._write(self._transaction(delete))
 
     # --- the WeCom entry point ---------------------------------------------------------------
     async def put_entry(self, entry: Entry) -> Entry:
