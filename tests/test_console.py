@@ -163,12 +163,15 @@ def _valid_target(adapter: Adapter) -> dict[str, str]:
 
 
 def _bad_values(adapter: Adapter, name: str) -> list[str]:
-    """Values the field must refuse, whatever its pattern: a word, an off-host URL..."""
+    """Values the field must refuse: an off-host or unsafe URL; a control character and a
+    length past every limit for any field; and words its own pattern refuses."""
     if name == "url":
         return ["https://evil.example.net/item", "http://item.example.com/x", "javascript:x"]
-    if name == "share_token":
-        return ["口令\x01", "x" * 600]
-    return ["not valid!", "x" * 3000, "１２３４５６"]
+    bad = ["口令\x01", "x" * 3000]
+    pattern = adapter.field_patterns.get(name)
+    if pattern is not None:
+        bad += [v for v in ("not valid!", "１２３４５６", "<b>") if not re.fullmatch(pattern, v)]
+    return bad
 
 
 def _cases() -> list[tuple[str, str, str]]:
