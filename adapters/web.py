@@ -23,7 +23,7 @@ class Web(Adapter):
     label = "网页商城"
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("url",),)
     field_docs: ClassVar[Mapping[str, FieldDoc]] = {
-        "url": FieldDoc("网页商城网址", "https 开头，必须在你店铺的域名上",
+        "url": FieldDoc("商品网址", "https 开头，必须在你店铺的域名上",
                         "https://shop.example.com/item/42"),
     }
     # A browser opens every storefront: web URLs directly, apps and mini-programs by scheme.

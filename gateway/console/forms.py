@@ -18,7 +18,7 @@ from adapters import ADAPTERS
 
 from ..errors import ApiError
 from ..store import Merchant, Product
-from .messages import say
+from .messages import field_label, say
 
 __all__ = ["BASE_FIELDS", "FormField", "ProductForm", "Section", "dom_id", "local_moment"]
 
@@ -178,7 +178,7 @@ class ProductForm:
             one = by_name.get(name)
             if one is not None:
                 one.error, one.code = say(error, merchant, one.value), error.code
-                self.summary.append((one.id, one.label, one.error))
+                self.summary.append((one.id, field_label(name), one.error))
             elif name in sections:
                 section = sections[name]
                 section.error, section.code = say(error, merchant), error.code

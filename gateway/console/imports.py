@@ -49,11 +49,13 @@ async def _page(request: web.Request, *, status: int = 200, result: ImportResult
                 error: str = "", file_data: str = "", file_name: str = "",
                 imported: int = 0) -> web.Response:
     session = await require_session(request)
+    merchant = await merchant_of(request, session)
     rows = []
     if result is not None:
         for row in result.rows:
             rows.append({**row, "problems": [
-                (field_label(e["field"]), say(ApiError(422, e["code"], e["message"], e["field"])),
+                (field_label(e["field"]),
+                 say(ApiError(422, e["code"], e["message"], e["field"]), merchant),
                  e["code"], e["field"]) for e in row["errors"]]})
     return render(
         request, "console/import.html", status=status, result=result, rows=rows, error=error,

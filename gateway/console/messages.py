@@ -51,7 +51,7 @@ def field_label(field: str | None) -> str:
             return parts[1]
         if len(parts) == 2:
             return adapter.label
-        return f"{adapter.label}{adapter.field_doc(parts[2]).label}"
+        return f"{adapter.label} {adapter.field_doc(parts[2]).label}"
     return FIELD_LABELS.get(field, field)
 
 
@@ -78,7 +78,8 @@ def _wanted(platform: str) -> str:
 
 
 def say(error: ApiError, merchant: Merchant | None = None, value: str = "") -> str:
-    """``error`` in Chinese, for the field it names; ``value``: what was typed there."""
+    """``error`` in Chinese, shown beside the field it names (a target field's message leaves
+    the field's name to its label there); ``value``: what was typed."""
     field = error.field or ""
     code = error.code
     label = field_label(field)
@@ -96,8 +97,9 @@ def say(error: ApiError, merchant: Merchant | None = None, value: str = "") -> s
                     "你的店铺还没有登记域名，请让管理员用 linkloop merchant update 添加。")
         if is_target_field:
             platform = by_platform(field.split(".")[1])
-            hosts = "、".join(platform.owned_hosts) if platform else ""
-            return f"{label}必须是该平台自己的网址（{hosts}）。"
+            if platform is None:
+                return "网址不在允许的域名上。"
+            return f"必须是{platform.label}自己的网址（{'、'.join(platform.owned_hosts)}）。"
         if field == "url":
             return "获客链接必须是企业微信的链接：https://work.weixin.qq.com/ca/…"
         return f"{label}的网址不在允许的域名上。"
@@ -114,7 +116,7 @@ def say(error: ApiError, merchant: Merchant | None = None, value: str = "") -> s
     if code in ("unknown_field", "unknown_platform"):
         return f"不认识的项目「{field}」。"
     if is_target_field:
-        return f"{label}格式不对：{_target_hint(field)}。"
+        return f"格式不对：{_target_hint(field)}。"
     return _field_message(field, label, value, error)
 
 

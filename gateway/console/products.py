@@ -59,6 +59,16 @@ def list_filter(request: web.Request, products: Sequence[Product]) -> tuple[
 
 
 # --- the product page ----------------------------------------------------------------------------
+def short_url(url: str | None, limit: int = 44) -> str:
+    """A link as a person skims it: no ``https://``, long ones cut (the whole one is its
+    title)."""
+    if not url:
+        return ""
+    text = url.removeprefix("https://").removeprefix("http://")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+
 def _targets(product: Product) -> list[dict[str, Any]]:
     """Each storefront: its platform's name and what was given for it, labelled."""
     rows = []
@@ -84,6 +94,7 @@ async def product_context(request: web.Request, session: Session,
         "valid_from_text": local_moment(product.valid_from, zone).replace("T", " "),
         "valid_until_text": local_moment(product.valid_until, zone).replace("T", " "),
         "preview": await whole_preview(request, product, os), "preview_os": os,
+        "short": short_url,
     }
 
 
