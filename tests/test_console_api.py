@@ -330,6 +330,10 @@ async def test_an_import_names_its_bad_rows_and_writes_nothing_until_they_are_fi
     assert refused["error"]["code"] == "import_rejected" and refused["created"] == 0
     assert (await _json(await gw.get("/api/products", headers=acme.auth), 200))["items"] == []
     fixed = _xlsx(header, _rows(20, {})[1])
+    clean = await _json(await _import(gw, acme, fixed, XLSX_TYPE, dry_run=True), 200)
+    assert (clean["valid"], clean["invalid"], clean["created"]) == (20, 0, 0)
+    assert {r["status"] for r in clean["rows"]} == {"ok"}
+    assert (await _json(await gw.get("/api/products", headers=acme.auth), 200))["items"] == []
     done = await _json(await _import(gw, acme, fixed, XLSX_TYPE, dry_run=False), 201)
     assert done["created"] == 20 and {r["status"] for r in done["rows"]} == {"created"}
     listed = await _json(await gw.get("/api/products?limit=100", headers=acme.auth), 200)
