@@ -62,7 +62,8 @@ def principal(request: web.Request, *, write: bool = False) -> Principal:
 
 
 async def merchant_of(request: web.Request, who: Principal) -> Merchant:
-    """The caller's merchant (a token may outlive its merchant)."""
+    """The token's merchant; 401 when it does not exist (a token minted against another
+    database with the same secret), before anything is written in its name."""
     merchant = await request.app[STORE].get_merchant(who.merchant_id)
     if merchant is None:
         raise ApiError(401, "unknown_merchant", "the token's merchant does not exist")
@@ -255,6 +256,7 @@ def _credentials_json(credentials: Credentials) -> dict[str, Any]:
 async def put_credentials(request: web.Request) -> web.Response:
     """A merchant's mini-program or official account appid and secret (write-only)."""
     who = principal(request, write=True)
+    await merchant_of(request, who)
     platform = request.match_info["platform"]
     appid_format = _CREDENTIAL_PLATFORMS.get(platform)
     if appid_format is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -12,18 +13,22 @@ __all__ = ["DayClock"]
 
 
 class DayClock:
-    """``now()`` gives (timestamp, day); the day string is recomputed only at midnight."""
+    """``now()`` gives (timestamp, day); the day string is recomputed only at midnight.
 
-    def __init__(self, timezone: str) -> None:
+    ``clock`` is where the time comes from: ``time.time``, or a test's own hand.
+    """
+
+    def __init__(self, timezone: str, clock: Callable[[], float] = time.time) -> None:
         try:
             self.zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"stats.timezone: unknown time zone {timezone!r}") from None
+        self._clock = clock
         self._day = ""
         self._until = 0.0
 
     def now(self) -> tuple[float, str]:
-        ts = time.time()
+        ts = self._clock()
         if ts >= self._until:
             local = datetime.fromtimestamp(ts, self.zone)
             self._day = local.date().isoformat()

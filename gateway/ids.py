@@ -8,7 +8,8 @@ import re
 import secrets
 import time
 
-__all__ = ["BASE62", "CODE_PATTERN", "TOKEN_ALPHABET", "is_token", "new_click_id", "new_code"]
+__all__ = ["BASE62", "CODE_PATTERN", "TOKEN_ALPHABET", "is_token", "is_visitor_id", "new_click_id",
+           "new_code"]
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: The characters of click and visitor ids (base64url: safe in URLs, cookies and states).
@@ -18,6 +19,9 @@ _TOKEN = re.compile(r"[0-9A-Za-z_-]{8,32}")
 #: slug (gateway/catalog.py checks slugs against this same pattern), 3 to 64 characters.
 #: The share link answers any other code with a 404 without asking storage.
 CODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,63}")
+#: Every visitor id the gateway ever set is 16 characters: the first click's id now, and
+#: 16 random base62 / base64url characters before that.
+_VISITOR = re.compile(r"[0-9A-Za-z_-]{16}")
 
 
 def new_code(length: int = 8) -> str:
@@ -80,5 +84,11 @@ new_click_id = _click_ids.new
 
 
 def is_token(value: str) -> bool:
-    """True for an id this module could have made (used to accept cookies and ``?c=``)."""
+    """True for an id this module could have made (used to accept ``?c=`` click ids)."""
     return _TOKEN.fullmatch(value) is not None
+
+
+def is_visitor_id(value: str) -> bool:
+    """True for an ``ll_v`` cookie value the gateway could have set; anything else (too
+    long, malformed, or some other site's cookie of that name) gets a fresh one."""
+    return _VISITOR.fullmatch(value) is not None

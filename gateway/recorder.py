@@ -154,6 +154,8 @@ class Recorder:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Held while a batch is taken and written: a flush() waits for one in flight.
+        self._flushing = asyncio.Lock()
         self._closing = False
         self._retry_delay = 0.0
         self._overflow_logged_at = 0.0
@@ -282,11 +284,16 @@ class Recorder:
                 log.exception("recorder.unexpected_error")
 
     async def flush(self) -> None:
-        """Write what is pending now (tests and shutdown)."""
+        """Write what is pending now, and wait for a batch the task is writing (tests and
+        shutdown): every click accepted before the call is then stored or journaled."""
         await self._flush()
 
     # --- writing -----------------------------------------------------------------------------
     async def _flush(self) -> None:
+        async with self._flushing:
+            await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
         while self._clicks or self._events:
             clicks, self._clicks = self._clicks[: self.batch_size], self._clicks[self.batch_size :]
             events, self._events = self._events[: self.batch_size], self._events[self.batch_size :]

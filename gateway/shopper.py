@@ -35,7 +35,7 @@ from .appkeys import (
 from .detect import Detection, Detector
 from .errors import error_response, guarded
 from .guide import overlay_for
-from .ids import is_token, new_click_id
+from .ids import is_token, is_visitor_id, new_click_id
 from .links import CachedLink
 from .logs import CLICK_ID
 from .miniprogram import NO_CARD, card_context, launch_page, miniprogram_code
@@ -101,7 +101,7 @@ class ShareLink:
             click_id = new_click_id()
             raw_cookie = headers.get(hdrs.COOKIE)
             cookie = cookie_value(raw_cookie, VISITOR_COOKIE) if raw_cookie else None
-            if cookie and is_token(cookie):
+            if cookie and is_visitor_id(cookie):
                 visitor, set_cookie = cookie, None
             else:  # a new visitor is known by the id of their first click
                 visitor, set_cookie = click_id, f"{VISITOR_COOKIE}={click_id}{self.cookie_attrs}"

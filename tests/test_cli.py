@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from .conftest import BOT_UA, DESKTOP_UA, LINKLOOP, TAOBAO_UA
+from .wait import until
 
 
 def run(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -103,8 +104,14 @@ async def test_a_script_drives_the_whole_loop_through_cli_and_http(cli_env: dict
             assert desktop.status == 200 and desktop.content_type == "text/html"
             bot = await visit(BOT_UA)
             assert bot.status == 200
-            await asyncio.sleep(1.0)
-            stats = await (await http.get(f"{base}/api/stats?by=platform", headers=auth)).json()
+
+            async def all_four_counted() -> Any:
+                async with http.get(f"{base}/api/stats?by=platform", headers=auth) as r:
+                    body = await r.json()
+                counted = sum(row["clicks"] + row["bot_clicks"] for row in body["rows"])
+                return body if counted == 4 else None
+
+            stats = await until(all_four_counted, what="the four visits in the stats")
     rows = {r["platform"]: r for r in stats["rows"]}
     assert (rows["taobao"]["clicks"], rows["taobao"]["unique_visitors"]) == (2, 1)
     assert (rows["web"]["clicks"], rows["web"]["bot_clicks"]) == (1, 1)

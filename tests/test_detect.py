@@ -1,9 +1,8 @@
-"""Detection: the real-UA corpus, marker overlaps, os/mobile, speed, and the fallbacks."""
+"""Detection: the real-UA corpus, marker overlaps, os/mobile, and the fallbacks."""
 
 from __future__ import annotations
 
 import csv
-import time
 
 import pytest
 
@@ -145,13 +144,13 @@ def test_os_and_mobile(ua: str, os: str, mobile: bool) -> None:
     assert (found.os, found.mobile) == (os, mobile)
 
 
-def test_ten_thousand_uncached_in_well_under_a_second() -> None:
+def test_ten_thousand_distinct_user_agents_each_detected_as_their_app() -> None:
+    # How fast uncached detection is belongs to the benchmark (bench/run.py --unique-ua);
+    # here, that a build suffix on a known User-Agent never changes what it is.
     pool = [r[1] for r in ROWS] or [s for a in ADAPTERS for s in a.ua_samples]
-    uas = [f"{pool[i % len(pool)]} x/{i}" for i in range(10_000)]  # all distinct
-    start = time.perf_counter()
-    for ua in uas:
-        detect_user_agent(ua)
-    assert time.perf_counter() - start < 0.5
+    for i in range(10_000):
+        base = pool[i % len(pool)]
+        assert detect_user_agent(f"{base} x/{i}") == detect_user_agent(base), base
 
 
 def test_as_json_is_the_cli_shape() -> None:

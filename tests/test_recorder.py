@@ -15,6 +15,8 @@ from gateway.recorder import Journal, Recorder
 from gateway.store import Click, Merchant
 from gateway.store.sqlite import SQLiteStore
 
+from .wait import until
+
 
 def _click(n: int) -> Click:
     return Click(id=f"c{n:011d}", merchant_id="m1", product_id=1, ts=1.0, day="2026-11-01",
@@ -60,19 +62,19 @@ async def _journaled_in_an_outage(tmp_path: Path, recorder: Recorder,
     blocker = _lock(tmp_path)
     for n in range(clicks):
         recorder.click(_click(n))
-    await asyncio.sleep(0.3)
-    assert recorder.journaled == clicks and not recorder.storage_ok
+    await until(lambda: recorder.journaled == clicks, what="every click journaled")
+    assert not recorder.storage_ok
     return blocker
 
 
-async def test_clicks_reach_storage_within_the_flush_interval(tmp_path: Path) -> None:
+async def test_clicks_reach_storage_on_the_flush_timer(tmp_path: Path) -> None:
+    # A batch far from full goes out on the timer alone: nobody flushes or closes here.
     store = await _open(tmp_path)
     recorder = _recorder(store, tmp_path, flush_interval=0.25)
     recorder.start()
     for n in range(10):
         recorder.click(_click(n))
-    await asyncio.sleep(0.5)
-    assert await _clicks_counted(store) == 10
+    assert await until(lambda: _clicks_counted(store)) == 10
     await recorder.close()
     await store.close()
 
@@ -87,10 +89,8 @@ async def test_storage_away_then_back_loses_nothing(tmp_path: Path) -> None:
         recorder.click(_click(n))
     blocker.execute("ROLLBACK")
     blocker.close()
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if recorder.storage_ok and not recorder.journal.has_rows() and not recorder.pending:
-            break
+    await until(lambda: recorder.storage_ok and not recorder.journal.has_rows()
+                and not recorder.pending, what="storage back and the journal replayed")
     assert await _clicks_counted(store) == 60
     await recorder.close()
     await store.close()
@@ -106,10 +106,7 @@ async def test_after_an_outage_journaled_clicks_arrive_without_waiting_for_new_o
     blocker = await _journaled_in_an_outage(tmp_path, recorder, 20)
     blocker.execute("ROLLBACK")
     blocker.close()
-    for _ in range(40):
-        await asyncio.sleep(0.05)
-        if not recorder.journal.has_rows():
-            break
+    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
     assert await _clicks_counted(store) == 20
     assert recorder.storage_ok
     await recorder.close()
@@ -123,7 +120,7 @@ async def test_full_memory_spills_to_the_journal_and_is_replayed(tmp_path: Path)
         recorder.click(_click(n))
     assert recorder.pending == 5 and recorder.overflowed == 15
     recorder.start()  # the first thing the task does is replay the journal
-    await asyncio.sleep(0.2)
+    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
     await recorder.close()
     assert await _clicks_counted(store) == 20
     await store.close()
@@ -145,7 +142,7 @@ async def test_shutdown_with_storage_away_journals_and_next_start_replays(tmp_pa
         fh.write('{"kind": "click", "id": "c0')
     again = _recorder(store, tmp_path)
     again.start()
-    await asyncio.sleep(0.2)
+    await until(lambda: not again.journal.has_rows(), what="the journal replayed")
     await again.close()
     assert await _clicks_counted(store) == 30
     assert not again.journal.has_rows()
@@ -166,7 +163,7 @@ async def test_a_dead_workers_journal_is_taken_over(tmp_path: Path) -> None:
     recorder = Recorder(store, live, queue_size=100, flush_interval=0.02, batch_size=100,
                         retry_max=0.1)
     recorder.start()
-    await asyncio.sleep(0.2)
+    await until(lambda: not dead.has_rows(), what="the dead worker's journal replayed")
     await recorder.close()
     assert await _clicks_counted(store) == 7
     assert not live.has_rows()

@@ -12,6 +12,7 @@ from gateway.store.postgres import PostgresStore
 
 from . import pg
 from .test_store import Database, database, store  # noqa: F401 -- the engines' fixtures
+from .wait import until
 
 URL = "https://wxaurl.cn/AbC"
 
@@ -24,8 +25,12 @@ def _link(merchant: str, code: str, kind: str = "url_link", **fields: object) ->
 
 
 async def _merchants(store: Store) -> None:  # noqa: F811
+    """Two merchants and their share codes (a merchant's links are minted for its own)."""
     await store.create_merchant(Merchant("m1", "One"))
     await store.create_merchant(Merchant("m2", "Two"))
+    for merchant, code in (("m1", "tea"), ("m2", "cake"), ("m2", "pie")):
+        await store.create_product(merchant, code=code, title=code, targets={}, image_url=None,
+                                   price=None)
 
 
 async def test_minted_links_are_scoped_and_expire(store: Store) -> None:  # noqa: F811
@@ -60,7 +65,7 @@ async def test_due_rows_are_claimed_once(store: Store) -> None:  # noqa: F811
     await _merchants(store)
     await store.put_minted(_link("m1", "tea", due_at=10.0))
     await store.put_minted(_link("m2", "cake", due_at=20.0))
-    await store.put_minted(_link("m1", "pie", due_at=99.0))
+    await store.put_minted(_link("m2", "pie", due_at=99.0))
     first, second = await asyncio.gather(store.claim_due_mints(50.0, 350.0, 10),
                                          store.claim_due_mints(50.0, 350.0, 10))
     claimed = sorted([*first, *second], key=lambda m: m.code)
@@ -81,6 +86,11 @@ async def test_every_gateway_hears_a_minted_link(database: Database) -> None:  #
             if None in heard or database.engine == "sqlite":
                 break
             await asyncio.sleep(0.05)
+        # The product's own change is heard first; then only the minted link can say "tea".
+        await writer.create_product("m1", code="tea", title="tea", targets={}, image_url=None,
+                                    price=None)
+        await until(lambda: "tea" in heard, what="the new product heard")
+        heard.clear()
         await writer.put_minted(_link("m1", "tea"))
         for _ in range(100):
             if "tea" in heard:

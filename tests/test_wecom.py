@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from pathlib import Path
@@ -19,6 +18,7 @@ from gateway.logs import configure_logging
 
 from .conftest import DESKTOP_UA, Tenant, add_tenant, make_settings
 from .fake_wecom import AES_KEY, CALLBACK_TOKEN, CORP_ID, SECRET, FakeWeCom
+from .wait import until
 
 WECHAT_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 "
              "MicroMessenger/8.0.40(0x18002831) NetType/WIFI")
@@ -66,11 +66,15 @@ async def _landing_entry_link(client: TestClient[Any, Any], code: str, ua: str) 
 
 async def _settle(client: TestClient[Any, Any]) -> None:
     """Let the callback worker and the recorder finish what they were handed."""
-    assert client.app is not None
-    for _ in range(3):
-        await client.app[CALLBACKS].drain()
-        await client.app[RECORDER].flush()
-        await asyncio.sleep(0.05)
+    app = client.app
+    assert app is not None
+
+    async def settled() -> bool:
+        await app[CALLBACKS].drain()  # waits for a drain the worker may have under way
+        await app[RECORDER].flush()
+        return not await app[STORE].pending_callbacks(1) and not app[RECORDER].pending
+
+    await until(settled, what="callbacks worked and their events written")
 
 
 async def _stats(client: TestClient[Any, Any], tenant: Tenant) -> dict[str, dict[str, Any]]:

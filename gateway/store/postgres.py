@@ -636,7 +636,11 @@ class PostgresStore(Store):
     # --- minted links -------------------------------------------------------------------------
     async def put_minted(self, minted: MintedLink) -> None:
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _MINTED_COLUMNS.split(", ")[3:])
-        async with self._conn() as conn:
+        async with self._conn() as conn, conn.transaction():
+            # Only for a share code of the merchant's own (codes are one namespace).
+            if await conn.fetchval("SELECT 1 FROM products WHERE merchant_id = $1 AND code = $2",
+                                   minted.merchant_id, minted.code) is None:
+                return
             await conn.execute(
                 f"INSERT INTO minted_links ({_MINTED_COLUMNS}) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "

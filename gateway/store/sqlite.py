@@ -679,6 +679,10 @@ class SQLiteStore(Store):
     # --- minted links -------------------------------------------------------------------------
     async def put_minted(self, minted: MintedLink) -> None:
         def upsert(conn: sqlite3.Connection) -> None:
+            # Only for a share code of the merchant's own (codes are one namespace).
+            if conn.execute("SELECT 1 FROM products WHERE merchant_id = ? AND code = ?",
+                            (minted.merchant_id, minted.code)).fetchone() is None:
+                return
             conn.execute(
                 f"INSERT OR REPLACE INTO minted_links ({_MINTED_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", astuple(minted))

@@ -28,7 +28,7 @@ from cachetools import TTLCache
 from adapters import TargetError
 from adapters.urls import ANY_PUBLIC_HOST, check_url
 
-from ..api import json_body, principal
+from ..api import json_body, merchant_of, principal
 from ..appkeys import ENTRIES, PUBLIC_URL
 from ..errors import ApiError, guarded
 from ..store import Entry, EntryWay, Store
@@ -199,6 +199,7 @@ class EntryDirectory:
 
 async def put_entry(request: web.Request) -> web.Response:
     who = principal(request, write=True)
+    await merchant_of(request, who)
     directory = request.app[ENTRIES]
     previous = await directory.store.get_entry(who.merchant_id)
     entry = validate_entry(await json_body(request), previous, who.merchant_id)

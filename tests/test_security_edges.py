@@ -1,0 +1,309 @@
+"""Security edges at their boundaries: the visitor cookie and API tokens.
+
+Each case sits right at an edge (a cookie one character too long, a token one second
+before and at its expiry) or just past it, and checks what a user or an attacker would
+see: the status and error code, and what storage keeps.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import jwt
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.appkeys import RECORDER, SETTINGS, STORE
+from gateway.auth import AuthError, TokenService
+from gateway.ids import is_visitor_id
+from gateway.keys import auth_secret
+from gateway.shopper import VISITOR_COOKIE
+
+from .conftest import DESKTOP_UA, PRODUCT, TAOBAO_UA, Tenant, create_product
+from .hand import Hand
+
+# --- the visitor cookie ----------------------------------------------------------------------
+OURS = "AbCdEfGh_-012345"  # 16 base64url characters: what the gateway sets
+NOT_OURS = {
+    "one_too_long": OURS + "x",
+    "twice_as_long": OURS * 2,
+    "huge": "A" * 4000,
+    "one_too_short": OURS[:-1],
+    "eight_chars": "AAAAAAAA",
+    "twelve_chars": "AAAAAAAAAAAA",
+    "uuid": "550e8400-e29b-41d4-a716-446655440000",
+    "analytics_cookie": "GA1.2.1234567890",
+    "dot_inside": "AAAAAAAA.AAAAAAA",
+    "percent_inside": "AAAAAAAAAAAAAA%41",
+    "markup": "<script>alert(1)</script>",
+    "quoted": f'"{OURS}"',
+    "space_inside": "AAAAAAAA AAAAAAA",
+    "sql": "' OR 1=1 --AAAAAA",
+    "empty": "",
+}
+
+
+async def _tap(client: TestClient[Any, Any], code: str, ua: str, cookie: str | None
+               ) -> tuple[int, str | None]:
+    """One share-link visit; (status, the ll_v value the answer sets, if any)."""
+    client.session.cookie_jar.clear()
+    headers = {"User-Agent": ua}
+    if cookie is not None:
+        headers["Cookie"] = f"{VISITOR_COOKIE}={cookie}"
+    resp = await client.get(f"/p/{code}", headers=headers, allow_redirects=False)
+    await resp.read()
+    morsel = resp.cookies.get(VISITOR_COOKIE)
+    return resp.status, morsel.value if morsel else None
+
+
+async def _stored_visitors(client: TestClient[Any, Any], merchant_id: str) -> list[str]:
+    app = client.app
+    assert app is not None
+    await app[RECORDER].flush()
+    return [c.visitor for c in await app[STORE].export_clicks(merchant_id, after="", limit=100)]
+
+
+@pytest.mark.parametrize("ua", [TAOBAO_UA, DESKTOP_UA], ids=["redirect", "landing_page"])
+@pytest.mark.parametrize("value", list(NOT_OURS.values()), ids=list(NOT_OURS))
+async def test_a_visitor_cookie_not_ours_gets_a_fresh_one_and_is_never_stored(
+    client: TestClient[Any, Any], tenant: Tenant, value: str, ua: str,
+) -> None:
+    product = await create_product(client, tenant)
+    status, fresh = await _tap(client, product["code"], ua, value)
+    assert status == (302 if ua == TAOBAO_UA else 200)
+    assert fresh is not None and fresh != value and is_visitor_id(fresh)
+    assert await _stored_visitors(client, tenant.id) == [fresh]
+
+
+@pytest.mark.parametrize("ua", [TAOBAO_UA, DESKTOP_UA], ids=["redirect", "landing_page"])
+async def test_our_visitor_cookie_is_kept_as_it_is(
+    client: TestClient[Any, Any], tenant: Tenant, ua: str,
+) -> None:
+    product = await create_product(client, tenant)
+    status, first = await _tap(client, product["code"], ua, None)
+    assert first is not None and is_visitor_id(first)
+    assert await _tap(client, product["code"], ua, first) == (status, None)
+    assert await _tap(client, product["code"], ua, OURS) == (status, None)
+    # (Sorted: click ids made in one millisecond sort by their random half.)
+    assert sorted(await _stored_visitors(client, tenant.id)) == sorted([first, first, OURS])
+
+
+# --- API tokens ------------------------------------------------------------------------------
+#: 2023-11-14, safely in the past: pyjwt checks iat against the real time itself.
+START = 1_700_000_000.0
+
+
+def test_a_token_lives_until_one_second_before_exp() -> None:
+    hand = Hand(START)
+    tokens = TokenService("s" * 32, "linkloop", clock=hand)
+    token = tokens.mint("acme", "merchant", 60)
+    # Everything a token says, as anyone holding it can read it.
+    assert jwt.decode(token, options={"verify_signature": False}) == {
+        "sub": "acme", "role": "merchant", "aud": "linkloop", "iat": 1_700_000_000,
+        "exp": 1_700_000_060}
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    for now in (1_700_000_000.0, 1_700_000_059.0, 1_700_000_059.999):
+        hand.set(now)
+        assert tokens.verify(token).merchant_id == "acme"
+    for now in (1_700_000_060.0, 1_700_000_061.0, 1_800_000_000.0):
+        hand.set(now)
+        with pytest.raises(AuthError) as caught:
+            tokens.verify(token)
+        assert caught.value.code == "token_expired"
+
+
+def test_a_token_minted_with_no_lifetime_is_already_expired() -> None:
+    hand = Hand(START)
+    tokens = TokenService("s" * 32, "linkloop", clock=hand)
+    with pytest.raises(AuthError, match="expired"):
+        tokens.verify(tokens.mint("acme", "merchant", 0))
+
+
+def test_no_token_is_minted_for_an_unknown_role() -> None:
+    tokens = TokenService("s" * 32, "linkloop", clock=Hand(START))
+    for role in ("owner", "Admin", ""):
+        with pytest.raises(ValueError, match="role must be one of merchant, marketing, admin"):
+            tokens.mint("acme", role, 60)  # type: ignore[arg-type]
+
+
+def _secret(client: TestClient[Any, Any]) -> str:
+    assert client.app is not None
+    return auth_secret(client.app[SETTINGS])
+
+
+def _claims(**changes: Any) -> dict[str, Any]:
+    import time
+
+    claims: dict[str, Any] = {"sub": "acme", "role": "merchant", "aud": "linkloop",
+                              "iat": int(time.time()) - 10, "exp": int(time.time()) + 3600}
+    for name, value in changes.items():
+        if value is ...:
+            claims.pop(name)
+        else:
+            claims[name] = value
+    return claims
+
+
+def _hs256(claims: dict[str, Any], secret: str, header: dict[str, Any] | None = None) -> str:
+    """A token signed by hand: pyjwt refuses to write some of these."""
+    def part(obj: Any) -> str:
+        raw = json.dumps(obj, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = part(header or {"alg": "HS256", "typ": "JWT"}) + "." + part(claims)
+    mac = hmac.new(secret.encode(), head.encode(), hashlib.sha256).digest()
+    return head + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+async def _products_status(client: TestClient[Any, Any], token: str) -> tuple[int, str]:
+    resp = await client.get("/api/products", headers={"Authorization": f"Bearer {token}"})
+    body = await resp.json()
+    if resp.status < 400:
+        return resp.status, "ok"
+    # A refusal a person can read: a stable code and a message in words.
+    message = body["error"]["message"]
+    assert isinstance(message, str) and message.strip(), body
+    return resp.status, body["error"]["code"]
+
+
+async def test_expiry_over_http_one_second_either_side(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    import time
+
+    secret = _secret(client)
+    now = int(time.time())
+    assert await _products_status(client, jwt.encode(
+        _claims(exp=now - 1), secret, algorithm="HS256")) == (401, "token_expired")
+    # A whole minute of margin on the live side: the request must not race the clock.
+    assert await _products_status(client, jwt.encode(
+        _claims(exp=now + 60), secret, algorithm="HS256")) == (200, "ok")
+
+
+BAD_CLAIMS: dict[str, dict[str, Any]] = {
+    "wrong_audience": {"aud": "another-service"},
+    "audience_missing": {"aud": ...},
+    "audience_empty": {"aud": ""},
+    "role_unknown": {"role": "owner"},
+    "role_capitalised": {"role": "Admin"},
+    "role_empty": {"role": ""},
+    "role_null": {"role": None},
+    "role_as_list": {"role": ["admin"]},
+    "role_missing": {"role": ...},
+    "subject_missing": {"sub": ...},
+    "subject_empty": {"sub": ""},
+    "subject_not_text": {"sub": 42},
+    "expiry_missing": {"exp": ...},
+    "expiry_as_text": {"exp": "99999999999"},
+    "expiry_fractional": {"exp": 99999999999.5},
+    "expiry_true": {"exp": True},
+    "not_yet_valid": {"nbf": 99999999999},
+    "issued_in_the_future": {"iat": 99999999999},
+}
+
+
+@pytest.mark.parametrize("changes", list(BAD_CLAIMS.values()), ids=list(BAD_CLAIMS))
+async def test_tokens_with_a_bad_claim_are_refused(
+    client: TestClient[Any, Any], tenant: Tenant, changes: dict[str, Any],
+) -> None:
+    token = _hs256(_claims(**changes), _secret(client))
+    assert await _products_status(client, token) == (401, "invalid_token")
+
+
+@pytest.mark.parametrize("raw_exp", ["NaN", "Infinity", "1e400"])
+async def test_an_expiry_that_never_comes_is_refused(
+    client: TestClient[Any, Any], tenant: Tenant, raw_exp: str,
+) -> None:
+    # JSON parsers in Python read NaN and Infinity; neither is ever "<= now".
+    secret = _secret(client)
+    head = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
+    body = ('{"sub":"acme","role":"admin","aud":"linkloop","exp":' + raw_exp + "}").encode()
+    signing = head + "." + base64.urlsafe_b64encode(body).rstrip(b"=").decode()
+    mac = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
+    token = signing + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    assert await _products_status(client, token) == (401, "invalid_token")
+
+
+async def test_only_hs256_signed_with_our_secret_is_accepted(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    secret = _secret(client)
+    claims = _claims(role="admin")
+    assert await _products_status(client, jwt.encode(claims, secret, "HS256")) == (200, "ok")
+    for algorithm in ("HS384", "HS512"):  # our secret, another algorithm
+        token = jwt.encode(claims, secret, algorithm=algorithm)
+        assert await _products_status(client, token) == (401, "invalid_token"), algorithm
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    assert await _products_status(client, unsigned) == (401, "invalid_token")
+    # "none" in the header over an HS256 signature, and HS256 with the signature cut off.
+    relabelled = _hs256(claims, secret, {"alg": "none", "typ": "JWT"})
+    assert await _products_status(client, relabelled) == (401, "invalid_token")
+    stripped = jwt.encode(claims, secret, "HS256").rsplit(".", 1)[0] + "."
+    assert await _products_status(client, stripped) == (401, "invalid_token")
+    forged = jwt.encode(claims, secret + "x", algorithm="HS256")
+    assert await _products_status(client, forged) == (401, "invalid_token")
+
+
+async def test_marketing_reads_every_merchant_route_but_writes_none(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    product = await create_product(client, tenant)
+    auth = tenant.marketing_auth
+    for path in ("/api/products", f"/api/products/{product['id']}", "/api/stats",
+                 "/api/credentials", f"/api/products/{product['id']}/qr.svg"):
+        assert (await client.get(path, headers=auth)).status == 200, path
+    writes = [("POST", "/api/products", PRODUCT),
+              ("PATCH", f"/api/products/{product['id']}", {"title": "x"}),
+              ("DELETE", f"/api/products/{product['id']}", None),
+              ("PUT", "/api/entry", {"kind": "static", "qr_url": "https://shop.example.com/q"}),
+              ("PUT", "/api/credentials/wechat_miniprogram",
+               {"appid": "wx0123456789abcdef", "secret": "0123456789abcdef0123"})]
+    for method, path, body in writes:
+        resp = await client.request(method, path, json=body, headers=auth)
+        assert resp.status == 403, (method, path, resp.status)
+        assert (await resp.json())["error"]["code"] == "forbidden"
+    # Nothing changed.
+    again = await (await client.get(f"/api/products/{product['id']}", headers=auth)).json()
+    assert again["title"] == product["title"] and again.get("status", "active") == "active"
+    assert (await client.get("/api/entry", headers=auth)).status == 404
+
+
+async def test_a_token_for_a_merchant_that_does_not_exist_reaches_nothing(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    # Validly signed (the secret is shared, the merchant is not): a token minted against
+    # another database, or for a typo the CLI would have refused. It used to get a 500
+    # from PUT /api/entry and /api/credentials (a foreign key refused the write).
+    product = await create_product(client, tenant)
+    ghost = {"Authorization": "Bearer " + jwt.encode(_claims(sub="ghost", role="admin"),
+                                                    _secret(client), "HS256")}
+    writes = [("POST", "/api/products", PRODUCT),
+              ("PATCH", f"/api/products/{product['id']}", {"title": "x"}),
+              ("PUT", "/api/entry", {"kind": "static", "qr_url": "https://shop.example.com/q"}),
+              ("PUT", "/api/credentials/wechat_miniprogram",
+               {"appid": "wx0123456789abcdef", "secret": "0123456789abcdef0123"})]
+    for method, path, body in writes:
+        resp = await client.request(method, path, json=body, headers=ghost)
+        assert resp.status == 401, (method, path, resp.status, await resp.text())
+        assert (await resp.json())["error"]["code"] == "unknown_merchant", path
+    # Reads find nothing: another merchant's product is simply not there.
+    resp = await client.delete(f"/api/products/{product['id']}", headers=ghost)
+    assert resp.status == 404
+    for path in (f"/api/products/{product['id']}", f"/api/products/{product['id']}/qr.svg",
+                 "/api/entry"):
+        assert (await client.get(path, headers=ghost)).status == 404, path
+    listed = await (await client.get("/api/products", headers=ghost)).json()
+    assert listed["items"] == []
+    stats = await (await client.get("/api/stats", headers=ghost)).json()
+    assert stats["rows"] == []
+    assert (await (await client.get("/api/credentials", headers=ghost)).json())["items"] == []
+    # acme's product is as it was, and no one else's rows were written.
+    mine = await (await client.get(f"/api/products/{product['id']}", headers=tenant.auth)).json()
+    assert mine["title"] == product["title"] and mine.get("status", "active") == "active"
+    assert client.app is not None
+    store = client.app[STORE]
+    assert await store.get_entry("ghost") is None and await store.list_credentials("ghost") == []
