@@ -9,11 +9,9 @@ are kept under ``test-artifacts/browser/console-*.png``."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ from urllib.parse import urlsplit
 
 import openpyxl
 import pytest
-from aiohttp import web
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -43,7 +40,8 @@ from .test_browser import (  # noqa: F401 -- fixtures
     screenshot,
     zbar,
 )
-from .test_cli import free_port, run
+from .test_cli import run
+from .thread_server import serve_in_thread
 
 PASSWORD = "correct horse battery"
 TAOBAO_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
@@ -62,23 +60,11 @@ class Shop:
 
 @pytest.fixture(scope="module")
 def wecom_api() -> Iterator[tuple[FakeWeCom, str]]:
-    """The fake WeCom API on its own event loop, in a thread: the gateway process calls it
-    when the merchant presses 检查."""
+    """The fake WeCom API in a thread: the gateway process calls it when the merchant
+    presses 检查."""
     fake = FakeWeCom()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(fake.app())
-    port = free_port()
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake, f"http://127.0.0.1:{port}/cgi-bin"
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+    with serve_in_thread(fake.app()) as base:
+        yield fake, f"{base}/cgi-bin"
 
 
 @pytest.fixture(scope="module")

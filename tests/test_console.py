@@ -22,19 +22,15 @@ from gateway.appkeys import RECORDER, STORE
 from gateway.store import User
 from gateway.users import hash_password
 
+from . import test_console_api
 from .conftest import ClientFactory, Tenant, add_tenant, create_product, make_settings
 from .fake_wecom import AES_KEY, CALLBACK_TOKEN, CORP_ID, SECRET, FakeWeCom
 from .test_dashboard import PASSWORD, csrf_of, login
 
 Client = TestClient[Any, Any]
+fake = test_console_api.fake  # the fake WeCom, served over loopback
 TAOBAO_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 AliApp(TB/10.30.0)"
 GOOD = {"title": "明前龙井", "targets.taobao.item_id": "600000000001"}
-
-
-@pytest.fixture
-async def fake(aiohttp_server: Any) -> tuple[FakeWeCom, TestServer]:
-    wecom = FakeWeCom()
-    return wecom, await aiohttp_server(wecom.app())
 
 
 @pytest.fixture

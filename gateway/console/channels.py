@@ -4,6 +4,7 @@ and QR code per product, and a list with each channel's figures (the stats API's
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -11,13 +12,14 @@ from markupsafe import Markup
 
 from ..api_console import all_products, channel_from
 from ..appkeys import CLOCK, PUBLIC_URL, STORE
+from ..dashboard.session import Session
 from ..dashboard.views import render, require_session
 from ..errors import ApiError, guarded
 from ..pages import qr_svg
 from ..stats import StatsQueryError, parse_stats_query, run_stats, with_funnel
 from ..store import METRICS, ChannelExists
 from .messages import say
-from .web import check_post, console_page, page_context, see_other
+from .web import console_page, console_write, page_context, see_other
 
 __all__ = ["setup_routes"]
 
@@ -56,12 +58,9 @@ async def channels_page(request: web.Request) -> web.StreamResponse:
     return await _list(request)
 
 
-@console_page
-async def create(request: web.Request) -> web.StreamResponse:
-    data = await request.post()
-    session, refused = await check_post(request, data)
-    if refused is not None:
-        return refused
+@console_write
+async def create(request: web.Request, session: Session,
+                data: Mapping[str, Any]) -> web.StreamResponse:
     values = {"name": str(data.get("name", "")).strip(), "label": str(data.get("label", ""))}
     try:
         channel = channel_from(values, session.merchant_id)
@@ -75,11 +74,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     return see_other(f"/dashboard/channels/{channel.name}")
 
 
-@console_page
-async def delete(request: web.Request) -> web.StreamResponse:
-    session, refused = await check_post(request)
-    if refused is not None:
-        return refused
+@console_write
+async def delete(request: web.Request, session: Session,
+                data: Mapping[str, Any]) -> web.StreamResponse:
     await request.app[STORE].delete_channel(session.merchant_id, request.match_info["name"])
     return see_other("/dashboard/channels")
 

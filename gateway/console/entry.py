@@ -15,12 +15,13 @@ from typing import Any
 from aiohttp import web
 
 from ..appkeys import ENTRIES, PUBLIC_URL
+from ..dashboard.session import Session
 from ..errors import ApiError, guarded
 from ..store import Entry
 from ..wecom.check import check_entry
 from ..wecom.entry import SECRET_FIELDS, validate_entry
 from .messages import say
-from .web import check_post, console_page, page_context, render, require_session, see_other
+from .web import console_page, console_write, page_context, render, require_session, see_other
 
 __all__ = ["setup_routes"]
 
@@ -89,12 +90,9 @@ async def entry_page(request: web.Request) -> web.StreamResponse:
     return await _page(request, saved="saved" in request.query)
 
 
-@console_page
-async def save(request: web.Request) -> web.StreamResponse:
-    data = await request.post()
-    session, refused = await check_post(request, data)
-    if refused is not None:
-        return refused
+@console_write
+async def save(request: web.Request, session: Session,
+              data: Mapping[str, Any]) -> web.StreamResponse:
     directory = request.app[ENTRIES]
     previous = await directory.store.get_entry(session.merchant_id)
     values = {k: str(data.get(k, "")) for k in ("kind", "url", "users", "chat_ids", "qr_url")}
@@ -106,11 +104,9 @@ async def save(request: web.Request) -> web.StreamResponse:
     return see_other("/dashboard/entry?saved=1")
 
 
-@console_page
-async def check(request: web.Request) -> web.StreamResponse:
-    session, refused = await check_post(request)
-    if refused is not None:
-        return refused
+@console_write
+async def check(request: web.Request, session: Session,
+               data: Mapping[str, Any]) -> web.StreamResponse:
     directory = request.app[ENTRIES]
     entry = await directory.store.get_entry(session.merchant_id)
     if entry is None:

@@ -27,7 +27,7 @@ from ..errors import ApiError
 from ..inputs import parse_uint
 from ..store import PRODUCT_STATES, Product, ProductState
 from .forms import ProductForm, local_moment
-from .web import check_post, console_page, forbidden, merchant_of, page_context, see_other
+from .web import console_page, console_write, forbidden, merchant_of, page_context, see_other
 
 __all__ = ["STATE_NAMES", "list_filter", "product_context", "setup_routes"]
 
@@ -115,12 +115,9 @@ async def new_page(request: web.Request) -> web.StreamResponse:
     return _form_page(request, context, ProductForm.blank(), product=None)
 
 
-@console_page
-async def create(request: web.Request) -> web.StreamResponse:
-    data = await request.post()
-    session, refused = await check_post(request, data)
-    if refused is not None:
-        return refused
+@console_write
+async def create(request: web.Request, session: Session,
+                data: Mapping[str, Any]) -> web.StreamResponse:
     merchant = await merchant_of(request, session)
     form = ProductForm.posted(data)
     body = form.body(creating=True)
@@ -155,12 +152,9 @@ async def edit_page(request: web.Request) -> web.StreamResponse:
                       ProductForm.of_product(product, request.app[CLOCK].zone), product=product)
 
 
-@console_page
-async def update(request: web.Request) -> web.StreamResponse:
-    data = await request.post()
-    session, refused = await check_post(request, data)
-    if refused is not None:
-        return refused
+@console_write
+async def update(request: web.Request, session: Session,
+                data: Mapping[str, Any]) -> web.StreamResponse:
     merchant = await merchant_of(request, session)
     product = await _own(request, session)
     form = ProductForm.posted(data)
@@ -185,22 +179,18 @@ async def update(request: web.Request) -> web.StreamResponse:
     return _form_page(request, context, form, product=product, status=422)
 
 
-@console_page
-async def retire(request: web.Request) -> web.StreamResponse:
-    session, refused = await check_post(request)
-    if refused is not None:
-        return refused
+@console_write
+async def retire(request: web.Request, session: Session,
+                data: Mapping[str, Any]) -> web.StreamResponse:
     product = await _own(request, session)
     await catalogue.retire_product(request.app[STORE], product)
     request.app[LINKS].forget(product.code)
     return see_other(f"/dashboard/products/{product.id}")
 
 
-@console_page
-async def restore(request: web.Request) -> web.StreamResponse:
-    session, refused = await check_post(request)
-    if refused is not None:
-        return refused
+@console_write
+async def restore(request: web.Request, session: Session,
+                 data: Mapping[str, Any]) -> web.StreamResponse:
     product = await _own(request, session)
     await after_save(request.app, await catalogue.restore_product(request.app[STORE], product))
     return see_other(f"/dashboard/products/{product.id}")

@@ -25,8 +25,8 @@ from ..dashboard.views import (
 from ..errors import ApiError
 from ..store import Merchant
 
-__all__ = ["Page", "check_post", "console_page", "forbidden", "merchant_of", "page_context",
-           "render", "require_session", "see_other"]
+__all__ = ["Page", "check_post", "console_page", "console_write", "forbidden", "merchant_of",
+           "page_context", "render", "require_session", "see_other"]
 
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,6 +71,25 @@ async def check_post(request: web.Request, form: Mapping[str, Any] | None = None
             or not csrf_matches(session.csrf, posted.get("csrf"))):
         return session, _refused(request, session)
     return session, None
+
+
+Write = Callable[[web.Request, Session, Mapping[str, Any]], Awaitable[web.StreamResponse]]
+
+
+def console_write(handler: Write) -> Page:
+    """A form's POST: refused (see ``check_post``) unless its session may write and it
+    carries the session's CSRF token from our own origin; else ``handler(request, session,
+    form)``."""
+
+    @console_page
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        session, refused = await check_post(request, form)
+        if refused is not None:
+            return refused
+        return await handler(request, session, form)
+
+    return wrapped
 
 
 async def merchant_of(request: web.Request, session: Session) -> Merchant:
