@@ -102,12 +102,16 @@ async def import_file(request: web.Request) -> web.Response:
                                         zone=request.app[CLOCK].zone)
     for product in result.created:
         await after_save(request.app, product, wait=False)
-    body = result.as_json()
     if result.errors and not dry_run:
-        body["error"] = {"code": "import_rejected", "message": (
-            f"{result.errors} of {len(result.rows)} rows have errors; nothing was written")}
-        return web.json_response(body, status=422)
-    return web.json_response(body, status=201 if result.created else 200)
+        # The API's one error shape: which rows, each row's first problem; every problem of
+        # every row is the dry run's answer.
+        wrong = [f"row {r['row']} {r['errors'][0]['field']} {r['errors'][0]['code']}"
+                 for r in result.rows if r["status"] == "error"]
+        more = f" and {len(wrong) - 10} more" if len(wrong) > 10 else ""
+        raise ApiError(422, "import_rejected", (
+            f"{result.errors} of {len(result.rows)} rows have errors ({'; '.join(wrong[:10])}"
+            f"{more}); nothing was written: ?dry_run=true answers every row"), "file")
+    return web.json_response(result.as_json(), status=201 if result.created else 200)
 
 
 def file_response(data: bytes, kind: bulk.Kind, name: str) -> web.Response:
