@@ -29,7 +29,7 @@ from .catalog import product_json
 from .errors import ApiError, guarded
 from .inputs import parse_json, parse_uint, plain_text, strict_int
 from .products import product_by_id
-from .stats import StatsQueryError, parse_stats_query, rows_csv, run_stats
+from .stats import StatsQueryError, parse_stats_query, rows_csv, stats_answer
 from .store import PRODUCT_STATES, Credentials, Merchant, Product, ProductState
 
 __all__ = ["after_save", "answer_product", "json_body", "merchant_of", "own_product",
@@ -226,19 +226,20 @@ async def stats(request: web.Request) -> web.Response:
     answer_format = request.query.get("format") or "json"
     if answer_format not in ("json", "csv"):
         raise ApiError(422, "invalid_field", "format must be json or csv", "format")
-    rows = await run_stats(request.app[STORE], who.merchant_id, query)
+    timezone = request.app[CLOCK].timezone
+    answer = await stats_answer(request.app[STORE], who.merchant_id, query, timezone)
     if answer_format == "csv":
         return web.Response(
-            text=rows_csv(query.by, rows), content_type="text/csv", charset="utf-8",
+            text=rows_csv(query.by, answer["rows"], timezone), content_type="text/csv",
+            charset="utf-8",
             headers={"Content-Disposition":
                      f'attachment; filename="linkloop-{query.by}-{query.from_day}'
-                     f'-{query.to_day}.csv"'})
+                     f'-{query.to_day}.csv"', "X-LinkLoop-Timezone": timezone})
     entry = await request.app[STORE].get_entry(who.merchant_id)
     # With a static QR, WeCom can't tell us which visit became an add: say so with the rows.
-    attribution = "none" if entry is None else (
+    answer["attribution"] = "none" if entry is None else (
         "visits_only" if entry.kind == "static" else "adds")
-    return web.json_response({"from": query.from_day.isoformat(), "to": query.to_day.isoformat(),
-                              "by": query.by, "attribution": attribution, "rows": rows})
+    return web.json_response(answer)
 
 
 # Platforms whose app credentials the gateway uses, with the appid format each expects: the

@@ -146,7 +146,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import api, api_console, console, dashboard, shopper
+    from . import alerts, api, api_console, console, dashboard, shopper
     from .wecom import callback, entry
 
     # No middleware: each route catches its own errors (errors.guarded), so the share
@@ -162,6 +162,7 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     shopper.setup_routes(app)
     api_console.setup_routes(app)  # before api: its fixed paths before /api/products/{id}
     api.setup_routes(app)
+    alerts.setup_routes(app)
     entry.setup_routes(app)
     callback.setup_routes(app)
     console.setup_routes(app)  # before the dashboard's /dashboard/products/{id}

@@ -290,27 +290,26 @@ def cmd_detect(args: argparse.Namespace) -> int:
 # --- stats ----------------------------------------------------------------------------------
 def cmd_stats(args: argparse.Namespace) -> int:
     from .clock import DayClock
-    from .stats import StatsQueryError, parse_stats_query, rows_csv, run_stats
+    from .stats import StatsQueryError, parse_stats_query, rows_csv, stats_answer
 
     settings = _settings(args)
+    clock = DayClock(settings["stats.timezone"])
     try:
         query = parse_stats_query(
             {"from": args.from_day, "to": args.to_day, "by": args.by,
              "product": args.product, "platform": args.platform},
-            DayClock(settings["stats.timezone"]).today())
+            clock.today())
     except StatsQueryError as exc:
         raise CliError(f"--{exc.field}: {exc.message}") from None
 
     async def work(store: Any) -> int:
         if await store.get_merchant(args.merchant) is None:
             raise CliError(f"no merchant {args.merchant!r}")
-        rows = await run_stats(store, args.merchant, query)
+        answer = await stats_answer(store, args.merchant, query, clock.timezone)
         if args.csv:
-            sys.stdout.write(rows_csv(query.by, rows))
+            sys.stdout.write(rows_csv(query.by, answer["rows"], clock.timezone))
         else:
-            print(json.dumps({"from": query.from_day.isoformat(),
-                              "to": query.to_day.isoformat(), "by": query.by, "rows": rows},
-                             ensure_ascii=False))
+            print(json.dumps(answer, ensure_ascii=False))
         return 0
 
     return _run(_with_store(settings, work))

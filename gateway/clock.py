@@ -23,18 +23,21 @@ class DayClock:
             self.zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"stats.timezone: unknown time zone {timezone!r}") from None
+        #: The zone's IANA name, which every stats answer names.
+        self.timezone = timezone
         self._clock = clock
         self._day = ""
-        self._until = 0.0
+        self._since = self._until = 0.0
 
     def now(self) -> tuple[float, str]:
         ts = self._clock()
-        if ts >= self._until:
+        if not self._since <= ts < self._until:  # a new day (or a clock set back)
             local = datetime.fromtimestamp(ts, self.zone)
             self._day = local.date().isoformat()
-            midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(),
-                                        self.zone)
-            self._until = midnight.timestamp()
+            start = datetime.combine(local.date(), datetime.min.time(), self.zone)
+            self._since = start.timestamp()
+            self._until = datetime.combine(local.date() + timedelta(days=1),
+                                           datetime.min.time(), self.zone).timestamp()
         return ts, self._day
 
     def day_of(self, ts: float) -> str:

@@ -1,26 +1,43 @@
 """Which app is the shopper in? One detector for the hot path and ``linkloop detect``.
 
-Order: bots first (a preview fetcher may carry an app's name: ``DingTalkBot-LinkService``,
-``ToutiaoSpider``), then the adapters in registry order (first claim wins), then plain web.
-A bot is flagged, not a platform: its User-Agent gives ``web``.
+Order: our own bot markers first (a preview fetcher may carry an app's name:
+``DingTalkBot-LinkService``, ``ToutiaoSpider``), then the adapters in registry order (first
+claim wins), then plain web. A bot is flagged, not a platform: its User-Agent gives ``web``.
+
+Beyond our markers (search spiders, Chinese link-preview fetchers, HTTP libraries), a
+User-Agent no app claims is a bot when:
+
+- it matches a pattern of the ``crawler-user-agents`` list (monperrus/crawler-user-agents
+  on PyPI, MIT, updated every few weeks): 1,500 crawlers, unfurlers, monitors and feed
+  fetchers, minus the few patterns that also name a real browser (``_NOT_BOTS``);
+- it gives a URL or an e-mail address to contact (the convention of automated clients;
+  no browser or app puts one in its User-Agent);
+- it names no operating system or device and no browser at all (``curl``-like tools,
+  scripts, monitors: a person's browser or app always says what it runs on).
+
+The list can't turn an app into a bot: it applies only when no app claims the User-Agent.
 
 The User-Agent is the strongest signal and says what the shopper's app *can do*. When no app
 claims it (a plain browser), the ``?ch=`` channel and then the Referer host may still name
 the platform the click came from, for attribution; ``source`` records which signal decided.
 
-Everything is substring tests on the once-lower-cased header (a regular expression only to
-confirm a cheap hit): 10,000 User-Agents take about a tenth of a second uncached, and
-``Detector`` caches.
+Everything is one pass of substring tests on the once-lower-cased header (Aho-Corasick: our
+markers, the apps' markers and a literal every list pattern requires), then a regular
+expression only to confirm a hit: 10,000 User-Agents take well under half a second
+uncached, and ``Detector`` caches, so a click pays for none of it.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import re._constants as sre_constants  # what re._parser's nodes are
+import re._parser as sre_parser  # the literals a pattern requires, from its parse tree
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import ahocorasick
+import crawleruseragents
 
 from adapters import ADAPTERS, Adapter, by_platform
 from adapters.base import host_is_within
@@ -42,16 +59,66 @@ _BOT_WORD = re.compile(r"(?<!cu)bot\b")
 
 
 _BOT, _MOBILE = -1, -2  # what a marker means, beside an adapter's index in the registry
+_LISTED = -3  # below this: -3 - k means "list pattern k may match: confirm it"
+
+#: crawler-user-agents patterns that also match real browsers and apps (seen in public
+#: device fixtures, tests/data/ua/browsers.tsv): ``Sogou`` is Sogou's mobile browser and
+#: search app as well as its spiders (which say "spider": our own marker), ``Fluid`` a
+#: Mac browser, ``Sonic`` also every ViewSonic phone and tablet.
+_NOT_BOTS = frozenset({"Sogou", "Fluid", "Sonic"})
+
+
+def _required_literals(pattern: str) -> list[str] | None:
+    """Lower-cased text a match of ``pattern`` must contain, one per alternative of a
+    top-level ``|``: the longest run of plain characters in each; None if some
+    alternative has no run of three (the pattern is then tried on every agent)."""
+    parsed = list(sre_parser.parse(pattern))
+    branches = ([list(b) for b in parsed[0][1][1]]
+                if len(parsed) == 1 and parsed[0][0] is sre_constants.BRANCH else [parsed])
+    found = []
+    for branch in branches:
+        best = run = ""
+        for op, value in branch:
+            if op is sre_constants.LITERAL:
+                run += chr(value)
+                continue
+            best, run = max(best, run, key=len), ""
+        best = max(best, run, key=len)
+        if len(best) < 3:
+            return None
+        found.append(best.lower())
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _listed_bots() -> tuple[tuple[re.Pattern[str], ...], dict[str, set[int]],
+                            tuple[re.Pattern[str], ...]]:
+    """The list's patterns compiled, the literals that point at them, and those tried on
+    every unclaimed agent (none with today's list)."""
+    patterns = [entry["pattern"] for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
+                if entry["pattern"] not in _NOT_BOTS]
+    compiled = tuple(re.compile(p) for p in patterns)
+    literals: dict[str, set[int]] = {}
+    always = []
+    for index, pattern in enumerate(patterns):
+        required = _required_literals(pattern)
+        if required is None:
+            always.append(compiled[index])
+            continue
+        for literal in required:
+            literals.setdefault(literal, set()).add(index)
+    return compiled, literals, tuple(always)
 
 
 @functools.lru_cache(maxsize=8)
 def _marker_search(adapters: tuple[Adapter, ...]) -> Any:
-    """One automaton for every marker detection looks for: bots, handhelds and each app's.
+    """One automaton for every marker detection looks for: bots, handhelds, each app's, and
+    a literal of each listed crawler pattern.
 
     A new User-Agent is read once, in C, for all of them (Aho-Corasick, pyahocorasick),
-    instead of once per marker: ~80 substring searches and twenty adapter calls.
-    Each marker maps to what it means: _BOT, _MOBILE or the indexes of the adapters that
-    list it (a marker may mean several things).
+    instead of once per marker: ~1,600 substring searches and twenty adapter calls.
+    Each marker maps to what it means: _BOT, _MOBILE, the indexes of the adapters that
+    list it, or list patterns to confirm (a marker may mean several things).
     """
     meanings: dict[str, set[int]] = {}
     for marker in _BOT_MARKERS:
@@ -61,11 +128,35 @@ def _marker_search(adapters: tuple[Adapter, ...]) -> Any:
     for index, adapter in enumerate(adapters):
         for marker in adapter.ua_markers:
             meanings.setdefault(marker.lower(), set()).add(index)
+    for literal, indexes in _listed_bots()[1].items():
+        meanings.setdefault(literal, set()).update(_LISTED - i for i in indexes)
     automaton = ahocorasick.Automaton()
     for marker, meant in meanings.items():
         automaton.add_word(marker, tuple(meant))
     automaton.make_automaton()
     return automaton
+
+
+# Automated clients' conventions: a URL or an e-mail address to reach their owner.
+_CONTACT = re.compile(r"https?://|\bwww\.|[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}\b")
+# What every person's browser or app names: an operating system or device, or a browser.
+_DEVICE_OR_BROWSER = re.compile(
+    r"windows|macintosh|mac os|x11|linux|android|iphone|ipad|ipod|darwin|cros|harmonyos|"
+    r"openharmony|symbian|series ?[46]0|blackberry|bb10|midp|j2me|tizen|kaios|webos|"
+    r"playstation|nintendo|xbox|bada|meego|sailfish|bsd|sunos|nokia|mobile|cpu os|\bios\b|"
+    r"smart-?tv|kindle|silk|watch|^mozilla/|browser|ucweb|opera|lynx|dillo|netfront|"
+    r"obigo|teleca|openwave|up\.|wap|docomo|profile/")
+
+
+def _listed_or_unlike_a_person(ua: str, lowered: str, candidates: set[int]) -> bool:
+    """For an agent no app claims: a listed crawler, or not a person's browser at all."""
+    compiled, _literals, always = _listed_bots()
+    if any(compiled[_LISTED - c].search(ua) for c in candidates if c <= _LISTED):
+        return True
+    if any(pattern.search(ua) for pattern in always):
+        return True
+    return (_CONTACT.search(lowered) is not None
+            or _DEVICE_OR_BROWSER.search(lowered) is None)
 
 
 
@@ -129,10 +220,12 @@ def detect_user_agent(ua: str, adapters: tuple[Adapter, ...] = ADAPTERS) -> Dete
     platform = "web"
     if not bot:
         # Only adapters with a marker present can claim; the registry's order decides.
-        for index in sorted(candidates):
+        for index in sorted(c for c in candidates if c >= 0):
             if adapters[index].claims_lowered(lowered):
                 platform = adapters[index].platform
                 break
+        else:
+            bot = _listed_or_unlike_a_person(ua, lowered, candidates)
     # Positional: a named tuple built by keyword costs twice as much, on every new agent.
     return Detection(platform, bot, mobile, _os_of(lowered),
                      "ua" if platform != "web" else "none")

@@ -59,8 +59,9 @@ class Journal:
 
     def append(self, rows: list[Row], *, sync: bool = True) -> None:
         """Append rows; with ``sync`` they also survive a power cut (blocking: off the loop)."""
+        # "row", not "kind": an event's own fields have a "kind" (storefront_open, add...).
         lines = "".join(
-            json.dumps({"kind": "click" if isinstance(r, Click) else "event", **r._asdict()},
+            json.dumps({"row": "click" if isinstance(r, Click) else "event", **r._asdict()},
                        ensure_ascii=False) + "\n"
             for r in rows)
         with self._lock:
@@ -120,8 +121,11 @@ class Journal:
                     break
                 try:
                     data = json.loads(line)
-                    kind = data.pop("kind")
-                    if kind == "click":
+                    # Lines written before "row" said "kind": "click", or an event's own
+                    # kind (which had overwritten "kind": "event").
+                    row = data.pop("row") if "row" in data else (
+                        data.pop("kind") if data.get("kind") == "click" else "event")
+                    if row == "click":
                         clicks.append(Click(**data))
                     else:
                         events.append(Event(**data))

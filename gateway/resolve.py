@@ -32,7 +32,7 @@ User-Agent said "plain browser", so the browser's capabilities apply.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from adapters import ADAPTERS, Adapter, Storefront, TargetError, by_platform
@@ -141,6 +141,17 @@ class Resolution:
     tryable: tuple[str, ...] = ()
     #: The ``RULES`` key that decided how the target storefront (or card) is reached.
     rule: str | None = None
+    #: The click's outcome (store.OUTCOMES) for a person: ``redirect`` (straight to the
+    #: storefront, or the launch page handing the phone its mini-program's scheme, as the
+    #: ``/o/`` hop's launch page counts an open), ``guide`` (the landing page with the
+    #: open-in-browser guide) or ``landing``. Worked out here, once per memoised
+    #: resolution, so a click only copies it.
+    outcome: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", "redirect" if self.redirect is not None
+                           or self.launch is not None else "guide" if self.guide
+                           else "landing")
 
 
 class Hop(NamedTuple):

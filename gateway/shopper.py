@@ -90,7 +90,7 @@ class ShareLink:
                 # Never read, or due a re-read: the cache's own path (it queues the re-read).
                 cached = self.links.lookup(code) or await self.links.load(code)
             if not cached.live:
-                return _link_gone(self.pages, cached.product)
+                return self._gone(request, cached)
             headers = request.headers
             channel: str | None = None
             detection = None if request.query_string else self.agents[
@@ -110,26 +110,34 @@ class ShareLink:
             CLICK_ID.set(click_id)
             address = (_forwarded_for(request) if self.trust_forwarded
                        else request.remote) or ""
+            if detection.bot:
+                # Link previews: the product's title and image, no redirect, counted as a bot.
+                resolution: Resolution | None = None
+                outcome = "preview"
+            else:
+                # Links minted for the product (a WeChat URL Link...) came with it, minted
+                # when it was saved: nothing here waits for WeChat or asks it for anything.
+                resolution = cached.memo.get(detection)
+                if resolution is None:
+                    resolution = _resolution(cached, detection)
+                outcome = resolution.outcome
+                if cached.window is not None and not within(cached.window, ts):
+                    # Before the sale or after it: a page that says so. The click counts.
+                    resolution, outcome = None, "gone"
+            # The click, with what the shopper is about to get (memoised with the answer).
             self.recorder.click(_new_click((
                 click_id, cached.merchant_id, cached.product_id, ts, day, detection.platform,
                 detection.source, visitor, self.ip_hashes[address], detection.bot,
-                detection.mobile, detection.os, channel)))
-            if detection.bot:
-                # Link previews: the product's title and image, no redirect, counted as a bot.
+                detection.mobile, detection.os, channel, outcome)))
+            if resolution is None and outcome == "gone":
+                response = await _closed(request, cached, ts, click_id)
+            elif resolution is None:
                 product = cached.product
                 assert product is not None
                 response = self.pages.render(
                     "preview.html", product=product, share_url=self._share_url(product),
                     description=f"{product.title} — 点击查看并购买")
-            elif cached.window is not None and not within(cached.window, ts):
-                # Before the sale or after it: a page that says so. The click counts.
-                response = await _closed(request, cached, ts, click_id)
             else:
-                # Links minted for the product (a WeChat URL Link...) came with it, minted
-                # when it was saved: nothing here waits for WeChat or asks it for anything.
-                resolution: Resolution | None = cached.memo.get(detection)
-                if resolution is None:
-                    resolution = _resolution(cached, detection)
                 url = resolution.redirect
                 if url is not None:
                     # _redirect's answer, built here: one frame fewer on every redirect.
@@ -147,6 +155,23 @@ class ShareLink:
 
     def _share_url(self, product: Product) -> str:
         return f"{self.public_url}/p/{product.code}"
+
+    def _gone(self, request: web.Request, cached: CachedLink) -> web.Response:
+        """An unknown or retired link. A retired product's click still counts, as ``gone``:
+        marketing sees who keeps following a link they took down."""
+        if cached.product is not None:
+            detection, channel = _detect(request, self.detector)
+            click_id = new_click_id()
+            cookie = cookie_value(request.headers.get(hdrs.COOKIE), VISITOR_COOKIE)
+            ts, day = self.clock.now()
+            address = (_forwarded_for(request) if self.trust_forwarded
+                       else request.remote) or ""
+            self.recorder.click(Click(
+                click_id, cached.merchant_id, cached.product_id, ts, day, detection.platform,
+                detection.source, cookie if cookie and is_token(cookie) else click_id,
+                self.ip_hashes[address], detection.bot, detection.mobile, detection.os,
+                channel, "gone"))
+        return _link_gone(self.pages, cached.product)
 
 
 async def _closed(request: web.Request, cached: CachedLink, now: float,

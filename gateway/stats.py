@@ -11,14 +11,21 @@ from adapters import by_platform
 from .inputs import parse_uint
 from .spreadsheet import csv_text
 from .store import METRICS, StatsRow, Store
+from .store.sketch import EXACT_MAX, RELATIVE_ERROR_95
 
-__all__ = ["CHANNEL_PATTERN", "GROUPINGS", "RATES", "StatsQuery", "StatsQueryError",
-           "parse_stats_query", "rows_csv", "run_stats", "with_funnel"]
+__all__ = ["ACCURACY", "CHANNEL_PATTERN", "GROUPINGS", "RATES", "StatsQuery",
+           "StatsQueryError", "parse_stats_query", "rows_csv", "run_stats", "run_total",
+           "stats_answer", "with_funnel"]
 
 GROUPINGS = ("platform", "product", "day", "channel")
 #: A ``?ch=`` channel name, as the share link accepts it (shopper.CHANNEL_PATTERN).
 CHANNEL_PATTERN = re.compile(r"[a-z0-9_]{1,32}")
-RATES = ("open_rate", "entry_rate", "add_rate")
+RATES = ("open_rate", "entry_rate", "add_rate", "chat_rate")
+#: How far to trust ``unique_visitors`` (every answer says it; see store/sketch.py): exact
+#: up to ``exact_up_to`` visitors, else within ``relative_error_95`` of the true count 95%
+#: of the time; each row's ``unique_visitors_error`` is that bound in visitors (0: exact).
+ACCURACY = {"method": "hyperloglog", "exact_up_to": EXACT_MAX,
+            "relative_error_95": RELATIVE_ERROR_95}
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 
@@ -89,11 +96,31 @@ def parse_stats_query(params: dict[str, str | None], today: date) -> StatsQuery:
 
 async def run_stats(store: Store, merchant_id: str, query: StatsQuery) -> list[dict[str, Any]]:
     """The rows for a query, as JSON-ready dicts with the funnel's rates."""
-    rows: list[StatsRow] = await store.stats(
+    return [with_funnel(r.as_json()) for r in await _rows(store, merchant_id, query, query.by)]
+
+
+async def run_total(store: Store, merchant_id: str, query: StatsQuery) -> dict[str, Any]:
+    """Everything the query's filters keep, as one row: its unique visitors are distinct
+    over all the rows (never their sum: one visitor may be in several)."""
+    (total,) = await _rows(store, merchant_id, query, "total")
+    return with_funnel(total.as_json())
+
+
+async def _rows(store: Store, merchant_id: str, query: StatsQuery, by: str) -> list[StatsRow]:
+    return await store.stats(
         merchant_id, from_day=query.from_day.isoformat(), to_day=query.to_day.isoformat(),
-        by=query.by,  # type: ignore[arg-type]
+        by=by,  # type: ignore[arg-type]
         product_id=query.product_id, platform=query.platform, channel=query.channel)
-    return [with_funnel(r.as_json()) for r in rows]
+
+
+async def stats_answer(store: Store, merchant_id: str, query: StatsQuery,
+                       timezone: str) -> dict[str, Any]:
+    """The JSON answer of ``GET /api/stats`` and ``linkloop stats``: the rows, their total,
+    the time zone their days are in, and how exact the unique visitors are."""
+    return {"from": query.from_day.isoformat(), "to": query.to_day.isoformat(),
+            "by": query.by, "timezone": timezone, "unique_visitors_accuracy": ACCURACY,
+            "rows": await run_stats(store, merchant_id, query),
+            "total": await run_total(store, merchant_id, query)}
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -101,22 +128,31 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 def with_funnel(row: dict[str, Any]) -> dict[str, Any]:
-    """A stats row with the funnel's conversion rates: clicks -> opens -> entries -> adds.
+    """A stats row with the funnel's conversion rates: clicks -> opens -> entries -> adds
+    -> chats.
 
-    ``open_rate`` and ``entry_rate`` are shares of clicks; ``add_rate`` is adds per entry.
-    None where the step before is zero.
+    ``open_rate`` and ``entry_rate`` are shares of clicks; ``add_rate`` is adds per entry,
+    ``chat_rate`` chats per add. None where the step before is zero.
     """
     clicks = row["clicks"]
     row["open_rate"] = _rate(row["storefront_opens"], clicks)
     row["entry_rate"] = _rate(row["entries"], clicks)
     row["add_rate"] = _rate(row["adds"], row["entries"])
+    row["chat_rate"] = _rate(row["chats"], row["adds"])
     return row
 
 
-def rows_csv(by: str, rows: list[dict[str, Any]]) -> str:
+def rows_csv(by: str, rows: list[dict[str, Any]], timezone: str) -> str:
     """The rows as CSV, for the API, the dashboard and the CLI alike (gateway/spreadsheet.py
-    keeps a title like ``=HYPERLINK(...)`` from becoming a formula)."""
+    keeps a title like ``=HYPERLINK(...)`` from becoming a formula).
+
+    One header line, and the time zone the days are in as the last column of every row: a
+    spreadsheet opens it as a plain table (a comment line above the header would land in
+    cell A1 and push the header down, breaking sorting, filters and pivot tables), and the
+    zone stays beside the figures wherever rows are copied.
+    """
     keys = ["product_id", "code", "title"] if by == "product" else [by]
-    return csv_text([*keys, *METRICS, *RATES],
-                    ([row[k] for k in keys] + [row[m] for m in METRICS] + [row[r] for r in RATES]
+    return csv_text([*keys, *METRICS, "unique_visitors_error", *RATES, "timezone"],
+                    ([row[k] for k in keys] + [row[m] for m in METRICS]
+                     + [row["unique_visitors_error"]] + [row[r] for r in RATES] + [timezone]
                      for row in rows))

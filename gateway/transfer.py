@@ -37,7 +37,10 @@ from .store import (
 __all__ = ["FORMAT", "TransferError", "export_merchant", "import_merchant"]
 
 FORMAT = "linkloop-export"
-VERSION = 1
+#: Version 2: clicks carry their ``outcome`` and events may be chats and lost contacts.
+#: Version 1 files still import: their clicks' outcome is unknown ('').
+VERSION = 2
+_READABLE = (1, 2)
 _PAGE = 1000
 
 
@@ -99,7 +102,7 @@ def _read(lines: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         raise TransferError("not a LinkLoop export: the file is empty or not JSON") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise TransferError("not a LinkLoop export")
-    if header.get("version") != VERSION:
+    if header.get("version") not in _READABLE:
         raise TransferError(f"export version {header.get('version')} is not supported")
     for number, line in enumerate(iterator, start=2):
         if not line.strip():

@@ -4,7 +4,9 @@ It implements ``gettoken``, ``externalcontact/get_follow_user_list``,
 ``externalcontact/add_contact_way``,
 ``externalcontact/groupchat/add_join_way``, ``get_join_way`` and ``groupchat/get`` with
 WeCom's JSON shapes and errcodes, and plays WeCom's other half: posting encrypted,
-signed callbacks to the gateway when a shopper adds a contact or joins a group.
+signed callbacks to the gateway when a shopper adds a contact or joins a group, when a
+contact first chats or is deleted, and when the 获客助手 acquisition link or its quota
+needs the merchant.
 """
 
 from __future__ import annotations
@@ -172,6 +174,35 @@ class FakeWeCom:
                 f"<UserID><![CDATA[{user}]]></UserID>"
                 f"<ExternalUserID><![CDATA[{external_userid}]]></ExternalUserID>"
                 f"{state_xml}<WelcomeCode><![CDATA[WELCOMECODE]]></WelcomeCode></xml>")
+
+    @staticmethod
+    def _event(event: str, change: str, fields: dict[str, str | int]) -> str:
+        body = "".join(f"<{k}>{v}</{k}>" if isinstance(v, int) else f"<{k}><![CDATA[{v}]]></{k}>"
+                       for k, v in fields.items())
+        return (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
+                "<FromUserName><![CDATA[sys]]></FromUserName>"
+                f"<CreateTime>{int(time.time())}</CreateTime>"
+                "<MsgType><![CDATA[event]]></MsgType>"
+                f"<Event><![CDATA[{event}]]></Event>"
+                f"<ChangeType><![CDATA[{change}]]></ChangeType>{body}</xml>")
+
+    @staticmethod
+    def customer_acquisition_event(change: str, **fields: str | int) -> str:
+        """A 获客助手 event (WeCom doc 获客助手事件通知, path/97299): ``customer_start_chat``
+        with UserID, ExternalUserID and LinkId; ``balance_low``, ``balance_exhausted`` with
+        nothing more; ``quota_expire_soon`` with ExpireTime and ExpireQuotaNum;
+        ``link_unavailable`` and ``delete_link`` with LinkId."""
+        return FakeWeCom._event("customer_acquisition", change, fields)
+
+    @staticmethod
+    def contact_deleted_event(change: str, external_userid: str, user: str = "zhangsan",
+                              ) -> str:
+        """``del_external_contact`` (the member deleted the customer) or ``del_follow_user``
+        (the customer deleted the member), WeCom doc 事件格式 (path/92130)."""
+        fields: dict[str, str | int] = {"UserID": user, "ExternalUserID": external_userid}
+        if change == "del_external_contact":
+            fields["Source"] = "DELETE_BY_TRANSFER"
+        return FakeWeCom._event("change_external_contact", change, fields)
 
     def join_group(self, chat_id: str, userid: str, state: str | None) -> str:
         """A shopper joins through a join way: the member list grows, the event is made."""

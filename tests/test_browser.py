@@ -469,8 +469,9 @@ def _table(driver: WebDriver, table_id: str) -> dict[str, dict[str, str]]:
 
 
 def _as_shown(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, str]]:
-    metrics = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries", "adds",
-               "open_rate", "entry_rate", "add_rate")
+    metrics = ("clicks", "unique_visitors", "bot_clicks", "redirects", "landings", "guides",
+               "storefront_opens", "entries", "adds", "chats", "lost_contacts", "open_rate",
+               "entry_rate", "add_rate")
     return {str(r[key]): {m: ("—" if r[m] is None else f"{r[m]:.1%}") if m.endswith("_rate")
                           else f"{r[m]:,}" for m in metrics} for r in rows}
 

@@ -120,10 +120,12 @@ async def test_a_script_drives_the_whole_loop_through_cli_and_http(cli_env: dict
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["rows"] == stats["rows"]
     csv = run(cli_env, "stats", "--merchant", "acme", "--csv").stdout.splitlines()
-    assert csv[0] == ("platform,clicks,unique_visitors,bot_clicks,storefront_opens,entries,adds,"
-                      "open_rate,entry_rate,add_rate")
+    assert csv[0] == ("platform,clicks,unique_visitors,bot_clicks,redirects,landings,guides,"
+                      "storefront_opens,entries,adds,chats,lost_contacts,unique_visitors_error,"
+                      "open_rate,entry_rate,add_rate,chat_rate,timezone")
     # Text quoted, figures bare (gateway/spreadsheet.py); an empty rate is an empty cell.
-    assert '"taobao",2,1,0,0,0,0,0.0,0.0,""' in csv
+    # Two Taobao shoppers sent straight to the item: two redirects, two storefront opens.
+    assert '"taobao",2,1,0,2,0,0,2,0,0,0,0,0,1.0,0.0,"","","Asia/Shanghai"' in csv
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "ctrl_c_to_the_process_group"])

@@ -113,8 +113,9 @@ def shown(row: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-TABLE_METRICS = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries",
-                 "adds", "open_rate", "entry_rate", "add_rate")
+TABLE_METRICS = ("clicks", "unique_visitors", "bot_clicks", "redirects", "landings", "guides",
+                 "storefront_opens", "entries", "adds", "chats", "lost_contacts", "open_rate",
+                 "entry_rate", "add_rate")
 PRODUCT_METRICS = ("clicks", "unique_visitors", "storefront_opens", "entries", "adds",
                    "add_rate")
 
@@ -163,6 +164,13 @@ async def api_stats(client: Client, tenant: Tenant, query: str) -> list[dict[str
     assert resp.status == 200, await resp.text()
     rows: list[dict[str, Any]] = (await resp.json())["rows"]
     return rows
+
+
+async def api_total(client: Client, tenant: Tenant, query: str) -> dict[str, Any]:
+    resp = await client.get(f"/api/stats?{query}", headers=tenant.marketing_auth)
+    assert resp.status == 200, await resp.text()
+    total: dict[str, Any] = (await resp.json())["total"]
+    return total
 
 
 async def page_figures(client: Client, url: str) -> Figures:
@@ -375,9 +383,11 @@ async def test_dashboard_figures_equal_the_stats_api(dash: Client) -> None:
         expected = {r["platform"]: shown(r, TABLE_METRICS) for r in rows}
         assert page.tables.get("platform-table", {}) == expected, filters
         seen_rows += len(rows)
-        # The tiles are the rows added up; the funnel steps are those totals.
-        for metric in ("clicks", "unique_visitors", "storefront_opens", "entries", "adds"):
-            assert page.tiles[metric] == f"{sum(r[metric] for r in rows):,}", (filters, metric)
+        # The tiles are the API's total: unique visitors distinct over all rows, not summed.
+        total = await api_total(dash, acme, f"by=platform&{filters}")
+        for metric in ("clicks", "unique_visitors", "storefront_opens", "entries", "adds",
+                       "chats"):
+            assert page.tiles[metric] == f"{total[metric]:,}", (filters, metric)
         channels = await api_stats(dash, acme, f"by=channel&{filters}")
         assert page.tables.get("channel-table", {}) == {
             r["channel"]: shown(r, TABLE_METRICS) for r in channels}, filters
@@ -409,10 +419,13 @@ async def test_channels_are_counted_and_filtered_through_the_api(dash: Client) -
     await shop_traffic(dash, acme)
     by_channel = {r["channel"]: r for r in await api_stats(dash, acme, "by=channel")}
     assert set(by_channel) == {"", "live", "poster"}
-    assert (by_channel["live"]["clicks"], by_channel["live"]["storefront_opens"]) == (3, 1)
+    # Live: two Taobao shoppers sent straight to the item, a desktop one through /o/.
+    live = by_channel["live"]
+    assert (live["clicks"], live["storefront_opens"], live["redirects"],
+            live["landings"]) == (3, 3, 2, 1)
     assert by_channel[""]["entries"] == 1 and by_channel[""]["bot_clicks"] == 1
-    live = await api_stats(dash, acme, "by=platform&channel=live")
-    assert {r["platform"]: r["clicks"] for r in live} == {"taobao": 2, "web": 1}
+    live_rows = await api_stats(dash, acme, "by=platform&channel=live")
+    assert {r["platform"]: r["clicks"] for r in live_rows} == {"taobao": 2, "web": 1}
     resp = await dash.get("/api/stats?channel=Not-A-Channel", headers=acme.marketing_auth)
     assert resp.status == 422
     assert (await resp.json())["error"]["field"] == "channel"

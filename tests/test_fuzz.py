@@ -508,6 +508,7 @@ def query_requests(draw: st.DrawFn, live: Live) -> Req:
         ("/api/stats", ["from", "to", "by", "product", "platform", "channel", "format"]),
         ("/api/products", ["limit", "after"]),
         ("/api/stats", ["product", "by", "format"]),
+        ("/api/alerts", ["days"]),
     ]))
     chosen = draw(st.lists(st.one_of(st.sampled_from(names), hostile_text), max_size=5))
     values = [draw(query_value) for _ in chosen]
@@ -715,6 +716,7 @@ def test_every_json_route_is_fuzzed(live: Live) -> None:
     assert live.app is not None
     fuzzed = {"/api/products", "/api/products/{id}", "/api/products/{id}/qr.{fmt}",
               "/api/entry", "/api/credentials/{platform}", "/api/credentials", "/api/stats",
+              "/api/alerts",
               "/p/{code}", "/p/{code}/miniprogram-code", "/o/{code}/{platform}", "/e/{code}",
               "/wecom/callback/{merchant}", "/api/products/{id}/restore",
               "/api/products/{id}/preview", "/api/products/import",

@@ -46,13 +46,17 @@ async def _click(http: aiohttp.ClientSession, url: str) -> int:
 
 
 async def _retire_reaches(http: aiohttp.ClientSession, a: str, b: str,
-                          product: dict[str, Any], auth: dict[str, str], within: float) -> None:
-    """Retire ``product`` through gateway A; B must answer its link with 410 in time."""
+                          product: dict[str, Any], auth: dict[str, str], within: float) -> int:
+    """Retire ``product`` through gateway A; B must answer its link with 410 in time.
+    Returns how many times B was asked: each is a click (redirected, then gone)."""
     assert (await http.delete(f"{a}/api/products/{product['id']}", headers=auth)).status == 200
     started = time.monotonic()
+    asked = 1
     while await _click(http, f"{b}/p/{product['code']}") != 410:
         assert time.monotonic() - started < within, "B still serves a retired link"
         await asyncio.sleep(0.02)
+        asked += 1
+    return asked
 
 
 def _stop(*procs: subprocess.Popen[str]) -> None:
@@ -76,10 +80,12 @@ async def test_two_gateways_sum_exactly_and_a_retire_travels_within_a_second(
                 *(_click(http, f"{b}/p/{code}") for _ in range(sent_b)))
             assert statuses == [302] * (sent_a + sent_b)
             # B now holds the product in its cache; retire it through A.
-            await _retire_reaches(http, a, b, product, auth, within=1.0)
+            asked = await _retire_reaches(http, a, b, product, auth, within=1.0)
         _stop(proc_a, proc_b)
     stats = json.loads(run(pg_env, "stats", "--merchant", "acme").stdout)
-    assert [(r["platform"], r["clicks"]) for r in stats["rows"]] == [("taobao", sent_a + sent_b)]
+    # Every click counts, the last one at B's 410 as gone (a retired link's visit).
+    assert [(r["platform"], r["clicks"], r["redirects"]) for r in stats["rows"]] == [
+        ("taobao", sent_a + sent_b + asked, sent_a + sent_b + asked - 1)]
 
 
 async def test_workers_share_one_port_and_lose_nothing(pg_env: dict[str, str]) -> None:

@@ -29,6 +29,7 @@ from gateway.store import (
     Channel,
     Click,
     CodeTaken,
+    Contact,
     Credentials,
     Entry,
     EntryWay,
@@ -522,6 +523,46 @@ async def update_merchant(store: Store, seed: Seed) -> None:
     two = await store.get_merchant("m2")
     assert two is not None and (two.name, two.domains) == ("Two", ("m2.example.com",))
     assert await store.update_merchant("m9", name="Nobody") is None
+
+
+@case
+async def put_contact(store: Store, seed: Seed) -> None:
+    await store.put_contact(Contact("m1", "sales", "wmEXT1", "douyin", seed.m1.products[0]))
+    # The same staff member and external user at another merchant: its own contact.
+    theirs = await store.put_contact(Contact("m2", "sales", "wmEXT1", "taobao", None))
+    assert (theirs.merchant_id, theirs.platform) == ("m2", "taobao")
+    mine = await store.get_contact("m1", "sales", "wmEXT1")
+    assert mine is not None and (mine.platform, mine.product_id) == ("douyin",
+                                                                     seed.m1.products[0])
+
+
+@case
+async def get_contact(store: Store, seed: Seed) -> None:
+    await store.put_contact(Contact("m1", "sales", "wmEXT1", "douyin"))
+    assert await store.get_contact("m2", "sales", "wmEXT1") is None
+    assert await store.get_contact(seed.m3, "sales", "wmEXT1") is None
+    assert (await store.get_contact("m1", "sales", "wmEXT1")) is not None
+
+
+@case
+async def add_alert(store: Store, seed: Seed) -> None:
+    assert await store.add_alert("m1", "balance_low", {}, key="k1", created_at=1.0)
+    # The same key at another merchant is another alert; at the same one, a retry.
+    assert await store.add_alert("m2", "balance_low", {}, key="k1", created_at=1.0)
+    assert not await store.add_alert("m1", "balance_low", {}, key="k1", created_at=2.0)
+    assert [a.merchant_id for a in await store.list_alerts("m1", since=0, limit=10)] == ["m1"]
+
+
+@case
+async def list_alerts(store: Store, seed: Seed) -> None:
+    await store.add_alert("m1", "delete_link", {"LinkId": "cawA"}, key="a", created_at=2.0)
+    await store.add_alert("m2", "link_unavailable", {"LinkId": "cawB"}, key="b", created_at=3.0)
+    await store.add_alert("m2", "balance_low", {}, key="c", created_at=4.0)
+    assert [(a.kind, a.detail) for a in await store.list_alerts("m1", since=0, limit=10)] == [
+        ("delete_link", {"LinkId": "cawA"})]
+    assert [a.kind for a in await store.list_alerts("m2", since=0, limit=10)] == [
+        "balance_low", "link_unavailable"]
+    assert await store.list_alerts(seed.m3, since=0, limit=10) == []
 
 
 #: Contract methods that take no merchant, and why that is safe.

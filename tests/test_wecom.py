@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.alerts import ALERT_KINDS
 from gateway.app import create_app
 from gateway.appkeys import CALLBACKS, RECORDER, STORE
 from gateway.logs import configure_logging
@@ -343,3 +344,101 @@ async def test_app_session_closes_cleanly(aiohttp_client: Any, tmp_path: Path) -
     assert (await client.get("/healthz")).status == 200
     await client.close()
     assert isinstance(app, web.Application)
+
+
+# --- after the add: the first chat, lost contacts, and the acquisition link's alerts ------
+async def _acquired(client: TestClient[Any, Any], tenant: Tenant, ua: str) -> str:
+    """A shopper in ``ua``'s app reaches the acquisition link: its customer_channel."""
+    product = await (await client.post("/api/products", json=PRODUCT,
+                                       headers=tenant.auth)).json()
+    client.session.cookie_jar.clear()
+    hop = await _landing_entry_link(client, product["code"], ua)
+    resp = await client.get(hop, headers={"User-Agent": ua}, allow_redirects=False)
+    assert resp.status == 302
+    state: str = parse_qs(urlsplit(resp.headers["Location"]).query)["customer_channel"][0]
+    await _settle(client)
+    return state
+
+
+async def test_a_chat_counts_on_the_adds_platform_and_a_lost_contact_too(
+    gateway: TestClient[Any, Any], capsys: Any,
+) -> None:
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    state = await _acquired(gateway, acme, DOUYIN_UA)
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        url = str(gateway.make_url("/wecom/callback/acme"))
+        chat = FakeWeCom.customer_acquisition_event(
+            "customer_start_chat", UserID="zhangsan", ExternalUserID="wmEXT1",
+            LinkId="cawcde5a6b7c8d9e0f")
+        for message in (FakeWeCom.add_contact_event(state, "wmEXT1"), chat,
+                        chat,  # WeCom sends it again: one chat
+                        FakeWeCom.customer_acquisition_event(  # someone we never saw add
+                            "customer_start_chat", UserID="zhangsan", ExternalUserID="wmX9",
+                            LinkId="cawcde5a6b7c8d9e0f"),
+                        FakeWeCom.contact_deleted_event("del_follow_user", "wmEXT1")):
+            resp = await FakeWeCom.post(http, url, message)
+            assert resp.status == 200
+    rows = await _stats(gateway, acme)
+    assert (rows["douyin"]["adds"], rows["douyin"]["chats"],
+            rows["douyin"]["lost_contacts"]) == (1, 1, 1)
+    assert rows["douyin"]["chat_rate"] == 1.0
+    assert (rows["unattributed"]["chats"], rows["unattributed"]["adds"]) == (1, 0)
+    # The chat follows the add to its click's product, too.
+    by_product = await (await gateway.get("/api/stats?by=product", headers=acme.auth)).json()
+    traced = [r for r in by_product["rows"] if r["product_id"] is not None]
+    assert [(r["adds"], r["chats"]) for r in traced] == [(1, 1)]
+    assert (await _stats(gateway, other)) == {}
+    logs = capsys.readouterr().err
+    assert logs.count('"event": "callback.chat"') == 3  # worked each time, counted once
+
+
+@pytest.mark.parametrize("change", ["balance_low", "balance_exhausted", "quota_expire_soon",
+                                    "link_unavailable", "delete_link"])
+async def test_acquisition_link_trouble_is_an_alert_for_its_merchant_only(
+    aiohttp_client: Any, tmp_path: Path, fake: tuple[FakeWeCom, TestServer], capsys: Any,
+    change: str,
+) -> None:
+    configure_logging("info", "json")
+    _, server = fake
+    # A plain-http public URL, as on a laptop: the dashboard's cookie is then not Secure.
+    client = await aiohttp_client(create_app(make_settings(
+        tmp_path, wecom__api_base=str(server.make_url("/cgi-bin")), server__public_url="")))
+    acme = await add_tenant(client, "acme")
+    other = await add_tenant(client, "other")
+    await _entry(client, acme, kind="acquisition_link", url=ACQUISITION, **CALLBACK_SECRETS)
+    fields: dict[str, str | int] = (
+        {"LinkId": "cawcde5a6b7c8d9e0f"} if change in ("link_unavailable", "delete_link")
+        else {"ExpireTime": 1735660800, "ExpireQuotaNum": 25}
+        if change == "quota_expire_soon" else {})
+    message = FakeWeCom.customer_acquisition_event(change, **fields)
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        url = str(client.make_url("/wecom/callback/acme"))
+        assert (await FakeWeCom.post(http, url, message)).status == 200
+        assert (await FakeWeCom.post(http, url, message)).status == 200  # retried: one alert
+    await _settle(client)
+    answer = await (await client.get("/api/alerts", headers=acme.marketing_auth)).json()
+    (alert,) = answer["alerts"]
+    assert alert["kind"] == change and alert["message"]
+    assert alert["severity"] == ("warning" if change in ("balance_low", "quota_expire_soon")
+                                 else "critical")
+    if "LinkId" in fields:
+        assert alert["detail"] == {"LinkId": "cawcde5a6b7c8d9e0f"}
+    assert (await (await client.get("/api/alerts", headers=other.auth)).json())["alerts"] == []
+    assert (await client.get("/api/alerts")).status == 401
+    assert (await client.get("/api/alerts?days=0", headers=acme.auth)).status == 422
+    assert capsys.readouterr().err.count(f'"kind": "{change}"') == 2  # logged, each time
+    # And on the dashboard, where the merchant's staff look.
+    from .test_dashboard import add_user, login
+
+    await add_user(client, "acme", "anna@example.com")
+    assert (await login(client, "anna@example.com")).status == 303
+    page = await (await client.get("/dashboard")).text()
+    assert f'data-kind="{change}"' in page and ALERT_KINDS[change].message in page

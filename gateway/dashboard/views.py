@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -28,6 +28,7 @@ from markupsafe import Markup
 
 from adapters import by_platform, platform_ids
 
+from ..alerts import recent_alerts
 from ..appkeys import CLOCK, IP_HASHER, PAGES, PUBLIC_URL, SETTINGS, STORE
 from ..errors import guarded
 from ..pages import qr_svg
@@ -39,9 +40,11 @@ from ..stats import (
     parse_stats_query,
     rows_csv,
     run_stats,
+    run_total,
     with_funnel,
 )
 from ..store import METRICS, Product, Store, StoreUnavailable
+from ..store.sketch import EXACT_MAX
 from ..users import LOCK_SECONDS, MAX_FAILURES, authenticate
 from . import charts
 from .session import (
@@ -117,6 +120,13 @@ def _static_url(request: web.Request, name: str) -> str:
     return f"/dashboard/static/{name}?v={etag}"
 
 
+def _visitors(row: dict[str, Any]) -> str:
+    """Unique visitors as read: exact, or the estimate with its 95% margin."""
+    error = int(row.get("unique_visitors_error") or 0)
+    value = charts.number(int(row["unique_visitors"]))
+    return f"{value} ±{charts.number(error)}" if error else value
+
+
 def render(request: web.Request, name: str, *, status: int = 200,
            session: Session | None = None, **context: Any) -> web.Response:
     response = request.app[PAGES].render(
@@ -124,7 +134,8 @@ def render(request: web.Request, name: str, *, status: int = 200,
         css_url=_css_url(request), js_url=_static_url(request, "console.js"), session=session,
         role_name=_ROLE_NAMES.get(session.role, session.role) if session else "",
         num=charts.number, pct=_percent, platform_label=_platform_label,
-        channel_label=_channel_label, **context)
+        channel_label=_channel_label, visitors=_visitors,
+        timezone=request.app[CLOCK].timezone, **context)
     response.headers.update(_HEADERS)
     return response
 
@@ -311,12 +322,6 @@ def _ranges(filters: Filters, today: date, path: str) -> list[tuple[str, str, bo
     return found
 
 
-def _totals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The rows added up, with the funnel's rates worked out as for any row."""
-    total: dict[str, Any] = {m: sum(int(r[m]) for r in rows) for m in METRICS}
-    return with_funnel(total)
-
-
 def _days(query: StatsQuery, rows: Sequence[dict[str, Any]], metric: str = "clicks",
           ) -> list[tuple[str, int]]:
     """Every day of the range with its figure (0 where there were no rows)."""
@@ -374,9 +379,28 @@ _BAR_SERIES = (("clicks", "点击"), ("unique_visitors", "独立访客"), ("adds
 def _funnel(total: dict[str, Any]) -> list[tuple[str, int, str]]:
     """The funnel's steps: (name, count, rate against the step named)."""
     return [("点击", total["clicks"], ""),
-            ("打开店铺", total["storefront_opens"], f"占点击 {_percent(total['open_rate'])}"),
+            ("打开店铺", total["storefront_opens"],
+             f"占点击 {_percent(total['open_rate'])}，其中直接跳转 "
+             f"{charts.number(total['redirects'])}"),
             ("进入企微", total["entries"], f"占点击 {_percent(total['entry_rate'])}"),
-            ("添加企微", total["adds"], f"占进入 {_percent(total['add_rate'])}")]
+            ("添加企微", total["adds"], f"占进入 {_percent(total['add_rate'])}"),
+            ("发起会话", total["chats"], f"占添加 {_percent(total['chat_rate'])}")]
+
+
+def _outcomes(total: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """Where the clicks went: (name, count, share of clicks)."""
+    clicks = int(total["clicks"])
+    named = [("直接跳转店铺", "redirects"), ("落地页", "landings"), ("浏览器引导页", "guides")]
+    return [(name, int(total[key]), _percent(int(total[key]) / clicks if clicks else None))
+            for name, key in named]
+
+
+async def _alerts(request: web.Request, merchant_id: str) -> list[dict[str, Any]]:
+    """The merchant's recent alerts, each with the day it came on (the stats time zone)."""
+    clock = request.app[CLOCK]
+    return [{**alert, "day": clock.day_of(datetime.fromisoformat(alert["created_at"])
+                                          .timestamp())}
+            for alert in await recent_alerts(request.app, merchant_id)]
 
 
 # --- pages ----------------------------------------------------------------------------------
@@ -390,7 +414,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
     rows.sort(key=lambda r: (-int(r["clicks"]), r["platform"]))
     channel_rows = await run_stats(store, merchant_id, _with(filters.query, by="channel"))
     channel_rows.sort(key=lambda r: (-int(r["clicks"]), r["channel"]))
-    total = _totals(rows)
+    total = await run_total(store, merchant_id, filters.query)
     entry = await store.get_entry(merchant_id)
     attribution = "none" if entry is None else (
         "visits_only" if entry.kind == "static" else "adds")
@@ -399,12 +423,13 @@ async def overview(request: web.Request) -> web.StreamResponse:
         _BAR_SERIES, label="各平台的点击、独立访客与添加企微")
     steps = _funnel(total)
     funnel = charts.funnel([(name, value) for name, value, _ in steps],
-                           label="转化漏斗：点击 → 打开店铺 → 进入企微 → 添加企微")
+                           label="转化漏斗：点击 → 打开店铺 → 进入企微 → 添加企微 → 发起会话")
     return render(
         request, "overview.html", rows=rows, channel_rows=channel_rows, total=total,
         bars=bars, funnel=funnel, steps=steps, attribution=attribution,
+        outcomes=_outcomes(total), alerts=await _alerts(request, merchant_id),
         export_platform=_export(filters, "platform"), export_channel=_export(filters, "channel"),
-        metrics=METRICS, rates=RATES,
+        metrics=METRICS, rates=RATES, exact_up_to=EXACT_MAX,
         **await _common(request, session, filters, "/dashboard", "overview"))
 
 
@@ -481,7 +506,7 @@ async def product_page(request: web.Request) -> web.StreamResponse:
     day_rows = await run_stats(store, session.merchant_id, _with(filters.query, by="day"))
     days = _days(filters.query, day_rows)
     day_table = [r for r in day_rows if any(int(r[m]) for m in METRICS)]
-    total = _totals(platform_rows)
+    total = await run_total(store, session.merchant_id, filters.query)
     qr_channel = request.query.get("qr_ch", "").strip()
     qr_error = ""
     if qr_channel and not CHANNEL_PATTERN.fullmatch(qr_channel):
@@ -505,7 +530,8 @@ async def product_page(request: web.Request) -> web.StreamResponse:
         product=product, platform_rows=platform_rows,
         day_table=day_table, total=total, bars=bars, funnel=funnel,
         days_chart=charts.day_bars(days, label=f"{product.title}：每日点击"),
-        steps=steps, share_url=share_url, qr_link=qr_link, qr_channel=qr_channel,
+        steps=steps, outcomes=_outcomes(total), share_url=share_url, qr_link=qr_link,
+        qr_channel=qr_channel,
         qr_error=qr_error, qr=Markup(qr_svg(qr_link, scale=5)),
         qr_svg_url=f"{path}/qr.svg{suffix}", qr_png_url=f"{path}/qr.png{suffix}",
         export_platform=_export(filters, "platform", product=str(product.id)),
@@ -526,7 +552,8 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
                           "请回到看板重新选择筛选条件。", session=session)
     rows = await run_stats(request.app[STORE], session.merchant_id, query)
     return web.Response(
-        text=rows_csv(query.by, rows), content_type="text/csv", charset="utf-8",
+        text=rows_csv(query.by, rows, request.app[CLOCK].timezone), content_type="text/csv",
+        charset="utf-8",
         headers={"Content-Disposition":
                  f'attachment; filename="linkloop-{query.by}-{query.from_day}'
                  f'-{query.to_day}.csv"', "Cache-Control": "no-store"})

@@ -6,16 +6,21 @@ from pathlib import Path
 
 from ..settings import ConfigError, Settings
 from .base import (
+    COUNTERS,
     METRICS,
+    OUTCOMES,
     PRODUCT_STATES,
+    Alert,
     Channel,
     ChannelExists,
     Click,
     CodeTaken,
+    Contact,
     Credentials,
     Entry,
     EntryWay,
     Event,
+    EventKind,
     InboxItem,
     Merchant,
     MerchantExists,
@@ -32,16 +37,21 @@ from .base import (
 )
 
 __all__ = [
+    "COUNTERS",
     "METRICS",
+    "OUTCOMES",
     "PRODUCT_STATES",
+    "Alert",
     "Channel",
     "ChannelExists",
     "Click",
     "CodeTaken",
+    "Contact",
     "Credentials",
     "Entry",
     "EntryWay",
     "Event",
+    "EventKind",
     "InboxItem",
     "Merchant",
     "MerchantExists",

@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 __all__ = [
+    "COUNTERS",
     "METRICS",
     "NEVER",
+    "OUTCOMES",
     "PRODUCT_CHANGES",
     "PRODUCT_STATES",
+    "Alert",
     "Channel",
     "ChannelExists",
     "Click",
     "CodeTaken",
+    "Contact",
     "Credentials",
     "Entry",
     "EntryKind",
@@ -44,11 +48,14 @@ __all__ = [
     "UserExists",
 ]
 
-EventKind = Literal["storefront_open", "entry", "add"]
+#: ``chat``: a contact's first chat (WeCom 获客助手 ``customer_start_chat``); ``lost``: a
+#: contact deleted by either side (``del_external_contact``, ``del_follow_user``).
+EventKind = Literal["storefront_open", "entry", "add", "chat", "lost"]
 EntryKind = Literal["acquisition_link", "contact_way", "group", "static"]
 #: What the gateway mints for a share link through WeChat's API (gateway/wechat/links.py).
 MintKind = Literal["url_link", "scheme", "wxacode"]
-GroupBy = Literal["platform", "product", "day", "channel"]
+#: ``total``: one row for everything the filters keep.
+GroupBy = Literal["platform", "product", "day", "channel", "total"]
 #: Roles a dashboard login may have (API tokens may also be ``admin``).
 StaffRole = Literal["merchant", "marketing"]
 
@@ -61,8 +68,17 @@ PRODUCT_STATES: tuple[ProductState, ...] = ("live", "scheduled", "ended", "retir
 PRODUCT_CHANGES = frozenset({"title", "image_url", "price", "targets", "status", "valid_from",
                              "valid_until"})
 
-#: Rollup counters, in the order reports show them.
-METRICS = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries", "adds")
+#: What the share link did with a click (``Click.outcome``): sent it straight to a storefront
+#: or mini-program, showed the landing page, showed it with the open-in-browser guide (the
+#: app blocks the target), showed a bot the preview, or said the link is gone. '' for clicks
+#: recorded before outcomes were (they count in ``clicks`` only).
+OUTCOMES = ("redirect", "landing", "guide", "preview", "gone")
+
+#: Figures of a stats row, in the order reports show them.
+METRICS = ("clicks", "unique_visitors", "bot_clicks", "redirects", "landings", "guides",
+           "storefront_opens", "entries", "adds", "chats", "lost_contacts")
+#: The figures rollups keep as sums: all but unique visitors, which are merged sketches.
+COUNTERS = tuple(m for m in METRICS if m != "unique_visitors")
 
 
 class StoreError(Exception):
@@ -174,10 +190,13 @@ class Click(NamedTuple):
     mobile: bool = False
     os: str = "other"
     channel: str | None = None
+    #: One of OUTCOMES ('' in journals and exports written before outcomes were recorded).
+    outcome: str = ""
 
 
 class Event(NamedTuple):
-    """Something that happened after a click: a storefront open, a WeCom entry, an add."""
+    """Something that happened after a click: a storefront open, a WeCom entry, an add, the
+    added contact's first chat, or the contact lost again."""
 
     id: str
     merchant_id: str
@@ -290,22 +309,54 @@ class User:
         return self.locked_until > now
 
 
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A WeCom external contact added through the entry point, and where the add came from:
+    its first chat and its loss count under the same platform, product and click."""
+
+    merchant_id: str
+    user_id: str
+    external_userid: str
+    platform: str
+    product_id: int | None = None
+    click_id: str | None = None
+    added_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something the merchant must act on, e.g. the acquisition link out of quota."""
+
+    id: int
+    merchant_id: str
+    kind: str
+    detail: Mapping[str, Any]
+    created_at: float
+
+
 @dataclass(slots=True)
 class StatsRow:
     key: dict[str, Any]
     clicks: int = 0
     unique_visitors: int = 0
+    #: Half the 95% confidence interval of ``unique_visitors`` (0: the count is exact).
+    unique_visitors_error: int = 0
     bot_clicks: int = 0
+    redirects: int = 0
+    landings: int = 0
+    guides: int = 0
     storefront_opens: int = 0
     entries: int = 0
     adds: int = 0
+    chats: int = 0
+    lost_contacts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, key: dict[str, Any], counts: Sequence[Any]) -> StatsRow:
-        """A row from its key and the metric sums in ``METRICS`` order (NULL counts as 0)."""
+        """A row from its key and the counter sums in ``COUNTERS`` order (NULL counts as 0)."""
         row = cls(key)
-        for name, count in zip(METRICS, counts, strict=True):
+        for name, count in zip(COUNTERS, counts, strict=True):
             setattr(row, name, int(count or 0))
         return row
 
@@ -313,6 +364,7 @@ class StatsRow:
         row = dict(self.key)
         for name in METRICS:
             row[name] = getattr(self, name)
+        row["unique_visitors_error"] = self.unique_visitors_error
         row.update(self.extra)
         return row
 
@@ -517,12 +569,33 @@ class Store(abc.ABC):
         """Note a member of a group; True the first time (their join counts once)."""
 
     @abc.abstractmethod
+    async def put_contact(self, contact: Contact) -> Contact:
+        """Note where an added contact came from; the first add of a contact is kept."""
+
+    @abc.abstractmethod
+    async def get_contact(self, merchant_id: str, user_id: str,
+                          external_userid: str) -> Contact | None: ...
+
+    # --- alerts -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def add_alert(self, merchant_id: str, kind: str, detail: Mapping[str, Any], *,
+                        key: str, created_at: float) -> bool:
+        """Keep an alert; False when one with this ``key`` is already kept (a retry)."""
+
+    @abc.abstractmethod
+    async def list_alerts(self, merchant_id: str, *, since: float, limit: int,
+                          ) -> Sequence[Alert]:
+        """The merchant's alerts made at or after ``since``, newest first."""
+
+    @abc.abstractmethod
     async def stats(
         self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
         product_id: int | None = None, platform: str | None = None,
         channel: str | None = None,
     ) -> list[StatsRow]:
-        """Rollup sums for one merchant, grouped by platform, product, day or channel.
+        """Rollup sums for one merchant, grouped by platform, product, day or channel, or
+        one ``total`` row (key ``{}``); counters summed, unique visitors distinct over the
+        whole range and group (merged sketches, see sketch.py).
 
         ``channel`` keeps only visits tagged with that ``?ch=`` channel (and the storefront
         opens, entries and adds that followed them); '' is "no channel".

@@ -6,7 +6,7 @@ semicolon at the end of a line.
 
 from __future__ import annotations
 
-__all__ = ["SQLITE_MIGRATIONS"]
+__all__ = ["SKETCH_BACKFILL", "SQLITE_MIGRATIONS"]
 
 # Login attempts per client address, the same in both engines but for the float type: SQLite's
 # version 6, PostgreSQL's version 5 (see each list).
@@ -17,6 +17,119 @@ CREATE TABLE login_throttle (
     attempts INTEGER NOT NULL
 );
 CREATE INDEX login_throttle_by_window ON login_throttle (window_start)
+"""
+
+# Numbers marketing can trust (SQLite's version 8, PostgreSQL's version 7): each click's
+# outcome, counters of outcomes, chats and lost contacts in every rollup table, per-product
+# totals (every platform summed) for reports by product, visitor
+# sketches for unique visitors over any range (gateway/store/sketch.py, rollup.py), events
+# that remember whether they count under their click yet, the WeCom contacts an add came
+# from, and alerts. The sketches are built from the raw clicks right after, in the same
+# transaction (``SKETCH_BACKFILL``): Python code, not SQL, since a sketch holds hashes.
+_COUNTERS_ADDED = ("redirects", "landings", "guides", "chats", "lost_contacts")
+_PRODUCT_TOTALS = """
+CREATE TABLE product_days (
+    merchant_id TEXT NOT NULL,
+    product_id {bigint} NOT NULL,
+    day TEXT {c} NOT NULL,
+    channel TEXT {c} NOT NULL DEFAULT '',
+    {counters},
+    PRIMARY KEY (merchant_id, day, product_id, channel)
+);
+CREATE TABLE product_months (
+    merchant_id TEXT NOT NULL,
+    product_id {bigint} NOT NULL,
+    month TEXT {c} NOT NULL,
+    channel TEXT {c} NOT NULL DEFAULT '',
+    {counters},
+    PRIMARY KEY (merchant_id, month, product_id, channel)
+);
+INSERT INTO product_days (merchant_id, product_id, day, channel, {names})
+SELECT merchant_id, product_id, day, channel, {sums} FROM rollups
+GROUP BY merchant_id, product_id, day, channel;
+INSERT INTO product_months (merchant_id, product_id, month, channel, {names})
+SELECT merchant_id, product_id, month, channel, {sums} FROM monthly_rollups
+GROUP BY merchant_id, product_id, month, channel"""
+_NUMBERS_TABLES = """
+CREATE TABLE visitor_sketches (
+    merchant_id TEXT NOT NULL,
+    kind TEXT {c} NOT NULL,
+    period TEXT {c} NOT NULL,
+    product_id {bigint} NOT NULL,
+    platform TEXT {c} NOT NULL,
+    channel TEXT {c} NOT NULL,
+    sketch {blob} NOT NULL,
+    -- Platform before period: a platform's cells of a range are one stretch of the key (a
+    -- kind without platforms has '' there); a product's are, through the index below.
+    PRIMARY KEY (merchant_id, kind, platform, period, product_id, channel)
+);
+CREATE INDEX visitor_sketches_by_product ON visitor_sketches
+    (merchant_id, kind, product_id, period);
+CREATE TABLE wecom_contacts (
+    merchant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    external_userid TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    product_id {bigint},
+    click_id TEXT,
+    added_at {real} NOT NULL,
+    PRIMARY KEY (merchant_id, user_id, external_userid)
+);
+CREATE TABLE alerts (
+    id {serial},
+    merchant_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    dedupe TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    UNIQUE (merchant_id, dedupe)
+);
+CREATE INDEX alerts_by_merchant ON alerts (merchant_id, created_at)"""
+_EVENT_KINDS = "'storefront_open', 'entry', 'add', 'chat', 'lost'"
+
+
+_COUNTERS = ("clicks", "bot_clicks", "redirects", "landings", "guides", "storefront_opens",
+             "entries", "adds", "chats", "lost_contacts")
+
+
+def _add_counters(bigint: str) -> str:
+    return ";\n".join(
+        f"ALTER TABLE {table} ADD COLUMN {column} {bigint} NOT NULL DEFAULT 0"
+        for table in ("rollups", "monthly_rollups", "daily_totals")
+        for column in _COUNTERS_ADDED)
+
+
+def _product_totals(bigint: str, collate: str) -> str:
+    """product_days and product_months (rollup.py), filled from the per-platform rows."""
+    return _PRODUCT_TOTALS.format(
+        bigint=bigint, c=collate, names=", ".join(_COUNTERS),
+        sums=", ".join(f"SUM({name})" for name in _COUNTERS),
+        counters=",\n    ".join(f"{name} {bigint} NOT NULL DEFAULT 0" for name in _COUNTERS))
+
+
+_SQLITE_NUMBERS = f"""
+ALTER TABLE clicks ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
+CREATE TABLE events_v8 (
+    id TEXT PRIMARY KEY,
+    merchant_id TEXT NOT NULL,
+    product_id INTEGER,
+    click_id TEXT,
+    target TEXT,
+    kind TEXT NOT NULL CHECK (kind IN ({_EVENT_KINDS})),
+    platform TEXT NOT NULL,
+    ts REAL NOT NULL,
+    day TEXT NOT NULL,
+    attributed INTEGER NOT NULL DEFAULT 1
+) WITHOUT ROWID;
+INSERT INTO events_v8 (id, merchant_id, product_id, click_id, target, kind, platform, ts, day)
+SELECT id, merchant_id, product_id, click_id, target, kind, platform, ts, day FROM events;
+DROP TABLE events;
+ALTER TABLE events_v8 RENAME TO events;
+CREATE INDEX events_by_click ON events (click_id);
+{_add_counters("INTEGER")};
+{_product_totals("INTEGER", "")};
+{_NUMBERS_TABLES.format(c="", bigint="INTEGER", blob="BLOB", real="REAL",
+                        serial="INTEGER PRIMARY KEY AUTOINCREMENT")}
 """
 
 # Links minted through WeChat's API, the same in both engines but for the float and binary
@@ -40,8 +153,8 @@ CREATE INDEX minted_links_due ON minted_links (due_at);
 CREATE INDEX minted_links_by_merchant ON minted_links (merchant_id, code)
 """
 
-# The merchant console (both engines, but for the float type: SQLite's version 8,
-# PostgreSQL's version 7): a product's optional sales window, and named ``?ch=`` channels.
+# The merchant console (both engines, but for the float type: SQLite's version 9,
+# PostgreSQL's version 8): a product's optional sales window, and named ``?ch=`` channels.
 # Nullable columns with no default: adding them rewrites no row.
 _CONSOLE = """
 ALTER TABLE products ADD COLUMN valid_from {real};
@@ -284,8 +397,11 @@ CREATE TRIGGER link_changed AFTER UPDATE ON products BEGIN
     # encrypted scheme, mini-program code), kept so that no click waits for a mint and every
     # gateway process serves the same links; ``due_at`` drives renewals and retries.
     (7, _MINTED_LINKS.format(real="REAL", blob="BLOB")),
-    # Version 8: the console's sales windows and channels (_CONSOLE says what).
-    (8, _CONSOLE.format(real="REAL")),
+    # Version 8: see _SQLITE_NUMBERS. events is rebuilt (SQLite can't change a CHECK);
+    # existing events already count under their click, or never will.
+    (8, _SQLITE_NUMBERS),
+    # Version 9: the console's sales windows and channels (_CONSOLE says what).
+    (9, _CONSOLE.format(real="REAL")),
 )
 
 
@@ -523,7 +639,24 @@ ANALYZE monthly_rollups, daily_totals, rollups
     (5, _LOGIN_THROTTLE.format(real="DOUBLE PRECISION")),
     # Version 6: minted links (SQLite's version 7 says why).
     (6, _MINTED_LINKS.format(real="DOUBLE PRECISION", blob="BYTEA")),
-    # Version 7: as SQLite's version 8.
-    (7, _CONSOLE.format(real="DOUBLE PRECISION")),
+    # Version 7: as SQLite's version 8. A sketch (at most 4 KiB) is stored PLAIN: in the
+    # row, uncompressed, so a report merging thousands reads them without decompressing.
+    (7, f"""
+ALTER TABLE clicks ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
+ALTER TABLE events DROP CONSTRAINT events_kind_check;
+ALTER TABLE events ADD CONSTRAINT events_kind_check CHECK (kind IN ({_EVENT_KINDS}));
+ALTER TABLE events ADD COLUMN attributed BOOLEAN NOT NULL DEFAULT TRUE;
+{_add_counters("BIGINT")};
+{_product_totals("BIGINT", 'COLLATE "C"')};
+{_NUMBERS_TABLES.format(c='COLLATE "C"', bigint="BIGINT", blob="BYTEA",
+                        real="DOUBLE PRECISION",
+                        serial="BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")};
+ALTER TABLE visitor_sketches ALTER COLUMN sketch SET STORAGE PLAIN
+"""),
+    # Version 8: as SQLite's version 9.
+    (8, _CONSOLE.format(real="DOUBLE PRECISION")),
 )
 __all__ += ["POSTGRES_MIGRATIONS"]
+
+#: After which version each engine builds the visitor sketches from its raw clicks.
+SKETCH_BACKFILL = {"sqlite": 8, "postgres": 7}

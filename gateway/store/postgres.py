@@ -24,7 +24,6 @@ import contextlib
 import functools
 import json
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import astuple
 from datetime import UTC, date, datetime
@@ -35,12 +34,14 @@ import asyncpg
 import structlog
 
 from .base import (
-    METRICS,
+    COUNTERS,
     PRODUCT_CHANGES,
+    Alert,
     Channel,
     ChannelExists,
     Click,
     CodeTaken,
+    Contact,
     Credentials,
     Entry,
     EntryWay,
@@ -60,22 +61,31 @@ from .base import (
     User,
     UserExists,
 )
-from .migrations import POSTGRES_MIGRATIONS
+from .migrations import POSTGRES_MIGRATIONS, SKETCH_BACKFILL
 from .rollup import (
     KEY_COLUMNS,
+    ClickOrigin,
     RollupDelta,
     RollupKey,
+    SketchKey,
     coarser_deltas,
-    first_visit_channels,
+    reattributed_deltas,
     rollup_deltas,
+    sketch_cells,
 )
+from .sketch import add_hashes
 from .sql import (
+    CLICK_COLUMNS,
     PRODUCT_COLUMNS,
+    click_row,
+    load_report_code,
     login_attempt_query,
     login_attempt_wait,
     product_list_query,
+    sketch_query,
     stats_query,
     stats_row,
+    with_unique_visitors,
 )
 
 __all__ = ["PostgresStore", "split_schema"]
@@ -110,26 +120,58 @@ _PARTITION_CHECK_EVERY = 6 * 3600.0
 
 _INSERT_CLICKS = (
     "INSERT INTO clicks (id, merchant_id, product_id, ts, day, platform, source, channel, "
-    "visitor, ip_hash, bot, mobile, os) "
+    "visitor, ip_hash, bot, mobile, os, outcome) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::float8[], $5::text[], "
     "$6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[], "
-    "$13::text[]) "
+    "$13::text[], $14::text[]) "
     "ON CONFLICT (id, day) DO NOTHING RETURNING id"
 )
 _INSERT_EVENTS = (
-    "INSERT INTO events (id, merchant_id, product_id, click_id, target, kind, platform, ts, day) "
+    "INSERT INTO events (id, merchant_id, product_id, click_id, target, kind, platform, ts, day, "
+    "attributed) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], "
-    "$6::text[], $7::text[], $8::float8[], $9::text[]) "
+    "$6::text[], $7::text[], $8::float8[], $9::text[], $10::bool[]) "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
-_INSERT_VISITORS = (
-    "INSERT INTO daily_visitors (merchant_id, product_id, day, platform, visitor) "
-    "SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) "
-    "ON CONFLICT DO NOTHING RETURNING merchant_id, product_id, day, platform, visitor"
+_CLICK_ORIGINS = (
+    "SELECT merchant_id, id, product_id, platform, channel FROM clicks "
+    "WHERE id = ANY($1::text[])"
 )
-_CLICK_CHANNELS = (
-    "SELECT merchant_id, id, channel FROM clicks WHERE id = ANY($1::text[])"
+_UNATTRIBUTED = (
+    "UPDATE events SET attributed = TRUE WHERE NOT attributed AND click_id = ANY($2::text[]) "
+    "AND (merchant_id, click_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) "
+    "RETURNING id, merchant_id, product_id, kind, platform, ts, day, click_id, target"
 )
+_SKETCH_KEY = "merchant_id, kind, period, product_id, platform, channel"
+_SKETCH_ARRAYS = "$1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]"
+_READ_SKETCHES = (
+    f"SELECT s.merchant_id, s.kind, s.period, s.product_id, s.platform, s.channel, s.sketch "
+    f"FROM unnest({_SKETCH_ARRAYS}) AS k ({_SKETCH_KEY}) "
+    f"JOIN visitor_sketches s USING ({_SKETCH_KEY})"
+)
+_WRITE_SKETCHES = (
+    f"INSERT INTO visitor_sketches ({_SKETCH_KEY}, sketch) "
+    f"SELECT * FROM unnest({_SKETCH_ARRAYS}, $7::bytea[]) "
+    f"ON CONFLICT ({_SKETCH_KEY}) DO UPDATE SET sketch = excluded.sketch"
+)
+
+
+async def _add_to_sketches(conn: Any, cells: Mapping[SketchKey, set[int]]) -> None:
+    """Add each cell's new visitor hashes to its stored sketch (made when missing).
+
+    A read, a merge here and a write: so that two gateways adding to one merchant's cells
+    at once never lose each other's visitors, each holds the merchant's sketch lock (a
+    transaction advisory lock, taken in merchant order) from the read to its commit.
+    """
+    if not cells:
+        return
+    for merchant_id in sorted({key[0] for key in cells}):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                           f"linkloop:sketches:{merchant_id}")
+    keys = sorted(cells)
+    stored = {tuple(r[:6]): r[6] for r in await conn.fetch(_READ_SKETCHES, *_columns(keys, 6))}
+    await conn.execute(_WRITE_SKETCHES, *_columns(
+        [(*key, add_hashes(stored.get(key), cells[key])) for key in keys], 7))
 
 
 def _bump_statement(table: str) -> str:
@@ -137,11 +179,11 @@ def _bump_statement(table: str) -> str:
     keys = KEY_COLUMNS[table]
     arrays = [f"${n}::{'bigint' if key == 'product_id' else 'text'}[]"
               for n, key in enumerate(keys, start=1)]
-    arrays += [f"${n}::bigint[]" for n in range(len(keys) + 1, len(keys) + 1 + len(METRICS))]
-    return (f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(METRICS)}) "
+    arrays += [f"${n}::bigint[]" for n in range(len(keys) + 1, len(keys) + 1 + len(COUNTERS))]
+    return (f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(COUNTERS)}) "
             f"SELECT * FROM unnest({', '.join(arrays)}) "
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
-            + ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in METRICS))
+            + ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in COUNTERS))
 
 
 _BUMP = {table: _bump_statement(table) for table in KEY_COLUMNS}
@@ -207,7 +249,7 @@ def _add_months(month: date, count: int) -> date:
 
 async def _bump(conn: Any, table: str, deltas: Mapping[Any, RollupDelta]) -> None:
     if deltas:
-        width = len(KEY_COLUMNS[table]) + len(METRICS)
+        width = len(KEY_COLUMNS[table]) + len(COUNTERS)
         rows = [(*key, *deltas[key].values()) for key in sorted(deltas)]
         await conn.execute(_BUMP[table], *_columns(rows, width))
 
@@ -286,9 +328,23 @@ class PostgresStore(Store):
                 continue
             async with conn.transaction():
                 await conn.execute(script)
+                if version == SKETCH_BACKFILL["postgres"]:
+                    await self._backfill_sketches(conn)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                     version, time.time())
+
+    @staticmethod
+    async def _backfill_sketches(conn: Any) -> None:
+        """Visitor sketches of every click stored before they existed, a page at a time."""
+        after = ""
+        while True:
+            rows = await conn.fetch(f"SELECT {CLICK_COLUMNS} FROM clicks WHERE id > $1 "
+                                    "ORDER BY id LIMIT 5000", after)
+            if not rows:
+                return
+            await _add_to_sketches(conn, sketch_cells(click_row(r) for r in rows))
+            after = rows[-1][0]
 
     async def ensure_partitions(
         self, months_ahead: int | None = None, *, today: date | None = None,
@@ -583,36 +639,47 @@ class PostgresStore(Store):
         if fresh_clicks:
             rows = await conn.fetch(_INSERT_CLICKS, *_columns(
                 [(c.id, c.merchant_id, c.product_id, c.ts, c.day, c.platform, c.source,
-                  c.channel, c.visitor, c.ip_hash, c.bot, c.mobile, c.os)
-                 for c in fresh_clicks], 13))
+                  c.channel, c.visitor, c.ip_hash, c.bot, c.mobile, c.os, c.outcome)
+                 for c in fresh_clicks], 14))
             stored = {r[0] for r in rows}
             new_clicks = [c for c in fresh_clicks if c.id in stored]
+        # Each event counts under its click: the clicks of this batch are already in, so one
+        # lookup finds old and new ones alike. An event whose click is not stored yet is
+        # kept as unattributed until it is.
+        origins: dict[tuple[str, str], ClickOrigin] = {}
+        click_ids = sorted({e.click_id for e in fresh_events if e.click_id})
+        if click_ids:
+            for row in await conn.fetch(_CLICK_ORIGINS, click_ids):
+                origins[(row[0], row[1])] = ClickOrigin(row[2], row[3], row[4] or "")
         new_events: list[Event] = []
         if fresh_events:
             rows = await conn.fetch(_INSERT_EVENTS, *_columns(
                 [(e.id, e.merchant_id, e.product_id, e.click_id, e.target, e.kind, e.platform,
-                  e.ts, e.day) for e in fresh_events], 9))
+                  e.ts, e.day, not e.click_id or (e.merchant_id, e.click_id) in origins)
+                 for e in fresh_events], 10))
             stored = {r[0] for r in rows}
             new_events = [e for e in fresh_events if e.id in stored]
-
-        # A visitor is unique once per product, platform and day: the first insert wins, and
-        # counts under the channel of that visitor's first click.
-        first_visits: Counter[RollupKey] = Counter()
-        visit_channels = first_visit_channels(new_clicks)
-        visits = sorted(visit_channels)
-        if visits:
-            for row in await conn.fetch(_INSERT_VISITORS, *_columns(visits, 5)):
-                key = (row[0], row[1], row[2], row[3], row[4])
-                first_visits[(row[0], row[1], row[2], row[3], visit_channels[key])] += 1
-        # Storefront opens, entries and adds count under their click's channel: the clicks
-        # of this batch are already in, so one lookup finds old and new ones alike.
-        event_channels: dict[tuple[str, str], str] = {}
-        click_ids = sorted({e.click_id for e in new_events if e.click_id})
-        if click_ids:
-            for row in await conn.fetch(_CLICK_CHANNELS, click_ids):
-                event_channels[(row[0], row[1])] = row[2] or ""
-        deltas = rollup_deltas(new_clicks, new_events, first_visits, event_channels)
+        deltas = rollup_deltas(new_clicks, new_events, origins)
+        for key, delta in reattributed_deltas(
+                await PostgresStore._reattribute(conn, new_clicks)).items():
+            deltas.setdefault(key, RollupDelta()).add(delta)
         await PostgresStore._bump_rollups(conn, deltas)
+        await _add_to_sketches(conn, sketch_cells(new_clicks))
+
+    @staticmethod
+    async def _reattribute(conn: Any, new_clicks: Sequence[Click],
+                           ) -> list[tuple[Event, ClickOrigin]]:
+        """Events stored before these clicks (a replay out of order), now theirs."""
+        if not new_clicks:
+            return []
+        by_id = {(c.merchant_id, c.id): c for c in new_clicks}
+        keys = sorted(by_id)
+        moved = []
+        for row in await conn.fetch(_UNATTRIBUTED, [k[0] for k in keys], [k[1] for k in keys]):
+            click = by_id[(row[1], row[7])]  # the same merchant's click, never another's
+            moved.append((Event(*row), ClickOrigin(click.product_id, click.platform,
+                                                   click.channel or "")))
+        return moved
 
     @staticmethod
     async def _bump_rollups(conn: Any, deltas: Mapping[RollupKey, RollupDelta]) -> None:
@@ -621,10 +688,8 @@ class PostgresStore(Store):
         One statement per table, always in this table order and with keys sorted, so that
         concurrent gateways lock rows in one order.
         """
-        months, totals = coarser_deltas(deltas)
-        await _bump(conn, "rollups", deltas)
-        await _bump(conn, "monthly_rollups", months)
-        await _bump(conn, "daily_totals", totals)
+        for table, table_deltas in coarser_deltas(deltas).items():
+            await _bump(conn, table, table_deltas)
 
     async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
         async with self._conn() as conn:
@@ -765,14 +830,10 @@ class PostgresStore(Store):
                             ) -> Sequence[Click]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT id, merchant_id, product_id, ts, day, platform, source, visitor, "
-                "ip_hash, bot, mobile, os, channel FROM clicks "
+                f"SELECT {CLICK_COLUMNS} FROM clicks "
                 "WHERE merchant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
                 merchant_id, after, limit)
-        return [Click(id=r[0], merchant_id=r[1], product_id=r[2], ts=r[3], day=r[4],
-                          platform=r[5], source=r[6], visitor=r[7], ip_hash=r[8],
-                          bot=bool(r[9]), mobile=bool(r[10]), os=r[11], channel=r[12])
-                for r in rows]
+        return [click_row(r) for r in rows]
 
     async def export_events(self, merchant_id: str, *, after: str, limit: int,
                             ) -> Sequence[Event]:
@@ -825,6 +886,52 @@ class PostgresStore(Store):
                 merchant_id, chat_id, member)
         return added is not None
 
+    async def put_contact(self, contact: Contact) -> Contact:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO wecom_contacts (merchant_id, user_id, external_userid, platform, "
+                "product_id, click_id, added_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT DO NOTHING",
+                contact.merchant_id, contact.user_id, contact.external_userid,
+                contact.platform, contact.product_id, contact.click_id,
+                contact.added_at or time.time())
+            found = await self._contact(conn, contact.merchant_id, contact.user_id,
+                                        contact.external_userid)
+        assert found is not None
+        return found
+
+    async def get_contact(self, merchant_id: str, user_id: str,
+                          external_userid: str) -> Contact | None:
+        async with self._conn() as conn:
+            return await self._contact(conn, merchant_id, user_id, external_userid)
+
+    @staticmethod
+    async def _contact(conn: Any, merchant_id: str, user_id: str,
+                       external_userid: str) -> Contact | None:
+        row = await conn.fetchrow(
+            "SELECT merchant_id, user_id, external_userid, platform, product_id, click_id, "
+            "added_at FROM wecom_contacts WHERE merchant_id = $1 AND user_id = $2 "
+            "AND external_userid = $3", merchant_id, user_id, external_userid)
+        return Contact(*row) if row else None
+
+    async def add_alert(self, merchant_id: str, kind: str, detail: Mapping[str, Any], *,
+                        key: str, created_at: float) -> bool:
+        async with self._conn() as conn:
+            added = await conn.fetchval(
+                "INSERT INTO alerts (merchant_id, kind, detail, dedupe, created_at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING TRUE",
+                merchant_id, kind, json.dumps(detail, ensure_ascii=False), key, created_at)
+        return added is not None
+
+    async def list_alerts(self, merchant_id: str, *, since: float, limit: int,
+                          ) -> Sequence[Alert]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id, merchant_id, kind, detail, created_at FROM alerts "
+                "WHERE merchant_id = $1 AND created_at >= $2 "
+                "ORDER BY created_at DESC, id DESC LIMIT $3", merchant_id, since, limit)
+        return [Alert(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
     # --- reports -----------------------------------------------------------------------------
     async def stats(
         self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
@@ -834,9 +941,15 @@ class PostgresStore(Store):
         query, params = stats_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
                                     product_id=product_id, platform=platform, mark="${n}",
                                     channel=channel)
+        load_report_code()
+        cells, cell_params = sketch_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
+                                          product_id=product_id, platform=platform,
+                                          mark="${n}", channel=channel)
         async with self._conn() as conn:
             rows = await conn.fetch(query, *params)
-        return [stats_row(by, r) for r in rows]
+            sketches = await conn.fetch(cells, *cell_params)
+        return with_unique_visitors(by, [stats_row(by, r) for r in rows],
+                                    ((r[0], r[1]) for r in sketches))
 
     # --- staff logins ------------------------------------------------------------------------
     async def create_user(self, user: User) -> User:

@@ -3,24 +3,32 @@
 A stats query reads whichever rollup table (see rollup.py) answers it from the fewest rows:
 
 - a product filter: ``rollups``, through rollups_by_product: that one product's rows;
-- by product: ``monthly_rollups`` for the whole months of the range, ``rollups`` for the
-  days before and after them;
+- by product: ``product_months`` for the whole months of the range, ``product_days`` for
+  the days before and after them (every platform summed); with a platform filter,
+  ``monthly_rollups`` and ``rollups`` instead;
 - anything else (by platform, day or channel): ``daily_totals``.
 
 Each gives exactly the sums the per-day ``rollups`` would: the coarser tables hold those
 very sums, bumped in the same transaction.
+
+Unique visitors come from ``visitor_sketches`` (``sketch_query``): the cells of the one kind
+that keeps what the report groups and filters by, whole months where that kind has them
+and days for the rest, merged per group by sketch.merge_counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from .base import METRICS, GroupBy, ProductState, StatsRow
+from .base import COUNTERS, Click, GroupBy, ProductState, StatsRow
+from .rollup import SKETCH_KINDS
 
-__all__ = ["PRODUCT_COLUMNS", "Grain", "login_attempt_query", "login_attempt_wait",
-           "month_split", "product_list_query", "stats_query", "stats_row"]
+__all__ = ["CLICK_COLUMNS", "PRODUCT_COLUMNS", "Grain", "click_row", "load_report_code",
+           "login_attempt_query", "login_attempt_wait", "month_split", "product_list_query",
+           "sketch_query", "stats_query", "stats_row", "with_unique_visitors"]
 
 #: A product row as both engines read it (``_product`` in each turns it into a Product).
 PRODUCT_COLUMNS = ("id, merchant_id, code, title, targets, image_url, price, status, "
@@ -83,18 +91,29 @@ def _sums(param: _Params, merchant_id: str, table: str, column: str, lo: str, hi
              f"AND {column} <= {param(hi)}")
     for name, value in filters.items():
         where += f" AND {name} = {param(value)}"
-    sums = ", ".join(f"SUM({m}) AS {m}" for m in METRICS)
+    sums = ", ".join(f"SUM({m}) AS {m}" for m in COUNTERS)
+    if key == _NO_KEY:  # one row of everything (SUM over no rows is NULL: counted as 0)
+        return f"SELECT {key} AS k, {sums} FROM {table} WHERE {where}"
     return f"SELECT {key}, {sums} FROM {table} WHERE {where} GROUP BY {key}"
 
 
+#: The "key" of the one ``total`` row: a constant.
+_NO_KEY = "''"
+
+
+def _group_key(by: GroupBy) -> str:
+    return {"product": "product_id", "total": _NO_KEY}.get(by, by)
+
+
 def _parts(from_day: str, to_day: str, by: GroupBy, product_id: int | None,
-           product_index: str) -> list[tuple[str, str, str, str]]:
+           platform: str | None, product_index: str) -> list[tuple[str, str, str, str]]:
     """(table, column, lo, hi) to read, per the module's docstring."""
     if product_id is not None:
         return [(f"rollups{product_index}", "day", from_day, to_day)]
     if by == "product":
-        return [("monthly_rollups", "month", lo, hi) if grain == "month"
-                else ("rollups", "day", lo, hi)
+        months, days = (("monthly_rollups", "rollups") if platform is not None
+                        else ("product_months", "product_days"))
+        return [(months, "month", lo, hi) if grain == "month" else (days, "day", lo, hi)
                 for grain, lo, hi in month_split(from_day, to_day)]
     return [("daily_totals", "day", from_day, to_day)]
 
@@ -114,17 +133,21 @@ def stats_query(
     """
     param = _Params(mark)
     product_index = " INDEXED BY rollups_by_product" if force_product_index else ""
-    key = "product_id" if by == "product" else by
+    key = _group_key(by)
     given = {"product_id": product_id, "platform": platform, "channel": channel}
     filters = {name: value for name, value in given.items() if value is not None}
     selects = [_sums(param, merchant_id, table, column, lo, hi, key, filters)
-               for table, column, lo, hi in _parts(from_day, to_day, by, product_id, product_index)]
+               for table, column, lo, hi in _parts(from_day, to_day, by, product_id, platform,
+                                                   product_index)]
+    if by == "total":
+        totals = ", ".join(f"SUM({m}) AS {m}" for m in COUNTERS)
+        return f"SELECT {totals} FROM ({' UNION ALL '.join(selects)}) u", param.values
     if len(selects) == 1:
         sums = selects[0]
     else:  # whole months and partial ones: add the parts up per key
-        totals = ", ".join(f"SUM({m}) AS {m}" for m in METRICS)
+        totals = ", ".join(f"SUM({m}) AS {m}" for m in COUNTERS)
         sums = f"SELECT {key}, {totals} FROM ({' UNION ALL '.join(selects)}) u GROUP BY {key}"
-    columns = ", ".join(f"s.{m}" for m in METRICS)
+    columns = ", ".join(f"s.{m}" for m in COUNTERS)
     if by == "product":
         # Sum per product id first, then join the few resulting rows to their titles. Joined
         # on the merchant too, so a product id can never reach across tenants. A LEFT join:
@@ -137,7 +160,76 @@ def stats_query(
     return query, param.values
 
 
+def sketch_query(
+    merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
+    product_id: int | None, platform: str | None, mark: str, channel: str | None = None,
+) -> tuple[str, list[Any]]:
+    """(group, sketch) rows of every visitor sketch cell a report merges.
+
+    The kind keeps product and platform only when the report groups or filters by them
+    (fewest, fullest cells); whole months come from its monthly cells where it has them,
+    except by day. The group is the report's key (the day is the cell's period).
+    """
+    param = _Params(mark)
+    keep_product = by == "product" or product_id is not None
+    keep_platform = by == "platform" or platform is not None
+    base = ("pl" if keep_product and keep_platform else "p" if keep_product
+            else "l" if keep_platform else "") + "c"
+    has_months = base + "m" in SKETCH_KINDS
+    parts = (month_split(from_day, to_day) if has_months and by != "day"
+             else [("day", from_day, to_day)])
+    key = {"day": "period", "product": "product_id", "total": _NO_KEY}.get(by, by)
+    given = {"product_id": product_id, "platform": platform, "channel": channel}
+    selects = []
+    for grain, lo, hi in parts:
+        where = (f"merchant_id = {param(merchant_id)} AND kind = {param(base + grain[0])} "
+                 f"AND period >= {param(lo)} AND period <= {param(hi)}")
+        for name, value in given.items():
+            if value is not None:
+                where += f" AND {name} = {param(value)}"
+        selects.append(f"SELECT {key} AS k, sketch FROM visitor_sketches WHERE {where}")
+    return " UNION ALL ".join(selects), param.values
+
+
+def load_report_code() -> None:
+    """Import what merging sketches needs (numpy), before a report's storage deadline
+    starts: only the first report of a process pays for it, and the click writer, which
+    never reports, never does."""
+    importlib.import_module(".distinct", __package__)
+
+
+def with_unique_visitors(by: GroupBy, rows: list[StatsRow],
+                         cells: Iterable[tuple[Any, bytes]]) -> list[StatsRow]:
+    """``rows`` with their unique visitors: the sketch cells (``sketch_query``'s rows)
+    merged per group. A group left with nothing at all (its only event moved to the click
+    it followed, see rollup.py) is no row."""
+    from .distinct import merge_counts  # numpy: reports only (the writer never loads it)
+
+    counts = merge_counts(cells)
+    name = {"product": "product_id", "total": None}.get(by, by)
+    for row in rows:
+        found = counts.get(row.key[name] if name else "")
+        if found is not None:
+            row.unique_visitors, row.unique_visitors_error = found.value, found.error
+    if by == "total":
+        return rows
+    return [row for row in rows if any(getattr(row, c) for c in COUNTERS)]
+
+
+#: A clicks row's columns, in ``click_row``'s order (export, sketch backfill).
+CLICK_COLUMNS = ("id, merchant_id, product_id, ts, day, platform, source, visitor, ip_hash, "
+                 "bot, mobile, os, channel, outcome")
+
+
+def click_row(r: Sequence[Any]) -> Click:
+    return Click(id=r[0], merchant_id=r[1], product_id=r[2], ts=r[3], day=r[4], platform=r[5],
+                 source=r[6], visitor=r[7], ip_hash=r[8], bot=bool(r[9]), mobile=bool(r[10]),
+                 os=r[11], channel=r[12], outcome=r[13])
+
+
 def stats_row(by: GroupBy, row: Sequence[Any]) -> StatsRow:
+    if by == "total":
+        return StatsRow.of({}, row)
     if by == "product":
         # Product 0 holds what could not be traced to a product: say so, don't show an id.
         key: dict[str, Any] = {"product_id": row[0] or None, "code": row[1], "title": row[2]}

@@ -19,7 +19,6 @@ import functools
 import json
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, replace
@@ -29,12 +28,14 @@ from typing import Any, TypeVar
 import structlog
 
 from .base import (
-    METRICS,
+    COUNTERS,
     PRODUCT_CHANGES,
+    Alert,
     Channel,
     ChannelExists,
     Click,
     CodeTaken,
+    Contact,
     Credentials,
     Entry,
     EntryWay,
@@ -54,22 +55,31 @@ from .base import (
     User,
     UserExists,
 )
-from .migrations import SQLITE_MIGRATIONS
+from .migrations import SKETCH_BACKFILL, SQLITE_MIGRATIONS
 from .rollup import (
     KEY_COLUMNS,
+    ClickOrigin,
     RollupDelta,
     RollupKey,
+    SketchKey,
     coarser_deltas,
-    first_visit_channels,
+    reattributed_deltas,
     rollup_deltas,
+    sketch_cells,
 )
+from .sketch import add_hashes
 from .sql import (
+    CLICK_COLUMNS,
     PRODUCT_COLUMNS,
+    click_row,
+    load_report_code,
     login_attempt_query,
     login_attempt_wait,
     product_list_query,
+    sketch_query,
     stats_query,
     stats_row,
+    with_unique_visitors,
 )
 
 __all__ = ["SQLiteStore"]
@@ -92,6 +102,8 @@ _USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_lo
 _ROWS = 50
 #: How often each process reads the log of changed links (SQLite can't notify).
 _LINK_POLL_SECONDS = 0.5
+
+
 
 
 def _product(row: Sequence[Any]) -> Product:
@@ -156,11 +168,34 @@ def _insert_many(conn: sqlite3.Connection, head: str, width: int,
 def _bump(conn: sqlite3.Connection, table: str, deltas: Mapping[Any, RollupDelta]) -> None:
     """Add ``deltas`` to a rollup table (keys in KEY_COLUMNS order), in one upsert."""
     keys = KEY_COLUMNS[table]
-    sets = ", ".join(f"{m} = {m} + excluded.{m}" for m in METRICS)
+    sets = ", ".join(f"{m} = {m} + excluded.{m}" for m in COUNTERS)
     _insert_many(
-        conn, f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(METRICS)}) VALUES",
-        len(keys) + len(METRICS), [(*key, *delta.values()) for key, delta in deltas.items()],
+        conn, f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(COUNTERS)}) VALUES",
+        len(keys) + len(COUNTERS), [(*key, *delta.values()) for key, delta in deltas.items()],
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
+
+
+_SKETCH_KEY = ("merchant_id", "kind", "period", "product_id", "platform", "channel")
+
+
+def _add_to_sketches(conn: sqlite3.Connection, cells: Mapping[SketchKey, set[int]]) -> None:
+    """Add each cell's new visitor hashes to its stored sketch (made when missing)."""
+    if not cells:
+        return
+    stored: dict[SketchKey, bytes] = {}
+    # A join, not a row-value IN: SQLite looks each VALUES row up by the primary key.
+    lookup = (f"SELECT {', '.join('s.' + c for c in _SKETCH_KEY)}, s.sketch FROM "
+              f"(VALUES {', '.join(['(?, ?, ?, ?, ?, ?)'] * _ROWS)}) AS v "
+              "JOIN visitor_sketches AS s ON s.merchant_id = v.column1 AND s.kind = v.column2 "
+              "AND s.period = v.column3 AND s.product_id = v.column4 "
+              "AND s.platform = v.column5 AND s.channel = v.column6")
+    for chunk in _padded(list(cells)):
+        for row in conn.execute(lookup, [v for key in chunk for v in key]):
+            stored[tuple(row[:6])] = row[6]
+    _insert_many(
+        conn, f"INSERT INTO visitor_sketches ({', '.join(_SKETCH_KEY)}, sketch) VALUES", 7,
+        [(*key, add_hashes(stored.get(key), hashes)) for key, hashes in cells.items()],
+        f"ON CONFLICT ({', '.join(_SKETCH_KEY)}) DO UPDATE SET sketch = excluded.sketch")
 
 
 class SQLiteStore(Store):
@@ -231,11 +266,25 @@ class SQLiteStore(Store):
                 for statement in script.split(";\n"):
                     if statement.strip():
                         conn.execute(statement)
+                if version == SKETCH_BACKFILL["sqlite"]:
+                    SQLiteStore._backfill_sketches(conn)
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _backfill_sketches(conn: sqlite3.Connection) -> None:
+        """Visitor sketches of every click stored before they existed, a page at a time."""
+        after = ""
+        while True:
+            rows = conn.execute(f"SELECT {CLICK_COLUMNS} FROM clicks WHERE id > ? "
+                                "ORDER BY id LIMIT 5000", (after,)).fetchall()
+            if not rows:
+                return
+            _add_to_sketches(conn, sketch_cells(click_row(r) for r in rows))
+            after = rows[-1][0]
 
     async def close(self) -> None:
         def close_write() -> None:
@@ -530,50 +579,59 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _record(conn: sqlite3.Connection, clicks: Sequence[Click], events: Sequence[Event]) -> None:
-        # INSERT OR IGNORE ... RETURNING says which rows are new in the same statement: rows a
-        # previous, unclear attempt already stored are skipped, so replay never double-counts.
+        # Rows a previous, unclear attempt already stored are skipped: replay never
+        # double-counts.
         new_clicks = _insert_new(
             conn, "clicks", ("id", "merchant_id", "product_id", "ts", "day", "platform",
-                             "source", "channel", "visitor", "ip_hash", "bot", "mobile", "os"),
+                             "source", "channel", "visitor", "ip_hash", "bot", "mobile", "os",
+                             "outcome"),
             clicks,
             lambda c: (c.id, c.merchant_id, c.product_id, c.ts, c.day, c.platform, c.source,
-                       c.channel, c.visitor, c.ip_hash, int(c.bot), int(c.mobile), c.os))
+                       c.channel, c.visitor, c.ip_hash, int(c.bot), int(c.mobile), c.os,
+                       c.outcome))
+        # Each event counts under its click: the clicks of this batch are already in, so one
+        # lookup finds old and new ones alike. An event whose click is not stored yet is
+        # kept as unattributed until it is.
+        origins = SQLiteStore._origins(conn, {e.click_id for e in events if e.click_id})
         new_events = _insert_new(
             conn, "events", ("id", "merchant_id", "product_id", "click_id", "target", "kind",
-                             "platform", "ts", "day"),
+                             "platform", "ts", "day", "attributed"),
             events,
             lambda e: (e.id, e.merchant_id, e.product_id, e.click_id, e.target, e.kind,
-                       e.platform, e.ts, e.day))
-        # A visitor is unique once per product, platform and day: the first insert wins, and
-        # counts under the channel of that visitor's first click.
-        first_visits: Counter[RollupKey] = Counter()
-        visit_channels = first_visit_channels(new_clicks)
-        fresh_visits = dict(visit_channels)
-        # Returning visitors are the rows that come back; normally few or none. A join, not
-        # a row-value IN: SQLite scans the table for IN (VALUES ...), but looks each VALUES
-        # row up by primary key in a join.
-        lookup = ("SELECT d.merchant_id, d.product_id, d.day, d.platform, d.visitor FROM "
-                  f"(VALUES {', '.join(['(?, ?, ?, ?, ?)'] * _ROWS)}) AS v "
-                  "JOIN daily_visitors AS d ON d.merchant_id = v.column1 "
-                  "AND d.product_id = v.column2 AND d.day = v.column3 "
-                  "AND d.platform = v.column4 AND d.visitor = v.column5")
-        for chunk in _padded(list(visit_channels)):
-            for row in conn.execute(lookup, [v for visit in chunk for v in visit]):
-                fresh_visits.pop((row[0], row[1], row[2], row[3], row[4]), None)
-        _insert_many(conn, "INSERT INTO daily_visitors "
-                           "(merchant_id, product_id, day, platform, visitor) VALUES", 5,
-                     list(fresh_visits))
-        for (merchant_id, product_id, day, platform, _visitor), channel in fresh_visits.items():
-            first_visits[(merchant_id, product_id, day, platform, channel)] += 1
-        # Storefront opens, entries and adds count under their click's channel: the clicks
-        # of this batch are already in, so one lookup finds old and new ones alike.
-        event_channels: dict[tuple[str, str], str] = {}
-        click_ids = sorted({e.click_id for e in new_events if e.click_id})
-        for row in _select_in(conn, "SELECT merchant_id, id, channel FROM clicks WHERE id IN",
-                              click_ids):
-            event_channels[(row[0], row[1])] = row[2] or ""
-        deltas = rollup_deltas(new_clicks, new_events, first_visits, event_channels)
+                       e.platform, e.ts, e.day,
+                       int(not e.click_id or (e.merchant_id, e.click_id) in origins)))
+        deltas = rollup_deltas(new_clicks, new_events, origins)
+        moved = SQLiteStore._reattribute(conn, new_clicks)
+        for key, delta in reattributed_deltas(moved).items():
+            deltas.setdefault(key, RollupDelta()).add(delta)
         SQLiteStore._bump_rollups(conn, deltas)
+        _add_to_sketches(conn, sketch_cells(new_clicks))
+
+    @staticmethod
+    def _origins(conn: sqlite3.Connection, click_ids: set[str],
+                 ) -> dict[tuple[str, str], ClickOrigin]:
+        return {(r[0], r[1]): ClickOrigin(r[2], r[3], r[4] or "") for r in _select_in(
+            conn, "SELECT merchant_id, id, product_id, platform, channel FROM clicks WHERE id IN",
+            sorted(click_ids))}
+
+    @staticmethod
+    def _reattribute(conn: sqlite3.Connection, new_clicks: Sequence[Click],
+                     ) -> list[tuple[Event, ClickOrigin]]:
+        """Events stored before these clicks (a replay out of order), now theirs."""
+        by_id = {(c.merchant_id, c.id): c for c in new_clicks}
+        rows = _select_in(conn, "SELECT id, merchant_id, product_id, kind, platform, ts, day, "
+                          "click_id, target FROM events WHERE attributed = 0 AND click_id IN",
+                          sorted({c.id for c in new_clicks}))
+        moved = []
+        for row in dict.fromkeys(rows):
+            click = by_id.get((row[1], row[7]))
+            if click is not None:  # the same merchant's click, never another's
+                moved.append((Event(*row), ClickOrigin(click.product_id, click.platform,
+                                                       click.channel or "")))
+        for chunk in _padded([event.id for event, _ in moved]):
+            conn.execute(f"UPDATE events SET attributed = 1 WHERE id IN "
+                         f"({', '.join('?' * _ROWS)})", chunk)
+        return moved
 
     @staticmethod
     def _bump_rollups(conn: sqlite3.Connection, deltas: Mapping[RollupKey, RollupDelta]) -> None:
@@ -582,10 +640,8 @@ class SQLiteStore(Store):
         One upsert per table; the coarser tables' increments are summed from the per-day
         ones, so the cost grows with the batch's rollup rows, not its clicks.
         """
-        months, totals = coarser_deltas(deltas)
-        _bump(conn, "rollups", deltas)
-        _bump(conn, "monthly_rollups", months)
-        _bump(conn, "daily_totals", totals)
+        for table, table_deltas in coarser_deltas(deltas).items():
+            _bump(conn, table, table_deltas)
 
     async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
         def read() -> tuple[int, str] | None:
@@ -608,14 +664,10 @@ class SQLiteStore(Store):
                             ) -> Sequence[Click]:
         def read() -> list[Click]:
             rows = self._rconn.execute(
-                "SELECT id, merchant_id, product_id, ts, day, platform, source, visitor, "
-                "ip_hash, bot, mobile, os, channel FROM clicks "
+                f"SELECT {CLICK_COLUMNS} FROM clicks "
                 "WHERE merchant_id = ? AND id > ? ORDER BY id LIMIT ?",
                 (merchant_id, after, limit)).fetchall()
-            return [Click(id=r[0], merchant_id=r[1], product_id=r[2], ts=r[3], day=r[4],
-                          platform=r[5], source=r[6], visitor=r[7], ip_hash=r[8],
-                          bot=bool(r[9]), mobile=bool(r[10]), os=r[11], channel=r[12])
-                    for r in rows]
+            return [click_row(r) for r in rows]
 
         return await self._read(read)
 
@@ -831,6 +883,57 @@ class SQLiteStore(Store):
 
         return await self._write(self._transaction(insert))
 
+    async def put_contact(self, contact: Contact) -> Contact:
+        def insert(conn: sqlite3.Connection) -> Contact:
+            conn.execute(
+                "INSERT OR IGNORE INTO wecom_contacts (merchant_id, user_id, external_userid, "
+                "platform, product_id, click_id, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (contact.merchant_id, contact.user_id, contact.external_userid,
+                 contact.platform, contact.product_id, contact.click_id,
+                 contact.added_at or time.time()))
+            found = SQLiteStore._contact(conn, contact.merchant_id, contact.user_id,
+                                         contact.external_userid)
+            assert found is not None
+            return found
+
+        return await self._write(self._transaction(insert))
+
+    async def get_contact(self, merchant_id: str, user_id: str,
+                          external_userid: str) -> Contact | None:
+        return await self._read(lambda: self._contact(self._rconn, merchant_id, user_id,
+                                                      external_userid))
+
+    @staticmethod
+    def _contact(conn: sqlite3.Connection, merchant_id: str, user_id: str,
+                 external_userid: str) -> Contact | None:
+        row = conn.execute(
+            "SELECT merchant_id, user_id, external_userid, platform, product_id, click_id, "
+            "added_at FROM wecom_contacts WHERE merchant_id = ? AND user_id = ? "
+            "AND external_userid = ?", (merchant_id, user_id, external_userid)).fetchone()
+        return Contact(*row) if row else None
+
+    async def add_alert(self, merchant_id: str, kind: str, detail: Mapping[str, Any], *,
+                        key: str, created_at: float) -> bool:
+        def insert(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO alerts (merchant_id, kind, detail, dedupe, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (merchant_id, kind, json.dumps(detail, ensure_ascii=False), key, created_at))
+            return cur.rowcount == 1
+
+        return await self._write(self._transaction(insert))
+
+    async def list_alerts(self, merchant_id: str, *, since: float, limit: int,
+                          ) -> Sequence[Alert]:
+        def read() -> list[Alert]:
+            rows = self._rconn.execute(
+                "SELECT id, merchant_id, kind, detail, created_at FROM alerts "
+                "WHERE merchant_id = ? AND created_at >= ? ORDER BY created_at DESC, id DESC "
+                "LIMIT ?", (merchant_id, since, limit)).fetchall()
+            return [Alert(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+        return await self._read(read)
+
     async def stats(
         self, merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
         product_id: int | None = None, platform: str | None = None,
@@ -839,9 +942,15 @@ class SQLiteStore(Store):
         query, params = stats_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
                                     product_id=product_id, platform=platform, mark="?",
                                     channel=channel, force_product_index=True)
+        load_report_code()
+        cells, cell_params = sketch_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
+                                          product_id=product_id, platform=platform, mark="?",
+                                          channel=channel)
 
         def read() -> list[StatsRow]:
-            return [stats_row(by, r) for r in self._rconn.execute(query, params)]
+            conn = self._rconn
+            rows = [stats_row(by, r) for r in conn.execute(query, params)]
+            return with_unique_visitors(by, rows, conn.execute(cells, cell_params))
 
         return await self._read(read)
 

@@ -10,7 +10,8 @@ again), and last the nonce, in storage so a restart forgets none.
 
 Accepting means storing the decrypted message in the inbox; then we answer at once (WeCom
 waits five seconds at most) and a background worker does the work:
-reading the state, asking WeCom for group members, recording the ``add``. An inbox row is
+reading the state, asking WeCom for group members, recording the ``add``, the added
+contact's first chat and its loss, keeping 获客助手 alerts. An inbox row is
 marked done only after its work, so a crash between answering and working loses nothing.
 """
 
@@ -26,11 +27,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from ..alerts import ALERT_KINDS
 from ..appkeys import CALLBACKS, ENTRIES, SETTINGS, STORE
 from ..clock import DayClock
 from ..errors import guarded, json_error
 from ..recorder import Recorder
-from ..store import Entry, Event, InboxItem, Store
+from ..store import Contact, Entry, Event, EventKind, InboxItem, Store
 from .client import WeComClient
 from .crypto import WeComCrypto, WeComCryptoError
 from .message import MalformedMessage, parse_message
@@ -63,7 +65,8 @@ def _crypto(entry: Entry | None) -> WeComCrypto | None:
 
 
 class CallbackWorker:
-    """Turns stored callbacks into ``add`` events; runs after the answer, survives restarts."""
+    """Turns stored callbacks into events and alerts; runs after the answer, survives
+    restarts."""
 
     def __init__(self, store: Store, recorder: Recorder, client: WeComClient,
                  signer: StateSigner, clock: DayClock) -> None:
@@ -135,19 +138,62 @@ class CallbackWorker:
             log.warning("callback.malformed", item=item.id)
             return
         event, change = fields.get("Event"), fields.get("ChangeType")
+        user, external = str(fields.get("UserID", "")), str(fields.get("ExternalUserID", ""))
+        ts = _int(fields.get("CreateTime"))
         if event == "change_external_contact" and change in ("add_external_contact",
                                                              "add_half_external_contact"):
             await self._add(item.merchant_id, fields.get("State"),
                       key=f"contact:{fields.get('UserID')}:{fields.get('ExternalUserID')}",
-                      ts=_int(fields.get("CreateTime")))
-        elif event == "change_external_contact" and change == "del_external_contact":
-            log.info("callback.contact_deleted", merchant=item.merchant_id)
+                      ts=ts, contact=(user, external))
+        elif (event == "change_external_contact"
+              and change in ("del_external_contact", "del_follow_user")):
+            # 事件格式 (path/92130): the member deleted the customer, or the customer
+            # deleted the member; both carry UserID and ExternalUserID. Either way the
+            # contact is lost, counted once per deletion (a re-add may be lost again).
+            await self._contact_event(item.merchant_id, "lost", user, external, ts,
+                                      key=f"lost:{user}:{external}:{ts}")
+        elif event == "customer_acquisition" and change == "customer_start_chat":
+            # 获客助手事件通知 (path/97299), 成员首次收消息: UserID, ExternalUserID, LinkId.
+            # The first chat of a contact, once however often WeCom sends it.
+            await self._contact_event(item.merchant_id, "chat", user, external, ts,
+                                      key=f"chat:{user}:{external}")
+        elif event == "customer_acquisition" and isinstance(change, str) and (
+                change in ALERT_KINDS):
+            await self._alert(item.merchant_id, change, fields, ts)
         elif (event == "change_external_chat" and change == "update"
               and fields.get("UpdateDetail") == "add_member"):
             await self._group_join(item.merchant_id, fields)
         else:
             log.info("callback.ignored", merchant=item.merchant_id, msg_event=event,
                      change=change)
+
+    async def _contact_event(self, merchant_id: str, kind: EventKind, user: str,
+                             external: str, ts: int | None, *, key: str) -> None:
+        """A chat or a loss, counted where the contact's add came from (its platform, and
+        through its click the product and channel), or unattributed if we never saw it."""
+        contact = (await self.store.get_contact(merchant_id, user, external)
+                   if user and external else None)
+        when = float(ts) if ts else time.time()
+        self.recorder.event(Event(
+            id=_event_id(merchant_id, key), merchant_id=merchant_id,
+            product_id=contact.product_id if contact else None, kind=kind,
+            platform=contact.platform if contact else UNATTRIBUTED, ts=when,
+            day=self.clock.day_of(when), click_id=contact.click_id if contact else None))
+        log.info(f"callback.{kind}", merchant=merchant_id, attributed=contact is not None,
+                 platform=contact.platform if contact else UNATTRIBUTED)
+
+    async def _alert(self, merchant_id: str, kind: str, fields: dict[str, Any],
+                     ts: int | None) -> None:
+        """获客助手 says the acquisition link or its quota needs the merchant (path/97299):
+        balance_low, balance_exhausted and quota_expire_soon (ExpireTime, ExpireQuotaNum)
+        carry no link; link_unavailable and delete_link carry its LinkId."""
+        detail = {name: fields[name] for name in ("LinkId", "ExpireTime", "ExpireQuotaNum")
+                  if isinstance(fields.get(name), str) and fields[name]}
+        when = float(ts) if ts else time.time()
+        added = await self.store.add_alert(
+            merchant_id, kind, detail, key=f"{kind}:{detail.get('LinkId', '')}:{ts}",
+            created_at=when)
+        log.warning("callback.alert", merchant=merchant_id, kind=kind, new=added, **detail)
 
     async def _group_join(self, merchant_id: str, fields: dict[str, Any]) -> None:
         entry = await self.store.get_entry(merchant_id)
@@ -167,22 +213,33 @@ class CallbackWorker:
                 await self._add(merchant_id, member.get("state"), key=f"group:{chat_id}:{userid}",
                           ts=_int(member.get("join_time")))
 
-    async def _add(self, merchant_id: str, raw_state: Any, *, key: str, ts: int | None) -> None:
+    async def _add(self, merchant_id: str, raw_state: Any, *, key: str, ts: int | None,
+                   contact: tuple[str, str] | None = None) -> None:
         state = self.signer.read(merchant_id, raw_state if isinstance(raw_state, str) else None)
         origin = None
         if state and state.click_id:
             # The wristband: the click tells which product the shopper came for.
             origin = await self.store.click_origin(merchant_id, state.click_id)
         when = float(ts) if ts else time.time()
+        platform = state.platform if state else UNATTRIBUTED
+        click_id = state.click_id if state else None
+        if contact and all(contact):
+            # The contact's first chat and its loss will count where this add came from.
+            await self.store.put_contact(Contact(
+                merchant_id, contact[0], contact[1], platform,
+                origin[0] if origin else None, click_id, when))
         # One add per contact or member, whatever WeCom retries: the id is derived from them.
-        event_id = hashlib.sha256(f"{merchant_id}\0{key}".encode()).hexdigest()[:24]
         self.recorder.event(Event(
-            id=event_id, merchant_id=merchant_id, product_id=origin[0] if origin else None,
-            kind="add",
-            platform=state.platform if state else UNATTRIBUTED, ts=when,
-            day=self.clock.day_of(when), click_id=state.click_id if state else None))
+            id=_event_id(merchant_id, key), merchant_id=merchant_id,
+            product_id=origin[0] if origin else None, kind="add", platform=platform, ts=when,
+            day=self.clock.day_of(when), click_id=click_id))
         log.info("callback.add", merchant=merchant_id, attributed=state is not None,
                  platform=state.platform if state else UNATTRIBUTED)
+
+
+def _event_id(merchant_id: str, key: str) -> str:
+    """An event id derived from what it is about: WeCom's retries of it are one event."""
+    return hashlib.sha256(f"{merchant_id}\0{key}".encode()).hexdigest()[:24]
 
 
 def _int(value: Any) -> int | None:

@@ -1,0 +1,328 @@
+"""Numbers marketing can trust, end to end over HTTP: each click's outcome, unique visitors
+distinct over days, events replayed before their click, the time zone every answer names,
+and older exports and journals still read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.appkeys import CLOCK, RECORDER
+from gateway.clock import DayClock
+from gateway.store import Merchant, open_store
+from gateway.transfer import import_merchant
+
+from . import pg
+from .conftest import (
+    BOT_UA,
+    DESKTOP_UA,
+    TAOBAO_UA,
+    ClientFactory,
+    Tenant,
+    add_tenant,
+    create_product,
+    make_settings,
+)
+from .test_dashboard import Figures, add_user, login
+
+WECHAT_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 "
+             "MicroMessenger/8.0.40(0x18002831) NetType/WIFI")
+#: A product WeChat can't open: its only storefront is Taobao's.
+TAOBAO_ONLY = {"title": "明前龙井", "targets": {"taobao": {"item_id": "600000000001"}}}
+
+
+async def _stats(client: TestClient[Any, Any], tenant: Tenant, query: str) -> dict[str, Any]:
+    assert client.app is not None
+    await client.app[RECORDER].flush()
+    resp = await client.get(f"/api/stats?{query}", headers=tenant.marketing_auth)
+    assert resp.status == 200, await resp.text()
+    answer: dict[str, Any] = await resp.json()
+    return answer
+
+
+def _by(answer: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
+    return {row[key]: row for row in answer["rows"]}
+
+
+async def test_each_click_counts_what_the_shopper_got(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    other = await add_tenant(client, "other")
+    tea = await create_product(client, tenant)  # Taobao, JD and the web shop
+    blocked = await create_product(client, tenant, TAOBAO_ONLY)
+    theirs = await create_product(client, other, {**TAOBAO_ONLY, "slug": "theirs"})
+
+    async def tap(product: dict[str, Any], ua: str) -> Any:
+        client.session.cookie_jar.clear()
+        return await client.get(f"/p/{product['code']}", headers={"User-Agent": ua},
+                                allow_redirects=False)
+
+    # In Taobao: straight to the item, one redirect and one storefront open.
+    assert (await tap(tea, TAOBAO_UA)).status == 302
+    # On a desktop: the landing page, then one /o/ hop to the web shop.
+    landing = await tap(tea, DESKTOP_UA)
+    hop = re.search(r'href="(/o/[^"]+/web\?c=[^"]+)"', await landing.text())
+    assert landing.status == 200 and hop
+    opened = await client.get(hop.group(1), headers={"User-Agent": DESKTOP_UA},
+                              allow_redirects=False)
+    assert opened.status == 302
+    # In WeChat, which blocks Taobao: the open-in-browser guide.
+    guide = await tap(blocked, WECHAT_UA)
+    assert guide.status == 200 and "浏览器" in await guide.text()
+    # A link preview: a bot, no outcome of a person's.
+    assert (await tap(tea, BOT_UA)).status == 200
+    await tap(theirs, TAOBAO_UA)  # another merchant's shopper
+    answer = await _stats(client, tenant, "by=platform")
+    rows = _by(answer, "platform")
+    figures = ("clicks", "redirects", "landings", "guides", "storefront_opens", "bot_clicks")
+    assert {p: tuple(r[f] for f in figures) for p, r in rows.items()} == {
+        "taobao": (1, 1, 0, 0, 1, 0), "web": (1, 0, 1, 0, 1, 1), "wechat": (1, 0, 0, 1, 0, 0)}
+    assert rows["taobao"]["open_rate"] == 1.0  # no longer 0% for the apps that work best
+    assert answer["total"]["storefront_opens"] == 2 and answer["total"]["guides"] == 1
+    assert _by(await _stats(client, other, "by=platform"), "platform")["taobao"][
+        "redirects"] == 1
+
+
+async def test_a_retired_links_clicks_count_as_gone(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    tea = await create_product(client, tenant)
+    await client.delete(f"/api/products/{tea['id']}", headers=tenant.auth)
+    resp = await client.get(f"/p/{tea['code']}", headers={"User-Agent": TAOBAO_UA},
+                            allow_redirects=False)
+    assert resp.status == 410
+    row = (await _stats(client, tenant, "by=platform"))["rows"][0]
+    assert (row["platform"], row["clicks"], row["redirects"], row["landings"],
+            row["guides"], row["storefront_opens"]) == ("taobao", 1, 0, 0, 0, 0)
+
+
+class FakeTime:
+    """The clock a test sets: seconds since the epoch."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.now = moment.timestamp()
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def clocked(aiohttp_client: ClientFactory, tmp_path: Path,
+                  ) -> tuple[TestClient[Any, Any], FakeTime]:
+    """A gateway on a clock the test sets (plain-http public URL, for the dashboard)."""
+    app = create_app(make_settings(tmp_path, server__public_url=""))
+    fake = FakeTime(datetime(2026, 11, 30, 4, 0, tzinfo=UTC))
+    app[CLOCK] = DayClock("Asia/Shanghai", clock=fake)
+    return await aiohttp_client(app), fake
+
+
+async def test_unique_visitors_are_distinct_over_days_in_every_grouping(
+    clocked: tuple[TestClient[Any, Any], FakeTime],
+) -> None:
+    """One visitor on two days and another on one day: 2 unique visitors over both days,
+    by platform, product, channel and day, and the same figures on the dashboard."""
+    client, clock = clocked
+    acme = await add_tenant(client, "acme")
+    other = await add_tenant(client, "other")
+    tea = await create_product(client, acme)
+    theirs = await create_product(client, other, {**TAOBAO_ONLY, "slug": "theirs"})
+
+    async def tap(product: dict[str, Any], cookie: str | None = None) -> str:
+        headers = {"User-Agent": TAOBAO_UA, **({"Cookie": f"ll_v={cookie}"} if cookie else {})}
+        client.session.cookie_jar.clear()
+        resp = await client.get(f"/p/{product['code']}?ch=live", headers=headers,
+                                allow_redirects=False)
+        assert resp.status == 302
+        return cookie or resp.cookies["ll_v"].value
+
+    first = await tap(tea)  # 2026-11-30, 12:00 in Shanghai
+    # 20:00 UTC is already the next day in Shanghai: the answer says which days it counts.
+    clock.set(datetime(2026, 11, 30, 20, 0, tzinfo=UTC))
+    await tap(tea, first)
+    await tap(tea)
+    await tap(theirs)
+    period = "from=2026-11-30&to=2026-12-01"
+    for by, key in (("platform", "taobao"), ("product", tea["id"]), ("channel", "live")):
+        answer = await _stats(client, acme, f"by={by}&{period}")
+        row = _by(answer, "product_id" if by == "product" else by)[key]
+        assert (row["clicks"], row["unique_visitors"], row["unique_visitors_error"]) == (3, 2, 0)
+        assert answer["timezone"] == "Asia/Shanghai"
+        assert answer["total"]["unique_visitors"] == 2
+    days = _by(await _stats(client, acme, f"by=day&{period}"), "day")
+    assert {d: (r["clicks"], r["unique_visitors"]) for d, r in days.items()} == {
+        "2026-11-30": (1, 1), "2026-12-01": (2, 2)}
+    # A range of one of those days, and another merchant's figures, stay their own.
+    assert (await _stats(client, acme, "from=2026-12-01&to=2026-12-01"))["total"][
+        "unique_visitors"] == 2
+    assert (await _stats(client, other, period))["total"]["unique_visitors"] == 1
+    csv = (await (await client.get(f"/api/stats?by=day&{period}&format=csv",
+                                   headers=acme.auth)).text()).splitlines()
+    assert csv[0].endswith(",timezone") and csv[1].endswith(',"Asia/Shanghai"')
+
+    # The dashboard shows the same figures, and which time zone the days are in.
+    await add_user(client, "acme", "anna@example.com")
+    assert (await login(client, "anna@example.com")).status == 303
+
+    async def page(url: str) -> tuple[Figures, str]:
+        resp = await client.get(url)
+        assert resp.status == 200, url
+        text = await resp.text()
+        return Figures(text), text
+
+    overview, text = await page(f"/dashboard?{period}")
+    assert overview.tiles["unique_visitors"] == "2" and "Asia/Shanghai" in text
+    assert overview.tables["platform-table"]["taobao"]["unique_visitors"] == "2"
+    assert overview.tables["channel-table"]["live"]["unique_visitors"] == "2"
+    products, _ = await page(f"/dashboard/products?{period}")
+    assert products.tables["product-table"][str(tea["id"])]["unique_visitors"] == "2"
+    detail, text = await page(f"/dashboard/products/{tea['id']}?{period}")
+    assert detail.tiles["unique_visitors"] == "2" and "Asia/Shanghai" in text
+    assert {d: r["unique_visitors"] for d, r in detail.tables["day-table"].items()} == {
+        "2026-11-30": "1", "2026-12-01": "2"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def storage_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield ""
+        return
+    url = pg.postgres_url()
+    async with pg.fresh_schema(url, create=False) as schema:
+        yield pg.with_schema(url, schema)
+
+
+def _old_journal_line(row: str, fields: dict[str, Any]) -> str:
+    """A journal line as a gateway wrote it before outcomes: no ``outcome`` field, and
+    "kind" naming the row (a click) or, overwritten by an event's own, the event's kind."""
+    return json.dumps({"kind": row, **fields}) + "\n"
+
+
+async def test_events_replayed_before_their_click_count_under_its_channel(
+    aiohttp_client: ClientFactory, tmp_path: Path, storage_url: str,
+) -> None:
+    """A journal replayed out of order: the storefront open and the add reach storage
+    before the click they followed. Once the click is in, they count under its channel,
+    platform and product, never under no channel. Old journal lines (no outcome) replay."""
+    settings = make_settings(tmp_path, storage__url=storage_url)
+    store = await open_store(settings)
+    try:
+        for merchant in ("acme", "other"):
+            await store.create_merchant(Merchant(merchant, merchant.title()))
+        tea = await store.create_product("acme", code="tea", title="Tea", targets={
+            "taobao": {"item_id": "600000000001"}}, image_url=None, price=None)
+    finally:
+        await store.close()
+    day = datetime.now(UTC).date().isoformat()
+    click = {"id": "AAAAAAAAclick001", "merchant_id": "acme", "product_id": tea.id,
+             "ts": time.time(), "day": day, "platform": "taobao", "source": "ua",
+             "visitor": "AAAAAAAAvisitor1", "ip_hash": "h", "bot": False, "mobile": True,
+             "os": "ios", "channel": "live"}
+    events = [{"id": f"event{n}", "merchant_id": "acme", "product_id": product, "kind": kind,
+               "platform": platform, "ts": time.time(), "day": day,
+               "click_id": "AAAAAAAAclick001", "target": None}
+              for n, (kind, product, platform) in enumerate([
+                  ("storefront_open", tea.id, "taobao"), ("add", None, "unattributed")])]
+    journal = settings.data_dir / "journal"
+    journal.mkdir(parents=True)
+    # Files a stopped process left (an hour old): the events' file is replayed first.
+    (journal / "pending-a.jsonl").write_text(
+        "".join(_old_journal_line("event", e) for e in events))
+    (journal / "pending-b.jsonl").write_text(_old_journal_line("click", click))
+    for path in journal.iterdir():
+        os.utime(path, (time.time() - 3600,) * 2)
+    client = await aiohttp_client(create_app(settings))
+    assert client.app is not None
+    for _ in range(200):  # the recorder replays the journal as it starts
+        if not any(journal.iterdir()):
+            break
+        await asyncio.sleep(0.05)
+    assert not any(journal.iterdir())
+    await client.app[RECORDER].flush()
+    acme = Tenant("acme", *_tokens(client, "acme"))
+    channels = _by(await _stats(client, acme, "by=channel"), "channel")
+    assert set(channels) == {"live"}
+    assert (channels["live"]["clicks"], channels["live"]["storefront_opens"],
+            channels["live"]["adds"]) == (1, 1, 1)
+    platforms = _by(await _stats(client, acme, "by=platform"), "platform")
+    assert set(platforms) == {"taobao"} and platforms["taobao"]["adds"] == 1
+    products = _by(await _stats(client, acme, "by=product"), "product_id")
+    assert set(products) == {tea.id} and products[tea.id]["adds"] == 1
+    other = Tenant("other", *_tokens(client, "other"))
+    assert (await _stats(client, other, "by=channel"))["rows"] == []
+
+
+def _tokens(client: TestClient[Any, Any], merchant: str) -> tuple[str, str]:
+    from gateway.appkeys import TOKENS
+
+    assert client.app is not None
+    tokens = client.app[TOKENS]
+    return tokens.mint(merchant, "merchant", 3600), tokens.mint(merchant, "marketing", 3600)
+
+
+async def test_a_version_1_export_still_imports(tmp_path: Path, storage_url: str) -> None:
+    """An export written before outcomes (format version 1: clicks without an outcome)
+    imports, its visitors counted distinct, beside a merchant already there."""
+    lines = [
+        {"format": "linkloop-export", "version": 1, "merchant": "old"},
+        {"kind": "merchant", "data": {"id": "old", "name": "Old", "domains": [],
+                                      "created_at": 1.0}},
+        {"kind": "product", "data": {"id": 7, "merchant_id": "old", "code": "oldtea",
+                                     "title": "Tea", "targets": {"taobao": {
+                                         "item_id": "600000000001"}}, "image_url": None,
+                                     "price": None, "status": "active", "created_at": 1.0,
+                                     "updated_at": 1.0}},
+        *({"kind": "click", "data": {"id": f"click0000000{n}", "merchant_id": "old",
+                                     "product_id": 7, "ts": 1.0, "day": day,
+                                     "platform": "taobao", "source": "ua", "visitor": visitor,
+                                     "ip_hash": "h", "bot": False, "mobile": True,
+                                     "os": "ios", "channel": None}}
+          for n, (day, visitor) in enumerate([("2026-10-01", "va"), ("2026-10-02", "va"),
+                                              ("2026-10-02", "vb")])),
+        {"kind": "event", "data": {"id": "event1", "merchant_id": "old", "product_id": 7,
+                                   "kind": "storefront_open", "platform": "taobao",
+                                   "ts": 1.0, "day": "2026-10-02", "click_id": "click00000002",
+                                   "target": "taobao"}},
+    ]
+    store = await open_store(make_settings(tmp_path, storage__url=storage_url))
+    try:
+        await store.create_merchant(Merchant("acme", "Acme"))
+        counts = await import_merchant(store, [json.dumps(line) + "\n" for line in lines])
+        assert (counts["clicks"], counts["events"]) == (3, 1)
+        (total,) = await store.stats("old", from_day="2026-10-01", to_day="2026-10-31",
+                                     by="total")
+        assert (total.clicks, total.unique_visitors, total.storefront_opens,
+                total.redirects) == (3, 2, 1, 0)
+        (acme,) = await store.stats("acme", from_day="2026-10-01", to_day="2026-10-31",
+                                    by="total")
+        assert acme.clicks == 0
+    finally:
+        await store.close()
+
+
+def test_a_journal_gives_back_events_and_clicks(tmp_path: Path) -> None:
+    """An event's own ``kind`` once overwrote the journal's row marker: every journaled
+    event was read back as an unreadable line, and lost."""
+    from gateway.recorder import Journal
+    from gateway.store import Click, Event
+
+    journal = Journal(tmp_path / "journal")
+    event = Event("event1", "acme", 1, "storefront_open", "taobao", 1.0, "2026-11-01",
+                  "click00000001")
+    click = Click("click00000001", "acme", 1, 1.0, "2026-11-01", "taobao", "ua", "v", "h",
+                  outcome="redirect")
+    journal.append([event, click])
+    assert Journal.read(journal.pending) == ([click], [event], 0)
