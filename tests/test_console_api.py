@@ -135,6 +135,10 @@ async def test_a_window_shows_not_yet_and_ended_pages_and_counts_the_clicks(
                        allow_redirects=False)
     assert hop.status == 200 and "还没开始" in await hop.text()
     assert await _clicks(gw, acme) == 4  # not yet, ended, sent on, and the bot
+    rows = (await _json(await gw.get("/api/stats?by=platform", headers=acme.auth), 200))["rows"]
+    # The two outside their window are clicks whose outcome is neither a redirect nor a page.
+    assert [sum(r[m] for r in rows) for m in ("clicks", "redirects", "landings", "guides")] == [
+        3, 1, 0, 0]
 
 
 async def test_windows_are_checked_whole(gw: Client, two: tuple[Tenant, Tenant]) -> None:
