@@ -146,7 +146,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import alerts, api, dashboard, shopper
+    from . import alerts, api, api_console, console, dashboard, shopper
     from .wecom import callback, entry
 
     # No middleware: each route catches its own errors (errors.guarded), so the share
@@ -160,10 +160,12 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     app[PAGES] = Pages()
     app.cleanup_ctx.extend([_secrets, _storage, _recorder, _platform_apis])
     shopper.setup_routes(app)
+    api_console.setup_routes(app)  # before api: its fixed paths before /api/products/{id}
     api.setup_routes(app)
     alerts.setup_routes(app)
     entry.setup_routes(app)
     callback.setup_routes(app)
+    console.setup_routes(app)  # before the dashboard's /dashboard/products/{id}
     dashboard.setup_routes(app)
     add_fallback_routes(app)  # last: our 404 and 405 for whatever no route above takes
     return app

@@ -1,4 +1,4 @@
-"""The ``linkloop`` command: serve, merchant, token, user, detect, stats."""
+"""The ``linkloop`` command: serve, merchant, token, user, product, detect, stats."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from .settings import ConfigError, Settings, load_settings
 
-__all__ = ["main"]
+__all__ = ["CliError", "check_domains", "main", "read_password"]
 
 _TTL = re.compile(r"(\d+)([smhd]?)")
 _TTL_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -128,10 +128,7 @@ def cmd_merchant_create(args: argparse.Namespace) -> int:
 
     if not _MERCHANT_ID.fullmatch(args.id):
         raise CliError("merchant id must be 2-64 of a-z, 0-9, - and _")
-    domains = tuple(d.lower().rstrip(".") for d in args.domain)
-    for domain in domains:
-        if not _DOMAIN.fullmatch(domain):
-            raise CliError(f"--domain {domain!r} is not a host name like shop.example.com")
+    domains = check_domains(args.domain)
 
     async def work(store: Any) -> int:
         try:
@@ -143,6 +140,15 @@ def cmd_merchant_create(args: argparse.Namespace) -> int:
         return 0
 
     return _run(_with_store(_settings(args), work))
+
+
+def check_domains(given: Sequence[str]) -> tuple[str, ...]:
+    """``--domain`` values as stored (lower case, no trailing dot); CliError for a non-host."""
+    domains = tuple(d.lower().rstrip(".") for d in given)
+    for domain in domains:
+        if not _DOMAIN.fullmatch(domain):
+            raise CliError(f"--domain {domain!r} is not a host name like shop.example.com")
+    return domains
 
 
 # --- token ----------------------------------------------------------------------------------
@@ -172,7 +178,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 # --- user create ----------------------------------------------------------------------------
-def _read_password() -> str:
+def read_password() -> str:
     """From the terminal (asked twice), or the first line of stdin when it is not one."""
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\r\n")
@@ -192,7 +198,7 @@ def cmd_user_create(args: argparse.Namespace) -> int:
         email = normalize_email(args.email)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    password = _read_password()
+    password = read_password()
     try:
         check_password(password)
     except ValueError as exc:
@@ -419,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
         "unlock", help="lift a login's lock after too many wrong passwords, at once")
     user_unlock.add_argument("email")
     user_unlock.set_defaults(func=cmd_user_unlock)
+    from .cli_console import add_commands
+
+    add_commands(sub, msub, usub)  # product ..., merchant list|update, user reset-password
 
     detect = sub.add_parser("detect", help="classify User-Agents")
     detect.add_argument("--ua", help="one User-Agent; without it, one a line on stdin")

@@ -1,10 +1,11 @@
 """Moving a merchant between stores (SQLite <-> PostgreSQL): ``linkloop export`` / ``import``.
 
-The file is JSON lines: a header, then the merchant, its products, entry point, WeCom ways,
-app credentials, staff logins (password hashes, never passwords), and every raw click and
-event. Rollups (per day, per month, daily totals) and daily unique visitors are not in it:
-they are derived, and the import rebuilds them all by recording the raw rows exactly as the
-gateway did (``Store.record``), so both sides agree by construction. The file holds the
+The file is JSON lines: a header, then the merchant, its products (with their sales
+windows), named channels, entry point, WeCom ways, app credentials, staff logins (password
+hashes, never passwords), and every raw click and event. Rollups (per day, per month,
+daily totals) and daily unique visitors are not in it: they are derived, and the import
+rebuilds them all by recording the raw rows exactly as the gateway did (``Store.record``),
+so both sides agree by construction. The file holds the
 merchant's WeCom and WeChat secrets: keep it as carefully as the database.
 
 Product ids are the target's own (ids are per database); share codes, which people hold,
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from .store import (
+    Channel,
     Click,
     CodeTaken,
     Credentials,
@@ -69,6 +71,8 @@ async def export_merchant(store: Store, merchant_id: str) -> AsyncIterator[str]:
         if len(products) < _PAGE:
             break
         after = products[-1].id
+    for channel in await store.list_channels(merchant_id):
+        yield _line("channel", channel)
     entry = await store.get_entry(merchant_id)
     if entry is not None:
         yield _line("entry", entry)
@@ -147,12 +151,15 @@ async def import_merchant(store: Store, lines: Iterable[str]) -> dict[str, int]:
             made = await store.create_product(
                 merchant.id, code=product["code"], title=product["title"],
                 targets=product["targets"], image_url=product["image_url"],
-                price=product["price"])
+                price=product["price"], valid_from=product.get("valid_from"),
+                valid_until=product.get("valid_until"))
         except CodeTaken:
             raise TransferError(f"share code {product['code']!r} is taken in the target") from None
         if product["status"] != "active":
             await store.update_product(merchant.id, made.id, {"status": product["status"]})
         new_ids[product["id"]] = made.id
+    for channel in parts.get("channel", []):
+        await store.create_channel(Channel(**channel))
     for entry in parts.get("entry", []):
         await store.put_entry(Entry(**entry))
     for way in parts.get("entry_way", []):
@@ -169,6 +176,7 @@ async def import_merchant(store: Store, lines: Iterable[str]) -> dict[str, int]:
                          if e.product_id else e.product_id) for e in events]
     for start in range(0, max(len(clicks), len(events)), _PAGE):
         await store.record(clicks[start:start + _PAGE], events[start:start + _PAGE])
-    return {"products": len(products), "clicks": len(clicks), "events": len(events),
+    return {"products": len(products), "channels": len(parts.get("channel", [])),
+            "clicks": len(clicks), "events": len(events),
             "entry": len(parts.get("entry", [])), "entry_ways": len(parts.get("entry_way", [])),
             "credentials": len(parts.get("credentials", [])), "users": len(users)}
