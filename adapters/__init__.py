@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .alipay import Alipay
 from .baidu import Baidu
-from .base import Adapter, Storefront, Target, TargetError
+from .base import Adapter, FieldDoc, Storefront, Target, TargetError
 from .bilibili import Bilibili
 from .dingtalk import DingTalk
 from .douyin import Douyin
@@ -33,6 +33,7 @@ from .xiaohongshu import Xiaohongshu
 __all__ = [
     "ADAPTERS",
     "Adapter",
+    "FieldDoc",
     "Storefront",
     "Target",
     "TargetError",

@@ -25,6 +25,7 @@ from .base import (
     MINI_PATH_PATTERN,
     MINI_QUERY_PATTERN,
     Adapter,
+    FieldDoc,
     Target,
     encode,
     strip_mini_program_fields,
@@ -45,6 +46,12 @@ class Alipay(Adapter):
         "appid": r"[0-9]{16}",
         "page": MINI_PATH_PATTERN,
         "query": MINI_QUERY_PATTERN,
+    }
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "appid": FieldDoc("支付宝小程序 AppID", "支付宝开放平台里的 16 位数字 AppID",
+                          "2021000000000001"),
+        "page": FieldDoc("页面路径", "已发布的页面路径，不带 ? 和参数", "pages/item/index"),
+        "query": FieldDoc("页面参数（可选）", "打开页面时带的参数，如 id=42", "id=42"),
     }
     # Alipay opens its own mini-programs and Taobao/Tmall (same group); other outside links
     # get a risk interstitial or are refused, so the web store goes through the guide.

@@ -31,6 +31,7 @@ __all__ = [
     "MINI_PATH_PATTERN",
     "MINI_QUERY_PATTERN",
     "Adapter",
+    "FieldDoc",
     "Storefront",
     "Target",
     "TargetError",
@@ -82,6 +83,27 @@ class Storefront:
     mini_program: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class FieldDoc:
+    """How a person is told about one target field: in the console's form, the import
+    template and ``linkloop product``. ``example`` must pass the field's own check."""
+
+    #: A short name (``商品 ID``).
+    label: str
+    #: Where to find the value, in a sentence.
+    help: str
+    #: A value that is valid for this field.
+    example: str
+
+
+#: What the fields every target may carry mean, unless an adapter says more.
+COMMON_FIELD_DOCS: Mapping[str, FieldDoc] = {
+    "share_token": FieldDoc(
+        "口令（可选）", "顾客在别的 App 里打不开时，可复制这段文字到该 App 打开商品",
+        "￥AbC123￥"),
+}
+
+
 def encode(value: str) -> str:
     """Percent-encode a whole query value (``=``, ``&``, ``/`` and ``?`` included)."""
     return quote(value, safe="")
@@ -125,6 +147,9 @@ class Adapter:
     follows_schemes: ClassVar[bool] = True
     #: Short synthetic User-Agent fragments this adapter must win in detection (tests).
     ua_samples: ClassVar[tuple[str, ...]] = ()
+    #: What each of the target's fields means, for people (label, help, example); fields
+    #: not named here fall back to COMMON_FIELD_DOCS, then to the field's own name.
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {}
 
     _compiled: ClassVar[dict[str, re.Pattern[str]]]
     _markers_lc: ClassVar[tuple[str, ...]]
@@ -165,6 +190,33 @@ class Adapter:
     def is_target(self) -> bool:
         """True when a product can have a storefront on this platform."""
         return bool(self.target_fields)
+
+    @property
+    def form_fields(self) -> tuple[str, ...]:
+        """Every field a target may have, in the order a person fills them in: each
+        alternative's fields, the optional ones, then ``share_token`` and ``url``."""
+        names: dict[str, None] = {}
+        for group in self.target_fields:
+            names.update(dict.fromkeys(group))
+        names.update(dict.fromkeys(self.optional_fields))
+        names.update(dict.fromkeys(COMMON_OPTIONAL_FIELDS))
+        return tuple(names)
+
+    def field_doc(self, name: str) -> FieldDoc:
+        """How a person is told about one of the target's fields."""
+        found = self.field_docs.get(name) or COMMON_FIELD_DOCS.get(name)
+        if found is not None:
+            return found
+        if name == "url" and self.owned_hosts:
+            # The platform's own page for the example product, on the hosts it must be on.
+            built = self.web_url({f: self.field_doc(f).example for f in self.target_fields[0]})
+            hosts = "、".join(self.owned_hosts)
+            return FieldDoc(
+                "商品网址（可选）",
+                f"该平台自己的 https 网址（{hosts}）；" + ("不填则按商品 ID 自动生成" if built
+                                                         else "可不填"),
+                built or f"https://{self.owned_hosts[0]}/s/AbCdEf12")
+        return FieldDoc(name, "", "")
 
     def validate_target(self, raw: object, *, web_domains: tuple[str, ...] = ()) -> Target:
         """Check a merchant's target for this platform and return its normalised fields."""

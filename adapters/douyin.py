@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from .base import MINI_PATH_PATTERN, Adapter, Target, encode, strip_mini_program_fields
+from .base import MINI_PATH_PATTERN, Adapter, FieldDoc, Target, encode, strip_mini_program_fields
 
 __all__ = ["Douyin"]
 
@@ -41,6 +41,13 @@ class Douyin(Adapter):
         "product_id": r"[0-9]{8,24}",
         "appid": r"tt[0-9a-f]{16}",
         "path": MINI_PATH_PATTERN,
+    }
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "product_id": FieldDoc("抖店商品 ID", "抖店商品链接里 id= 后面的数字（8–24 位）",
+                               "3500000000000000001"),
+        "appid": FieldDoc("抖音小程序 AppID", "tt 开头，后跟 16 位十六进制字符",
+                          "tt0123456789abcdef"),
+        "path": FieldDoc("小程序页面路径", "已发布的页面路径，不带 ? 和参数", "pages/item/index"),
     }
     # Since 2020 Douyin cuts outside shop links ("断外链"): it opens its own shop and its
     # mini-programs, and blocks web pages, Taobao, JD and the rest.

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import ClassVar
 
-from .base import Adapter, Target, encode
+from .base import Adapter, FieldDoc, Target, encode
 
 __all__ = ["JD"]
 
@@ -25,6 +25,10 @@ class JD(Adapter):
     owned_hosts = ("jd.com", "3.cn", "jd.hk")
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("sku",),)
     field_patterns: ClassVar[Mapping[str, str]] = {"sku": r"[0-9]{4,20}"}
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "sku": FieldDoc("商品 SKU", "京东商品链接 item.jd.com/数字.html 里的数字（4–20 位）",
+                        "100012043978"),
+    }
     # JD's web-view opens its own items and ordinary web pages; Taobao and the other shops are
     # rivals it does not open in place.
     opens = frozenset({"jd", "web"})

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from .base import Adapter, Target
+from .base import Adapter, FieldDoc, Target
 
 __all__ = ["Kuaishou"]
 
@@ -27,6 +27,10 @@ class Kuaishou(Adapter):
     owned_hosts = ("kuaishou.com", "gifshow.com", "chenzhongtech.com", "kwaixiaodian.com")
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("item_id",),)
     field_patterns: ClassVar[Mapping[str, str]] = {"item_id": r"[0-9]{5,24}"}
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "item_id": FieldDoc("快手小店商品 ID", "快手小店商品链接里的数字 ID（5–24 位）",
+                            "20000000001"),
+    }
     # Like Douyin, Kuaishou cut outside shop links in 2020: its own shop only.
     opens = frozenset({"kuaishou"})
     ua_samples = (

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from .base import Adapter, Target
+from .base import Adapter, FieldDoc, Target
 
 __all__ = ["Pinduoduo"]
 
@@ -26,6 +26,10 @@ class Pinduoduo(Adapter):
     owned_hosts = ("yangkeduo.com", "pinduoduo.com")
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("goods_id",),)
     field_patterns: ClassVar[Mapping[str, str]] = {"goods_id": r"[0-9]{5,20}"}
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "goods_id": FieldDoc("商品 ID", "拼多多商品链接里 goods_id= 后面的数字（5–20 位）",
+                             "300000000001"),
+    }
     # Pinduoduo's web-view opens its own goods pages only.
     opens = frozenset({"pinduoduo"})
     ua_samples = (

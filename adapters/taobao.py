@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from .base import Adapter, Target
+from .base import Adapter, FieldDoc, Target
 
 __all__ = ["Taobao"]
 
@@ -25,6 +25,11 @@ class Taobao(Adapter):
     owned_hosts = ("taobao.com", "tb.cn")
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("item_id",),)
     field_patterns: ClassVar[Mapping[str, str]] = {"item_id": r"[0-9]{5,20}"}
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "item_id": FieldDoc("商品 ID", "淘宝商品链接里 id= 后面的数字（5–20 位）", "600000000001"),
+        "share_token": FieldDoc("淘口令（可选）", "淘宝「分享」复制的口令，顾客可复制到淘宝打开",
+                                "￥AbC123￥"),
+    }
     # Taobao opens its own and Tmall items; outside web links and other shops are blocked.
     opens = frozenset({"taobao", "tmall"})
     ua_samples = (

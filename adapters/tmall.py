@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from .base import Adapter, Target
+from .base import Adapter, FieldDoc, Target
 
 __all__ = ["Tmall"]
 
@@ -26,6 +26,11 @@ class Tmall(Adapter):
     owned_hosts = ("tmall.com", "tmall.hk", "tb.cn")
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("item_id",),)
     field_patterns: ClassVar[Mapping[str, str]] = {"item_id": r"[0-9]{5,20}"}
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "item_id": FieldDoc("商品 ID", "天猫商品链接里 id= 后面的数字（5–20 位）", "600000000002"),
+        "share_token": FieldDoc("淘口令（可选）", "天猫「分享」复制的口令，顾客可复制到天猫打开",
+                                "￥XyZ789￥"),
+    }
     # Like Taobao: Alibaba's shopping apps open Taobao and Tmall items and block the rest.
     opens = frozenset({"taobao", "tmall"})
     ua_samples = (

@@ -10,9 +10,10 @@ As a target: ``url``, https on one of the merchant's own domains (or their subdo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
-from .base import Adapter, Target, check_url
+from .base import Adapter, FieldDoc, Target, check_url
 
 __all__ = ["Web"]
 
@@ -21,6 +22,10 @@ class Web(Adapter):
     platform = "web"
     label = "网页商城"
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("url",),)
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "url": FieldDoc("商品网址", "https 开头，必须在你店铺的域名上",
+                        "https://shop.example.com/item/42"),
+    }
     # A browser opens every storefront: web URLs directly, apps and mini-programs by scheme.
     opens = frozenset({"web", "taobao", "tmall", "jd", "pinduoduo", "douyin", "kuaishou",
                        "xiaohongshu", "wechat_miniprogram", "alipay"})

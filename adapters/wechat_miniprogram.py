@@ -36,6 +36,7 @@ from .base import (
     MINI_PATH_PATTERN,
     MINI_QUERY_PATTERN,
     Adapter,
+    FieldDoc,
     Target,
     encode,
     strip_mini_program_fields,
@@ -84,6 +85,21 @@ class WeChatMiniProgram(Adapter):
         # Source: https://developers.weixin.qq.com/doc/offiaccount/OA_Web_Apps/Wechat_Open_Tag.html
         "username": r"gh_[0-9a-f]{12}",
         "scene": SCENE_PATTERN,
+    }
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "appid": FieldDoc("小程序 AppID", "小程序后台「开发管理 → 开发设置」里的 AppID：wx 开头，"
+                          "后跟 16 位十六进制字符", "wx0123456789abcdef"),
+        "path": FieldDoc("页面路径", "已发布的页面路径，不带 ? 和参数", "pages/item/index"),
+        "query": FieldDoc("页面参数（可选）", "打开页面时带的参数，如 id=42&from=share", "id=42"),
+        "name": FieldDoc("小程序名称（可选）", "顾客在微信里搜索这个名字找到小程序", "茶庄会员店"),
+        "username": FieldDoc("原始 ID（可选）",
+                             "小程序后台「设置 → 基本设置」里 gh_ 开头的原始 ID，"
+                             "用于微信内的打开按钮",
+                             "gh_0123456789ab"),
+        "scene": FieldDoc("小程序码参数（可选）",
+                          "小程序码携带的参数，最多 32 个字符；不填则用页面参数", "id=42"),
+        "url": FieldDoc("URL Link（可选）", "小程序后台或接口生成的 https://wxaurl.cn/… 链接，"
+                        "微信内外都能打开小程序", "https://wxaurl.cn/AbCdEf123"),
     }
     # A web-view loads only the mini-program's configured business domains: nothing outside.
     # The merchant's web store is the one plausible business domain (the gateway page itself

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from .base import Adapter, Target
+from .base import Adapter, FieldDoc, Target
 
 __all__ = ["Xiaohongshu"]
 
@@ -26,6 +26,10 @@ class Xiaohongshu(Adapter):
     owned_hosts = ("xiaohongshu.com", "xhslink.com")
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("item_id",),)
     field_patterns: ClassVar[Mapping[str, str]] = {"item_id": r"[0-9a-f]{24}"}
+    field_docs: ClassVar[Mapping[str, FieldDoc]] = {
+        "item_id": FieldDoc("商品 ID", "小红书商品链接 goods-detail/ 后面的 24 位十六进制字符",
+                            "64a0000000000000000000a1"),
+    }
     # Xiaohongshu keeps shoppers in its own shop: outside links in notes and chats are blocked.
     opens = frozenset({"xiaohongshu"})
     ua_samples = (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import segno
@@ -11,6 +13,7 @@ from aiohttp import web
 
 from adapters.wechat_miniprogram import PLAIN_SCHEME_NOTE
 
+from . import products
 from .appkeys import (
     CLOCK,
     JSSDK,
@@ -22,17 +25,18 @@ from .appkeys import (
     TOKENS,
 )
 from .auth import AuthError, Principal
-from .catalog import product_json, validate_product
+from .catalog import product_json
 from .errors import ApiError, guarded
-from .ids import new_code
-from .inputs import parse_json, parse_uint
+from .inputs import parse_json, parse_uint, plain_text
 from .jsonout import json_response
 from .params import ChoiceParam, IntParam, PatternParam
+from .products import product_by_id
 from .stats import CHANNEL_PATTERN, StatsQueryError, parse_stats_query, rows_csv, stats_answer
-from .store import CodeTaken, Credentials, Merchant, Product
+from .store import PRODUCT_STATES, Credentials, Merchant, Product, ProductState
 
-__all__ = ["PAGE_AFTER", "PAGE_LIMIT", "QR_CHANNEL", "STATS_FORMAT", "json_body", "merchant_of",
-           "principal", "setup_routes"]
+__all__ = ["PAGE_AFTER", "PAGE_LIMIT", "QR_CHANNEL", "STATS_FORMAT", "after_save",
+           "answer_product", "json_body", "merchant_of", "own_product", "principal",
+           "product_filters", "setup_routes"]
 
 _JWT_TEXT = re.compile(r"[A-Za-z0-9_=.-]{1,4096}")
 _PAGE_DEFAULT = 20
@@ -84,93 +88,92 @@ async def json_body(request: web.Request) -> Any:
     return parse_json(await request.read())
 
 
-def _product_id(request: web.Request) -> int:
+def _product_id(request: web.Request) -> int | None:
     # Only ASCII digits in the stores' range name a product; anything else names none.
-    product_id = parse_uint(request.match_info["id"])
-    if product_id is None:
-        raise ApiError(404, "not_found", "no such product")
-    return product_id
+    return parse_uint(request.match_info["id"])
 
 
-async def _own_product(request: web.Request, who: Principal) -> Product:
-    # Scoped by merchant: another merchant's product is simply not there (404, not 403).
-    product = await request.app[STORE].get_product(who.merchant_id, _product_id(request))
-    if product is None:
-        raise ApiError(404, "not_found", "no such product")
-    return product
+async def own_product(request: web.Request, who: Principal) -> Product:
+    """The product the path names, if it is the caller's merchant's (else 404, not 403)."""
+    return await product_by_id(request.app[STORE], who.merchant_id, _product_id(request))
+
+
+async def answer_product(request: web.Request, product: Product) -> web.Response:
+    """A product changed as JSON, after dropping its share link from this process's cache."""
+    request.app[LINKS].forget(product.code)
+    return json_response(await _product_answer(request, product))
 
 
 async def create_product(request: web.Request) -> web.Response:
     who = principal(request, write=True)
     merchant = await merchant_of(request, who)
-    fields = validate_product(await json_body(request), merchant, partial=False)
-    store = request.app[STORE]
-    slug = fields.pop("slug", None)
-    for _attempt in range(5):
-        code = slug or new_code()
-        try:
-            product = await store.create_product(
-                who.merchant_id, code=code, title=fields["title"], targets=fields["targets"],
-                image_url=fields.get("image_url"), price=fields.get("price"))
-            break
-        except CodeTaken:
-            if slug:
-                raise ApiError(409, "slug_taken", f"the slug {slug!r} is taken", "slug") from None
-    else:  # five random collisions in a 62^8 space: something is badly wrong
-        raise ApiError(503, "unavailable", "could not allocate a share code, try again")
-    if _MINI in product.targets:
-        await _mint(request, product)
-    request.app[LINKS].forget(product.code)
+    product = await products.create_product(request.app[STORE], merchant,
+                                            await json_body(request), zone=request.app[CLOCK].zone)
+    await after_save(request.app, product)
     return json_response(await _product_answer(request, product), status=201)
 
 
 async def list_products(request: web.Request) -> web.Response:
+    """A page of products; ``q`` searches title and code, ``state`` keeps one state."""
     who = principal(request)
     limit = PAGE_LIMIT.parse(request)
     after = PAGE_AFTER.parse(request)
-    products = await request.app[STORE].list_products(who.merchant_id, limit=limit + 1,
-                                                      after_id=after)
-    page = products[:limit]
-    base = request.app[PUBLIC_URL]
+    search, state = product_filters(request.query)
+    found = await request.app[STORE].list_products(
+        who.merchant_id, limit=limit + 1, after_id=after, search=search, state=state,
+        now=time.time())
+    page = found[:limit]
+    base, zone = request.app[PUBLIC_URL], request.app[CLOCK].zone
     return json_response({
-        "items": [product_json(p, base) for p in page],
-        "next": str(page[-1].id) if len(products) > limit else None,
+        "items": [product_json(p, base, zone=zone) for p in page],
+        "next": str(page[-1].id) if len(found) > limit else None,
     })
+
+
+def product_filters(query: Mapping[str, str]) -> tuple[str | None, ProductState | None]:
+    """``q`` (at most 100 characters of plain text) and ``state`` (one of PRODUCT_STATES)."""
+    search = query.get("q", "").strip() or None
+    if search is not None:
+        search = plain_text(search, "q", 100)
+    state = query.get("state") or None
+    if state is not None and state not in PRODUCT_STATES:
+        raise ApiError(422, "invalid_field", f"state must be one of {', '.join(PRODUCT_STATES)}",
+                       "state")
+    return search, state
 
 
 async def read_product(request: web.Request) -> web.Response:
     who = principal(request)
-    product = await _own_product(request, who)
+    product = await own_product(request, who)
     return json_response(await _product_answer(request, product))
 
 
 async def change_product(request: web.Request) -> web.Response:
     who = principal(request, write=True)
     merchant = await merchant_of(request, who)
-    product = await _own_product(request, who)
-    if product.retired:
-        raise ApiError(409, "product_retired", "a retired product cannot change")
-    changes = validate_product(await json_body(request), merchant, partial=True)
-    updated = await request.app[STORE].update_product(who.merchant_id, product.id, changes)
-    if updated is None:
-        raise ApiError(404, "not_found", "no such product")
-    if _MINI in product.targets or _MINI in updated.targets:
-        await _mint(request, updated)
-    request.app[LINKS].forget(product.code)
+    product = await own_product(request, who)
+    updated = await products.update_product(request.app[STORE], merchant, product,
+                                            await json_body(request),
+                                            zone=request.app[CLOCK].zone)
+    await after_save(request.app, updated, before=product)
     return json_response(await _product_answer(request, updated))
 
 
-async def _mint(request: web.Request, product: Product) -> None:
-    """A WeChat mini-program target gets its URL Link, scheme and code now, before any
-    shopper asks: the answer waits for WeChat a moment, the rest goes on in the background."""
-    await request.app[MINIPROGRAM_LINKS].product_saved(
-        product, wait=request.app[SETTINGS]["wechat.timeout_seconds"] + 1)
+async def after_save(app: web.Application, product: Product, *,
+                     before: Product | None = None, wait: bool = True) -> None:
+    """What follows a product saved (from the API or the console): this process drops its
+    cached link, and a WeChat mini-program target gets its URL Link, scheme and code now,
+    before any shopper asks (waiting for WeChat a moment, the rest in the background)."""
+    app[LINKS].forget(product.code)
+    if _MINI in product.targets or (before is not None and _MINI in before.targets):
+        await app[MINIPROGRAM_LINKS].product_saved(
+            product, wait=app[SETTINGS]["wechat.timeout_seconds"] + 1 if wait else None)
 
 
 async def _product_answer(request: web.Request, product: Product) -> dict[str, Any]:
     """The product as the API shows it; with a WeChat mini-program target, what was minted
     for it and, when nothing can be, why the plain-text scheme may not open."""
-    answer = product_json(product, request.app[PUBLIC_URL])
+    answer = product_json(product, request.app[PUBLIC_URL], zone=request.app[CLOCK].zone)
     target = product.targets.get(_MINI)
     if target is None:
         return answer
@@ -189,18 +192,24 @@ async def _product_answer(request: web.Request, product: Product) -> dict[str, A
 
 async def retire_product(request: web.Request) -> web.Response:
     who = principal(request, write=True)
-    product = await _own_product(request, who)
-    updated = await request.app[STORE].update_product(who.merchant_id, product.id,
-                                                      {"status": "retired"})
-    request.app[LINKS].forget(product.code)
-    assert updated is not None
-    return json_response(product_json(updated, request.app[PUBLIC_URL]))
+    product = await own_product(request, who)
+    return await answer_product(request, await products.retire_product(request.app[STORE],
+                                                                        product))
+
+
+async def restore_product(request: web.Request) -> web.Response:
+    """A retired product comes back with the same code (and the same printed QR codes)."""
+    who = principal(request, write=True)
+    product = await own_product(request, who)
+    restored = await products.restore_product(request.app[STORE], product)
+    await after_save(request.app, restored)  # links minted before may have run out meanwhile
+    return json_response(await _product_answer(request, restored))
 
 
 async def product_qr(request: web.Request) -> web.Response:
     """The share link as a QR code, SVG or PNG; ``?ch=`` tags the link with a channel."""
     who = principal(request)
-    product = await _own_product(request, who)
+    product = await own_product(request, who)
     url = f"{request.app[PUBLIC_URL]}/p/{product.code}"
     channel = QR_CHANNEL.parse(request)
     if channel:
@@ -290,5 +299,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get(r"/api/products/{id}", guarded(read_product))
     app.router.add_patch(r"/api/products/{id}", guarded(change_product))
     app.router.add_delete(r"/api/products/{id}", guarded(retire_product))
+    app.router.add_post(r"/api/products/{id}/restore", guarded(restore_product))
     app.router.add_get(r"/api/products/{id}/qr.{fmt:svg|png}", guarded(product_qr))
     app.router.add_get("/api/stats", guarded(stats))

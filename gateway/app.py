@@ -148,7 +148,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import alerts, api, dashboard, metrics, openapi, shopper
+    from . import alerts, api, api_console, console, dashboard, metrics, openapi, shopper
     from .wecom import callback, entry
 
     # No middleware: each route catches its own errors (errors.guarded), so the share
@@ -163,10 +163,12 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     app.cleanup_ctx.extend([metrics_ctx, _secrets, _storage, _recorder, _platform_apis,
                             prune_daily])
     shopper.setup_routes(app)
+    api_console.setup_routes(app)  # before api: its fixed paths before /api/products/{id}
     api.setup_routes(app)
     alerts.setup_routes(app)
     entry.setup_routes(app)
     callback.setup_routes(app)
+    console.setup_routes(app)  # before the dashboard's /dashboard/products/{id}
     dashboard.setup_routes(app)
     metrics.setup_routes(app)
     openapi.setup_routes(app)

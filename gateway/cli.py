@@ -1,4 +1,4 @@
-"""The ``linkloop`` command: serve, merchant, token, user, detect, stats.
+"""The ``linkloop`` command: serve, merchant, token, user, product, detect, stats.
 
 It never surprises: a mistake is one line on stderr (exit status 2) and changes nothing, a
 closed pipe (``linkloop detect < uas | head``) ends quietly, every option says what it does.
@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from .jsonout import dumps
 from .settings import ConfigError, Settings, load_settings
 
-__all__ = ["main"]
+__all__ = ["CliError", "check_domains", "main", "read_password"]
 
 # A unit is required: a bare ``--ttl 30`` once made a 30-second token where 30 days was meant.
 _TTL = re.compile(r"([0-9]+)([smhd])")
@@ -219,10 +219,7 @@ def cmd_merchant_create(args: argparse.Namespace) -> int:
 
     if not _MERCHANT_ID.fullmatch(args.id):
         raise CliError("merchant id must be 2-64 of a-z, 0-9, - and _")
-    domains = tuple(d.lower().rstrip(".") for d in args.domain)
-    for domain in domains:
-        if not _DOMAIN.fullmatch(domain):
-            raise CliError(f"--domain {domain!r} is not a host name like shop.example.com")
+    domains = check_domains(args.domain)
 
     async def work(store: Any) -> int:
         try:
@@ -234,6 +231,15 @@ def cmd_merchant_create(args: argparse.Namespace) -> int:
         return 0
 
     return _run(_with_store(_settings(args), work))
+
+
+def check_domains(given: Sequence[str]) -> tuple[str, ...]:
+    """``--domain`` values as stored (lower case, no trailing dot); CliError for a non-host."""
+    domains = tuple(d.lower().rstrip(".") for d in given)
+    for domain in domains:
+        if not _DOMAIN.fullmatch(domain):
+            raise CliError(f"--domain {domain!r} is not a host name like shop.example.com")
+    return domains
 
 
 # --- token ----------------------------------------------------------------------------------
@@ -266,7 +272,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 # --- user create ----------------------------------------------------------------------------
-def _read_password() -> str:
+def read_password() -> str:
     """From the terminal (asked twice), or the first line of stdin when it is not one."""
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\r\n")
@@ -286,7 +292,7 @@ def cmd_user_create(args: argparse.Namespace) -> int:
         email = normalize_email(args.email)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    password = _read_password()
+    password = read_password()
     try:
         check_password(password)
     except ValueError as exc:
@@ -550,6 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
         "unlock", help="lift a login's lock after too many wrong passwords, at once")
     user_unlock.add_argument("email", help="the login's email address")
     user_unlock.set_defaults(func=cmd_user_unlock)
+    from .cli_console import add_commands
+
+    add_commands(sub, msub, usub)  # product ..., merchant list|update, user reset-password
 
     detect = sub.add_parser("detect", help="classify User-Agents")
     detect.add_argument("--ua", help="one User-Agent; without it, one a line on stdin")

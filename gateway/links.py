@@ -79,7 +79,7 @@ class CachedLink:
     """
 
     __slots__ = ("due", "live", "memo", "merchant_id", "miniprogram", "minted", "product",
-                 "product_id")
+                 "product_id", "window")
 
     def __init__(self, product: Product | None, due: float,
                  memo: dict[Hashable, Any] | None = None,
@@ -96,6 +96,13 @@ class CachedLink:
         self.miniprogram = product is not None and "wechat_miniprogram" in product.targets
         #: What was minted for it: the resolver's ``links`` (empty for most products).
         self.minted = minted
+        #: A live link's sales window, (valid_from, valid_until) with None for an open end;
+        #: None when it has none (nearly all links): then a click never looks at the clock
+        #: for it.
+        self.window = (
+            (product.valid_from, product.valid_until)
+            if self.live and product is not None
+            and (product.valid_from is not None or product.valid_until is not None) else None)
 
 
 #: The answer for a code no link has: a 404, from memory.

@@ -162,11 +162,13 @@ class _Metrics:
                 self._push(("clicks", source.number, outcome), self.clicks.labels(outcome),
                            total)
             # Every click taken got a page, a "gone", an error after it, or else a redirect.
-            redirects = taken - counts.pages - counts.gone - counts.failed_after_click
+            pages = dict(counts.pages)
+            redirects = taken - sum(pages.values()) - counts.gone - counts.failed_after_click
             self._push(("share", source.number, 302),
                        self.requests.labels(SHARE_ROUTE, "302"), redirects)
-            self._push(("share", source.number, 200),
-                       self.requests.labels(SHARE_ROUTE, "200"), counts.pages)
+            for status, total in pages.items():
+                self._push(("share", source.number, status),
+                           self.requests.labels(SHARE_ROUTE, str(status)), total)
             depth += recorder.pending
             oldest = recorder.oldest_pending
             if oldest is not None:

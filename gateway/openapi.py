@@ -22,14 +22,14 @@ from aiohttp import web
 from adapters import ADAPTERS, platform_ids
 from adapters.base import COMMON_OPTIONAL_FIELDS
 
-from . import alerts, api, catalog, inputs, stats
+from . import alerts, api, catalog, inputs, preview, stats
 from .appkeys import OPENAPI, PAGES, PUBLIC_URL
 from .auth import ROLES
 from .errors import guarded
 from .ids import CODE_PATTERN
 from .jsonout import json_response
 from .params import json_pattern
-from .store import METRICS
+from .store import METRICS, PRODUCT_STATES
 from .wecom import entry
 
 __all__ = ["document", "setup_routes"]
@@ -87,6 +87,24 @@ def _operation(summary: str, roles: tuple[str, ...], responses: dict[str, Any], 
     return op
 
 
+def _choice(name: str, choices: tuple[str, ...], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string", "enum": list(choices)}}
+
+
+def _product_filters() -> list[dict[str, Any]]:
+    """``q`` and ``state``, as ``api.product_filters`` reads them."""
+    return [{"name": "q", "in": "query", "required": False,
+             "description": "Only products whose title or code holds this text.",
+             "schema": {"type": "string", "maxLength": 100}},
+            _choice("state", PRODUCT_STATES, "Only products in this state.")]
+
+
+def _spreadsheet(description: str) -> dict[str, Any]:
+    return {"200": {"description": description, "content": {
+        "text/csv": {}, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {}}}}
+
+
 def _path_id(description: str) -> dict[str, Any]:
     return {"name": "id", "in": "path", "required": True, "description": description,
             "schema": {"type": "string"}}
@@ -140,6 +158,10 @@ def _product_body(*, partial: bool) -> dict[str, Any]:
         "slug": {"type": ["string", "null"], "pattern": json_pattern(CODE_PATTERN),
                  "description": "the share code to use instead of a random one"},
         "targets": _targets(),
+        **{name: {"type": ["string", "null"], "pattern": json_pattern(catalog._MOMENT),
+                  "description": "when the sale opens / ends: a date and time, an offset "
+                                 "optional (default: the stats time zone)"}
+           for name in catalog.WINDOW_FIELDS},
     }
     assert set(fields) == catalog._FIELDS, "the product fields changed: describe them here"
     if partial:
@@ -236,7 +258,8 @@ def document(server_url: str = "/") -> dict[str, Any]:
             "next": {"type": ["string", "null"],
                      "description": "give it as `after` for the next page"}}},
             "A page of products.")},
-        parameters=[api.PAGE_LIMIT.describe(), api.PAGE_AFTER.describe()],
+        parameters=[api.PAGE_LIMIT.describe(), api.PAGE_AFTER.describe(),
+                    *_product_filters()],
         errors={**_AUTH_ERRORS, "422": _error("`invalid_field`: limit or after.")})
     product_errors = {**_AUTH_ERRORS, "404": _error("`not_found`: no such product (or "
                                                     "another merchant's).")}
@@ -264,6 +287,73 @@ def document(server_url: str = "/") -> dict[str, Any]:
                 {"200": _json(_PRODUCT, "The retired product.")},
                 errors={**product_errors, "403": _error("`forbidden`.")}),
         },
+        "/api/products/{id}/restore": {
+            "parameters": [_path_id("The product's id.")],
+            "post": _operation(
+                "Bring a retired product back, with the same code.", _WRITE,
+                {"200": _json(_PRODUCT, "The product, live again.")},
+                errors={**product_errors, "403": _error("`forbidden`."),
+                        "409": _error("the product is not retired.")}),
+        },
+        "/api/products/{id}/preview": {
+            "parameters": [_path_id("The product's id.")],
+            "get": _operation(
+                "What a shopper in each app (and in mobile and desktop browsers) gets.", _READ,
+                {"200": _json({"type": "object"}, "Per app: redirect, landing or guide.")},
+                parameters=[_choice("os", preview.OSES, "The phone's system.")],
+                errors={**product_errors, "422": _error("`invalid_field`: os.")}),
+        },
+        "/api/products/export": {"get": _operation(
+            "The products as a spreadsheet, as the import reads it.", _READ,
+            _spreadsheet("The products."),
+            parameters=[_choice("format", ("xlsx", "csv"), "The file's kind."),
+                        *_product_filters()],
+            errors={**_AUTH_ERRORS, "422": _error("`invalid_field`: format, q or state.")})},
+        "/api/products/import/template": {"get": _operation(
+            "An empty import file: every column, and what each means.", _READ,
+            _spreadsheet("The template."),
+            parameters=[_choice("format", ("xlsx", "csv"), "The file's kind.")],
+            errors={**_AUTH_ERRORS, "422": _error("`invalid_field`: format.")})},
+        "/api/products/import": {"post": {**_operation(
+            "Create or change products from a CSV or XLSX file, all or nothing.", _WRITE,
+            {"200": _json({"type": "object"}, "Per-row answers (a dry run, or nothing new)."),
+             "201": _json({"type": "object"}, "Per-row answers; products were created.")},
+            parameters=[_choice("dry_run", ("true", "false", "1", "0"),
+                                "Check every row and write nothing.")],
+            errors={**_WRITE_ERRORS, "415": _error("`unsupported_media_type`: send text/csv "
+                                                   "or XLSX."),
+                    "422": _error("`import_rejected`: rows with errors, nothing written; "
+                                  "`invalid_field`: dry_run.")}),
+            "requestBody": {"required": True, "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
+                    "schema": {"type": "string", "format": "binary"}}}}}},
+        "/api/channels": {
+            "get": _operation("The merchant's named `?ch=` channels.", _READ,
+                              {"200": _json({"type": "object"}, "The channels.")}),
+            "post": _operation(
+                "Name a channel.", _WRITE, {"201": _json({"type": "object"}, "The channel.")},
+                body={"type": "object", "required": ["name"], "additionalProperties": False,
+                      "properties": {
+                          "name": {"type": "string",
+                                   "pattern": json_pattern(stats.CHANNEL_PATTERN),
+                                   "description": "what `?ch=` carries; not a platform id"},
+                          "label": {"type": ["string", "null"], "maxLength": 40}}},
+                errors={**_WRITE_ERRORS, "409": _error("`channel_exists`.")}),
+        },
+        "/api/channels/{name}": {
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "delete": _operation("Forget a channel's name (its figures stay).", _WRITE,
+                                 {"200": _json({"type": "object"}, "Which was deleted.")},
+                                 errors={**_AUTH_ERRORS, "403": _error("`forbidden`."),
+                                         "404": _error("`not_found`: no such channel.")}),
+        },
+        "/api/entry/check": {"post": _operation(
+            "Call WeCom with the entry's settings and say what came back.", _WRITE,
+            {"200": _json({"type": "object"}, "Each step, and whether all were ok.")},
+            errors={**_AUTH_ERRORS, "403": _error("`forbidden`."),
+                    "404": _error("`not_found`: no entry point is set.")})},
         "/api/products/{id}/qr.{fmt}": {
             "parameters": [_path_id("The product's id."),
                            {"name": "fmt", "in": "path", "required": True,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import partial
-from time import monotonic
+from time import monotonic, time
 from typing import Any
 
 import structlog
@@ -43,6 +43,7 @@ from .logs import CLICK_ID
 from .miniprogram import NO_CARD, card_context, launch_page, miniprogram_code
 from .pages import Pages, qr_svg
 from .resolve import Resolution, hop, resolve
+from .sales_window import closed_page, within
 from .store import Click, Event, Product
 from .tally import REQUESTS, SHARE_ROUTE, TIMED_ROUTES, ShareLinkCounts
 from .wecom.client import WeComApiError
@@ -125,6 +126,9 @@ class ShareLink:
                 if resolution is None:
                     resolution = _resolution(cached, detection)
                 outcome = resolution.outcome
+                if cached.window is not None and not within(cached.window, ts):
+                    # Before the sale or after it: a page that says so. The click counts.
+                    resolution, outcome = None, "gone"
             # The click, with what the shopper is about to get (memoised with the answer).
             self.recorder.click(_new_click((
                 click_id, cached.merchant_id, cached.product_id, ts, day, detection.platform,
@@ -135,7 +139,9 @@ class ShareLink:
         # The click is taken. (Two try blocks cost nothing until one raises, and tell
         # GET /metrics whether a failed request had counted its click.)
         try:
-            if resolution is None:
+            if resolution is None and outcome == "gone":
+                response = await _closed(request, cached, ts, click_id)
+            elif resolution is None:
                 product = cached.product
                 assert product is not None
                 response = self.pages.render(
@@ -151,7 +157,7 @@ class ShareLink:
                     return web.Response(status=302, headers=(
                         (hdrs.LOCATION, url), *_NO_STORE, (hdrs.SET_COOKIE, set_cookie)))
                 response = await _landing(request, cached, detection, resolution, click_id)
-            self.counts.pages += 1  # a page, not a redirect: those returned above
+            self.counts.pages[response.status] += 1  # a page, not a redirect (returned above)
             if set_cookie is not None:
                 response.headers[hdrs.SET_COOKIE] = set_cookie
             return response
@@ -188,6 +194,18 @@ class ShareLink:
         response = _link_gone(self.pages, cached.product)
         REQUESTS[SHARE_ROUTE, response.status] += 1
         return response
+
+
+async def _closed(request: web.Request, cached: CachedLink, now: float,
+                  click_id: str) -> web.Response:
+    """The "not yet" or "ended" page of a product outside its window, with the way into the
+    merchant's WeCom."""
+    app = request.app
+    product = cached.product
+    assert product is not None
+    entry = await app[ENTRIES].get(product.merchant_id)
+    return closed_page(app[PAGES], app[CLOCK], product, now,
+                       f"/e/{product.code}?c={click_id}" if entry else None)
 
 
 async def _landing(request: web.Request, cached: CachedLink, detection: Detection,
@@ -325,6 +343,9 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
         return cached
     product = cached.product
     assert product is not None
+    now = time()
+    if not within((product.valid_from, product.valid_until), now):
+        return closed_page(app[PAGES], app[CLOCK], product, now, None)
     platform = request.match_info["platform"]
     target = product.targets.get(platform)
     adapter = by_platform(platform)

@@ -49,8 +49,9 @@ PLATFORM_ERRORS: Counter[tuple[str, str, str]] = Counter()
 class ShareLinkCounts:
     """What the share link counts of itself, off its redirect path."""
 
-    #: Answers that were a page (a landing page, a bot's preview), not a redirect.
-    pages: int = 0
+    #: Answers that were a page (a landing page, a bot's preview, a sale not open), not a
+    #: redirect, by status.
+    pages: Counter[int] = field(default_factory=Counter)
     #: Clicks on a retired link (counted, answered 410).
     gone: int = 0
     #: Requests that failed after their click was taken (a 5xx; the click still counts).

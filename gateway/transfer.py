@@ -1,14 +1,15 @@
 """Moving a merchant between stores (SQLite <-> PostgreSQL): ``linkloop export`` / ``import``.
 
-The file is JSON lines: a header, then the merchant, its products, entry point, WeCom ways,
-app credentials, staff logins (password hashes, never passwords), and every raw click and
-event. Rollups (per day, per month, daily totals) and daily unique visitors are not in it:
-they are derived, and the import rebuilds them all by recording the raw rows exactly as the
-gateway did (``Store.record``), so both sides agree by construction. The one exception is
-the days before the retention (gateway/retention.py), whose raw rows are pruned: they
-travel as their per-day rollup rows and their visitor sketches. The merchant's WeCom
-and WeChat secrets stay sealed under the source's key (gateway/secretbox.py) unless the
-export is asked to decrypt them; an import into another deployment then needs that key.
+The file is JSON lines: a header, then the merchant, its products (with their sales
+windows), named channels, entry point, WeCom ways, app credentials, staff logins (password
+hashes, never passwords), and every raw click and event. Rollups (per day, per month,
+daily totals) and daily unique visitors are not in it: they are derived, and the import
+rebuilds them all by recording the raw rows exactly as the gateway did (``Store.record``),
+so both sides agree by construction. The one exception is the days before the retention
+(gateway/retention.py), whose raw rows are pruned: they travel as their per-day rollup
+rows and their visitor sketches. The merchant's WeCom and WeChat secrets stay sealed under
+the source's key (gateway/secretbox.py) unless the export is asked to decrypt them; an
+import into another deployment then needs that key.
 
 Product ids are the target's own (ids are per database); share codes, which people hold,
 are kept. An import refuses, before writing anything, a merchant that already exists or a
@@ -26,6 +27,7 @@ from typing import Any
 from .secretbox import SecretBox, SecretsKeyError
 from .store import (
     COUNTERS,
+    Channel,
     Click,
     CodeTaken,
     Credentials,
@@ -98,6 +100,8 @@ async def export_merchant(store: Store, merchant_id: str, *, decrypt_secrets: bo
         if len(products) < _PAGE:
             break
         after = products[-1].id
+    for channel in await store.list_channels(merchant_id):
+        yield _line("channel", channel)
     entry = await store.get_entry(merchant_id)
     if entry is not None:
         data = dataclasses.asdict(entry)
@@ -230,12 +234,15 @@ async def import_merchant(store: Store, lines: Iterable[str], *,
             made = await store.create_product(
                 merchant.id, code=product["code"], title=product["title"],
                 targets=product["targets"], image_url=product["image_url"],
-                price=product["price"])
+                price=product["price"], valid_from=product.get("valid_from"),
+                valid_until=product.get("valid_until"))
         except CodeTaken:
             raise TransferError(f"share code {product['code']!r} is taken in the target") from None
         if product["status"] != "active":
             await store.update_product(merchant.id, made.id, {"status": product["status"]})
         new_ids[product["id"]] = made.id
+    for channel in parts.get("channel", []):
+        await store.create_channel(Channel(**channel))
     for entry in parts.get("entry", []):
         await store.put_entry(Entry(**entry))
     for way in parts.get("entry_way", []):
@@ -265,7 +272,8 @@ async def import_merchant(store: Store, lines: Iterable[str], *,
                          if e.product_id else e.product_id) for e in events]
     for start in range(0, max(len(clicks), len(events)), _PAGE):
         await store.record(clicks[start:start + _PAGE], events[start:start + _PAGE])
-    return {"products": len(products), "clicks": len(clicks), "events": len(events),
+    return {"products": len(products), "channels": len(parts.get("channel", [])),
+            "clicks": len(clicks), "events": len(events),
             "rollup_rows": len(rollups), "visitor_sketches": len(sketches),
             "entry": len(parts.get("entry", [])), "entry_ways": len(parts.get("entry_way", [])),
             "credentials": len(parts.get("credentials", [])), "users": len(users)}

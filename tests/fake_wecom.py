@@ -1,6 +1,7 @@
 """A small fake of WeCom's documented server API, served over loopback for tests.
 
-It implements ``gettoken``, ``externalcontact/add_contact_way``,
+It implements ``gettoken``, ``externalcontact/get_follow_user_list``,
+``externalcontact/add_contact_way``,
 ``externalcontact/groupchat/add_join_way``, ``get_join_way`` and ``groupchat/get`` with
 WeCom's JSON shapes and errcodes, and plays WeCom's other half: posting encrypted,
 signed callbacks to the gateway when a shopper adds a contact or joins a group, when a
@@ -41,6 +42,8 @@ class FakeWeCom:
     fail_with: int | None = None
     #: Seconds every API call waits before answering (to test timeouts).
     delay: float = 0.0
+    #: Members with customer-contact permission (get_follow_user_list).
+    follow_users: list[str] = field(default_factory=lambda: ["zhangsan", "lisi"])
     contact_ways: dict[str, dict[str, Any]] = field(default_factory=dict)
     join_ways: dict[str, dict[str, Any]] = field(default_factory=dict)
     groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -57,6 +60,8 @@ class FakeWeCom:
         app.router.add_post("/cgi-bin/externalcontact/groupchat/get_join_way",
                             self.get_join_way)
         app.router.add_post("/cgi-bin/externalcontact/groupchat/get", self.group_get)
+        app.router.add_get("/cgi-bin/externalcontact/get_follow_user_list",
+                           self.get_follow_user_list)
         return app
 
     async def gettoken(self, request: web.Request) -> web.Response:
@@ -67,6 +72,15 @@ class FakeWeCom:
         self.current_token = f"token-{self.tokens_issued}"
         return web.json_response({"errcode": 0, "errmsg": "ok",
                                   "access_token": self.current_token, "expires_in": 7200})
+
+    async def get_follow_user_list(self, request: web.Request) -> web.Response:
+        self.calls.append("get_follow_user_list")
+        if self.fail_with is not None:
+            return web.json_response({"errcode": self.fail_with, "errmsg": "refused"})
+        if request.query.get("access_token") != self.current_token:
+            return web.json_response({"errcode": 40014, "errmsg": "invalid access_token"})
+        return web.json_response({"errcode": 0, "errmsg": "ok",
+                                  "follow_user": self.follow_users})
 
     async def _guard(self, request: web.Request, name: str) -> dict[str, Any] | web.Response:
         self.calls.append(name)

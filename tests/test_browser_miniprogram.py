@@ -4,17 +4,14 @@ loopback. Screenshots at 390 px (a phone) and 1280 px under ``test-artifacts/bro
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp import web
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -31,7 +28,8 @@ from .test_browser import (  # noqa: F401 -- fixtures
     screenshot,
     zbar,
 )
-from .test_cli import free_port, run
+from .test_cli import run
+from .thread_server import serve_in_thread
 
 WECHAT_IOS = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
               "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) "
@@ -55,20 +53,8 @@ def wechat_api() -> Iterator[FakeServer]:
     """The fake WeChat API on its own event loop, in a thread: the gateway process calls it
     while the test drives the browser."""
     fake = FakeWeChat()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(fake.app())
-    port = free_port()
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield FakeServer(fake, f"http://127.0.0.1:{port}")
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+    with serve_in_thread(fake.app()) as base:
+        yield FakeServer(fake, base)
 
 
 @pytest.fixture(scope="module")

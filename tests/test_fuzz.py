@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import io
 import json
 import re
 import socket
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import openpyxl
 import pytest
 from ada_url import URL
 from aiohttp import web
@@ -45,6 +47,7 @@ from adapters import ADAPTERS, platform_ids
 from adapters.urls import host_is_within
 from gateway.app import create_app
 from gateway.appkeys import STORE, TOKENS
+from gateway.bulk import XLSX_TYPE
 from gateway.store import Credentials, Entry, Merchant
 
 from .conftest import BOT_UA, DESKTOP_UA, FUZZ_SEED, TAOBAO_UA, make_settings
@@ -53,7 +56,7 @@ from .test_url_check import TABLE as URL_TABLE
 
 #: Requests each test function sends; together at least the 5,000 the issue asks for.
 QUOTAS = {"products": 1700, "entry_and_credentials": 900, "queries": 900, "shopper": 1100,
-          "callback": 500}
+          "callback": 500, "console": 600}
 assert sum(QUOTAS.values()) >= 5000
 
 DOMAINS = ("shop.example.com",)
@@ -68,7 +71,7 @@ FORBIDDEN_SCHEMES = {"http:", "javascript:", "data:", "file:", "vbscript:", "blo
 #: in the background, for requests accepted earlier.)
 SNAPSHOT = tuple(f"SELECT {columns} FROM {table}" for table, columns in (
     ("merchants", "*"), ("products", "*"), ("entries", "*"), ("entry_ways", "*"),
-    ("app_credentials", "*"), ("users", "*"), ("link_changes", "*"),
+    ("app_credentials", "*"), ("users", "*"), ("link_changes", "*"), ("channels", "*"),
     ("wecom_inbox", "id, merchant_id, nonce, message")))
 CODE = re.compile(r"[a-z][a-z0-9_]*")
 SENT: dict[str, int] = {}
@@ -517,6 +520,82 @@ def query_requests(draw: st.DrawFn, live: Live) -> Req:
     return Req("GET", path, _token_header(live, draw(tokens)), None, template)
 
 
+channel_body = st.fixed_dictionaries({}, optional={
+    "name": st.one_of(st.sampled_from(["spring_live", "taobao", "Li Live", ""]), hostile_text,
+                      numbers),
+    "label": st.one_of(st.just("李老师直播间"), hostile_text, anything),
+})
+IMPORT_COLUMNS = ["title", "price", "slug", "valid_from", "targets.jd.sku", "targets.web.url",
+                  "targets.taobao.item_id", "share_url"]
+cell = st.one_of(st.sampled_from(["明前龙井", "100012043978", "https://shop.example.com/t",
+                                  "=HYPERLINK(\"https://evil\")", "2026-06-18 20:00", ""]),
+                 hostile_text, hostile_url, numbers.map(str))
+
+
+@st.composite
+def spreadsheet(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A product import: CSV or XLSX of hostile cells under real and made-up columns, or
+    bytes that are neither; with the content type it is sent as."""
+    header = draw(st.lists(st.one_of(st.sampled_from(IMPORT_COLUMNS), hostile_text),
+                           min_size=1, max_size=5))
+    rows = draw(st.lists(st.lists(cell, min_size=len(header), max_size=len(header)),
+                         max_size=4))
+    kind = draw(st.sampled_from(["csv", "csv", "xlsx", "raw"]))
+    if kind == "raw":
+        return draw(raw_bytes), draw(st.sampled_from(
+            [b"text/csv", XLSX_TYPE.encode(), b"application/octet-stream", b"image/png"]))
+    if kind == "csv":
+        text = "\n".join(",".join(f'"{c}"' for c in row) for row in [header, *rows])
+        encoding = draw(st.sampled_from(["utf-8", "utf-8-sig", "gb18030"]))
+        return text.encode(encoding, "replace"), b"text/csv"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in [header, *rows]:
+        # What a workbook can hold: no control characters, no lone surrogates.
+        sheet.append([re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]", "", c)
+                      for c in row])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue(), XLSX_TYPE.encode()
+
+
+@st.composite
+def console_requests(draw: st.DrawFn, live: Live) -> Req:
+    """The console's API: restore, preview, import, the template and export, channels and
+    the WeCom entry check."""
+    method, template = draw(st.sampled_from([
+        ("POST", "/api/products/{id}/restore"), ("GET", "/api/products/{id}/preview"),
+        ("POST", "/api/products/import"), ("POST", "/api/products/import"),
+        ("POST", "/api/products/import"), ("GET", "/api/products/import/template"),
+        ("GET", "/api/products/export"), ("GET", "/api/channels"), ("POST", "/api/channels"),
+        ("POST", "/api/channels"), ("DELETE", "/api/channels/{name}"),
+        ("POST", "/api/entry/check"), ("PUT", "/api/products/import")]))
+    path = template.replace("{id}", _ids(live, draw(path_id))).replace(
+        "{name}", draw(st.one_of(st.sampled_from(["spring_live", "nope"]),
+                                 hostile_text.map(lambda t: _q(t) or "x"))))
+    names = {"/api/products/{id}/preview": ["os"], "/api/products/import": ["dry_run"],
+             "/api/products/import/template": ["format"],
+             "/api/products/export": ["format", "q", "state"]}.get(template, [])
+    chosen = draw(st.lists(st.one_of(st.sampled_from(names or ["x"]), hostile_text),
+                           max_size=3))
+    values = [draw(st.one_of(query_value, st.sampled_from(
+        ["true", "false", "ios", "android", "csv", "xlsx", "live", "retired"])))
+        for _ in chosen]
+    path += _query(live, chosen, values)
+    headers = _token_header(live, draw(tokens))
+    body = None
+    if template == "/api/products/import":
+        body, content_type = draw(spreadsheet())
+        headers += (("Content-Type", content_type),)
+    elif method == "POST" and template == "/api/channels":
+        headers += (("Content-Type", draw(json_content_type)),)
+        body = draw(api_body(channel_body))
+    elif method == "POST":
+        body = b""
+    return Req(method, path, headers, body, template)
+
+
 user_agents = st.one_of(st.sampled_from([TAOBAO_UA, DESKTOP_UA, BOT_UA, "",
                                          "Mozilla/5.0 (iPhone) MicroMessenger/8.0.47",
                                          "Mozilla/5.0 (iPhone) aweme_30.1.0 JsSdk/2.0"]),
@@ -632,6 +711,10 @@ def test_fuzz_wecom_callback(live: Live) -> None:
     _run(live, "callback", callback_requests)
 
 
+def test_fuzz_console_api(live: Live) -> None:
+    _run(live, "console", console_requests)
+
+
 def test_every_json_route_is_fuzzed(live: Live) -> None:
     """A route added to the API without a family here would go unfuzzed: fail instead."""
     assert live.app is not None
@@ -640,7 +723,10 @@ def test_every_json_route_is_fuzzed(live: Live) -> None:
               "/api/openapi.json", "/api/docs",
               "/api/alerts",
               "/p/{code}", "/p/{code}/miniprogram-code", "/o/{code}/{platform}", "/e/{code}",
-              "/wecom/callback/{merchant}"}
+              "/wecom/callback/{merchant}", "/api/products/{id}/restore",
+              "/api/products/{id}/preview", "/api/products/import",
+              "/api/products/import/template", "/api/products/export", "/api/channels",
+              "/api/channels/{name}", "/api/entry/check"}
     routes = {re.sub(r"\{(\w+):[^}]*\}", r"{\1}", r.canonical)
               for r in live.app.router.resources()
               if r.canonical.startswith(("/api/", "/p/", "/o/", "/e/", "/wecom/"))}

@@ -27,6 +27,7 @@ import pytest
 from gateway.store import (
     COUNTERS,
     METRICS,
+    Channel,
     Click,
     CodeTaken,
     Contact,
@@ -37,6 +38,7 @@ from gateway.store import (
     Merchant,
     MerchantExists,
     MintedLink,
+    NewProduct,
     StatsRow,
     Store,
     User,
@@ -535,6 +537,55 @@ async def add_rollups(store: Store, seed: Seed) -> None:
 
 
 @case
+async def create_products(store: Store, seed: Seed) -> None:
+    made = await store.create_products("m2", [NewProduct("m2bulk1", "Bulk", {}),
+                                              NewProduct("m2bulk2", "Bulk", {})])
+    assert {p.merchant_id for p in made} == {"m2"}
+    assert [p.id for p in await store.list_products("m1", limit=10)] == seed.m1.products
+    for product in made:
+        assert await store.get_product("m1", product.id) is None
+    with pytest.raises(CodeTaken):  # one of m1's codes: nothing of the batch is written
+        await store.create_products("m2", [NewProduct("m2bulk3", "Bulk", {}),
+                                           NewProduct("m1code0", "Taken", {})])
+    assert await store.link("m2bulk3") is None
+    assert (await store.link("m1code0")).merchant_id == "m1"  # type: ignore[union-attr]
+
+
+@case
+async def create_channel(store: Store, seed: Seed) -> None:
+    await store.create_channel(Channel("m1", "live", "One's live"))
+    await store.create_channel(Channel("m2", "live", "Two's live"))  # the same name: theirs
+    assert [c.label for c in await store.list_channels("m1")] == ["One's live"]
+    assert [c.label for c in await store.list_channels("m2")] == ["Two's live"]
+
+
+@case
+async def list_channels(store: Store, seed: Seed) -> None:
+    await store.create_channel(Channel("m1", "poster"))
+    assert [c.name for c in await store.list_channels("m1")] == ["poster"]
+    assert await store.list_channels("m2") == []
+    assert await store.list_channels(seed.m3) == []
+
+
+@case
+async def delete_channel(store: Store, seed: Seed) -> None:
+    for tenant in seed.tenants:
+        await store.create_channel(Channel(tenant.id, "live"))
+    assert await store.delete_channel("m1", "live")
+    assert [c.name for c in await store.list_channels("m2")] == ["live"]
+    assert not await store.delete_channel(seed.m3, "live")
+
+
+@case
+async def update_merchant(store: Store, seed: Seed) -> None:
+    changed = await store.update_merchant("m1", name="One Tea", domains=["one.example.cn"])
+    assert changed is not None and changed.id == "m1"
+    two = await store.get_merchant("m2")
+    assert two is not None and (two.name, two.domains) == ("Two", ("m2.example.com",))
+    assert await store.update_merchant("m9", name="Nobody") is None
+
+
+@case
 async def put_contact(store: Store, seed: Seed) -> None:
     await store.put_contact(Contact("m1", "sales", "wmEXT1", "douyin", seed.m1.products[0]))
     # The same staff member and external user at another merchant: its own contact.
@@ -576,6 +627,8 @@ async def list_alerts(store: Store, seed: Seed) -> None:
 
 #: Contract methods that take no merchant, and why that is safe.
 UNSCOPED = {
+    "list_merchants": "every merchant, for an operator's `linkloop merchant list`",
+    "set_password": "by email, as get_user (an operator's command)",
     "close": "lifecycle",
     "ping": "lifecycle",
     "schema_version": "the database's own version",

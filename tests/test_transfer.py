@@ -45,10 +45,12 @@ async def _traffic(env: dict[str, str]) -> dict[str, Any]:
             made = []
             for slug in ("tea", "mug"):
                 resp = await http.post(f"{base}/api/products", headers=auth, json={
-                    "title": slug, "slug": slug, "targets": {
-                        "taobao": {"item_id": "600000000001"},
-                        "web": {"url": f"https://shop.acme.cn/{slug}"}}})
+                    "title": slug, "slug": slug, "valid_until": "2099-01-01T00:00+08:00",
+                    "targets": {"taobao": {"item_id": "600000000001"},
+                                "web": {"url": f"https://shop.acme.cn/{slug}"}}})
                 made.append(await resp.json())
+            await http.post(f"{base}/api/channels", headers=auth,
+                            json={"name": "spring_live", "label": "春季直播"})
             for _ in range(3):
                 await http.get(f"{base}/p/tea", headers={"User-Agent": TAOBAO_UA},
                                allow_redirects=False)
@@ -87,6 +89,7 @@ async def _moved(source: dict[str, str], target: dict[str, str], tmp_path: Path)
     assert imported.returncode == 0, imported.stderr
     assert json.loads(imported.stdout)["clicks"] == 4
     assert json.loads(imported.stdout)["users"] == 1
+    assert json.loads(imported.stdout)["channels"] == 1
     after_platform = json.loads(run(target, "stats", "--merchant", "acme").stdout)["rows"]
     assert after_platform == before["by_platform"]
     after_product = json.loads(run(target, "stats", "--merchant", "acme", "--by",
@@ -111,6 +114,13 @@ async def _moved(source: dict[str, str], target: dict[str, str], tmp_path: Path)
             tea = await http.get(f"{base}/p/tea", headers={"User-Agent": TAOBAO_UA},
                                  allow_redirects=False)
             assert tea.status == 302
+            token = run(target, "token", "--merchant", "acme", "--role", "merchant")
+            auth = {"Authorization": f"Bearer {token.stdout.strip()}"}
+            listed = await (await http.get(f"{base}/api/products", headers=auth)).json()
+            assert {p["code"]: p["valid_until"] for p in listed["items"]} == {
+                "tea": "2099-01-01T00:00:00+08:00", "mug": "2099-01-01T00:00:00+08:00"}
+            channels = await (await http.get(f"{base}/api/channels", headers=auth)).json()
+            assert channels["items"][0]["label"] == "春季直播"
             assert (await http.get(f"{base}/p/mug", allow_redirects=False)).status == 410
     # A second import refuses, writing nothing.
     again = run(target, "import", str(out))

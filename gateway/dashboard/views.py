@@ -61,7 +61,8 @@ from .session import (
     same_origin,
 )
 
-__all__ = ["LOGIN_SLOTS", "SESSIONS", "setup_routes"]
+__all__ = ["LOGIN_SLOTS", "SESSIONS", "current_session", "error_page", "render",
+           "require_session", "setup_routes", "storage_guarded"]
 
 log = structlog.get_logger("linkloop.dashboard")
 
@@ -83,8 +84,10 @@ _LOGIN_THROTTLED = ("这个网络登录失败的次数太多，为保护账号�
                     "请 {minutes} 分钟后再试。")
 _HEADERS = {
     # Nothing but our own stylesheet: no script, no frame, no outside request.
+    # The console's copy buttons are our own script file: 'self', never inline.
     "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
-                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+                                "script-src 'self'; form-action 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'"),
     "X-Frame-Options": "DENY",
     # Not no-referrer: with it, browsers send "Origin: null" on our own forms' POSTs.
     "Referrer-Policy": "same-origin",
@@ -108,8 +111,13 @@ def _channel_label(channel: str) -> str:
 
 
 def _css_url(request: web.Request) -> str:
-    _body, _type, etag = request.app[_STATIC]["dashboard.css"]
-    return f"/dashboard/static/dashboard.css?v={etag}"
+    return _static_url(request, "dashboard.css")
+
+
+def _static_url(request: web.Request, name: str) -> str:
+    """A file of ours, named by its content: cached for good, fetched again when it changes."""
+    _body, _type, etag = request.app[_STATIC][name]
+    return f"/dashboard/static/{name}?v={etag}"
 
 
 def _visitors(row: dict[str, Any]) -> str:
@@ -122,7 +130,8 @@ def _visitors(row: dict[str, Any]) -> str:
 def render(request: web.Request, name: str, *, status: int = 200,
            session: Session | None = None, **context: Any) -> web.Response:
     response = request.app[PAGES].render(
-        f"dashboard/{name}", status=status, css_url=_css_url(request), session=session,
+        name if "/" in name else f"dashboard/{name}", status=status,
+        css_url=_css_url(request), js_url=_static_url(request, "console.js"), session=session,
         role_name=_ROLE_NAMES.get(session.role, session.role) if session else "",
         num=charts.number, pct=_percent, platform_label=_platform_label,
         channel_label=_channel_label, visitors=_visitors,
@@ -166,6 +175,12 @@ async def _require(request: web.Request) -> Session:
     if session is None:
         raise web.HTTPSeeOther(f"/dashboard/login?next={quote(request.path_qs, safe='')}")
     return session
+
+
+# The console (gateway/console) shares the dashboard's sessions, layout and error pages.
+current_session = _session
+require_session = _require
+storage_guarded = _page
 
 
 def _see_other(location: str) -> web.Response:
@@ -427,7 +442,9 @@ async def products_page(request: web.Request) -> web.StreamResponse:
     rows = await run_stats(store, merchant_id, filters.query)
     by_id = {r["product_id"]: r for r in rows}
     common = await _common(request, session, filters, "/dashboard/products", "products")
-    products: list[Product] = common["products"]
+    from ..console.products import list_filter  # the console's search and states
+
+    products, console = list_filter(request, common["products"])
     if filters.query.product_id is not None:
         products = [p for p in products if p.id == filters.query.product_id]
     zero = with_funnel({m: 0 for m in METRICS})
@@ -451,10 +468,13 @@ async def products_page(request: web.Request) -> web.StreamResponse:
     untraced = by_id.get(None)
     return render(
         request, "products.html", table=table, untraced=untraced, page=page, pages=pages,
-        prev_url=filters.url("/dashboard/products", page=str(page - 1)) if page > 1 else "",
-        next_url=(filters.url("/dashboard/products", page=str(page + 1))
+        prev_url=filters.url("/dashboard/products", page=str(page - 1),
+                             q=console["q"], state=console["state"]) if page > 1 else "",
+        next_url=(filters.url("/dashboard/products", page=str(page + 1),
+                              q=console["q"], state=console["state"])
                   if page < pages else ""),
-        export_product=_export(filters, "product"), **common)
+        export_product=_export(filters, "product"), **console,
+        can_edit=session.principal.can_write, **common)
 
 
 def _product_id(request: web.Request) -> int | None:
@@ -503,8 +523,11 @@ async def product_page(request: web.Request) -> web.StreamResponse:
     funnel = charts.funnel([(name, value) for name, value, _ in steps],
                            label=f"{product.title}：转化漏斗")
     common = await _common(request, session, filters, path, "products")
+    from ..console.products import product_context  # the console's part of this page
+
     return render(
-        request, "product.html", product=product, platform_rows=platform_rows,
+        request, "product.html", **await product_context(request, session, product),
+        product=product, platform_rows=platform_rows,
         day_table=day_table, total=total, bars=bars, funnel=funnel,
         days_chart=charts.day_bars(days, label=f"{product.title}：每日点击"),
         steps=steps, outcomes=_outcomes(total), share_url=share_url, qr_link=qr_link,
@@ -590,7 +613,8 @@ async def not_found(request: web.Request) -> web.StreamResponse:
 def _load_static() -> dict[str, tuple[bytes, str, str]]:
     files: dict[str, tuple[bytes, str, str]] = {}
     folder = resources.files("gateway") / "static"
-    for name, content_type in (("dashboard.css", "text/css"),):
+    for name, content_type in (("dashboard.css", "text/css"),
+                               ("console.js", "text/javascript")):
         body = (folder / name).read_bytes()
         files[name] = (body, content_type, hashlib.sha256(body).hexdigest()[:12])
     return files

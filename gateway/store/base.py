@@ -21,7 +21,11 @@ __all__ = [
     "METRICS",
     "NEVER",
     "OUTCOMES",
+    "PRODUCT_CHANGES",
+    "PRODUCT_STATES",
     "Alert",
+    "Channel",
+    "ChannelExists",
     "Click",
     "CodeTaken",
     "Contact",
@@ -36,7 +40,9 @@ __all__ = [
     "MerchantExists",
     "MintKind",
     "MintedLink",
+    "NewProduct",
     "Product",
+    "ProductState",
     "StatsRow",
     "Store",
     "StoreError",
@@ -61,6 +67,14 @@ StaffRole = Literal["merchant", "marketing"]
 RollupKey = tuple[str, int, str, str, str]
 #: (merchant_id, kind, period, product_id, platform, channel): one visitor sketch.
 SketchKey = tuple[str, str, str, int, str, str]
+#: Where a product stands for shoppers: its share link serves it (``live``), says "not yet"
+#: (``scheduled``: before ``valid_from``), "ended" (``ended``: from ``valid_until`` on), or
+#: is gone (``retired``).
+ProductState = Literal["live", "scheduled", "ended", "retired"]
+PRODUCT_STATES: tuple[ProductState, ...] = ("live", "scheduled", "ended", "retired")
+#: What ``Store.update_product`` may change.
+PRODUCT_CHANGES = frozenset({"title", "image_url", "price", "targets", "status", "valid_from",
+                             "valid_until"})
 
 #: What the share link did with a click (``Click.outcome``): sent it straight to a storefront
 #: or mini-program, showed the landing page, showed it with the open-in-browser guide (the
@@ -95,6 +109,10 @@ class UserExists(StoreError):
     """A staff login with that email already exists."""
 
 
+class ChannelExists(StoreError):
+    """The merchant already has a channel of that name."""
+
+
 @dataclass(frozen=True, slots=True)
 class Merchant:
     id: str
@@ -115,10 +133,49 @@ class Product:
     status: Literal["active", "retired"] = "active"
     created_at: float = 0.0
     updated_at: float = 0.0
+    #: Optional sales window (Unix seconds): before ``valid_from`` and from ``valid_until``
+    #: on, the share link shows a "not yet" / "ended" page (and still counts the click).
+    valid_from: float | None = None
+    valid_until: float | None = None
 
     @property
     def retired(self) -> bool:
         return self.status == "retired"
+
+    def state(self, now: float) -> ProductState:
+        """Where the product stands for a shopper at ``now``."""
+        if self.retired:
+            return "retired"
+        if self.valid_from is not None and now < self.valid_from:
+            return "scheduled"
+        if self.valid_until is not None and now >= self.valid_until:
+            return "ended"
+        return "live"
+
+
+@dataclass(frozen=True, slots=True)
+class NewProduct:
+    """A checked product to create (``Store.create_products`` takes many at once)."""
+
+    code: str
+    title: str
+    targets: Mapping[str, Mapping[str, str]]
+    image_url: str | None = None
+    price: str | None = None
+    valid_from: float | None = None
+    valid_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A named ``?ch=`` channel (a KOL, a livestream, a poster) a merchant made."""
+
+    merchant_id: str
+    #: What the link carries: ``?ch=<name>`` (a-z, 0-9, _; at most 32).
+    name: str
+    #: What people call it (``李佳琦直播间``); may be empty.
+    label: str = ""
+    created_at: float = 0.0
 
 
 # Click and Event are rows: made once per request on the hot path, queued, and handed to a
@@ -342,28 +399,63 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_merchant(self, merchant_id: str) -> Merchant | None: ...
 
+    @abc.abstractmethod
+    async def list_merchants(self) -> Sequence[Merchant]:
+        """Every merchant, by id (an operator's view: ``linkloop merchant list``)."""
+
+    @abc.abstractmethod
+    async def update_merchant(self, merchant_id: str, *, name: str | None = None,
+                              domains: Sequence[str] | None = None) -> Merchant | None:
+        """Change a merchant's name or allowed web domains; None if there is no such one."""
+
     # --- products and their links -------------------------------------------------------------
     @abc.abstractmethod
     async def create_product(
         self, merchant_id: str, *, code: str, title: str,
         targets: Mapping[str, Mapping[str, str]], image_url: str | None, price: str | None,
+        valid_from: float | None = None, valid_until: float | None = None,
     ) -> Product:
         """Raises CodeTaken when ``code`` is in use."""
+
+    @abc.abstractmethod
+    async def create_products(self, merchant_id: str,
+                              products: Sequence[NewProduct]) -> list[Product]:
+        """Create them all in one transaction, or none: CodeTaken (naming the code) when one
+        code is in use, and nothing is written (a bulk import is all-or-nothing)."""
 
     @abc.abstractmethod
     async def get_product(self, merchant_id: str, product_id: int) -> Product | None: ...
 
     @abc.abstractmethod
     async def list_products(
-        self, merchant_id: str, *, limit: int, after_id: int = 0,
+        self, merchant_id: str, *, limit: int, after_id: int = 0, search: str | None = None,
+        state: ProductState | None = None, now: float = 0.0,
     ) -> Sequence[Product]:
-        """Products by ascending id after ``after_id`` (keyset pagination)."""
+        """Products by ascending id after ``after_id`` (keyset pagination).
+
+        ``search``: only those whose title or share code contains it (case-insensitive for
+        ASCII letters). ``state``: only those in that state at ``now`` (see Product.state).
+        """
 
     @abc.abstractmethod
     async def update_product(
         self, merchant_id: str, product_id: int, changes: Mapping[str, Any],
     ) -> Product | None:
-        """Apply ``changes`` (title, image_url, price, targets, status); None if not found."""
+        """Apply ``changes`` (title, image_url, price, targets, status, valid_from,
+        valid_until); None if not found."""
+
+    # --- named channels -----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_channel(self, channel: Channel) -> Channel:
+        """Raises ChannelExists when the merchant already has a channel of that name."""
+
+    @abc.abstractmethod
+    async def list_channels(self, merchant_id: str) -> Sequence[Channel]:
+        """The merchant's channels, by name."""
+
+    @abc.abstractmethod
+    async def delete_channel(self, merchant_id: str, name: str) -> bool:
+        """Forget a channel (its clicks keep their tag); False if there was none."""
 
     @abc.abstractmethod
     async def link(self, code: str) -> Product | None:
@@ -587,6 +679,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def end_sessions(self, email: str, *, now: float) -> None:
         """Void every session of this user issued up to ``now`` (logout)."""
+
+    @abc.abstractmethod
+    async def set_password(self, email: str, password_hash: str, *, now: float) -> User | None:
+        """A new password for a login (an operator's reset): its lock is lifted and every
+        session issued up to ``now`` is void. The user as it was before, or None."""
 
     @abc.abstractmethod
     async def unlock_user(self, email: str) -> User | None:

@@ -37,7 +37,10 @@ import structlog
 from ..secretbox import SecretBox
 from .base import (
     COUNTERS,
+    PRODUCT_CHANGES,
     Alert,
+    Channel,
+    ChannelExists,
     Click,
     CodeTaken,
     Contact,
@@ -50,7 +53,9 @@ from .base import (
     Merchant,
     MerchantExists,
     MintedLink,
+    NewProduct,
     Product,
+    ProductState,
     StatsRow,
     Store,
     StoreError,
@@ -82,10 +87,12 @@ from .sealing import (
 from .sketch import add_hashes, merge_sketches
 from .sql import (
     CLICK_COLUMNS,
+    PRODUCT_COLUMNS,
     click_row,
     load_report_code,
     login_attempt_query,
     login_attempt_wait,
+    product_list_query,
     sketch_query,
     stats_query,
     stats_row,
@@ -109,9 +116,6 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # class 40: deadlock or serialization victim
 )
 
-_PRODUCT_COLUMNS = (
-    "id, merchant_id, code, title, targets, image_url, price, status, created_at, updated_at"
-)
 # Every instance LISTENs here; a product change NOTIFYs its share code.
 LINKS_CHANNEL = "linkloop_links"
 _WATCH_EVERY = 5.0
@@ -223,7 +227,12 @@ def _product(row: Sequence[Any]) -> Product:
     return Product(
         id=row[0], merchant_id=row[1], code=row[2], title=row[3], targets=row[4],
         image_url=row[5], price=row[6], status=row[7], created_at=row[8], updated_at=row[9],
+        valid_from=row[10], valid_until=row[11],
     )
+
+
+def _merchant(row: Sequence[Any]) -> Merchant:
+    return Merchant(row[0], row[1], tuple(row[2]), row[3])
 
 
 def _unique(rows: Iterable[R]) -> list[R]:
@@ -455,61 +464,90 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 "SELECT id, name, domains, created_at FROM merchants WHERE id = $1", merchant_id)
-        if row is None:
-            return None
-        return Merchant(row[0], row[1], tuple(row[2]), row[3])
+        return _merchant(row) if row else None
+
+    async def list_merchants(self) -> Sequence[Merchant]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id, name, domains, created_at FROM merchants ORDER BY id")
+        return [_merchant(r) for r in rows]
+
+    async def update_merchant(self, merchant_id: str, *, name: str | None = None,
+                              domains: Sequence[str] | None = None) -> Merchant | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "UPDATE merchants SET name = COALESCE($2, name), "
+                "domains = COALESCE($3, domains) WHERE id = $1 "
+                "RETURNING id, name, domains, created_at",
+                merchant_id, name, list(domains) if domains is not None else None)
+        return _merchant(row) if row else None
 
     # --- products ----------------------------------------------------------------------------
     async def create_product(
         self, merchant_id: str, *, code: str, title: str,
         targets: Mapping[str, Mapping[str, str]], image_url: str | None, price: str | None,
+        valid_from: float | None = None, valid_until: float | None = None,
     ) -> Product:
+        made = await self.create_products(merchant_id, [NewProduct(
+            code, title, targets, image_url, price, valid_from, valid_until)])
+        return made[0]
+
+    async def create_products(self, merchant_id: str,
+                              products: Sequence[NewProduct]) -> list[Product]:
         now = time.time()
-        async with self._conn() as conn:
-            try:
-                product_id: int = await conn.fetchval(
-                    "INSERT INTO products (merchant_id, code, title, targets, image_url, price, "
-                    "status, created_at, updated_at) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8) RETURNING id",
-                    merchant_id, code, title, targets, image_url, price, now, now)
-            except asyncpg.UniqueViolationError as exc:
-                if exc.constraint_name == "products_code_key":
-                    raise CodeTaken(code) from None
-                raise
-            # Other instances may have cached this code as missing.
-            await conn.execute("SELECT pg_notify($1, $2)", LINKS_CHANNEL, code)
-        return Product(id=product_id, merchant_id=merchant_id, code=code, title=title,
-                       targets=targets, image_url=image_url, price=price,
-                       created_at=now, updated_at=now)
+        made = []
+        async with self._conn() as conn, conn.transaction():
+            for new in products:
+                try:
+                    product_id: int = await conn.fetchval(
+                        "INSERT INTO products (merchant_id, code, title, targets, image_url, "
+                        "price, status, created_at, updated_at, valid_from, valid_until) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10) "
+                        "RETURNING id",
+                        merchant_id, new.code, new.title, new.targets, new.image_url,
+                        new.price, now, now, new.valid_from, new.valid_until)
+                except asyncpg.UniqueViolationError as exc:
+                    if exc.constraint_name == "products_code_key":
+                        raise CodeTaken(new.code) from None
+                    raise
+                # Other instances may have cached this code as missing (sent on commit).
+                await conn.execute("SELECT pg_notify($1, $2)", LINKS_CHANNEL, new.code)
+                made.append(Product(
+                    id=product_id, merchant_id=merchant_id, code=new.code, title=new.title,
+                    targets=new.targets, image_url=new.image_url, price=new.price,
+                    created_at=now, updated_at=now, valid_from=new.valid_from,
+                    valid_until=new.valid_until))
+        return made
 
     async def get_product(self, merchant_id: str, product_id: int) -> Product | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = $1 AND id = $2",
+                f"SELECT {PRODUCT_COLUMNS} FROM products WHERE merchant_id = $1 AND id = $2",
                 merchant_id, product_id)
         return _product(row) if row else None
 
     async def list_products(
-        self, merchant_id: str, *, limit: int, after_id: int = 0,
+        self, merchant_id: str, *, limit: int, after_id: int = 0, search: str | None = None,
+        state: ProductState | None = None, now: float = 0.0,
     ) -> Sequence[Product]:
+        query, params = product_list_query(merchant_id, limit=limit, after_id=after_id,
+                                           search=search, state=state, now=now, mark="${n}",
+                                           like="ILIKE")
         async with self._conn() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = $1 AND id > $2 "
-                "ORDER BY id LIMIT $3",
-                merchant_id, after_id, limit)
+            rows = await conn.fetch(query, *params)
         return [_product(r) for r in rows]
 
     async def update_product(
         self, merchant_id: str, product_id: int, changes: Mapping[str, Any],
     ) -> Product | None:
-        allowed = {"title", "image_url", "price", "targets", "status"}
-        assert set(changes) <= allowed, f"unexpected product changes: {set(changes) - allowed}"
+        assert set(changes) <= PRODUCT_CHANGES, (
+            f"unexpected product changes: {set(changes) - PRODUCT_CHANGES}")
         values = {**changes, "updated_at": time.time()}
         assignments = ", ".join(f"{k} = ${n}" for n, k in enumerate(values, start=3))
         async with self._conn() as conn:
             row = await conn.fetchrow(
                 f"UPDATE products SET {assignments} WHERE merchant_id = $1 AND id = $2 "
-                f"RETURNING {_PRODUCT_COLUMNS}",
+                f"RETURNING {PRODUCT_COLUMNS}",
                 merchant_id, product_id, *values.values())
             if row is not None:  # every instance drops its cached copy within a moment
                 await conn.execute("SELECT pg_notify($1, $2)", LINKS_CHANNEL, row["code"])
@@ -550,14 +588,14 @@ class PostgresStore(Store):
     async def recent_links(self, limit: int) -> Sequence[Product]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products ORDER BY updated_at DESC LIMIT $1",
+                f"SELECT {PRODUCT_COLUMNS} FROM products ORDER BY updated_at DESC LIMIT $1",
                 limit)
         return [_product(r) for r in rows]
 
     async def link(self, code: str) -> Product | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE code = $1", code)
+                f"SELECT {PRODUCT_COLUMNS} FROM products WHERE code = $1", code)
         return _product(row) if row else None
 
     async def links(self, codes: Sequence[str]) -> dict[str, Product]:
@@ -565,9 +603,38 @@ class PostgresStore(Store):
             return {}
         async with self._conn() as conn:
             rows = await conn.fetch(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE code = ANY($1::text[])",
+                f"SELECT {PRODUCT_COLUMNS} FROM products WHERE code = ANY($1::text[])",
                 list(codes))
         return {row[2]: _product(row) for row in rows}
+
+    # --- channels ----------------------------------------------------------------------------
+    async def create_channel(self, channel: Channel) -> Channel:
+        made = Channel(channel.merchant_id, channel.name, channel.label,
+                       channel.created_at or time.time())
+        async with self._conn() as conn:
+            try:
+                await conn.execute(
+                    "INSERT INTO channels (merchant_id, name, label, created_at) "
+                    "VALUES ($1, $2, $3, $4)",
+                    made.merchant_id, made.name, made.label, made.created_at)
+            except asyncpg.ForeignKeyViolationError:
+                raise StoreError(f"no merchant {made.merchant_id!r}") from None
+            except asyncpg.UniqueViolationError:
+                raise ChannelExists(made.name) from None
+        return made
+
+    async def list_channels(self, merchant_id: str) -> Sequence[Channel]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT merchant_id, name, label, created_at FROM channels "
+                "WHERE merchant_id = $1 ORDER BY name", merchant_id)
+        return [Channel(*r) for r in rows]
+
+    async def delete_channel(self, merchant_id: str, name: str) -> bool:
+        async with self._conn() as conn:
+            done = await conn.execute(
+                "DELETE FROM channels WHERE merchant_id = $1 AND name = $2", merchant_id, name)
+        return bool(done != "DELETE 0")
 
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
@@ -1096,6 +1163,16 @@ class PostgresStore(Store):
             await conn.execute(
                 "UPDATE users SET sessions_after = GREATEST(sessions_after, $1) "
                 "WHERE email = $2", now, email)
+
+    async def set_password(self, email: str, password_hash: str, *, now: float) -> User | None:
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE email = $1 FOR UPDATE", email)
+            await conn.execute(
+                "UPDATE users SET password_hash = $2, failed_logins = 0, locked_until = 0, "
+                "sessions_after = GREATEST(sessions_after, $3) WHERE email = $1",
+                email, password_hash, now)
+        return User(*row) if row else None
 
     async def unlock_user(self, email: str) -> User | None:
         async with self._conn() as conn, conn.transaction():

@@ -23,12 +23,16 @@ from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from .base import COUNTERS, Click, GroupBy, StatsRow
+from .base import COUNTERS, Click, GroupBy, ProductState, StatsRow
 from .rollup import SKETCH_KINDS
 
-__all__ = ["CLICK_COLUMNS", "Grain", "click_row", "load_report_code", "login_attempt_query",
-           "login_attempt_wait", "month_split", "sketch_query", "stats_query", "stats_row",
-           "with_unique_visitors"]
+__all__ = ["CLICK_COLUMNS", "PRODUCT_COLUMNS", "Grain", "click_row", "load_report_code",
+           "login_attempt_query", "login_attempt_wait", "month_split", "product_list_query",
+           "sketch_query", "stats_query", "stats_row", "with_unique_visitors"]
+
+#: A product row as both engines read it (``_product`` in each turns it into a Product).
+PRODUCT_COLUMNS = ("id, merchant_id, code, title, targets, image_url, price, status, "
+                   "created_at, updated_at, valid_from, valid_until")
 
 #: What a part of a range counts in: days ('YYYY-MM-DD' bounds) or months ('YYYY-MM').
 Grain = Literal["day", "month"]
@@ -266,3 +270,39 @@ def login_attempt_wait(window_start: float | None, *, now: float,
     if window_start is None:  # closed and forgotten in between: refused all the same
         return window_seconds
     return max(float(window_start) + window_seconds - now, 0.001)
+
+
+def _like_pattern(text: str) -> str:
+    r"""``text`` as a LIKE pattern matching it anywhere, its own ``%``, ``_`` and ``\``
+    taken literally (with ``ESCAPE '\'``)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def product_list_query(merchant_id: str, *, limit: int, after_id: int, search: str | None,
+                       state: ProductState | None, now: float, mark: str,
+                       like: str = "LIKE") -> tuple[str, list[Any]]:
+    """One page of a merchant's products, filtered as ``Store.list_products`` says.
+
+    ``like``: the engine's case-insensitive LIKE (SQLite's LIKE is, for ASCII; PostgreSQL
+    needs ILIKE). A state is the same test as ``Product.state``, in SQL.
+    """
+    param = _Params(mark)
+    where = [f"merchant_id = {param(merchant_id)}", f"id > {param(after_id)}"]
+    if search:
+        pattern = _like_pattern(search)
+        where.append(f"(title {like} {param(pattern)} ESCAPE '\\' "
+                     f"OR code {like} {param(pattern)} ESCAPE '\\')")
+    if state == "retired":
+        where.append("status = 'retired'")
+    elif state == "scheduled":
+        where.append(f"status = 'active' AND valid_from > {param(now)}")
+    elif state == "ended":
+        where.append(f"status = 'active' AND valid_until <= {param(now)} "
+                     f"AND NOT (valid_from IS NOT NULL AND valid_from > {param(now)})")
+    elif state == "live":
+        where.append(f"status = 'active' AND (valid_from IS NULL OR valid_from <= {param(now)})"
+                     f" AND (valid_until IS NULL OR valid_until > {param(now)})")
+    query = (f"SELECT {PRODUCT_COLUMNS} FROM products WHERE {' AND '.join(where)} "
+             f"ORDER BY id LIMIT {param(limit)}")
+    return query, param.values

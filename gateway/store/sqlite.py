@@ -30,7 +30,10 @@ import structlog
 from ..secretbox import SecretBox
 from .base import (
     COUNTERS,
+    PRODUCT_CHANGES,
     Alert,
+    Channel,
+    ChannelExists,
     Click,
     CodeTaken,
     Contact,
@@ -43,7 +46,9 @@ from .base import (
     Merchant,
     MerchantExists,
     MintedLink,
+    NewProduct,
     Product,
+    ProductState,
     StatsRow,
     Store,
     StoreError,
@@ -75,10 +80,12 @@ from .sealing import (
 from .sketch import add_hashes, merge_sketches
 from .sql import (
     CLICK_COLUMNS,
+    PRODUCT_COLUMNS,
     click_row,
     load_report_code,
     login_attempt_query,
     login_attempt_wait,
+    product_list_query,
     sketch_query,
     stats_query,
     stats_row,
@@ -92,9 +99,6 @@ log = structlog.get_logger("linkloop.store")
 T = TypeVar("T")
 R = TypeVar("R", Click, Event)
 
-_PRODUCT_COLUMNS = (
-    "id, merchant_id, code, title, targets, image_url, price, status, created_at, updated_at"
-)
 _CREDENTIAL_COLUMNS = "merchant_id, platform, app_id, secret, updated_at"
 _MINTED_COLUMNS = ("merchant_id, code, kind, fingerprint, value, image, expires_at, minted_at, "
                    "attempts, due_at, error")
@@ -119,7 +123,12 @@ def _product(row: Sequence[Any]) -> Product:
     return Product(
         id=row[0], merchant_id=row[1], code=row[2], title=row[3], targets=json.loads(row[4]),
         image_url=row[5], price=row[6], status=row[7], created_at=row[8], updated_at=row[9],
+        valid_from=row[10], valid_until=row[11],
     )
+
+
+def _merchant(row: Sequence[Any]) -> Merchant:
+    return Merchant(row[0], row[1], tuple(json.loads(row[2])), row[3])
 
 
 def _insert_new(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
@@ -388,42 +397,76 @@ class SQLiteStore(Store):
             row = self._rconn.execute(
                 "SELECT id, name, domains, created_at FROM merchants WHERE id = ?", (merchant_id,)
             ).fetchone()
-            if row is None:
-                return None
-            return Merchant(row[0], row[1], tuple(json.loads(row[2])), row[3])
+            return _merchant(row) if row else None
 
         return await self._read(read)
+
+    async def list_merchants(self) -> Sequence[Merchant]:
+        def read() -> list[Merchant]:
+            rows = self._rconn.execute(
+                "SELECT id, name, domains, created_at FROM merchants ORDER BY id").fetchall()
+            return [_merchant(r) for r in rows]
+
+        return await self._read(read)
+
+    async def update_merchant(self, merchant_id: str, *, name: str | None = None,
+                              domains: Sequence[str] | None = None) -> Merchant | None:
+        def update(conn: sqlite3.Connection) -> Merchant | None:
+            if name is not None:
+                conn.execute("UPDATE merchants SET name = ? WHERE id = ?", (name, merchant_id))
+            if domains is not None:
+                conn.execute("UPDATE merchants SET domains = ? WHERE id = ?",
+                             (json.dumps(list(domains)), merchant_id))
+            row = conn.execute("SELECT id, name, domains, created_at FROM merchants "
+                               "WHERE id = ?", (merchant_id,)).fetchone()
+            return _merchant(row) if row else None
+
+        return await self._write(self._transaction(update))
 
     # --- products ----------------------------------------------------------------------------
     async def create_product(
         self, merchant_id: str, *, code: str, title: str,
         targets: Mapping[str, Mapping[str, str]], image_url: str | None, price: str | None,
+        valid_from: float | None = None, valid_until: float | None = None,
     ) -> Product:
+        made = await self.create_products(merchant_id, [NewProduct(
+            code, title, targets, image_url, price, valid_from, valid_until)])
+        return made[0]
+
+    async def create_products(self, merchant_id: str,
+                              products: Sequence[NewProduct]) -> list[Product]:
         now = time.time()
 
-        def insert(conn: sqlite3.Connection) -> Product:
-            try:
-                cur = conn.execute(
-                    "INSERT INTO products (merchant_id, code, title, targets, image_url, price, "
-                    "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)",
-                    (merchant_id, code, title, json.dumps(targets, ensure_ascii=False),
-                     image_url, price, now, now),
-                )
-            except sqlite3.IntegrityError as exc:
-                if "code" in str(exc):
-                    raise CodeTaken(code) from None
-                raise
-            assert cur.lastrowid is not None
-            return Product(id=cur.lastrowid, merchant_id=merchant_id, code=code, title=title,
-                           targets=targets, image_url=image_url, price=price,
-                           created_at=now, updated_at=now)
+        def insert(conn: sqlite3.Connection) -> list[Product]:
+            made = []
+            for new in products:
+                try:
+                    cur = conn.execute(
+                        "INSERT INTO products (merchant_id, code, title, targets, image_url, "
+                        "price, status, created_at, updated_at, valid_from, valid_until) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+                        (merchant_id, new.code, new.title,
+                         json.dumps(new.targets, ensure_ascii=False), new.image_url, new.price,
+                         now, now, new.valid_from, new.valid_until),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    if "code" in str(exc):
+                        raise CodeTaken(new.code) from None
+                    raise
+                assert cur.lastrowid is not None
+                made.append(Product(
+                    id=cur.lastrowid, merchant_id=merchant_id, code=new.code, title=new.title,
+                    targets=new.targets, image_url=new.image_url, price=new.price,
+                    created_at=now, updated_at=now, valid_from=new.valid_from,
+                    valid_until=new.valid_until))
+            return made
 
         return await self._write(self._transaction(insert))
 
     async def get_product(self, merchant_id: str, product_id: int) -> Product | None:
         def read() -> Product | None:
             row = self._rconn.execute(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = ? AND id = ?",
+                f"SELECT {PRODUCT_COLUMNS} FROM products WHERE merchant_id = ? AND id = ?",
                 (merchant_id, product_id),
             ).fetchone()
             return _product(row) if row else None
@@ -431,23 +474,22 @@ class SQLiteStore(Store):
         return await self._read(read)
 
     async def list_products(
-        self, merchant_id: str, *, limit: int, after_id: int = 0,
+        self, merchant_id: str, *, limit: int, after_id: int = 0, search: str | None = None,
+        state: ProductState | None = None, now: float = 0.0,
     ) -> Sequence[Product]:
+        query, params = product_list_query(merchant_id, limit=limit, after_id=after_id,
+                                           search=search, state=state, now=now, mark="?")
+
         def read() -> list[Product]:
-            rows = self._rconn.execute(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = ? AND id > ? "
-                "ORDER BY id LIMIT ?",
-                (merchant_id, after_id, limit),
-            ).fetchall()
-            return [_product(r) for r in rows]
+            return [_product(r) for r in self._rconn.execute(query, params).fetchall()]
 
         return await self._read(read)
 
     async def update_product(
         self, merchant_id: str, product_id: int, changes: Mapping[str, Any],
     ) -> Product | None:
-        allowed = {"title", "image_url", "price", "targets", "status"}
-        assert set(changes) <= allowed, f"unexpected product changes: {set(changes) - allowed}"
+        assert set(changes) <= PRODUCT_CHANGES, (
+            f"unexpected product changes: {set(changes) - PRODUCT_CHANGES}")
 
         def update(conn: sqlite3.Connection) -> Product | None:
             values = {k: json.dumps(v, ensure_ascii=False) if k == "targets" else v
@@ -459,7 +501,7 @@ class SQLiteStore(Store):
                 (*values.values(), merchant_id, product_id),
             )
             row = conn.execute(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE merchant_id = ? AND id = ?",
+                f"SELECT {PRODUCT_COLUMNS} FROM products WHERE merchant_id = ? AND id = ?",
                 (merchant_id, product_id),
             ).fetchone()
             return _product(row) if row else None
@@ -469,7 +511,7 @@ class SQLiteStore(Store):
     async def recent_links(self, limit: int) -> Sequence[Product]:
         def read() -> list[Product]:
             rows = self._rconn.execute(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products ORDER BY updated_at DESC LIMIT ?",
+                f"SELECT {PRODUCT_COLUMNS} FROM products ORDER BY updated_at DESC LIMIT ?",
                 (limit,)).fetchall()
             return [_product(r) for r in rows]
 
@@ -478,7 +520,7 @@ class SQLiteStore(Store):
     async def link(self, code: str) -> Product | None:
         def read() -> Product | None:
             row = self._rconn.execute(
-                f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE code = ?", (code,)
+                f"SELECT {PRODUCT_COLUMNS} FROM products WHERE code = ?", (code,)
             ).fetchone()
             return _product(row) if row else None
 
@@ -487,7 +529,7 @@ class SQLiteStore(Store):
     async def links(self, codes: Sequence[str]) -> dict[str, Product]:
         def read() -> dict[str, Product]:
             rows = _select_in(self._rconn,
-                              f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE code IN", codes)
+                              f"SELECT {PRODUCT_COLUMNS} FROM products WHERE code IN", codes)
             return {row[2]: _product(row) for row in rows}
 
         return await self._read(read) if codes else {}
@@ -517,6 +559,40 @@ class SQLiteStore(Store):
             for seq, code in rows:
                 forget(code)
                 self._links_seen = seq
+
+    # --- channels ----------------------------------------------------------------------------
+    async def create_channel(self, channel: Channel) -> Channel:
+        made = Channel(channel.merchant_id, channel.name, channel.label,
+                       channel.created_at or time.time())
+
+        def insert(conn: sqlite3.Connection) -> Channel:
+            try:
+                conn.execute("INSERT INTO channels (merchant_id, name, label, created_at) "
+                             "VALUES (?, ?, ?, ?)",
+                             (made.merchant_id, made.name, made.label, made.created_at))
+            except sqlite3.IntegrityError as exc:
+                if "FOREIGN KEY" in str(exc):
+                    raise StoreError(f"no merchant {made.merchant_id!r}") from None
+                raise ChannelExists(made.name) from None
+            return made
+
+        return await self._write(self._transaction(insert))
+
+    async def list_channels(self, merchant_id: str) -> Sequence[Channel]:
+        def read() -> list[Channel]:
+            rows = self._rconn.execute(
+                "SELECT merchant_id, name, label, created_at FROM channels "
+                "WHERE merchant_id = ? ORDER BY name", (merchant_id,)).fetchall()
+            return [Channel(*r) for r in rows]
+
+        return await self._read(read)
+
+    async def delete_channel(self, merchant_id: str, name: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM channels WHERE merchant_id = ? AND name = ?",
+                                (merchant_id, name)).rowcount > 0
+
+        return await self._write(self._transaction(delete))
 
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
@@ -1116,6 +1192,17 @@ class SQLiteStore(Store):
                          "WHERE email = ?", (now, email))
 
         await self._write(self._transaction(update))
+
+    async def set_password(self, email: str, password_hash: str, *, now: float) -> User | None:
+        def update(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE email = ?",
+                               (email,)).fetchone()
+            conn.execute("UPDATE users SET password_hash = ?, failed_logins = 0, "
+                         "locked_until = 0, sessions_after = MAX(sessions_after, ?) "
+                         "WHERE email = ?", (password_hash, now, email))
+            return User(*row) if row else None
+
+        return await self._write(self._transaction(update))
 
     async def unlock_user(self, email: str) -> User | None:
         def update(conn: sqlite3.Connection) -> User | None:

@@ -90,6 +90,21 @@ class WeComClient:
                               {"config_id": config_id})
         return config_id, str(way["join_way"]["qr_code"])
 
+    async def follow_users(self, corp_id: str, secret: str) -> list[str]:
+        """Members allowed to have customer contacts (客户联系), by user id.
+
+        ``GET externalcontact/get_follow_user_list``: ``{"errcode": 0, "follow_user":
+        ["zhangsan", ...]}``. Source: 获取配置了客户联系功能的成员列表,
+        https://developer.work.weixin.qq.com/document/path/92571
+        """
+        token = await self.access_token(corp_id, secret)
+        data = await self._api.request("GET", "externalcontact/get_follow_user_list",
+                                       {"access_token": token})
+        if int(data.get("errcode", 0)) != 0:
+            raise WeComApiError(f"get_follow_user_list: {data.get('errmsg', 'error')}",
+                                int(data.get("errcode", 0)))
+        return [str(u) for u in data.get("follow_user", []) if isinstance(u, str)]
+
     async def group_members(self, corp_id: str, secret: str,
                             chat_id: str) -> list[dict[str, Any]]:
         data = await self.call(corp_id, secret, "externalcontact/groupchat/get",
