@@ -8,7 +8,6 @@ marketing and merchant staff read them at ``GET /api/alerts`` and on the dashboa
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,10 +16,12 @@ from aiohttp import web
 
 from .api import principal
 from .appkeys import STORE
-from .errors import ApiError, guarded
+from .errors import guarded
+from .jsonout import json_response
+from .params import IntParam
 from .store import Alert
 
-__all__ = ["ALERT_KINDS", "AlertKind", "alert_json", "recent_alerts", "setup_routes"]
+__all__ = ["ALERT_DAYS", "ALERT_KINDS", "AlertKind", "alert_json", "recent_alerts", "setup_routes"]
 
 #: How far back ``GET /api/alerts`` and the dashboard look by default, and at most.
 DEFAULT_DAYS = 30
@@ -68,23 +69,17 @@ async def recent_alerts(app: web.Application, merchant_id: str,
     return [alert_json(a) for a in found]
 
 
-def _days(query: Mapping[str, str]) -> int:
-    raw = query.get("days")
-    if raw is None:
-        return DEFAULT_DAYS
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_DAYS:
-        raise ApiError(422, "invalid_field", f"days must be a whole number from 1 to {MAX_DAYS}",
-                       "days")
-    return int(raw)
+#: ``?days=``, read through an object that also describes it (gateway/openapi.py).
+ALERT_DAYS = IntParam("days", "How many days back.", default=DEFAULT_DAYS, minimum=1,
+                      maximum=MAX_DAYS)
 
 
 async def list_alerts(request: web.Request) -> web.Response:
     """``GET /api/alerts[?days=30]``: the merchant's alerts, newest first (any role)."""
     who = principal(request)
-    days = _days(request.query)
-    return web.json_response({"days": days,
-                              "alerts": await recent_alerts(request.app, who.merchant_id,
-                                                            days)})
+    days = ALERT_DAYS.parse(request)
+    return json_response({"days": days,
+                          "alerts": await recent_alerts(request.app, who.merchant_id, days)})
 
 
 def setup_routes(app: web.Application) -> None:

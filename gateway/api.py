@@ -27,18 +27,30 @@ from .appkeys import (
 from .auth import AuthError, Principal
 from .catalog import product_json
 from .errors import ApiError, guarded
-from .inputs import parse_json, parse_uint, plain_text, strict_int
+from .inputs import parse_json, parse_uint, plain_text
+from .jsonout import json_response
+from .params import ChoiceParam, IntParam, PatternParam
 from .products import product_by_id
-from .stats import StatsQueryError, parse_stats_query, rows_csv, stats_answer
+from .stats import CHANNEL_PATTERN, StatsQueryError, parse_stats_query, rows_csv, stats_answer
 from .store import PRODUCT_STATES, Credentials, Merchant, Product, ProductState
 
-__all__ = ["after_save", "answer_product", "json_body", "merchant_of", "own_product",
-           "principal", "product_filters", "setup_routes"]
+__all__ = ["PAGE_AFTER", "PAGE_LIMIT", "QR_CHANNEL", "STATS_FORMAT", "after_save",
+           "answer_product", "json_body", "merchant_of", "own_product", "principal",
+           "product_filters", "setup_routes"]
 
 _JWT_TEXT = re.compile(r"[A-Za-z0-9_=.-]{1,4096}")
 _PAGE_DEFAULT = 20
 _MINI = "wechat_miniprogram"
 _PAGE_MAX = 100
+
+# Query parameters read through objects that also describe them (gateway/openapi.py).
+PAGE_LIMIT = IntParam("limit", "Products per page.", default=_PAGE_DEFAULT, minimum=1,
+                      maximum=_PAGE_MAX)
+PAGE_AFTER = IntParam("after", "The previous page's `next`: products after this id.")
+QR_CHANNEL = PatternParam("ch", "Tag the link with this `?ch=` channel.",
+                          pattern=CHANNEL_PATTERN, rule="1-32 of a-z, 0-9 and _")
+STATS_FORMAT = ChoiceParam("format", "`csv` answers the rows as a spreadsheet.",
+                           choices=("json", "csv"), default="json")
 
 
 def principal(request: web.Request, *, write: bool = False) -> Principal:
@@ -89,7 +101,7 @@ async def own_product(request: web.Request, who: Principal) -> Product:
 async def answer_product(request: web.Request, product: Product) -> web.Response:
     """A product changed as JSON, after dropping its share link from this process's cache."""
     request.app[LINKS].forget(product.code)
-    return web.json_response(await _product_answer(request, product))
+    return json_response(await _product_answer(request, product))
 
 
 async def create_product(request: web.Request) -> web.Response:
@@ -98,22 +110,21 @@ async def create_product(request: web.Request) -> web.Response:
     product = await products.create_product(request.app[STORE], merchant,
                                             await json_body(request), zone=request.app[CLOCK].zone)
     await after_save(request.app, product)
-    return web.json_response(await _product_answer(request, product), status=201)
+    return json_response(await _product_answer(request, product), status=201)
 
 
 async def list_products(request: web.Request) -> web.Response:
     """A page of products; ``q`` searches title and code, ``state`` keeps one state."""
     who = principal(request)
-    limit = strict_int(request.query.get("limit"), "limit", default=_PAGE_DEFAULT, minimum=1,
-                       maximum=_PAGE_MAX)
-    after = strict_int(request.query.get("after"), "after", default=0)
+    limit = PAGE_LIMIT.parse(request)
+    after = PAGE_AFTER.parse(request)
     search, state = product_filters(request.query)
     found = await request.app[STORE].list_products(
         who.merchant_id, limit=limit + 1, after_id=after, search=search, state=state,
         now=time.time())
     page = found[:limit]
     base, zone = request.app[PUBLIC_URL], request.app[CLOCK].zone
-    return web.json_response({
+    return json_response({
         "items": [product_json(p, base, zone=zone) for p in page],
         "next": str(page[-1].id) if len(found) > limit else None,
     })
@@ -134,7 +145,7 @@ def product_filters(query: Mapping[str, str]) -> tuple[str | None, ProductState 
 async def read_product(request: web.Request) -> web.Response:
     who = principal(request)
     product = await own_product(request, who)
-    return web.json_response(await _product_answer(request, product))
+    return json_response(await _product_answer(request, product))
 
 
 async def change_product(request: web.Request) -> web.Response:
@@ -145,7 +156,7 @@ async def change_product(request: web.Request) -> web.Response:
                                             await json_body(request),
                                             zone=request.app[CLOCK].zone)
     await after_save(request.app, updated, before=product)
-    return web.json_response(await _product_answer(request, updated))
+    return json_response(await _product_answer(request, updated))
 
 
 async def after_save(app: web.Application, product: Product, *,
@@ -192,7 +203,7 @@ async def restore_product(request: web.Request) -> web.Response:
     product = await own_product(request, who)
     restored = await products.restore_product(request.app[STORE], product)
     await after_save(request.app, restored)  # links minted before may have run out meanwhile
-    return web.json_response(await _product_answer(request, restored))
+    return json_response(await _product_answer(request, restored))
 
 
 async def product_qr(request: web.Request) -> web.Response:
@@ -200,12 +211,8 @@ async def product_qr(request: web.Request) -> web.Response:
     who = principal(request)
     product = await own_product(request, who)
     url = f"{request.app[PUBLIC_URL]}/p/{product.code}"
-    channel = request.query.get("ch")
+    channel = QR_CHANNEL.parse(request)
     if channel:
-        from .shopper import CHANNEL_PATTERN
-
-        if not CHANNEL_PATTERN.fullmatch(channel):
-            raise ApiError(422, "invalid_field", "ch must be 1-32 of a-z, 0-9 and _", "ch")
         url += f"?ch={channel}"
     qr = segno.make(url, error="m")
     if request.match_info["fmt"] == "svg":
@@ -223,9 +230,7 @@ async def stats(request: web.Request) -> web.Response:
         query = parse_stats_query(dict(request.query), request.app[CLOCK].today())
     except StatsQueryError as exc:
         raise ApiError(422, "invalid_field", exc.message, exc.field) from None
-    answer_format = request.query.get("format") or "json"
-    if answer_format not in ("json", "csv"):
-        raise ApiError(422, "invalid_field", "format must be json or csv", "format")
+    answer_format = STATS_FORMAT.parse(request)
     timezone = request.app[CLOCK].timezone
     answer = await stats_answer(request.app[STORE], who.merchant_id, query, timezone)
     if answer_format == "csv":
@@ -239,7 +244,7 @@ async def stats(request: web.Request) -> web.Response:
     # With a static QR, WeCom can't tell us which visit became an add: say so with the rows.
     answer["attribution"] = "none" if entry is None else (
         "visits_only" if entry.kind == "static" else "adds")
-    return web.json_response(answer)
+    return json_response(answer)
 
 
 # Platforms whose app credentials the gateway uses, with the appid format each expects: the
@@ -277,13 +282,13 @@ async def put_credentials(request: web.Request) -> web.Response:
     else:  # the open tag works from the next page on: fetch the JS-SDK ticket now
         await asyncio.wait({asyncio.ensure_future(request.app[JSSDK].warm(who.merchant_id))},
                            timeout=request.app[SETTINGS]["wechat.timeout_seconds"] + 1)
-    return web.json_response(_credentials_json(stored))
+    return json_response(_credentials_json(stored))
 
 
 async def list_credentials(request: web.Request) -> web.Response:
     who = principal(request)
     found = await request.app[STORE].list_credentials(who.merchant_id)
-    return web.json_response({"items": [_credentials_json(c) for c in found]})
+    return json_response({"items": [_credentials_json(c) for c in found]})
 
 
 def setup_routes(app: web.Application) -> None:

@@ -29,6 +29,7 @@ from .api import after_save, json_body, merchant_of, own_product, principal, pro
 from .appkeys import CLOCK, ENTRIES, PUBLIC_URL, SETTINGS, STORE
 from .errors import ApiError, guarded
 from .inputs import plain_text
+from .jsonout import json_response
 from .preview import OSES, preview
 from .stats import CHANNEL_PATTERN
 from .store import Channel, ChannelExists, Product, ProductState, Store
@@ -60,7 +61,7 @@ async def whole_preview(request: web.Request, product: Product, os: str) -> dict
 async def product_preview(request: web.Request) -> web.Response:
     who = principal(request)
     product = await own_product(request, who)
-    return web.json_response(await whole_preview(request, product,
+    return json_response(await whole_preview(request, product,
                                                  request.query.get("os") or "ios"))
 
 
@@ -111,7 +112,7 @@ async def import_file(request: web.Request) -> web.Response:
         raise ApiError(422, "import_rejected", (
             f"{result.errors} of {len(result.rows)} rows have errors ({'; '.join(wrong[:10])}"
             f"{more}); nothing was written: ?dry_run=true answers every row"), "file")
-    return web.json_response(result.as_json(), status=201 if result.created else 200)
+    return json_response(result.as_json(), status=201 if result.created else 200)
 
 
 def file_response(data: bytes, kind: bulk.Kind, name: str) -> web.Response:
@@ -188,7 +189,7 @@ def channel_from(body: Any, merchant_id: str) -> Channel:
 async def list_channels(request: web.Request) -> web.Response:
     who = principal(request)
     found = await request.app[STORE].list_channels(who.merchant_id)
-    return web.json_response({"items": [channel_json(c) for c in found]})
+    return json_response({"items": [channel_json(c) for c in found]})
 
 
 async def create_channel(request: web.Request) -> web.Response:
@@ -199,7 +200,7 @@ async def create_channel(request: web.Request) -> web.Response:
     except ChannelExists:
         raise ApiError(409, "channel_exists", f"there is a channel {channel.name!r} already",
                        "name") from None
-    return web.json_response(channel_json(made), status=201)
+    return json_response(channel_json(made), status=201)
 
 
 async def delete_channel(request: web.Request) -> web.Response:
@@ -207,7 +208,7 @@ async def delete_channel(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if not await request.app[STORE].delete_channel(who.merchant_id, name):
         raise ApiError(404, "not_found", "no such channel")
-    return web.json_response({"deleted": name})
+    return json_response({"deleted": name})
 
 
 # --- the WeCom entry point ------------------------------------------------------------------------
@@ -218,7 +219,7 @@ async def check_entry_point(request: web.Request) -> web.Response:
     if entry is None:
         raise ApiError(404, "not_found", "no entry point is set: PUT /api/entry")
     steps = await check_entry(directory.client, entry)
-    return web.json_response({"ok": all(s.ok for s in steps),
+    return json_response({"ok": all(s.ok for s in steps),
                               "steps": [s.as_json() for s in steps]})
 
 

@@ -40,9 +40,11 @@ from .detect import Detector
 from .errors import add_fallback_routes
 from .keys import auth_secret, ip_salt
 from .links import LinkCache
+from .metrics import metrics_ctx
 from .pages import Pages
 from .privacy import IpHasher
 from .recorder import Journal, Recorder
+from .retention import prune_daily
 from .settings import Settings
 from .store import open_store
 from .writer import WriterProcess
@@ -146,7 +148,7 @@ async def _secrets(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
-    from . import alerts, api, api_console, console, dashboard, shopper
+    from . import alerts, api, api_console, console, dashboard, metrics, openapi, shopper
     from .wecom import callback, entry
 
     # No middleware: each route catches its own errors (errors.guarded), so the share
@@ -158,7 +160,8 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     app[CLOCK] = DayClock(settings["stats.timezone"])
     app[DETECTOR] = Detector()
     app[PAGES] = Pages()
-    app.cleanup_ctx.extend([_secrets, _storage, _recorder, _platform_apis])
+    app.cleanup_ctx.extend([metrics_ctx, _secrets, _storage, _recorder, _platform_apis,
+                            prune_daily])
     shopper.setup_routes(app)
     api_console.setup_routes(app)  # before api: its fixed paths before /api/products/{id}
     api.setup_routes(app)
@@ -167,5 +170,7 @@ def create_app(settings: Settings, *, worker: int = 0) -> web.Application:
     callback.setup_routes(app)
     console.setup_routes(app)  # before the dashboard's /dashboard/products/{id}
     dashboard.setup_routes(app)
+    metrics.setup_routes(app)
+    openapi.setup_routes(app)
     add_fallback_routes(app)  # last: our 404 and 405 for whatever no route above takes
     return app

@@ -6,7 +6,7 @@ way: the factory imports the routes, the routes import the keys.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -19,6 +19,7 @@ from .privacy import IpHasher
 from .recorder import Recorder
 from .settings import Settings
 from .store import Store
+from .tally import ShareLinkCounts
 
 if TYPE_CHECKING:  # these modules import this one for its keys
     from .wechat.jssdk import JsSdk
@@ -35,10 +36,12 @@ __all__ = [
     "JSSDK",
     "LINKS",
     "MINIPROGRAM_LINKS",
+    "OPENAPI",
     "PAGES",
     "PUBLIC_URL",
     "RECORDER",
     "SETTINGS",
+    "SHARE_LINK_COUNTS",
     "STORE",
     "TOKENS",
     "WORKER",
@@ -54,6 +57,10 @@ PAGES = web.AppKey("pages", Pages)
 CLOCK = web.AppKey("clock", DayClock)
 IP_HASHER = web.AppKey("ip_hasher", IpHasher)
 PUBLIC_URL = web.AppKey("public_url", str)
+#: The API's OpenAPI document, built once when the app is made (gateway/openapi.py).
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+#: What the share link counts of itself, for GET /metrics.
+SHARE_LINK_COUNTS = web.AppKey("share_link_counts", ShareLinkCounts)
 #: Which of ``serve --workers N`` processes this is (0 for a single process).
 WORKER = web.AppKey("worker", int)
 ENTRIES: web.AppKey[EntryDirectory] = web.AppKey("entries")

@@ -31,6 +31,7 @@ _SLUG = CODE_PATTERN  # a slug is a share code: the share link checks codes by i
 WINDOW_FIELDS = ("valid_from", "valid_until")
 _FIELDS = {"title", "image_url", "price", "slug", "targets", *WINDOW_FIELDS}
 _MAX_TITLE = 200
+_MAX_PRICE = Decimal("100000000")
 # A date and a time to the minute (seconds and fraction optional), ``T`` or a space between
 # them, and an optional UTC offset: what <input type="datetime-local"> sends, what a
 # spreadsheet cell reads as, and what the API answers. Nothing else datetime.fromisoformat
@@ -71,8 +72,8 @@ def _price(value: Any) -> str | None:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise _invalid("price", "price must be a number such as 99.90") from None
-    if not amount.is_finite() or amount < 0 or amount > Decimal("100000000"):
-        raise _invalid("price", "price must be between 0 and 100000000")
+    if not amount.is_finite() or amount < 0 or amount > _MAX_PRICE:
+        raise _invalid("price", f"price must be between 0 and {_MAX_PRICE}")
     if amount != amount.quantize(Decimal("0.01")):
         raise _invalid("price", "price has at most two decimal places")
     return str(amount.quantize(Decimal("0.01")))

@@ -366,7 +366,7 @@ def add_commands(sub: Any, merchants: Any, users: Any) -> None:
 
     def command(name: str, help_: str, func: Any, *, ref: bool = False) -> Any:
         parser = psub.add_parser(name, help=help_)
-        parser.add_argument("--merchant", required=True)
+        parser.add_argument("--merchant", required=True, help="whose products")
         if ref:
             parser.add_argument("product", help="the product's id or share code")
         parser.set_defaults(func=func)
@@ -384,7 +384,7 @@ def add_commands(sub: Any, merchants: Any, users: Any) -> None:
     body_options(create)
     listing = command("list", "the merchant's products, one JSON a line", cmd_product_list)
     listing.add_argument("--q", help="only those whose title or share code contains this")
-    listing.add_argument("--state", choices=PRODUCT_STATES)
+    listing.add_argument("--state", choices=PRODUCT_STATES, help="only products in this state")
     command("show", "one product", cmd_product_show, ref=True)
     update = command("update", "change a product's fields", cmd_product_update, ref=True)
     body_options(update)
@@ -402,16 +402,18 @@ def add_commands(sub: Any, merchants: Any, users: Any) -> None:
     listed = merchants.add_parser("list", help="every merchant, one JSON a line")
     listed.set_defaults(func=cmd_merchant_list)
     changed = merchants.add_parser("update", help="a merchant's name or web domains")
-    changed.add_argument("id")
-    changed.add_argument("--name")
+    changed.add_argument("id", help="the merchant's id")
+    changed.add_argument("--name", help="a new name")
     changed.add_argument("--domain", action="append", default=[],
                          help="replace the domains with these (repeatable)")
-    changed.add_argument("--add-domain", action="append", default=[])
-    changed.add_argument("--remove-domain", action="append", default=[])
+    changed.add_argument("--add-domain", action="append", default=[],
+                         help="allow one more domain for web targets (repeatable)")
+    changed.add_argument("--remove-domain", action="append", default=[],
+                         help="stop allowing a domain (repeatable)")
     changed.set_defaults(func=cmd_merchant_update)
 
     reset = users.add_parser(
         "reset-password", help="a new password for a login (stdin when not a terminal); "
         "lifts its lock and ends its sessions")
-    reset.add_argument("email")
+    reset.add_argument("email", help="the login's email address")
     reset.set_defaults(func=cmd_user_reset_password)

@@ -14,7 +14,9 @@ import structlog
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .jsonout import json_response
 from .store import StoreUnavailable
+from .tally import REQUESTS
 
 __all__ = ["ApiError", "add_fallback_routes", "error_response", "guarded", "json_error"]
 
@@ -60,7 +62,7 @@ def json_error(status: int, code: str, message: str, field: str | None = None,
     error: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         error["field"] = field
-    return web.json_response({"error": error}, status=status, headers=headers)
+    return json_response({"error": error}, status=status, headers=headers)
 
 
 def _is_api(request: web.Request) -> bool:
@@ -116,11 +118,24 @@ def guarded(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def guard(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # a redirect raised: an answer, which aiohttp sends
+                _count(request, exc.status)
+                raise
+            response = error_response(request, exc)
         except Exception as exc:
-            return error_response(request, exc)
+            response = error_response(request, exc)
+        _count(request, response.status)
+        return response
 
     return guard
+
+
+def _count(request: web.Request, status: int) -> None:
+    """One more request answered, by route template and status, for GET /metrics."""
+    resource = request.match_info.route.resource
+    REQUESTS[resource.canonical if resource is not None else "", status] += 1
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:

@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 from cachetools import TTLCache
 
+from .tally import PLATFORM_CALLS, PLATFORM_ERRORS
+
 __all__ = ["JsonApi", "PlatformApiError", "TokenCache"]
 
 _EARLY_EXPIRY = 300
@@ -36,18 +38,23 @@ class JsonApi:
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._error = error
+        #: "wecom" or "wechat", as GET /metrics labels the calls (from WeComApiError...).
+        self.platform = error.__name__.removesuffix("ApiError").lower()
 
     async def fetch(self, method: str, path: str, params: Mapping[str, str],
                     body: Mapping[str, Any] | None = None) -> tuple[str, bytes]:
         """(content type, body) of a call that may answer with something other than JSON
         (WeChat's mini-program code: the image, or a JSON error)."""
+        PLATFORM_CALLS[self.platform, path] += 1
         try:
             async with self._session.request(method, f"{self._base}/{path}", params=params,
                                              json=body, timeout=self._timeout) as resp:
                 if resp.status != 200:
+                    PLATFORM_ERRORS[self.platform, path, "http"] += 1
                     raise self._error(f"{path}: HTTP {resp.status}")
                 return resp.content_type, await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
+            PLATFORM_ERRORS[self.platform, path, "transport"] += 1
             raise self._error(f"{path}: {type(exc).__name__} {exc}") from None
 
     async def request(self, method: str, path: str, params: Mapping[str, str],
@@ -59,9 +66,13 @@ class JsonApi:
         try:
             data = json.loads(raw)
         except ValueError as exc:  # UnicodeDecodeError too
+            PLATFORM_ERRORS[self.platform, path, "http"] += 1
             raise self._error(f"{path}: {type(exc).__name__} {exc}") from None
         if not isinstance(data, dict):
+            PLATFORM_ERRORS[self.platform, path, "http"] += 1
             raise self._error(f"{path}: the answer is not a JSON object")
+        if data.get("errcode", 0) != 0:  # the caller decides what to do; here it is counted
+            PLATFORM_ERRORS[self.platform, path, "errcode"] += 1
         return data
 
 

@@ -170,6 +170,14 @@ class Recorder:
         self.overflowed = 0
         #: Rows neither storage, the journal nor memory could take: lost, and counted.
         self.dropped = 0
+        #: The same for clicks alone, for GET /metrics; counted per batch, never per click.
+        self.clicks_written = 0
+        self.clicks_journaled = 0
+        self.clicks_dropped = 0
+        #: Clicks that left memory (a batch in flight included) or never entered it (the
+        #: journal took them at once, or they were dropped): with the clicks in memory, all
+        #: the clicks the share link handed over (``clicks_taken``).
+        self._clicks_out = 0
         self.storage_ok = True
         self.journal_ok = True
 
@@ -200,6 +208,7 @@ class Recorder:
         past that it is dropped and counted. No fsync here: this runs on the loop; the page
         cache outlives the process.
         """
+        click = isinstance(row, Click)
         try:
             self.journal.append([row], sync=False)
         except OSError as exc:
@@ -208,9 +217,13 @@ class Recorder:
                 held.append(row)  # the next flush takes it, to storage or the journal
             else:
                 self._drop(1, "memory_full")
+                self.clicks_dropped += click
+                self._clicks_out += click
             return
         self.journal_ok = True
         self.overflowed += 1
+        self.clicks_journaled += click
+        self._clicks_out += click
         now = time.monotonic()
         if now - self._overflow_logged_at > 10:
             self._overflow_logged_at = now
@@ -237,6 +250,17 @@ class Recorder:
         return len(self._clicks) + len(self._events)
 
     @property
+    def clicks_taken(self) -> int:
+        """Every click the share link handed over: written, journaled, dropped or waiting."""
+        return self._clicks_out + len(self._clicks)
+
+    @property
+    def oldest_pending(self) -> float | None:
+        """When the oldest row still in memory was made (its click's or event's time)."""
+        times = [rows[0].ts for rows in (self._clicks, self._events) if rows]
+        return min(times) if times else None
+
+    @property
     def durable(self) -> bool:
         """Whether rows accepted now can be made durable: storage or the journal takes them.
         False while both fail: rows wait in memory (``/readyz`` answers not-ready)."""
@@ -256,6 +280,8 @@ class Recorder:
         await self._flush()
         if self.pending:  # neither storage nor the journal: the process takes them along
             self._drop(self.pending, "closing")
+            self.clicks_dropped += len(self._clicks)
+            self._clicks_out += len(self._clicks)
             self._clicks.clear()
             self._events.clear()
         log.info("recorder.closed", written=self.written, journaled=self.journaled,
@@ -301,10 +327,12 @@ class Recorder:
         while self._clicks or self._events:
             clicks, self._clicks = self._clicks[: self.batch_size], self._clicks[self.batch_size :]
             events, self._events = self._events[: self.batch_size], self._events[self.batch_size :]
+            self._clicks_out += len(clicks)
             if await self._write(clicks, events) or await self._journal(clicks, events):
                 continue
             # Neither took them: back in memory, first in line (they are the oldest), until
             # the next try. New rows meanwhile stay within hold_size (see _overflow).
+            self._clicks_out -= len(clicks)
             self._clicks[:0] = clicks
             self._events[:0] = events
             return
@@ -319,6 +347,7 @@ class Recorder:
             log.info("recorder.journal_back")
         self.journal_ok = True
         self.journaled += len(clicks) + len(events)
+        self.clicks_journaled += len(clicks)
         return True
 
     async def _write(self, clicks: list[Click], events: list[Event]) -> bool:
@@ -338,6 +367,7 @@ class Recorder:
         self.storage_ok = True
         self._retry_delay = 0.0
         self.written += len(clicks) + len(events)
+        self.clicks_written += len(clicks)
         return True
 
     async def _replay(self) -> None:

@@ -66,6 +66,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("privacy.ip_salt", "",
             "Salt for hashing client addresses (raw addresses are never stored). "
             "Empty: generated once into data_dir."),
+    Setting("secrets.key", "",
+            "Key sealing the merchants' stored WeCom and WeChat secrets (AES-256-GCM): 32 "
+            "bytes in URL-safe base64. Set the same on every host sharing a database. "
+            "Empty: the key file."),
+    Setting("secrets.key_file", "",
+            "File of keys, one a line, newest first, used when secrets.key is empty; made "
+            "with one new key if missing. Empty: secrets.key under data_dir."),
+    Setting("secrets.previous_keys", "",
+            "Older keys (comma-separated) that still open stored secrets while `linkloop "
+            "secrets rotate` seals them all again under secrets.key."),
+    Setting("retention.raw_clicks_days", 180,
+            "Days raw clicks, events, visitor rows and worked WeCom callbacks are kept; "
+            "older ones are deleted daily (rollups keep their counts). 0: kept for ever.",
+            int, minimum=0),
     Setting("cache.link_ttl_seconds", 60.0,
             "Longest a cached share link is served before it is read again (in the "
             "background). Changes made through any instance reach every cache sooner.",

@@ -29,6 +29,7 @@ from .appkeys import (
     PUBLIC_URL,
     RECORDER,
     SETTINGS,
+    SHARE_LINK_COUNTS,
     STORE,
     WORKER,
 )
@@ -36,6 +37,7 @@ from .detect import Detection, Detector
 from .errors import error_response, guarded
 from .guide import overlay_for
 from .ids import is_token, is_visitor_id, new_click_id
+from .jsonout import json_response
 from .links import CachedLink
 from .logs import CLICK_ID
 from .miniprogram import NO_CARD, card_context, launch_page, miniprogram_code
@@ -43,6 +45,7 @@ from .pages import Pages, qr_svg
 from .resolve import Resolution, hop, resolve
 from .sales_window import closed_page, within
 from .store import Click, Event, Product
+from .tally import REQUESTS, SHARE_ROUTE, TIMED_ROUTES, ShareLinkCounts
 from .wecom.client import WeComApiError
 
 __all__ = ["CHANNEL_PATTERN", "VISITOR_COOKIE", "cookie_value", "setup_routes"]
@@ -70,6 +73,8 @@ class ShareLink:
         secure = "; Secure" if app[PUBLIC_URL].startswith("https://") else ""
         self.cookie_attrs = f"; Max-Age={_VISITOR_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}"
         self.public_url = app[PUBLIC_URL]
+        #: Pages and late failures, for GET /metrics (redirects are counted from the clicks).
+        self.counts = app[SHARE_LINK_COUNTS] = ShareLinkCounts()
         app.on_startup.append(self._bind)  # runs after cleanup_ctx has opened everything
 
     async def _bind(self, app: web.Application) -> None:
@@ -129,6 +134,11 @@ class ShareLink:
                 click_id, cached.merchant_id, cached.product_id, ts, day, detection.platform,
                 detection.source, visitor, self.ip_hashes[address], detection.bot,
                 detection.mobile, detection.os, channel, outcome)))
+        except Exception as exc:
+            return self._failed(request, exc, after_click=False)
+        # The click is taken. (Two try blocks cost nothing until one raises, and tell
+        # GET /metrics whether a failed request had counted its click.)
+        try:
             if resolution is None and outcome == "gone":
                 response = await _closed(request, cached, ts, click_id)
             elif resolution is None:
@@ -147,11 +157,20 @@ class ShareLink:
                     return web.Response(status=302, headers=(
                         (hdrs.LOCATION, url), *_NO_STORE, (hdrs.SET_COOKIE, set_cookie)))
                 response = await _landing(request, cached, detection, resolution, click_id)
+            self.counts.pages[response.status] += 1  # a page, not a redirect (returned above)
             if set_cookie is not None:
                 response.headers[hdrs.SET_COOKIE] = set_cookie
             return response
         except Exception as exc:
-            return error_response(request, exc)
+            return self._failed(request, exc, after_click=True)
+
+
+    def _failed(self, request: web.Request, exc: Exception, *,
+                after_click: bool) -> web.StreamResponse:
+        response = error_response(request, exc)
+        REQUESTS[SHARE_ROUTE, response.status] += 1
+        self.counts.failed_after_click += after_click
+        return response
 
     def _share_url(self, product: Product) -> str:
         return f"{self.public_url}/p/{product.code}"
@@ -171,7 +190,10 @@ class ShareLink:
                 detection.source, cookie if cookie and is_token(cookie) else click_id,
                 self.ip_hashes[address], detection.bot, detection.mobile, detection.os,
                 channel, "gone"))
-        return _link_gone(self.pages, cached.product)
+            self.counts.gone += 1  # a click taken, answered with no redirect
+        response = _link_gone(self.pages, cached.product)
+        REQUESTS[SHARE_ROUTE, response.status] += 1
+        return response
 
 
 async def _closed(request: web.Request, cached: CachedLink, now: float,
@@ -412,7 +434,7 @@ async def entry_hop(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -428,16 +450,17 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[STORE].ping()  # within storage.timeout_seconds
     except Exception as exc:
         log.warning("readyz.storage_unavailable", error=str(exc))
-        return web.json_response({"status": "unavailable", "storage": "down", **body},
-                                 status=503)
+        return json_response({"status": "unavailable", "storage": "down", **body},
+                             status=503)
     if not recorder.durable:  # neither storage nor the journal takes clicks: held in memory
-        return web.json_response({"status": "unavailable", "storage": "failing", **body},
-                                 status=503)
-    return web.json_response({"status": "ready", "storage": "ok", **body})
+        return json_response({"status": "unavailable", "storage": "failing", **body},
+                             status=503)
+    return json_response({"status": "ready", "storage": "ok", **body})
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/p/{code}", ShareLink(app).handle, name="share")  # guards itself
+    share = app.router.add_get("/p/{code}", ShareLink(app).handle, name="share")  # guards itself
+    TIMED_ROUTES.add(share)  # its latency histogram, for GET /metrics
     app.router.add_get("/o/{code}/{platform}", guarded(storefront_hop), name="storefront")
     app.router.add_get("/p/{code}/miniprogram-code", guarded(miniprogram_code))
     app.router.add_get("/e/{code}", guarded(entry_hop), name="entry")

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from gateway.store import (
+    COUNTERS,
     METRICS,
     Channel,
     Click,
@@ -43,6 +44,8 @@ from gateway.store import (
     User,
 )
 from gateway.store.postgres import PostgresStore
+from gateway.store.rollup import sketch_cells
+from gateway.store.sketch import add_hashes
 from gateway.store.sqlite import SQLiteStore
 
 from . import pg
@@ -477,6 +480,63 @@ async def forget_minted(store: Store, seed: Seed) -> None:
 
 
 @case
+async def forget_visitor(store: Store, seed: Seed) -> None:
+    before = {t.id: await store.stats(t.id, from_day=WIDE[0], to_day=WIDE[1], by="day")
+              for t in seed.tenants}
+    visitor = seed.m1.clicks[0].visitor  # m2 has a visitor of that id too
+    assert any(c.visitor == visitor for c in seed.m2.clicks)
+    gone = await store.forget_visitor(visitor, "m1")
+    assert list(gone) == ["m1"] and gone["m1"]["clicks"] == sum(
+        c.visitor == visitor for c in seed.m1.clicks)
+    left = {t.id: {c.visitor for c in await store.export_clicks(t.id, after="", limit=10_000)}
+            for t in seed.tenants}
+    assert visitor not in left["m1"] and visitor in left["m2"]
+    assert await store.forget_visitor(visitor, seed.m3) == {}
+    # Counts are sums: forgetting changes no one's figures.
+    for tenant in seed.tenants:
+        assert await store.stats(tenant.id, from_day=WIDE[0], to_day=WIDE[1],
+                                 by="day") == before[tenant.id]
+
+
+@case
+async def export_rollups(store: Store, seed: Seed) -> None:
+    before = NARROW[1]
+    for tenant in seed.tenants:
+        rows, sketches = await store.export_rollups(tenant.id, before_day=before)
+        assert rows and {key[0] for key, _counts in rows} == {tenant.id}
+        assert sketches and {cell[0] for cell, _sketch in sketches} == {tenant.id}
+        assert all(cell[2] < before for cell, _sketch in sketches)
+        per_day: dict[str, list[int]] = defaultdict(lambda: [0] * len(COUNTERS))
+        for key, counts in rows:
+            per_day[key[2]] = [a + b for a, b in zip(per_day[key[2]], counts, strict=True)]
+        want = expected_stats(tenant, from_day=WIDE[0], to_day="2026-11-14", by="day")
+        assert {day: tuple(c) for day, c in per_day.items()} == {
+            day: tuple(v for m, v in zip(METRICS, figures, strict=True) if m in COUNTERS)
+            for day, figures in want.items()}
+    assert await store.export_rollups(seed.m3, before_day=before) == ([], [])
+
+
+@case
+async def add_rollups(store: Store, seed: Seed) -> None:
+    # A day before the seeded ones (as an import of pruned days brings): m1's alone.
+    day = "2026-01-05"
+    product = seed.m1.products[0]
+    counts = tuple(range(1, len(COUNTERS) + 1))
+    visitors = [Click(id=f"old{n}", merchant_id="m1", product_id=product, ts=1.0, day=day,
+                      platform="taobao", source="ua", visitor=f"old-visitor-{n}",
+                      ip_hash="h") for n in range(3)]
+    sketches = [(cell, add_hashes(None, hashes))
+                for cell, hashes in sketch_cells(visitors).items()]
+    await store.add_rollups([(("m1", product, day, "taobao", ""), counts)], sketches)
+    want = dict(zip(COUNTERS, counts, strict=True)) | {"unique_visitors": 3}
+    for by in GROUPINGS:
+        got = as_figures(await store.stats("m1", from_day=day, to_day=day, by=by), by)
+        key = {"platform": "taobao", "product": product, "day": day, "channel": ""}[by]
+        assert got == {key: tuple(want[m] for m in METRICS)}, by
+        assert await store.stats("m2", from_day=day, to_day=day, by=by) == []
+
+
+@case
 async def create_products(store: Store, seed: Seed) -> None:
     made = await store.create_products("m2", [NewProduct("m2bulk1", "Bulk", {}),
                                               NewProduct("m2bulk2", "Bulk", {})])
@@ -588,6 +648,9 @@ UNSCOPED = {
     "take_login_attempt": "per client address (hashed), before any login is known",
     "give_back_login_attempt": "per client address, as take_login_attempt",
     "unlock_user": "by email, as get_user (an operator's command)",
+    "prune_raw": "every merchant's raw rows past the retention, by day (daily, and `linkloop "
+                 "prune`)",
+    "reseal_secrets": "every stored secret under the current key (`linkloop secrets rotate`)",
 }
 
 

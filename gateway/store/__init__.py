@@ -66,7 +66,19 @@ __all__ = [
     "User",
     "UserExists",
     "open_store",
+    "sqlite_path",
 ]
+
+
+def sqlite_path(settings: Settings) -> Path | None:
+    """The SQLite file ``storage.url`` names (its default: under the data directory), or
+    None when storage is elsewhere (PostgreSQL)."""
+    url: str = settings["storage.url"]
+    if not url:
+        return settings.data_dir / "linkloop.db"
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
 
 
 async def open_store(settings: Settings) -> Store:
@@ -74,11 +86,15 @@ async def open_store(settings: Settings) -> Store:
     url: str = settings["storage.url"]
     # One limit for every call, a lock or a connection waited for included.
     timeout: float = settings["storage.timeout_seconds"]
-    if not url or url.startswith("sqlite:///"):
+    from ..secretbox import SecretBox
+
+    secrets = SecretBox.from_settings(settings)
+    path = sqlite_path(settings)
+    if path is not None:
         from .sqlite import SQLiteStore
 
-        path = Path(url.removeprefix("sqlite:///")) if url else settings.data_dir / "linkloop.db"
-        return await SQLiteStore.open(path, busy_timeout=timeout, timeout_seconds=timeout)
+        return await SQLiteStore.open(path, busy_timeout=timeout, timeout_seconds=timeout,
+                                      secrets=secrets)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore, split_schema
 
@@ -86,5 +102,6 @@ async def open_store(settings: Settings) -> Store:
         # parameter (taken out before connecting): keep the tables in that schema, created
         # on first open. Every other parameter goes to asyncpg as it is.
         dsn, schema = split_schema(url)
-        return await PostgresStore.open(dsn, schema=schema, timeout_seconds=timeout)
+        return await PostgresStore.open(dsn, schema=schema, timeout_seconds=timeout,
+                                        secrets=secrets)
     raise ConfigError(f"storage.url: {url!r} is neither sqlite:///PATH nor postgresql://...")

@@ -11,7 +11,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+if TYPE_CHECKING:  # gateway/secretbox.py imports this module
+    from ..secretbox import SecretBox
 
 __all__ = [
     "COUNTERS",
@@ -59,6 +62,11 @@ GroupBy = Literal["platform", "product", "day", "channel", "total"]
 #: Roles a dashboard login may have (API tokens may also be ``admin``).
 StaffRole = Literal["merchant", "marketing"]
 
+#: (merchant_id, product_id, day, platform, channel): one row of the per-day rollups
+#: (gateway/store/rollup.py); channel '' is "no ``?ch=`` channel".
+RollupKey = tuple[str, int, str, str, str]
+#: (merchant_id, kind, period, product_id, platform, channel): one visitor sketch.
+SketchKey = tuple[str, str, str, int, str, str]
 #: Where a product stands for shoppers: its share link serves it (``live``), says "not yet"
 #: (``scheduled``: before ``valid_from``), "ended" (``ended``: from ``valid_until`` on), or
 #: is gone (``retired``).
@@ -372,6 +380,10 @@ class StatsRow:
 class Store(abc.ABC):
     """One storage engine. Opened with migrations applied; every call is async."""
 
+    #: Seals the merchants' secrets before they are stored and opens them when read
+    #: (gateway/secretbox.py): the tables hold no plain secret.
+    secrets: SecretBox
+
     # --- lifecycle ---------------------------------------------------------------------------
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -538,6 +550,43 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def forget_minted(self, merchant_id: str, code: str) -> None:
         """Drop everything minted for a share code (its target is gone)."""
+
+    # --- retention and privacy ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def prune_raw(self, *, before_day: str, before_ts: float) -> dict[str, Any]:
+        """Delete raw rows older than the retention (gateway/retention.py): clicks, events
+        and daily visitor rows of days before ``before_day``, and WeCom callbacks worked
+        before ``before_ts``. The rollups keep their counts. Returns how many rows of each
+        went (and, on PostgreSQL, which whole month partitions were dropped)."""
+
+    @abc.abstractmethod
+    async def forget_visitor(self, visitor: str, merchant_id: str | None,
+                             ) -> dict[str, dict[str, int]]:
+        """Delete one visitor's raw rows: their clicks, the events that followed them and
+        their daily visitor rows, for one merchant or (None) every merchant. Rollups keep
+        their counts. Returns, per merchant touched, how many rows of each went."""
+
+    @abc.abstractmethod
+    async def export_rollups(self, merchant_id: str, *, before_day: str,
+                             ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
+                                        list[tuple[SketchKey, bytes]]]:
+        """The figures of the merchant's days before ``before_day`` (their raw rows pruned,
+        or about to be), for an export: the per-day rollup rows (key, counts in
+        ``COUNTERS`` order) and the visitor sketches of cells that start before that day."""
+
+    @abc.abstractmethod
+    async def add_rollups(self, rows: Sequence[tuple[RollupKey, tuple[int, ...]]],
+                          sketches: Sequence[tuple[SketchKey, bytes]] = ()) -> None:
+        """Add per-day rollup rows to every counter table and merge visitor sketches into
+        theirs (an import of days whose raw rows are gone), in one transaction, as
+        recording their clicks would have."""
+
+    # --- secrets at rest ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
+        """Seal every stored secret under the box's current key (``linkloop secrets
+        rotate``), or with ``only_plain`` only those stored unsealed (done on open); how
+        many of each table's rows were sealed again."""
 
     # --- the WeCom entry point ----------------------------------------------------------------
     @abc.abstractmethod

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import astuple
@@ -33,6 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import structlog
 
+from ..secretbox import SecretBox
 from .base import (
     COUNTERS,
     PRODUCT_CHANGES,
@@ -62,6 +64,7 @@ from .base import (
     UserExists,
 )
 from .migrations import POSTGRES_MIGRATIONS, SKETCH_BACKFILL
+from .retention import deltas_of, tally_forgotten
 from .rollup import (
     KEY_COLUMNS,
     ClickOrigin,
@@ -73,7 +76,15 @@ from .rollup import (
     rollup_deltas,
     sketch_cells,
 )
-from .sketch import add_hashes
+from .sealing import (
+    open_credential_secret,
+    open_entry_secrets,
+    resealed_credentials,
+    resealed_entries,
+    seal_credential_secret,
+    seal_entry_secrets,
+)
+from .sketch import add_hashes, merge_sketches
 from .sql import (
     CLICK_COLUMNS,
     PRODUCT_COLUMNS,
@@ -156,8 +167,10 @@ _WRITE_SKETCHES = (
 )
 
 
-async def _add_to_sketches(conn: Any, cells: Mapping[SketchKey, set[int]]) -> None:
-    """Add each cell's new visitor hashes to its stored sketch (made when missing).
+async def _add_to_sketches(conn: Any, cells: Mapping[SketchKey, Any],
+                           merge: Callable[[bytes | None, Any], bytes] = add_hashes) -> None:
+    """Add each cell's new visitor hashes to its stored sketch (made when missing); with
+    ``merge=merge_sketches``, each cell's sketch.
 
     A read, a merge here and a write: so that two gateways adding to one merchant's cells
     at once never lose each other's visitors, each holds the merchant's sketch lock (a
@@ -171,7 +184,7 @@ async def _add_to_sketches(conn: Any, cells: Mapping[SketchKey, set[int]]) -> No
     keys = sorted(cells)
     stored = {tuple(r[:6]): r[6] for r in await conn.fetch(_READ_SKETCHES, *_columns(keys, 6))}
     await conn.execute(_WRITE_SKETCHES, *_columns(
-        [(*key, add_hashes(stored.get(key), cells[key])) for key in keys], 7))
+        [(*key, merge(stored.get(key), cells[key])) for key in keys], 7))
 
 
 def _bump_statement(table: str) -> str:
@@ -238,6 +251,16 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
+#: The upper bound of a month partition, from ``pg_get_expr(relpartbound)``:
+#: ``FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')``.
+_PARTITION_UPPER = re.compile(r"TO \('([0-9]{4}-[0-9]{2}-[0-9]{2})'\)")
+
+
+def _rows(status: str) -> int:
+    """How many rows a command touched, from its status (``DELETE 42``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 def _month_start(day: date) -> date:
     return day.replace(day=1)
 
@@ -264,8 +287,9 @@ async def _init_connection(conn: Any) -> None:
 
 class PostgresStore(Store):
     def __init__(self, pool: Any, *, schema: str | None, timeout: float,
-                 months_ahead: int) -> None:
+                 months_ahead: int, secrets: SecretBox | None = None) -> None:
         self._pool = pool
+        self.secrets = secrets or SecretBox.ephemeral_box()
         self.schema = schema
         self.timeout = timeout
         self.months_ahead = months_ahead
@@ -275,7 +299,7 @@ class PostgresStore(Store):
     @classmethod
     async def open(
         cls, url: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10,
-        timeout_seconds: float = 10.0, months_ahead: int = 3,
+        timeout_seconds: float = 10.0, months_ahead: int = 3, secrets: SecretBox | None = None,
     ) -> PostgresStore:
         """Connect a pool, apply pending migrations and make the coming months' partitions.
 
@@ -284,6 +308,8 @@ class PostgresStore(Store):
         ``timeout_seconds``: longest one call may take, connecting included (not
         migrations).
         ``months_ahead``: click partitions made beyond the current month.
+        ``secrets``: the box sealing stored secrets (default: a key that dies with this
+        store, for tests and tools that never store secrets to keep).
         """
         settings = {"search_path": quote_ident(schema)} if schema else {}
         try:
@@ -292,7 +318,8 @@ class PostgresStore(Store):
                 init=_init_connection, server_settings=settings)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(_describe(exc)) from exc
-        store = cls(pool, schema=schema, timeout=timeout_seconds, months_ahead=months_ahead)
+        store = cls(pool, schema=schema, timeout=timeout_seconds, months_ahead=months_ahead,
+                    secrets=secrets)
         try:
             await store._migrate()
             await store.ensure_partitions()
@@ -311,6 +338,9 @@ class PostgresStore(Store):
             await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
             try:
                 await self._apply_migrations(conn)
+                if not self.secrets.ephemeral:
+                    # Secrets stored by a version before sealing are sealed now, once.
+                    await self._reseal(conn, only_plain=True)
             finally:
                 # If the connection broke, the server let go of the lock with the session.
                 with contextlib.suppress(*_UNAVAILABLE):
@@ -763,14 +793,14 @@ class PostgresStore(Store):
     # --- the WeCom entry point ---------------------------------------------------------------
     async def put_entry(self, entry: Entry) -> Entry:
         stored = Entry(entry.merchant_id, entry.kind, entry.config, entry.secrets, time.time())
+        sealed = seal_entry_secrets(self.secrets, stored.merchant_id, stored.secrets)
         async with self._conn() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO entries (merchant_id, kind, config, secrets, updated_at) "
                 "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id) DO UPDATE SET "
                 "kind = excluded.kind, config = excluded.config, secrets = excluded.secrets, "
                 "updated_at = excluded.updated_at",
-                stored.merchant_id, stored.kind, stored.config, stored.secrets,
-                stored.updated_at)
+                stored.merchant_id, stored.kind, stored.config, sealed, stored.updated_at)
             await conn.execute("DELETE FROM entry_ways WHERE merchant_id = $1",
                                stored.merchant_id)
         return stored
@@ -780,7 +810,10 @@ class PostgresStore(Store):
             row = await conn.fetchrow(
                 "SELECT merchant_id, kind, config, secrets, updated_at FROM entries "
                 "WHERE merchant_id = $1", merchant_id)
-        return Entry(row[0], row[1], row[2], row[3], row[4]) if row else None
+        if row is None:
+            return None
+        return Entry(row[0], row[1], row[2], open_entry_secrets(self.secrets, row[0], row[3]),
+                     row[4])
 
     async def get_entry_way(self, merchant_id: str, platform: str) -> EntryWay | None:
         async with self._conn() as conn:
@@ -855,13 +888,14 @@ class PostgresStore(Store):
     async def put_credentials(self, credentials: Credentials) -> Credentials:
         stored = Credentials(credentials.merchant_id, credentials.platform, credentials.app_id,
                              credentials.secret, time.time())
+        sealed = seal_credential_secret(self.secrets, stored.merchant_id, stored.platform,
+                                        stored.secret)
         async with self._conn() as conn:
             await conn.execute(
                 f"INSERT INTO app_credentials ({_CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
                 "ON CONFLICT (merchant_id, platform) DO UPDATE SET app_id = EXCLUDED.app_id, "
                 "secret = EXCLUDED.secret, updated_at = EXCLUDED.updated_at",
-                stored.merchant_id, stored.platform, stored.app_id, stored.secret,
-                stored.updated_at)
+                stored.merchant_id, stored.platform, stored.app_id, sealed, stored.updated_at)
         return stored
 
     async def get_credentials(self, merchant_id: str, platform: str) -> Credentials | None:
@@ -869,14 +903,137 @@ class PostgresStore(Store):
             row = await conn.fetchrow(
                 f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials "
                 "WHERE merchant_id = $1 AND platform = $2", merchant_id, platform)
-        return Credentials(*row) if row else None
+        return self._credentials(row) if row else None
 
     async def list_credentials(self, merchant_id: str) -> Sequence[Credentials]:
         async with self._conn() as conn:
             rows = await conn.fetch(
                 f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials WHERE merchant_id = $1 "
                 "ORDER BY platform", merchant_id)
-        return [Credentials(*r) for r in rows]
+        return [self._credentials(r) for r in rows]
+
+    def _credentials(self, row: Sequence[Any]) -> Credentials:
+        return Credentials(row[0], row[1], row[2],
+                           open_credential_secret(self.secrets, row[0], row[1], row[3]), row[4])
+
+    # --- retention and privacy ---------------------------------------------------------------
+    async def prune_raw(self, *, before_day: str, before_ts: float) -> dict[str, Any]:
+        """Month partitions of clicks wholly before ``before_day`` are dropped whole (no
+        row by row delete, no bloat left); the rest goes by DELETE. One gateway at a time
+        (an advisory lock: the others skip); no deadline, since a first prune of a big
+        database takes a while."""
+        counts: dict[str, Any] = {"clicks": 0, "events": 0, "visitors": 0, "callbacks": 0,
+                                  "partitions_dropped": []}
+        async with self._conn(deadline=False) as conn:
+            key = f"linkloop:prune:{self.schema or await conn.fetchval('SELECT current_schema()')}"
+            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+                counts["skipped"] = "another gateway is pruning"
+                return counts
+            try:
+                for name, bounds in await self._partitions(conn):
+                    upper = _PARTITION_UPPER.search(bounds)
+                    if upper is None or upper.group(1) > before_day:
+                        continue
+                    # Brief, but it locks clicks: give way to the writers rather than queue
+                    # them; whatever stays is deleted below and the partition goes next time.
+                    try:
+                        async with conn.transaction():
+                            await conn.execute("SET LOCAL lock_timeout = '2s'")
+                            await conn.execute(f"DROP TABLE {quote_ident(name)}")
+                        counts["partitions_dropped"].append(name)
+                    except asyncpg.exceptions.LockNotAvailableError:
+                        log.warning("prune.partition_busy", partition=name)
+                for table, statement in (
+                        ("clicks", "DELETE FROM clicks WHERE day < $1"),
+                        ("events", "DELETE FROM events WHERE day < $1")):
+                    counts[table] = _rows(await conn.execute(statement, before_day))
+                # The primary key starts (merchant, day): each merchant's old days are a range.
+                for (merchant,) in await conn.fetch("SELECT id FROM merchants"):
+                    counts["visitors"] += _rows(await conn.execute(
+                        "DELETE FROM daily_visitors WHERE merchant_id = $1 AND day < $2",
+                        merchant, before_day))
+                counts["callbacks"] = _rows(await conn.execute(
+                    "DELETE FROM wecom_inbox WHERE done AND received_at < $1", before_ts))
+            finally:
+                with contextlib.suppress(*_UNAVAILABLE):
+                    await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
+        return counts
+
+    async def _partitions(self, conn: Any) -> list[tuple[str, str]]:
+        rows = await conn.fetch(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'clicks'::regclass ORDER BY c.relname")
+        return [(r[0], r[1]) for r in rows]
+
+    async def forget_visitor(self, visitor: str, merchant_id: str | None,
+                             ) -> dict[str, dict[str, int]]:
+        scope, args = ("AND merchant_id = $2", (merchant_id,)) if merchant_id else ("", ())
+        async with self._conn(deadline=False) as conn, conn.transaction():
+            # A scan of every partition (no index by visitor): rare, and worth no index.
+            clicks = await conn.fetch(
+                f"DELETE FROM clicks WHERE visitor = $1 {scope} RETURNING merchant_id, id",
+                visitor, *args)
+            events = await conn.fetch(
+                "DELETE FROM events WHERE click_id = ANY($1::text[]) RETURNING merchant_id",
+                [c[1] for c in clicks])
+            visits = await conn.fetch(
+                f"WITH gone AS (DELETE FROM daily_visitors WHERE visitor = $1 {scope} "
+                "RETURNING merchant_id) SELECT merchant_id, count(*) FROM gone "
+                "GROUP BY merchant_id", visitor, *args)
+        return tally_forgotten((c[0] for c in clicks), (e[0] for e in events),
+                               [(v[0], v[1]) for v in visits])
+
+    async def export_rollups(self, merchant_id: str, *, before_day: str,
+                             ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
+                                        list[tuple[SketchKey, bytes]]]:
+        async with self._conn(deadline=False) as conn:
+            rows = await conn.fetch(
+                f"SELECT product_id, day, platform, channel, {', '.join(COUNTERS)} "
+                "FROM rollups WHERE merchant_id = $1 AND day < $2 "
+                "ORDER BY day, product_id, platform, channel", merchant_id, before_day)
+            # A month's period ('2026-06') sorts before its days: the month of the cutoff
+            # comes along whole (a merge is a union, so its kept days can't count twice).
+            sketches = await conn.fetch(
+                "SELECT kind, period, product_id, platform, channel, sketch "
+                "FROM visitor_sketches WHERE merchant_id = $1 AND period < $2 "
+                "ORDER BY kind, period, product_id, platform, channel",
+                merchant_id, before_day)
+        return ([((merchant_id, r[0], r[1], r[2], r[3]), tuple(r[4:])) for r in rows],
+                [((merchant_id, r[0], r[1], r[2], r[3], r[4]), bytes(r[5])) for r in sketches])
+
+    async def add_rollups(self, rows: Sequence[tuple[RollupKey, tuple[int, ...]]],
+                          sketches: Sequence[tuple[SketchKey, bytes]] = ()) -> None:
+        deltas = deltas_of(rows)
+        async with self._conn(deadline=False) as conn, conn.transaction():
+            await self._bump_rollups(conn, deltas)
+            await _add_to_sketches(conn, dict(sketches), merge=merge_sketches)
+
+    # --- secrets at rest -----------------------------------------------------------------------
+    async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
+        async with self._conn(deadline=False) as conn:
+            return await self._reseal(conn, only_plain=only_plain)
+
+    async def _reseal(self, conn: Any, *, only_plain: bool) -> dict[str, int]:
+        """Seal every stored secret under the current key (``only_plain``: only those
+        stored unsealed), in one transaction; rows are locked as read, so a secret set
+        meanwhile through another gateway waits and is not overwritten with its old value.
+        The two small tables are then rewritten whole (VACUUM FULL), so the row versions
+        the update left behind (plain, or under a retired key) are gone from their files."""
+        async with conn.transaction():
+            entries = resealed_entries(self.secrets, [tuple(r) for r in await conn.fetch(
+                "SELECT merchant_id, secrets FROM entries FOR UPDATE")], only_plain=only_plain)
+            await conn.executemany(
+                "UPDATE entries SET secrets = $1 WHERE merchant_id = $2",
+                entries)
+            credentials = resealed_credentials(self.secrets, [tuple(r) for r in await conn.fetch(
+                "SELECT merchant_id, platform, secret FROM app_credentials FOR UPDATE")],
+                only_plain=only_plain)
+            await conn.executemany("UPDATE app_credentials SET secret = $1 "
+                                   "WHERE merchant_id = $2 AND platform = $3", credentials)
+        if entries or credentials:
+            await conn.execute("VACUUM FULL entries, app_credentials")
+        return {"entries": len(entries), "app_credentials": len(credentials)}
 
     async def add_group_member(self, merchant_id: str, chat_id: str, member: str) -> bool:
         async with self._conn() as conn:

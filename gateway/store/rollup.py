@@ -30,15 +30,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from .base import COUNTERS, Click, Event
+from .base import COUNTERS, Click, Event, RollupKey, SketchKey
 from .sketch import visitor_hash
 
 __all__ = ["KEY_COLUMNS", "SKETCH_KINDS", "ClickOrigin", "MonthKey", "ProductKey",
            "RollupDelta", "RollupKey", "SketchKey", "TotalKey", "coarser_deltas",
            "reattributed_deltas", "rollup_deltas", "sketch_cells"]
 
-#: (merchant_id, product_id, day, platform, channel); channel '' is "no ``?ch=`` channel".
-RollupKey = tuple[str, int, str, str, str]
 
 #: (merchant_id, product_id, month 'YYYY-MM', platform, channel): one row of monthly_rollups.
 MonthKey = tuple[str, int, str, str, str]
@@ -58,8 +56,6 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "product_months": ("merchant_id", "product_id", "month", "channel"),
 }
 
-#: (merchant_id, kind, period, product_id, platform, channel): one visitor sketch.
-SketchKey = tuple[str, str, str, int, str, str]
 
 #: Sketch kinds: what each keeps (p: product, l: platform, c: channel) and per what time
 #: (d: day 'YYYY-MM-DD', m: month 'YYYY-MM'). A dimension not kept is summed (product 0,

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from ..secretbox import SecretBox
 from .base import (
     COUNTERS,
     PRODUCT_CHANGES,
@@ -56,6 +57,7 @@ from .base import (
     UserExists,
 )
 from .migrations import SKETCH_BACKFILL, SQLITE_MIGRATIONS
+from .retention import deltas_of, tally_forgotten
 from .rollup import (
     KEY_COLUMNS,
     ClickOrigin,
@@ -67,7 +69,15 @@ from .rollup import (
     rollup_deltas,
     sketch_cells,
 )
-from .sketch import add_hashes
+from .sealing import (
+    open_credential_secret,
+    open_entry_secrets,
+    resealed_credentials,
+    resealed_entries,
+    seal_credential_secret,
+    seal_entry_secrets,
+)
+from .sketch import add_hashes, merge_sketches
 from .sql import (
     CLICK_COLUMNS,
     PRODUCT_COLUMNS,
@@ -100,6 +110,9 @@ _USER_COLUMNS = ("email, merchant_id, role, password_hash, created_at, failed_lo
 #: parameters for every batch took more time than running it. 50 rows are still few
 #: steps per batch, and every step hands the GIL back (when the writer is a thread).
 _ROWS = 50
+#: Rows deleted per write transaction when pruning: short enough that the click writer
+#: barely waits for the lock.
+_PRUNE_PAGE = 2000
 #: How often each process reads the log of changed links (SQLite can't notify).
 _LINK_POLL_SECONDS = 0.5
 
@@ -178,8 +191,10 @@ def _bump(conn: sqlite3.Connection, table: str, deltas: Mapping[Any, RollupDelta
 _SKETCH_KEY = ("merchant_id", "kind", "period", "product_id", "platform", "channel")
 
 
-def _add_to_sketches(conn: sqlite3.Connection, cells: Mapping[SketchKey, set[int]]) -> None:
-    """Add each cell's new visitor hashes to its stored sketch (made when missing)."""
+def _add_to_sketches(conn: sqlite3.Connection, cells: Mapping[SketchKey, Any],
+                     merge: Callable[[bytes | None, Any], bytes] = add_hashes) -> None:
+    """Add each cell's new visitor hashes to its stored sketch (made when missing); with
+    ``merge=merge_sketches``, each cell's sketch."""
     if not cells:
         return
     stored: dict[SketchKey, bytes] = {}
@@ -194,14 +209,15 @@ def _add_to_sketches(conn: sqlite3.Connection, cells: Mapping[SketchKey, set[int
             stored[tuple(row[:6])] = row[6]
     _insert_many(
         conn, f"INSERT INTO visitor_sketches ({', '.join(_SKETCH_KEY)}, sketch) VALUES", 7,
-        [(*key, add_hashes(stored.get(key), hashes)) for key, hashes in cells.items()],
+        [(*key, merge(stored.get(key), hashes)) for key, hashes in cells.items()],
         f"ON CONFLICT ({', '.join(_SKETCH_KEY)}) DO UPDATE SET sketch = excluded.sketch")
 
 
 class SQLiteStore(Store):
     def __init__(self, path: Path, busy_timeout: float = 10.0,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, secrets: SecretBox | None = None) -> None:
         self.path = path
+        self.secrets = secrets or SecretBox.ephemeral_box()
         self.busy_timeout = busy_timeout
         self.timeout = busy_timeout if timeout is None else timeout
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
@@ -213,12 +229,18 @@ class SQLiteStore(Store):
     # --- lifecycle ---------------------------------------------------------------------------
     @classmethod
     async def open(cls, path: Path, busy_timeout: float = 10.0,
-                   timeout_seconds: float | None = None) -> SQLiteStore:
+                   timeout_seconds: float | None = None,
+                   secrets: SecretBox | None = None) -> SQLiteStore:
         """Open (creating and migrating) the file; ``busy_timeout``: seconds a statement
         waits on a lock; ``timeout_seconds``: seconds a call waits in all (default:
-        busy_timeout)."""
-        store = cls(path, busy_timeout, timeout_seconds)
+        busy_timeout); ``secrets``: the box sealing stored secrets (default: a key that
+        dies with this store, for tests and tools that never store secrets to keep)."""
+        store = cls(path, busy_timeout, timeout_seconds, secrets)
         await store._run(store._writer, store._open_writer, deadline=False)
+        if not store.secrets.ephemeral:
+            # Secrets stored by a version before sealing are sealed now, once.
+            await store._run(store._writer, functools.partial(store._reseal, only_plain=True),
+                             deadline=False)
         await store._run(store._reader, store._open_reader, deadline=False)
         # Where the log of changed links ends now: watch_links starts here, so a change
         # made while the gateway warmed its link cache is not missed.
@@ -698,13 +720,16 @@ class SQLiteStore(Store):
         stored = Credentials(credentials.merchant_id, credentials.platform, credentials.app_id,
                              credentials.secret, time.time())
 
+        sealed = seal_credential_secret(self.secrets, stored.merchant_id, stored.platform,
+                                        stored.secret)
+
         def upsert(conn: sqlite3.Connection) -> Credentials:
             conn.execute(
                 "INSERT INTO app_credentials (merchant_id, platform, app_id, secret, updated_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (merchant_id, platform) DO UPDATE SET "
                 "app_id = excluded.app_id, secret = excluded.secret, "
                 "updated_at = excluded.updated_at",
-                (stored.merchant_id, stored.platform, stored.app_id, stored.secret,
+                (stored.merchant_id, stored.platform, stored.app_id, sealed,
                  stored.updated_at))
             return stored
 
@@ -715,7 +740,7 @@ class SQLiteStore(Store):
             row = self._rconn.execute(
                 f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials "
                 "WHERE merchant_id = ? AND platform = ?", (merchant_id, platform)).fetchone()
-            return Credentials(*row) if row else None
+            return self._credentials(row) if row else None
 
         return await self._read(read)
 
@@ -724,9 +749,13 @@ class SQLiteStore(Store):
             rows = self._rconn.execute(
                 f"SELECT {_CREDENTIAL_COLUMNS} FROM app_credentials WHERE merchant_id = ? "
                 "ORDER BY platform", (merchant_id,)).fetchall()
-            return [Credentials(*r) for r in rows]
+            return [self._credentials(r) for r in rows]
 
         return await self._read(read)
+
+    def _credentials(self, row: Sequence[Any]) -> Credentials:
+        return Credentials(row[0], row[1], row[2],
+                           open_credential_secret(self.secrets, row[0], row[1], row[3]), row[4])
 
     # --- minted links -------------------------------------------------------------------------
     async def put_minted(self, minted: MintedLink) -> None:
@@ -797,9 +826,150 @@ class SQLiteStore(Store):
 
         await self._write(self._transaction(delete))
 
+    # --- retention and privacy ---------------------------------------------------------------
+    async def prune_raw(self, *, before_day: str, before_ts: float) -> dict[str, Any]:
+        """Pages of old rows are found on the reader (a scan: clicks and events have no
+        index by day, and one more index would cost every click a write) and deleted by
+        key in short write transactions, so the click writer never waits long."""
+        counts: dict[str, Any] = {}
+        for table in ("clicks", "events"):
+            # Keyset pages by id: the whole table is read once, however many pages.
+            counts[table] = await self._delete_pages(
+                f"SELECT id FROM {table} WHERE day < ? AND id > ? ORDER BY id LIMIT ?",
+                (before_day, ""), f"DELETE FROM {table} WHERE id = ?")
+        counts["visitors"] = 0
+        merchants = await self._read(
+            lambda: [r[0] for r in self._rconn.execute("SELECT id FROM merchants")])
+        for merchant in merchants:
+            # The primary key starts (merchant, day): each merchant's old days are a range.
+            counts["visitors"] += await self._delete_pages(
+                "SELECT merchant_id, day, visitor, product_id, platform FROM daily_visitors "
+                "WHERE merchant_id = ? AND day < ? LIMIT ?", (merchant, before_day),
+                "DELETE FROM daily_visitors WHERE merchant_id = ? AND day = ? AND visitor = ? "
+                "AND product_id = ? AND platform = ?", keyset=False)
+
+        def callbacks(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM wecom_inbox WHERE done = 1 AND received_at < ?",
+                                (before_ts,)).rowcount
+
+        counts["callbacks"] = await self._write(self._transaction(callbacks))
+        return counts
+
+    async def _delete_pages(self, select: str, args: tuple[Any, ...], delete: str, *,
+                            keyset: bool = True) -> int:
+        """Delete the rows ``select`` finds, ``_PRUNE_PAGE`` at a time, each page in a write
+        transaction of its own. With ``keyset``, the last argument of ``select`` is where
+        the next page starts (the last row's key); without, deleted rows simply stop
+        matching."""
+        deleted = 0
+        while True:
+            def read(args: tuple[Any, ...] = args) -> list[Any]:
+                return self._rconn.execute(select, (*args, _PRUNE_PAGE)).fetchall()
+
+            page = await self._read(read)
+            if page:
+                def drop(conn: sqlite3.Connection, rows: list[Any] = page) -> None:
+                    conn.executemany(delete, rows)
+
+                await self._write(self._transaction(drop))
+                deleted += len(page)
+            if len(page) < _PRUNE_PAGE:
+                return deleted
+            if keyset:
+                args = (*args[:-1], page[-1][0])
+
+    async def forget_visitor(self, visitor: str, merchant_id: str | None,
+                             ) -> dict[str, dict[str, int]]:
+        scope, args = ("AND merchant_id = ?", (merchant_id,)) if merchant_id else ("", ())
+
+        def forget(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            # A scan of clicks (no index by visitor): rare, and in one write transaction,
+            # so that no click of theirs slips in between the reads and the deletes.
+            clicks = conn.execute(f"SELECT merchant_id, id FROM clicks WHERE visitor = ? "
+                                  f"{scope}", (visitor, *args)).fetchall()
+            events = list(dict.fromkeys(_select_in(
+                conn, "SELECT merchant_id, id FROM events WHERE click_id IN",
+                [click_id for _merchant, click_id in clicks])))
+            visits = conn.execute(f"SELECT merchant_id, count(*) FROM daily_visitors "
+                                  f"WHERE visitor = ? {scope} GROUP BY merchant_id",
+                                  (visitor, *args)).fetchall()
+            conn.executemany("DELETE FROM events WHERE id = ?", [(e[1],) for e in events])
+            conn.execute(f"DELETE FROM daily_visitors WHERE visitor = ? {scope}",
+                         (visitor, *args))
+            conn.executemany("DELETE FROM clicks WHERE id = ?", [(c[1],) for c in clicks])
+            return tally_forgotten((c[0] for c in clicks), (e[0] for e in events), visits)
+
+        return await self._write(self._transaction(forget))
+
+    async def export_rollups(self, merchant_id: str, *, before_day: str,
+                             ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
+                                        list[tuple[SketchKey, bytes]]]:
+        def read() -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
+                            list[tuple[SketchKey, bytes]]]:
+            rows = [((merchant_id, r[0], r[1], r[2], r[3]), tuple(r[4:]))
+                    for r in self._rconn.execute(
+                        f"SELECT product_id, day, platform, channel, {', '.join(COUNTERS)} "
+                        "FROM rollups WHERE merchant_id = ? AND day < ? "
+                        "ORDER BY day, product_id, platform, channel", (merchant_id, before_day))]
+            # A month's period ('2026-06') sorts before its days: the month of the cutoff
+            # comes along whole (a merge is a union, so its kept days can't count twice).
+            sketches = [((merchant_id, *r[:5]), bytes(r[5])) for r in self._rconn.execute(
+                "SELECT kind, period, product_id, platform, channel, sketch "
+                "FROM visitor_sketches WHERE merchant_id = ? AND period < ? "
+                "ORDER BY kind, period, product_id, platform, channel",
+                (merchant_id, before_day))]
+            return rows, sketches
+
+        return await self._read(read)
+
+    async def add_rollups(self, rows: Sequence[tuple[RollupKey, tuple[int, ...]]],
+                          sketches: Sequence[tuple[SketchKey, bytes]] = ()) -> None:
+        deltas = deltas_of(rows)
+
+        def bump(conn: sqlite3.Connection) -> None:
+            self._bump_rollups(conn, deltas)
+            _add_to_sketches(conn, dict(sketches), merge=merge_sketches)
+
+        await self._write(self._transaction(bump))
+
+    # --- secrets at rest -----------------------------------------------------------------------
+    async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
+        return await self._write(functools.partial(self._reseal, only_plain=only_plain))
+
+    def _reseal(self, *, only_plain: bool) -> dict[str, int]:
+        """Seal every stored secret under the current key (``only_plain``: only those
+        stored unsealed), in one transaction. Overwritten plain values are zeroed in the
+        file (secure_delete) and the write-ahead log is emptied after, so no plain copy
+        lingers on a free page."""
+        box, conn = self.secrets, self._wconn
+        # On for this transaction (some builds, Debian's among them, have it on always).
+        secure_delete = conn.execute("PRAGMA secure_delete").fetchone()[0]
+        conn.execute("PRAGMA secure_delete = ON")
+        try:
+            def reseal(conn: sqlite3.Connection) -> dict[str, int]:
+                entries = resealed_entries(
+                    box, [(merchant, json.loads(stored)) for merchant, stored in conn.execute(
+                        "SELECT merchant_id, secrets FROM entries")], only_plain=only_plain)
+                conn.executemany("UPDATE entries SET secrets = ? WHERE merchant_id = ?",
+                                 [(json.dumps(sealed), merchant) for sealed, merchant in entries])
+                credentials = resealed_credentials(box, conn.execute(
+                    "SELECT merchant_id, platform, secret FROM app_credentials"),
+                    only_plain=only_plain)
+                conn.executemany("UPDATE app_credentials SET secret = ? "
+                                 "WHERE merchant_id = ? AND platform = ?", credentials)
+                return {"entries": len(entries), "app_credentials": len(credentials)}
+
+            counts = self._transaction(reseal)()
+            if any(counts.values()):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.execute(f"PRAGMA secure_delete = {int(secure_delete)}")
+        return counts
+
     # --- the WeCom entry point ---------------------------------------------------------------
     async def put_entry(self, entry: Entry) -> Entry:
         stored = Entry(entry.merchant_id, entry.kind, entry.config, entry.secrets, time.time())
+        sealed = seal_entry_secrets(self.secrets, stored.merchant_id, stored.secrets)
 
         def upsert(conn: sqlite3.Connection) -> Entry:
             conn.execute(
@@ -808,7 +978,7 @@ class SQLiteStore(Store):
                 "kind = excluded.kind, config = excluded.config, secrets = excluded.secrets, "
                 "updated_at = excluded.updated_at",
                 (stored.merchant_id, stored.kind, json.dumps(stored.config),
-                 json.dumps(stored.secrets), stored.updated_at))
+                 json.dumps(sealed), stored.updated_at))
             conn.execute("DELETE FROM entry_ways WHERE merchant_id = ?", (stored.merchant_id,))
             return stored
 
@@ -821,7 +991,8 @@ class SQLiteStore(Store):
                 "WHERE merchant_id = ?", (merchant_id,)).fetchone()
             if row is None:
                 return None
-            return Entry(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4])
+            return Entry(row[0], row[1], json.loads(row[2]),
+                         open_entry_secrets(self.secrets, row[0], json.loads(row[3])), row[4])
 
         return await self._read(read)
 

@@ -31,6 +31,7 @@ from adapters.urls import ANY_PUBLIC_HOST, check_url
 from ..api import json_body, merchant_of, principal
 from ..appkeys import ENTRIES, PUBLIC_URL
 from ..errors import ApiError, guarded
+from ..jsonout import json_response
 from ..store import Entry, EntryWay, Store
 from .client import WeComApiError, WeComClient
 from .state import StateSigner
@@ -50,6 +51,9 @@ _CORP_ID = re.compile(r"w[wx][0-9a-f]{16}")
 _TOKEN = re.compile(r"[A-Za-z0-9]{1,32}")
 _AES_KEY = re.compile(r"[A-Za-z0-9+/]{43}")
 _MAX_IDS = 100
+#: Each secret's format (gateway/openapi.py describes them from here too).
+_SECRET_PATTERNS = {"corp_id": _CORP_ID, "secret": re.compile(r"[A-Za-z0-9_-]{8,128}"),
+                    "callback_token": _TOKEN, "encoding_aes_key": _AES_KEY}
 
 
 def _bad(field: str, message: str, code: str = "invalid_field") -> ApiError:
@@ -107,8 +111,7 @@ def validate_entry(body: Any, previous: Entry | None, merchant_id: str) -> Entry
 
     # Secrets: a new value replaces, an omitted one is kept, null clears it.
     secrets = dict(previous.secrets) if previous else {}
-    checks = {"corp_id": _CORP_ID, "secret": re.compile(r"[A-Za-z0-9_-]{8,128}"),
-              "callback_token": _TOKEN, "encoding_aes_key": _AES_KEY}
+    checks = _SECRET_PATTERNS
     for name in SECRET_FIELDS:
         if name not in body:
             continue
@@ -205,7 +208,7 @@ async def put_entry(request: web.Request) -> web.Response:
     entry = validate_entry(await json_body(request), previous, who.merchant_id)
     stored = await directory.put(entry)
     log.info("entry.updated", merchant=who.merchant_id, kind=stored.kind)
-    return web.json_response(entry_json(stored, request.app[PUBLIC_URL]))
+    return json_response(entry_json(stored, request.app[PUBLIC_URL]))
 
 
 async def get_entry(request: web.Request) -> web.Response:
@@ -213,7 +216,7 @@ async def get_entry(request: web.Request) -> web.Response:
     entry = await request.app[ENTRIES].store.get_entry(who.merchant_id)
     if entry is None:
         raise ApiError(404, "not_found", "no entry point is set: PUT /api/entry")
-    return web.json_response(entry_json(entry, request.app[PUBLIC_URL]))
+    return json_response(entry_json(entry, request.app[PUBLIC_URL]))
 
 
 def setup_routes(app: web.Application) -> None:
