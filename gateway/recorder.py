@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from .clicklog import ClickLog
 from .store import Click, Event
 
 __all__ = ["Journal", "Recorder", "RowSink"]
@@ -144,9 +145,12 @@ class Recorder:
     def __init__(
         self, sink: RowSink, journal: Journal, *, queue_size: int, flush_interval: float,
         batch_size: int, retry_max: float, hold_size: int | None = None,
+        clicklog: ClickLog | None = None,
     ) -> None:
         self.sink = sink
         self.journal = journal
+        self.clicklog = clicklog
+        self._clicklog_failed_at: float | None = None
         self.queue_size = queue_size
         #: Most rows kept in memory while the journal fails too (at least the queue's).
         self.hold_size = max(queue_size, 2 * queue_size if hold_size is None else hold_size)
@@ -183,7 +187,8 @@ class Recorder:
 
     # --- the hot path's side -----------------------------------------------------------------
     def click(self, click: Click) -> None:
-        # Every share link comes through here: one frame, no call on the common path.
+        """Take a click: into the click log (it survives the process), then memory."""
+        self._log(click)
         clicks = self._clicks
         if len(clicks) + len(self._events) >= self.queue_size:
             self._overflow(click, clicks)
@@ -193,6 +198,7 @@ class Recorder:
             self._wake.set()
 
     def event(self, event: Event) -> None:
+        self._log(event)
         events = self._events
         if len(self._clicks) + len(events) >= self.queue_size:
             self._overflow(event, events)
@@ -200,6 +206,26 @@ class Recorder:
         events.append(event)
         if len(events) >= self.batch_size:
             self._wake.set()
+
+    def _log(self, row: Row) -> None:
+        """Append to the click log. When it can't make a segment (disk full, its directory
+        gone), the row still counts: memory and the journal hold it as they always did; the
+        log is retried at most once a second."""
+        if self.clicklog is None:
+            return
+        failed_at = self._clicklog_failed_at
+        if failed_at is not None and time.monotonic() - failed_at < 1.0:
+            return
+        try:
+            self.clicklog.append(row)
+        except OSError as exc:
+            if failed_at is None:
+                log.error("recorder.clicklog_failed", error=str(exc))
+            self._clicklog_failed_at = time.monotonic()
+        else:
+            if failed_at is not None:
+                log.info("recorder.clicklog_back")
+            self._clicklog_failed_at = None
 
     def _overflow(self, row: Row, held: list[Any]) -> None:
         """Memory is full (storage slow or away): the journal keeps the row, never the floor.
@@ -278,6 +304,16 @@ class Recorder:
         if self._task is not None:
             await self._task
         await self._flush()
+        if self.pending and self.clicklog is not None and self._clicklog_failed_at is None:
+            # Neither storage nor the journal took them: the click log keeps them for the
+            # next start (which journals and replays them).
+            log.warning("recorder.left_in_clicklog", rows=self.pending)
+            self.clicklog.close(done=False)
+            self._clicks_out += len(self._clicks)
+            self._clicks.clear()
+            self._events.clear()
+        elif self.clicklog is not None:
+            self.clicklog.close(done=not self.pending)
         if self.pending:  # neither storage nor the journal: the process takes them along
             self._drop(self.pending, "closing")
             self.clicks_dropped += len(self._clicks)
@@ -298,6 +334,7 @@ class Recorder:
         self._wake.clear()
 
     async def _run(self) -> None:
+        await self._claim_orphans()
         await self._replay()
         while not self._closing:
             await self._pause()
@@ -324,18 +361,31 @@ class Recorder:
             await self._flush_pending()
 
     async def _flush_pending(self) -> None:
+        # Rows come in generations: those in memory now, written a batch at a time, then
+        # the ones that arrived meanwhile. Once a generation is stored or journaled, the
+        # click log forgets it (all of it lies before the position read at its start).
         while self._clicks or self._events:
-            clicks, self._clicks = self._clicks[: self.batch_size], self._clicks[self.batch_size :]
-            events, self._events = self._events[: self.batch_size], self._events[self.batch_size :]
-            self._clicks_out += len(clicks)
-            if await self._write(clicks, events) or await self._journal(clicks, events):
-                continue
-            # Neither took them: back in memory, first in line (they are the oldest), until
-            # the next try. New rows meanwhile stay within hold_size (see _overflow).
-            self._clicks_out -= len(clicks)
-            self._clicks[:0] = clicks
-            self._events[:0] = events
-            return
+            upto = self.clicklog.position() if self.clicklog is not None else None
+            clicks_left, events_left = len(self._clicks), len(self._events)
+            while clicks_left or events_left:
+                taking_clicks = min(clicks_left, self.batch_size)
+                taking_events = min(events_left, self.batch_size)
+                clicks, self._clicks = self._clicks[:taking_clicks], self._clicks[taking_clicks:]
+                events, self._events = self._events[:taking_events], self._events[taking_events:]
+                self._clicks_out += len(clicks)
+                if not (await self._write(clicks, events)
+                        or await self._journal(clicks, events)):
+                    # Neither took them: back in memory, first in line (they are the
+                    # oldest), until the next try. New rows meanwhile stay within hold_size
+                    # (see _overflow).
+                    self._clicks_out -= len(clicks)
+                    self._clicks[:0] = clicks
+                    self._events[:0] = events
+                    return
+                clicks_left -= taking_clicks
+                events_left -= taking_events
+            if upto is not None and self.clicklog is not None:
+                self.clicklog.mark_done(upto)
 
     async def _journal(self, clicks: list[Click], events: list[Event]) -> bool:
         try:
@@ -369,6 +419,27 @@ class Recorder:
         self.written += len(clicks) + len(events)
         self.clicks_written += len(clicks)
         return True
+
+    async def _claim_orphans(self) -> None:
+        """Move what killed processes left in their click logs to the journal, durably, and
+        remove their segments: the journal's replay (next) stores it."""
+        if self.clicklog is None:
+            return
+        orphans = self.clicklog.claim_orphans()
+        while True:
+            found = await asyncio.to_thread(next, orphans, None)
+            if found is None:
+                return
+            path, clicks, events = found
+            if clicks or events:
+                try:
+                    await asyncio.to_thread(self.journal.append, [*clicks, *events])
+                except OSError as exc:
+                    self._journal_failed(exc)
+                    return  # the segment stays: the next start tries again
+            path.unlink(missing_ok=True)
+            log.info("recorder.clicklog_recovered", file=path.name, clicks=len(clicks),
+                     events=len(events))
 
     async def _replay(self) -> None:
         """Write journaled rows to storage; a file is removed only once all of it is in."""
