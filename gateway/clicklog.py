@@ -43,7 +43,8 @@ import structlog
 
 from .store import Click, Event
 
-__all__ = ["HEADER", "MAGIC", "SEGMENT_BYTES", "ClickLog", "LogPosition", "read_segment"]
+__all__ = ["HEADER", "MAGIC", "SEGMENT_BYTES", "ClickLog", "LogPosition", "LogRange",
+           "read_range", "read_segment"]
 
 log = structlog.get_logger("linkloop.clicklog")
 
@@ -57,19 +58,22 @@ _CLICK_FIELDS = len(Click._fields)
 
 #: (segment number, offset in it): how far the log is written, or done.
 LogPosition = tuple[int, int]
+#: (segment file, first offset, end offset): the records of one segment between two offsets.
+LogRange = tuple[str, int, int]
 
 
 class _Segment:
     """One mapped, locked segment file of this process."""
 
-    def __init__(self, path: Path, number: int) -> None:
+    def __init__(self, path: Path, number: int, size: int) -> None:
         self.path = path
         self.number = number
+        self.size = size
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, SEGMENT_BYTES)
-            self.map = mmap.mmap(fd, SEGMENT_BYTES)
+            os.ftruncate(fd, size)
+            self.map = mmap.mmap(fd, size)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -90,9 +94,11 @@ class _Segment:
 class ClickLog:
     """This process's segments: ``append`` on the event loop, ``mark_done`` after a write."""
 
-    def __init__(self, directory: Path, owner: str = "w0") -> None:
+    def __init__(self, directory: Path, owner: str = "w0",
+                 segment_bytes: int = SEGMENT_BYTES) -> None:
         self.directory = directory
         self.owner = owner
+        self.segment_bytes = segment_bytes
         self._segments: list[_Segment] = []
         self._next = 0
 
@@ -103,7 +109,7 @@ class ClickLog:
         size = len(record)
         segment = self._segments[-1] if self._segments else self._new_segment()
         start = segment.end
-        if start + 8 + size > SEGMENT_BYTES:  # 4 for the length, 4 for the zero after it
+        if start + 8 + size > segment.size:  # 4 for the length, 4 for the zero after it
             segment = self._new_segment()
             start = segment.end
         segment.map[start + 4:start + 4 + size] = record
@@ -114,7 +120,7 @@ class ClickLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._next += 1
         segment = _Segment(self.directory / f"{self.owner}-{os.getpid()}-{self._next}.log",
-                           self._next)
+                           self._next, self.segment_bytes)
         self._segments.append(segment)
         return segment
 
@@ -125,6 +131,25 @@ class ClickLog:
             return (self._next, HEADER)
         segment = self._segments[-1]
         return (segment.number, segment.end)
+
+    def ranges(self, start: LogPosition, end: LogPosition) -> list[LogRange]:
+        """The records between two positions, a range per segment: for the writer process,
+        which reads them from the files (the page cache the mapping writes to)."""
+        found = []
+        for segment in self._segments:
+            if start[0] <= segment.number <= end[0]:
+                first = start[1] if segment.number == start[0] else HEADER
+                last = end[1] if segment.number == end[0] else segment.end
+                if last > first:
+                    found.append((str(segment.path), first, last))
+        return found
+
+    def rows(self, log_range: LogRange) -> tuple[list[Click], list[Event]]:
+        """The rows of a range of this process's segments, read from the mapping itself (it
+        holds them even if someone removed the file)."""
+        path, start, end = log_range
+        segment = next(s for s in self._segments if str(s.path) == path)
+        return _records(segment.map[start:end], 0, segment.path)
 
     def mark_done(self, upto: LogPosition) -> None:
         """Every row before ``upto`` is stored or journaled: segments wholly before it go,
@@ -170,13 +195,24 @@ class ClickLog:
 
 def read_segment(data: bytes, path: Path | None = None) -> tuple[list[Click], list[Event]]:
     """The rows of a segment's bytes past its ``done`` mark."""
-    clicks: list[Click] = []
-    events: list[Event] = []
     if data[:8] != MAGIC:
         log.warning("clicklog.not_a_segment", file=str(path))
-        return clicks, events
+        return [], []
     (offset,) = _DONE.unpack_from(data, 8)
-    offset = max(offset, HEADER)
+    return _records(data, max(offset, HEADER), path)
+
+
+def read_range(log_range: LogRange) -> tuple[list[Click], list[Event]]:
+    """The rows of one range of a segment file (the writer process reads its batches so)."""
+    path, start, end = log_range
+    with open(path, "rb") as fh:
+        data = os.pread(fh.fileno(), end - start, start)
+    return _records(data, 0, Path(path))
+
+
+def _records(data: bytes, offset: int, path: Path | None) -> tuple[list[Click], list[Event]]:
+    clicks: list[Click] = []
+    events: list[Event] = []
     while offset + 4 <= len(data):
         (size,) = _LENGTH.unpack_from(data, offset)
         if not size or offset + 4 + size > len(data):
