@@ -88,17 +88,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache.link_max_entries", 100_000, "Most share links kept in memory.", int,
             minimum=1),
     Setting("recorder.queue_size", 50_000,
-            "Most clicks held in memory awaiting a write; past this they go to the journal.",
+            "Most clicks held in memory, when the click log can't take them (its disk full), "
+            "awaiting a write; past this they go to the journal.",
             int, minimum=1),
     Setting("recorder.hold_size", 100_000,
             "Most clicks kept in memory in all (the queue's included, so at least "
             "queue_size) while neither storage nor the journal takes them; /readyz answers "
             "not-ready meanwhile. Past this a click is dropped and counted (/readyz "
             "`dropped`, log event recorder.clicks_dropped).", int, minimum=1),
-    Setting("recorder.flush_interval_ms", 250,
-            "Longest a click waits in memory before it is written.", int, minimum=1),
-    Setting("recorder.batch_size", 1000, "Most clicks written in one transaction.", int,
-            minimum=1),
+    Setting("recorder.flush_interval_ms", 1000,
+            "Longest a click waits in the click log before it is written (the stats lag by "
+            "about this much). Longer: larger batches, less work per click.", int, minimum=1),
+    Setting("recorder.batch_size", 20000,
+            "Most clicks written in one transaction; a writer that falls behind takes this "
+            "many at once.", int, minimum=1),
     Setting("recorder.writer_process", True,
             "Write clicks from a child process, so storage work never holds up requests; "
             "false: from a thread of the gateway process.", bool),
