@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             server.wait_ready()
         load = argparse.Namespace(threads=1, connections=args.connections, unique_ua=False,
-                                  visitor_cookie=False)
+                                  visitor_cookie=False, one_cpu=False)
         for server in servers:  # warm-up: every link read, every answer memoised
             run_wrk(wrk, server.port, script, load, 3, server.pid)
         rounds: dict[str, list[WrkResult]] = {server.name: [] for server in servers}

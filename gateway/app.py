@@ -35,6 +35,7 @@ from .appkeys import (
     WORKER,
 )
 from .auth import TokenService
+from .clicklog import ClickLog
 from .clock import DayClock
 from .detect import Detector
 from .errors import add_fallback_routes
@@ -97,6 +98,7 @@ async def _recorder(app: web.Application) -> AsyncIterator[None]:
         flush_interval=settings["recorder.flush_interval_ms"] / 1000,
         batch_size=settings["recorder.batch_size"],
         retry_max=settings["recorder.retry_max_seconds"],
+        clicklog=ClickLog(settings.data_dir / "clicklog", owner=f"w{app[WORKER]}"),
     )
     app[RECORDER] = recorder
     recorder.start()

@@ -25,10 +25,11 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
+from .clicklog import ClickLog, LogRange
 from .store import Click, Event
 
 __all__ = ["Journal", "Recorder", "RowSink"]
@@ -140,25 +141,46 @@ class RowSink(Protocol):
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None: ...
 
 
+@runtime_checkable
+class LogSink(Protocol):
+    """A sink that reads a batch from the click log itself (the writer process): the event
+    loop sends where the rows are, never the rows."""
+
+    async def record_log(self, ranges: Sequence[LogRange]) -> None: ...
+
+
 class Recorder:
     def __init__(
         self, sink: RowSink, journal: Journal, *, queue_size: int, flush_interval: float,
         batch_size: int, retry_max: float, hold_size: int | None = None,
+        clicklog: ClickLog | None = None,
     ) -> None:
         self.sink = sink
         self.journal = journal
+        self.clicklog = clicklog
         self.queue_size = queue_size
         #: Most rows kept in memory while the journal fails too (at least the queue's).
         self.hold_size = max(queue_size, 2 * queue_size if hold_size is None else hold_size)
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.retry_max = retry_max
+        # The click log's rows not yet stored or journaled: from _log_from on, so many
+        # clicks and events, the oldest made at _log_oldest. _log_next_oldest: the first
+        # row taken while a generation is being written (the oldest once it is done).
+        self._log_from = clicklog.position() if clicklog is not None else None
+        self._log_clicks = 0
+        self._log_events = 0
+        self._log_oldest: float | None = None
+        self._log_next_oldest: float | None = None
+        self._writing_log = False
+        self._log_failed_at: float | None = None
+        # Rows the log could not take, held in memory.
         self._clicks: list[Click] = []
         self._events: list[Event] = []
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # Held while a batch is taken and written: a flush() waits for one in flight.
+        # Held while rows are taken and written: a flush() waits for one in flight.
         self._flushing = asyncio.Lock()
         self._closing = False
         self._retry_delay = 0.0
@@ -168,37 +190,68 @@ class Recorder:
         self.written = 0
         self.journaled = 0
         self.overflowed = 0
-        #: Rows neither storage, the journal nor memory could take: lost, and counted.
+        #: Rows neither storage, the journal, the log nor memory could take: lost, counted.
         self.dropped = 0
         #: The same for clicks alone, for GET /metrics; counted per batch, never per click.
         self.clicks_written = 0
         self.clicks_journaled = 0
         self.clicks_dropped = 0
-        #: Clicks that left memory (a batch in flight included) or never entered it (the
-        #: journal took them at once, or they were dropped): with the clicks in memory, all
-        #: the clicks the share link handed over (``clicks_taken``).
+        #: Clicks that are stored, journaled or dropped, or in flight from memory: with the
+        #: clicks still pending, all the clicks the share link handed over (``clicks_taken``).
         self._clicks_out = 0
         self.storage_ok = True
         self.journal_ok = True
 
     # --- the hot path's side -----------------------------------------------------------------
     def click(self, click: Click) -> None:
-        # Every share link comes through here: one frame, no call on the common path.
-        clicks = self._clicks
-        if len(clicks) + len(self._events) >= self.queue_size:
-            self._overflow(click, clicks)
+        """Take a click: into the click log, or memory when the log can't take it."""
+        if self._logged(click):
+            self._log_clicks += 1
+            if self._log_clicks >= self.batch_size:
+                self._wake.set()
             return
-        clicks.append(click)
-        if len(clicks) >= self.batch_size:
-            self._wake.set()
+        self._hold(click, self._clicks)
 
     def event(self, event: Event) -> None:
-        events = self._events
-        if len(self._clicks) + len(events) >= self.queue_size:
-            self._overflow(event, events)
+        if self._logged(event):
+            self._log_events += 1
+            if self._log_events >= self.batch_size:
+                self._wake.set()
             return
-        events.append(event)
-        if len(events) >= self.batch_size:
+        self._hold(event, self._events)
+
+    def _logged(self, row: Row) -> bool:
+        """Append to the click log; False when there is none or it fails (tried again at
+        most once a second, so a full disk costs no system call per click)."""
+        clicklog = self.clicklog
+        if clicklog is None:
+            return False
+        failed_at = self._log_failed_at
+        if failed_at is not None and time.monotonic() - failed_at < 1.0:
+            return False
+        try:
+            clicklog.append(row)
+        except OSError as exc:
+            if failed_at is None:
+                log.error("recorder.clicklog_failed", error=str(exc))
+            self._log_failed_at = time.monotonic()
+            return False
+        if failed_at is not None:
+            log.info("recorder.clicklog_back")
+            self._log_failed_at = None
+        if self._log_oldest is None:
+            self._log_oldest = row.ts
+        elif self._writing_log and self._log_next_oldest is None:
+            self._log_next_oldest = row.ts
+        return True
+
+    def _hold(self, row: Row, held: list[Any]) -> None:
+        """Keep a row the log could not take in memory, or the journal when memory is full."""
+        if len(self._clicks) + len(self._events) >= self.queue_size:
+            self._overflow(row, held)
+            return
+        held.append(row)
+        if len(held) >= self.batch_size:
             self._wake.set()
 
     def _overflow(self, row: Row, held: list[Any]) -> None:
@@ -213,7 +266,7 @@ class Recorder:
             self.journal.append([row], sync=False)
         except OSError as exc:
             self._journal_failed(exc)
-            if self.pending < self.hold_size:
+            if len(self._clicks) + len(self._events) < self.hold_size:
                 held.append(row)  # the next flush takes it, to storage or the journal
             else:
                 self._drop(1, "memory_full")
@@ -247,23 +300,26 @@ class Recorder:
 
     @property
     def pending(self) -> int:
-        return len(self._clicks) + len(self._events)
+        """Rows taken and not yet stored, journaled or dropped."""
+        return (self._log_clicks + self._log_events + len(self._clicks) + len(self._events))
 
     @property
     def clicks_taken(self) -> int:
         """Every click the share link handed over: written, journaled, dropped or waiting."""
-        return self._clicks_out + len(self._clicks)
+        return self._clicks_out + self._log_clicks + len(self._clicks)
 
     @property
     def oldest_pending(self) -> float | None:
-        """When the oldest row still in memory was made (its click's or event's time)."""
+        """When the oldest row still pending was made (its click's or event's time)."""
         times = [rows[0].ts for rows in (self._clicks, self._events) if rows]
+        if self._log_oldest is not None and (self._log_clicks or self._log_events):
+            times.append(self._log_oldest)
         return min(times) if times else None
 
     @property
     def durable(self) -> bool:
         """Whether rows accepted now can be made durable: storage or the journal takes them.
-        False while both fail: rows wait in memory (``/readyz`` answers not-ready)."""
+        False while both fail: rows wait in the log or memory (``/readyz`` not-ready)."""
         return self.storage_ok or self.journal_ok
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -278,8 +334,14 @@ class Recorder:
         if self._task is not None:
             await self._task
         await self._flush()
-        if self.pending:  # neither storage nor the journal: the process takes them along
-            self._drop(self.pending, "closing")
+        if self.clicklog is not None:
+            left = self._log_clicks + self._log_events
+            if left:  # neither storage nor the journal: the next start takes them
+                log.warning("recorder.left_in_clicklog", rows=left)
+            self.clicklog.close(done=not left)
+        held = len(self._clicks) + len(self._events)
+        if held:  # in memory, and neither storage nor the journal: lost with the process
+            self._drop(held, "closing")
             self.clicks_dropped += len(self._clicks)
             self._clicks_out += len(self._clicks)
             self._clicks.clear()
@@ -289,8 +351,8 @@ class Recorder:
 
     async def _pause(self) -> None:
         """Until the next flush: the flush interval, or a full batch; the backoff while
-        storage fails. While the journal fails too, rows pile up in memory and every click
-        would fill a batch, so then only closing cuts the backoff short."""
+        storage fails. While the journal fails too, rows pile up and every click would fill
+        a batch, so then only closing cuts the backoff short."""
         wake = self._wake if self.durable else self._stop
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(),
@@ -298,11 +360,12 @@ class Recorder:
         self._wake.clear()
 
     async def _run(self) -> None:
+        await self._claim_orphans()
         await self._replay()
         while not self._closing:
             await self._pause()
             try:
-                probed = bool(self._clicks or self._events)
+                probed = bool(self.pending)
                 await self._flush()
                 # While storage is away new clicks probe it, and the journal follows once
                 # one is written. With none coming (a quiet night), the replay itself must
@@ -321,9 +384,66 @@ class Recorder:
     # --- writing -----------------------------------------------------------------------------
     async def _flush(self) -> None:
         async with self._flushing:
-            await self._flush_pending()
+            await self._flush_log()
+            await self._flush_memory()
 
-    async def _flush_pending(self) -> None:
+    async def _flush_log(self) -> None:
+        """Store the click log's rows a generation at a time (everything it holds when the
+        generation starts), or journal them; when neither takes them, they wait there."""
+        clicklog = self.clicklog
+        while clicklog is not None and self._log_from is not None and (
+                self._log_clicks or self._log_events):
+            upto = clicklog.position()
+            clicks, events = self._log_clicks, self._log_events
+            ranges = clicklog.ranges(self._log_from, upto)
+            self._writing_log, self._log_next_oldest = True, None
+            try:
+                done = (await self._write_log(ranges, clicks, events)
+                        or await self._journal_log(ranges, clicks, events))
+            finally:
+                self._writing_log = False
+            if not done:
+                return
+            clicklog.mark_done(upto)
+            self._log_from = upto
+            self._log_clicks -= clicks
+            self._log_events -= events
+            self._log_oldest, self._log_next_oldest = self._log_next_oldest, None
+
+    async def _write_log(self, ranges: list[LogRange], clicks: int, events: int) -> bool:
+        assert self.clicklog is not None
+        try:
+            if isinstance(self.sink, LogSink):  # the writer process reads them itself
+                await self.sink.record_log(ranges)
+            else:
+                for log_range in ranges:
+                    log_clicks, log_events = self.clicklog.rows(log_range)
+                    for start in range(0, max(len(log_clicks), len(log_events)),
+                                       self.batch_size):
+                        end = start + self.batch_size
+                        await self.sink.record(log_clicks[start:end], log_events[start:end])
+        except Exception as exc:
+            self._storage_failed(exc)
+            return False
+        self._storage_back()
+        self.written += clicks + events
+        self.clicks_written += clicks
+        self._clicks_out += clicks
+        return True
+
+    async def _journal_log(self, ranges: list[LogRange], clicks: int, events: int) -> bool:
+        assert self.clicklog is not None
+        rows: list[Row] = []
+        for log_range in ranges:
+            log_clicks, log_events = self.clicklog.rows(log_range)
+            rows += [*log_clicks, *log_events]
+        if not await self._journal_rows(rows):
+            return False
+        self.clicks_journaled += clicks
+        self._clicks_out += clicks
+        return True
+
+    async def _flush_memory(self) -> None:
         while self._clicks or self._events:
             clicks, self._clicks = self._clicks[: self.batch_size], self._clicks[self.batch_size :]
             events, self._events = self._events[: self.batch_size], self._events[self.batch_size :]
@@ -338,16 +458,21 @@ class Recorder:
             return
 
     async def _journal(self, clicks: list[Click], events: list[Event]) -> bool:
+        if not await self._journal_rows([*clicks, *events]):
+            return False
+        self.clicks_journaled += len(clicks)
+        return True
+
+    async def _journal_rows(self, rows: list[Row]) -> bool:
         try:
-            await asyncio.to_thread(self.journal.append, [*clicks, *events])
+            await asyncio.to_thread(self.journal.append, rows)
         except OSError as exc:
             self._journal_failed(exc)
             return False
         if not self.journal_ok:
             log.info("recorder.journal_back")
         self.journal_ok = True
-        self.journaled += len(clicks) + len(events)
-        self.clicks_journaled += len(clicks)
+        self.journaled += len(rows)
         return True
 
     async def _write(self, clicks: list[Click], events: list[Event]) -> bool:
@@ -356,19 +481,46 @@ class Recorder:
         try:
             await self.sink.record(clicks, events)
         except Exception as exc:
-            self._retry_delay = min(self.retry_max, max(0.5, self._retry_delay * 2))
-            if self.storage_ok:
-                log.warning("recorder.storage_failed", error=str(exc) or type(exc).__name__,
-                            retry_in=self._retry_delay)
-            self.storage_ok = False
+            self._storage_failed(exc)
             return False
+        self._storage_back()
+        self.written += len(clicks) + len(events)
+        self.clicks_written += len(clicks)
+        return True
+
+    def _storage_failed(self, exc: Exception) -> None:
+        self._retry_delay = min(self.retry_max, max(0.5, self._retry_delay * 2))
+        if self.storage_ok:
+            log.warning("recorder.storage_failed", error=str(exc) or type(exc).__name__,
+                        retry_in=self._retry_delay)
+        self.storage_ok = False
+
+    def _storage_back(self) -> None:
         if not self.storage_ok:
             log.info("recorder.storage_back")
         self.storage_ok = True
         self._retry_delay = 0.0
-        self.written += len(clicks) + len(events)
-        self.clicks_written += len(clicks)
-        return True
+
+    async def _claim_orphans(self) -> None:
+        """Move what killed processes left in their click logs to the journal, durably, and
+        remove their segments: the journal's replay (next) stores it."""
+        if self.clicklog is None:
+            return
+        orphans = self.clicklog.claim_orphans()
+        while True:
+            found = await asyncio.to_thread(next, orphans, None)
+            if found is None:
+                return
+            path, clicks, events = found
+            if clicks or events:
+                try:
+                    await asyncio.to_thread(self.journal.append, [*clicks, *events])
+                except OSError as exc:
+                    self._journal_failed(exc)
+                    return  # the segment stays: the next start tries again
+            path.unlink(missing_ok=True)
+            log.info("recorder.clicklog_recovered", file=path.name, clicks=len(clicks),
+                     events=len(events))
 
     async def _replay(self) -> None:
         """Write journaled rows to storage; a file is removed only once all of it is in."""

@@ -28,6 +28,7 @@ class Setting:
     help: str
     kind: type = str
     minimum: float | None = None
+    maximum: float | None = None
     choices: tuple[str, ...] = ()
 
     @property
@@ -87,25 +88,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache.link_max_entries", 100_000, "Most share links kept in memory.", int,
             minimum=1),
     Setting("recorder.queue_size", 50_000,
-            "Most clicks held in memory awaiting a write; past this they go to the journal.",
+            "Most clicks held in memory, when the click log can't take them (its disk full), "
+            "awaiting a write; past this they go to the journal.",
             int, minimum=1),
     Setting("recorder.hold_size", 100_000,
             "Most clicks kept in memory in all (the queue's included, so at least "
             "queue_size) while neither storage nor the journal takes them; /readyz answers "
             "not-ready meanwhile. Past this a click is dropped and counted (/readyz "
             "`dropped`, log event recorder.clicks_dropped).", int, minimum=1),
-    Setting("recorder.flush_interval_ms", 250,
-            "Longest a click waits in memory before it is written.", int, minimum=1),
-    Setting("recorder.batch_size", 1000, "Most clicks written in one transaction.", int,
-            minimum=1),
+    Setting("recorder.flush_interval_ms", 1000,
+            "Longest a click waits in the click log before it is written (the stats lag by "
+            "about this much). Longer: larger batches, less work per click.", int, minimum=1),
+    Setting("recorder.batch_size", 20000,
+            "Most clicks written in one transaction; a writer that falls behind takes this "
+            "many at once.", int, minimum=1),
     Setting("recorder.writer_process", True,
             "Write clicks from a child process, so storage work never holds up requests; "
             "false: from a thread of the gateway process.", bool),
-    Setting("recorder.writer_starved_seconds", 2.0,
-            "Longest the writer process, which runs on CPU time nobody else wants, may hold "
-            "a batch while waiting for a CPU at least half that time (every CPU busy with "
-            "requests); a writer at normal priority then takes the batch, and the next ones "
-            "for 30 s or more.", float, minimum=0.1),
+    Setting("recorder.writer_nice", 10,
+            "Niceness of the writer process (0-19): how far the kernel puts it behind the "
+            "requests when a CPU is contended. It keeps up at any value: a writer that falls "
+            "behind takes larger batches, which cost less per click.", int, minimum=0,
+            maximum=19),
     Setting("recorder.retry_max_seconds", 30.0,
             "Longest pause between retries while the database is away.", float, minimum=0.1),
     Setting("wechat.api_base", "https://api.weixin.qq.com",
@@ -171,6 +175,8 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
         raise ConfigError(f"{where}: {value!r} is not a valid {kind.__name__}") from None
     if setting.minimum is not None and result < setting.minimum:
         raise ConfigError(f"{where}: {result!r} is below the minimum {setting.minimum}")
+    if setting.maximum is not None and result > setting.maximum:
+        raise ConfigError(f"{where}: {result!r} is above the maximum {setting.maximum}")
     if setting.choices and result not in setting.choices:
         raise ConfigError(f"{where}: {result!r} is not one of {', '.join(setting.choices)}")
     return result

@@ -8,7 +8,7 @@ sent to comes from a stored, adapter-validated target, never from the request.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from time import monotonic, time
 from typing import Any
@@ -211,7 +211,13 @@ async def _closed(request: web.Request, cached: CachedLink, now: float,
 async def _landing(request: web.Request, cached: CachedLink, detection: Detection,
                    resolution: Resolution, click_id: str) -> web.Response:
     """The page listing the product's storefronts (through ``/o/``) and the WeCom entry; or
-    the launch page of a mini-program's scheme."""
+    the launch page of a mini-program's scheme.
+
+    A shopper inside WeChat whose storefront WeChat blocks (the commonest case) gets this
+    page on every click, so it is rendered once per product version, detection and entry
+    (``LandingPage``) and each click only splices its id in. A page with a mini-program card
+    carries a JS-SDK signature made for its request, and is rendered each time.
+    """
     app = request.app
     product = cached.product
     assert product is not None
@@ -220,12 +226,28 @@ async def _landing(request: web.Request, cached: CachedLink, detection: Detectio
         front = next(f for f in resolution.options if f.platform == resolution.target)
         return launch_page(request, product, front, resolution.launch, detection,
                            share_url, others=len(resolution.options) > 1)
+    entry = await app[ENTRIES].get(product.merchant_id)
+    if resolution.card is not None:
+        mini = await card_context(request, cached, resolution.card)
+        return _render_landing(app[PAGES], cached, detection, resolution, click_id,
+                               share_url, entry is not None, mini)
+    key = (_LANDING, detection, entry is not None)
+    page: LandingPage | None = cached.memo.get(key)
+    if page is None:
+        page = cached.memo[key] = LandingPage(_render_landing(
+            app[PAGES], cached, detection, resolution, LandingPage.CLICK_ID, share_url,
+            entry is not None, NO_CARD))
+    return page.response(click_id)
+
+
+def _render_landing(pages: Pages, cached: CachedLink, detection: Detection,
+                    resolution: Resolution, click_id: str, share_url: str, entry: bool,
+                    mini: Mapping[str, Any]) -> web.Response:
+    product = cached.product
+    assert product is not None
     hops = {front.platform: f"/o/{product.code}/{front.platform}?c={click_id}"
             for front in (*resolution.options, *resolution.blocked)}
-    entry = await app[ENTRIES].get(product.merchant_id)
-    mini = (await card_context(request, cached, resolution.card)
-            if resolution.card is not None else NO_CARD)
-    return app[PAGES].render(
+    return pages.render(
         "landing.html", product=product, options=resolution.options,
         blocked=resolution.blocked, guide=resolution.guide, hop_urls=hops,
         entry_url=f"/e/{product.code}?c={click_id}" if entry else None,
@@ -235,6 +257,27 @@ async def _landing(request: web.Request, cached: CachedLink, detection: Detectio
         if resolution.guide or resolution.card is not None else None,
         tryable=resolution.tryable, **mini,
     )
+
+
+_LANDING = object()  # the memo key's first item for landing pages: equal to no other key
+
+
+class LandingPage:
+    """A landing page rendered once, kept as the bytes around its click ids."""
+
+    #: What the page is rendered with in place of the click id. A NUL can't come from a
+    #: merchant's text (input checks refuse control characters) and HTML escaping leaves it.
+    CLICK_ID = "\x00click-id\x00"
+
+    __slots__ = ("headers", "parts")
+
+    def __init__(self, rendered: web.Response) -> None:
+        assert isinstance(rendered.body, bytes)
+        self.parts = rendered.body.split(self.CLICK_ID.encode())
+        self.headers = tuple(rendered.headers.items())
+
+    def response(self, click_id: str) -> web.Response:
+        return web.Response(body=click_id.encode().join(self.parts), headers=self.headers)
 
 
 #: A Click from a tuple of its fields, in C: calling ``Click(...)`` runs the named tuple's

@@ -7,22 +7,23 @@ the database, was most of the gap to a bare aiohttp app. Here the recorder hands
 to ``python -m gateway.writer``, which opens the same storage (either engine, migrations
 already applied by the gateway) and answers every batch with "written" or the error.
 
-The recorder's guarantees hold unchanged: a batch counts as written only once the child
-says it committed; an error, or a child that died, is a storage failure (the batch goes to
-the journal and is retried), and the next batch starts a new child. Storage skips ids it
-already holds, so a batch the child committed just before dying is never counted twice.
+A batch is normally a range of the click log (clicklog.py): the child reads the rows from
+the segment files itself, so the event loop sends a path and two offsets whatever the
+batch's size, and never pickles a row. Rows the log lacks (a journal's replay) come through
+the pipe, pickled.
 
-The child runs on CPU time nobody else wants (``_yield_to_requests``), so it never slows a
-request. When every CPU is busy with requests for long, though, such a child gets almost
-no time at all (measured: ``serve --workers 2`` under full load wrote 1,000-5,000 clicks
-per worker in 40 s while 87% of them spilled into the journal on the event loop). So when
-an idle child has held a batch for ``recorder.writer_starved_seconds`` *and* spent at
-least half of that time waiting for a CPU (Linux's per-thread run delay; a child waiting
-on a lock or the disk is slow, not starved, and is left alone), the batch goes to a new
-child at normal priority. The starved one is killed (storage skips what it committed).
-Normal priority lasts ``NORMAL_FOR`` seconds, twice as long each time the idle child
-starves again right after (up to ``NORMAL_MAX``), then the next batch goes to an idle
-child again.
+The recorder's guarantees hold unchanged: a batch counts as written only once the child
+says it committed; an error, or a child that died or stopped answering, is a storage
+failure (the batch goes to the journal and is retried), and the next batch starts a new
+child. Storage skips ids it already holds, so a batch the child committed just before dying
+is never counted twice.
+
+The child runs at a lower priority (``recorder.writer_nice``), never on idle CPU time only:
+on one CPU, busy with requests, an idle-priority writer got no time at all, its queue
+filled and clicks went to the journal on the event loop. At nice 10 the kernel gives it
+about a tenth of a contended CPU, and the larger batches a busy writer takes cost less
+per click (one rollup row and sketch cell per product, however many clicks), so it keeps
+up where it is needed most.
 
 Frames both ways are a 4-byte length and a pickle, between two processes of the same
 program. The child ignores SIGINT and SIGTERM and stops when its input closes: the gateway
@@ -38,22 +39,22 @@ import os
 import pickle
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import IO, Any
 
 import structlog
 
+from .clicklog import LogRange, read_range
 from .settings import Settings
-from .store import Click, Event, StoreUnavailable
+from .store import Click, Event, Store, StoreUnavailable
 
 __all__ = ["WriterProcess"]
 
 log = structlog.get_logger("linkloop.writer")
 
 _LENGTH = 4
-#: Longest an idle child may hold a batch, starved or not, before it counts as dead.
-_HUNG_AFTER = 60.0
+#: Longest a child may take over one batch before it counts as dead (stopped, stuck).
+_HUNG_AFTER = 120.0
 #: Longest the gateway waits for the child to finish its last batch and exit on shutdown.
 _EXIT_TIMEOUT = 60.0
 
@@ -64,28 +65,17 @@ def _frame(value: Any) -> bytes:
 
 
 class WriterProcess:
-    """``record(clicks, events)`` for the recorder, done by a child process.
+    """``record(clicks, events)`` and ``record_log(ranges)`` for the recorder, done by a
+    child process.
 
     One batch is in flight at a time (the recorder awaits each); the child starts with the
     first batch and again after it has died.
     """
 
-    #: Seconds of normal priority after an idle child starved; doubled (up to NORMAL_MAX)
-    #: when the next idle child starves too within a minute of its start.
-    NORMAL_FOR = 30.0
-    NORMAL_MAX = 600.0
-
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.starved_after: float = settings["recorder.writer_starved_seconds"]
+        self.nice: int = settings["recorder.writer_nice"]
         self._child: asyncio.subprocess.Process | None = None
-        #: Whether the child runs (the next one will run) on idle CPU time only.
-        self._idle = True
-        #: Normal priority lasts until then; how long the last spell was; when the first
-        #: batch after the last spell went to an idle child.
-        self._normal_until = 0.0
-        self._normal_for = self.NORMAL_FOR
-        self._idle_since = 0.0
         self._lock = asyncio.Lock()
 
     @property
@@ -94,35 +84,39 @@ class WriterProcess:
         return self._child.pid if self._child is not None else None
 
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
+        """Store rows the recorder holds (a journal's replay, rows the click log lacks)."""
         if not clicks and not events:
             return
         # Plain tuples cross the pipe: a named tuple pickles as a call to its class, three
         # times the work, and this side of the pipe is the event loop.
-        rows = (list(map(tuple, clicks)), list(map(tuple, events)))
+        await self._send(("rows", list(map(tuple, clicks)), list(map(tuple, events))))
+
+    async def record_log(self, ranges: Sequence[LogRange]) -> None:
+        """Store the rows in these ranges of the click log: the child reads them itself, so
+        the event loop sends a few paths and offsets, however many rows there are."""
+        if ranges:
+            await self._send(("log", list(ranges)))
+
+    async def _send(self, batch: Any) -> None:
+        """Hand one batch to the child and wait for its answer."""
         async with self._lock:
             # A child that died between batches (killed, out of memory) is replaced, and a
             # batch whose child died under it is sent once more to a new one: storage skips
             # whatever part of it the old one committed. A second death is a failure.
-            deaths = 0
-            while True:
-                child = await self._running_child()
+            for attempt in (1, 2):
+                child = self._child
+                if child is None or child.returncode is not None:
+                    child = await self._start()
                 try:
-                    error = await self._answer(child, rows)
-                except _Starved:
-                    # Every CPU is busy with requests: a child at normal priority takes
-                    # this batch (storage skips what the starved one committed).
-                    await self._lost(child)
-                    self._go_normal()
-                    log.warning("writer.starved", pid=child.pid, seconds=self.starved_after,
-                                clicks=len(clicks), events=len(events),
-                                normal_for=self._normal_for)
-                    continue
-                except (OSError, asyncio.IncompleteReadError) as exc:
+                    error = await asyncio.wait_for(self._ask(child, batch), _HUNG_AFTER)
+                except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                    # Dead, or stopped answering (stopped, stuck): a death, as far as the
+                    # batch is concerned.
                     code = await self._lost(child)
-                    deaths += 1
-                    log.warning("writer.lost", pid=child.pid, code=code, attempt=deaths)
-                    if deaths == 2:
-                        raise StoreUnavailable(f"writer process exited ({code})") from exc
+                    log.warning("writer.lost", pid=child.pid, code=code, attempt=attempt,
+                                error=type(exc).__name__)
+                    if attempt == 2:
+                        raise StoreUnavailable(f"writer process lost ({code})") from exc
                     continue
                 except BaseException:
                     # Cancelled mid-batch: this child's answer would reach the next batch.
@@ -134,62 +128,12 @@ class WriterProcess:
                     raise StoreUnavailable(error)
                 return
 
-    async def _answer(self, child: asyncio.subprocess.Process, rows: Any) -> str | None:
-        """The child's answer to a batch; ``_Starved`` if an idle child can't get a CPU."""
-        asking = asyncio.ensure_future(self._ask(child, rows))
-        hung_at = time.monotonic() + max(_HUNG_AFTER, 10 * self.starved_after)
-        try:
-            while True:
-                waited = _run_delay(child.pid)
-                done, _ = await asyncio.wait(
-                    {asking}, timeout=self.starved_after if self._idle else None)
-                if done:
-                    return asking.result()
-                now = _run_delay(child.pid)
-                if waited is not None and now is not None and (
-                        now - waited >= self.starved_after / 2):
-                    raise _Starved
-                if time.monotonic() > hung_at:
-                    # Neither writing nor queued for a CPU for a minute (stopped, stuck):
-                    # a death, as far as the batch is concerned.
-                    raise OSError("writer process stopped answering")
-                # Slow, not starved (a lock, the disk): keep waiting.
-        finally:
-            if not asking.done():
-                asking.cancel()
-                # Wait for it without taking on its outcome: only this task's own
-                # cancellation may come out of here.
-                await asyncio.wait({asking})
-
-    def _go_normal(self) -> None:
-        """The next child runs at normal priority; for longer if idle ones keep starving."""
-        now = time.monotonic()
-        again = now - self._idle_since < 60.0 and self._normal_until > 0
-        self._normal_for = (min(2 * self._normal_for, self.NORMAL_MAX) if again
-                            else self.NORMAL_FOR)
-        self._normal_until = now + self._normal_for
-        self._idle = False
-
-    async def _running_child(self) -> asyncio.subprocess.Process:
-        """The child for the next batch: the running one, or a new one when there is none,
-        it died, or its spell at normal priority is over."""
-        child = self._child
-        if not self._idle and time.monotonic() > self._normal_until:
-            self._idle, self._idle_since = True, time.monotonic()
-            if child is not None and child.returncode is None:
-                await self._stop(child)
-            child = None
-        if child is not None and child.returncode is None:
-            return child
-        return await self._start()
-
     async def _start(self) -> asyncio.subprocess.Process:
-        idle = self._idle
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.writer",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         try:
-            error = await self._ask(child, (self.settings, idle))
+            error = await self._ask(child, self.settings)
         except (OSError, asyncio.IncompleteReadError) as exc:
             code = await self._lost(child)
             raise StoreUnavailable(f"writer process did not start ({code}): {exc!r}") from exc
@@ -200,7 +144,7 @@ class WriterProcess:
         if error is not None:  # storage would not open: the child has exited
             await self._lost(child)
             raise StoreUnavailable(error)
-        log.info("writer.started", pid=child.pid, idle=idle)
+        log.info("writer.started", pid=child.pid, nice=self.nice)
         self._child = child
         return child
 
@@ -223,41 +167,19 @@ class WriterProcess:
     async def close(self) -> None:
         """Close the child's input: it finishes (it has no batch left) and exits."""
         async with self._lock:
-            if self._child is not None:
-                await self._stop(self._child)
-
-    async def _stop(self, child: asyncio.subprocess.Process) -> None:
-        """Let a child with no batch in hand exit: close its input, wait for it."""
-        self._child = None
-        assert child.stdin is not None
-        child.stdin.close()
-        try:
-            code = await asyncio.wait_for(child.wait(), _EXIT_TIMEOUT)
-        except TimeoutError:
-            log.error("writer.exit_timeout", pid=child.pid)
-            await self._lost(child)
-            return
-        if code:
-            log.warning("writer.exited", pid=child.pid, code=code)
-
-
-class _Starved(Exception):
-    """An idle-priority child spent the batch's time waiting for a CPU."""
-
-
-def _run_delay(pid: int | None) -> float | None:
-    """Seconds the threads of a process have waited for a CPU so far (Linux), else None."""
-    if pid is None:
-        return None
-    total = 0
-    try:
-        for thread in os.listdir(f"/proc/{pid}/task"):
-            path = f"/proc/{pid}/task/{thread}/schedstat"
-            with contextlib.suppress(FileNotFoundError), open(path) as fh:  # may just end
-                total += int(fh.read().split()[1])  # ns on a runqueue, not running
-    except (OSError, ValueError, IndexError):
-        return None
-    return total / 1e9
+            child, self._child = self._child, None
+            if child is None:
+                return
+            assert child.stdin is not None
+            child.stdin.close()
+            try:
+                code = await asyncio.wait_for(child.wait(), _EXIT_TIMEOUT)
+            except TimeoutError:
+                log.error("writer.exit_timeout", pid=child.pid)
+                await self._lost(child)
+                return
+            if code:
+                log.warning("writer.exited", pid=child.pid, code=code)
 
 
 # --- the child ------------------------------------------------------------------------------
@@ -273,7 +195,7 @@ def _read_frame(stream: IO[bytes]) -> Any:
     return pickle.loads(payload)
 
 
-async def _serve(settings: Settings, idle: bool, inbox: IO[bytes], outbox: IO[bytes]) -> None:
+async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> None:
     from .store import open_store
 
     def answer(value: str | None) -> None:
@@ -287,21 +209,22 @@ async def _serve(settings: Settings, idle: bool, inbox: IO[bytes], outbox: IO[by
         # a traceback here on every try of an outage would say nothing more.
         answer(f"storage did not open: {exc}")
         return
-    # Started at normal priority: a start is short and rare, and may be the one that
-    # replaces a starved child. The batches run on idle CPU time when asked to.
-    if idle:
-        _yield_to_requests()
     answer(None)
+    size = settings["recorder.batch_size"]
     loop = asyncio.get_running_loop()
     try:
         while True:
             try:
-                clicks, events = await loop.run_in_executor(None, _read_frame, inbox)
+                batch = await loop.run_in_executor(None, _read_frame, inbox)
             except EOFError:
                 return
             try:
-                await store.record([Click(*row) for row in clicks],
-                                   [Event(*row) for row in events])
+                if batch[0] == "log":
+                    for log_range in batch[1]:
+                        await _record_chunked(store, *read_range(log_range), size)
+                else:
+                    await store.record([Click(*row) for row in batch[1]],
+                                       [Event(*row) for row in batch[2]])
             except Exception as exc:
                 log.warning("writer.batch_failed", error=str(exc) or type(exc).__name__)
                 answer(str(exc) or type(exc).__name__)
@@ -311,25 +234,11 @@ async def _serve(settings: Settings, idle: bool, inbox: IO[bytes], outbox: IO[by
         await store.close()
 
 
-def _yield_to_requests() -> None:
-    """Run the writer on CPU time nobody else wants (Linux SCHED_IDLE; elsewhere, nice 19).
-
-    Requests first: a batch can wait a moment in the pipe, a shopper should not. Measured
-    under load, a merely low-priority writer still cost the event loop 10-15% of its time
-    waiting for a CPU: the kernel counts a CPU running the writer as busy and places the
-    woken load generator (or any other process) beside the event loop instead. A CPU that
-    runs only SCHED_IDLE work counts as idle. The policy is per thread: every thread of
-    the process gets it (the storage engine's already run), and threads made later
-    inherit it. There is no way back without privileges: a child that must write at
-    normal priority is a new child.
-    """
-    try:
-        idle = os.sched_param(0)
-        for thread in os.listdir("/proc/self/task"):
-            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
-                os.sched_setscheduler(int(thread), os.SCHED_IDLE, idle)
-    except (AttributeError, OSError):
-        os.nice(19)
+async def _record_chunked(store: Store, clicks: list[Click], events: list[Event],
+                          size: int) -> None:
+    """A range of the log (up to a segment's worth) in transactions of ``size`` rows."""
+    for start in range(0, max(len(clicks), len(events)), size):
+        await store.record(clicks[start:start + size], events[start:start + size])
 
 
 def main() -> int:
@@ -340,15 +249,15 @@ def main() -> int:
     outbox = os.fdopen(os.dup(1), "wb")
     # Anything else printed goes to stderr, never into the frames.
     os.dup2(2, 1)
-    settings: Settings
-    idle: bool
-    settings, idle = _read_frame(inbox)
+    settings: Settings = _read_frame(inbox)
+    # Before any thread starts: the storage engine's threads inherit the priority.
+    os.nice(settings["recorder.writer_nice"])
     from .logs import configure_logging
 
     configure_logging(settings["log.level"], settings["log.format"])
     structlog.contextvars.bind_contextvars(process="writer")
     try:
-        asyncio.run(_serve(settings, idle, inbox, outbox))
+        asyncio.run(_serve(settings, inbox, outbox))
     except Exception:
         log.exception("writer.failed")
         return 1

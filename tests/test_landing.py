@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.appkeys import RECORDER, STORE
 from gateway.guide import GUIDES, overlay_for
 from gateway.pages import qr_svg
 
@@ -130,3 +131,43 @@ async def test_every_visit_to_a_landing_page_shows_the_qr_code_of_its_own_link(
     for product in [*products, *products]:
         _, page, _ = await _landing(client, product["code"], DESKTOP_UA)
         assert qr_svg(product["share_url"]) in page
+
+
+async def test_each_landing_page_carries_its_own_click_and_the_product_as_it_is_now(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    """The page is kept rendered between clicks: each shopper's links must still carry
+    their own click (the attribution of their storefront open and WeCom add), and an edit
+    of the product must show at once."""
+    product = await create_product(client, tenant)
+    await client.put("/api/entry", json={"kind": "acquisition_link", "url": ACQUISITION},
+                     headers=tenant.auth)
+    seen: dict[str, str] = {}
+    for _ in range(3):
+        client.session.cookie_jar.clear()
+        resp = await client.get(f"/p/{product['code']}", headers={"User-Agent": WECHAT_IOS},
+                                allow_redirects=False)
+        assert resp.status == 200
+        click_id = resp.cookies["ll_v"].value  # a new visitor's id is their click's
+        page = await resp.text()
+        links = re.findall(r'href="(/[oe]/[^"]+)"', page)
+        assert len(links) == 3  # JD, web, the WeCom entry
+        assert {link.rsplit("?c=", 1)[1] for link in links} == {click_id}
+        seen[click_id] = page
+    assert len(seen) == 3
+    # The storefront open is the clicking shopper's, not the first one's.
+    last = list(seen)[-1]
+    hop = re.search(r'data-platform="jd" href="([^"]+)"', seen[last])
+    assert hop is not None
+    resp = await client.get(hop.group(1), headers={"User-Agent": WECHAT_IOS},
+                            allow_redirects=False)
+    assert resp.status == 302
+    assert client.app is not None
+    await client.app[RECORDER].flush()
+    events = await client.app[STORE].export_events(tenant.id, after="", limit=10)
+    assert [(e.kind, e.click_id) for e in events] == [("storefront_open", last)]
+    resp = await client.patch(f"/api/products/{product['id']}", headers=tenant.auth,
+                              json={"title": "明前龙井 新茶"})
+    assert resp.status == 200, await resp.text()
+    _, page, _ = await _landing(client, product["code"], WECHAT_IOS)
+    assert "明前龙井 新茶" in page

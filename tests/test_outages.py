@@ -150,20 +150,24 @@ async def test_readyz_says_not_ready_within_the_storage_timeout_when_packets_van
 
 
 class _Outage:
-    """SQLite locked by another connection and the journal's directory a plain file."""
+    """SQLite locked by another connection and the journal's directory a plain file; with
+    ``clicklog``, the click log's directory too (a gateway that has made no segment yet
+    then holds rows in memory)."""
 
-    def __init__(self, data: Path) -> None:
-        self.journal = data / "journal"
+    def __init__(self, data: Path, *, clicklog: bool = False) -> None:
+        self.dirs = [data / "journal", *([data / "clicklog"] if clicklog else [])]
         self.lock = sqlite3.connect(data / "linkloop.db", isolation_level=None)
 
     def __enter__(self) -> _Outage:
         self.lock.execute("BEGIN EXCLUSIVE")
-        shutil.rmtree(self.journal, ignore_errors=True)
-        self.journal.write_text("a file where the journal's directory should be\n")
+        for directory in self.dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.write_text("a file where a directory should be\n")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.journal.unlink()
+        for directory in self.dirs:
+            directory.unlink()
         self.lock.execute("ROLLBACK")
         self.lock.close()
 
@@ -201,14 +205,15 @@ async def test_a_full_queue_with_the_journal_unwritable_holds_then_counts_what_i
     from gateway.logs import configure_logging
 
     configure_logging("info", "json")
-    # Three clicks fill the queue; past that the overflow path (straight to the journal)
-    # must hold them in memory, up to 40, and only then drop, and count, any.
+    # With no click log either, three clicks fill the queue; past that the overflow path
+    # (straight to the journal) must hold them in memory, up to 40, and only then drop,
+    # and count, any.
     client = await aiohttp_client(create_app(make_settings(
         tmp_path, storage__timeout_seconds=1, recorder__retry_max_seconds=1,
         recorder__queue_size=3, recorder__hold_size=40, recorder__batch_size=2)))
     shops = await _shop(client)
     answered = {tenant.id: 0 for tenant, _ in shops}
-    with _Outage(tmp_path / "data"):
+    with _Outage(tmp_path / "data", clicklog=True):
         for _ in range(15):  # 30 clicks: held, none lost
             for tenant, product in shops:
                 assert await _tap(client, product) == 302

@@ -213,9 +213,11 @@ async def test_click_id_is_bound_on_every_log_line_of_the_request(
     from .conftest import add_tenant, make_settings
 
     configure_logging("info", "json")
-    # A one-row queue: the second click overflows to the journal, which the request logs.
+    # No click log (a file where its directory goes) and a one-row queue: the first click
+    # logs the log's failure, the second overflows to the journal; both during the request.
     client = await aiohttp_client(create_app(make_settings(
         tmp_path, recorder__queue_size=1, recorder__flush_interval_ms=60_000)))
+    (tmp_path / "data" / "clicklog").write_text("not a directory\n")
     tenant = await add_tenant(client, "acme")
     product = await create_product(client, tenant)
     capsys.readouterr()
@@ -224,8 +226,11 @@ async def test_click_id_is_bound_on_every_log_line_of_the_request(
         assert resp.status == 302
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()
              if line.startswith("{")]
+    failed = [line for line in lines if line["event"] == "recorder.clicklog_failed"]
     full = [line for line in lines if line["event"] == "recorder.queue_full"]
-    assert len(full) == 1
+    assert len(failed) == len(full) == 1
+    assert re.fullmatch(r"[0-9A-Za-z_-]{16}", failed[0]["click_id"])
+    assert failed[0]["click_id"] != full[0]["click_id"]
     assert re.fullmatch(r"[0-9A-Za-z_-]{16}", full[0]["click_id"])
 
 

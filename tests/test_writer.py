@@ -135,63 +135,51 @@ async def _stored_ids(settings: Settings) -> list[str]:
 
 
 linux_only = pytest.mark.skipif(
-    not hasattr(os, "SCHED_IDLE") or not Path("/proc/self/schedstat").exists(),
-    reason="scheduling policies and run delays per thread are Linux's (with schedstats)")
+    not sys.platform.startswith("linux"),
+    reason="per-thread priorities and CPU affinity are Linux's")
+
+
+def _threads_nice(pid: int) -> set[int]:
+    return {os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
 
 
 @linux_only
-async def test_a_writer_starved_of_cpu_hands_its_batch_to_one_at_normal_priority(
-        tmp_path: Path) -> None:
+async def test_a_writer_sharing_one_busy_cpu_still_writes(tmp_path: Path) -> None:
+    """One CPU, busy with requests: the writer is behind them, never starved of it.
+    (An idle-priority writer got no time at all here, and its clicks went to the journal.)"""
     settings = make_settings(tmp_path)
     writer = WriterProcess(settings)
-    writer.starved_after = 30.0  # the idle phases must not be judged on a busy machine
     burner = None
     try:
         await writer.record(_clicks(0), [])
         first = writer.pid
-        assert first is not None and _threads_policy(first) == {os.SCHED_IDLE}
-        # Requests keep every CPU busy: here, the child's threads share one CPU with a
-        # normal-priority process that never sleeps.
+        assert first is not None and _threads_nice(first) == {settings["recorder.writer_nice"]}
+        assert {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{first}/task")} == {
+            os.SCHED_OTHER}
         cpu = min(os.sched_getaffinity(0))
         for tid in os.listdir(f"/proc/{first}/task"):
             os.sched_setaffinity(int(tid), {cpu})
+        # A normal-priority process that never sleeps, on the same CPU: the requests.
         burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         os.sched_setaffinity(burner.pid, {cpu})
-        writer.starved_after = 0.5
-        # A batch that takes some CPU: an idle child that gets a slice now and then may
-        # finish a tiny one before it counts as starved.
-        await asyncio.wait_for(writer.record(_clicks(*range(1, 1001)), []), 20)
-        second = writer.pid
-        assert second not in (None, first) and _threads_policy(second) == {os.SCHED_OTHER}
-        with pytest.raises(ProcessLookupError):
-            os.kill(first, 0)  # killed and reaped
-        burner.kill()
-        burner.wait()
-        burner = None
-        # Its spell at normal priority over, the next batch goes to an idle child again.
-        writer.starved_after = 30.0
-        writer._normal_until = 0.0  # as if NORMAL_FOR had passed
-        await writer.record(_clicks(1001), [])
-        third = writer.pid
-        assert third not in (None, second) and _threads_policy(third) == {os.SCHED_IDLE}
+        await asyncio.wait_for(writer.record(_clicks(*range(1, 1001)), []), 60)
+        assert writer.pid == first
     finally:
         if burner is not None:
             burner.kill()
             burner.wait()
         await writer.close()
-    assert await _stored_ids(settings) == [c.id for c in _clicks(*range(1002))]
+    assert await _stored_ids(settings) == [c.id for c in _clicks(*range(1001))]
 
 
-@linux_only
-async def test_a_writer_waiting_on_a_lock_is_slow_not_starved(tmp_path: Path) -> None:
+async def test_a_writer_waiting_on_a_lock_keeps_its_batch(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     writer = WriterProcess(settings)
     try:
         await writer.record(_clicks(0), [])
         first = writer.pid
-        writer.starved_after = 1.0
-        # Another process holds the database for 2.5 times that: the child sleeps on the
-        # lock, it is not short of CPU, and must keep its batch.
+        # Another process holds the database for a while: the child sleeps on the lock and
+        # must keep its batch (and stay the writer).
         blocker = sqlite3.connect(settings.data_dir / "linkloop.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         batch = asyncio.ensure_future(writer.record(_clicks(1), []))
@@ -199,7 +187,7 @@ async def test_a_writer_waiting_on_a_lock_is_slow_not_starved(tmp_path: Path) ->
         blocker.execute("ROLLBACK")
         blocker.close()
         await asyncio.wait_for(batch, 20)
-        assert writer.pid == first and _threads_policy(first) == {os.SCHED_IDLE}
+        assert writer.pid == first
     finally:
         await writer.close()
     assert await _stored_ids(settings) == [c.id for c in _clicks(0, 1)]
