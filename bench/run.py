@@ -447,6 +447,61 @@ def drain_recorder(gateway: Server, timeout: float = 15.0) -> dict[str, Any]:
     return body
 
 
+# --- /metrics against the counts ---------------------------------------------------------------
+def scrape_metrics(gateway: Server, env: dict[str, str]) -> dict[str, float]:
+    """The gateway's click counters from GET /metrics, read with an admin token minted by
+    ``linkloop token`` (the CLI's public way) against the bench's settings."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    minted = subprocess.run(
+        [sys.executable, "-m", "gateway", "token", "--merchant", MERCHANT.id, "--role", "admin",
+         "--ttl", "1h"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    if minted.returncode != 0:
+        raise BenchError(f"linkloop token failed: {minted.stderr.strip()}")
+    status, _, raw = http_get(gateway.port, "/metrics",
+                              {"Authorization": f"Bearer {minted.stdout.strip()}"})
+    if status != 200:
+        raise BenchError(f"GET /metrics answered {status}: {raw[:300]!r}")
+    wanted = {("linkloop_clicks_total", (("outcome", o),)): o
+              for o in ("taken", "written", "journaled", "dropped")}
+    wanted[("linkloop_http_requests_total", (("route", "/p/{code}"), ("status", "302")))] = \
+        "redirects"
+    wanted[("linkloop_share_link_seconds_count", ())] = "timed"
+    found = dict.fromkeys(wanted.values(), 0.0)
+    for family in text_string_to_metric_families(raw.decode()):
+        for sample in family.samples:
+            name = wanted.get((sample.name, tuple(sorted(sample.labels.items()))))
+            if name is not None:
+                found[name] = sample.value
+    return found
+
+
+def compare_metrics(scraped: dict[str, float], clicks: dict[str, Any]) -> dict[str, Any]:
+    """/metrics (scraped once the recorder was drained) against the clicks in storage and
+    the responses wrk counted: every click taken, written and redirected, none journaled or
+    dropped, every share-link request timed."""
+    recorded, answered = clicks["recorded"], clicks["answered"]
+    high = answered + clicks["in_flight_allowed"]
+    checks = {
+        "taken == recorded": scraped["taken"] == recorded,
+        "written == recorded": scraped["written"] == recorded,
+        "journaled == 0": scraped["journaled"] == 0,
+        "dropped == 0": scraped["dropped"] == 0,
+        "redirects == recorded": scraped["redirects"] == recorded,
+        "timed == recorded": scraped["timed"] == recorded,
+        "answered <= redirects <= answered + in flight": answered <= scraped["redirects"] <= high,
+    }
+    figures = {k: int(v) for k, v in scraped.items()}
+    failed = [k for k, ok in checks.items() if not ok]
+    line = (f"metrics: /metrics taken {figures['taken']}, written {figures['written']}, "
+            f"journaled {figures['journaled']}, dropped {figures['dropped']}, redirects "
+            f"{figures['redirects']}, timed {figures['timed']} / {recorded} recorded, "
+            f"{answered} answered: " + ("MISMATCH (" + "; ".join(failed) + ")" if failed
+                                        else "ok"))
+    return {**figures, "recorded": recorded, "answered": answered, "failed": failed,
+            "ok": not failed, "line": line}
+
+
 # --- profiling ------------------------------------------------------------------------------
 def profile_gateway(wrk: str, gateway: Server, script: Path, args: argparse.Namespace,
                     out: Path) -> WrkResult:
@@ -541,6 +596,7 @@ def table(report: dict[str, Any]) -> str:
         f"({clicks['wrk_requests']} wrk + {clicks['direct']} direct); lost {clicks['lost']}, "
         f"{clicks['in_flight']} answered after wrk stopped counting "
         f"(allowed <= {clicks['in_flight_allowed']}): {'ok' if clicks['ok'] else 'FAILED'}")
+    lines.append(report["metrics"]["line"])
     others = {name: [r["other_cpu_percent"] for r in report[name]["rounds"]]
               for name in (ref, measured)}
     if all(v is not None for values in others.values() for v in values):
@@ -720,6 +776,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             log(f"profiled run: {result.rps:.0f} req/s (not scored)")
 
         counters = drain_recorder(gateway)
+        scraped = scrape_metrics(gateway, env)
         for server in servers:
             status = server.stop()
             if status not in (0, None):
@@ -740,6 +797,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "journal_files": journaled, "recorder": counters,
         }
         clicks["ok"] = answered <= recorded <= answered + allowed and not journaled
+        metrics = compare_metrics(scraped, clicks)
 
         ref, measured = (name for name, _, _ in sides)
         picked = {name: pick(results, args.pick) for name, results in rounds.items()}
@@ -774,6 +832,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "rps_met": ratios["rps"] >= rps_min,
                         "p99_met": None if p99_max is None else ratios["p99"] <= p99_max},
             "clicks": clicks,
+            "metrics": metrics,
         }
     finally:
         for server in servers:
@@ -806,6 +865,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report, indent=2) if args.json else table(report))
     if not report["clicks"]["ok"]:
         print("bench: the gateway lost clicks (see above)", file=sys.stderr)
+        return 1
+    if not report["metrics"]["ok"]:
+        print("bench: /metrics disagrees with the clicks counted (see above)", file=sys.stderr)
         return 1
     return 0
 

@@ -7,6 +7,7 @@ gateway/cli.py so that each chore is one short function here.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,20 @@ def cmd_privacy_forget(args: argparse.Namespace) -> int:
         if args.merchant and await store.get_merchant(args.merchant) is None:
             raise CliError(f"no merchant {args.merchant!r}")
         forgotten = await store.forget_visitor(args.visitor, args.merchant)
+        deleted = {m: {k: n for k, n in counts.items() if not k.startswith("sketches_")}
+                   for m, counts in forgotten.items()}
+        sketches = {m: {k.removeprefix("sketches_"): n for k, n in counts.items()
+                        if k.startswith("sketches_")} for m, counts in forgotten.items()}
+        left = sum(counts["left"] for counts in sketches.values())
         print(dumps({"visitor": args.visitor, "merchant": args.merchant,
-                     "deleted": forgotten}))
+                     "deleted": deleted, "sketches": sketches}))
+        print(f"unique-visitor sketch cells: "
+              f"{sum(c['cleaned'] for c in sketches.values())} exact ones cleaned, "
+              f"{sum(c['rebuilt'] for c in sketches.values())} estimated ones rebuilt from "
+              f"the raw clicks, {left} left"
+              + (" (their raw clicks are partly pruned: those estimates still count the "
+                 "visitor, in registers that can't be traced back to the cookie id)"
+                 if left else ""), file=sys.stderr)
         return 0
 
     return _run(_with_store(_settings(args), work))
@@ -114,8 +127,8 @@ def add_ops_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     privacy = sub.add_parser("privacy", help="requests about one person's data (PIPL)")
     psub = privacy.add_subparsers(dest="action", required=True, metavar="ACTION")
     forget = psub.add_parser(
-        "forget", help="delete one visitor's raw clicks, events and visitor rows; rollups "
-        "keep their counts")
+        "forget", help="delete one visitor's raw clicks, events and visitor rows, and take "
+        "them out of the unique-visitor sketches where possible; rollups keep their counts")
     forget.add_argument("--visitor", required=True,
                         help="the visitor id: the shopper's ll_v cookie")
     whose = forget.add_mutually_exclusive_group(required=True)

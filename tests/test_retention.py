@@ -199,20 +199,124 @@ async def test_privacy_forget_deletes_one_visitors_raw_rows(engine: Raw, tmp_pat
     assert forgot.returncode == 0, forgot.stderr
     assert json.loads(forgot.stdout)["deleted"] == {
         "acme": {"clicks": 2, "events": 2, "visitors": 0}}
+    # Two days, in two months: each day's and month's cell of the four kinds (all exact).
+    assert json.loads(forgot.stdout)["sketches"] == {
+        "acme": {"cleaned": 16, "rebuilt": 0, "left": 0}}
     left = await engine.rows(visitors.format("clicks"))
     assert ("acme", SHARED_VISITOR) not in left and ("beta", SHARED_VISITOR) in left
     assert ("acme", "visitorOther0001") in left
     assert ("acme", SHARED_VISITOR) not in await engine.rows(visitors.format("daily_visitors"))
     assert [r for r in await engine.rows("SELECT merchant_id FROM events")] == [("beta",)] * 2
 
+    # acme's unique visitors lose the visitor (exact figures), its counts stay (anonymous
+    # sums); beta's figures are untouched.
+    after = _stats(env, "acme")
+    assert [r["unique_visitors"] for r in after] == [
+        r["unique_visitors"] - 1 for r in before["acme"]] == [1, 1]
+    assert [_without_uniques(r) for r in after] == [_without_uniques(r) for r in before["acme"]]
+    assert _stats(env, "beta") == before["beta"]
+    assert _total_uniques(env, "acme") == 2 and _total_uniques(env, "beta") == 3
+
     everywhere = run(env, "privacy", "forget", "--visitor", SHARED_VISITOR, "--all-merchants")
     assert json.loads(everywhere.stdout)["deleted"] == {
         "beta": {"clicks": 2, "events": 2, "visitors": 0}}
     assert SHARED_VISITOR not in {v for _m, v in await engine.rows(visitors.format("clicks"))}
-    # The counts stay: anonymous sums.
-    assert {m: _stats(env, m) for m in ("acme", "beta")} == before
+    assert _total_uniques(env, "beta") == 2
+    assert _stats(env, "acme") == after
 
     unscoped = run(env, "privacy", "forget", "--visitor", SHARED_VISITOR)
     assert unscoped.returncode == 2 and "--merchant" in unscoped.stderr
     bad = run(env, "privacy", "forget", "--visitor", "'; DROP TABLE clicks", "--all-merchants")
     assert bad.returncode == 2 and "not a visitor id" in bad.stderr
+
+
+def _without_uniques(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("unique_visitors")}
+
+
+def _total_uniques(env: dict[str, str], merchant: str, first: str = OLD) -> int:
+    result = run(env, "stats", "--merchant", merchant, "--from", first, "--by", "platform",
+                 "--json")
+    assert result.returncode == 0, result.stderr
+    total: int = json.loads(result.stdout)["total"]["unique_visitors"]
+    return total
+
+
+def _import_clicks(env: dict[str, str], tmp_path: Path, merchant: str, product_id: int,
+                   clicks: list[tuple[str, str]]) -> None:
+    """A merchant with one product and these (day, visitor) human clicks."""
+    lines = _export_lines(merchant, product_id)[:3]
+    lines += [{"kind": "click", "data": {
+        "id": f"{merchant}-click-{n}", "merchant_id": merchant, "product_id": product_id,
+        "ts": 1.0, "day": day, "platform": "taobao", "source": "ua", "visitor": visitor,
+        "ip_hash": "0" * 24, "bot": False, "mobile": True, "os": "ios", "channel": None}}
+        for n, (day, visitor) in enumerate(clicks)]
+    path = tmp_path / f"{merchant}.jsonl"
+    path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    made = run(env, "import", str(path))
+    assert made.returncode == 0, made.stderr
+
+
+async def test_privacy_forget_after_prune_cleans_the_exact_cells_of_pruned_days(
+        engine: Raw, tmp_path: Path) -> None:
+    env = engine.env
+    _seed(env, tmp_path)
+    assert run(env, "prune").returncode == 0  # the old day's raw clicks are gone
+    before = {m: _stats(env, m) for m in ("acme", "beta")}
+    forgot = run(env, "privacy", "forget", "--visitor", SHARED_VISITOR, "--merchant", "acme")
+    assert forgot.returncode == 0, forgot.stderr
+    assert json.loads(forgot.stdout)["sketches"] == {
+        "acme": {"cleaned": 16, "rebuilt": 0, "left": 0}}
+    assert [(r["day"], r["unique_visitors"]) for r in _stats(env, "acme")] == [
+        (OLD, 1), (RECENT, 1)]
+    assert _stats(env, "beta") == before["beta"]
+
+
+async def test_privacy_forget_rebuilds_an_estimated_cell_from_its_raw_clicks(
+        engine: Raw, tmp_path: Path) -> None:
+    """257 visitors on a day: an estimate. Forget one and its cells are rebuilt from the
+    256 left: exact again."""
+    env = engine.env
+    for merchant, product in (("acme", 1), ("beta", 2)):
+        _import_clicks(env, tmp_path, merchant, product,
+                       [(RECENT, SHARED_VISITOR)]
+                       + [(RECENT, f"visitor{merchant:>4}{n:05d}") for n in range(256)])
+    before = {m: _stats(env, m) for m in ("acme", "beta")}
+    assert [r["unique_visitors_error"] > 0 for r in before["acme"]] == [True]
+    forgot = run(env, "privacy", "forget", "--visitor", SHARED_VISITOR, "--merchant", "acme")
+    assert forgot.returncode == 0, forgot.stderr
+    assert json.loads(forgot.stdout)["sketches"] == {
+        "acme": {"cleaned": 0, "rebuilt": 8, "left": 0}}
+    assert "8 estimated ones rebuilt" in forgot.stderr
+    [row] = _stats(env, "acme")
+    assert (row["unique_visitors"], row["unique_visitors_error"], row["clicks"]) == (256, 0, 257)
+    assert _stats(env, "beta") == before["beta"]
+
+
+async def test_privacy_forget_leaves_an_estimated_cell_whose_raw_clicks_are_pruned(
+        engine: Raw, tmp_path: Path) -> None:
+    """A month's cell estimated over 300 visitors, the first of its days past the
+    retention: it can't be rebuilt, and the command says it was left; the day's exact
+    cells are cleaned."""
+    kept = next(TODAY - timedelta(days=k) for k in range(20, 60)
+                if (TODAY - timedelta(days=k)).day >= 2)
+    pruned_day, kept_day = (kept - timedelta(days=1)).isoformat(), kept.isoformat()
+    env = {**engine.env,
+           "LINKLOOP_RETENTION_RAW_CLICKS_DAYS": str((TODAY - kept).days)}
+    for merchant, product in (("acme", 1), ("beta", 2)):
+        _import_clicks(env, tmp_path, merchant, product,
+                       [(kept_day, SHARED_VISITOR), (kept_day, f"{merchant:>4}Visitor00001")]
+                       + [(pruned_day, f"visitor{merchant:>4}{n:05d}") for n in range(300)])
+    pruned = run(env, "prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["kept_from"] == kept_day
+    before = {m: _stats(env, m) for m in ("acme", "beta")}
+    forgot = run(env, "privacy", "forget", "--visitor", SHARED_VISITOR, "--merchant", "acme")
+    assert forgot.returncode == 0, forgot.stderr
+    assert json.loads(forgot.stdout)["sketches"] == {
+        "acme": {"cleaned": 4, "rebuilt": 0, "left": 4}}
+    assert "4 left (their raw clicks are partly pruned" in forgot.stderr
+    days = {r["day"]: r["unique_visitors"] for r in _stats(env, "acme")}
+    was = {r["day"]: r["unique_visitors"] for r in before["acme"]}
+    assert (was[kept_day], days[kept_day]) == (2, 1) and days[pruned_day] == was[pruned_day]
+    assert _stats(env, "beta") == before["beta"]

@@ -18,7 +18,7 @@ import inspect
 import typing
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,8 @@ def expected_stats(tenant: Tenant, *, from_day: str, to_day: str, by: str,
     cells: list[tuple[int, str, str, str, str, str | None]] = []  # product, day, platform, ch, metric, visitor
     for click in tenant.clicks:
         cells.append((click.product_id, click.day, click.platform, click.channel or "",
-                      "bot_clicks" if click.bot else "clicks", None if click.bot else click.visitor))
+                      "bot_clicks" if click.bot else "clicks",
+                      None if click.bot or not click.visitor else click.visitor))  # "": forgotten
     counter = {"storefront_open": "storefront_opens", "entry": "entries", "add": "adds"}
     for event in tenant.events:
         ch = channel_of.get(event.click_id, "") if event.click_id else ""
@@ -492,10 +493,19 @@ async def forget_visitor(store: Store, seed: Seed) -> None:
             for t in seed.tenants}
     assert visitor not in left["m1"] and visitor in left["m2"]
     assert await store.forget_visitor(visitor, seed.m3) == {}
-    # Counts are sums: forgetting changes no one's figures.
+    # Counts are sums: forgetting changes none. m1's unique visitors (exact here) lose the
+    # visitor on their days; no one else's figures change.
+    days = {c.day for c in seed.m1.clicks if c.visitor == visitor and not c.bot}
+    assert days and gone["m1"]["sketches_cleaned"] > 0
     for tenant in seed.tenants:
+        expected = before[tenant.id] if tenant.id != "m1" else [
+            replace(row, unique_visitors=row.unique_visitors - (row.key["day"] in days))
+            for row in before[tenant.id]]
         assert await store.stats(tenant.id, from_day=WIDE[0], to_day=WIDE[1],
-                                 by="day") == before[tenant.id]
+                                 by="day") == expected
+    # For the checks after every case: the clicks count, the visitor no more.
+    seed.m1.clicks[:] = [c._replace(visitor="") if c.visitor == visitor else c
+                         for c in seed.m1.clicks]
 
 
 @case

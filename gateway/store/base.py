@@ -563,8 +563,13 @@ class Store(abc.ABC):
     async def forget_visitor(self, visitor: str, merchant_id: str | None,
                              ) -> dict[str, dict[str, int]]:
         """Delete one visitor's raw rows: their clicks, the events that followed them and
-        their daily visitor rows, for one merchant or (None) every merchant. Rollups keep
-        their counts. Returns, per merchant touched, how many rows of each went."""
+        their daily visitor rows, for one merchant or (None) every merchant, and their hash
+        from the visitor sketches of their clicks' cells (gateway/store/forget.py). Rollups
+        keep their counts. Returns, per merchant touched, how many rows of each went
+        (``clicks``, ``events``, ``visitors``) and how many sketch cells were
+        ``sketches_cleaned`` (exact: the hash dropped), ``sketches_rebuilt`` (estimated:
+        rebuilt from the raw clicks left) and ``sketches_left`` (estimated, raw clicks
+        partly pruned)."""
 
     @abc.abstractmethod
     async def export_rollups(self, merchant_id: str, *, before_day: str,

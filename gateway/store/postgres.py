@@ -63,6 +63,15 @@ from .base import (
     User,
     UserExists,
 )
+from .forget import (
+    VISITOR_CLICKS,
+    cell_queries,
+    cleaned_sketch,
+    hash_bytes,
+    needs_raw,
+    visitor_cells,
+    with_sketches,
+)
 from .migrations import POSTGRES_MIGRATIONS, SKETCH_BACKFILL
 from .retention import deltas_of, tally_forgotten
 from .rollup import (
@@ -283,6 +292,38 @@ async def _init_connection(conn: Any) -> None:
         "jsonb", schema="pg_catalog", format="text",
         encoder=functools.partial(json.dumps, ensure_ascii=False), decoder=json.loads,
     )
+
+
+async def _forget_in_sketches(conn: Any, visitor: str, scope: str, args: tuple[Any, ...],
+                              ) -> list[tuple[str, str]]:
+    """Take the visitor out of the sketch cells of their clicks (gateway/store/forget.py),
+    before their clicks are deleted; (merchant, what became of the cell) per cell."""
+    rows = await conn.fetch(f"{VISITOR_CLICKS.format('$1')} {scope}", visitor, *args)
+    # Exact cells holding the hash, those of pruned days too (a scan: a rare request).
+    exact = await conn.fetch(
+        "SELECT merchant_id, kind, period, product_id, platform, channel FROM visitor_sketches "
+        "WHERE substring(sketch FROM 1 FOR 1) = '\\x01'::bytea "
+        f"AND position($1::bytea IN sketch) > 0 {scope}", hash_bytes(visitor), *args)
+    outcomes: list[tuple[str, str]] = []
+    where = ("merchant_id = $1 AND kind = $2 AND period = $3 AND product_id = $4 "
+             "AND platform = $5 AND channel = $6")
+    for key in dict.fromkeys([*visitor_cells(tuple(r) for r in rows),
+                              *(tuple(r) for r in exact)]):
+        found = await conn.fetchval(
+            f"SELECT sketch FROM visitor_sketches WHERE {where} FOR UPDATE", *key)
+        if found is None:
+            continue
+        raw, rolled = None, None
+        if needs_raw(found):
+            raw_sql, rolled_sql, cell_args = cell_queries(key, lambda n: f"${n}")
+            raw = [(r[0], r[1]) for r in await conn.fetch(raw_sql, *cell_args)]
+            rolled = await conn.fetchval(rolled_sql, *cell_args)
+        outcome, sketch = cleaned_sketch(bytes(found), visitor, raw, rolled)
+        if sketch is not None:
+            await conn.execute(f"UPDATE visitor_sketches SET sketch = $7 WHERE {where}",
+                               *key, sketch)
+        outcomes.append((key[0], outcome))
+    return outcomes
 
 
 class PostgresStore(Store):
@@ -970,6 +1011,7 @@ class PostgresStore(Store):
                              ) -> dict[str, dict[str, int]]:
         scope, args = ("AND merchant_id = $2", (merchant_id,)) if merchant_id else ("", ())
         async with self._conn(deadline=False) as conn, conn.transaction():
+            sketches = await _forget_in_sketches(conn, visitor, scope, args)
             # A scan of every partition (no index by visitor): rare, and worth no index.
             clicks = await conn.fetch(
                 f"DELETE FROM clicks WHERE visitor = $1 {scope} RETURNING merchant_id, id",
@@ -981,8 +1023,8 @@ class PostgresStore(Store):
                 f"WITH gone AS (DELETE FROM daily_visitors WHERE visitor = $1 {scope} "
                 "RETURNING merchant_id) SELECT merchant_id, count(*) FROM gone "
                 "GROUP BY merchant_id", visitor, *args)
-        return tally_forgotten((c[0] for c in clicks), (e[0] for e in events),
-                               [(v[0], v[1]) for v in visits])
+        return with_sketches(tally_forgotten((c[0] for c in clicks), (e[0] for e in events),
+                                             [(v[0], v[1]) for v in visits]), sketches)
 
     async def export_rollups(self, merchant_id: str, *, before_day: str,
                              ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],

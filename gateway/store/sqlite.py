@@ -56,6 +56,15 @@ from .base import (
     User,
     UserExists,
 )
+from .forget import (
+    VISITOR_CLICKS,
+    cell_queries,
+    cleaned_sketch,
+    hash_bytes,
+    needs_raw,
+    visitor_cells,
+    with_sketches,
+)
 from .migrations import SKETCH_BACKFILL, SQLITE_MIGRATIONS
 from .retention import deltas_of, tally_forgotten
 from .rollup import (
@@ -156,6 +165,37 @@ def _padded(items: Sequence[T]) -> list[list[T]]:
     if chunks:
         chunks[-1] += [chunks[-1][-1]] * (_ROWS - len(chunks[-1]))
     return chunks
+
+
+def forget_in_sketches(conn: sqlite3.Connection, visitor: str, scope: str,
+                       args: tuple[Any, ...]) -> list[tuple[str, str]]:
+    """Take the visitor out of the sketch cells of their clicks (gateway/store/forget.py),
+    before their clicks are deleted; (merchant, what became of the cell) per cell."""
+    rows = conn.execute(f"{VISITOR_CLICKS.format('?')} {scope}", (visitor, *args)).fetchall()
+    # Exact cells holding the hash, those of pruned days too (a scan: a rare request).
+    exact = conn.execute(
+        "SELECT merchant_id, kind, period, product_id, platform, channel FROM "
+        f"visitor_sketches WHERE substr(sketch, 1, 1) = x'01' AND instr(sketch, ?) > 0 "
+        f"{scope}", (hash_bytes(visitor), *args)).fetchall()
+    outcomes: list[tuple[str, str]] = []
+    where = "merchant_id = ? AND kind = ? AND period = ? AND product_id = ? " \
+            "AND platform = ? AND channel = ?"
+    for key in dict.fromkeys([*visitor_cells(rows), *(tuple(r) for r in exact)]):
+        found = conn.execute(f"SELECT sketch FROM visitor_sketches WHERE {where}",
+                             key).fetchone()
+        if found is None:
+            continue
+        raw, rolled = None, None
+        if needs_raw(found[0]):
+            raw_sql, rolled_sql, cell_args = cell_queries(key, lambda _n: "?")
+            raw = conn.execute(raw_sql, cell_args).fetchall()
+            rolled = conn.execute(rolled_sql, cell_args).fetchone()[0]
+        outcome, sketch = cleaned_sketch(found[0], visitor, raw, rolled)
+        if sketch is not None:
+            conn.execute(f"UPDATE visitor_sketches SET sketch = ? WHERE {where}",
+                         (sketch, *key))
+        outcomes.append((key[0], outcome))
+    return outcomes
 
 
 def _select_in(conn: sqlite3.Connection, head: str, values: Sequence[Any]) -> list[Any]:
@@ -893,11 +933,13 @@ class SQLiteStore(Store):
             visits = conn.execute(f"SELECT merchant_id, count(*) FROM daily_visitors "
                                   f"WHERE visitor = ? {scope} GROUP BY merchant_id",
                                   (visitor, *args)).fetchall()
+            sketches = forget_in_sketches(conn, visitor, scope, args)
             conn.executemany("DELETE FROM events WHERE id = ?", [(e[1],) for e in events])
             conn.execute(f"DELETE FROM daily_visitors WHERE visitor = ? {scope}",
                          (visitor, *args))
             conn.executemany("DELETE FROM clicks WHERE id = ?", [(c[1],) for c in clicks])
-            return tally_forgotten((c[0] for c in clicks), (e[0] for e in events), visits)
+            return with_sketches(tally_forgotten(
+                (c[0] for c in clicks), (e[0] for e in events), visits), sketches)
 
         return await self._write(self._transaction(forget))
 
