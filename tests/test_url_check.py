@@ -30,7 +30,7 @@ ANY = ANY_PUBLIC_HOST
 BAD = "invalid_url"
 HOST = "host_not_allowed"
 # Refusals whose message says why (what the merchant reads), as code/words-in-the-message.
-CHARS = "invalid_url/whitespace, a backslash or a control character"
+CHARS = "invalid_url/contains whitespace, a backslash or a control character"
 INVISIBLE = "invalid_url/no whitespace, control or invisible characters"
 SCHEME = "invalid_url/must be an absolute https URL"
 CREDENTIALS = "invalid_url/must not carry credentials"
@@ -151,6 +151,7 @@ TABLE: list[tuple[str, tuple[str, ...] | None, str]] = [
     ("https://xn--jd-abc.com/", ANY, PUNYCODE),
     ("https://img.xn--a.example.com/", ANY, PUNYCODE),  # each label is checked, not the first
     # --- lengths -------------------------------------------------------------------------------
+    ("https://jd.com/" + "a" * 2033, JD, "https://jd.com/" + "a" * 2033),  # 2,048: the most
     ("https://jd.com/" + "a" * 2034, JD, LONG),
     ("https://jd.com/" + "茶" * 700, JD, ENCODED),
 ]
@@ -188,6 +189,7 @@ def test_a_url_is_a_string(value: object) -> None:
     with pytest.raises(TargetError) as caught:
         check_url(value, "image_url", ANY_PUBLIC_HOST)
     assert (caught.value.code, caught.value.field) == ("invalid_url", "image_url")
+    assert caught.value.message == "image_url must be a URL string"  # what the merchant reads
 
 
 def test_an_empty_allow_list_allows_nothing() -> None:
