@@ -196,6 +196,15 @@ def test_an_empty_allow_list_allows_nothing() -> None:
     with pytest.raises(TargetError) as caught:
         check_url("https://shop.example.com/", "targets.web.url", ())
     assert caught.value.code == "host_not_allowed"
+    assert caught.value.message == (
+        "targets.web.url host 'shop.example.com' is not one of: none")
+
+
+def test_a_refused_host_is_told_which_hosts_are_allowed() -> None:
+    with pytest.raises(TargetError) as caught:
+        check_url("https://Shop.Evil.com/x", "targets.jd.url", ("jd.com", "3.cn"))
+    assert (caught.value.code, caught.value.message) == (
+        "host_not_allowed", "targets.jd.url host 'shop.evil.com' is not one of: jd.com, 3.cn")
 
 
 # --- the one check, used everywhere a URL comes in ------------------------------------------
