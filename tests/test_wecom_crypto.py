@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import re
+import struct
 
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from gateway.wecom.crypto import WeComCrypto, WeComCryptoError, signature
 
@@ -109,3 +112,50 @@ def test_tampering_is_refused() -> None:
         with pytest.raises(WeComCryptoError) as err:
             attempt()
         assert err.value.code == code
+
+
+# Envelopes built here from WeCom's scheme (not by WeComCrypto.encrypt): AES-256-CBC under
+# base64(EncodingAESKey + "="), IV its first 16 bytes, a 32-byte PKCS#7 block.
+V2_KEY = base64.b64decode("kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR=")
+
+
+def _sealed(plain: bytes) -> str:
+    assert len(plain) % 16 == 0
+    encryptor = Cipher(algorithms.AES(V2_KEY), modes.CBC(V2_KEY[:16])).encryptor()
+    return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode()
+
+
+def _padded(plain: bytes) -> bytes:
+    pad = 32 - len(plain) % 32
+    return plain + bytes([pad]) * pad
+
+
+def _inner(message: bytes, receive_id: bytes = b"wx49f0ab532d5d035a",
+           length: int | None = None) -> bytes:
+    size = len(message) if length is None else length
+    return b"r" * 16 + struct.pack(">I", size) + message + receive_id
+
+
+def test_a_message_that_fills_whole_blocks_carries_a_full_block_of_padding() -> None:
+    message = b"m" * (64 - 20 - len(b"wx49f0ab532d5d035a"))  # inner text exactly 64 bytes
+    encrypt = _sealed(_padded(_inner(message)))
+    assert len(base64.b64decode(encrypt)) == 96  # padding of 32: a whole extra block
+    assert V2.decrypt(encrypt) == message.decode()
+
+
+@pytest.mark.parametrize(("plain", "code"), [
+    # (_inner(b"hi") is 40 bytes: 24 more make two AES blocks of 32)
+    (_inner(b"hi") + b"\x00" * 24, "bad_ciphertext"),                   # padding byte 0
+    (_inner(b"hi") + b"\x21" * 24, "bad_ciphertext"),                   # 33 > the block
+    (_inner(b"hi") + b"\x05" * 23 + b"\x18", "bad_ciphertext"),         # bytes disagree
+    (_padded(_inner(b"hi", length=2**31)), "bad_ciphertext"),           # length past the end
+    (_padded(_inner(b"hi", length=2**32 - 1)), "bad_ciphertext"),
+    (_padded(_inner(b"", receive_id=b"")), "bad_receive_id"),           # 20 bytes, no id
+    (_padded(_inner(b"\xff\xfe")), "bad_ciphertext"),                   # not UTF-8
+], ids=["pad0", "pad33", "pad_mixed", "len_2_31", "len_max", "no_receive_id", "not_utf8"])
+def test_a_malformed_envelope_is_refused_with_its_code(plain: bytes, code: str) -> None:
+    """Each refusal has the code the callback answers with and a message for the log."""
+    with pytest.raises(WeComCryptoError) as err:
+        V2.decrypt(_sealed(plain))
+    assert err.value.code == code
+    assert str(err.value)
