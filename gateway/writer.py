@@ -203,7 +203,10 @@ async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> Non
         outbox.flush()
 
     try:
-        store = await open_store(settings)
+        # A batch may wait long for a CPU behind the requests (one busy CPU, nice 10): its
+        # storage calls get the gateway's limit for a stuck child, not the per-call limit
+        # of a request, or the writer would give up exactly when it is busiest.
+        store = await open_store(settings.with_overrides(storage__timeout_seconds=_HUNG_AFTER))
     except Exception as exc:
         # The gateway logs it (the batch's storage failure) and tries a new child later:
         # a traceback here on every try of an outage would say nothing more.
