@@ -107,9 +107,10 @@ SETTINGS: tuple[Setting, ...] = (
             "false: from a thread of the gateway process.", bool),
     Setting("recorder.writer_nice", 10,
             "Niceness of the writer process (0-19): how far the kernel puts it behind the "
-            "requests when a CPU is contended. It keeps up at any value: a writer that falls "
-            "behind takes larger batches, which cost less per click.", int, minimum=0,
-            maximum=19),
+            "requests when a CPU is contended. At 10, a spike that saturates the CPU is "
+            "answered at nearly full speed while its clicks wait in the click log and are "
+            "written after it; at 0 the writer keeps pace during the spike, at a lower "
+            "throughput (bench/README.md has the figures).", int, minimum=0, maximum=19),
     Setting("recorder.retry_max_seconds", 30.0,
             "Longest pause between retries while the database is away.", float, minimum=0.1),
     Setting("wechat.api_base", "https://api.weixin.qq.com",
