@@ -99,7 +99,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recorder.flush_interval_ms", 1000,
             "Longest a click waits in the click log before it is written (the stats lag by "
             "about this much). Longer: larger batches, less work per click.", int, minimum=1),
-    Setting("recorder.batch_size", 20000,
+    Setting("recorder.batch_size", 5000,
             "Most clicks written in one transaction; a writer that falls behind takes this "
             "many at once.", int, minimum=1),
     Setting("recorder.writer_process", True,

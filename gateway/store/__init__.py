@@ -81,8 +81,13 @@ def sqlite_path(settings: Settings) -> Path | None:
     return None
 
 
-async def open_store(settings: Settings) -> Store:
-    """Open the configured engine with its migrations applied."""
+async def open_store(settings: Settings, *, sqlite_call_limit: float | None = None) -> Store:
+    """Open the configured engine with its migrations applied.
+
+    ``sqlite_call_limit``: on SQLite, the longest a call may run in all, while waiting for
+    a lock stays limited to ``storage.timeout_seconds`` (the writer process: a large batch
+    behind the requests on a busy CPU is slow, not failing; a locked database is failing).
+    """
     url: str = settings["storage.url"]
     # One limit for every call, a lock or a connection waited for included.
     timeout: float = settings["storage.timeout_seconds"]
@@ -93,7 +98,8 @@ async def open_store(settings: Settings) -> Store:
     if path is not None:
         from .sqlite import SQLiteStore
 
-        return await SQLiteStore.open(path, busy_timeout=timeout, timeout_seconds=timeout,
+        return await SQLiteStore.open(path, busy_timeout=timeout,
+                                      timeout_seconds=sqlite_call_limit or timeout,
                                       secrets=secrets)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore, split_schema
