@@ -23,7 +23,8 @@ on one CPU, busy with requests, an idle-priority writer got no time at all, its 
 filled and clicks went to the journal on the event loop. At nice 10 the kernel gives it
 about a tenth of a contended CPU: a spike is answered at nearly full speed and its clicks
 wait in the click log, durable, to be written after it (bench/run.py --one-cpu, 60 s
-saturating: 0.47x bare, written 49 s after the run); at nice 0 it keeps pace (0.34x bare).
+saturating, batches of 20,000: 0.47x bare, written 49 s after the run); at nice 0 it
+keeps pace (0.34x bare).
 A writer that falls behind takes larger batches, which cost less per click.
 
 Frames both ways are a 4-byte length and a pickle, between two processes of the same
