@@ -32,7 +32,7 @@ import structlog
 from .clicklog import ClickLog, LogRange
 from .store import Click, Event
 
-__all__ = ["Journal", "Recorder", "RowSink"]
+__all__ = ["Journal", "LogSink", "Recorder", "RowSink", "record_in_batches"]
 
 log = structlog.get_logger("linkloop.recorder")
 
@@ -147,6 +147,13 @@ class LogSink(Protocol):
     loop sends where the rows are, never the rows."""
 
     async def record_log(self, ranges: Sequence[LogRange]) -> None: ...
+
+
+async def record_in_batches(sink: RowSink, clicks: Sequence[Click], events: Sequence[Event],
+                            size: int) -> None:
+    """Rows (a range of the click log: up to a segment's worth) in batches of ``size``."""
+    for start in range(0, max(len(clicks), len(events)), size):
+        await sink.record(clicks[start:start + size], events[start:start + size])
 
 
 class Recorder:
@@ -417,11 +424,8 @@ class Recorder:
                 await self.sink.record_log(ranges)
             else:
                 for log_range in ranges:
-                    log_clicks, log_events = self.clicklog.rows(log_range)
-                    for start in range(0, max(len(log_clicks), len(log_events)),
-                                       self.batch_size):
-                        end = start + self.batch_size
-                        await self.sink.record(log_clicks[start:end], log_events[start:end])
+                    await record_in_batches(self.sink, *self.clicklog.rows(log_range),
+                                            self.batch_size)
         except Exception as exc:
             self._storage_failed(exc)
             return False

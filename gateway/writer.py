@@ -47,8 +47,9 @@ from typing import IO, Any
 import structlog
 
 from .clicklog import LogRange, read_range
+from .recorder import record_in_batches
 from .settings import Settings
-from .store import Click, Event, Store, StoreUnavailable
+from .store import Click, Event, StoreUnavailable
 
 __all__ = ["WriterProcess"]
 
@@ -227,7 +228,7 @@ async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> Non
             try:
                 if batch[0] == "log":
                     for log_range in batch[1]:
-                        await _record_chunked(store, *read_range(log_range), size)
+                        await record_in_batches(store, *read_range(log_range), size)
                 else:
                     await store.record([Click(*row) for row in batch[1]],
                                        [Event(*row) for row in batch[2]])
@@ -238,13 +239,6 @@ async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> Non
                 answer(None)
     finally:
         await store.close()
-
-
-async def _record_chunked(store: Store, clicks: list[Click], events: list[Event],
-                          size: int) -> None:
-    """A range of the log (up to a segment's worth) in transactions of ``size`` rows."""
-    for start in range(0, max(len(clicks), len(events)), size):
-        await store.record(clicks[start:start + size], events[start:start + size])
 
 
 def main() -> int:
