@@ -5,8 +5,8 @@ platform, 2% bots, optionally a share of visitors tagged with a ``?ch=`` channel
 second merchant as noise, straight in SQL into a throwaway schema (partitioned clicks, as
 the gateway makes them). Builds every rollup table as the recorder's transaction would:
 ``rollups`` per product, platform, channel and day (clicks, bot clicks, outcomes...), then
-``monthly_rollups`` and ``daily_totals`` summed from them (as ``coarser_deltas`` sums
-a batch's increments), and the visitor sketches of every cell with the gateway's own code
+``monthly_rollups`` and ``daily_totals`` summed from them (as the record transaction's
+fold sums a batch), and the visitor sketches of every cell with the gateway's own code
 (``rollup.sketch_cells``, ``sketch.add_hashes``) over the raw clicks. Checks the counters
 against the raw clicks, then times the same ``Store.stats`` call the API makes: every
 grouping (platform, product, day, channel), with no filter, one product, one platform, both,

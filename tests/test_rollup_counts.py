@@ -56,3 +56,83 @@ async def test_a_visitor_of_two_channels_is_one_visitor_of_each_and_of_all(store
     assert await _by_channel(store) == {"live": (1, 1, 0), "poster": (1, 1, 0)}
     (total,) = await store.stats("m1", from_day=DAY, to_day=DAY, by="total")
     assert (total.clicks, total.unique_visitors) == (2, 1)
+
+
+# --- every counter table, every outcome: figures the test works out from its own clicks ---
+
+_DAYS = ("2026-09-30", "2026-10-01", "2026-10-15", "2026-10-31", "2026-11-01")
+_OUTCOMES = ("redirect", "landing", "guide")
+
+
+def _mixed_clicks(merchant: str, salt: int) -> list[Click]:
+    """Clicks over two products, three platforms, two channels, five days in three months,
+    every outcome, some bots; the same for both merchants but for how many (``salt``)."""
+    clicks = []
+    for n in range(60 + salt):
+        clicks.append(Click(
+            id=f"{merchant}{n:014d}", merchant_id=merchant, product_id=1 + n % 2,
+            ts=1.0 + n, day=_DAYS[n % 5], platform=("wechat", "taobao", "douyin")[n % 3],
+            source="ua", visitor=f"{merchant}v{n % 7}", ip_hash="h", bot=n % 11 == 0,
+            channel=(None, "live")[n % 2 if n % 4 else 0], outcome=_OUTCOMES[n % 3]))
+    return clicks
+
+
+def _expected(clicks: list[Click], by: str, *, from_day: str, to_day: str,
+              product_id: int | None = None, platform: str | None = None,
+              ) -> dict[str, tuple[int, ...]]:
+    """The figures rollups must show, counted here from the clicks: a person's click adds
+    to clicks and its outcome's counter (a redirect is a storefront open too), a bot's only
+    to bot_clicks."""
+    rows: dict[str, list[int]] = {}
+    for c in clicks:
+        if not from_day <= c.day <= to_day or product_id not in (None, c.product_id) \
+                or platform not in (None, c.platform):
+            continue
+        key = {"platform": c.platform, "product": str(c.product_id), "day": c.day,
+               "channel": c.channel or "", "total": ""}[by]
+        row = rows.setdefault(key, [0] * 6)
+        if c.bot:
+            row[1] += 1
+            continue
+        row[0] += 1
+        row[2 + _OUTCOMES.index(c.outcome)] += 1
+        row[5] += c.outcome == "redirect"
+    return {key: tuple(row) for key, row in rows.items()}
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgres"])
+async def test_every_outcome_counts_in_every_table(tmp_path: Path, engine_name: str) -> None:
+    # Two merchants' clicks in two batches (the second adds to rows the first made) must
+    # read back, through every table a report can pick, as the counts worked out here.
+    async with _engine(engine_name, tmp_path) as store:
+        clicks: dict[str, list[Click]] = {}
+        products: dict[str, tuple[int, int]] = {}
+        for merchant, salt in (("m1", 0), ("m2", 13)):
+            await store.create_merchant(Merchant(merchant, merchant))
+            tea, cup = [(await store.create_product(
+                merchant, code=f"{merchant}{title}", title=title, targets={}, image_url=None,
+                price=None)).id for title in ("tea", "cup")]
+            products[merchant] = (tea, cup)
+            clicks[merchant] = [c._replace(product_id=(tea, cup)[c.product_id - 1])
+                                for c in _mixed_clicks(merchant, salt)]
+        await store.record(clicks["m1"][:25] + clicks["m2"][:40], [])
+        await store.record(clicks["m1"][25:] + clicks["m2"][40:], [])
+        for merchant, (tea, cup) in products.items():
+            for from_day, to_day in (("2026-10-15", "2026-10-15"),
+                                     ("2026-09-01", "2026-11-30"),
+                                     ("2026-09-30", "2026-11-01")):
+                for by in ("platform", "product", "day", "channel", "total"):
+                    for product_id, platform in ((None, None), (cup, None), (None, "taobao"),
+                                                 (tea, "wechat")):
+                        rows = await store.stats(
+                            merchant, from_day=from_day, to_day=to_day,
+                            by=by,  # type: ignore[arg-type]
+                            product_id=product_id, platform=platform)
+                        got = {str(next(iter(r.key.values()), "")): (
+                            r.clicks, r.bot_clicks, r.redirects, r.landings, r.guides,
+                            r.storefront_opens) for r in rows}
+                        expected = _expected(clicks[merchant], by, from_day=from_day,
+                                             to_day=to_day, product_id=product_id,
+                                             platform=platform)
+                        assert {k: v for k, v in got.items() if any(v)} == expected, (
+                            merchant, by, from_day, to_day, product_id, platform)

@@ -75,12 +75,16 @@ from .forget import (
 from .migrations import POSTGRES_MIGRATIONS, SKETCH_BACKFILL
 from .retention import deltas_of, tally_forgotten
 from .rollup import (
+    BATCH_CLICK_COLUMNS,
     KEY_COLUMNS,
     ClickOrigin,
     RollupDelta,
     RollupKey,
     SketchKey,
-    coarser_deltas,
+    batch_click_row,
+    batch_counts,
+    delta_rows,
+    fold_statement,
     reattributed_deltas,
     rollup_deltas,
     sketch_cells,
@@ -196,19 +200,40 @@ async def _add_to_sketches(conn: Any, cells: Mapping[SketchKey, Any],
         [(*key, merge(stored.get(key), cells[key])) for key in keys], 7))
 
 
-def _bump_statement(table: str) -> str:
-    """Add a batch's increments (``unnest`` column arrays, keys first) to a rollup table."""
-    keys = KEY_COLUMNS[table]
-    arrays = [f"${n}::{'bigint' if key == 'product_id' else 'text'}[]"
-              for n, key in enumerate(keys, start=1)]
-    arrays += [f"${n}::bigint[]" for n in range(len(keys) + 1, len(keys) + 1 + len(COUNTERS))]
-    return (f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(COUNTERS)}) "
-            f"SELECT * FROM unnest({', '.join(arrays)}) "
-            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
-            + ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in COUNTERS))
+#: The array type each batch column travels as (any other: bigint, as counters are).
+_ARRAY_TYPES = {"merchant_id": "text", "day": "text", "platform": "text", "channel": "text",
+                "bot": "int", "outcome": "text"}
 
 
-_BUMP = {table: _bump_statement(table) for table in KEY_COLUMNS}
+def _fold_statement() -> str:
+    """Add a batch to every counter table (rollup.py's fold), in one statement: the batch's
+    clicks and per-day deltas arrive as ``unnest`` column arrays, once, and each table is
+    a data-modifying CTE over them. Every writer runs this same statement, so concurrent
+    gateways take the tables' row locks in one order."""
+    def arrays(columns: Sequence[str], first: int) -> str:
+        types = [_ARRAY_TYPES.get(column, "bigint") for column in columns]
+        return ", ".join(f"${n}::{t}[]" for n, t in enumerate(types, start=first))
+
+    delta_columns = KEY_COLUMNS["rollups"] + COUNTERS
+    clicks = (f"unnest({arrays(BATCH_CLICK_COLUMNS, 1)}) "
+              f"AS c({', '.join(BATCH_CLICK_COLUMNS)})")
+    deltas = (f"unnest({arrays(delta_columns, len(BATCH_CLICK_COLUMNS) + 1)}) "
+              f"AS d({', '.join(delta_columns)})")
+    folds = ", ".join(f"fold_{table} AS ({fold_statement(table, 'batch')})"
+                      for table in KEY_COLUMNS)
+    return f"WITH batch AS MATERIALIZED ({batch_counts(clicks, deltas)}), {folds} SELECT 1"
+
+
+_FOLD = _fold_statement()
+
+
+async def _fold(conn: Any, clicks: Sequence[tuple[Any, ...]],
+                deltas: Sequence[tuple[Any, ...]]) -> None:
+    """Add a batch to every counter table in the caller's transaction, so they agree:
+    ``clicks`` as ``batch_click_row``s, ``deltas`` as ``delta_rows``."""
+    if clicks or deltas:
+        await conn.execute(_FOLD, *_columns(clicks, len(BATCH_CLICK_COLUMNS)),
+                           *_columns(deltas, len(KEY_COLUMNS["rollups"]) + len(COUNTERS)))
 
 
 def quote_ident(name: str) -> str:
@@ -277,13 +302,6 @@ def _month_start(day: date) -> date:
 def _add_months(month: date, count: int) -> date:
     index = month.year * 12 + month.month - 1 + count
     return date(index // 12, index % 12 + 1, 1)
-
-
-async def _bump(conn: Any, table: str, deltas: Mapping[Any, RollupDelta]) -> None:
-    if deltas:
-        width = len(KEY_COLUMNS[table]) + len(COUNTERS)
-        rows = [(*key, *deltas[key].values()) for key in sorted(deltas)]
-        await conn.execute(_BUMP[table], *_columns(rows, width))
 
 
 async def _init_connection(conn: Any) -> None:
@@ -730,11 +748,13 @@ class PostgresStore(Store):
                  for e in fresh_events], 10))
             stored = {r[0] for r in rows}
             new_events = [e for e in fresh_events if e.id in stored]
-        deltas = rollup_deltas(new_clicks, new_events, origins)
+        # The clicks are folded into the counters in SQL; the events (few, each needing its
+        # click's origin) are summed here first.
+        deltas = rollup_deltas((), new_events, origins)
         for key, delta in reattributed_deltas(
                 await PostgresStore._reattribute(conn, new_clicks)).items():
             deltas.setdefault(key, RollupDelta()).add(delta)
-        await PostgresStore._bump_rollups(conn, deltas)
+        await _fold(conn, [batch_click_row(c) for c in new_clicks], delta_rows(deltas))
         await _add_to_sketches(conn, sketch_cells(new_clicks))
 
     @staticmethod
@@ -751,16 +771,6 @@ class PostgresStore(Store):
             moved.append((Event(*row), ClickOrigin(click.product_id, click.platform,
                                                    click.channel or "")))
         return moved
-
-    @staticmethod
-    async def _bump_rollups(conn: Any, deltas: Mapping[RollupKey, RollupDelta]) -> None:
-        """Every rollup table from the same deltas, in the caller's transaction: they agree.
-
-        One statement per table, always in this table order and with keys sorted, so that
-        concurrent gateways lock rows in one order.
-        """
-        for table, table_deltas in coarser_deltas(deltas).items():
-            await _bump(conn, table, table_deltas)
 
     async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
         async with self._conn() as conn:
@@ -1048,7 +1058,7 @@ class PostgresStore(Store):
                           sketches: Sequence[tuple[SketchKey, bytes]] = ()) -> None:
         deltas = deltas_of(rows)
         async with self._conn(deadline=False) as conn, conn.transaction():
-            await self._bump_rollups(conn, deltas)
+            await _fold(conn, (), delta_rows(deltas))
             await _add_to_sketches(conn, dict(sketches), merge=merge_sketches)
 
     # --- secrets at rest -----------------------------------------------------------------------
