@@ -151,6 +151,18 @@ class ClickLog:
         segment = next(s for s in self._segments if str(s.path) == path)
         return _records(segment.map[start:end], 0, segment.path)
 
+    def time_at(self, start: LogPosition) -> float | None:
+        """When the first row at or after ``start`` was made; None when there is none."""
+        for segment in self._segments:
+            if segment.number >= start[0]:
+                offset = start[1] if segment.number == start[0] else HEADER
+                if offset < segment.end:
+                    (size,) = _LENGTH.unpack_from(segment.map, offset)
+                    fields = marshal.loads(segment.map[offset + 4:offset + 4 + size])
+                    row = Click(*fields) if len(fields) == _CLICK_FIELDS else Event(*fields)
+                    return row.ts
+        return None
+
     def mark_done(self, upto: LogPosition) -> None:
         """Every row before ``upto`` is stored or journaled: segments wholly before it go,
         and the segment it is in records the mark."""

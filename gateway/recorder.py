@@ -23,13 +23,14 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
-from .clicklog import ClickLog, LogRange
+from .clicklog import ClickLog, LogPosition, LogRange
 from .store import Click, Event
 
 __all__ = ["Journal", "LogSink", "Recorder", "RowSink", "record_in_batches"]
@@ -172,14 +173,17 @@ class Recorder:
         self.batch_size = batch_size
         self.retry_max = retry_max
         # The click log's rows not yet stored or journaled: from _log_from on, so many
-        # clicks and events, the oldest made at _log_oldest. _log_next_oldest: the first
-        # row taken while a generation is being written (the oldest once it is done).
+        # clicks and events, the oldest made at _log_oldest. They are cut into generations
+        # of at most batch_size rows, each written (or journaled) whole: _cuts holds each
+        # full generation's end and counts, oldest first; the rows after the last cut are
+        # the open one's (_open_clicks, _open_events).
         self._log_from = clicklog.position() if clicklog is not None else None
         self._log_clicks = 0
         self._log_events = 0
         self._log_oldest: float | None = None
-        self._log_next_oldest: float | None = None
-        self._writing_log = False
+        self._cuts: deque[tuple[LogPosition, int, int]] = deque()
+        self._open_clicks = 0
+        self._open_events = 0
         self._log_failed_at: float | None = None
         # Rows the log could not take, held in memory.
         self._clicks: list[Click] = []
@@ -214,18 +218,29 @@ class Recorder:
         """Take a click: into the click log, or memory when the log can't take it."""
         if self._logged(click):
             self._log_clicks += 1
-            if self._log_clicks >= self.batch_size:
-                self._wake.set()
+            self._open_clicks += 1
+            if self._open_clicks + self._open_events >= self.batch_size:
+                self._cut()
             return
         self._hold(click, self._clicks)
 
     def event(self, event: Event) -> None:
         if self._logged(event):
             self._log_events += 1
-            if self._log_events >= self.batch_size:
-                self._wake.set()
+            self._open_events += 1
+            if self._open_clicks + self._open_events >= self.batch_size:
+                self._cut()
             return
         self._hold(event, self._events)
+
+    def _cut(self) -> None:
+        """End a generation here, a full batch, and wake the writing task. A backlog is then
+        stored a batch at a time: each shows in ``written`` and frees its log segments as
+        it lands, and a failure journals one batch, not the whole backlog."""
+        assert self.clicklog is not None
+        self._cuts.append((self.clicklog.position(), self._open_clicks, self._open_events))
+        self._open_clicks = self._open_events = 0
+        self._wake.set()
 
     def _logged(self, row: Row) -> bool:
         """Append to the click log; False when there is none or it fails (tried again at
@@ -248,8 +263,6 @@ class Recorder:
             self._log_failed_at = None
         if self._log_oldest is None:
             self._log_oldest = row.ts
-        elif self._writing_log and self._log_next_oldest is None:
-            self._log_next_oldest = row.ts
         return True
 
     def _hold(self, row: Row, held: list[Any]) -> None:
@@ -395,27 +408,34 @@ class Recorder:
             await self._flush_memory()
 
     async def _flush_log(self) -> None:
-        """Store the click log's rows a generation at a time (everything it holds when the
-        generation starts), or journal them; when neither takes them, they wait there."""
+        """Store the click log's rows a generation at a time (the oldest full batch, else
+        everything the log holds when it starts), or journal them; when neither takes them,
+        they wait there."""
         clicklog = self.clicklog
         while clicklog is not None and self._log_from is not None and (
                 self._log_clicks or self._log_events):
-            upto = clicklog.position()
-            clicks, events = self._log_clicks, self._log_events
+            if self._cuts:
+                upto, clicks, events = self._cuts[0]
+            else:
+                upto, clicks, events = clicklog.position(), self._open_clicks, self._open_events
             ranges = clicklog.ranges(self._log_from, upto)
-            self._writing_log, self._log_next_oldest = True, None
-            try:
-                done = (await self._write_log(ranges, clicks, events)
-                        or await self._journal_log(ranges, clicks, events))
-            finally:
-                self._writing_log = False
-            if not done:
+            if not (await self._write_log(ranges, clicks, events)
+                    or await self._journal_log(ranges, clicks, events)):
                 return
             clicklog.mark_done(upto)
             self._log_from = upto
             self._log_clicks -= clicks
             self._log_events -= events
-            self._log_oldest, self._log_next_oldest = self._log_next_oldest, None
+            if self._cuts and self._cuts[0][0] == upto:
+                self._cuts.popleft()
+            elif self._cuts:  # cut while the open generation was written: it counted these too
+                end, cut_clicks, cut_events = self._cuts[0]
+                self._cuts[0] = (end, cut_clicks - clicks, cut_events - events)
+            else:
+                self._open_clicks -= clicks
+                self._open_events -= events
+            self._log_oldest = (clicklog.time_at(upto) if self._log_clicks or self._log_events
+                                else None)
 
     async def _write_log(self, ranges: list[LogRange], clicks: int, events: int) -> bool:
         assert self.clicklog is not None

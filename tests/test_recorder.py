@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.clicklog import ClickLog
 from gateway.recorder import Journal, Recorder
 from gateway.store import Click, Merchant
 from gateway.store.sqlite import SQLiteStore
@@ -221,4 +222,74 @@ async def test_shutdown_with_storage_and_journal_failing_counts_and_logs_the_los
              if line.startswith("{")]
     assert [(line["reason"], line["dropped"]) for line in lines
             if line["event"] == "recorder.clicks_dropped"] == [("closing", 30)]
+    await store.close()
+
+
+class _Watched:
+    """The store, and what the recorder showed (``pending``, log segments) at each batch it
+    wrote: the recorder's sink, as the writer process would be."""
+
+    def __init__(self, store: SQLiteStore, segments: Path) -> None:
+        self.store, self.segments = store, segments
+        self.recorder: Recorder | None = None
+        self.seen: list[tuple[int, int, int]] = []  # (clicks, pending, segment files)
+
+    async def record(self, clicks: list[Click], events: list[object]) -> None:
+        assert self.recorder is not None
+        self.seen.append((len(clicks), self.recorder.pending,
+                          len(list(self.segments.glob("*.log")))))
+        await self.store.record(clicks, [])
+
+
+async def test_a_backlog_is_stored_a_batch_at_a_time(tmp_path: Path) -> None:
+    # 350 clicks wait in the click log (the writer behind a flash sale): they are stored a
+    # batch of 100 at a time, and each batch, once stored, leaves /readyz's pending count
+    # and frees its log segments, instead of all 350 staying pending until the last lands.
+    store = await _open(tmp_path)
+    sink = _Watched(store, tmp_path / "clicklog")
+    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog", segment_bytes=4096))
+    sink.recorder = recorder
+    for n in range(350):
+        recorder.click(_click(n))
+    await recorder.flush()
+    stored_while: dict[int, int] = {}  # pending -> clicks stored meanwhile (a call a segment)
+    for clicks, pending, _ in sink.seen:
+        stored_while[pending] = stored_while.get(pending, 0) + clicks
+    assert stored_while == {350: 100, 250: 100, 150: 100, 50: 50}
+    files = [segments for *_, segments in sink.seen]
+    assert files == sorted(files, reverse=True) and files[-1] < files[0]
+    assert (recorder.pending, await _clicks_counted(store)) == (0, 350)
+    assert recorder.oldest_pending is None
+    await recorder.close()
+    await store.close()
+
+
+async def test_clicks_arriving_while_a_batch_is_written_are_counted_once(tmp_path: Path,
+                                                                         ) -> None:
+    # 30 clicks are being written when 120 more arrive: a full batch is cut from the 30
+    # and 70 of the new ones. The 30 must not be counted again in it: pending steps down
+    # 30 -> 120 -> 50 -> 0 and every click is stored once.
+    store = await _open(tmp_path)
+    sink = _Watched(store, tmp_path / "clicklog")
+    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog"))
+    sink.recorder = recorder
+    for n in range(30):
+        recorder.click(_click(n))
+    arrivals = iter([range(30, 150)])
+
+    async def record(clicks: list[Click], events: list[object]) -> None:
+        await _Watched.record(sink, clicks, events)
+        for n in next(arrivals, ()):
+            recorder.click(_click(n))
+
+    sink.record = record  # type: ignore[method-assign]
+    await recorder.flush()
+    assert [(clicks, pending) for clicks, pending, _ in sink.seen] == [
+        (30, 30), (70, 120), (50, 50)]
+    assert (recorder.pending, await _clicks_counted(store)) == (0, 150)
+    await recorder.close()
     await store.close()
