@@ -174,14 +174,14 @@ def _entry_body() -> dict[str, Any]:
     secrets = {name: {"type": ["string", "null"], "writeOnly": True,
                       "pattern": json_pattern(entry._SECRET_PATTERNS[name])}
                for name in entry.SECRET_FIELDS}
-    ids = {"type": "array", "minItems": 1, "maxItems": entry._MAX_IDS}
+    ids = {"type": "array", "minItems": 1}
     public = {
         "url": {"type": "string", "format": "uri",
                 "description": "a WeCom acquisition link, https://work.weixin.qq.com/ca/..."},
-        "users": {**ids, "items": {"type": "string",
-                                   "pattern": json_pattern(entry._USER_ID)}},
-        "chat_ids": {**ids, "items": {"type": "string",
-                                      "pattern": json_pattern(entry._CHAT_ID)}},
+        "users": {**ids, "maxItems": entry.MAX_IDS["users"],
+                  "items": {"type": "string", "pattern": json_pattern(entry._USER_ID)}},
+        "chat_ids": {**ids, "maxItems": entry.MAX_IDS["chat_ids"],
+                     "items": {"type": "string", "pattern": json_pattern(entry._CHAT_ID)}},
         "qr_url": {"type": "string", "format": "uri"},
     }
     kinds = []

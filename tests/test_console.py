@@ -421,6 +421,20 @@ async def test_the_entry_point_is_set_its_secrets_never_shown_and_checked(
     assert "wangwu" in page and SECRET not in page and wecom.current_token not in page
 
 
+async def test_more_groups_than_wecom_takes_are_refused_with_its_limit(
+        gw: Client, shops: tuple[Tenant, Tenant]) -> None:
+    # WeCom's "join group" QR takes at most 5 groups: a sixth would be accepted here and
+    # refused by WeCom at the first shopper's tap. The merchant is told, and nothing changes.
+    acme, _ = shops
+    csrf = await signed_in(gw, "merchant@acme.cn")
+    groups = "\n".join(f"wrOgQhDgAAMYQiS5ol9G7gK9JV{n:04d}" for n in range(6))
+    resp = await post_form(gw, "/dashboard/entry", {"kind": "group", "chat_ids": groups}, csrf)
+    page = await resp.text()
+    assert resp.status == 422 and errors_of(page) == {"chat_ids": "invalid_field"}
+    assert "最多 5 个" in page
+    assert (await gw.get("/api/entry", headers=acme.auth)).status == 404
+
+
 # --- bulk import -----------------------------------------------------------------------------------
 def _workbook(rows: list[list[str]]) -> bytes:
     book = openpyxl.Workbook()

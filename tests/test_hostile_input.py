@@ -131,6 +131,9 @@ ROWS: list[tuple[str, str, Any, int, str, str | None]] = [
     ("PUT", "/api/entry", {"kind": ["static"]}, 422, "invalid_field", "kind"),
     ("PUT", "/api/entry", {"kind": "group", "chat_ids": "wr1"}, 422, "invalid_field",
      "chat_ids"),
+    # WeCom's add_join_way takes 5 groups: a sixth would fail at the first shopper's tap.
+    ("PUT", "/api/entry", {"kind": "group", "chat_ids": [f"wr{n}" for n in range(6)]}, 422,
+     "invalid_field", "chat_ids"),
     ("PUT", "/api/entry", {"kind": "contact_way", "users": [1, 2]}, 422, "invalid_field",
      "users"),
     ("PUT", "/api/entry", {**ENTRY, "encoding_aes_key": 5}, 422, "invalid_field",

@@ -12,6 +12,7 @@ from adapters import by_platform
 
 from ..errors import ApiError
 from ..store import Merchant
+from ..wecom.entry import MAX_IDS
 
 __all__ = ["FIELD_LABELS", "field_label", "say"]
 
@@ -138,7 +139,7 @@ def _field_message(field: str, label: str, value: str, error: ApiError) -> str:
             return f"{label}必须在 2000 年到 2100 年之间。"
         return f"{label}格式不对：请选择日期和时间，例如 2026-06-18 20:00。"
     if field in ("users", "chat_ids"):
-        return f"{label}格式不对：每行一个，最多 100 个。"
+        return f"{label}格式不对：每行一个，最多 {MAX_IDS[field]} 个。"
     if field in ("corp_id", "secret", "callback_token", "encoding_aes_key"):
         return f"{label}格式不对：请从企业微信管理后台原样复制。"
     if field == "label":

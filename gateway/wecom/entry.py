@@ -36,8 +36,8 @@ from ..store import Entry, EntryWay, Store
 from .client import WeComApiError, WeComClient
 from .state import StateSigner
 
-__all__ = ["SECRET_FIELDS", "EntryDirectory", "WeComApiError", "entry_json", "setup_routes",
-           "validate_entry"]
+__all__ = ["MAX_IDS", "SECRET_FIELDS", "EntryDirectory", "WeComApiError", "entry_json",
+           "setup_routes", "validate_entry"]
 
 log = structlog.get_logger("linkloop.entry")
 
@@ -50,7 +50,9 @@ _CHAT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CORP_ID = re.compile(r"w[wx][0-9a-f]{16}")
 _TOKEN = re.compile(r"[A-Za-z0-9]{1,32}")
 _AES_KEY = re.compile(r"[A-Za-z0-9+/]{43}")
-_MAX_IDS = 100
+#: The most ids WeCom takes in one way (API docs: add_contact_way's ``user``, up to 100
+#: for a multi-person way; groupchat/add_join_way's ``chat_id_list``, 5 groups).
+MAX_IDS = {"users": 100, "chat_ids": 5}
 #: Each secret's format (gateway/openapi.py describes them from here too).
 _SECRET_PATTERNS = {"corp_id": _CORP_ID, "secret": re.compile(r"[A-Za-z0-9_-]{8,128}"),
                     "callback_token": _TOKEN, "encoding_aes_key": _AES_KEY}
@@ -75,10 +77,14 @@ def _url(value: Any, field: str, hosts: tuple[str, ...] | None) -> str:
 
 
 def _ids(value: Any, field: str, pattern: re.Pattern[str]) -> list[str]:
-    if (not isinstance(value, list) or not value or len(value) > _MAX_IDS
+    most = MAX_IDS[field]
+    if (not isinstance(value, list) or not value
             or not all(isinstance(v, str) and pattern.fullmatch(v) for v in value)):
-        raise _bad(field, f"{field} must be a list of 1 to {_MAX_IDS} WeCom ids")
-    return list(dict.fromkeys(value))
+        raise _bad(field, f"{field} must be a list of 1 to {most} WeCom ids")
+    ids = list(dict.fromkeys(value))
+    if len(ids) > most:  # WeCom would refuse the way when the first shopper needs it
+        raise _bad(field, f"WeCom takes at most {most} {field} in one way, not {len(ids)}")
+    return ids
 
 
 def validate_entry(body: Any, previous: Entry | None, merchant_id: str) -> Entry:
