@@ -388,6 +388,15 @@ def test_a_merchant_names_a_channel_and_sets_up_wecom(
     driver.get(f"{live.base}/dashboard/entry")
     assert driver.find_element(By.ID, "callback-url").text == (
         f"{live.base}/wecom/callback/acme")
+    # Six groups: WeCom's join-group QR takes five. Said next to the field, nothing saved.
+    driver.find_element(By.CSS_SELECTOR, 'input[name="kind"][value="group"]').click()
+    driver.find_element(By.ID, "entry-chats").send_keys(
+        "\n".join(f"wrOgQhDgAAMYQiS5ol9G7gK9JV{n:04d}" for n in range(6)))
+    go(driver, driver.find_element(By.ID, "save-entry"))
+    problem = driver.find_element(By.CSS_SELECTOR, '.field-error[data-field="chat_ids"]')
+    assert problem.is_displayed() and "最多用 5 个" in problem.text
+    fits(driver)
+    shot(driver, f"console-entry-groups-{width}")
     driver.find_element(By.CSS_SELECTOR, 'input[name="kind"][value="contact_way"]').click()
     assert driver.find_element(By.ID, "entry-users").is_displayed()
     assert not driver.find_element(By.ID, "entry-url").is_displayed()

@@ -431,7 +431,7 @@ async def test_more_groups_than_wecom_takes_are_refused_with_its_limit(
     resp = await post_form(gw, "/dashboard/entry", {"kind": "group", "chat_ids": groups}, csrf)
     page = await resp.text()
     assert resp.status == 422 and errors_of(page) == {"chat_ids": "invalid_field"}
-    assert "最多 5 个" in page
+    assert "最多用 5 个" in page
     assert (await gw.get("/api/entry", headers=acme.auth)).status == 404
 
 

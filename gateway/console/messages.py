@@ -139,6 +139,8 @@ def _field_message(field: str, label: str, value: str, error: ApiError) -> str:
             return f"{label}必须在 2000 年到 2100 年之间。"
         return f"{label}格式不对：请选择日期和时间，例如 2026-06-18 20:00。"
     if field in ("users", "chat_ids"):
+        if "at most" in error.message:
+            return f"{label}太多了：企业微信的一个入口最多用 {MAX_IDS[field]} 个，请删掉多余的。"
         return f"{label}格式不对：每行一个，最多 {MAX_IDS[field]} 个。"
     if field in ("corp_id", "secret", "callback_token", "encoding_aes_key"):
         return f"{label}格式不对：请从企业微信管理后台原样复制。"
