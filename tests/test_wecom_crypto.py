@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -169,7 +170,7 @@ def test_each_refusal_says_which_check_failed() -> None:
     the 403 learns what was wrong): each names its check, whatever the exact words."""
     encrypt = V2.encrypt("hello")
     ts, nonce = "1700000000", "42"
-    cases = [
+    cases: list[tuple[Callable[[], str], str]] = [
         (lambda: V2.open("0" * 40, ts, nonce, encrypt), "msg_signature"),
         (lambda: V2.decrypt("not base64!!"), "base64"),
         (lambda: V2.decrypt("AAAA"), "blocks"),
