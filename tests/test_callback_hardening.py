@@ -9,17 +9,21 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import secrets
 import signal
 import socket
 import statistics
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
@@ -230,6 +234,25 @@ def test_timestamp_freshness_at_its_edges(offset: int, fresh: bool) -> None:
         fresh and offset != -300)
 
 
+@pytest.mark.parametrize("timestamp", ["+{now}", " {now}", "{now_arabic}", "{now}.0", ""])
+def test_only_ascii_digits_are_a_fresh_timestamp(timestamp: str) -> None:
+    """Not WeCom's form, so never fresh, even where ``int()`` would read ``now`` in it."""
+    now = 1_750_000_000
+    text = timestamp.format(now=now, now_arabic="".join(chr(0x660 + int(d)) for d in str(now)))
+    assert timestamp_fresh(text, float(now), SKEW) is False
+
+
+async def test_an_envelope_without_encrypt_is_refused_as_ciphertext(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """No Encrypt element reads as an empty one, whose signature may well be right: it is
+    refused for what it holds (no ciphertext), not read as some other text."""
+    tenants = await _configured(gateway)
+    body = f"<xml><ToUserName>{CORP_ID}</ToUserName><AgentID>1000002</AgentID></xml>"
+    assert await _post(gateway, _signed(""), body) == (403, "bad_ciphertext")
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+
+
 async def test_callback_timestamps_299_seconds_off_pass_and_301_fail_both_ways(
     gateway: TestClient[Any, Any],
 ) -> None:
@@ -244,6 +267,111 @@ async def test_callback_timestamps_299_seconds_off_pass_and_301_fail_both_ways(
         got = await _post(gateway, _signed(encrypt, timestamp=timestamp), _envelope(encrypt))
         assert got == ((200, "success") if status == 200 else (403, "stale_timestamp")), offset
     assert await _adds_and_inbox(gateway, *tenants) == (2, 2)
+
+
+@pytest.mark.parametrize("missing", ["msg_signature", "timestamp", "nonce"])
+async def test_a_query_missing_any_of_its_three_fields_is_refused(
+    gateway: TestClient[Any, Any], missing: str,
+) -> None:
+    """Each field is required on its own: a signed callback lacking one is a 400, not a
+    server error, and no default stands in for it."""
+    tenants = await _configured(gateway)
+    encrypt = _encrypt(FakeWeCom.add_contact_event(None, "wmEXT1"))
+    params = _signed(encrypt)
+    del params[missing]
+    assert await _post(gateway, params, _envelope(encrypt)) == (400, "bad_request")
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+
+
+async def test_each_refusal_is_answered_and_logged_with_what_failed(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """What a sender and an operator see of each refusal: the status, the code, a message
+    naming the check (its exact words are free), and for the checks past the cheap ones a
+    ``callback.refused`` warning whose ``reason`` an operator can count."""
+    tenants = await _configured(gateway)
+
+    async def refused(params: dict[str, str], body: str, merchant: str = "acme",
+                      ) -> tuple[int, str, str]:
+        resp = await gateway.post(f"/wecom/callback/{merchant}", params=params, data=body,
+                                  headers={"Content-Type": "text/xml"})
+        error = (await resp.json())["error"]
+        return resp.status, error["code"], error["message"].lower()
+
+    encrypt = _encrypt(FakeWeCom.add_contact_event(None, "wmEXT1"))
+    genuine = _envelope(encrypt)
+    not_xml = _encrypt("not xml")
+    declares = _encrypt('<!DOCTYPE xml [<!ENTITY s "x">]><xml><State>&s;</State></xml>')
+    with structlog.testing.capture_logs() as logs:
+        answers = [
+            await refused({}, genuine),
+            await refused(_signed(encrypt, timestamp="1000000000"), genuine),
+            await refused(_signed(encrypt), genuine, merchant="nobody"),
+            await refused({**_signed(encrypt), "msg_signature": "f" * 40}, genuine),
+            await refused(_signed(encrypt), "<xml><Encrypt>"),
+            await refused(*_unsigned_hostile(QUADRATIC)),
+            await refused(_signed(not_xml), _envelope(not_xml)),
+            await refused(_signed(declares), _envelope(declares)),
+            await refused(_signed(encrypt), " " * (MAX_CALLBACK_BODY + 1)),
+        ]
+        params = _signed(encrypt)
+        assert await _post(gateway, params, genuine) == (200, "success")
+        answers.append(await refused(params, genuine))
+    expected = [
+        (400, "bad_request", "nonce"), (403, "stale_timestamp", "timestamp"),
+        (404, "callback_not_configured", "callback"), (403, "bad_signature", "msg_signature"),
+        (400, "malformed", "body"), (400, "malformed", "body"),
+        (400, "malformed", "decrypted"), (400, "malformed", "decrypted"),
+        (413, "body_too_large", str(MAX_CALLBACK_BODY)), (403, "replayed_nonce", "nonce"),
+    ]
+    for (status, code, message), (want_status, want_code, words) in zip(
+            answers, expected, strict=True):
+        assert (status, code) == (want_status, want_code)
+        assert words in message, (code, message)
+    warnings = [(e["event"], e.get("reason")) for e in logs if e["log_level"] == "warning"]
+    assert warnings == [("callback.refused", reason) for reason in (
+        "bad_signature", "malformed", "xml_forbidden", "malformed", "xml_forbidden",
+        "body_too_large", "replayed_nonce")]
+    assert await _adds_and_inbox(gateway, *tenants) == (1, 1)
+
+
+async def test_an_add_counts_on_the_day_wecom_says_it_happened(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """The event's CreateTime, not the moment we work it, picks its day: a callback that
+    arrives (or is worked) days late still counts on the day the shopper added us."""
+    tenants = await _configured(gateway)
+    created = int(time.time()) - 3 * 86400
+    message = re.sub(r"<CreateTime>\d+</CreateTime>", f"<CreateTime>{created}</CreateTime>",
+                     FakeWeCom.add_contact_event(None, "wmEXT1"))
+    encrypt = _encrypt(message)
+    assert await _post(gateway, _signed(encrypt), _envelope(encrypt)) == (200, "success")
+    assert await _adds_and_inbox(gateway, *tenants) == (1, 1)
+    body = await (await gateway.get("/api/stats?by=day", headers=tenants[0].auth)).json()
+    day = datetime.fromtimestamp(created, ZoneInfo("Asia/Shanghai")).date().isoformat()
+    assert [(r["day"], r["adds"]) for r in body["rows"] if r["adds"]] == [(day, 1)]
+
+
+async def test_a_declared_length_over_the_cap_is_refused_before_the_body_arrives(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """A Content-Length over the cap is answered at once: the server neither waits for
+    nor reads a body it would refuse (a sender that never sends it ties nothing up)."""
+    tenants = await _configured(gateway)
+    encrypt = _encrypt(FakeWeCom.add_contact_event(None, "wmEXT1"))
+    never = asyncio.Event()
+
+    async def stalled() -> Any:
+        yield b"<xml>"
+        await never.wait()  # the rest of the declared body never comes
+
+    post = gateway.post("/wecom/callback/acme", params=_signed(encrypt), data=stalled(),
+                        headers={"Content-Type": "text/xml",
+                                 "Content-Length": str(10 * MAX_CALLBACK_BODY)})
+    resp = await asyncio.wait_for(post, timeout=20)
+    assert resp.status == 413 and (await resp.json())["error"]["code"] == "body_too_large"
+    never.set()
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
 
 
 # --- a real gateway process -------------------------------------------------------------

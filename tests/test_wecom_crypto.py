@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -152,10 +153,57 @@ def test_a_message_that_fills_whole_blocks_carries_a_full_block_of_padding() -> 
     (_padded(_inner(b"hi", length=2**32 - 1)), "bad_ciphertext"),
     (_padded(_inner(b"", receive_id=b"")), "bad_receive_id"),           # 20 bytes, no id
     (_padded(_inner(b"\xff\xfe")), "bad_ciphertext"),                   # not UTF-8
-], ids=["pad0", "pad33", "pad_mixed", "len_2_31", "len_max", "no_receive_id", "not_utf8"])
+    # Padded well, but 16 bytes are left: no room for the length, let alone a message.
+    (b"r" * 16 + bytes([16]) * 16, "bad_ciphertext"),
+], ids=["pad0", "pad33", "pad_mixed", "len_2_31", "len_max", "no_receive_id", "not_utf8",
+        "too_short"])
 def test_a_malformed_envelope_is_refused_with_its_code(plain: bytes, code: str) -> None:
     """Each refusal has the code the callback answers with and a message for the log."""
     with pytest.raises(WeComCryptoError) as err:
         V2.decrypt(_sealed(plain))
     assert err.value.code == code
     assert str(err.value)
+
+
+def test_each_refusal_says_which_check_failed() -> None:
+    """The callback answers a refusal with its code and this message (an operator reading
+    the 403 learns what was wrong): each names its check, whatever the exact words."""
+    encrypt = V2.encrypt("hello")
+    ts, nonce = "1700000000", "42"
+    cases: list[tuple[Callable[[], str], str]] = [
+        (lambda: V2.open("0" * 40, ts, nonce, encrypt), "msg_signature"),
+        (lambda: V2.decrypt("not base64!!"), "base64"),
+        (lambda: V2.decrypt("AAAA"), "blocks"),
+        (lambda: V2.decrypt(_sealed(_inner(b"hi") + b"\x00" * 24)), "padding"),
+        (lambda: V2.decrypt(_sealed(b"r" * 16 + bytes([16]) * 16)), "short"),
+        (lambda: V2.decrypt(_sealed(_padded(_inner(b"hi", length=2**31)))), "length"),
+        (lambda: V2.decrypt(_sealed(_padded(_inner(b"hi", receive_id=b"wwother")))),
+         "receive id"),
+        (lambda: V2.decrypt(_sealed(_padded(_inner(b"\xff\xfe")))), "utf-8"),
+    ]
+    for attempt, words in cases:
+        with pytest.raises(WeComCryptoError) as err:
+            attempt()
+        assert words in str(err.value).lower(), (words, str(err.value))
+
+
+def test_encrypt_is_strict_base64_even_when_signed() -> None:
+    """A character outside base64's alphabet is refused, not skipped: WeCom sends plain
+    base64, and a lenient decoder would open a text other than the one that was signed."""
+    encrypt = V2.encrypt("hello")
+    for junk in ("*", " ", "\n", "."):
+        tampered = encrypt[:8] + junk + encrypt[8:]
+        sig = V2.sign("1700000000", "42", tampered)
+        with pytest.raises(WeComCryptoError) as err:
+            V2.open(sig, "1700000000", "42", tampered)
+        assert err.value.code == "bad_ciphertext"
+
+
+@pytest.mark.parametrize("key", [
+    "A" * 42, "A" * 44,       # not 43 characters
+    "A" * 39 + "....",        # 43, but not base64 (a lenient decoder makes a 29-byte key)
+    "A" * 42 + "*",
+])
+def test_an_encoding_aes_key_off_its_format_is_refused_at_once(key: str) -> None:
+    with pytest.raises(ValueError):
+        WeComCrypto("123456", key, "wx49f0ab532d5d035a")
