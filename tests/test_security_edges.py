@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
+import time
 from typing import Any
 
 import jwt
@@ -19,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.appkeys import RECORDER, SETTINGS, STORE
 from gateway.auth import AuthError, TokenService
-from gateway.ids import is_visitor_id
+from gateway.ids import _ClickIds, is_visitor_id, new_click_id
 from gateway.keys import auth_secret
 from gateway.shopper import VISITOR_COOKIE
 
@@ -90,6 +92,40 @@ async def test_our_visitor_cookie_is_kept_as_it_is(
     assert await _tap(client, product["code"], ua, OURS) == (status, None)
     # (Sorted: click ids made in one millisecond sort by their random half.)
     assert sorted(await _stored_visitors(client, tenant.id)) == sorted([first, first, OURS])
+
+
+# --- click ids (a new visitor's id is their first click's) ----------------------------------
+def _millisecond(click_id: str) -> int:
+    """The clock half of a click id: its first 8 characters, 6 bytes of milliseconds."""
+    return int.from_bytes(base64.urlsafe_b64decode(click_id[:8]), "big")
+
+
+def test_a_click_id_carries_the_millisecond_it_was_made_in() -> None:
+    before = time.time_ns() // 1_000_000
+    click_id = new_click_id()
+    after = time.time_ns() // 1_000_000
+    assert is_visitor_id(click_id)
+    assert before <= _millisecond(click_id) <= after
+
+
+def test_a_new_click_id_generator_makes_whole_ids_from_its_first() -> None:
+    # The gateway's one generator is made at import; a fresh one starts from nothing.
+    before = time.time_ns() // 1_000_000
+    click_id = _ClickIds().new()
+    assert is_visitor_id(click_id)
+    assert before <= _millisecond(click_id) <= time.time_ns() // 1_000_000
+
+
+def test_click_ids_past_a_batch_of_randomness_stay_whole_and_unpredictable() -> None:
+    # Random halves come 4,096 to a batch: 8,193 ids use up at least two.
+    made = [new_click_id() for _ in range(2 * 4096 + 1)]
+    assert all(is_visitor_id(click_id) for click_id in made)
+    halves = [click_id[8:] for click_id in made]
+    assert len(set(halves)) == len(halves)
+    # 48 random bits each: no half is the one before it shifted by a character (a visitor's
+    # id would tell an attacker the next visitor's).
+    for first, second in itertools.pairwise(halves):
+        assert first[1:] != second[:-1] and second[1:] != first[:-1]
 
 
 # --- API tokens ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 import typing
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -44,7 +45,7 @@ from gateway.store import (
     User,
 )
 from gateway.store.postgres import PostgresStore
-from gateway.store.rollup import sketch_cells
+from gateway.store.rollup import SKETCH_KINDS, sketch_cells
 from gateway.store.sketch import add_hashes
 from gateway.store.sqlite import SQLiteStore
 
@@ -246,6 +247,20 @@ async def list_products(store: Store, seed: Seed) -> None:
         page = await store.list_products(tenant.id, limit=10, after_id=tenant.products[0])
         assert [p.id for p in page] == tenant.products[1:]
     assert await store.list_products(seed.m3, limit=10) == []
+    # A page's size, a search (in any case) and a state keep to the tenant too.
+    now = time.time()
+    ended = await store.create_product("m2", code="m2ended", title="m2 tea ended", targets={},
+                                       image_url=None, price=None, valid_until=now - 60)
+    for tenant, extra in ((seed.m1, []), (seed.m2, [ended.id])):
+        every = [*tenant.products, *extra]
+        assert [p.id for p in await store.list_products(tenant.id, limit=1)] == every[:1]
+        found = await store.list_products(tenant.id, limit=10, search=f"{tenant.id.upper()} TEA")
+        assert [p.id for p in found] == every
+        assert await store.list_products(tenant.id, limit=10, search="m9 tea") == []
+        live = await store.list_products(tenant.id, limit=10, state="live", now=now)
+        assert [p.id for p in live] == tenant.products
+        gone = await store.list_products(tenant.id, limit=10, state="ended", now=now)
+        assert [p.id for p in gone] == extra
 
 
 @case
@@ -265,6 +280,7 @@ async def export_clicks(store: Store, seed: Seed) -> None:
         assert list(await store.export_clicks(tenant.id, after="", limit=10_000)) == sorted(
             tenant.clicks, key=lambda c: c.id)
         first = await store.export_clicks(tenant.id, after="", limit=3)
+        assert len(first) == 3
         rest = await store.export_clicks(tenant.id, after=first[-1].id, limit=10_000)
         assert [c.id for c in [*first, *rest]] == sorted(c.id for c in tenant.clicks)
     assert await store.export_clicks(seed.m3, after="", limit=10) == []
@@ -275,6 +291,10 @@ async def export_events(store: Store, seed: Seed) -> None:
     for tenant in seed.tenants:
         assert list(await store.export_events(tenant.id, after="", limit=10_000)) == sorted(
             tenant.events, key=lambda e: e.id)
+        first = await store.export_events(tenant.id, after="", limit=3)
+        rest = await store.export_events(tenant.id, after=first[-1].id, limit=10_000)
+        assert len(first) == 3
+        assert [e.id for e in [*first, *rest]] == sorted(e.id for e in tenant.events)
     assert await store.export_events(seed.m3, after="", limit=10) == []
 
 
@@ -340,16 +360,19 @@ async def put_credentials(store: Store, seed: Seed) -> None:
 async def get_credentials(store: Store, seed: Seed) -> None:
     for tenant in seed.tenants:
         got = await store.get_credentials(tenant.id, "wechat_miniprogram")
-        assert got is not None and (got.merchant_id, got.app_id, got.secret) == (
-            tenant.id, f"wx{tenant.id}", f"secret-{tenant.id}")
+        assert got is not None and (got.merchant_id, got.platform, got.app_id, got.secret) == (
+            tenant.id, "wechat_miniprogram", f"wx{tenant.id}", f"secret-{tenant.id}")
+        assert got.updated_at > 1_700_000_000  # when they were saved
     assert await store.get_credentials(seed.m3, "wechat_miniprogram") is None
 
 
 @case
 async def list_credentials(store: Store, seed: Seed) -> None:
     for tenant in seed.tenants:
-        assert [(c.merchant_id, c.app_id) for c in await store.list_credentials(tenant.id)] == [
-            (tenant.id, f"wx{tenant.id}")]
+        listed = await store.list_credentials(tenant.id)
+        assert [(c.merchant_id, c.platform, c.app_id, c.secret) for c in listed] == [
+            (tenant.id, "wechat_miniprogram", f"wx{tenant.id}", f"secret-{tenant.id}")]
+        assert all(c.updated_at > 1_700_000_000 for c in listed)
     assert await store.list_credentials(seed.m3) == []
 
 
@@ -516,13 +539,27 @@ async def export_rollups(store: Store, seed: Seed) -> None:
         assert rows and {key[0] for key, _counts in rows} == {tenant.id}
         assert sketches and {cell[0] for cell, _sketch in sketches} == {tenant.id}
         assert all(cell[2] < before for cell, _sketch in sketches)
-        per_day: dict[str, list[int]] = defaultdict(lambda: [0] * len(COUNTERS))
-        for key, counts in rows:
-            per_day[key[2]] = [a + b for a, b in zip(per_day[key[2]], counts, strict=True)]
-        want = expected_stats(tenant, from_day=WIDE[0], to_day="2026-11-14", by="day")
-        assert {day: tuple(c) for day, c in per_day.items()} == {
-            day: tuple(v for m, v in zip(METRICS, figures, strict=True) if m in COUNTERS)
-            for day, figures in want.items()}
+        # Each part of a row's key in its place: the rows summed by product, day, platform
+        # and channel in turn give that grouping's figures.
+        for at, by in enumerate(("product", "day", "platform", "channel"), start=1):
+            summed: dict[Any, list[int]] = defaultdict(lambda: [0] * len(COUNTERS))
+            for key, counts in rows:
+                group = key[at] or None if by == "product" else key[at]
+                summed[group] = [a + b for a, b in zip(summed[group], counts, strict=True)]
+            want = expected_stats(tenant, from_day=WIDE[0], to_day="2026-11-14", by=by)
+            assert {group: tuple(c) for group, c in summed.items()} == {
+                group: tuple(v for m, v in zip(METRICS, figures, strict=True) if m in COUNTERS)
+                for group, figures in want.items()}, by
+        # A sketch cell's key: (merchant, kind, period, product, platform, channel), each
+        # dimension the kind does not keep summed (product 0, platform '').
+        platforms = {c.platform for c in tenant.clicks}
+        for cell, _sketch in sketches:
+            assert len(cell) == 6 and cell[1] in SKETCH_KINDS, cell
+            keeps_product, keeps_platform, grain = SKETCH_KINDS[cell[1]]
+            assert len(cell[2]) == (10 if grain == "day" else 7), cell
+            assert cell[3] in (tenant.products if keeps_product else [0]), cell
+            assert cell[4] in (platforms if keeps_platform else {""}), cell
+            assert cell[5] in {c.channel or "" for c in tenant.clicks}, cell
     assert await store.export_rollups(seed.m3, before_day=before) == ([], [])
 
 
@@ -630,8 +667,11 @@ async def list_alerts(store: Store, seed: Seed) -> None:
     await store.add_alert("m2", "balance_low", {}, key="c", created_at=4.0)
     assert [(a.kind, a.detail) for a in await store.list_alerts("m1", since=0, limit=10)] == [
         ("delete_link", {"LinkId": "cawA"})]
-    assert [a.kind for a in await store.list_alerts("m2", since=0, limit=10)] == [
-        "balance_low", "link_unavailable"]
+    theirs = await store.list_alerts("m2", since=0, limit=10)
+    assert [(a.merchant_id, a.kind, a.created_at) for a in theirs] == [
+        ("m2", "balance_low", 4.0), ("m2", "link_unavailable", 3.0)]
+    assert all(isinstance(a.id, int) for a in theirs) and theirs[0].id > theirs[1].id
+    assert [a.kind for a in await store.list_alerts("m2", since=0, limit=1)] == ["balance_low"]
     assert await store.list_alerts(seed.m3, since=0, limit=10) == []
 
 
