@@ -206,11 +206,12 @@ async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> Non
         outbox.flush()
 
     try:
-        # A batch may wait long for a CPU behind the requests (one busy CPU, nice 10): on
-        # SQLite its calls get the gateway's limit for a stuck child, not a request's, or
-        # the writer would give up exactly when it is busiest. A lock or an unreachable
-        # server still fails within storage.timeout_seconds (outages are told at once).
-        store = await open_store(settings, sqlite_call_limit=_HUNG_AFTER)
+        # A batch may wait long for a CPU behind the requests (one busy CPU, nice 10): its
+        # calls get the gateway's limit for a stuck child, not a request's, or the writer
+        # would give up exactly when it is busiest. A lock, or a PostgreSQL statement the
+        # server does not answer, still fails within storage.timeout_seconds (outages are
+        # told at once).
+        store = await open_store(settings, call_limit=_HUNG_AFTER)
     except Exception as exc:
         # The gateway logs it (the batch's storage failure) and tries a new child later:
         # a traceback here on every try of an outage would say nothing more.

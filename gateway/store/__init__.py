@@ -81,12 +81,13 @@ def sqlite_path(settings: Settings) -> Path | None:
     return None
 
 
-async def open_store(settings: Settings, *, sqlite_call_limit: float | None = None) -> Store:
+async def open_store(settings: Settings, *, call_limit: float | None = None) -> Store:
     """Open the configured engine with its migrations applied.
 
-    ``sqlite_call_limit``: on SQLite, the longest a call may run in all, while waiting for
-    a lock stays limited to ``storage.timeout_seconds`` (the writer process: a large batch
-    behind the requests on a busy CPU is slow, not failing; a locked database is failing).
+    ``call_limit``: the longest a call may run in all, while waiting for a lock (SQLite)
+    or for the server's answer to a statement (PostgreSQL) stays limited to
+    ``storage.timeout_seconds`` (the writer process: a large batch behind the requests on
+    a busy CPU is slow, not failing; a locked or silent database is failing).
     """
     url: str = settings["storage.url"]
     # One limit for every call, a lock or a connection waited for included.
@@ -99,7 +100,7 @@ async def open_store(settings: Settings, *, sqlite_call_limit: float | None = No
         from .sqlite import SQLiteStore
 
         return await SQLiteStore.open(path, busy_timeout=timeout,
-                                      timeout_seconds=sqlite_call_limit or timeout,
+                                      timeout_seconds=call_limit or timeout,
                                       secrets=secrets)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore, split_schema
@@ -109,5 +110,5 @@ async def open_store(settings: Settings, *, sqlite_call_limit: float | None = No
         # on first open. Every other parameter goes to asyncpg as it is.
         dsn, schema = split_schema(url)
         return await PostgresStore.open(dsn, schema=schema, timeout_seconds=timeout,
-                                        secrets=secrets)
+                                        secrets=secrets, call_limit=call_limit)
     raise ConfigError(f"storage.url: {url!r} is neither sqlite:///PATH nor postgresql://...")

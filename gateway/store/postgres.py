@@ -346,11 +346,13 @@ async def _forget_in_sketches(conn: Any, visitor: str, scope: str, args: tuple[A
 
 class PostgresStore(Store):
     def __init__(self, pool: Any, *, schema: str | None, timeout: float,
-                 months_ahead: int, secrets: SecretBox | None = None) -> None:
+                 months_ahead: int, secrets: SecretBox | None = None,
+                 call_limit: float | None = None) -> None:
         self._pool = pool
         self.secrets = secrets or SecretBox.ephemeral_box()
         self.schema = schema
         self.timeout = timeout
+        self.call_limit = call_limit or timeout
         self.months_ahead = months_ahead
         self._next_partition_check = 0.0
 
@@ -359,6 +361,7 @@ class PostgresStore(Store):
     async def open(
         cls, url: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10,
         timeout_seconds: float = 10.0, months_ahead: int = 3, secrets: SecretBox | None = None,
+        call_limit: float | None = None,
     ) -> PostgresStore:
         """Connect a pool, apply pending migrations and make the coming months' partitions.
 
@@ -369,15 +372,20 @@ class PostgresStore(Store):
         ``months_ahead``: click partitions made beyond the current month.
         ``secrets``: the box sealing stored secrets (default: a key that dies with this
         store, for tests and tools that never store secrets to keep).
+        ``call_limit``: a longer limit for a whole call, while the server must still answer
+        each statement (a lock wait included) within ``timeout_seconds``: the click
+        writer's, whose own turns on a busy CPU are slow while the server is fine.
         """
         settings = {"search_path": quote_ident(schema)} if schema else {}
+        per_statement = {"command_timeout": timeout_seconds} if call_limit else {}
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=min_size, max_size=max_size, timeout=timeout_seconds,
-                init=_init_connection, server_settings=settings)
+                init=_init_connection, server_settings=settings, **per_statement)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(_describe(exc)) from exc
-        store = cls(pool, schema=schema, timeout=timeout_seconds, months_ahead=months_ahead,
+        store = cls(pool, schema=schema, timeout=timeout_seconds, call_limit=call_limit,
+                    months_ahead=months_ahead,
                     secrets=secrets)
         try:
             await store._migrate()
@@ -479,12 +487,12 @@ class PostgresStore(Store):
     # --- plumbing ----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _conn(self, *, deadline: bool = True) -> AsyncIterator[Any]:
-        """A pooled connection, for at most ``self.timeout`` seconds from now (getting it,
-        using it and handing it back); connection trouble or the deadline, here or in the
-        body, is StoreUnavailable."""
+        """A pooled connection, for at most ``self.call_limit`` seconds from now (getting
+        it, using it and handing it back); connection trouble or the deadline, here or in
+        the body, is StoreUnavailable."""
         cutoff: _Cutoff | None = None
         loop = asyncio.get_running_loop()
-        ends = loop.time() + self.timeout
+        ends = loop.time() + self.call_limit
         try:
             conn = await self._pool.acquire(timeout=self.timeout)
             try:
