@@ -172,14 +172,12 @@ class Recorder:
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.retry_max = retry_max
-        # The click log's rows not yet stored or journaled: from _log_from on, so many
-        # clicks and events, the oldest made at _log_oldest. They are cut into generations
-        # of at most batch_size rows, each written (or journaled) whole: _cuts holds each
-        # full generation's end and counts, oldest first; the rows after the last cut are
-        # the open one's (_open_clicks, _open_events).
+        # The click log's rows not yet stored or journaled: from _log_from on, the oldest
+        # made at _log_oldest. They are cut into generations of at most batch_size rows,
+        # each written (or journaled) whole: _cuts holds each full generation's end and
+        # counts, oldest first; the rows after the last cut are the open one's
+        # (_open_clicks, _open_events). Their sums are the log's (``_log_rows``).
         self._log_from = clicklog.position() if clicklog is not None else None
-        self._log_clicks = 0
-        self._log_events = 0
         self._log_oldest: float | None = None
         self._cuts: deque[tuple[LogPosition, int, int]] = deque()
         self._open_clicks = 0
@@ -217,7 +215,6 @@ class Recorder:
     def click(self, click: Click) -> None:
         """Take a click: into the click log, or memory when the log can't take it."""
         if self._logged(click):
-            self._log_clicks += 1
             self._open_clicks += 1
             if self._open_clicks + self._open_events >= self.batch_size:
                 self._cut()
@@ -226,7 +223,6 @@ class Recorder:
 
     def event(self, event: Event) -> None:
         if self._logged(event):
-            self._log_events += 1
             self._open_events += 1
             if self._open_clicks + self._open_events >= self.batch_size:
                 self._cut()
@@ -318,21 +314,26 @@ class Recorder:
             log.error("recorder.clicks_dropped", reason=reason, rows=rows,
                       dropped=self.dropped, hold_size=self.hold_size)
 
+    def _log_rows(self) -> tuple[int, int]:
+        """(clicks, events) waiting in the click log: the cut generations' and the open one's."""
+        return (self._open_clicks + sum(clicks for _, clicks, _ in self._cuts),
+                self._open_events + sum(events for *_, events in self._cuts))
+
     @property
     def pending(self) -> int:
         """Rows taken and not yet stored, journaled or dropped."""
-        return (self._log_clicks + self._log_events + len(self._clicks) + len(self._events))
+        return sum(self._log_rows()) + len(self._clicks) + len(self._events)
 
     @property
     def clicks_taken(self) -> int:
         """Every click the share link handed over: written, journaled, dropped or waiting."""
-        return self._clicks_out + self._log_clicks + len(self._clicks)
+        return self._clicks_out + self._log_rows()[0] + len(self._clicks)
 
     @property
     def oldest_pending(self) -> float | None:
         """When the oldest row still pending was made (its click's or event's time)."""
         times = [rows[0].ts for rows in (self._clicks, self._events) if rows]
-        if self._log_oldest is not None and (self._log_clicks or self._log_events):
+        if self._log_oldest is not None and any(self._log_rows()):
             times.append(self._log_oldest)
         return min(times) if times else None
 
@@ -355,7 +356,7 @@ class Recorder:
             await self._task
         await self._flush()
         if self.clicklog is not None:
-            left = self._log_clicks + self._log_events
+            left = sum(self._log_rows())
             if left:  # neither storage nor the journal: the next start takes them
                 log.warning("recorder.left_in_clicklog", rows=left)
             self.clicklog.close(done=not left)
@@ -412,8 +413,7 @@ class Recorder:
         everything the log holds when it starts), or journal them; when neither takes them,
         they wait there."""
         clicklog = self.clicklog
-        while clicklog is not None and self._log_from is not None and (
-                self._log_clicks or self._log_events):
+        while clicklog is not None and self._log_from is not None and any(self._log_rows()):
             if self._cuts:
                 upto, clicks, events = self._cuts[0]
             else:
@@ -424,8 +424,6 @@ class Recorder:
                 return
             clicklog.mark_done(upto)
             self._log_from = upto
-            self._log_clicks -= clicks
-            self._log_events -= events
             if self._cuts and self._cuts[0][0] == upto:
                 self._cuts.popleft()
             elif self._cuts:  # cut while the open generation was written: it counted these too
@@ -434,8 +432,7 @@ class Recorder:
             else:
                 self._open_clicks -= clicks
                 self._open_events -= events
-            self._log_oldest = (clicklog.time_at(upto) if self._log_clicks or self._log_events
-                                else None)
+            self._log_oldest = clicklog.time_at(upto) if any(self._log_rows()) else None
 
     async def _write_log(self, ranges: list[LogRange], clicks: int, events: int) -> bool:
         assert self.clicklog is not None

@@ -245,7 +245,8 @@ def batch_counts(clicks: str, deltas: str) -> str:
 
 def fold_statement(table: str, batch: str) -> str:
     """One statement adding ``batch`` (a relation of ``batch_counts``' rows) to counter
-    table ``table``: summed per key and written in key order. Both engines run it."""
+    table ``table``: summed per key and written in key order (PostgreSQL's fold: see the
+    module's docstring for why SQLite sums in Python instead)."""
     keys = KEY_COLUMNS[table]
     grouped = ", ".join(_KEY_SQL.get(key, key) for key in keys)
     return (f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(COUNTERS)}) "
