@@ -36,7 +36,7 @@ import marshal
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import structlog
@@ -44,7 +44,7 @@ import structlog
 from .store import Click, Event
 
 __all__ = ["HEADER", "MAGIC", "SEGMENT_BYTES", "ClickLog", "LogPosition", "LogRange",
-           "read_range", "read_segment"]
+           "read_range", "read_ranges", "read_segment"]
 
 log = structlog.get_logger("linkloop.clicklog")
 
@@ -220,6 +220,18 @@ def read_range(log_range: LogRange) -> tuple[list[Click], list[Event]]:
     with open(path, "rb") as fh:
         data = os.pread(fh.fileno(), end - start, start)
     return _records(data, 0, Path(path))
+
+
+def read_ranges(ranges: Sequence[LogRange]) -> tuple[list[Click], list[Event]]:
+    """The rows of consecutive ranges (a batch may span segments), in log order: written
+    together, so a batch is one transaction wherever a segment ends."""
+    clicks: list[Click] = []
+    events: list[Event] = []
+    for log_range in ranges:
+        more_clicks, more_events = read_range(log_range)
+        clicks += more_clicks
+        events += more_events
+    return clicks, events
 
 
 def _records(data: bytes, offset: int, path: Path | None) -> tuple[list[Click], list[Event]]:

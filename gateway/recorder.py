@@ -152,7 +152,7 @@ class LogSink(Protocol):
 
 async def record_in_batches(sink: RowSink, clicks: Sequence[Click], events: Sequence[Event],
                             size: int) -> None:
-    """Rows (a range of the click log: up to a segment's worth) in batches of ``size``."""
+    """Rows (a batch's ranges of the click log, or a journal file's) in batches of ``size``."""
     for start in range(0, max(len(clicks), len(events)), size):
         await sink.record(clicks[start:start + size], events[start:start + size])
 
@@ -440,9 +440,7 @@ class Recorder:
             if isinstance(self.sink, LogSink):  # the writer process reads them itself
                 await self.sink.record_log(ranges)
             else:
-                for log_range in ranges:
-                    await record_in_batches(self.sink, *self.clicklog.rows(log_range),
-                                            self.batch_size)
+                await record_in_batches(self.sink, *self._log_rows_of(ranges), self.batch_size)
         except Exception as exc:
             self._storage_failed(exc)
             return False
@@ -452,13 +450,20 @@ class Recorder:
         self._clicks_out += clicks
         return True
 
-    async def _journal_log(self, ranges: list[LogRange], clicks: int, events: int) -> bool:
+    def _log_rows_of(self, ranges: list[LogRange]) -> tuple[list[Click], list[Event]]:
+        """The rows of consecutive ranges, in log order (a batch may span segments)."""
         assert self.clicklog is not None
-        rows: list[Row] = []
+        clicks: list[Click] = []
+        events: list[Event] = []
         for log_range in ranges:
             log_clicks, log_events = self.clicklog.rows(log_range)
-            rows += [*log_clicks, *log_events]
-        if not await self._journal_rows(rows):
+            clicks += log_clicks
+            events += log_events
+        return clicks, events
+
+    async def _journal_log(self, ranges: list[LogRange], clicks: int, events: int) -> bool:
+        log_clicks, log_events = self._log_rows_of(ranges)
+        if not await self._journal_rows([*log_clicks, *log_events]):
             return False
         self.clicks_journaled += clicks
         self._clicks_out += clicks

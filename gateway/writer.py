@@ -46,7 +46,7 @@ from typing import IO, Any
 
 import structlog
 
-from .clicklog import LogRange, read_range
+from .clicklog import LogRange, read_ranges
 from .recorder import record_in_batches
 from .settings import Settings
 from .store import Click, Event, StoreUnavailable
@@ -228,8 +228,7 @@ async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> Non
                 return
             try:
                 if batch[0] == "log":
-                    for log_range in batch[1]:
-                        await record_in_batches(store, *read_range(log_range), size)
+                    await record_in_batches(store, *read_ranges(batch[1]), size)
                 else:
                     await store.record([Click(*row) for row in batch[1]],
                                        [Event(*row) for row in batch[2]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gateway.clicklog import ClickLog, read_range
+from gateway.clicklog import ClickLog, read_range, read_ranges
 from gateway.store import Click, Event
 
 
@@ -39,6 +39,11 @@ def test_rows_cross_segments_in_order_and_done_segments_go(tmp_path: Path) -> No
             assert (clicks, events) == read_range(log_range)  # the writer reads the same
             found += [*clicks, *events]
         return found
+
+    # A batch spanning segments is read whole, clicks in log order (one transaction).
+    clicks, events = read_ranges(clicklog.ranges(start, middle))
+    assert clicks == [row for row in rows[:200] if isinstance(row, Click)]
+    assert events == [row for row in rows[:200] if isinstance(row, Event)]
 
     key = lambda row: row.id  # noqa: E731 (clicks and events come apart per range)
     assert sorted(between(start, middle), key=key) == sorted(rows[:200], key=key)
