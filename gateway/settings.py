@@ -99,9 +99,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recorder.flush_interval_ms", 1000,
             "Longest a click waits in the click log before it is written (the stats lag by "
             "about this much). Longer: larger batches, less work per click.", int, minimum=1),
-    Setting("recorder.batch_size", 5000,
+    Setting("recorder.batch_size", 20_000,
             "Most clicks written in one transaction; a writer that falls behind takes this "
-            "many at once.", int, minimum=1),
+            "many at once. Larger: a backlog costs less per click (its clicks share rollup "
+            "rows and visitor sketch cells), but on SQLite each write holds the database's "
+            "write lock longer.", int, minimum=1),
     Setting("recorder.writer_process", True,
             "Write clicks from a child process, so storage work never holds up requests; "
             "false: from a thread of the gateway process.", bool),
