@@ -25,10 +25,12 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
@@ -430,6 +432,47 @@ def check_landing(server: Server, code: str) -> None:
                          f"expected the landing page\n{body[:500].decode(errors='replace')}")
 
 
+class LockProbe:
+    """On SQLite, how long a write by the gateway itself (a console save, a WeCom callback
+    stored) would wait for the database's write lock while the click writer holds it: every
+    ``every`` seconds a connection of our own takes the lock (``BEGIN IMMEDIATE``) and
+    lets it go at once, timing the wait. The click writer's transaction is the only long
+    holder, so the longest wait is its longest hold. Waits past ``storage.timeout_seconds``
+    (5 s) are gateway calls that would have failed as storage unavailable."""
+
+    def __init__(self, path: Path, every: float = 0.25) -> None:
+        self.path, self.every = path, every
+        self.waits: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lock-probe", daemon=True)
+
+    def __enter__(self) -> LockProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=600, isolation_level=None)
+        try:
+            while not self._stop.wait(self.every):
+                started = time.perf_counter()
+                conn.execute("BEGIN IMMEDIATE")
+                self.waits.append(time.perf_counter() - started)
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+
+    def as_json(self, limit: float) -> dict[str, Any]:
+        waits = sorted(self.waits)
+        return {"probes": len(waits), "longest_s": waits[-1] if waits else None,
+                "p99_s": waits[max(0, int(len(waits) * 0.99) - 1)] if waits else None,
+                "over_1s": sum(w > 1 for w in waits),
+                "over_timeout": sum(w > limit for w in waits), "timeout_s": limit}
+
+
 def drain_recorder(gateway: Server, timeout: float = 600.0) -> dict[str, Any]:
     """Wait until the gateway's recorder holds nothing pending; its /readyz counters. A
     writer behind the requests on one CPU catches up after the run: the time it took is
@@ -609,6 +652,13 @@ def table(report: dict[str, Any]) -> str:
         f"{clicks['in_flight']} answered after wrk stopped counting "
         f"(allowed <= {clicks['in_flight_allowed']}): {'ok' if clicks['ok'] else 'FAILED'}")
     lines.append(report["metrics"]["line"])
+    waits = report["lock_waits"]
+    if waits and waits["probes"]:
+        lines.append(
+            f"SQLite write lock, a gateway write's wait ({waits['probes']} probes during the "
+            f"rounds): longest {waits['longest_s']:.2f}s, p99 {waits['p99_s']:.2f}s, "
+            f"{waits['over_1s']} over 1 s, {waits['over_timeout']} over the "
+            f"{waits['timeout_s']:g} s storage timeout")
     others = {name: [r["other_cpu_percent"] for r in report[name]["rounds"]]
               for name in (ref, measured)}
     if all(v is not None for values in others.values() for v in values):
@@ -771,15 +821,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"warm-up {side[0]}: {result.rps:.0f} req/s")
 
         rounds: dict[str, list[WrkResult]] = {name: [] for name, _, _ in sides}
-        for n in range(args.rounds):
-            order = sides if n % 2 == 0 else sides[::-1]
-            for side in order:
-                if args.one_cpu:
-                    load(side, ROUND_WARMUP)
-                result = load(side, args.duration)
-                rounds[side[0]].append(result)
-                log(f"round {n + 1}/{args.rounds} {side[0]}: {result.rps:.0f} req/s, "
-                    f"p50 {fmt_ms(result.p50_ms)}, p99 {fmt_ms(result.p99_ms)}")
+        database = None if args.postgres else data_dir / "linkloop.db"
+        with LockProbe(database) if database else contextlib.nullcontext() as probe:
+            for n in range(args.rounds):
+                order = sides if n % 2 == 0 else sides[::-1]
+                for side in order:
+                    if args.one_cpu:
+                        load(side, ROUND_WARMUP)
+                    result = load(side, args.duration)
+                    rounds[side[0]].append(result)
+                    log(f"round {n + 1}/{args.rounds} {side[0]}: {result.rps:.0f} req/s, "
+                        f"p50 {fmt_ms(result.p50_ms)}, p99 {fmt_ms(result.p99_ms)}")
 
         if args.profile is not None:
             result = profile_gateway(wrk, gateway, script, args, args.profile.resolve())
@@ -845,6 +897,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         "p99_met": None if p99_max is None else ratios["p99"] <= p99_max},
             "clicks": clicks,
             "metrics": metrics,
+            "lock_waits": probe.as_json(load_settings(environ=env)["storage.timeout_seconds"])
+            if probe else None,
         }
     finally:
         for server in servers:
