@@ -40,6 +40,7 @@ from gateway.store.sql import month_split
 from gateway.store.sqlite import SQLiteStore
 
 from . import pg
+from .wait import until
 
 
 @dataclass
@@ -458,6 +459,49 @@ async def test_postgres_calls_give_up_at_the_timeout_when_packets_vanish(
         finally:
             proxy.forward()
             await store.close()
+
+
+async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
+        pg_url: str, pg_schema: str) -> None:
+    # An export (``linkloop export --rollups-before``) reads a merchant's whole history: it
+    # may wait or read for longer than a request may, and must not fail at that limit.
+    store = await PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5)
+    try:
+        await _merchants(store)
+        pid = await _product(store)
+        other = await _product(store, "m2", "code0002")
+        await store.record([click(1, product=pid, day="2026-10-01", visitor="a"),
+                            click(2, product=pid, day="2026-10-02", visitor="b", bot=True),
+                            click(3, merchant="m2", product=other, day="2026-10-01")], [])
+        admin = await pg.connect(pg_url, pg_schema)
+        try:
+            # Another session holds the rollups: the export waits on it.
+            await admin.execute("BEGIN; LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
+            export = asyncio.create_task(store.export_rollups("m1", before_day="2026-11-01"))
+
+            async def export_waits() -> bool:
+                return bool(await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%FROM rollups WHERE merchant_id%'"))
+
+            await until(export_waits, what="the export waiting on the rollups")
+            # A call made after the export started, on the same lock, gives up at the
+            # timeout; the export, waiting longer than that by then, still goes on.
+            with pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
+                await store.stats("m2", from_day="2026-10-01", to_day="2026-10-01",
+                                  by="platform", product_id=other)  # read from rollups
+            assert not export.done()
+            await admin.execute("ROLLBACK")
+        finally:
+            await admin.close()
+        rows, sketches = await asyncio.wait_for(export, 20)
+        counts = {key: dict(zip(COUNTERS, values, strict=True)) for key, values in rows}
+        assert list(counts) == [("m1", pid, "2026-10-01", "taobao", ""),
+                                ("m1", pid, "2026-10-02", "taobao", "")]
+        assert [(c["clicks"], c["bot_clicks"]) for c in counts.values()] == [(1, 0), (0, 1)]
+        assert {key[0] for key, _ in sketches} == {"m1"} and sketches
+    finally:
+        await store.close()
 
 
 async def test_sqlite_calls_give_up_at_the_timeout(tmp_path: Path) -> None:
