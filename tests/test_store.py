@@ -344,6 +344,46 @@ async def test_postgres_clicks_land_in_their_month_and_late_partitions_take_them
         await store.close()
 
 
+async def test_postgres_the_write_path_keeps_partitions_ahead_and_survives_failing_to(
+        pg_url: str, pg_schema: str) -> None:
+    import structlog
+
+    store = await PostgresStore.open(pg_url, schema=pg_schema, months_ahead=1)
+    try:
+        await _merchants(store)
+        pid = await _product(store)
+        other = await _product(store, "m2", "code0002")
+        before = {name for name, _ in await store.click_partitions()}
+        # Hours later (the check is due again), with a gateway now set to keep 2 months ahead.
+        store.months_ahead = 2
+        store._next_partition_check = 0.0
+        await store.record([click(1, product=pid)], [])
+        made = {name for name, _ in await store.click_partitions()} - before
+        this_month = datetime.now(UTC).date().replace(day=1)
+        assert made == {_partition(_months(this_month, 3)[-1])}
+        # The partition maker broken (an operator's mistake): clicks are still written, the
+        # failure is logged once, and not tried again on every batch.
+        admin = await pg.connect(pg_url, pg_schema)
+        try:
+            await admin.execute("DROP FUNCTION ensure_click_partition(date)")
+        finally:
+            await admin.close()
+        store.months_ahead = 3
+        store._next_partition_check = 0.0
+        with structlog.testing.capture_logs() as logs:
+            await store.record([click(2, product=pid)], [])
+            await store.record([click(3, merchant="m2", product=other)], [])
+        failed = [entry for entry in logs if entry["log_level"] == "warning"]
+        assert [entry["event"] for entry in failed] == ["store.partitions_failed"]
+        assert "ensure_click_partition" in failed[0]["error"]
+        for merchant, clicks in (("m1", 2), ("m2", 1)):
+            rows = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                                     by="platform")
+            assert [r.clicks for r in rows] == [clicks]
+    finally:
+        await store.close()
+
+
 async def test_postgres_concurrent_opens_on_a_fresh_schema(pg_url: str, pg_schema: str) -> None:
     # Without the advisory lock the second opener trips over the first one's tables.
     stores = await asyncio.gather(PostgresStore.open(pg_url, schema=pg_schema),
