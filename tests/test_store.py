@@ -402,6 +402,50 @@ async def test_postgres_concurrent_opens_on_a_fresh_schema(pg_url: str, pg_schem
             await store.close()
 
 
+async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_visitor(
+        pg_url: str, pg_schema: str) -> None:
+    # Two gateways' batches share no rollup row (other product, other platform) but one
+    # visitor cell: the merchant's day. Each reads the cell, merges, writes: without the
+    # merchant's sketch lock the second write would drop the first one's visitor.
+    stores = [await PostgresStore.open(pg_url, schema=pg_schema) for _ in range(2)]
+    try:
+        await _merchants(stores[0])
+        tea = await _product(stores[0])
+        cup = await _product(stores[0], code="code0002")
+        other = await _product(stores[0], "m2", "code0003")
+        admin = await pg.connect(pg_url, pg_schema)
+        try:
+            # Reads of the sketches go ahead; their writes wait until both batches are in.
+            await admin.execute("BEGIN; LOCK TABLE visitor_sketches IN EXCLUSIVE MODE")
+            blocker = await admin.fetchval("SELECT pg_backend_pid()")
+            batches = [
+                asyncio.create_task(stores[0].record(
+                    [click(1, product=tea, visitor="a"),
+                     click(2, merchant="m2", product=other, visitor="x")], [])),
+                asyncio.create_task(stores[1].record(
+                    [click(3, product=cup, platform="jd", visitor="b")], []))]
+
+            async def both_wait() -> bool:  # on the lock above, or on each other
+                return bool(await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity b WHERE $1 = ANY("
+                    "pg_blocking_pids(b.pid)) OR EXISTS (SELECT 1 FROM pg_stat_activity a "
+                    "WHERE $1 = ANY(pg_blocking_pids(a.pid)) "
+                    "AND a.pid = ANY(pg_blocking_pids(b.pid)))", blocker) >= 2)
+
+            await until(both_wait, what="both batches waiting to write their sketches")
+            await admin.execute("ROLLBACK")
+        finally:
+            await admin.close()
+        await asyncio.gather(*batches)
+        for merchant, clicks, visitors in (("m1", 2, 2), ("m2", 1, 1)):
+            (total,) = await stores[1].stats(merchant, from_day="2026-11-01",
+                                             to_day="2026-11-01", by="total")
+            assert (total.clicks, total.unique_visitors) == (clicks, visitors)
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_postgres_storage_url_opens_postgres_in_its_schema(pg_url: str) -> None:
     async with pg.fresh_schema(pg_url, create=False) as schema:
         settings = load_settings(environ={"LINKLOOP_STORAGE_URL": pg.with_schema(pg_url, schema)})
