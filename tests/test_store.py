@@ -206,6 +206,19 @@ async def test_record_rolls_up_in_one_go_and_replay_never_double_counts(store: S
     assert rows["web"]["clicks"] == 1 and rows["web"]["unique_visitors"] == 1
 
 
+async def test_a_row_repeated_within_one_batch_counts_once(store: Store) -> None:
+    await _merchants(store)
+    pid = await _product(store)
+    other = await _product(store, "m2", code="code0002")
+    twice = [click(1, product=pid, visitor="a"), click(2, merchant="m2", product=other)]
+    opened = event(1, product_id=pid, click_id="click00000001")
+    await store.record([*twice, *twice], [opened, opened])
+    for merchant, figures in (("m1", (1, 1, 1)), ("m2", (1, 1, 0))):
+        (total,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                                     by="total")
+        assert (total.clicks, total.unique_visitors, total.storefront_opens) == figures
+
+
 async def test_stats_groupings_ranges_and_tenants(store: Store) -> None:
     await _merchants(store)
     pid = await _product(store)
