@@ -219,6 +219,22 @@ async def test_a_row_repeated_within_one_batch_counts_once(store: Store) -> None
         assert (total.clicks, total.unique_visitors, total.storefront_opens) == figures
 
 
+async def test_an_export_gives_back_each_click_as_recorded(store: Store) -> None:
+    # A merchant moved to another engine (export, import) keeps every field of its clicks:
+    # the outcome is what its storefront-open and landing counts are made from.
+    await _merchants(store)
+    pid = await _product(store)
+    other = await _product(store, "m2", code="code0002")
+    phone = click(1, product=pid)._replace(mobile=True, os="ios", channel="live",
+                                           outcome="redirect")
+    desktop = click(2, product=pid)._replace(os="windows", outcome="landing")
+    theirs = click(3, merchant="m2", product=other)._replace(mobile=True, os="android",
+                                                           outcome="guide")
+    await store.record([phone, desktop, theirs], [])
+    assert await store.export_clicks("m1", after="", limit=10) == [phone, desktop]
+    assert await store.export_clicks("m2", after="", limit=10) == [theirs]
+
+
 async def test_stats_groupings_ranges_and_tenants(store: Store) -> None:
     await _merchants(store)
     pid = await _product(store)
