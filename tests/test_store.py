@@ -475,6 +475,42 @@ async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_v
             await store.close()
 
 
+async def test_postgres_a_closed_login_window_written_during_the_tidy_up_starts_again(
+        pg_url: str, pg_schema: str) -> None:
+    # Closed windows are deleted first, then the attempt is counted: two statements. A row
+    # another session writes in between (a gateway whose clock is behind) may already be
+    # closed by this call's clock, and must count as closed, not as a used-up window.
+    store = await PostgresStore.open(pg_url, schema=pg_schema)
+    admin = await pg.connect(pg_url, pg_schema)
+    try:
+        def take(address: str, now: float) -> Awaitable[float]:
+            return store.take_login_attempt(address, now=now, window_seconds=60,
+                                            max_attempts=3)
+
+        for address, now in (("hash-a", 900.0), ("hash-b", 990.0)):
+            for _ in range(3):
+                assert await take(address, now) == 0.0
+        await admin.execute("BEGIN")
+        await admin.execute("DELETE FROM login_throttle WHERE address = 'hash-a'")
+        await admin.execute("INSERT INTO login_throttle VALUES ('hash-a', 900.0, 3)")
+        blocker = await admin.fetchval("SELECT pg_backend_pid()")
+        attempt = asyncio.create_task(take("hash-a", 1000.0))
+
+        async def tidy_up_waits() -> bool:
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                blocker))
+
+        await until(tidy_up_waits, what="the tidy-up waiting on the other session's row")
+        await admin.execute("COMMIT")
+        assert await asyncio.wait_for(attempt, 20) == 0.0  # 900's window closed at 960
+        assert [await take("hash-a", 1000.0) for _ in range(3)] == [0.0, 0.0, 60.0]
+        assert await take("hash-b", 1000.0) == 50.0  # another address's, as it was
+    finally:
+        await admin.close()
+        await store.close()
+
+
 async def test_postgres_storage_url_opens_postgres_in_its_schema(pg_url: str) -> None:
     async with pg.fresh_schema(pg_url, create=False) as schema:
         settings = load_settings(environ={"LINKLOOP_STORAGE_URL": pg.with_schema(pg_url, schema)})
