@@ -1003,6 +1003,8 @@ def test_month_split_cuts_whole_months_out_of_a_range() -> None:
         ("day", "2026-11-01", "2026-11-22")]
     assert month_split("2025-12-01", "2026-01-31") == [("month", "2025-12", "2026-01")]
     assert month_split("2026-01-31", "2026-02-01") == [("day", "2026-01-31", "2026-02-01")]
+    assert month_split("2026-02-01", "2026-03-01") == [
+        ("month", "2026-02", "2026-02"), ("day", "2026-03-01", "2026-03-01")]
     # Not plain ISO dates, or no day after the last: left to the per-day rows, as before.
     assert month_split("20260201", "20260228") == [("day", "20260201", "20260228")]
     assert month_split("2026-02-01", "9999-12-31") == [("day", "2026-02-01", "9999-12-31")]
@@ -1122,6 +1124,7 @@ def _ranges(seed: int = 11) -> list[tuple[str, str]]:
         ("2026-02-01", "2026-04-15"),  # a whole start, a partial end
         ("2026-01-15", "2026-03-31"),  # a partial start, a whole end
         ("2026-01-31", "2026-02-01"),  # two days across a month boundary
+        ("2026-02-01", "2026-03-01"),  # a whole month and the next one's first day
         ("2026-01-27", "2026-05-04"),  # exactly the traffic's first and last days
         ("2025-06-01", "2026-05-31"),  # a year
         ("2026-01-01", "2026-12-31"),  # a calendar year
