@@ -40,6 +40,7 @@ from gateway.store.sql import month_split
 from gateway.store.sqlite import SQLiteStore
 
 from . import pg
+from .wait import until
 
 
 @dataclass
@@ -205,6 +206,35 @@ async def test_record_rolls_up_in_one_go_and_replay_never_double_counts(store: S
     assert rows["web"]["clicks"] == 1 and rows["web"]["unique_visitors"] == 1
 
 
+async def test_a_row_repeated_within_one_batch_counts_once(store: Store) -> None:
+    await _merchants(store)
+    pid = await _product(store)
+    other = await _product(store, "m2", code="code0002")
+    twice = [click(1, product=pid, visitor="a"), click(2, merchant="m2", product=other)]
+    opened = event(1, product_id=pid, click_id="click00000001")
+    await store.record([*twice, *twice], [opened, opened])
+    for merchant, figures in (("m1", (1, 1, 1)), ("m2", (1, 1, 0))):
+        (total,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                                     by="total")
+        assert (total.clicks, total.unique_visitors, total.storefront_opens) == figures
+
+
+async def test_an_export_gives_back_each_click_as_recorded(store: Store) -> None:
+    # A merchant moved to another engine (export, import) keeps every field of its clicks:
+    # the outcome is what its storefront-open and landing counts are made from.
+    await _merchants(store)
+    pid = await _product(store)
+    other = await _product(store, "m2", code="code0002")
+    phone = click(1, product=pid)._replace(mobile=True, os="ios", channel="live",
+                                           outcome="redirect")
+    desktop = click(2, product=pid)._replace(os="windows", outcome="landing")
+    theirs = click(3, merchant="m2", product=other)._replace(mobile=True, os="android",
+                                                           outcome="guide")
+    await store.record([phone, desktop, theirs], [])
+    assert await store.export_clicks("m1", after="", limit=10) == [phone, desktop]
+    assert await store.export_clicks("m2", after="", limit=10) == [theirs]
+
+
 async def test_stats_groupings_ranges_and_tenants(store: Store) -> None:
     await _merchants(store)
     pid = await _product(store)
@@ -343,6 +373,46 @@ async def test_postgres_clicks_land_in_their_month_and_late_partitions_take_them
         await store.close()
 
 
+async def test_postgres_the_write_path_keeps_partitions_ahead_and_survives_failing_to(
+        pg_url: str, pg_schema: str) -> None:
+    import structlog
+
+    store = await PostgresStore.open(pg_url, schema=pg_schema, months_ahead=1)
+    try:
+        await _merchants(store)
+        pid = await _product(store)
+        other = await _product(store, "m2", "code0002")
+        before = {name for name, _ in await store.click_partitions()}
+        # Hours later (the check is due again), with a gateway now set to keep 2 months ahead.
+        store.months_ahead = 2
+        store._next_partition_check = 0.0
+        await store.record([click(1, product=pid)], [])
+        made = {name for name, _ in await store.click_partitions()} - before
+        this_month = datetime.now(UTC).date().replace(day=1)
+        assert made == {_partition(_months(this_month, 3)[-1])}
+        # The partition maker broken (an operator's mistake): clicks are still written, the
+        # failure is logged once, and not tried again on every batch.
+        admin = await pg.connect(pg_url, pg_schema)
+        try:
+            await admin.execute("DROP FUNCTION ensure_click_partition(date)")
+        finally:
+            await admin.close()
+        store.months_ahead = 3
+        store._next_partition_check = 0.0
+        with structlog.testing.capture_logs() as logs:
+            await store.record([click(2, product=pid)], [])
+            await store.record([click(3, merchant="m2", product=other)], [])
+        failed = [entry for entry in logs if entry["log_level"] == "warning"]
+        assert [entry["event"] for entry in failed] == ["store.partitions_failed"]
+        assert "ensure_click_partition" in failed[0]["error"]
+        for merchant, clicks in (("m1", 2), ("m2", 1)):
+            rows = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                                     by="platform")
+            assert [r.clicks for r in rows] == [clicks]
+    finally:
+        await store.close()
+
+
 async def test_postgres_concurrent_opens_on_a_fresh_schema(pg_url: str, pg_schema: str) -> None:
     # Without the advisory lock the second opener trips over the first one's tables.
     stores = await asyncio.gather(PostgresStore.open(pg_url, schema=pg_schema),
@@ -359,6 +429,86 @@ async def test_postgres_concurrent_opens_on_a_fresh_schema(pg_url: str, pg_schem
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_visitor(
+        pg_url: str, pg_schema: str) -> None:
+    # Two gateways' batches share no rollup row (other product, other platform) but one
+    # visitor cell: the merchant's day. Each reads the cell, merges, writes: without the
+    # merchant's sketch lock the second write would drop the first one's visitor.
+    stores = [await PostgresStore.open(pg_url, schema=pg_schema) for _ in range(2)]
+    try:
+        await _merchants(stores[0])
+        tea = await _product(stores[0])
+        cup = await _product(stores[0], code="code0002")
+        other = await _product(stores[0], "m2", "code0003")
+        admin = await pg.connect(pg_url, pg_schema)
+        try:
+            # Reads of the sketches go ahead; their writes wait until both batches are in.
+            await admin.execute("BEGIN; LOCK TABLE visitor_sketches IN EXCLUSIVE MODE")
+            blocker = await admin.fetchval("SELECT pg_backend_pid()")
+            batches = [
+                asyncio.create_task(stores[0].record(
+                    [click(1, product=tea, visitor="a"),
+                     click(2, merchant="m2", product=other, visitor="x")], [])),
+                asyncio.create_task(stores[1].record(
+                    [click(3, product=cup, platform="jd", visitor="b")], []))]
+
+            async def both_wait() -> bool:  # on the lock above, or on each other
+                return bool(await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity b WHERE $1 = ANY("
+                    "pg_blocking_pids(b.pid)) OR EXISTS (SELECT 1 FROM pg_stat_activity a "
+                    "WHERE $1 = ANY(pg_blocking_pids(a.pid)) "
+                    "AND a.pid = ANY(pg_blocking_pids(b.pid)))", blocker) >= 2)
+
+            await until(both_wait, what="both batches waiting to write their sketches")
+            await admin.execute("ROLLBACK")
+        finally:
+            await admin.close()
+        await asyncio.gather(*batches)
+        for merchant, clicks, visitors in (("m1", 2, 2), ("m2", 1, 1)):
+            (total,) = await stores[1].stats(merchant, from_day="2026-11-01",
+                                             to_day="2026-11-01", by="total")
+            assert (total.clicks, total.unique_visitors) == (clicks, visitors)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_postgres_a_closed_login_window_written_during_the_tidy_up_starts_again(
+        pg_url: str, pg_schema: str) -> None:
+    # Closed windows are deleted first, then the attempt is counted: two statements. A row
+    # another session writes in between (a gateway whose clock is behind) may already be
+    # closed by this call's clock, and must count as closed, not as a used-up window.
+    store = await PostgresStore.open(pg_url, schema=pg_schema)
+    admin = await pg.connect(pg_url, pg_schema)
+    try:
+        def take(address: str, now: float) -> Awaitable[float]:
+            return store.take_login_attempt(address, now=now, window_seconds=60,
+                                            max_attempts=3)
+
+        for address, now in (("hash-a", 900.0), ("hash-b", 990.0)):
+            for _ in range(3):
+                assert await take(address, now) == 0.0
+        await admin.execute("BEGIN")
+        await admin.execute("DELETE FROM login_throttle WHERE address = 'hash-a'")
+        await admin.execute("INSERT INTO login_throttle VALUES ('hash-a', 900.0, 3)")
+        blocker = await admin.fetchval("SELECT pg_backend_pid()")
+        attempt = asyncio.create_task(take("hash-a", 1000.0))
+
+        async def tidy_up_waits() -> bool:
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                blocker))
+
+        await until(tidy_up_waits, what="the tidy-up waiting on the other session's row")
+        await admin.execute("COMMIT")
+        assert await asyncio.wait_for(attempt, 20) == 0.0  # 900's window closed at 960
+        assert [await take("hash-a", 1000.0) for _ in range(3)] == [0.0, 0.0, 60.0]
+        assert await take("hash-b", 1000.0) == 50.0  # another address's, as it was
+    finally:
+        await admin.close()
+        await store.close()
 
 
 async def test_postgres_storage_url_opens_postgres_in_its_schema(pg_url: str) -> None:
@@ -458,6 +608,49 @@ async def test_postgres_calls_give_up_at_the_timeout_when_packets_vanish(
         finally:
             proxy.forward()
             await store.close()
+
+
+async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
+        pg_url: str, pg_schema: str) -> None:
+    # An export (``linkloop export --rollups-before``) reads a merchant's whole history: it
+    # may wait or read for longer than a request may, and must not fail at that limit.
+    store = await PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5)
+    try:
+        await _merchants(store)
+        pid = await _product(store)
+        other = await _product(store, "m2", "code0002")
+        await store.record([click(1, product=pid, day="2026-10-01", visitor="a"),
+                            click(2, product=pid, day="2026-10-02", visitor="b", bot=True),
+                            click(3, merchant="m2", product=other, day="2026-10-01")], [])
+        admin = await pg.connect(pg_url, pg_schema)
+        try:
+            # Another session holds the rollups: the export waits on it.
+            await admin.execute("BEGIN; LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
+            export = asyncio.create_task(store.export_rollups("m1", before_day="2026-11-01"))
+
+            async def export_waits() -> bool:
+                return bool(await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%FROM rollups WHERE merchant_id%'"))
+
+            await until(export_waits, what="the export waiting on the rollups")
+            # A call made after the export started, on the same lock, gives up at the
+            # timeout; the export, waiting longer than that by then, still goes on.
+            with pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
+                await store.stats("m2", from_day="2026-10-01", to_day="2026-10-01",
+                                  by="platform", product_id=other)  # read from rollups
+            assert not export.done()
+            await admin.execute("ROLLBACK")
+        finally:
+            await admin.close()
+        rows, sketches = await asyncio.wait_for(export, 20)
+        counts = {key: dict(zip(COUNTERS, values, strict=True)) for key, values in rows}
+        assert list(counts) == [("m1", pid, "2026-10-01", "taobao", ""),
+                                ("m1", pid, "2026-10-02", "taobao", "")]
+        assert [(c["clicks"], c["bot_clicks"]) for c in counts.values()] == [(1, 0), (0, 1)]
+        assert {key[0] for key, _ in sketches} == {"m1"} and sketches
+    finally:
+        await store.close()
 
 
 async def test_sqlite_calls_give_up_at_the_timeout(tmp_path: Path) -> None:
@@ -647,6 +840,7 @@ async def test_login_attempts_are_counted_per_address_in_windows(database: Datab
     await store.give_back_login_attempt("hash-a")
     assert await take("hash-a", 1031.0) == 0.0
     assert await take("hash-a", 1031.0) == 29.0
+    assert await take("hash-a", 1059.75) == 0.25  # under a second left: said as it is
     # The window closes: a new one opens, and closed windows are forgotten.
     assert await take("hash-a", 1060.0) == 0.0
     assert await take("hash-c", 1120.0) == 0.0
@@ -809,6 +1003,8 @@ def test_month_split_cuts_whole_months_out_of_a_range() -> None:
         ("day", "2026-11-01", "2026-11-22")]
     assert month_split("2025-12-01", "2026-01-31") == [("month", "2025-12", "2026-01")]
     assert month_split("2026-01-31", "2026-02-01") == [("day", "2026-01-31", "2026-02-01")]
+    assert month_split("2026-02-01", "2026-03-01") == [
+        ("month", "2026-02", "2026-02"), ("day", "2026-03-01", "2026-03-01")]
     # Not plain ISO dates, or no day after the last: left to the per-day rows, as before.
     assert month_split("20260201", "20260228") == [("day", "20260201", "20260228")]
     assert month_split("2026-02-01", "9999-12-31") == [("day", "2026-02-01", "9999-12-31")]
@@ -928,6 +1124,7 @@ def _ranges(seed: int = 11) -> list[tuple[str, str]]:
         ("2026-02-01", "2026-04-15"),  # a whole start, a partial end
         ("2026-01-15", "2026-03-31"),  # a partial start, a whole end
         ("2026-01-31", "2026-02-01"),  # two days across a month boundary
+        ("2026-02-01", "2026-03-01"),  # a whole month and the next one's first day
         ("2026-01-27", "2026-05-04"),  # exactly the traffic's first and last days
         ("2025-06-01", "2026-05-31"),  # a year
         ("2026-01-01", "2026-12-31"),  # a calendar year

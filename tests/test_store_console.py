@@ -57,7 +57,8 @@ async def test_listing_searches_title_and_code_and_filters_by_state(store: Store
     now = 5000.0
     specs = [("longjing", "明前龙井 250g", None, None), ("cupset01", "Tea Cup Set", None, 4000.0),
              ("soon0001", "新品 Tea", 6000.0, None), ("gone0001", "Old tea", None, None),
-             ("per_cent", "100% 纯茶", None, None)]
+             ("per_cent", "100% 纯茶", None, None), ("bslash01", "普洱\\熟茶", None, None),
+             ("mug00001", "Mug", 1000.0, 9000.0), ("bowl0001", "Bowl", 1000.0, 4000.0)]
     ids = {}
     for code, title, start, end in specs:
         made = await store.create_product("m1", code=code, title=title, targets=TARGETS,
@@ -79,8 +80,11 @@ async def test_listing_searches_title_and_code_and_filters_by_state(store: Store
     assert await codes(search="%") == ["per_cent"]  # a literal %, not "anything"
     assert await codes(search="p_r") == []  # a literal _, not "any one character"
     assert await codes(search="_") == ["per_cent"]
-    assert await codes(state="live") == ["longjing", "per_cent"]
-    assert await codes(state="ended") == ["cupset01"]
+    assert await codes(search="\\") == ["bslash01"]  # a literal \, not the escape
+    assert await codes(search="\\%") == []
+    # Windows with both ends: open now (live), or over (ended, though it had a start).
+    assert await codes(state="live") == ["longjing", "per_cent", "bslash01", "mug00001"]
+    assert await codes(state="ended") == ["cupset01", "bowl0001"]
     assert await codes(state="scheduled") == ["soon0001"]
     assert await codes(state="retired") == ["gone0001"]
     assert await codes(search="tea", state="live") == []
