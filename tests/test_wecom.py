@@ -429,8 +429,8 @@ async def test_acquisition_link_trouble_is_an_alert_for_its_merchant_only(
     assert alert["kind"] == change and alert["message"]
     assert alert["severity"] == ("warning" if change in ("balance_low", "quota_expire_soon")
                                  else "critical")
-    if "LinkId" in fields:
-        assert alert["detail"] == {"LinkId": "cawcde5a6b7c8d9e0f"}
+    # What WeCom said about the link or the quota, as text; nothing for the balance.
+    assert alert["detail"] == {k: str(v) for k, v in fields.items()}
     assert (await (await client.get("/api/alerts", headers=other.auth)).json())["alerts"] == []
     assert (await client.get("/api/alerts")).status == 401
     assert (await client.get("/api/alerts?days=0", headers=acme.auth)).status == 422
@@ -442,3 +442,212 @@ async def test_acquisition_link_trouble_is_an_alert_for_its_merchant_only(
     assert (await login(client, "anna@example.com")).status == 303
     page = await (await client.get("/dashboard")).text()
     assert f'data-kind="{change}"' in page and ALERT_KINDS[change].message in page
+
+
+# --- the worker's attribution, edge by edge ---------------------------------------------
+def _events(client: TestClient[Any, Any], kind: str) -> list[tuple[Any, ...]]:
+    """The stored events of a kind: whose, where from (platform, click, product), which day."""
+    assert client.app is not None
+    conn = client.app[STORE]._rconn  # the test reads what storage holds
+    return conn.execute("SELECT merchant_id, platform, click_id, product_id, day FROM events "
+                        "WHERE kind = ? ORDER BY merchant_id, day, platform",
+                        (kind,)).fetchall()
+
+
+async def _worked(client: TestClient[Any, Any], callbacks: Any) -> None:
+    """Post each (merchant, message) as WeCom would, in order, each worked before the next
+    (WeCom's own order: an add before its chat and its loss)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for merchant, message in callbacks:
+            resp = await FakeWeCom.post(
+                http, str(client.make_url(f"/wecom/callback/{merchant}")), message)
+            assert resp.status == 200
+            await _settle(client)
+
+
+def _created(message: str, at: int | None) -> str:
+    """The message with WeCom's CreateTime set to ``at``, or without one (None)."""
+    return re.sub(r"<CreateTime>\d+</CreateTime>",
+                  "" if at is None else f"<CreateTime>{at}</CreateTime>", message)
+
+
+def _day(ts: float) -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(ts, ZoneInfo("Asia/Shanghai")).date().isoformat()
+
+
+async def test_a_chat_and_a_loss_carry_the_adds_click_and_product_on_their_own_days(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """A chat or a loss is stored with the add's platform, click and product (what a replay
+    that meets no click still counts by), on the day WeCom says it happened; one without a
+    CreateTime counts on the day it is worked. Each merchant's contacts are its own."""
+    import time
+
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    state = await _acquired(gateway, acme, DOUYIN_UA)
+    now = int(time.time())
+    added, lost = now - 3 * 86400, now - 2 * 86400  # WeCom's callbacks came late
+    import structlog
+
+    with structlog.testing.capture_logs() as logs:
+        await _worked(gateway, (
+                ("acme", _created(FakeWeCom.add_contact_event(state, "wmEXT1"), added)),
+                ("acme", _created(FakeWeCom.customer_acquisition_event(
+                    "customer_start_chat", UserID="zhangsan", ExternalUserID="wmEXT1",
+                    LinkId="cawcde5a6b7c8d9e0f"), added)),
+                ("acme", _created(FakeWeCom.contact_deleted_event(
+                    "del_external_contact", "wmEXT1"), lost)),
+                # The same ids at another merchant: its own contact, never acme's.
+                ("other", _created(FakeWeCom.add_contact_event(None, "wmEXT1"), added)),
+                ("other", _created(FakeWeCom.contact_deleted_event(
+                    "del_follow_user", "wmEXT1"), lost)),
+                # No CreateTime: counted on the day it is worked. A chat from someone
+                # never seen to add, and an add.
+                ("acme", _created(FakeWeCom.customer_acquisition_event(
+                    "customer_start_chat", UserID="lisi", ExternalUserID="wmX9"), None)),
+                ("other", _created(FakeWeCom.add_contact_event(None, "wmEXT2"), None))))
+    assert [(e["event"], e["merchant"], e["attributed"], e["platform"]) for e in logs
+            if e["event"] in ("callback.chat", "callback.lost")] == [
+        ("callback.chat", "acme", True, "douyin"), ("callback.lost", "acme", True, "douyin"),
+        ("callback.lost", "other", True, "unattributed"),
+        ("callback.chat", "acme", False, "unattributed")]
+    assert gateway.app is not None
+    (click_id, product_id), = gateway.app[STORE]._rconn.execute(
+        "SELECT id, product_id FROM clicks WHERE merchant_id = 'acme'").fetchall()
+    assert _events(gateway, "add") == [
+        ("acme", "douyin", click_id, product_id, _day(added)),
+        ("other", "unattributed", None, None, _day(added)),
+        ("other", "unattributed", None, None, _day(time.time()))]
+    assert _events(gateway, "chat") == [
+        ("acme", "douyin", click_id, product_id, _day(added)),
+        ("acme", "unattributed", None, None, _day(time.time()))]
+    assert _events(gateway, "lost") == [
+        ("acme", "douyin", click_id, product_id, _day(lost)),
+        ("other", "unattributed", None, None, _day(lost))]
+
+
+async def test_a_group_join_counts_only_the_members_it_names(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    """WeCom's MemChangeList says who joined: a customer already in the group is not
+    counted again by someone else's join. A join that lists nobody (no MemChangeList, or
+    one that is not a list of members) counts every customer not counted yet, and a
+    member's state that is not text (WeCom's JSON is anyone's) counts unattributed."""
+    wecom, _ = fake
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="group", chat_ids=["wrGroup1"], **CALLBACK_SECRETS)
+    product = await (await gateway.post("/api/products", json=PRODUCT,
+                                        headers=acme.auth)).json()
+    hop = await _landing_entry_link(gateway, product["code"], DOUYIN_UA)
+    await gateway.get(hop, headers={"User-Agent": DOUYIN_UA})
+    (_, way), = wecom.join_ways.items()
+    # A customer who was in the group before the join way (a number where a state goes).
+    import time
+
+    wecom.groups["wrGroup1"] = [{"userid": "wmOld", "type": 2, "join_scene": 1,
+                                 "join_time": int(time.time()) - 3600, "state": 12345}]
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        url = str(gateway.make_url("/wecom/callback/acme"))
+        await FakeWeCom.post(http, url, wecom.join_group("wrGroup1", "wmNew1", way["state"]))
+        rows = await _stats(gateway, acme)
+        assert {p: r["adds"] for p, r in rows.items()} == {"douyin": 1}
+        # No MemChangeList: wmNew2 and, not counted yet, wmOld.
+        no_list = re.sub(r"<MemChangeCnt>.*</MemChangeList>", "",
+                         wecom.join_group("wrGroup1", "wmNew2", way["state"]))
+        assert "MemChangeList" not in no_list
+        await FakeWeCom.post(http, url, no_list)
+        rows = await _stats(gateway, acme)
+        assert {p: r["adds"] for p, r in rows.items()} == {"douyin": 2, "unattributed": 1}
+        # A MemChangeList of text, not items: read as no list.
+        text_list = wecom.join_group("wrGroup1", "wmNew3", way["state"]).replace(
+            "<Item>wmNew3</Item>", "wmNew3")
+        await FakeWeCom.post(http, url, text_list)
+    rows = await _stats(gateway, acme)
+    assert {p: r["adds"] for p, r in rows.items()} == {"douyin": 3, "unattributed": 1}
+    assert await _stats(gateway, other) == {}
+
+
+async def test_a_group_join_that_cannot_be_read_is_logged_and_counts_nothing(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    """A join whose group can't be asked about (no ChatId, or a merchant with callbacks
+    but no app secret to call WeCom with) is a warning naming the merchant, not a call to
+    WeCom and not an add, and it is not retried."""
+    wecom, _ = fake
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    await _entry(gateway, acme, kind="group", chat_ids=["wrGroup1"], **CALLBACK_SECRETS)
+    await _entry(gateway, other, kind="acquisition_link", url=ACQUISITION,
+                 **{k: v for k, v in CALLBACK_SECRETS.items() if k != "secret"})
+    no_chat = re.sub(r"<ChatId>.*</ChatId>", "", wecom.join_group("wrGroup1", "wmA", None))
+    assert "ChatId" not in no_chat
+    import aiohttp
+    import structlog
+
+    with structlog.testing.capture_logs() as logs:
+        async with aiohttp.ClientSession() as http:
+            for merchant, message in (("acme", no_chat),
+                                      ("other", wecom.join_group("wrGroup1", "wmB", None))):
+                resp = await FakeWeCom.post(
+                    http, str(gateway.make_url(f"/wecom/callback/{merchant}")), message)
+                assert resp.status == 200
+        assert await _stats(gateway, acme) == {} and await _stats(gateway, other) == {}
+    assert "groupchat_get" not in wecom.calls
+    assert [(e["event"], e.get("merchant")) for e in logs if e["log_level"] != "info"] == [
+        ("callback.group_join_unreadable", "acme"),
+        ("callback.group_join_unreadable", "other")]
+
+
+async def test_alerts_keep_each_links_trouble_and_wecoms_time(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """Two links unavailable at the same second are two alerts (one per link, however often
+    WeCom retries each); an alert shows when WeCom says it happened, or when it was worked
+    if WeCom gave no time; each is logged with its merchant, kind, link and whether new."""
+    import time
+    from datetime import datetime
+
+    import structlog
+
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    at = int(time.time()) - 3 * 86400
+    unavailable = [_created(FakeWeCom.customer_acquisition_event(
+        "link_unavailable", LinkId=link), at) for link in ("cawLinkOne", "cawLinkTwo")]
+    with structlog.testing.capture_logs() as logs:
+        await _worked(gateway, (
+            ("acme", unavailable[0]), ("acme", unavailable[1]), ("acme", unavailable[0]),
+            ("other", _created(FakeWeCom.customer_acquisition_event("balance_low"), None))))
+
+    async def alerts(tenant: Tenant) -> list[tuple[Any, ...]]:
+        body = await (await gateway.get("/api/alerts", headers=tenant.auth)).json()
+        return sorted((a["kind"], a["detail"].get("LinkId"),
+                       datetime.fromisoformat(a["created_at"]).timestamp())
+                      for a in body["alerts"])
+
+    assert await alerts(acme) == [("link_unavailable", "cawLinkOne", at),
+                                  ("link_unavailable", "cawLinkTwo", at)]
+    (kind, link, created), = await alerts(other)
+    assert (kind, link) == ("balance_low", None) and at < created <= time.time()
+    assert [(e["event"], e["merchant"], e["kind"], e["new"], e.get("LinkId")) for e in logs
+            if e["log_level"] == "warning"] == [
+        ("callback.alert", "acme", "link_unavailable", True, "cawLinkOne"),
+        ("callback.alert", "acme", "link_unavailable", True, "cawLinkTwo"),
+        ("callback.alert", "acme", "link_unavailable", False, "cawLinkOne"),
+        ("callback.alert", "other", "balance_low", True, None)]
