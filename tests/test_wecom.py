@@ -527,6 +527,11 @@ async def test_a_chat_and_a_loss_carry_the_adds_click_and_product_on_their_own_d
         ("acme", "douyin", click_id, product_id, _day(added)),
         ("other", "unattributed", None, None, _day(added)),
         ("other", "unattributed", None, None, _day(time.time()))]
+    # The contact row remembers when WeCom says it was added.
+    assert gateway.app[STORE]._rconn.execute(
+        "SELECT merchant_id, external_userid, added_at FROM wecom_contacts WHERE added_at < ? "
+        "ORDER BY merchant_id", (now,)).fetchall() == [("acme", "wmEXT1", added),
+                                                      ("other", "wmEXT1", added)]
     assert _events(gateway, "chat") == [
         ("acme", "douyin", click_id, product_id, _day(added)),
         ("acme", "unattributed", None, None, _day(time.time()))]
