@@ -497,3 +497,69 @@ async def test_journal_lines_of_every_version_are_read_and_torn_ones_counted(
     assert [e["lines"] for e in logs if e["event"] == "recorder.journal_unreadable_lines"] == [1]
     assert _stored(store) == [("m1", 1, 1), ("m2", 1, 1)]
     await store.close()
+
+
+def test_a_journal_claims_its_own_work_again_and_skips_what_is_not_due(tmp_path: Path) -> None:
+    # serve --workers: this process (w0) claims its own rows, again and again while storage
+    # is away (each claim a new work file, the earlier ones kept), and a dead worker's;
+    # never an empty file, and never a live worker's, whatever the files' order.
+    import os
+
+    directory = tmp_path / "journal"
+    mine = Journal(directory, owner="w0")
+    mine.pending.parent.mkdir(parents=True)
+    mine.pending.touch()  # a file made and never written: nothing to claim
+    live = Journal(directory, owner="w1")
+    live.append([_row(1, "m1")])
+    dead = Journal(directory, owner="w3")
+    dead.append([_row(2, "m2")])
+    old = os.stat(dead.pending).st_mtime - Journal.ORPHAN_AFTER - 1
+    os.utime(dead.pending, (old, old))
+    (first,) = mine.claim()  # the dead worker's, after the empty and the live one
+    assert first.name.startswith(f"work-{os.getpid()}-") and Journal.read(first)[0] == [
+        _row(2, "m2")]
+    mine.append([_row(3, "m1")])
+    second = mine.claim()
+    assert first in second and len(second) == 2
+    assert mine.claim() == sorted(second)  # its own work files, every one of them
+    assert live.pending.exists() and Journal.read(live.pending)[0] == [_row(1, "m1")]
+
+
+async def test_outages_are_logged_once_each_way_with_what_failed(tmp_path: Path) -> None:
+    # Storage and the journal each say when they fail (with the error, and for storage
+    # when it is tried again) and when they are back: once per outage, however many
+    # batches meet it. Every batch meanwhile is counted where it went.
+    store = await _two_merchants(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=100,
+                        flush_interval=60, batch_size=100, retry_max=10)
+    with structlog.testing.capture_logs() as logs:
+        for outage in range(2):
+            blocker = _lock(tmp_path)
+            for n in range(2):
+                recorder.click(_row(10 * outage + n, "m1"))
+                await recorder.flush()  # storage locked: journaled
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            recorder.click(_row(10 * outage + 5, "m2"))
+            await recorder.flush()  # stored: storage is back
+        (tmp_path / "journal").rename(tmp_path / "journal.away")  # its rows kept aside
+        journal = _break_journal(tmp_path)
+        blocker = _lock(tmp_path)
+        recorder.click(_row(30, "m1"))
+        await recorder.flush()  # neither: held
+        journal.unlink()
+        (tmp_path / "journal.away").rename(tmp_path / "journal")
+        await recorder.flush()  # the journal takes it
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert (recorder.clicks_journaled, recorder.journaled, recorder.clicks_written,
+            recorder.pending) == (5, 5, 2, 0)
+    said = [(e["event"], e.get("retry_in")) for e in logs]
+    assert said == [("recorder.storage_failed", 0.5), ("recorder.storage_back", None)] * 2 + [
+        ("recorder.storage_failed", 0.5), ("recorder.journal_failed", None),
+        ("recorder.journal_back", None)]
+    errors = [e["error"] for e in logs if "error" in e]
+    assert len(errors) == 4 and all("did not answer" in e for e in errors[:3]), errors
+    assert errors[3] and errors[3] != "None"
+    await recorder.close()
+    await store.close()
