@@ -508,7 +508,8 @@ def test_a_journal_claims_its_own_work_again_and_skips_what_is_not_due(tmp_path:
     directory = tmp_path / "journal"
     mine = Journal(directory, owner="w0")
     mine.pending.parent.mkdir(parents=True)
-    mine.pending.touch()  # a file made and never written: nothing to claim
+    mine.pending.touch()  # made, never written (the disk filled): nothing to claim
+    assert not mine.has_rows()
     live = Journal(directory, owner="w1")
     live.append([_row(1, "m1")])
     dead = Journal(directory, owner="w3")
