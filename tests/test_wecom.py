@@ -656,3 +656,33 @@ async def test_alerts_keep_each_links_trouble_and_wecoms_time(
         ("callback.alert", "acme", "link_unavailable", True, "cawLinkTwo"),
         ("callback.alert", "acme", "link_unavailable", False, "cawLinkOne"),
         ("callback.alert", "other", "balance_low", True, None)]
+
+
+async def test_an_unreadable_stored_callback_is_logged_and_let_go(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """A stored message the worker cannot parse (stored by an older version, or damaged)
+    is a warning naming the inbox item, counts nothing, and is not tried again; the next
+    one is worked."""
+    import structlog
+
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    assert gateway.app is not None
+    store = gateway.app[STORE]
+    await gateway.app[CALLBACKS].close()  # the worker stopped: the test drains by hand
+    assert await store.accept_callback("acme", "n-broken", "<xml><Event>")
+    assert await store.accept_callback("other", "n-fine",
+                                       FakeWeCom.add_contact_event(None, "wmEXT1"))
+    (broken, fine) = await store.pending_callbacks(10)
+    with structlog.testing.capture_logs() as logs:
+        await _settle(gateway)
+    assert [(e["event"], e.get("item")) for e in logs if e["log_level"] == "warning"] == [
+        ("callback.malformed", broken.id)]
+    assert fine.merchant_id == "other"
+    assert await _stats(gateway, acme) == {}
+    assert {p: r["adds"] for p, r in (await _stats(gateway, other)).items()} == {
+        "unattributed": 1}
