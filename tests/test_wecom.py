@@ -686,3 +686,37 @@ async def test_an_unreadable_stored_callback_is_logged_and_let_go(
     assert await _stats(gateway, acme) == {}
     assert {p: r["adds"] for p, r in (await _stats(gateway, other)).items()} == {
         "unattributed": 1}
+
+
+async def test_an_event_without_its_member_or_customer_is_tied_to_no_contact(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """A contact is a member and a customer: an add naming only one of them still counts
+    where its state says, but keeps no contact, so a loss naming only one counts
+    unattributed, not under some contact made up from the missing id."""
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    state = await _acquired(gateway, acme, DOUYIN_UA)
+
+    def without(message: str, field: str) -> str:
+        cut = re.sub(rf"<{field}>.*?</{field}>", "", message)
+        assert f"<{field}>" not in cut
+        return cut
+
+    callbacks = []
+    for field in ("UserID", "ExternalUserID"):
+        callbacks += [
+            ("acme", without(FakeWeCom.add_contact_event(state, "wmEXT1"), field)),
+            ("acme", without(FakeWeCom.contact_deleted_event("del_follow_user", "wmEXT1"),
+                             field))]
+    await _worked(gateway, callbacks)
+    assert gateway.app is not None
+    assert gateway.app[STORE]._rconn.execute(
+        "SELECT COUNT(*) FROM wecom_contacts").fetchone()[0] == 0
+    rows = await _stats(gateway, acme)
+    assert {p: (r["adds"], r["lost_contacts"]) for p, r in rows.items()} == {
+        "douyin": (2, 0), "unattributed": (0, 2)}
+    assert await _stats(gateway, other) == {}
