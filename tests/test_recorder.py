@@ -368,7 +368,10 @@ async def test_the_click_logs_rows_are_journaled_while_storage_is_away(tmp_path:
                         clicklog=ClickLog(tmp_path / "clicklog"))
     blocker = _lock(tmp_path)
     _mixed(recorder, 6, 4)
-    await recorder.flush()
+    with structlog.testing.capture_logs() as logs:
+        await recorder.flush()
+    assert [(e["event"], "did not answer" in e["error"]) for e in logs] == [
+        ("recorder.storage_failed", True)]
     assert (recorder.journaled, recorder.clicks_journaled, recorder.written,
             recorder.pending, recorder.clicks_taken) == (10, 6, 0, 0, 6)
     assert not recorder.storage_ok and recorder.durable
@@ -566,4 +569,24 @@ async def test_outages_are_logged_once_each_way_with_what_failed(tmp_path: Path)
     assert len(errors) == 4 and all("did not answer" in e for e in errors[:3]), errors
     assert errors[3] and errors[3] != "None"
     await recorder.close()
+    await store.close()
+
+
+async def test_a_loss_at_shutdown_is_logged_even_just_after_another(tmp_path: Path) -> None:
+    # Drops in memory are logged at most every 10 s; the loss at shutdown always is.
+    store = await _two_merchants(tmp_path)
+    _break_journal(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1, flush_interval=60,
+                        batch_size=100, retry_max=0.1, hold_size=1)
+    blocker = _lock(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        recorder.click(_row(1, "m1"))
+        recorder.click(_row(2, "m2"))  # memory full: dropped
+        await recorder.close()  # storage and journal still failing: the first is lost too
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert [(e["reason"], e["rows"], e["dropped"]) for e in logs
+            if e["event"] == "recorder.clicks_dropped"] == [("memory_full", 1, 1),
+                                                            ("closing", 1, 2)]
+    assert (recorder.dropped, recorder.clicks_dropped) == (2, 2)
     await store.close()
