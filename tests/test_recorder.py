@@ -262,6 +262,7 @@ async def test_a_backlog_is_stored_a_batch_at_a_time(tmp_path: Path) -> None:
     files = [segments for *_, segments in sink.seen]
     assert files == sorted(files, reverse=True) and files[-1] < files[0]
     assert (recorder.pending, await _clicks_counted(store)) == (0, 350)
+    assert (recorder.written, recorder.clicks_written, recorder.clicks_taken) == (350, 350, 350)
     assert recorder.oldest_pending is None
     await recorder.close()
     await store.close()
@@ -360,27 +361,29 @@ async def test_a_full_batch_of_clicks_and_events_is_written_at_once(
 
 
 async def test_the_click_logs_rows_are_journaled_while_storage_is_away(tmp_path: Path) -> None:
-    # Rows in the click log meet a locked database: the journal takes them (clicks and
-    # events alike, counted once), the log lets go of them, and the replay stores them.
+    # Rows in the click log (over several segments) meet a locked database: the journal
+    # takes them (clicks and events alike, counted once), the log lets go of them, and
+    # the replay stores them.
     store = await _two_merchants(tmp_path)
     recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1000,
                         flush_interval=0.02, batch_size=100, retry_max=0.1,
-                        clicklog=ClickLog(tmp_path / "clicklog"))
+                        clicklog=ClickLog(tmp_path / "clicklog", segment_bytes=4096))
     blocker = _lock(tmp_path)
-    _mixed(recorder, 6, 4)
+    _mixed(recorder, 60, 40)
+    assert len(list((tmp_path / "clicklog").glob("*.log"))) > 2
     with structlog.testing.capture_logs() as logs:
         await recorder.flush()
     assert [(e["event"], "did not answer" in e["error"]) for e in logs] == [
         ("recorder.storage_failed", True)]
     assert (recorder.journaled, recorder.clicks_journaled, recorder.written,
-            recorder.pending, recorder.clicks_taken) == (10, 6, 0, 0, 6)
+            recorder.pending, recorder.clicks_taken) == (100, 60, 0, 0, 60)
     assert not recorder.storage_ok and recorder.durable
     blocker.execute("ROLLBACK")
     blocker.close()
     recorder.start()
     await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
     await recorder.close()
-    assert _stored(store) == [("m1", 3, 2), ("m2", 3, 2)]
+    assert _stored(store) == [("m1", 30, 20), ("m2", 30, 20)]
     await store.close()
 
 
