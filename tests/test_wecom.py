@@ -516,10 +516,13 @@ async def test_a_chat_and_a_loss_carry_the_adds_click_and_product_on_their_own_d
                     "customer_start_chat", UserID="lisi", ExternalUserID="wmX9"), None)),
                 ("other", _created(FakeWeCom.add_contact_event(None, "wmEXT2"), None))))
     assert [(e["event"], e["merchant"], e["attributed"], e["platform"]) for e in logs
-            if e["event"] in ("callback.chat", "callback.lost")] == [
+            if e["event"] in ("callback.add", "callback.chat", "callback.lost")] == [
+        ("callback.add", "acme", True, "douyin"),
         ("callback.chat", "acme", True, "douyin"), ("callback.lost", "acme", True, "douyin"),
+        ("callback.add", "other", False, "unattributed"),
         ("callback.lost", "other", True, "unattributed"),
-        ("callback.chat", "acme", False, "unattributed")]
+        ("callback.chat", "acme", False, "unattributed"),
+        ("callback.add", "other", False, "unattributed")]
     assert gateway.app is not None
     (click_id, product_id), = gateway.app[STORE]._rconn.execute(
         "SELECT id, product_id FROM clicks WHERE merchant_id = 'acme'").fetchall()
@@ -560,8 +563,10 @@ async def test_a_group_join_counts_only_the_members_it_names(
     # A customer who was in the group before the join way (a number where a state goes).
     import time
 
+    joined = int(time.time()) - 3 * 86400
     wecom.groups["wrGroup1"] = [{"userid": "wmOld", "type": 2, "join_scene": 1,
-                                 "join_time": int(time.time()) - 3600, "state": 12345}]
+                                 "join_time": joined, "state": 12345},
+                                {"type": 2, "join_scene": 1, "join_time": joined}]  # no id
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
@@ -583,6 +588,9 @@ async def test_a_group_join_counts_only_the_members_it_names(
     rows = await _stats(gateway, acme)
     assert {p: r["adds"] for p, r in rows.items()} == {"douyin": 3, "unattributed": 1}
     assert await _stats(gateway, other) == {}
+    # wmOld's add counts on the day WeCom says it joined.
+    assert [(p, day) for _, p, _, _, day in _events(gateway, "add")
+            if p == "unattributed"] == [("unattributed", _day(joined))]
 
 
 async def test_a_group_join_that_cannot_be_read_is_logged_and_counts_nothing(
