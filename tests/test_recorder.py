@@ -593,3 +593,19 @@ async def test_a_loss_at_shutdown_is_logged_even_just_after_another(tmp_path: Pa
                                                             ("closing", 1, 2)]
     assert (recorder.dropped, recorder.clicks_dropped) == (2, 2)
     await store.close()
+
+
+async def test_a_failure_without_words_is_logged_by_its_kind(tmp_path: Path) -> None:
+    # The writer process's call limit raises a bare TimeoutError: the log names it.
+    class _Stuck:
+        async def record(self, clicks: list[Click], events: list[Event]) -> None:
+            raise TimeoutError
+
+    recorder = Recorder(_Stuck(), Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=100, flush_interval=60, batch_size=100, retry_max=0.1)
+    recorder.click(_row(1, "m1"))
+    with structlog.testing.capture_logs() as logs:
+        await recorder.flush()
+    assert [(e["event"], e["error"]) for e in logs] == [
+        ("recorder.storage_failed", "TimeoutError")]
+    assert (recorder.journaled, recorder.storage_ok) == (1, False)
