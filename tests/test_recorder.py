@@ -361,12 +361,12 @@ async def test_a_full_batch_of_clicks_and_events_is_written_at_once(
 
 
 async def test_the_click_logs_rows_are_journaled_while_storage_is_away(tmp_path: Path) -> None:
-    # Rows in the click log (over several segments) meet a locked database: the journal
-    # takes them (clicks and events alike, counted once), the log lets go of them, and
-    # the replay stores them.
+    # Rows in the click log (two batches, over several segments) meet a locked database:
+    # the journal takes them (clicks and events alike, counted once), the log lets go of
+    # them, and the replay stores them.
     store = await _two_merchants(tmp_path)
     recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1000,
-                        flush_interval=0.02, batch_size=100, retry_max=0.1,
+                        flush_interval=0.02, batch_size=50, retry_max=0.1,
                         clicklog=ClickLog(tmp_path / "clicklog", segment_bytes=4096))
     blocker = _lock(tmp_path)
     _mixed(recorder, 60, 40)
@@ -609,3 +609,28 @@ async def test_a_failure_without_words_is_logged_by_its_kind(tmp_path: Path) -> 
     assert [(e["event"], e["error"]) for e in logs] == [
         ("recorder.storage_failed", "TimeoutError")]
     assert (recorder.journaled, recorder.storage_ok) == (1, False)
+
+
+async def test_the_click_log_keeps_its_rows_while_storage_and_journal_fail(
+        tmp_path: Path) -> None:
+    # Neither storage nor the journal takes them: the rows stay in the click log, pending
+    # (not durable meanwhile), until the journal is back and takes them all.
+    store = await _two_merchants(tmp_path)
+    journal = _break_journal(tmp_path)
+    recorder = Recorder(store, Journal(journal), queue_size=1000, flush_interval=60,
+                        batch_size=100, retry_max=0.1, clicklog=ClickLog(tmp_path / "clicklog"))
+    blocker = _lock(tmp_path)
+    _mixed(recorder, 3, 2)
+    await recorder.flush()
+    assert (recorder.pending, recorder.journaled, recorder.durable) == (5, 0, False)
+    journal.unlink()
+    await recorder.flush()
+    assert (recorder.pending, recorder.journaled, recorder.clicks_journaled,
+            recorder.durable) == (0, 5, 3, True)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    recorder.start()
+    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
+    await recorder.close()
+    assert _stored(store) == [("m1", 2, 1), ("m2", 1, 1)]
+    await store.close()
