@@ -728,3 +728,25 @@ async def test_an_event_without_its_member_or_customer_is_tied_to_no_contact(
     assert {p: (r["adds"], r["lost_contacts"]) for p, r in rows.items()} == {
         "douyin": (2, 0), "unattributed": (0, 2)}
     assert await _stats(gateway, other) == {}
+
+
+async def test_each_member_a_customer_adds_is_an_add_and_a_half_add_counts_too(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """WeCom's add_half_external_contact (the customer added a member who needs no
+    verification) is an add like add_external_contact; one customer adding two members
+    is two adds, each kept once however often WeCom retries it."""
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    state = await _acquired(gateway, acme, DOUYIN_UA)
+    half = FakeWeCom.add_contact_event(state, "wmEXT1", user="lisi").replace(
+        "add_external_contact", "add_half_external_contact")
+    assert "add_half_external_contact" in half
+    await _worked(gateway, [("acme", FakeWeCom.add_contact_event(state, "wmEXT1")),
+                            ("acme", half), ("acme", half)])
+    rows = await _stats(gateway, acme)
+    assert {p: r["adds"] for p, r in rows.items()} == {"douyin": 2}
+    assert await _stats(gateway, other) == {}
