@@ -735,7 +735,7 @@ async def test_each_member_a_customer_adds_is_an_add_and_a_half_add_counts_too(
 ) -> None:
     """WeCom's add_half_external_contact (the customer added a member who needs no
     verification) is an add like add_external_contact; one customer adding two members
-    is two adds, each kept once however often WeCom retries it."""
+    is two adds, each kept once however often WeCom retries it; an edit is nothing."""
     acme = await add_tenant(gateway, "acme")
     other = await add_tenant(gateway, "other")
     for tenant in (acme, other):
@@ -745,8 +745,12 @@ async def test_each_member_a_customer_adds_is_an_add_and_a_half_add_counts_too(
     half = FakeWeCom.add_contact_event(state, "wmEXT1", user="lisi").replace(
         "add_external_contact", "add_half_external_contact")
     assert "add_half_external_contact" in half
+    # A member editing the customer's remark is neither an add nor a loss.
+    edited = FakeWeCom._event("change_external_contact", "edit_external_contact",
+                              {"UserID": "zhangsan", "ExternalUserID": "wmEXT1"})
     await _worked(gateway, [("acme", FakeWeCom.add_contact_event(state, "wmEXT1")),
-                            ("acme", half), ("acme", half)])
+                            ("acme", half), ("acme", half), ("acme", edited)])
     rows = await _stats(gateway, acme)
-    assert {p: r["adds"] for p, r in rows.items()} == {"douyin": 2}
+    assert {p: (r["adds"], r["lost_contacts"]) for p, r in rows.items()} == {
+        "douyin": (2, 0)}
     assert await _stats(gateway, other) == {}
