@@ -646,7 +646,10 @@ async def test_alerts_keep_each_links_trouble_and_wecoms_time(
     with structlog.testing.capture_logs() as logs:
         await _worked(gateway, (
             ("acme", unavailable[0]), ("acme", unavailable[1]), ("acme", unavailable[0]),
-            ("other", _created(FakeWeCom.customer_acquisition_event("balance_low"), None))))
+            ("other", _created(FakeWeCom.customer_acquisition_event("balance_low"), None)),
+            # Neither a 获客助手 change we know, nor a 获客助手 event: no alert.
+            ("acme", FakeWeCom.customer_acquisition_event("quota_increased")),
+            ("acme", FakeWeCom._event("change_external_chat", "balance_low", {}))))
 
     async def alerts(tenant: Tenant) -> list[tuple[Any, ...]]:
         body = await (await gateway.get("/api/alerts", headers=tenant.auth)).json()
