@@ -757,3 +757,30 @@ async def test_each_member_a_customer_adds_is_an_add_and_a_half_add_counts_too(
     assert {p: (r["adds"], r["lost_contacts"]) for p, r in rows.items()} == {
         "douyin": (2, 0)}
     assert await _stats(gateway, other) == {}
+
+
+async def test_group_changes_that_are_no_join_are_ignored_and_logged(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    """A member leaving, a group made, or another event that says add_member: no call to
+    WeCom, no add; each logged as ignored with its merchant, event and change."""
+    import structlog
+
+    wecom, _ = fake
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="group", chat_ids=["wrGroup1"], **CALLBACK_SECRETS)
+    wecom.groups["wrGroup1"] = [{"userid": "wmA", "type": 2, "join_time": 1, "join_scene": 3}]
+    left = wecom.join_group("wrGroup1", "wmB", None).replace("add_member", "del_member")
+    made = FakeWeCom._event("change_external_chat", "create", {"ChatId": "wrGroup1"})
+    other_event = FakeWeCom._event("change_external_contact", "update",
+                                   {"ChatId": "wrGroup1", "UpdateDetail": "add_member"})
+    with structlog.testing.capture_logs() as logs:
+        await _worked(gateway, [("acme", left), ("acme", made), ("acme", other_event)])
+    assert "groupchat_get" not in wecom.calls
+    assert await _stats(gateway, acme) == {} and await _stats(gateway, other) == {}
+    assert [(e["merchant"], e["msg_event"], e["change"]) for e in logs
+            if e["event"] == "callback.ignored"] == [
+        ("acme", "change_external_chat", "update"), ("acme", "change_external_chat", "create"),
+        ("acme", "change_external_contact", "update")]
