@@ -374,6 +374,38 @@ async def test_a_declared_length_over_the_cap_is_refused_before_the_body_arrives
     assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
 
 
+async def test_a_url_check_without_echostr_is_refused_and_logged(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """WeCom's URL check signed over an empty ``echostr`` and sent without one: the
+    signature holds (nothing stands in for the missing text), the ciphertext does not; a
+    403 naming it, and the same ``callback.refused`` warning a POST's refusal gives."""
+    tenants = await _configured(gateway)
+    with structlog.testing.capture_logs() as logs:
+        resp = await gateway.get("/wecom/callback/acme", params=_signed(""))
+    assert resp.status == 403
+    error = (await resp.json())["error"]
+    assert error["code"] == "bad_ciphertext" and "encrypt" in error["message"].lower()
+    assert [(e["event"], e.get("reason")) for e in logs if e["log_level"] == "warning"] == [
+        ("callback.refused", "bad_ciphertext")]
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+
+
+async def test_a_body_that_is_not_utf8_is_malformed_and_logged_so(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """Bytes that are not UTF-8 are no WeCom message: a 400 ``malformed``, logged with the
+    reason ``malformed`` (as a body that is not XML is), nothing stored."""
+    tenants = await _configured(gateway)
+    encrypt = _encrypt(FakeWeCom.add_contact_event(None, "wmEXT1"))
+    body = _envelope(encrypt).encode().replace(b"<AgentID>", b"<AgentID>\xff\xfe")
+    with structlog.testing.capture_logs() as logs:
+        assert await _post(gateway, _signed(encrypt), body) == (400, "malformed")
+    assert [(e["event"], e.get("reason")) for e in logs if e["log_level"] == "warning"] == [
+        ("callback.refused", "malformed")]
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+
+
 # --- a real gateway process -------------------------------------------------------------
 def _merchant_token(env: dict[str, str], merchant: str) -> dict[str, str]:
     made = run(env, "merchant", "create", merchant, "--name", merchant.title())

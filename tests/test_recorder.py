@@ -10,10 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import structlog
 
 from gateway.clicklog import ClickLog
 from gateway.recorder import Journal, Recorder
-from gateway.store import Click, Merchant
+from gateway.store import Click, Event, Merchant
 from gateway.store.sqlite import SQLiteStore
 
 from .wait import until
@@ -261,6 +262,7 @@ async def test_a_backlog_is_stored_a_batch_at_a_time(tmp_path: Path) -> None:
     files = [segments for *_, segments in sink.seen]
     assert files == sorted(files, reverse=True) and files[-1] < files[0]
     assert (recorder.pending, await _clicks_counted(store)) == (0, 350)
+    assert (recorder.written, recorder.clicks_written, recorder.clicks_taken) == (350, 350, 350)
     assert recorder.oldest_pending is None
     await recorder.close()
     await store.close()
@@ -292,4 +294,343 @@ async def test_clicks_arriving_while_a_batch_is_written_are_counted_once(tmp_pat
         (30, 30), (70, 120), (50, 50)]
     assert (recorder.pending, await _clicks_counted(store)) == (0, 150)
     await recorder.close()
+    await store.close()
+
+
+# --- events, the click log's own paths, and the counters /readyz and /metrics show --------
+def _row(n: int, merchant: str) -> Click:
+    return Click(id=f"{merchant}c{n:09d}", merchant_id=merchant, product_id=1, ts=1.0,
+                 day="2026-11-01", platform="taobao", source="ua", visitor=f"v{n}",
+                 ip_hash="h")
+
+
+def _opened(n: int, merchant: str) -> Event:
+    """A storefront open after click ``n``: an event, of the rows the recorder takes."""
+    return Event(id=f"{merchant}e{n:09d}", merchant_id=merchant, product_id=1,
+                 kind="storefront_open", platform="taobao", ts=2.0, day="2026-11-01",
+                 click_id=f"{merchant}c{n:09d}", target="taobao")
+
+
+async def _two_merchants(tmp_path: Path) -> SQLiteStore:
+    store = await _open(tmp_path)
+    await store.create_merchant(Merchant("m2", "Two"))
+    return store
+
+
+def _stored(store: SQLiteStore) -> list[tuple[str, int, int]]:
+    """Per merchant: the clicks and the events storage holds."""
+    conn = store._rconn  # the test reads what storage holds
+    return [(m, conn.execute("SELECT COUNT(*) FROM clicks WHERE merchant_id = ?",
+                             (m,)).fetchone()[0],
+             conn.execute("SELECT COUNT(*) FROM events WHERE merchant_id = ?",
+                          (m,)).fetchone()[0]) for m in ("m1", "m2")]
+
+
+def _mixed(recorder: Recorder, clicks: int, events: int) -> None:
+    """``clicks`` clicks and ``events`` events, alternating merchants."""
+    for n in range(max(clicks, events)):
+        merchant = ("m1", "m2")[n % 2]
+        if n < clicks:
+            recorder.click(_row(n, merchant))
+        if n < events:
+            recorder.event(_opened(n, merchant))
+
+
+@pytest.mark.parametrize(("clicklog", "events"), [(True, 6), (False, 10)],
+                         ids=["clicklog", "memory"])
+async def test_a_full_batch_of_clicks_and_events_is_written_at_once(
+        tmp_path: Path, clicklog: bool, events: int) -> None:
+    # The flush timer is a minute off: a batch (10) goes out as soon as it is full: in the
+    # click log, its 10th row of either kind; in memory (no log), the 10th of one kind.
+    # Clicks and events are both written, and every counter says so (an event is
+    # written, never a click).
+    store = await _two_merchants(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1000,
+                        flush_interval=60, batch_size=10, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog") if clicklog else None)
+    recorder.start()
+    _mixed(recorder, 4, events - 1)
+    assert recorder.pending == 4 + events - 1 and recorder.clicks_taken == 4
+    recorder.event(_opened(events - 1, "m1" if events % 2 else "m2"))  # the batch is full
+    await until(lambda: recorder.written == 4 + events, what="the full batch written")
+    assert _stored(store) == [("m1", 2, events // 2), ("m2", 2, events // 2)]
+    assert (recorder.written, recorder.clicks_written, recorder.clicks_taken,
+            recorder.pending, recorder.journaled) == (4 + events, 4, 4, 0, 0)
+    await recorder.close()
+    await store.close()
+
+
+async def test_the_click_logs_rows_are_journaled_while_storage_is_away(tmp_path: Path) -> None:
+    # Rows in the click log (two batches, over several segments) meet a locked database:
+    # the journal takes them (clicks and events alike, counted once), the log lets go of
+    # them, and the replay stores them.
+    store = await _two_merchants(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1000,
+                        flush_interval=0.02, batch_size=50, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog", segment_bytes=4096))
+    blocker = _lock(tmp_path)
+    _mixed(recorder, 60, 40)
+    assert len(list((tmp_path / "clicklog").glob("*.log"))) > 2
+    with structlog.testing.capture_logs() as logs:
+        await recorder.flush()
+    assert [(e["event"], "did not answer" in e["error"]) for e in logs] == [
+        ("recorder.storage_failed", True)]
+    assert (recorder.journaled, recorder.clicks_journaled, recorder.written,
+            recorder.pending, recorder.clicks_taken) == (100, 60, 0, 0, 60)
+    assert not recorder.storage_ok and recorder.durable
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    recorder.start()
+    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
+    await recorder.close()
+    assert _stored(store) == [("m1", 30, 20), ("m2", 30, 20)]
+    await store.close()
+
+
+class _Writer:
+    """The writer process's side of the recorder (gateway/writer.py): it is handed where
+    the rows are in the click log, and reads them from the segment files itself."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.ranges: list[tuple[str, int, int]] = []
+
+    async def record(self, clicks: list[Click], events: list[Event]) -> None:
+        await self.store.record(clicks, events)
+
+    async def record_log(self, ranges: list[tuple[str, int, int]]) -> None:
+        from gateway.clicklog import read_range
+
+        for log_range in ranges:
+            self.ranges.append(log_range)
+            await self.store.record(*read_range(log_range))
+
+
+async def test_a_writer_reads_the_log_ranges_it_is_handed(tmp_path: Path) -> None:
+    store = await _two_merchants(tmp_path)
+    writer = _Writer(store)
+    recorder = Recorder(writer, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog"))
+    _mixed(recorder, 5, 3)
+    await recorder.flush()
+    assert len(writer.ranges) == 1
+    assert _stored(store) == [("m1", 3, 2), ("m2", 2, 1)]
+    assert (recorder.written, recorder.clicks_written, recorder.journaled) == (8, 5, 0)
+    await recorder.close()
+    await store.close()
+
+
+async def test_when_memory_and_the_journal_are_full_what_is_held_dropped_and_logged(
+        tmp_path: Path) -> None:
+    # No click log, storage locked, the journal unwritable: the queue (2) and then memory
+    # up to hold_size (4) keep rows, and the rest are dropped, each counted, the loss
+    # logged at once and not again within 10 s; the journal's failure logged once with
+    # what it says. Mended, the journal takes the next overflow and rows are durable again.
+    store = await _two_merchants(tmp_path)
+    journal = _break_journal(tmp_path)
+    recorder = Recorder(store, Journal(journal), queue_size=2, flush_interval=60,
+                        batch_size=100, retry_max=0.1, hold_size=4)
+    blocker = _lock(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        for n in range(2):  # clicks and events alike fill memory
+            recorder.click(_row(n, ("m1", "m2")[n]))
+            recorder.event(_opened(n, ("m2", "m1")[n]))
+        recorder.event(_opened(2, "m2"))  # memory is full: dropped, and counted
+        recorder.click(_row(2, "m1"))
+        recorder.click(_row(3, "m1"))
+    assert (recorder.pending, recorder.dropped, recorder.clicks_dropped,
+            recorder.clicks_taken, recorder.overflowed) == (4, 3, 2, 4, 0)
+    assert not recorder.journal_ok and recorder.storage_ok  # not tried yet
+    errors = [(e["event"], e.get("reason"), e.get("rows"), e.get("dropped"), e.get("held"),
+               e["hold_size"]) for e in logs if e["log_level"] == "error"]
+    assert errors == [("recorder.journal_failed", None, None, None, 2, 4),
+                      ("recorder.clicks_dropped", "memory_full", 1, 1, None, 4)]
+    (failed,) = [e for e in logs if e["event"] == "recorder.journal_failed"]
+    assert failed["error"] and failed["error"] != "None"
+    journal.unlink()  # the disk is back: the next row past the queue is journaled
+    with structlog.testing.capture_logs() as logs:
+        recorder.click(_row(4, "m2"))
+        recorder.event(_opened(4, "m2"))
+    assert recorder.journal_ok and recorder.durable
+    assert (recorder.overflowed, recorder.clicks_journaled, recorder.clicks_taken,
+            recorder.pending) == (2, 1, 5, 4)
+    assert [(e["event"], e["queue_size"], e["overflowed"]) for e in logs
+            if e["log_level"] == "warning"] == [("recorder.queue_full", 2, 1)]
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    recorder.start()
+    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
+    await recorder.close()
+    assert _stored(store) == [("m1", 1, 1), ("m2", 2, 2)]
+    await store.close()
+
+
+async def test_events_in_memory_count_against_the_queue(tmp_path: Path) -> None:
+    store = await _two_merchants(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=4,
+                        flush_interval=60, batch_size=100, retry_max=0.1)
+    _mixed(recorder, 2, 3)  # 5 rows, room for 4: the last event goes to the journal
+    assert (recorder.pending, recorder.overflowed, recorder.clicks_journaled) == (4, 1, 0)
+    recorder.start()
+    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
+    await recorder.close()
+    assert _stored(store) == [("m1", 1, 2), ("m2", 1, 1)]
+    await store.close()
+
+
+async def test_journal_lines_of_every_version_are_read_and_torn_ones_counted(
+        tmp_path: Path) -> None:
+    # Lines written before "row" said "kind": "click" for a click, and an event's own kind
+    # for an event. All are replayed; a torn line is skipped and counted in the log.
+    journal = Journal(tmp_path / "data" / "journal")  # made however deep, on first use
+    journal.append([_row(1, "m1"), _opened(1, "m2")])
+    old_click = {"kind": "click", **_row(2, "m2")._asdict()}
+    old_event = _opened(2, "m1")._asdict()  # its "kind" is storefront_open
+    with open(journal.pending, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(old_click) + "\n" + json.dumps(old_event) + "\n")
+    clicks, events, bad = Journal.read(journal.pending)
+    assert (clicks, events, bad) == ([_row(1, "m1"), _row(2, "m2")],
+                                     [_opened(1, "m2"), _opened(2, "m1")], 0)
+    with open(journal.pending, "a", encoding="utf-8") as fh:  # a field no Click has, and
+        fh.write(json.dumps({"row": "click", **_row(3, "m1")._asdict(), "extra": 1})
+                 + '\n{"row": "click", "id": "m1c0\n')  # a torn last line
+    assert Journal.read(journal.pending)[2] == 2
+    store = await _two_merchants(tmp_path)
+    recorder = Recorder(store, journal, queue_size=100, flush_interval=0.02, batch_size=100,
+                        retry_max=0.1)
+    with structlog.testing.capture_logs() as logs:
+        recorder.start()
+        await until(lambda: not journal.has_rows(), what="the journal replayed")
+        await recorder.close()
+    assert [e["lines"] for e in logs if e["event"] == "recorder.journal_unreadable_lines"] == [2]
+    assert _stored(store) == [("m1", 1, 1), ("m2", 1, 1)]
+    await store.close()
+
+
+def test_a_journal_claims_its_own_work_again_and_skips_what_is_not_due(tmp_path: Path) -> None:
+    # serve --workers: this process (w0) claims its own rows, again and again while storage
+    # is away (each claim a new work file, the earlier ones kept), and a dead worker's;
+    # never an empty file, and never a live worker's, whatever the files' order.
+    import os
+
+    directory = tmp_path / "journal"
+    mine = Journal(directory, owner="w0")
+    mine.pending.parent.mkdir(parents=True)
+    mine.pending.touch()  # made, never written (the disk filled): nothing to claim
+    assert not mine.has_rows()
+    live = Journal(directory, owner="w1")
+    live.append([_row(1, "m1")])
+    dead = Journal(directory, owner="w3")
+    dead.append([_row(2, "m2")])
+    old = os.stat(dead.pending).st_mtime - Journal.ORPHAN_AFTER - 1
+    os.utime(dead.pending, (old, old))
+    (first,) = mine.claim()  # the dead worker's, after the empty and the live one
+    assert first.name.startswith(f"work-{os.getpid()}-") and Journal.read(first)[0] == [
+        _row(2, "m2")]
+    mine.append([_row(3, "m1")])
+    second = mine.claim()
+    assert first in second and len(second) == 2
+    assert mine.claim() == sorted(second)  # its own work files, every one of them
+    assert live.pending.exists() and Journal.read(live.pending)[0] == [_row(1, "m1")]
+
+
+async def test_outages_are_logged_once_each_way_with_what_failed(tmp_path: Path) -> None:
+    # Storage and the journal each say when they fail (with the error, and for storage
+    # when it is tried again) and when they are back: once per outage, however many
+    # batches meet it. Every batch meanwhile is counted where it went.
+    store = await _two_merchants(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=100,
+                        flush_interval=60, batch_size=100, retry_max=10)
+    with structlog.testing.capture_logs() as logs:
+        for outage in range(2):
+            blocker = _lock(tmp_path)
+            for n in range(2):
+                recorder.click(_row(10 * outage + n, "m1"))
+                await recorder.flush()  # storage locked: journaled
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            recorder.click(_row(10 * outage + 5, "m2"))
+            await recorder.flush()  # stored: storage is back
+        (tmp_path / "journal").rename(tmp_path / "journal.away")  # its rows kept aside
+        journal = _break_journal(tmp_path)
+        blocker = _lock(tmp_path)
+        recorder.click(_row(30, "m1"))
+        await recorder.flush()  # neither: held
+        journal.unlink()
+        (tmp_path / "journal.away").rename(tmp_path / "journal")
+        await recorder.flush()  # the journal takes it
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert (recorder.clicks_journaled, recorder.journaled, recorder.clicks_written,
+            recorder.pending) == (5, 5, 2, 0)
+    said = [(e["event"], e.get("retry_in")) for e in logs]
+    assert said == [("recorder.storage_failed", 0.5), ("recorder.storage_back", None)] * 2 + [
+        ("recorder.storage_failed", 0.5), ("recorder.journal_failed", None),
+        ("recorder.journal_back", None)]
+    errors = [e["error"] for e in logs if "error" in e]
+    assert len(errors) == 4 and all("did not answer" in e for e in errors[:3]), errors
+    assert errors[3] and errors[3] != "None"
+    await recorder.close()
+    await store.close()
+
+
+async def test_a_loss_at_shutdown_is_logged_even_just_after_another(tmp_path: Path) -> None:
+    # Drops in memory are logged at most every 10 s; the loss at shutdown always is.
+    store = await _two_merchants(tmp_path)
+    _break_journal(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1, flush_interval=60,
+                        batch_size=100, retry_max=0.1, hold_size=1)
+    blocker = _lock(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        recorder.click(_row(1, "m1"))
+        recorder.click(_row(2, "m2"))  # memory full: dropped
+        await recorder.close()  # storage and journal still failing: the first is lost too
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert [(e["reason"], e["rows"], e["dropped"]) for e in logs
+            if e["event"] == "recorder.clicks_dropped"] == [("memory_full", 1, 1),
+                                                            ("closing", 1, 2)]
+    assert (recorder.dropped, recorder.clicks_dropped) == (2, 2)
+    await store.close()
+
+
+async def test_a_failure_without_words_is_logged_by_its_kind(tmp_path: Path) -> None:
+    # The writer process's call limit raises a bare TimeoutError: the log names it.
+    class _Stuck:
+        async def record(self, clicks: list[Click], events: list[Event]) -> None:
+            raise TimeoutError
+
+    recorder = Recorder(_Stuck(), Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=100, flush_interval=60, batch_size=100, retry_max=0.1)
+    recorder.click(_row(1, "m1"))
+    with structlog.testing.capture_logs() as logs:
+        await recorder.flush()
+    assert [(e["event"], e["error"]) for e in logs] == [
+        ("recorder.storage_failed", "TimeoutError")]
+    assert (recorder.journaled, recorder.storage_ok) == (1, False)
+
+
+async def test_the_click_log_keeps_its_rows_while_storage_and_journal_fail(
+        tmp_path: Path) -> None:
+    # Neither storage nor the journal takes them: the rows stay in the click log, pending
+    # (not durable meanwhile), until the journal is back and takes them all.
+    store = await _two_merchants(tmp_path)
+    journal = _break_journal(tmp_path)
+    recorder = Recorder(store, Journal(journal), queue_size=1000, flush_interval=60,
+                        batch_size=100, retry_max=0.1, clicklog=ClickLog(tmp_path / "clicklog"))
+    blocker = _lock(tmp_path)
+    _mixed(recorder, 3, 2)
+    await recorder.flush()
+    assert (recorder.pending, recorder.journaled, recorder.durable) == (5, 0, False)
+    journal.unlink()
+    await recorder.flush()
+    assert (recorder.pending, recorder.journaled, recorder.clicks_journaled,
+            recorder.durable) == (0, 5, 3, True)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    recorder.start()
+    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
+    await recorder.close()
+    assert _stored(store) == [("m1", 2, 1), ("m2", 1, 1)]
     await store.close()

@@ -429,8 +429,8 @@ async def test_acquisition_link_trouble_is_an_alert_for_its_merchant_only(
     assert alert["kind"] == change and alert["message"]
     assert alert["severity"] == ("warning" if change in ("balance_low", "quota_expire_soon")
                                  else "critical")
-    if "LinkId" in fields:
-        assert alert["detail"] == {"LinkId": "cawcde5a6b7c8d9e0f"}
+    # What WeCom said about the link or the quota, as text; nothing for the balance.
+    assert alert["detail"] == {k: str(v) for k, v in fields.items()}
     assert (await (await client.get("/api/alerts", headers=other.auth)).json())["alerts"] == []
     assert (await client.get("/api/alerts")).status == 401
     assert (await client.get("/api/alerts?days=0", headers=acme.auth)).status == 422
@@ -442,3 +442,345 @@ async def test_acquisition_link_trouble_is_an_alert_for_its_merchant_only(
     assert (await login(client, "anna@example.com")).status == 303
     page = await (await client.get("/dashboard")).text()
     assert f'data-kind="{change}"' in page and ALERT_KINDS[change].message in page
+
+
+# --- the worker's attribution, edge by edge ---------------------------------------------
+def _events(client: TestClient[Any, Any], kind: str) -> list[tuple[Any, ...]]:
+    """The stored events of a kind: whose, where from (platform, click, product), which day."""
+    assert client.app is not None
+    conn = client.app[STORE]._rconn  # the test reads what storage holds
+    return conn.execute("SELECT merchant_id, platform, click_id, product_id, day FROM events "
+                        "WHERE kind = ? ORDER BY merchant_id, day, platform",
+                        (kind,)).fetchall()
+
+
+async def _worked(client: TestClient[Any, Any], callbacks: Any) -> None:
+    """Post each (merchant, message) as WeCom would, in order, each worked before the next
+    (WeCom's own order: an add before its chat and its loss)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for merchant, message in callbacks:
+            resp = await FakeWeCom.post(
+                http, str(client.make_url(f"/wecom/callback/{merchant}")), message)
+            assert resp.status == 200
+            await _settle(client)
+
+
+def _created(message: str, at: int | None) -> str:
+    """The message with WeCom's CreateTime set to ``at``, or without one (None)."""
+    return re.sub(r"<CreateTime>\d+</CreateTime>",
+                  "" if at is None else f"<CreateTime>{at}</CreateTime>", message)
+
+
+def _day(ts: float) -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(ts, ZoneInfo("Asia/Shanghai")).date().isoformat()
+
+
+async def test_a_chat_and_a_loss_carry_the_adds_click_and_product_on_their_own_days(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """A chat or a loss is stored with the add's platform, click and product (what a replay
+    that meets no click still counts by), on the day WeCom says it happened; one without a
+    CreateTime counts on the day it is worked. Each merchant's contacts are its own."""
+    import time
+
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    state = await _acquired(gateway, acme, DOUYIN_UA)
+    now = int(time.time())
+    added, lost = now - 3 * 86400, now - 2 * 86400  # WeCom's callbacks came late
+    import structlog
+
+    with structlog.testing.capture_logs() as logs:
+        await _worked(gateway, (
+                ("acme", _created(FakeWeCom.add_contact_event(state, "wmEXT1"), added)),
+                ("acme", _created(FakeWeCom.customer_acquisition_event(
+                    "customer_start_chat", UserID="zhangsan", ExternalUserID="wmEXT1",
+                    LinkId="cawcde5a6b7c8d9e0f"), added)),
+                ("acme", _created(FakeWeCom.contact_deleted_event(
+                    "del_external_contact", "wmEXT1"), lost)),
+                # The same ids at another merchant: its own contact, never acme's.
+                ("other", _created(FakeWeCom.add_contact_event(None, "wmEXT1"), added)),
+                ("other", _created(FakeWeCom.contact_deleted_event(
+                    "del_follow_user", "wmEXT1"), lost)),
+                # No CreateTime: counted on the day it is worked. A chat from someone
+                # never seen to add, and an add.
+                ("acme", _created(FakeWeCom.customer_acquisition_event(
+                    "customer_start_chat", UserID="lisi", ExternalUserID="wmX9"), None)),
+                ("other", _created(FakeWeCom.add_contact_event(None, "wmEXT2"), None))))
+    assert [(e["event"], e["merchant"], e["attributed"], e["platform"]) for e in logs
+            if e["event"] in ("callback.add", "callback.chat", "callback.lost")] == [
+        ("callback.add", "acme", True, "douyin"),
+        ("callback.chat", "acme", True, "douyin"), ("callback.lost", "acme", True, "douyin"),
+        ("callback.add", "other", False, "unattributed"),
+        ("callback.lost", "other", True, "unattributed"),
+        ("callback.chat", "acme", False, "unattributed"),
+        ("callback.add", "other", False, "unattributed")]
+    assert gateway.app is not None
+    (click_id, product_id), = gateway.app[STORE]._rconn.execute(
+        "SELECT id, product_id FROM clicks WHERE merchant_id = 'acme'").fetchall()
+    assert _events(gateway, "add") == [
+        ("acme", "douyin", click_id, product_id, _day(added)),
+        ("other", "unattributed", None, None, _day(added)),
+        ("other", "unattributed", None, None, _day(time.time()))]
+    # The contact row remembers when WeCom says it was added.
+    assert gateway.app[STORE]._rconn.execute(
+        "SELECT merchant_id, external_userid, added_at FROM wecom_contacts WHERE added_at < ? "
+        "ORDER BY merchant_id", (now,)).fetchall() == [("acme", "wmEXT1", added),
+                                                      ("other", "wmEXT1", added)]
+    assert _events(gateway, "chat") == [
+        ("acme", "douyin", click_id, product_id, _day(added)),
+        ("acme", "unattributed", None, None, _day(time.time()))]
+    assert _events(gateway, "lost") == [
+        ("acme", "douyin", click_id, product_id, _day(lost)),
+        ("other", "unattributed", None, None, _day(lost))]
+
+
+async def test_a_group_join_counts_only_the_members_it_names(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    """WeCom's MemChangeList says who joined: a customer already in the group is not
+    counted again by someone else's join. A join that lists nobody (no MemChangeList, or
+    one that is not a list of members) counts every customer not counted yet, and a
+    member's state that is not text (WeCom's JSON is anyone's) counts unattributed."""
+    wecom, _ = fake
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="group", chat_ids=["wrGroup1"], **CALLBACK_SECRETS)
+    product = await (await gateway.post("/api/products", json=PRODUCT,
+                                        headers=acme.auth)).json()
+    hop = await _landing_entry_link(gateway, product["code"], DOUYIN_UA)
+    await gateway.get(hop, headers={"User-Agent": DOUYIN_UA})
+    (_, way), = wecom.join_ways.items()
+    # A customer who was in the group before the join way (a number where a state goes).
+    import time
+
+    joined = int(time.time()) - 3 * 86400
+    wecom.groups["wrGroup1"] = [{"userid": "wmOld", "type": 2, "join_scene": 1,
+                                 "join_time": joined, "state": 12345},
+                                {"type": 2, "join_scene": 1, "join_time": joined}]  # no id
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        url = str(gateway.make_url("/wecom/callback/acme"))
+        await FakeWeCom.post(http, url, wecom.join_group("wrGroup1", "wmNew1", way["state"]))
+        rows = await _stats(gateway, acme)
+        assert {p: r["adds"] for p, r in rows.items()} == {"douyin": 1}
+        # No MemChangeList: wmNew2 and, not counted yet, wmOld.
+        no_list = re.sub(r"<MemChangeCnt>.*</MemChangeList>", "",
+                         wecom.join_group("wrGroup1", "wmNew2", way["state"]))
+        assert "MemChangeList" not in no_list
+        await FakeWeCom.post(http, url, no_list)
+        rows = await _stats(gateway, acme)
+        assert {p: r["adds"] for p, r in rows.items()} == {"douyin": 2, "unattributed": 1}
+        # A MemChangeList of text, not items: read as no list.
+        text_list = wecom.join_group("wrGroup1", "wmNew3", way["state"]).replace(
+            "<Item>wmNew3</Item>", "wmNew3")
+        await FakeWeCom.post(http, url, text_list)
+    rows = await _stats(gateway, acme)
+    assert {p: r["adds"] for p, r in rows.items()} == {"douyin": 3, "unattributed": 1}
+    assert await _stats(gateway, other) == {}
+    # wmOld's add counts on the day WeCom says it joined.
+    assert [(p, day) for _, p, _, _, day in _events(gateway, "add")
+            if p == "unattributed"] == [("unattributed", _day(joined))]
+
+
+async def test_a_group_join_that_cannot_be_read_is_logged_and_counts_nothing(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    """A join whose group can't be asked about (no ChatId, or a merchant with callbacks
+    but no app secret to call WeCom with) is a warning naming the merchant, not a call to
+    WeCom and not an add, and it is not retried."""
+    wecom, _ = fake
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    await _entry(gateway, acme, kind="group", chat_ids=["wrGroup1"], **CALLBACK_SECRETS)
+    await _entry(gateway, other, kind="acquisition_link", url=ACQUISITION,
+                 **{k: v for k, v in CALLBACK_SECRETS.items() if k != "secret"})
+    no_chat = re.sub(r"<ChatId>.*</ChatId>", "", wecom.join_group("wrGroup1", "wmA", None))
+    assert "ChatId" not in no_chat
+    import aiohttp
+    import structlog
+
+    with structlog.testing.capture_logs() as logs:
+        async with aiohttp.ClientSession() as http:
+            for merchant, message in (("acme", no_chat),
+                                      ("other", wecom.join_group("wrGroup1", "wmB", None))):
+                resp = await FakeWeCom.post(
+                    http, str(gateway.make_url(f"/wecom/callback/{merchant}")), message)
+                assert resp.status == 200
+        assert await _stats(gateway, acme) == {} and await _stats(gateway, other) == {}
+    assert "groupchat_get" not in wecom.calls
+    assert [(e["event"], e.get("merchant")) for e in logs if e["log_level"] != "info"] == [
+        ("callback.group_join_unreadable", "acme"),
+        ("callback.group_join_unreadable", "other")]
+
+
+async def test_alerts_keep_each_links_trouble_and_wecoms_time(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """Two links unavailable at the same second are two alerts (one per link, however often
+    WeCom retries each); an alert shows when WeCom says it happened, or when it was worked
+    if WeCom gave no time; each is logged with its merchant, kind, link and whether new."""
+    import time
+    from datetime import datetime
+
+    import structlog
+
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    at = int(time.time()) - 3 * 86400
+    unavailable = [_created(FakeWeCom.customer_acquisition_event(
+        "link_unavailable", LinkId=link), at) for link in ("cawLinkOne", "cawLinkTwo")]
+    with structlog.testing.capture_logs() as logs:
+        await _worked(gateway, (
+            ("acme", unavailable[0]), ("acme", unavailable[1]), ("acme", unavailable[0]),
+            ("other", _created(FakeWeCom.customer_acquisition_event("balance_low"), None)),
+            # Neither a 获客助手 change we know, nor a 获客助手 event: no alert.
+            ("acme", FakeWeCom.customer_acquisition_event("quota_increased")),
+            ("acme", FakeWeCom._event("change_external_chat", "balance_low", {}))))
+
+    async def alerts(tenant: Tenant) -> list[tuple[Any, ...]]:
+        body = await (await gateway.get("/api/alerts", headers=tenant.auth)).json()
+        return sorted((a["kind"], a["detail"].get("LinkId"),
+                       datetime.fromisoformat(a["created_at"]).timestamp())
+                      for a in body["alerts"])
+
+    assert await alerts(acme) == [("link_unavailable", "cawLinkOne", at),
+                                  ("link_unavailable", "cawLinkTwo", at)]
+    (kind, link, created), = await alerts(other)
+    assert (kind, link) == ("balance_low", None) and at < created <= time.time()
+    assert [(e["event"], e["merchant"], e["kind"], e["new"], e.get("LinkId")) for e in logs
+            if e["log_level"] == "warning"] == [
+        ("callback.alert", "acme", "link_unavailable", True, "cawLinkOne"),
+        ("callback.alert", "acme", "link_unavailable", True, "cawLinkTwo"),
+        ("callback.alert", "acme", "link_unavailable", False, "cawLinkOne"),
+        ("callback.alert", "other", "balance_low", True, None)]
+
+
+async def test_an_unreadable_stored_callback_is_logged_and_let_go(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """A stored message the worker cannot parse (stored by an older version, or damaged)
+    is a warning naming the inbox item, counts nothing, and is not tried again; the next
+    one is worked."""
+    import structlog
+
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    assert gateway.app is not None
+    store = gateway.app[STORE]
+    await gateway.app[CALLBACKS].close()  # the worker stopped: the test drains by hand
+    assert await store.accept_callback("acme", "n-broken", "<xml><Event>")
+    assert await store.accept_callback("other", "n-fine",
+                                       FakeWeCom.add_contact_event(None, "wmEXT1"))
+    (broken, fine) = await store.pending_callbacks(10)
+    with structlog.testing.capture_logs() as logs:
+        await _settle(gateway)
+    assert [(e["event"], e.get("item")) for e in logs if e["log_level"] == "warning"] == [
+        ("callback.malformed", broken.id)]
+    assert fine.merchant_id == "other"
+    assert await _stats(gateway, acme) == {}
+    assert {p: r["adds"] for p, r in (await _stats(gateway, other)).items()} == {
+        "unattributed": 1}
+
+
+async def test_an_event_without_its_member_or_customer_is_tied_to_no_contact(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """A contact is a member and a customer: an add naming only one of them still counts
+    where its state says, but keeps no contact, so a loss naming only one counts
+    unattributed, not under some contact made up from the missing id."""
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    state = await _acquired(gateway, acme, DOUYIN_UA)
+
+    def without(message: str, field: str) -> str:
+        cut = re.sub(rf"<{field}>.*?</{field}>", "", message)
+        assert f"<{field}>" not in cut
+        return cut
+
+    callbacks = []
+    for field in ("UserID", "ExternalUserID"):
+        callbacks += [
+            ("acme", without(FakeWeCom.add_contact_event(state, "wmEXT1"), field)),
+            ("acme", without(FakeWeCom.contact_deleted_event("del_follow_user", "wmEXT1"),
+                             field))]
+    await _worked(gateway, callbacks)
+    assert gateway.app is not None
+    assert gateway.app[STORE]._rconn.execute(
+        "SELECT COUNT(*) FROM wecom_contacts").fetchone()[0] == 0
+    rows = await _stats(gateway, acme)
+    assert {p: (r["adds"], r["lost_contacts"]) for p, r in rows.items()} == {
+        "douyin": (2, 0), "unattributed": (0, 2)}
+    assert await _stats(gateway, other) == {}
+
+
+async def test_each_member_a_customer_adds_is_an_add_and_a_half_add_counts_too(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """WeCom's add_half_external_contact (the customer added a member who needs no
+    verification) is an add like add_external_contact; one customer adding two members
+    is two adds, each kept once however often WeCom retries it; an edit is nothing."""
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    state = await _acquired(gateway, acme, DOUYIN_UA)
+    half = FakeWeCom.add_contact_event(state, "wmEXT1", user="lisi").replace(
+        "add_external_contact", "add_half_external_contact")
+    assert "add_half_external_contact" in half
+    # A member editing the customer's remark is neither an add nor a loss.
+    edited = FakeWeCom._event("change_external_contact", "edit_external_contact",
+                              {"UserID": "zhangsan", "ExternalUserID": "wmEXT1"})
+    await _worked(gateway, [("acme", FakeWeCom.add_contact_event(state, "wmEXT1")),
+                            ("acme", half), ("acme", half), ("acme", edited)])
+    rows = await _stats(gateway, acme)
+    assert {p: (r["adds"], r["lost_contacts"]) for p, r in rows.items()} == {
+        "douyin": (2, 0)}
+    assert await _stats(gateway, other) == {}
+
+
+async def test_group_changes_that_are_no_join_are_ignored_and_logged(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    """A member leaving, a group made, or another event that says add_member: no call to
+    WeCom, no add; each logged as ignored with its merchant, event and change."""
+    import structlog
+
+    wecom, _ = fake
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="group", chat_ids=["wrGroup1"], **CALLBACK_SECRETS)
+    wecom.groups["wrGroup1"] = [{"userid": "wmA", "type": 2, "join_time": 1, "join_scene": 3}]
+    left = wecom.join_group("wrGroup1", "wmB", None).replace("add_member", "del_member")
+    made = FakeWeCom._event("change_external_chat", "create", {"ChatId": "wrGroup1"})
+    other_event = FakeWeCom._event("change_external_contact", "update",
+                                   {"ChatId": "wrGroup1", "UpdateDetail": "add_member"})
+    with structlog.testing.capture_logs() as logs:
+        await _worked(gateway, [("acme", left), ("acme", made), ("acme", other_event)])
+    assert "groupchat_get" not in wecom.calls
+    assert await _stats(gateway, acme) == {} and await _stats(gateway, other) == {}
+    assert [(e["merchant"], e["msg_event"], e["change"]) for e in logs
+            if e["event"] == "callback.ignored"] == [
+        ("acme", "change_external_chat", "update"), ("acme", "change_external_chat", "create"),
+        ("acme", "change_external_contact", "update")]
