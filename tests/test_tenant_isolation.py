@@ -379,8 +379,11 @@ async def list_credentials(store: Store, seed: Seed) -> None:
 @case
 async def put_entry(store: Store, seed: Seed) -> None:
     # A new entry forgets the ways made for the merchant's previous one, and only those.
+    before = time.time()
     await store.put_entry(Entry("m1", "group", {"chat_ids": ["wr1"]}, {}))
     assert await store.list_entry_ways("m1") == []
+    mine = await store.get_entry("m1")  # the console says when the entry last changed
+    assert mine is not None and mine.kind == "group" and mine.updated_at >= before
     assert [w.platform for w in await store.list_entry_ways("m2")] == ["taobao", "wechat"]
     theirs = await store.get_entry("m2")
     assert theirs is not None and theirs.kind == "contact_way"
@@ -671,6 +674,7 @@ async def put_contact(store: Store, seed: Seed) -> None:
     mine = await store.get_contact("m1", "sales", "wmEXT1")
     assert mine is not None and (mine.platform, mine.product_id) == ("douyin",
                                                                      seed.m1.products[0])
+    assert mine.added_at > 1_700_000_000  # when it was stored, if not told
 
 
 @case
