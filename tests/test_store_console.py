@@ -16,6 +16,7 @@ from gateway.store import (
     StoreError,
     User,
 )
+from gateway.store.base import PRODUCT_CHANGES
 
 from . import test_store
 from .test_store import Database
@@ -50,6 +51,25 @@ async def test_windows_are_stored_and_states_follow_the_clock(store: Store) -> N
                                        image_url=None, price=None)
     assert (plain.valid_from, plain.valid_until) == (None, None)
     assert plain.state(0.0) == "live"
+
+
+async def test_every_field_of_a_product_changes_at_once(store: Store) -> None:
+    # The console's edit form sends them all: title, image, price, storefronts, state and
+    # the sales window, in one change, and the other merchant's product keeps its own.
+    await _merchants(store)
+    made = await store.create_product("m1", code="edit0001", title="Tea", targets=TARGETS,
+                                      image_url=None, price=None)
+    theirs = await store.create_product("m2", code="edit0002", title="Theirs", targets=TARGETS,
+                                        image_url=None, price="1.00")
+    changes = {"title": "明前龙井", "image_url": "https://img.example.com/t.png",
+               "price": "168.00", "targets": {"jd": {"sku": "100000000001"}},
+               "status": "retired", "valid_from": 1000.0, "valid_until": 2000.0}
+    assert set(changes) == PRODUCT_CHANGES
+    changed = await store.update_product("m1", made.id, changes)
+    read = await store.get_product("m1", made.id)
+    assert changed == read and read is not None
+    assert {name: getattr(read, name) for name in changes} == changes
+    assert await store.get_product("m2", theirs.id) == theirs
 
 
 async def test_listing_searches_title_and_code_and_filters_by_state(store: Store) -> None:
@@ -118,10 +138,13 @@ async def test_channels_belong_to_their_merchant(store: Store) -> None:
     assert live.created_at > 0
     await store.create_channel(Channel("m1", "poster"))
     await store.create_channel(Channel("m2", "spring_live", "Their stream"))
-    with pytest.raises(ChannelExists):
+    with pytest.raises(ChannelExists) as taken:
         await store.create_channel(Channel("m1", "spring_live", "again"))
-    with pytest.raises(StoreError):
+    assert str(taken.value) == "spring_live"  # the console names the channel taken
+    # A merchant that does not exist is that, not a channel name taken.
+    with pytest.raises(StoreError, match="nobody") as unknown:
         await store.create_channel(Channel("nobody", "x"))
+    assert not isinstance(unknown.value, ChannelExists)
     assert [(c.name, c.label) for c in await store.list_channels("m1")] == [
         ("poster", ""), ("spring_live", "春季直播")]
     assert not await store.delete_channel("m2", "poster")

@@ -379,8 +379,11 @@ async def list_credentials(store: Store, seed: Seed) -> None:
 @case
 async def put_entry(store: Store, seed: Seed) -> None:
     # A new entry forgets the ways made for the merchant's previous one, and only those.
+    before = time.time()
     await store.put_entry(Entry("m1", "group", {"chat_ids": ["wr1"]}, {}))
     assert await store.list_entry_ways("m1") == []
+    mine = await store.get_entry("m1")  # the console says when the entry last changed
+    assert mine is not None and mine.kind == "group" and mine.updated_at >= before
     assert [w.platform for w in await store.list_entry_ways("m2")] == ["taobao", "wechat"]
     theirs = await store.get_entry("m2")
     assert theirs is not None and theirs.kind == "contact_way"
@@ -512,6 +515,7 @@ async def forget_visitor(store: Store, seed: Seed) -> None:
     gone = await store.forget_visitor(visitor, "m1")
     assert list(gone) == ["m1"] and gone["m1"]["clicks"] == sum(
         c.visitor == visitor for c in seed.m1.clicks)
+    assert gone["m1"]["events"] == _events_of(seed.m1, visitor) > 0
     left = {t.id: {c.visitor for c in await store.export_clicks(t.id, after="", limit=10_000)}
             for t in seed.tenants}
     assert visitor not in left["m1"] and visitor in left["m2"]
@@ -527,8 +531,37 @@ async def forget_visitor(store: Store, seed: Seed) -> None:
         assert await store.stats(tenant.id, from_day=WIDE[0], to_day=WIDE[1],
                                  by="day") == expected
     # For the checks after every case: the clicks count, the visitor no more.
-    seed.m1.clicks[:] = [c._replace(visitor="") if c.visitor == visitor else c
-                         for c in seed.m1.clicks]
+    _forgotten(seed.m1, visitor)
+    # m1's add names a click of m2's (a state crossed between merchants): forgetting that
+    # shopper for m2 takes m2's rows, never m1's event.
+    crossed_click = next(e.click_id for e in seed.m1.events if e.id == "m1e99999")
+    crossed = next(c.visitor for c in seed.m2.clicks if c.id == crossed_click)
+    gone = await store.forget_visitor(crossed, "m2")
+    assert list(gone) == ["m2"] and gone["m2"]["events"] == _events_of(seed.m2, crossed) > 0
+    assert "m1e99999" in {e.id for e in await store.export_events("m1", after="", limit=10_000)}
+    _forgotten(seed.m2, crossed)
+    # Everywhere (``linkloop privacy forget --all-merchants``): m2's rows of the first
+    # visitor go too, and m1 has none left to give.
+    gone = await store.forget_visitor(visitor, None)
+    assert list(gone) == ["m2"] and gone["m2"]["clicks"] == sum(
+        c.visitor == visitor for c in seed.m2.clicks)
+    assert gone["m2"]["events"] == _events_of(seed.m2, visitor)
+    assert visitor not in {c.visitor for c in await store.export_clicks("m2", after="",
+                                                                        limit=10_000)}
+    _forgotten(seed.m2, visitor)
+
+
+def _events_of(tenant: Tenant, visitor: str) -> int:
+    """How many of the tenant's events follow a click of that visitor."""
+    clicks = {c.id for c in tenant.clicks if c.visitor == visitor}
+    return sum(e.click_id in clicks for e in tenant.events)
+
+
+def _forgotten(tenant: Tenant, visitor: str) -> None:
+    """The seed as it stands once the visitor is forgotten: their clicks still count (in
+    the rollups), their visitor id is gone (for the checks after every case)."""
+    tenant.clicks[:] = [c._replace(visitor="") if c.visitor == visitor else c
+                        for c in tenant.clicks]
 
 
 @case
@@ -641,6 +674,7 @@ async def put_contact(store: Store, seed: Seed) -> None:
     mine = await store.get_contact("m1", "sales", "wmEXT1")
     assert mine is not None and (mine.platform, mine.product_id) == ("douyin",
                                                                      seed.m1.products[0])
+    assert mine.added_at > 1_700_000_000  # when it was stored, if not told
 
 
 @case

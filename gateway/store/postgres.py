@@ -1034,9 +1034,11 @@ class PostgresStore(Store):
             clicks = await conn.fetch(
                 f"DELETE FROM clicks WHERE visitor = $1 {scope} RETURNING merchant_id, id",
                 visitor, *args)
+            # Their clicks' events, of the same merchant only: another merchant's event
+            # naming one of these clicks (a state crossed between merchants) is theirs.
             events = await conn.fetch(
-                "DELETE FROM events WHERE click_id = ANY($1::text[]) RETURNING merchant_id",
-                [c[1] for c in clicks])
+                f"DELETE FROM events WHERE click_id = ANY($1::text[]) {scope} "
+                "RETURNING merchant_id", [c[1] for c in clicks], *args)
             visits = await conn.fetch(
                 f"WITH gone AS (DELETE FROM daily_visitors WHERE visitor = $1 {scope} "
                 "RETURNING merchant_id) SELECT merchant_id, count(*) FROM gone "

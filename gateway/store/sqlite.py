@@ -927,9 +927,12 @@ class SQLiteStore(Store):
             # so that no click of theirs slips in between the reads and the deletes.
             clicks = conn.execute(f"SELECT merchant_id, id FROM clicks WHERE visitor = ? "
                                   f"{scope}", (visitor, *args)).fetchall()
-            events = list(dict.fromkeys(_select_in(
+            # Their clicks' events, of the same merchant only: another merchant's event
+            # naming one of these clicks (a state crossed between merchants) is theirs.
+            events = [event for event in dict.fromkeys(_select_in(
                 conn, "SELECT merchant_id, id FROM events WHERE click_id IN",
-                [click_id for _merchant, click_id in clicks])))
+                [click_id for _merchant, click_id in clicks]))
+                if merchant_id is None or event[0] == merchant_id]
             visits = conn.execute(f"SELECT merchant_id, count(*) FROM daily_visitors "
                                   f"WHERE visitor = ? {scope} GROUP BY merchant_id",
                                   (visitor, *args)).fetchall()
