@@ -53,6 +53,21 @@ async def test_windows_are_stored_and_states_follow_the_clock(store: Store) -> N
     assert plain.state(0.0) == "live"
 
 
+async def test_a_new_product_is_stored_and_answered_with_every_field(store: Store) -> None:
+    # What the console shows after "create" is what was stored: image, price, window.
+    await _merchants(store)
+    made = await store.create_product("m1", code="made0001", title="明前龙井", targets=TARGETS,
+                                      image_url="https://img.example.com/t.png",
+                                      price="168.00", valid_from=1000.0, valid_until=2000.0)
+    assert made == await store.get_product("m1", made.id)
+    assert (made.merchant_id, made.code, made.title, made.targets, made.image_url, made.price,
+            made.valid_from, made.valid_until) == (
+        "m1", "made0001", "明前龙井", TARGETS, "https://img.example.com/t.png", "168.00",
+        1000.0, 2000.0)
+    assert made.created_at > 0 and made.updated_at == made.created_at
+    assert await store.get_product("m2", made.id) is None
+
+
 async def test_every_field_of_a_product_changes_at_once(store: Store) -> None:
     # The console's edit form sends them all: title, image, price, storefronts, state and
     # the sales window, in one change, and the other merchant's product keeps its own.

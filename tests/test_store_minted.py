@@ -50,10 +50,14 @@ async def test_minted_links_are_scoped_and_expire(store: Store) -> None:  # noqa
     assert await store.minted_values(["tea"], now=2001.0) == {"tea": {"wxacode": "tok"}}
     assert await store.minted_image("tea") == ("tok", b"\xff\xd8jpeg")
     assert await store.minted_image("cake") is None
-    # Replacing keeps one row per code and kind.
-    await store.put_minted(replace(mine[0], value="https://wxaurl.cn/New"))
+    # Replacing keeps one row per code and kind, every field as minted again (a changed
+    # target's fingerprint too, or the link would look stale and be minted on every pass).
+    again = replace(mine[0], fingerprint="wx|p2|q", value="https://wxaurl.cn/New",
+                    expires_at=3000.0, minted_at=200.0, attempts=1, due_at=2500.0)
+    await store.put_minted(again)
     assert (await store.minted_values(["tea"], now=0.0))["tea"]["url_link"] == \
         "https://wxaurl.cn/New"
+    assert await store.minted("m1", "tea") == sorted([again, *mine[1:]], key=lambda m: m.kind)
     await store.forget_minted("m2", "tea")  # not m2's: nothing goes
     assert len(await store.minted("m1", "tea")) == 3
     await store.forget_minted("m1", "tea")

@@ -667,13 +667,15 @@ async def update_merchant(store: Store, seed: Seed) -> None:
 
 @case
 async def put_contact(store: Store, seed: Seed) -> None:
-    await store.put_contact(Contact("m1", "sales", "wmEXT1", "douyin", seed.m1.products[0]))
+    clicked = seed.m1.clicks[1].id  # the click the add came from: its chats count there
+    await store.put_contact(Contact("m1", "sales", "wmEXT1", "douyin", seed.m1.products[0],
+                                    clicked))
     # The same staff member and external user at another merchant: its own contact.
     theirs = await store.put_contact(Contact("m2", "sales", "wmEXT1", "taobao", None))
     assert (theirs.merchant_id, theirs.platform) == ("m2", "taobao")
     mine = await store.get_contact("m1", "sales", "wmEXT1")
-    assert mine is not None and (mine.platform, mine.product_id) == ("douyin",
-                                                                     seed.m1.products[0])
+    assert mine is not None and (mine.platform, mine.product_id, mine.click_id) == (
+        "douyin", seed.m1.products[0], clicked)
     assert mine.added_at > 1_700_000_000  # when it was stored, if not told
 
 
