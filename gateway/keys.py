@@ -10,24 +10,40 @@ import os
 import secrets
 from pathlib import Path
 
-from .settings import Settings
+from .settings import ConfigError, Settings
 
 __all__ = ["auth_secret", "ip_salt"]
 
 
 def _generated(path: Path) -> str:
     try:
-        return path.read_text().strip()
+        return _stored(path)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use theirs
-        return path.read_text().strip()
+    # Written whole under a name of our own, then linked into place: ``serve --workers N``
+    # starts N processes at once, and one that found the file half-written (created, its
+    # value not in yet) would run with an empty secret of its own: tokens signed with an
+    # empty key, and visitor hashes that differ from the other workers'.
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(value)
+        fh.write(secrets.token_urlsafe(48))
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(draft, path)
+    except FileExistsError:  # another process won the race: use theirs
+        pass
+    finally:
+        draft.unlink()
+    return _stored(path)
+
+
+def _stored(path: Path) -> str:
+    value = path.read_text().strip()
+    if not value:
+        raise ConfigError(f"{path} is empty: delete it and start again to make a new one")
     return value
 
 
