@@ -36,7 +36,7 @@ import marshal
 import mmap
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import structlog
@@ -151,6 +151,10 @@ class ClickLog:
         segment = next(s for s in self._segments if str(s.path) == path)
         return _records(segment.map[start:end], 0, segment.path)
 
+    def rows_of(self, ranges: Sequence[LogRange]) -> tuple[list[Click], list[Event]]:
+        """The rows of consecutive ranges, in log order, from the mapping (``rows``)."""
+        return _joined(self.rows(log_range) for log_range in ranges)
+
     def time_at(self, start: LogPosition) -> float | None:
         """When the first row at or after ``start`` was made; None when there is none."""
         for segment in self._segments:
@@ -225,10 +229,13 @@ def read_range(log_range: LogRange) -> tuple[list[Click], list[Event]]:
 def read_ranges(ranges: Sequence[LogRange]) -> tuple[list[Click], list[Event]]:
     """The rows of consecutive ranges (a batch may span segments), in log order: written
     together, so a batch is one transaction wherever a segment ends."""
+    return _joined(read_range(log_range) for log_range in ranges)
+
+
+def _joined(parts: Iterable[tuple[list[Click], list[Event]]]) -> tuple[list[Click], list[Event]]:
     clicks: list[Click] = []
     events: list[Event] = []
-    for log_range in ranges:
-        more_clicks, more_events = read_range(log_range)
+    for more_clicks, more_events in parts:
         clicks += more_clicks
         events += more_events
     return clicks, events

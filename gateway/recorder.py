@@ -440,7 +440,8 @@ class Recorder:
             if isinstance(self.sink, LogSink):  # the writer process reads them itself
                 await self.sink.record_log(ranges)
             else:
-                await record_in_batches(self.sink, *self._log_rows_of(ranges), self.batch_size)
+                await record_in_batches(self.sink, *self.clicklog.rows_of(ranges),
+                                        self.batch_size)
         except Exception as exc:
             self._storage_failed(exc)
             return False
@@ -450,19 +451,9 @@ class Recorder:
         self._clicks_out += clicks
         return True
 
-    def _log_rows_of(self, ranges: list[LogRange]) -> tuple[list[Click], list[Event]]:
-        """The rows of consecutive ranges, in log order (a batch may span segments)."""
-        assert self.clicklog is not None
-        clicks: list[Click] = []
-        events: list[Event] = []
-        for log_range in ranges:
-            log_clicks, log_events = self.clicklog.rows(log_range)
-            clicks += log_clicks
-            events += log_events
-        return clicks, events
-
     async def _journal_log(self, ranges: list[LogRange], clicks: int, events: int) -> bool:
-        log_clicks, log_events = self._log_rows_of(ranges)
+        assert self.clicklog is not None
+        log_clicks, log_events = self.clicklog.rows_of(ranges)
         if not await self._journal_rows([*log_clicks, *log_events]):
             return False
         self.clicks_journaled += clicks
