@@ -50,6 +50,16 @@ def _lock(tmp_path: Path) -> sqlite3.Connection:
     return blocker
 
 
+async def _replayed_after_the_outage(recorder: Recorder, blocker: sqlite3.Connection) -> None:
+    """Storage back (``_lock``'s holder lets go): the recorder replays its journal, then
+    closes."""
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    recorder.start()
+    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
+    await recorder.close()
+
+
 def _break_journal(tmp_path: Path) -> Path:
     """A file where the journal's directory should be: every journal write fails (even as
     root, unlike a read-only mode). Unlink it to mend the journal."""
@@ -378,11 +388,7 @@ async def test_the_click_logs_rows_are_journaled_while_storage_is_away(tmp_path:
     assert (recorder.journaled, recorder.clicks_journaled, recorder.written,
             recorder.pending, recorder.clicks_taken) == (100, 60, 0, 0, 60)
     assert not recorder.storage_ok and recorder.durable
-    blocker.execute("ROLLBACK")
-    blocker.close()
-    recorder.start()
-    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
-    await recorder.close()
+    await _replayed_after_the_outage(recorder, blocker)
     assert _stored(store) == [("m1", 30, 20), ("m2", 30, 20)]
     await store.close()
 
@@ -457,11 +463,7 @@ async def test_when_memory_and_the_journal_are_full_what_is_held_dropped_and_log
             recorder.pending) == (2, 1, 5, 4)
     assert [(e["event"], e["queue_size"], e["overflowed"]) for e in logs
             if e["log_level"] == "warning"] == [("recorder.queue_full", 2, 1)]
-    blocker.execute("ROLLBACK")
-    blocker.close()
-    recorder.start()
-    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
-    await recorder.close()
+    await _replayed_after_the_outage(recorder, blocker)
     assert _stored(store) == [("m1", 1, 1), ("m2", 2, 2)]
     await store.close()
 
@@ -627,10 +629,6 @@ async def test_the_click_log_keeps_its_rows_while_storage_and_journal_fail(
     await recorder.flush()
     assert (recorder.pending, recorder.journaled, recorder.clicks_journaled,
             recorder.durable) == (0, 5, 3, True)
-    blocker.execute("ROLLBACK")
-    blocker.close()
-    recorder.start()
-    await until(lambda: not recorder.journal.has_rows(), what="the journal replayed")
-    await recorder.close()
+    await _replayed_after_the_outage(recorder, blocker)
     assert _stored(store) == [("m1", 2, 1), ("m2", 1, 1)]
     await store.close()

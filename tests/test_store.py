@@ -132,6 +132,12 @@ async def _product(store: Store, merchant: str = "m1", code: str = "code0001") -
     return product.id
 
 
+async def _two_products(store: Store) -> tuple[int, int]:
+    """Both merchants, and a product of each: (m1's, m2's)."""
+    await _merchants(store)
+    return await _product(store), await _product(store, "m2", "code0002")
+
+
 async def test_merchants(store: Store) -> None:
     await _merchants(store)
     m1 = await store.get_merchant("m1")
@@ -379,9 +385,7 @@ async def test_postgres_the_write_path_keeps_partitions_ahead_and_survives_faili
 
     store = await PostgresStore.open(pg_url, schema=pg_schema, months_ahead=1)
     try:
-        await _merchants(store)
-        pid = await _product(store)
-        other = await _product(store, "m2", "code0002")
+        pid, other = await _two_products(store)
         before = {name for name, _ in await store.click_partitions()}
         # Hours later (the check is due again), with a gateway now set to keep 2 months ahead.
         store.months_ahead = 2
@@ -584,9 +588,7 @@ async def test_postgres_calls_give_up_at_the_timeout_when_packets_vanish(
         store = await PostgresStore.open(through, schema=pg_schema, timeout_seconds=1,
                                          max_size=2)
         try:
-            await _merchants(store)
-            pid = await _product(store)
-            other = await _product(store, "m2", "code0002")
+            pid, other = await _two_products(store)
             proxy.black_hole()
             # A transaction on the pooled connection, then reads needing new connections:
             # each bounded by the timeout, not by TCP giving up.
@@ -616,9 +618,7 @@ async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
     # may wait or read for longer than a request may, and must not fail at that limit.
     store = await PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5)
     try:
-        await _merchants(store)
-        pid = await _product(store)
-        other = await _product(store, "m2", "code0002")
+        pid, other = await _two_products(store)
         await store.record([click(1, product=pid, day="2026-10-01", visitor="a"),
                             click(2, product=pid, day="2026-10-02", visitor="b", bot=True),
                             click(3, merchant="m2", product=other, day="2026-10-01")], [])
@@ -656,9 +656,7 @@ async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
 async def test_sqlite_calls_give_up_at_the_timeout(tmp_path: Path) -> None:
     # Waiting on a lock up to 60 s, but a call may take 0.5 s in all.
     store = await SQLiteStore.open(tmp_path / "slow.db", busy_timeout=60, timeout_seconds=0.5)
-    await _merchants(store)
-    pid = await _product(store)
-    other = await _product(store, "m2", "code0002")
+    pid, other = await _two_products(store)
     blocker = sqlite3.connect(tmp_path / "slow.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
