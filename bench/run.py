@@ -40,6 +40,7 @@ from typing import Any
 from gateway.ids import new_code
 from gateway.settings import SETTINGS, ConfigError, load_settings
 from gateway.store import CodeTaken, Merchant, open_store
+from gateway.store.turns import WriteTurns
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -435,10 +436,11 @@ def check_landing(server: Server, code: str) -> None:
 class LockProbe:
     """On SQLite, how long a write by the gateway itself (a console save, a WeCom callback
     stored) would wait for the database's write lock while the click writer holds it: every
-    ``every`` seconds a connection of our own takes the lock (``BEGIN IMMEDIATE``) and
-    lets it go at once, timing the wait. The click writer's transaction is the only long
-    holder, so the longest wait is its longest hold. Waits past ``storage.timeout_seconds``
-    (5 s) are gateway calls that would have failed as storage unavailable."""
+    ``every`` seconds a connection of our own takes its turn as such a write does
+    (gateway/store/turns.py), takes the lock (``BEGIN IMMEDIATE``) and lets it go at once,
+    timing the wait. The click writer's transaction is the only long holder, so the longest
+    wait is its longest hold. Waits past ``storage.timeout_seconds`` (5 s) are gateway
+    calls that would have failed as storage unavailable."""
 
     def __init__(self, path: Path, every: float = 0.25) -> None:
         self.path, self.every = path, every
@@ -456,13 +458,16 @@ class LockProbe:
 
     def _run(self) -> None:
         conn = sqlite3.connect(self.path, timeout=600, isolation_level=None)
+        turns = WriteTurns(self.path)
         try:
             while not self._stop.wait(self.every):
                 started = time.perf_counter()
-                conn.execute("BEGIN IMMEDIATE")
-                self.waits.append(time.perf_counter() - started)
-                conn.execute("ROLLBACK")
+                with turns.waiting():
+                    conn.execute("BEGIN IMMEDIATE")
+                    self.waits.append(time.perf_counter() - started)
+                    conn.execute("ROLLBACK")
         finally:
+            turns.close()
             conn.close()
 
     def as_json(self, limit: float) -> dict[str, Any]:

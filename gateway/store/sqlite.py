@@ -5,6 +5,11 @@ anyway), reads on another so that a cache-miss lookup on the hot path never queu
 batch of clicks. Each transaction is a plain function run whole on its thread, so it costs
 one hop from the loop, not one per statement.
 
+The click writer shares the one write lock with the gateway's own writes (console saves,
+WeCom callbacks), so it holds it briefly and lets them go first: a batch of clicks is
+written in transactions of about a second each (fewer rows when the CPU is busy), and
+each waits for the writes already waiting (turns.py).
+
 Every call waits at most ``timeout`` seconds (``storage.timeout_seconds``), for a lock held
 by another process as for a disk that stopped answering: then it fails as
 StoreUnavailable. A thread can't be stopped, so one stuck on a disk finishes its statement
@@ -100,6 +105,7 @@ from .sql import (
     stats_row,
     with_unique_visitors,
 )
+from .turns import WriteTurns
 
 __all__ = ["SQLiteStore"]
 
@@ -124,6 +130,14 @@ _ROWS = 50
 _PRUNE_PAGE = 2000
 #: How often each process reads the log of changed links (SQLite can't notify).
 _LINK_POLL_SECONDS = 0.5
+#: The longest a batch of clicks holds the write lock at a stretch, in seconds: a console
+#: save or a WeCom callback waits about this long at most behind the click writer. A batch
+#: takes it in several transactions when it would take longer (a busy CPU: on one CPU the
+#: writer gets a tenth of it, and 20,000 clicks took 8 s).
+_LONGEST_HOLD = 1.0
+#: The fewest clicks a transaction of a batch takes, however slow: each transaction has a
+#: cost of its own (its visitor sketches are read and written whole).
+_FEWEST_ROWS = 500
 
 
 
@@ -156,6 +170,12 @@ def _insert_new(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
     _insert_many(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES", len(columns),
                  [values(row) for row in fresh])
     return fresh
+
+
+def _rows_within_hold(rows: int, held: float) -> int:
+    """Rows for the next transaction of a batch: as many as fit in ``_LONGEST_HOLD`` at the
+    pace of the last one, which held the lock ``held`` seconds for ``rows`` rows."""
+    return max(_FEWEST_ROWS, int(rows * _LONGEST_HOLD / max(held, 1e-6)))
 
 
 def _padded(items: Sequence[T]) -> list[list[T]]:
@@ -264,6 +284,9 @@ class SQLiteStore(Store):
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self._turns: WriteTurns | None = None
+        #: Clicks per transaction of a batch (None: a batch in one), from the last one's pace.
+        self._batch_rows: int | None = None
         self._links_seen = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -304,6 +327,7 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA wal_autocheckpoint = 10000")
         conn.execute("PRAGMA cache_size = -65536")
         self._write_conn = conn
+        self._turns = WriteTurns(self.path)
         self._migrate(conn)
 
     def _open_reader(self) -> None:
@@ -352,6 +376,8 @@ class SQLiteStore(Store):
         def close_write() -> None:
             if self._write_conn is not None:
                 self._write_conn.close()
+            if self._turns is not None:
+                self._turns.close()
 
         def close_read() -> None:
             if self._read_conn is not None:
@@ -401,18 +427,24 @@ class SQLiteStore(Store):
         return await self._run(self._writer, fn)
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
+        """A short write: it goes before the click writer's next transaction (turns.py)."""
         def run() -> T:
-            conn = self._wconn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            assert self._turns is not None, "store is not open"
+            with self._turns.waiting():
+                return self._commit(fn)
 
         return run
+
+    def _commit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._wconn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     # --- merchants ---------------------------------------------------------------------------
     async def create_merchant(self, merchant: Merchant) -> Merchant:
@@ -636,8 +668,25 @@ class SQLiteStore(Store):
 
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
-        if clicks or events:
-            await self._write(self._transaction(lambda conn: self._record(conn, clicks, events)))
+        """Store a batch, in transactions that each hold the write lock about
+        ``_LONGEST_HOLD`` at most, each after the short writes already waiting. A batch cut
+        in several is safe: rows already stored are skipped, and an event stored before its
+        click is attributed when the click comes."""
+        start, total = 0, max(len(clicks), len(events))
+        while start < total:
+            end = start + (self._batch_rows or total)
+            part = clicks[start:end], events[start:end]
+            held = await self._write(functools.partial(self._record_part, *part))
+            self._batch_rows = _rows_within_hold(max(map(len, part)), held)
+            start = end
+
+    def _record_part(self, clicks: Sequence[Click], events: Sequence[Event]) -> float:
+        """One transaction of a batch; how long it held the lock."""
+        assert self._turns is not None, "store is not open"
+        self._turns.let_waiting_writes_in(self.busy_timeout)
+        began = time.monotonic()
+        self._commit(lambda conn: self._record(conn, clicks, events))
+        return time.monotonic() - began
 
     @staticmethod
     def _record(conn: sqlite3.Connection, clicks: Sequence[Click], events: Sequence[Event]) -> None:
