@@ -612,6 +612,40 @@ async def test_postgres_calls_give_up_at_the_timeout_when_packets_vanish(
             await store.close()
 
 
+@pytest.mark.parametrize("call", ["forget", "import"])
+async def test_sqlite_calls_over_a_whole_history_are_not_cut_off_at_the_call_timeout(
+        tmp_path: Path, call: str) -> None:
+    # A forget or an import may take longer than a request may: cut off, it was reported
+    # failed and then went on and committed on its thread all the same.
+    path = tmp_path / "linkloop.db"
+    store = await SQLiteStore.open(path, busy_timeout=20, timeout_seconds=0.5)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        pid, other = await _two_products(store)
+        await store.record([click(1, product=pid, visitor="a"),
+                            click(2, merchant="m2", product=other, visitor="a")], [])
+        rows, sketches = await store.export_rollups("m1", before_day="2026-11-02")
+        holder.execute("BEGIN IMMEDIATE")  # the call waits longer than the timeout
+        started = asyncio.create_task(
+            store.forget_visitor("a", "m1") if call == "forget"
+            else store.add_rollups(rows, sketches))
+        # A call made after it gives up at the timeout; the long one, waiting longer than
+        # that by then, still goes on.
+        with pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
+            await store.update_merchant("m2", name="Two, renamed")
+        assert not started.done()
+        holder.execute("ROLLBACK")
+        await asyncio.wait_for(started, 20)
+        m1, m2 = [[(r.clicks, r.unique_visitors) for r in await store.stats(
+            merchant, from_day="2026-11-01", to_day="2026-11-01", by="platform")]
+            for merchant in ("m1", "m2")]
+        assert (m1, m2) == (([(1, 0)], [(1, 1)]) if call == "forget"
+                            else ([(2, 1)], [(1, 1)]))
+    finally:
+        holder.close()
+        await store.close()
+
+
 async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
         pg_url: str, pg_schema: str) -> None:
     # An export (``linkloop export --rollups-before``) reads a merchant's whole history: it

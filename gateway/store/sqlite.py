@@ -14,7 +14,9 @@ Every call waits at most ``timeout`` seconds (``storage.timeout_seconds``), for 
 by another process as for a disk that stopped answering: then it fails as
 StoreUnavailable. A thread can't be stopped, so one stuck on a disk finishes its statement
 on its own; the calls queued behind it fail at their own deadlines meanwhile. Opening the
-file (migrations) has no deadline.
+file (migrations) has no deadline, nor have the rare calls over a whole history (a
+visitor forgotten, a merchant's rollups exported or imported, secrets resealed), as on
+PostgreSQL: a lock still fails them at ``busy_timeout``.
 """
 
 from __future__ import annotations
@@ -420,11 +422,11 @@ class SQLiteStore(Store):
             raise StoreUnavailable(
                 f"SQLite did not answer within {self.timeout:g} s") from None
 
-    async def _read(self, fn: Callable[[], T]) -> T:
-        return await self._run(self._reader, fn)
+    async def _read(self, fn: Callable[[], T], *, deadline: bool = True) -> T:
+        return await self._run(self._reader, fn, deadline=deadline)
 
-    async def _write(self, fn: Callable[[], T]) -> T:
-        return await self._run(self._writer, fn)
+    async def _write(self, fn: Callable[[], T], *, deadline: bool = True) -> T:
+        return await self._run(self._writer, fn, deadline=deadline)
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
         """A short write: it goes before the click writer's next transaction (turns.py)."""
@@ -993,7 +995,9 @@ class SQLiteStore(Store):
             return with_sketches(tally_forgotten(
                 (c[0] for c in clicks), (e[0] for e in events), visits), sketches)
 
-        return await self._write(self._transaction(forget))
+        # No call deadline (a lock still fails at the busy timeout): the scan of a big
+        # table may take longer, and a forget reported failed would go on and commit.
+        return await self._write(self._transaction(forget), deadline=False)
 
     async def export_rollups(self, merchant_id: str, *, before_day: str,
                              ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
@@ -1014,7 +1018,8 @@ class SQLiteStore(Store):
                 (merchant_id, before_day))]
             return rows, sketches
 
-        return await self._read(read)
+        # No call deadline: a merchant's whole history may take longer to read.
+        return await self._read(read, deadline=False)
 
     async def add_rollups(self, rows: Sequence[tuple[RollupKey, tuple[int, ...]]],
                           sketches: Sequence[tuple[SketchKey, bytes]] = ()) -> None:
@@ -1024,11 +1029,15 @@ class SQLiteStore(Store):
             self._bump_rollups(conn, deltas)
             _add_to_sketches(conn, dict(sketches), merge=merge_sketches)
 
-        await self._write(self._transaction(bump))
+        # No call deadline (a lock still fails at the busy timeout): a whole history may
+        # take longer to write, and an import reported failed would go on and commit.
+        await self._write(self._transaction(bump), deadline=False)
 
     # --- secrets at rest -----------------------------------------------------------------------
     async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
-        return await self._write(functools.partial(self._reseal, only_plain=only_plain))
+        # No call deadline, as for migrations: it rewrites every stored secret.
+        return await self._write(functools.partial(self._reseal, only_plain=only_plain),
+                                 deadline=False)
 
     def _reseal(self, *, only_plain: bool) -> dict[str, int]:
         """Seal every stored secret under the current key (``only_plain``: only those
