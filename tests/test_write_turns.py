@@ -162,13 +162,12 @@ def test_a_killed_process_that_was_waiting_for_the_lock_never_holds_the_writer_u
 
 
 @pytest.mark.parametrize(("rows", "held", "expected"), [
-    (20_000, 8.0, 2_500),     # one busy CPU: a tenth of the rows, to hold it a second
-    (2_500, 0.25, 10_000),    # the CPU is free again: back up at the same pace
-    (20_000, 1.0, 20_000),
-    (600, 4.0, 500),          # however slow, a transaction takes 500 at least
-    (10, 0.0, 10_000_000),    # too quick to time: no limit worth the name
+    (20_000, 8.0, 6_250),     # one busy CPU: to hold it 2.5 s, not 8 s
+    (6_250, 0.5, 31_250),     # the CPU is free again: back up at the same pace
+    (20_000, 2.5, 20_000),
+    (600, 10.0, 500),         # however slow, a transaction takes 500 at least
+    (10, 0.0, 25_000_000),    # too quick to time: no limit worth the name
 ])
-def test_a_batchs_next_transaction_takes_what_fits_in_a_second_at_the_last_ones_pace(
+def test_a_batchs_next_transaction_takes_what_fits_in_its_hold_at_the_last_ones_pace(
         rows: int, held: float, expected: int) -> None:
-    assert _rows_within_hold(rows, held) == expected
-
+    assert _rows_within_hold(rows, held, 2.5) == expected

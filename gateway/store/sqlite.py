@@ -6,9 +6,8 @@ batch of clicks. Each transaction is a plain function run whole on its thread, s
 one hop from the loop, not one per statement.
 
 The click writer shares the one write lock with the gateway's own writes (console saves,
-WeCom callbacks), so it holds it briefly and lets them go first: a batch of clicks is
-written in transactions of about a second each (fewer rows when the CPU is busy), and
-each waits for the writes already waiting (turns.py).
+WeCom callbacks), so it lets them go first (turns.py), and a batch that would hold the
+lock past half the busy timeout (a saturated CPU) is written in several transactions.
 
 Every call waits at most ``timeout`` seconds (``storage.timeout_seconds``), for a lock held
 by another process as for a disk that stopped answering: then it fails as
@@ -132,13 +131,15 @@ _ROWS = 50
 _PRUNE_PAGE = 2000
 #: How often each process reads the log of changed links (SQLite can't notify).
 _LINK_POLL_SECONDS = 0.5
-#: The longest a batch of clicks holds the write lock at a stretch, in seconds: a console
-#: save or a WeCom callback waits about this long at most behind the click writer. A batch
-#: takes it in several transactions when it would take longer (a busy CPU: on one CPU the
-#: writer gets a tenth of it, and 20,000 clicks took 8 s).
-_LONGEST_HOLD = 1.0
-#: The fewest clicks a transaction of a batch takes, however slow: each transaction has a
-#: cost of its own (its visitor sketches are read and written whole).
+#: The longest a batch of clicks holds the write lock at a stretch, as a share of the
+#: busy timeout: a console save or a WeCom callback waiting behind the click writer gets
+#: the lock with half its time left. A batch takes it in several transactions only when
+#: it would take longer: on one saturated CPU, where the writer gets a tenth of it and
+#: 20,000 clicks took 8 s. Not always, and not shorter: every transaction reads and
+#: writes the sketches and rollup rows of the products it touches, so a batch cut in
+#: parts of 8,000 cost 1.7 times the CPU per click (bench/record.py, 10,000 products).
+_LONGEST_HOLD = 0.5
+#: The fewest clicks a transaction of a batch takes, however slow.
 _FEWEST_ROWS = 500
 
 
@@ -174,10 +175,10 @@ def _insert_new(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
     return fresh
 
 
-def _rows_within_hold(rows: int, held: float) -> int:
-    """Rows for the next transaction of a batch: as many as fit in ``_LONGEST_HOLD`` at the
-    pace of the last one, which held the lock ``held`` seconds for ``rows`` rows."""
-    return max(_FEWEST_ROWS, int(rows * _LONGEST_HOLD / max(held, 1e-6)))
+def _rows_within_hold(rows: int, held: float, longest: float) -> int:
+    """Rows for the next transaction of a batch: as many as fit in ``longest`` seconds at
+    the pace of the last one, which held the lock ``held`` seconds for ``rows`` rows."""
+    return max(_FEWEST_ROWS, int(rows * longest / max(held, 1e-6)))
 
 
 def _padded(items: Sequence[T]) -> list[list[T]]:
@@ -670,16 +671,17 @@ class SQLiteStore(Store):
 
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
-        """Store a batch, in transactions that each hold the write lock about
-        ``_LONGEST_HOLD`` at most, each after the short writes already waiting. A batch cut
-        in several is safe: rows already stored are skipped, and an event stored before its
-        click is attributed when the click comes."""
+        """Store a batch, after the short writes already waiting, in transactions that
+        hold the write lock about half the busy timeout at most (sized from the last one's
+        pace). A batch cut in several is safe: rows already stored are skipped, and an
+        event stored before its click is attributed when the click comes."""
         start, total = 0, max(len(clicks), len(events))
         while start < total:
             end = start + (self._batch_rows or total)
             part = clicks[start:end], events[start:end]
             held = await self._write(functools.partial(self._record_part, *part))
-            self._batch_rows = _rows_within_hold(max(map(len, part)), held)
+            self._batch_rows = _rows_within_hold(max(map(len, part)), held,
+                                                 self.busy_timeout * _LONGEST_HOLD)
             start = end
 
     def _record_part(self, clicks: Sequence[Click], events: Sequence[Event]) -> float:
