@@ -462,7 +462,7 @@ class LockProbe:
         try:
             while not self._stop.wait(self.every):
                 started = time.perf_counter()
-                with turns.waiting():
+                with turns.waiting(600):
                     conn.execute("BEGIN IMMEDIATE")
                     self.waits.append(time.perf_counter() - started)
                     conn.execute("ROLLBACK")

@@ -58,9 +58,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest one storage call may take (connecting, waiting for a connection or a "
             "lock, running its statements); past it the call fails as storage unavailable, "
             "so /readyz answers not-ready within this time when the database is silently "
-            "unreachable. Exempt: migrations on start, and the rare calls over a whole "
-            "history (privacy forget, rollups exported or imported, pruning, secrets "
-            "resealed), which a lock still fails within this time on SQLite.",
+            "unreachable. Exempt: migrations on start, and the rare commands over a whole "
+            "history (privacy forget, rollups exported or imported, pruning on "
+            "PostgreSQL, secrets resealed); on SQLite those that write still fail when "
+            "the write lock stays taken this long.",
             float, minimum=0.1),
     Setting("auth.secret", "",
             "HS256 signing key for API tokens. Empty: generated once into data_dir."),

@@ -6,8 +6,9 @@ batch of clicks. Each transaction is a plain function run whole on its thread, s
 one hop from the loop, not one per statement.
 
 The click writer shares the one write lock with the gateway's own writes (console saves,
-WeCom callbacks), so it lets them go first (turns.py), and a batch that would hold the
-lock past half the busy timeout (a saturated CPU) is written in several transactions.
+WeCom callbacks), so it lets them go first (turns.py), and once a transaction of its has
+held the lock past half the busy timeout (a saturated CPU), it writes its batches in
+smaller transactions until the pace is back.
 
 Every call waits at most ``timeout`` seconds (``storage.timeout_seconds``), for a lock held
 by another process as for a disk that stopped answering: then it fails as
@@ -15,7 +16,7 @@ StoreUnavailable. A thread can't be stopped, so one stuck on a disk finishes its
 on its own; the calls queued behind it fail at their own deadlines meanwhile. Opening the
 file (migrations) has no deadline, nor have the rare calls over a whole history (a
 visitor forgotten, a merchant's rollups exported or imported, secrets resealed), as on
-PostgreSQL: a lock still fails them at ``busy_timeout``.
+PostgreSQL: the writes among them still fail when the lock stays taken ``busy_timeout``.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ from .sql import (
     stats_row,
     with_unique_visitors,
 )
-from .turns import WriteTurns
+from .turns import POLL_SECONDS, WriteTurns
 
 __all__ = ["SQLiteStore"]
 
@@ -131,15 +132,17 @@ _ROWS = 50
 _PRUNE_PAGE = 2000
 #: How often each process reads the log of changed links (SQLite can't notify).
 _LINK_POLL_SECONDS = 0.5
-#: The longest a batch of clicks holds the write lock at a stretch, as a share of the
-#: busy timeout: a console save or a WeCom callback waiting behind the click writer gets
-#: the lock with half its time left. A batch takes it in several transactions only when
-#: it would take longer: on one saturated CPU, where the writer gets a tenth of it and
-#: 20,000 clicks took 8 s. Not always, and not shorter: every transaction reads and
-#: writes the sketches and rollup rows of the products it touches, so a batch cut in
-#: parts of 8,000 cost 1.7 times the CPU per click (bench/record.py, 10,000 products).
+#: The longest a batch of clicks should hold the write lock at a stretch, as a share of
+#: the busy timeout: a console save or a WeCom callback that begins waiting while the
+#: click writer holds it gets it with half its time left. A batch is cut in several
+#: transactions only once one has held it longer: on one saturated CPU, where the writer
+#: gets a tenth of it and 20,000 clicks took 8 s. Not always, and not shorter: every
+#: transaction reads and writes the sketches and rollup rows of the products it touches,
+#: so a batch cut in parts of 8,000 cost 1.7 times the CPU per click (bench/record.py,
+#: 10,000 products).
 _LONGEST_HOLD = 0.5
-#: The fewest clicks a transaction of a batch takes, however slow.
+#: The fewest clicks a transaction of a batch takes, however slow. A smaller one's time
+#: is mostly a transaction's own cost, and says nothing of the pace.
 _FEWEST_ROWS = 500
 
 
@@ -175,10 +178,16 @@ def _insert_new(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
     return fresh
 
 
-def _rows_within_hold(rows: int, held: float, longest: float) -> int:
-    """Rows for the next transaction of a batch: as many as fit in ``longest`` seconds at
-    the pace of the last one, which held the lock ``held`` seconds for ``rows`` rows."""
-    return max(_FEWEST_ROWS, int(rows * longest / max(held, 1e-6)))
+def _part_rows(limit: int | None, rows: int, held: float, longest: float) -> int | None:
+    """The rows a batch's transaction may take (None: a whole batch), after one of
+    ``rows`` rows held the lock ``held`` seconds while at most ``limit`` were allowed:
+    cut to what fits in ``longest`` at that pace once one held it longer, and let grow
+    again at the pace of one that held it less than half as long."""
+    if rows < _FEWEST_ROWS:
+        return limit
+    if held > longest or (limit is not None and held < longest / 2):
+        return max(_FEWEST_ROWS, int(rows * longest / max(held, 1e-6)))
+    return limit
 
 
 def _padded(items: Sequence[T]) -> list[list[T]]:
@@ -302,16 +311,21 @@ class SQLiteStore(Store):
         busy_timeout); ``secrets``: the box sealing stored secrets (default: a key that
         dies with this store, for tests and tools that never store secrets to keep)."""
         store = cls(path, busy_timeout, timeout_seconds, secrets)
-        await store._run(store._writer, store._open_writer, deadline=False)
-        if not store.secrets.ephemeral:
-            # Secrets stored by a version before sealing are sealed now, once.
-            await store._run(store._writer, functools.partial(store._reseal, only_plain=True),
-                             deadline=False)
-        await store._run(store._reader, store._open_reader, deadline=False)
-        # Where the log of changed links ends now: watch_links starts here, so a change
-        # made while the gateway warmed its link cache is not missed.
-        store._links_seen = await store._read(lambda: store._rconn.execute(
-            "SELECT coalesce(max(seq), 0) FROM link_changes").fetchone()[0])
+        try:
+            await store._run(store._writer, store._open_writer, deadline=False)
+            if not store.secrets.ephemeral:
+                # Secrets stored by a version before sealing are sealed now, once.
+                await store._run(store._writer,
+                                 functools.partial(store._reseal, only_plain=True),
+                                 deadline=False)
+            await store._run(store._reader, store._open_reader, deadline=False)
+            # Where the log of changed links ends now: watch_links starts here, so a change
+            # made while the gateway warmed its link cache is not missed.
+            store._links_seen = await store._read(lambda: store._rconn.execute(
+                "SELECT coalesce(max(seq), 0) FROM link_changes").fetchone()[0])
+        except BaseException:
+            await store.close()  # no connection, file or thread left behind
+            raise
         return store
 
     def _connect(self) -> sqlite3.Connection:
@@ -381,6 +395,7 @@ class SQLiteStore(Store):
                 self._write_conn.close()
             if self._turns is not None:
                 self._turns.close()
+                self._turns = None
 
         def close_read() -> None:
             if self._read_conn is not None:
@@ -429,11 +444,22 @@ class SQLiteStore(Store):
     async def _write(self, fn: Callable[[], T], *, deadline: bool = True) -> T:
         return await self._run(self._writer, fn, deadline=deadline)
 
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
-        """A short write: it goes before the click writer's next transaction (turns.py)."""
+    @property
+    def _turn_limit(self) -> float:
+        """The longest a write waits for its turn (turns.py) before it goes on without:
+        half its call's time, the other half for the write."""
+        return min(self.busy_timeout, self.timeout) / 2
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T], *,
+                     short: bool = True) -> Callable[[], T]:
+        """``fn`` in a write transaction. A ``short`` one goes before the click writer's
+        next transaction (turns.py); a long one (a forget, an import) waits its turn at the
+        lock like the click writer, which could not get past it anyway."""
         def run() -> T:
+            if not short:
+                return self._commit(fn)
             assert self._turns is not None, "store is not open"
-            with self._turns.waiting():
+            with self._turns.waiting(self._turn_limit):
                 return self._commit(fn)
 
         return run
@@ -671,26 +697,46 @@ class SQLiteStore(Store):
 
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
-        """Store a batch, after the short writes already waiting, in transactions that
-        hold the write lock about half the busy timeout at most (sized from the last one's
-        pace). A batch cut in several is safe: rows already stored are skipped, and an
-        event stored before its click is attributed when the click comes."""
+        """Store a batch, after the short writes that wait, in one transaction or, after
+        one held the lock too long, in parts sized at the last one's pace (``_part_rows``).
+        A batch cut in parts is safe: rows already stored are skipped, and an event stored
+        before its click is attributed when the click comes."""
         start, total = 0, max(len(clicks), len(events))
         while start < total:
             end = start + (self._batch_rows or total)
             part = clicks[start:end], events[start:end]
             held = await self._write(functools.partial(self._record_part, *part))
-            self._batch_rows = _rows_within_hold(max(map(len, part)), held,
-                                                 self.busy_timeout * _LONGEST_HOLD)
+            self._batch_rows = _part_rows(self._batch_rows, max(map(len, part)), held,
+                                          self.busy_timeout * _LONGEST_HOLD)
             start = end
 
     def _record_part(self, clicks: Sequence[Click], events: Sequence[Event]) -> float:
-        """One transaction of a batch; how long it held the lock."""
-        assert self._turns is not None, "store is not open"
-        self._turns.let_waiting_writes_in(self.busy_timeout)
+        """One transaction of a batch, begun once no short write waits; how long it held
+        the lock."""
+        conn = self._wconn
+        self._begin_after_waiting_writes(conn, self._turn_limit)
         began = time.monotonic()
-        self._commit(lambda conn: self._record(conn, clicks, events))
+        try:
+            self._record(conn, clicks, events)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
         return time.monotonic() - began
+
+    def _begin_after_waiting_writes(self, conn: sqlite3.Connection, limit: float) -> None:
+        """BEGIN IMMEDIATE, letting the short writes that wait go first: those waiting
+        before, and those that began waiting while this one waited for the lock (another
+        worker's click writer held it). After ``limit``, begin all the same."""
+        assert self._turns is not None, "store is not open"
+        deadline = time.monotonic() + limit
+        while True:
+            while self._turns.waiting_writes() and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+            conn.execute("BEGIN IMMEDIATE")
+            if time.monotonic() >= deadline or not self._turns.waiting_writes():
+                return
+            conn.execute("ROLLBACK")  # the lock is theirs first
 
     @staticmethod
     def _record(conn: sqlite3.Connection, clicks: Sequence[Click], events: Sequence[Event]) -> None:
@@ -999,7 +1045,7 @@ class SQLiteStore(Store):
 
         # No call deadline (a lock still fails at the busy timeout): the scan of a big
         # table may take longer, and a forget reported failed would go on and commit.
-        return await self._write(self._transaction(forget), deadline=False)
+        return await self._write(self._transaction(forget, short=False), deadline=False)
 
     async def export_rollups(self, merchant_id: str, *, before_day: str,
                              ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
@@ -1033,7 +1079,7 @@ class SQLiteStore(Store):
 
         # No call deadline (a lock still fails at the busy timeout): a whole history may
         # take longer to write, and an import reported failed would go on and commit.
-        await self._write(self._transaction(bump), deadline=False)
+        await self._write(self._transaction(bump, short=False), deadline=False)
 
     # --- secrets at rest -----------------------------------------------------------------------
     async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
@@ -1064,7 +1110,7 @@ class SQLiteStore(Store):
                                  "WHERE merchant_id = ? AND platform = ?", credentials)
                 return {"entries": len(entries), "app_credentials": len(credentials)}
 
-            counts = self._transaction(reseal)()
+            counts = self._transaction(reseal, short=False)()
             if any(counts.values()):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:

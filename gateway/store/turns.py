@@ -9,11 +9,17 @@ failed after ``storage.timeout_seconds`` (bench/run.py's lock probe, one CPU, 60
 saturating: 6 of 301 waits over 5 s).
 
 So a short write says that it is waiting: it holds a shared ``flock`` on
-``<database>-turns`` from before it asks for the lock until it has committed. Before each
-of its transactions the click writer lets such writes go first: it takes the same file
-exclusively, which it can only do while no write is waiting, and lets it go at once. It
-waits at most ``limit`` for that: a write that waits longer is not a short one. The kernel
-drops a process's flocks when it dies, so a killed gateway never holds the writer up.
+``<database>-turns`` from before it asks for the lock until it has committed. The click
+writer looks (``waiting_writes``) before and after it takes the lock for a transaction,
+and while a write waits it lets the lock go and waits for it to finish. Looking takes the
+file exclusively for two system calls; a short write that finds it so tries again for a
+while, then goes on without its turn (as before turns). The kernel drops a process's
+flocks when it dies, so a killed gateway never holds the writer up.
+
+The file holds nothing. It is made with the database's mode (and owner, when made by
+root), as SQLite makes its ``-wal`` and ``-shm``, so that whoever opens the database next
+can take turns too. Where it can't be opened at all, there are no turns: writes wait in
+SQLite's busy handler, as they did before.
 """
 
 from __future__ import annotations
@@ -25,43 +31,77 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["WriteTurns"]
+import structlog
 
-#: How often the click writer looks again while a write is waiting (it waits in a thread
-#: of its own, never on an event loop).
-_POLL_SECONDS = 0.005
+__all__ = ["POLL_SECONDS", "WriteTurns"]
+
+log = structlog.get_logger("linkloop.store")
+
+#: How often a wait here looks again (always on a storage thread, never on an event loop).
+POLL_SECONDS = 0.005
 
 
 class WriteTurns:
-    """The turns file of one SQLite database, opened by one process."""
+    """The turns file of one SQLite database, opened by one store (one open file: the
+    flocks of two stores in one process are as separate as two processes')."""
 
     def __init__(self, database: Path) -> None:
+        # The file itself, not the path it was reached by (a symlinked data directory):
+        # every process that opens the database must find the same turns file.
+        database = Path(os.path.realpath(database))
         self.path = database.with_name(database.name + "-turns")
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._fd = _open(self.path, database)
 
     @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
-        """Around a short write, from before it asks for the lock until it has committed."""
-        fcntl.flock(self._fd, fcntl.LOCK_SH)
+    def waiting(self, limit: float) -> Iterator[None]:
+        """Around a short write, from before it asks for the lock until it has committed.
+        Waits at most ``limit`` for its turn (a click writer looking), then goes on."""
+        taken = self._take(fcntl.LOCK_SH, limit)
         try:
             yield
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if taken:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def let_waiting_writes_in(self, limit: float) -> None:
-        """Before a long transaction: return once no short write is waiting, or after
-        ``limit`` seconds."""
+    def waiting_writes(self) -> bool:
+        """Whether a short write holds its turn now (the click writer's look)."""
+        if not self._take(fcntl.LOCK_EX, 0):
+            return self._fd >= 0
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return False
+
+    def _take(self, kind: int, limit: float) -> bool:
+        if self._fd < 0:
+            return False
         deadline = time.monotonic() + limit
         while True:
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self._fd, kind | fcntl.LOCK_NB)
+                return True
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    return
-                time.sleep(_POLL_SECONDS)
-                continue
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            return
+                    return False
+                time.sleep(POLL_SECONDS)
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _open(path: Path, database: Path) -> int:
+    """The turns file's descriptor; -1 (no turns) where it can't be opened."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        try:  # made by another user: a flock needs no write access
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("store.no_write_turns", path=str(path), error=str(exc))
+            return -1
+    with contextlib.suppress(OSError):  # not ours to change: it stays as its maker made it
+        made = os.stat(database)
+        os.fchmod(fd, made.st_mode & 0o666)
+        if os.geteuid() == 0:
+            os.fchown(fd, made.st_uid, made.st_gid)
+    return fd
