@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import secrets
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.secretbox import SecretBox
 from gateway.store import Event, Merchant
 from gateway.store.sqlite import SQLiteStore, _part_rows
 from gateway.store.turns import WriteTurns
@@ -109,11 +111,12 @@ async def test_a_write_that_begins_waiting_while_a_writer_waits_for_the_lock_goe
             await asyncio.sleep(0.2)
             save = asyncio.create_task(gateway.update_merchant("m2", name=f"Two {trial}"))
             await until(lambda: _someone_waits(_turns_file(path)), what="the save waits")
+            finished: list[str] = []
+            save.add_done_callback(lambda _, done=finished: done.append("save"))
+            batch.add_done_callback(lambda _, done=finished: done.append("batch"))
             writer_a.execute("ROLLBACK")
-            done, _ = await asyncio.wait({save, batch}, timeout=60,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            assert done == {save}, trial
-            await asyncio.wait_for(batch, 60)
+            await asyncio.wait_for(asyncio.gather(save, batch), 60)
+            assert finished == ["save", "batch"], trial
         rows = await gateway.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
                                    by="platform")
         assert [r.clicks for r in rows] == [15_000]
@@ -234,6 +237,49 @@ def test_the_turns_file_is_the_databases_however_it_is_reached(tmp_path: Path) -
         linked.close()
 
 
+async def test_a_store_opens_while_another_process_holds_the_write_lock(
+        tmp_path: Path) -> None:
+    # Every open asks whether a secret is stored unsealed; asking must not wait for the
+    # lock that a click writer behind a spike keeps taking.
+    path = tmp_path / "linkloop.db"
+    box = SecretBox([secrets.token_bytes(32)])
+    first = await SQLiteStore.open(path, busy_timeout=0.5, secrets=box)
+    await _two_merchants(first)
+    await first.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        store = await SQLiteStore.open(path, busy_timeout=0.5, secrets=box)
+        try:
+            assert [m.id for m in await store.list_merchants()] == ["m1", "m2"]
+        finally:
+            await store.close()
+    finally:
+        holder.close()
+
+
+def test_a_link_planted_as_the_turns_file_is_not_followed(tmp_path: Path) -> None:
+    # The data directory is the service's: a link there must not lead a command run as
+    # root to change (or hand over) another file.
+    database = tmp_path / "linkloop.db"
+    database.write_bytes(b"")
+    database.chmod(0o644)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"secret")
+    victim.chmod(0o600)
+    if os.geteuid() == 0:
+        os.chown(database, 65534, 65534)
+    _turns_file(database).symlink_to(victim)
+    turns = WriteTurns(database)
+    try:
+        with turns.waiting(0):  # no turns, no error: writes go on as before
+            assert not _someone_waits(victim)
+        found = victim.stat()
+        assert (found.st_mode & 0o777, found.st_uid) == (0o600, os.geteuid())
+    finally:
+        turns.close()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to make a file as another user's")
 def test_a_turns_file_made_by_root_belongs_to_the_databases_owner(tmp_path: Path) -> None:
     # `sudo linkloop user create ...` first, then the service as its own user: the file
@@ -249,6 +295,8 @@ def test_a_turns_file_made_by_root_belongs_to_the_databases_owner(tmp_path: Path
     (None, 20_000, 8.0, 6_250),     # one busy CPU: to hold it 2.5 s, not 8 s
     (6_250, 6_250, 0.5, 31_250),    # the CPU is free again: back up at that pace
     (6_250, 6_250, 2.0, 6_250),     # within the hold and not far below: as it is
+    (6_250, 634, 0.8, 6_250),       # a batch's short remainder tells no pace
+    (6_250, 6_250, 4.0, 3_906),     # slower still: smaller again
     (None, 20_000, 2.5, None),      # a whole batch within the hold: still whole
     (None, 20_000, 0.1, None),
     (None, 600, 10.0, 500),         # however slow, a part takes 500 at least

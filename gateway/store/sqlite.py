@@ -22,11 +22,13 @@ PostgreSQL: the writes among them still fail when the lock stays taken ``busy_ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, replace
 from pathlib import Path
@@ -86,6 +88,7 @@ from .rollup import (
     sketch_cells,
 )
 from .sealing import (
+    needs_reseal,
     open_credential_secret,
     open_entry_secrets,
     resealed_credentials,
@@ -181,13 +184,29 @@ def _insert_new(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
 def _part_rows(limit: int | None, rows: int, held: float, longest: float) -> int | None:
     """The rows a batch's transaction may take (None: a whole batch), after one of
     ``rows`` rows held the lock ``held`` seconds while at most ``limit`` were allowed:
-    cut to what fits in ``longest`` at that pace once one held it longer, and let grow
-    again at the pace of one that held it less than half as long."""
+    cut to what fits in ``longest`` at that pace once one held it longer; grown to that
+    pace again only by a full part that held it less than half as long (a smaller part's
+    time is more a transaction's own cost, and would tell a slower pace than the true)."""
     if rows < _FEWEST_ROWS:
         return limit
-    if held > longest or (limit is not None and held < longest / 2):
-        return max(_FEWEST_ROWS, int(rows * longest / max(held, 1e-6)))
+    fits = int(rows * longest / max(held, 1e-6))
+    if held > longest:
+        return max(_FEWEST_ROWS, fits)
+    if limit is not None and rows >= limit and held < longest / 2:
+        return max(limit, fits)
     return limit
+
+
+@contextlib.contextmanager
+def _rolled_back_on_error(conn: sqlite3.Connection) -> Iterator[None]:
+    """Whatever fails (a statement, COMMIT itself, a look at the turns), the connection is
+    left outside any transaction, never holding the write lock."""
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # SQLite may have rolled back already
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _padded(items: Sequence[T]) -> list[list[T]]:
@@ -447,33 +466,27 @@ class SQLiteStore(Store):
     @property
     def _turn_limit(self) -> float:
         """The longest a write waits for its turn (turns.py) before it goes on without:
-        half its call's time, the other half for the write."""
+        half its call's time or of the busy timeout, whichever is less. (A batch of clicks
+        may then wait up to the busy timeout more for the lock itself: in the gateway's
+        own process its call may fail meanwhile, and the batch is journaled and stored
+        again, once.)"""
         return min(self.busy_timeout, self.timeout) / 2
 
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T], *,
-                     short: bool = True) -> Callable[[], T]:
-        """``fn`` in a write transaction. A ``short`` one goes before the click writer's
-        next transaction (turns.py); a long one (a forget, an import) waits its turn at the
-        lock like the click writer, which could not get past it anyway."""
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
+        """``fn`` in a write transaction that goes before the click writer's next one
+        (turns.py): the click writer re-takes the lock within a millisecond of each
+        commit, and a write that waited in SQLite's busy handler alone kept missing it."""
         def run() -> T:
-            if not short:
-                return self._commit(fn)
             assert self._turns is not None, "store is not open"
             with self._turns.waiting(self._turn_limit):
-                return self._commit(fn)
+                conn = self._wconn
+                conn.execute("BEGIN IMMEDIATE")
+                with _rolled_back_on_error(conn):
+                    result = fn(conn)
+                    conn.execute("COMMIT")
+                return result
 
         return run
-
-    def _commit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._wconn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
 
     # --- merchants ---------------------------------------------------------------------------
     async def create_merchant(self, merchant: Merchant) -> Merchant:
@@ -714,14 +727,11 @@ class SQLiteStore(Store):
         """One transaction of a batch, begun once no short write waits; how long it held
         the lock."""
         conn = self._wconn
-        self._begin_after_waiting_writes(conn, self._turn_limit)
-        began = time.monotonic()
-        try:
+        with _rolled_back_on_error(conn):
+            self._begin_after_waiting_writes(conn, self._turn_limit)
+            began = time.monotonic()
             self._record(conn, clicks, events)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("COMMIT")
         return time.monotonic() - began
 
     def _begin_after_waiting_writes(self, conn: sqlite3.Connection, limit: float) -> None:
@@ -1045,7 +1055,7 @@ class SQLiteStore(Store):
 
         # No call deadline (a lock still fails at the busy timeout): the scan of a big
         # table may take longer, and a forget reported failed would go on and commit.
-        return await self._write(self._transaction(forget, short=False), deadline=False)
+        return await self._write(self._transaction(forget), deadline=False)
 
     async def export_rollups(self, merchant_id: str, *, before_day: str,
                              ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
@@ -1079,7 +1089,7 @@ class SQLiteStore(Store):
 
         # No call deadline (a lock still fails at the busy timeout): a whole history may
         # take longer to write, and an import reported failed would go on and commit.
-        await self._write(self._transaction(bump, short=False), deadline=False)
+        await self._write(self._transaction(bump), deadline=False)
 
     # --- secrets at rest -----------------------------------------------------------------------
     async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
@@ -1093,6 +1103,10 @@ class SQLiteStore(Store):
         file (secure_delete) and the write-ahead log is emptied after, so no plain copy
         lingers on a free page."""
         box, conn = self.secrets, self._wconn
+        if only_plain and not self._plain_secrets():
+            # Every open asks: the common answer takes no write lock (a click writer
+            # behind a spike would keep the opening process waiting).
+            return {"entries": 0, "app_credentials": 0}
         # On for this transaction (some builds, Debian's among them, have it on always).
         secure_delete = conn.execute("PRAGMA secure_delete").fetchone()[0]
         conn.execute("PRAGMA secure_delete = ON")
@@ -1110,12 +1124,20 @@ class SQLiteStore(Store):
                                  "WHERE merchant_id = ? AND platform = ?", credentials)
                 return {"entries": len(entries), "app_credentials": len(credentials)}
 
-            counts = self._transaction(reseal, short=False)()
+            counts = self._transaction(reseal)()
             if any(counts.values()):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.execute(f"PRAGMA secure_delete = {int(secure_delete)}")
         return counts
+
+    def _plain_secrets(self) -> bool:
+        """Whether any secret is stored unsealed (read outside a transaction: no lock)."""
+        conn = self._wconn
+        entries = (json.loads(stored) for (stored,) in conn.execute("SELECT secrets FROM entries"))
+        credentials = (stored for (stored,) in conn.execute("SELECT secret FROM app_credentials"))
+        return any(needs_reseal(self.secrets, stored, only_plain=True)
+                   for stored in itertools.chain(entries, credentials))
 
     # --- the WeCom entry point ---------------------------------------------------------------
     async def put_entry(self, entry: Entry) -> Entry:

@@ -18,8 +18,9 @@ flocks when it dies, so a killed gateway never holds the writer up.
 
 The file holds nothing. It is made with the database's mode (and owner, when made by
 root), as SQLite makes its ``-wal`` and ``-shm``, so that whoever opens the database next
-can take turns too. Where it can't be opened at all, there are no turns: writes wait in
-SQLite's busy handler, as they did before.
+can take turns too; an existing one is never changed, and never opened through a link.
+Where it can't be opened, there are no turns: writes wait in SQLite's busy handler, as
+they did before.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,18 +92,46 @@ class WriteTurns:
 
 
 def _open(path: Path, database: Path) -> int:
-    """The turns file's descriptor; -1 (no turns) where it can't be opened."""
+    """The turns file's descriptor; -1 (no turns) where it can't be opened.
+
+    Never through a link: the data directory is the service's, and a link planted there
+    must not lead a command run as root to another file (let alone hand it over)."""
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
-        try:  # made by another user: a flock needs no write access
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            log.warning("store.no_write_turns", path=str(path), error=str(exc))
-            return -1
-    with contextlib.suppress(OSError):  # not ours to change: it stays as its maker made it
-        made = os.stat(database)
-        os.fchmod(fd, made.st_mode & 0o666)
-        if os.geteuid() == 0:
-            os.fchown(fd, made.st_uid, made.st_gid)
+        fd = os.open(path, flags | os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fd = _existing(path, flags)
+    except OSError as exc:
+        return _none(path, exc)
+    else:  # made now: as SQLite makes its -wal and -shm
+        with contextlib.suppress(OSError):
+            made = os.stat(database)
+            os.fchmod(fd, made.st_mode & 0o666)
+            if os.geteuid() == 0:
+                os.fchown(fd, made.st_uid, made.st_gid)
+        return fd
+    if fd >= 0:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
+            os.close(fd)
+            return _none(path, OSError(f"{path} is not a plain file"))
     return fd
+
+
+def _existing(path: Path, flags: int) -> int:
+    """An existing turns file, read-write or, made by another user, read-only (a flock
+    needs no write access)."""
+    try:
+        return os.open(path, flags | os.O_RDWR)
+    except PermissionError:
+        try:
+            return os.open(path, flags | os.O_RDONLY)
+        except OSError as exc:
+            return _none(path, exc)
+    except OSError as exc:
+        return _none(path, exc)
+
+
+def _none(path: Path, exc: OSError) -> int:
+    log.warning("store.no_write_turns", path=str(path), error=str(exc))
+    return -1
