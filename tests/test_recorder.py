@@ -632,3 +632,47 @@ async def test_the_click_log_keeps_its_rows_while_storage_and_journal_fail(
     await _replayed_after_the_outage(recorder, blocker)
     assert _stored(store) == [("m1", 2, 1), ("m2", 1, 1)]
     await store.close()
+
+
+async def test_a_killed_gateways_click_log_is_stored_by_the_next_start(tmp_path: Path) -> None:
+    # Two gateways were killed with rows in their click logs (w1: clicks and events of both
+    # merchants; w2: one click only). The next start moves them to the journal, durably,
+    # removes their segments and stores them; while the journal fails, the segments stay.
+    store = await _two_merchants(tmp_path)
+    directory = tmp_path / "clicklog"
+    killed = ClickLog(directory, owner="w1")
+    for n in range(3):
+        killed.append(_row(n, ("m1", "m2")[n % 2]))
+        killed.append(_opened(n, ("m2", "m1")[n % 2]))
+    killed.close(done=False)  # what the kernel leaves of a killed process's log
+    other = ClickLog(directory, owner="w2")
+    other.append(_row(9, "m2"))
+    other.close(done=False)
+    segments = sorted(p.name for p in directory.glob("*.log"))
+    assert len(segments) == 2
+
+    journal = _break_journal(tmp_path)
+    broken = Recorder(store, Journal(journal), queue_size=100, flush_interval=60,
+                      batch_size=100, retry_max=0.1, clicklog=ClickLog(directory))
+    with structlog.testing.capture_logs() as logs:
+        broken.start()
+        await until(lambda: not broken.journal_ok, what="the journal failing")
+        await broken.close()
+    (failed,) = [e for e in logs if e["event"] == "recorder.journal_failed"]
+    assert failed["error"] and failed["error"] != "None"
+    assert not [e for e in logs if e["event"] == "recorder.clicklog_recovered"]
+    assert sorted(p.name for p in directory.glob("*.log")) == segments  # kept for next time
+
+    journal.unlink()
+    recorder = Recorder(store, Journal(journal), queue_size=100, flush_interval=60,
+                        batch_size=100, retry_max=0.1, clicklog=ClickLog(directory))
+    with structlog.testing.capture_logs() as logs:
+        recorder.start()
+        await until(lambda: _stored(store) == [("m1", 2, 1), ("m2", 2, 2)],
+                    what="the killed gateways' rows stored")
+        await recorder.close()
+    assert not list(directory.glob("*.log")) and not recorder.journal.has_rows()
+    assert sorted((e["file"], e["clicks"], e["events"]) for e in logs
+                  if e["event"] == "recorder.clicklog_recovered") == [
+        (segments[0], 3, 3), (segments[1], 1, 0)]
+    await store.close()
