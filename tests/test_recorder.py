@@ -244,12 +244,14 @@ class _Watched:
         self.store, self.segments = store, segments
         self.recorder: Recorder | None = None
         self.seen: list[tuple[int, int, int]] = []  # (clicks, pending, segment files)
+        self.oldest: list[float | None] = []  # the oldest pending row's time (writer lag)
 
-    async def record(self, clicks: list[Click], events: list[object]) -> None:
+    async def record(self, clicks: list[Click], events: list[Event]) -> None:
         assert self.recorder is not None
         self.seen.append((len(clicks), self.recorder.pending,
                           len(list(self.segments.glob("*.log")))))
-        await self.store.record(clicks, [])
+        self.oldest.append(self.recorder.oldest_pending)
+        await self.store.record(clicks, events)
 
 
 async def test_a_backlog_is_stored_a_batch_at_a_time(tmp_path: Path) -> None:
@@ -303,6 +305,62 @@ async def test_clicks_arriving_while_a_batch_is_written_are_counted_once(tmp_pat
     assert [(clicks, pending) for clicks, pending, _ in sink.seen] == [
         (30, 30), (70, 120), (50, 50)]
     assert (recorder.pending, await _clicks_counted(store)) == (0, 150)
+    await recorder.close()
+    await store.close()
+
+
+async def test_the_writer_lag_follows_the_oldest_row_still_in_the_click_log(
+        tmp_path: Path) -> None:
+    # GET /metrics' writer lag is the age of the oldest pending row: as a backlog is stored a
+    # batch at a time, it is the first row of the batch being written, then nothing.
+    store = await _open(tmp_path)
+    sink = _Watched(store, tmp_path / "clicklog")
+    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog"))
+    sink.recorder = recorder
+    for n in range(250):
+        recorder.click(_click(n)._replace(ts=1000.0 + n))
+    assert recorder.oldest_pending == 1000.0
+    await recorder.flush()
+    assert sink.oldest == [1000.0, 1100.0, 1200.0]
+    assert recorder.oldest_pending is None
+    recorder.click(_click(250)._replace(ts=2000.0))  # the log empty again: a new oldest
+    assert recorder.oldest_pending == 2000.0
+    await recorder.close()
+    await store.close()
+
+
+async def test_clicks_and_events_arriving_while_a_batch_is_written_are_counted_once(
+        tmp_path: Path) -> None:
+    # As above with events too: 15 clicks and 15 events are being written when 60 of each
+    # arrive. The batch cut meanwhile counted the 30 of both kinds; neither kind may be
+    # counted twice: pending steps down 30 -> 120 -> 50 -> 0.
+    store = await _two_merchants(tmp_path)
+    sink = _Watched(store, tmp_path / "clicklog")
+    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog"))
+    sink.recorder = recorder
+    _mixed(recorder, 15, 15)
+    arrived = False
+
+    async def record(clicks: list[Click], events: list[Event]) -> None:
+        nonlocal arrived
+        await _Watched.record(sink, clicks, events)
+        if not arrived:
+            arrived = True
+            for n in range(15, 75):
+                merchant = ("m1", "m2")[n % 2]
+                recorder.click(_row(n, merchant))
+                recorder.event(_opened(n, merchant))
+
+    sink.record = record  # type: ignore[method-assign]
+    await recorder.flush()
+    assert [(clicks, pending) for clicks, pending, _ in sink.seen] == [
+        (15, 30), (35, 120), (25, 50)]
+    assert (recorder.pending, recorder.written, recorder.clicks_written) == (0, 150, 75)
+    assert _stored(store) == [("m1", 38, 38), ("m2", 37, 37)]
     await recorder.close()
     await store.close()
 
