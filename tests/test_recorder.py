@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import structlog
 
 from gateway.clicklog import ClickLog
 from gateway.recorder import Journal, Recorder
-from gateway.store import Click, Event, Merchant
+from gateway.store import Click, Event, Merchant, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore
 
 from .wait import until
@@ -733,4 +734,59 @@ async def test_a_killed_gateways_click_log_is_stored_by_the_next_start(tmp_path:
     assert sorted((e["file"], e["clicks"], e["events"]) for e in logs
                   if e["event"] == "recorder.clicklog_recovered") == [
         (segments[0], 3, 3), (segments[1], 1, 0)]
+    await store.close()
+
+
+class _Away:
+    """Storage that refuses every write while ``away`` (as an unreachable database does),
+    and otherwise stores; it keeps each stored batch's (clicks, events) sizes."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.away = False
+        self.batches: list[tuple[int, int]] = []
+
+    async def record(self, clicks: list[Click], events: list[Event]) -> None:
+        if self.away:
+            raise StoreUnavailable("the database did not answer")
+        await self.store.record(clicks, events)
+        self.batches.append((len(clicks), len(events)))
+
+
+async def test_a_replay_after_an_outage_probes_with_the_files_first_lines_then_batches(
+        tmp_path: Path) -> None:
+    # The journal holds a dead worker's file of torn lines only, and this worker's rows:
+    # 2 clicks, 8 events, 10 clicks, then a click journaled in the outage. With storage
+    # away, a replay tries it with a file's first batch of lines (here the 2 clicks and 8
+    # events) before parsing the rest, which follows a batch at a time. A file whose
+    # first lines are all torn writes nothing, and does not stop the replay.
+    store = await _two_merchants(tmp_path)
+    sink = _Away(store)
+    journal = Journal(tmp_path / "journal")
+    dead = Journal(tmp_path / "journal", owner="a")  # sorts before w0
+    dead.pending.parent.mkdir(parents=True)
+    dead.pending.write_text('{"row": "click", "id": "m1c0\n{"row": "event", "id"\n')
+    old = os.stat(dead.pending).st_mtime - Journal.ORPHAN_AFTER - 1
+    os.utime(dead.pending, (old, old))
+    journal.append([_row(n, ("m1", "m2")[n % 2]) for n in range(2)]
+                   + [_opened(n, ("m2", "m1")[n % 2]) for n in range(8)]
+                   + [_row(n, ("m1", "m2")[n % 2]) for n in range(2, 12)])
+    recorder = Recorder(sink, journal, queue_size=100,  # type: ignore[arg-type]
+                        flush_interval=0.02, batch_size=10, retry_max=0.1)
+    sink.away = True
+    recorder.click(_row(12, "m1"))
+    await recorder.flush()  # storage away: journaled
+    assert not recorder.storage_ok and recorder.journaled == 1
+    sink.away = False
+    with structlog.testing.capture_logs() as logs:
+        recorder.start()
+        await until(lambda: not journal.has_rows(), what="the journal replayed")
+        await recorder.close()
+    assert sink.batches == [(2, 8), (10, 0), (1, 0)]
+    assert _stored(store) == [("m1", 7, 4), ("m2", 6, 4)]
+    assert [(e["event"], e["file"].split("-", 3)[3], e.get("lines"), e.get("clicks"),
+             e.get("events")) for e in logs if "file" in e] == [
+        ("recorder.journal_unreadable_lines", "pending-a.jsonl", 2, None, None),
+        ("recorder.journal_replayed", "pending-a.jsonl", None, 0, 0),
+        ("recorder.journal_replayed", "pending-w0.jsonl", None, 13, 8)]
     await store.close()
