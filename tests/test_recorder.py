@@ -790,3 +790,44 @@ async def test_a_replay_after_an_outage_probes_with_the_files_first_lines_then_b
         ("recorder.journal_replayed", "pending-a.jsonl", None, 0, 0),
         ("recorder.journal_replayed", "pending-w0.jsonl", None, 13, 8)]
     await store.close()
+
+
+async def test_while_the_click_log_fails_rows_wait_in_memory_and_it_is_tried_again(
+        tmp_path: Path) -> None:
+    # The click log's directory cannot be made (a file is in its place): rows go to memory
+    # and are stored from there; the failure is logged once, with its error, not per row.
+    # Once the disk is mended, the log takes rows again (tried again after a while), says
+    # so once.
+    store = await _two_merchants(tmp_path)
+    directory = tmp_path / "clicklog"
+    directory.write_text("a file where the click log's directory should be")
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1000,
+                        flush_interval=60, batch_size=1000, retry_max=0.1,
+                        clicklog=ClickLog(directory))
+    with structlog.testing.capture_logs() as logs:
+        recorder.click(_row(0, "m1"))
+        recorder.event(_opened(0, "m2"))
+        recorder.click(_row(1, "m2"))
+        assert recorder.pending == 3 and recorder.clicks_taken == 2
+        await recorder.flush()
+        assert _stored(store) == [("m1", 1, 0), ("m2", 1, 1)]
+        directory.unlink()
+        made = iter(range(2, 10_000))
+
+        def logged() -> bool:
+            n = next(made)
+            recorder.click(_row(n, ("m1", "m2")[n % 2]))
+            return directory.is_dir() and any(directory.glob("*.log"))
+
+        await until(logged, what="the click log taking rows again")
+        last = next(made)
+        recorder.click(_row(last, "m1"))
+        await recorder.flush()
+    assert [(e["event"], e.get("error")) for e in logs] == [
+        ("recorder.clicklog_failed", logs[0].get("error")), ("recorder.clicklog_back", None)]
+    assert logs[0]["error"] and logs[0]["error"] != "None"
+    assert (recorder.pending, recorder.clicks_written, recorder.written) == (
+        0, last + 1, last + 2)
+    assert sum(clicks for _, clicks, _ in _stored(store)) == last + 1
+    await recorder.close()
+    await store.close()
