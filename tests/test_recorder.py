@@ -329,6 +329,7 @@ async def test_the_writer_lag_follows_the_oldest_row_still_in_the_click_log(
     recorder.click(_click(250)._replace(ts=2000.0))  # the log empty again: a new oldest
     assert recorder.oldest_pending == 2000.0
     await recorder.close()
+    assert not list((tmp_path / "clicklog").glob("*.log"))  # all stored: nothing left over
     await store.close()
 
 
@@ -830,4 +831,67 @@ async def test_while_the_click_log_fails_rows_wait_in_memory_and_it_is_tried_aga
         0, last + 1, last + 2)
     assert sum(clicks for _, clicks, _ in _stored(store)) == last + 1
     await recorder.close()
+    await store.close()
+
+
+async def test_rows_held_in_memory_at_shutdown_are_counted_lost_by_kind(tmp_path: Path) -> None:
+    # Storage and the journal both fail. Memory holds the queue (2) and, past it, up to
+    # twice the queue (the default hold size): 1 click and 3 events; 2 clicks past that
+    # are dropped. Shutdown tries them once more (a batch of 2 fails, the rest keep their
+    # place), then counts all 4 lost: every click handed over is accounted for.
+    store = await _two_merchants(tmp_path)
+    _break_journal(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=2, flush_interval=60,
+                        batch_size=2, retry_max=0.1)
+    blocker = _lock(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        recorder.event(_opened(0, "m1"))
+        recorder.click(_row(0, "m2"))
+        recorder.event(_opened(1, "m2"))
+        recorder.event(_opened(2, "m1"))
+        recorder.click(_row(1, "m1"))  # memory full: dropped
+        recorder.click(_row(2, "m2"))
+        assert (recorder.pending, recorder.dropped, recorder.clicks_taken) == (4, 2, 3)
+        await recorder.close()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert (recorder.pending, recorder.dropped, recorder.clicks_dropped,
+            recorder.clicks_taken) == (0, 6, 3, 3)
+    assert [(e["event"], e.get("reason"), e.get("rows")) for e in logs
+            if e["event"] == "recorder.clicks_dropped"] == [
+        ("recorder.clicks_dropped", "memory_full", 1), ("recorder.clicks_dropped", "closing", 4)]
+    (closed,) = [e for e in logs if e["event"] == "recorder.closed"]
+    assert [closed.get(k) for k in ("written", "journaled", "overflowed", "dropped")] == [
+        0, 0, 0, 6]
+    assert _stored(store) == [("m1", 0, 0), ("m2", 0, 0)]
+    await store.close()
+
+
+async def test_rows_the_click_log_keeps_at_shutdown_are_stored_at_the_next_start(
+        tmp_path: Path) -> None:
+    # Shutdown with storage and the journal failing: the rows stay in the click log's
+    # segments (logged as left there, not lost), and the next start stores them.
+    store = await _two_merchants(tmp_path)
+    journal = _break_journal(tmp_path)
+    recorder = Recorder(store, Journal(journal), queue_size=1000, flush_interval=60,
+                        batch_size=100, retry_max=0.1, clicklog=ClickLog(tmp_path / "clicklog"))
+    blocker = _lock(tmp_path)
+    _mixed(recorder, 3, 2)
+    with structlog.testing.capture_logs() as logs:
+        await recorder.close()
+    assert [(e["event"], e.get("rows")) for e in logs if e["log_level"] == "warning"] == [
+        ("recorder.storage_failed", None), ("recorder.left_in_clicklog", 5)]
+    (closed,) = [e for e in logs if e["event"] == "recorder.closed"]
+    assert (closed["dropped"], recorder.dropped, recorder.pending) == (0, 0, 5)
+    assert list((tmp_path / "clicklog").glob("*.log"))
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    journal.unlink()
+    again = Recorder(store, Journal(journal), queue_size=1000, flush_interval=0.02,
+                     batch_size=100, retry_max=0.1, clicklog=ClickLog(tmp_path / "clicklog"))
+    again.start()
+    await until(lambda: _stored(store) == [("m1", 2, 1), ("m2", 1, 1)],
+                what="the rows left in the click log stored")
+    await again.close()
+    assert not list((tmp_path / "clicklog").glob("*.log"))
     await store.close()
