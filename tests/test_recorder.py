@@ -895,3 +895,38 @@ async def test_rows_the_click_log_keeps_at_shutdown_are_stored_at_the_next_start
     await again.close()
     assert not list((tmp_path / "clicklog").glob("*.log"))
     await store.close()
+
+
+async def test_in_an_outage_new_clicks_probe_storage_and_the_replay_waits_for_them(
+        tmp_path: Path) -> None:
+    # While clicks keep coming in an outage, each batch of new clicks probes storage and
+    # the journal stays put (a replay would be a second try of a struggling database per
+    # round). Once the clicks stop (a quiet night), the replay probes storage itself, and
+    # when storage is back, the journal is stored.
+    store = await _two_merchants(tmp_path)
+    sink = _Away(store)
+    tried: list[str] = []  # the click ids of every try, failed or not
+
+    async def record(clicks: list[Click], events: list[Event]) -> None:
+        tried.extend(c.id for c in clicks)
+        await _Away.record(sink, clicks, events)
+
+    sink.record = record  # type: ignore[method-assign]
+    sink.away = True
+    # A batch is one row, and the timer is an hour off: a round runs when a click comes.
+    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=100, flush_interval=3600, batch_size=1, retry_max=0.05)
+    recorder.start()
+    for n in range(5):
+        recorder.click(_row(n, ("m1", "m2")[n % 2]))
+        await until(lambda n=n: recorder.journaled == n + 1, what="the click journaled")
+    assert tried == [_row(n, ("m1", "m2")[n % 2]).id for n in range(5)]  # each tried once
+    recorder.flush_interval = 0.02  # the night: rounds on the timer, no clicks
+    recorder.click(_row(5, "m2"))  # wakes the task, now on the short timer
+    await until(lambda: len(tried) > len(set(tried)), what="the replay probing storage alone")
+    sink.away = False
+    await until(lambda: not recorder.journal.has_rows() and not recorder.pending,
+                what="the journal stored")
+    await recorder.close()
+    assert _stored(store) == [("m1", 3, 0), ("m2", 3, 0)]
+    await store.close()
