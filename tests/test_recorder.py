@@ -930,3 +930,35 @@ async def test_in_an_outage_new_clicks_probe_storage_and_the_replay_waits_for_th
     await recorder.close()
     assert _stored(store) == [("m1", 3, 0), ("m2", 3, 0)]
     await store.close()
+
+
+async def test_a_batch_filled_by_a_click_after_events_is_written_at_once(tmp_path: Path) -> None:
+    # In the click log a batch counts rows of both kinds: 3 events and then a click fill
+    # a batch of 4, which goes out at once (the timer is a minute off).
+    store = await _two_merchants(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1000,
+                        flush_interval=60, batch_size=4, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog"))
+    recorder.start()
+    for n in range(3):
+        recorder.event(_opened(n, ("m1", "m2")[n % 2]))
+    recorder.click(_row(0, "m2"))
+    await until(lambda: recorder.written == 4, what="the full batch written")
+    assert _stored(store) == [("m1", 0, 2), ("m2", 1, 1)]
+    await recorder.close()
+    await store.close()
+
+
+async def test_a_flush_writes_every_batch_held_in_memory(tmp_path: Path) -> None:
+    # Without a click log, 5 clicks and 3 events wait in memory in batches of 2: one
+    # flush stores them all, and the counters add up every batch.
+    store = await _two_merchants(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1000,
+                        flush_interval=60, batch_size=2, retry_max=0.1)
+    _mixed(recorder, 5, 3)
+    await recorder.flush()
+    assert (recorder.pending, recorder.written, recorder.clicks_written,
+            recorder.clicks_taken) == (0, 8, 5, 5)
+    assert _stored(store) == [("m1", 3, 2), ("m2", 2, 1)]
+    await recorder.close()
+    await store.close()
