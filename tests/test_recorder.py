@@ -962,3 +962,30 @@ async def test_a_flush_writes_every_batch_held_in_memory(tmp_path: Path) -> None
     assert _stored(store) == [("m1", 3, 2), ("m2", 2, 1)]
     await recorder.close()
     await store.close()
+
+
+async def test_a_journal_line_that_is_not_utf8_is_counted_and_the_rest_replayed(
+        tmp_path: Path) -> None:
+    # What an unsynced tail holds after a power cut is anything, not always text: such a
+    # line is unreadable like a torn one, and must not keep the file's other rows (or the
+    # files after it) from storage.
+    store = await _two_merchants(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    journal.append([_row(1, "m1"), _opened(1, "m2")])
+    with open(journal.pending, "ab") as fh:
+        fh.write(b'{"row": "click", "id": "\xe5\xbe\n\xff\xfe\x00junk\n')
+    journal.append([_row(2, "m2")])
+    later = Journal(tmp_path / "journal", owner="w9")  # sorts after: replayed in the round
+    later.append([_row(3, "m1")])
+    old = os.stat(later.pending).st_mtime - Journal.ORPHAN_AFTER - 1
+    os.utime(later.pending, (old, old))
+    recorder = Recorder(store, journal, queue_size=100, flush_interval=0.02, batch_size=100,
+                        retry_max=0.1)
+    with structlog.testing.capture_logs() as logs:
+        recorder.start()
+        await until(lambda: not journal.has_rows(), what="the journal replayed")
+        await recorder.close()
+    assert [e["lines"] for e in logs if e["event"] == "recorder.journal_unreadable_lines"] == [2]
+    assert not [e for e in logs if e["log_level"] == "error"]
+    assert _stored(store) == [("m1", 2, 0), ("m2", 1, 1)]
+    await store.close()
