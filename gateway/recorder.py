@@ -383,8 +383,11 @@ class Recorder:
         self._wake.clear()
 
     async def _run(self) -> None:
-        await self._claim_orphans()
-        await self._replay()
+        try:  # what earlier processes left: a failure here must not end the task either
+            await self._claim_orphans()
+            await self._replay()
+        except Exception:
+            log.exception("recorder.unexpected_error")
         while not self._closing:
             await self._pause()
             try:

@@ -989,3 +989,27 @@ async def test_a_journal_line_that_is_not_utf8_is_counted_and_the_rest_replayed(
     assert not [e for e in logs if e["log_level"] == "error"]
     assert _stored(store) == [("m1", 2, 0), ("m2", 1, 1)]
     await store.close()
+
+
+async def test_a_journal_file_that_cannot_be_read_at_start_does_not_stop_the_recorder(
+        tmp_path: Path) -> None:
+    # A journal entry the replay cannot open (here a directory where a dead worker's file
+    # was; as well a file another user owns): it is logged, and the clicks that come are
+    # still stored. The recorder task is the only way out for them.
+    store = await _two_merchants(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    odd = tmp_path / "journal" / "pending-a.jsonl"
+    odd.mkdir(parents=True)
+    old = os.stat(odd).st_mtime - Journal.ORPHAN_AFTER - 1
+    os.utime(odd, (old, old))
+    recorder = Recorder(store, journal, queue_size=100, flush_interval=0.02, batch_size=100,
+                        retry_max=0.1)
+    with structlog.testing.capture_logs() as logs:
+        recorder.start()
+        recorder.click(_row(1, "m1"))
+        recorder.event(_opened(1, "m2"))
+        await until(lambda: _stored(store) == [("m1", 1, 0), ("m2", 0, 1)],
+                    what="new rows stored")
+        await recorder.close()
+    assert "recorder.unexpected_error" in [e["event"] for e in logs]
+    await store.close()
