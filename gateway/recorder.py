@@ -117,12 +117,14 @@ class Journal:
         clicks: list[Click] = []
         events: list[Event] = []
         bad = 0
-        with open(path, encoding="utf-8") as fh:
+        # Bytes, decoded line by line: a torn or garbled tail need not be UTF-8, and it is
+        # one unreadable line, not a file (and a recorder task) that fails to read.
+        with open(path, "rb") as fh:
             for number, line in enumerate(fh):
                 if number == limit:
                     break
                 try:
-                    data = json.loads(line)
+                    data = json.loads(line.decode("utf-8"))
                     # Lines written before "row" said "kind": "click", or an event's own
                     # kind (which had overwritten "kind": "event").
                     row = data.pop("row") if "row" in data else (
@@ -381,8 +383,11 @@ class Recorder:
         self._wake.clear()
 
     async def _run(self) -> None:
-        await self._claim_orphans()
-        await self._replay()
+        try:  # what earlier processes left: a failure here must not end the task either
+            await self._claim_orphans()
+            await self._replay()
+        except Exception:
+            log.exception("recorder.unexpected_error")
         while not self._closing:
             await self._pause()
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import structlog
 
 from gateway.clicklog import ClickLog
 from gateway.recorder import Journal, Recorder
-from gateway.store import Click, Event, Merchant
+from gateway.store import Click, Event, Merchant, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore
 
 from .wait import until
@@ -244,12 +245,14 @@ class _Watched:
         self.store, self.segments = store, segments
         self.recorder: Recorder | None = None
         self.seen: list[tuple[int, int, int]] = []  # (clicks, pending, segment files)
+        self.oldest: list[float | None] = []  # the oldest pending row's time (writer lag)
 
-    async def record(self, clicks: list[Click], events: list[object]) -> None:
+    async def record(self, clicks: list[Click], events: list[Event]) -> None:
         assert self.recorder is not None
         self.seen.append((len(clicks), self.recorder.pending,
                           len(list(self.segments.glob("*.log")))))
-        await self.store.record(clicks, [])
+        self.oldest.append(self.recorder.oldest_pending)
+        await self.store.record(clicks, events)
 
 
 async def test_a_backlog_is_stored_a_batch_at_a_time(tmp_path: Path) -> None:
@@ -303,6 +306,63 @@ async def test_clicks_arriving_while_a_batch_is_written_are_counted_once(tmp_pat
     assert [(clicks, pending) for clicks, pending, _ in sink.seen] == [
         (30, 30), (70, 120), (50, 50)]
     assert (recorder.pending, await _clicks_counted(store)) == (0, 150)
+    await recorder.close()
+    await store.close()
+
+
+async def test_the_writer_lag_follows_the_oldest_row_still_in_the_click_log(
+        tmp_path: Path) -> None:
+    # GET /metrics' writer lag is the age of the oldest pending row: as a backlog is stored a
+    # batch at a time, it is the first row of the batch being written, then nothing.
+    store = await _open(tmp_path)
+    sink = _Watched(store, tmp_path / "clicklog")
+    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog"))
+    sink.recorder = recorder
+    for n in range(250):
+        recorder.click(_click(n)._replace(ts=1000.0 + n))
+    assert recorder.oldest_pending == 1000.0
+    await recorder.flush()
+    assert sink.oldest == [1000.0, 1100.0, 1200.0]
+    assert recorder.oldest_pending is None
+    recorder.click(_click(250)._replace(ts=2000.0))  # the log empty again: a new oldest
+    assert recorder.oldest_pending == 2000.0
+    await recorder.close()
+    assert not list((tmp_path / "clicklog").glob("*.log"))  # all stored: nothing left over
+    await store.close()
+
+
+async def test_clicks_and_events_arriving_while_a_batch_is_written_are_counted_once(
+        tmp_path: Path) -> None:
+    # As above with events too: 15 clicks and 15 events are being written when 60 of each
+    # arrive. The batch cut meanwhile counted the 30 of both kinds; neither kind may be
+    # counted twice: pending steps down 30 -> 120 -> 50 -> 0.
+    store = await _two_merchants(tmp_path)
+    sink = _Watched(store, tmp_path / "clicklog")
+    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog"))
+    sink.recorder = recorder
+    _mixed(recorder, 15, 15)
+    arrived = False
+
+    async def record(clicks: list[Click], events: list[Event]) -> None:
+        nonlocal arrived
+        await _Watched.record(sink, clicks, events)
+        if not arrived:
+            arrived = True
+            for n in range(15, 75):
+                merchant = ("m1", "m2")[n % 2]
+                recorder.click(_row(n, merchant))
+                recorder.event(_opened(n, merchant))
+
+    sink.record = record  # type: ignore[method-assign]
+    await recorder.flush()
+    assert [(clicks, pending) for clicks, pending, _ in sink.seen] == [
+        (15, 30), (35, 120), (25, 50)]
+    assert (recorder.pending, recorder.written, recorder.clicks_written) == (0, 150, 75)
+    assert _stored(store) == [("m1", 38, 38), ("m2", 37, 37)]
     await recorder.close()
     await store.close()
 
@@ -631,4 +691,327 @@ async def test_the_click_log_keeps_its_rows_while_storage_and_journal_fail(
             recorder.durable) == (0, 5, 3, True)
     await _replayed_after_the_outage(recorder, blocker)
     assert _stored(store) == [("m1", 2, 1), ("m2", 1, 1)]
+    await store.close()
+
+
+async def test_a_killed_gateways_click_log_is_stored_by_the_next_start(tmp_path: Path) -> None:
+    # Two gateways were killed with rows in their click logs (w1: clicks and events of both
+    # merchants; w2: one click only). The next start moves them to the journal, durably,
+    # removes their segments and stores them; while the journal fails, the segments stay.
+    store = await _two_merchants(tmp_path)
+    directory = tmp_path / "clicklog"
+    killed = ClickLog(directory, owner="w1")
+    for n in range(3):
+        killed.append(_row(n, ("m1", "m2")[n % 2]))
+        killed.append(_opened(n, ("m2", "m1")[n % 2]))
+    killed.close(done=False)  # what the kernel leaves of a killed process's log
+    other = ClickLog(directory, owner="w2")
+    other.append(_row(9, "m2"))
+    other.close(done=False)
+    segments = sorted(p.name for p in directory.glob("*.log"))
+    assert len(segments) == 2
+
+    journal = _break_journal(tmp_path)
+    broken = Recorder(store, Journal(journal), queue_size=100, flush_interval=60,
+                      batch_size=100, retry_max=0.1, clicklog=ClickLog(directory))
+    with structlog.testing.capture_logs() as logs:
+        broken.start()
+        await until(lambda: not broken.journal_ok, what="the journal failing")
+        await broken.close()
+    (failed,) = [e for e in logs if e["event"] == "recorder.journal_failed"]
+    assert failed["error"] and failed["error"] != "None"
+    assert not [e for e in logs if e["event"] == "recorder.clicklog_recovered"]
+    assert sorted(p.name for p in directory.glob("*.log")) == segments  # kept for next time
+
+    journal.unlink()
+    recorder = Recorder(store, Journal(journal), queue_size=100, flush_interval=60,
+                        batch_size=100, retry_max=0.1, clicklog=ClickLog(directory))
+    with structlog.testing.capture_logs() as logs:
+        recorder.start()
+        await until(lambda: _stored(store) == [("m1", 2, 1), ("m2", 2, 2)],
+                    what="the killed gateways' rows stored")
+        await recorder.close()
+    assert not list(directory.glob("*.log")) and not recorder.journal.has_rows()
+    assert sorted((e["file"], e["clicks"], e["events"]) for e in logs
+                  if e["event"] == "recorder.clicklog_recovered") == [
+        (segments[0], 3, 3), (segments[1], 1, 0)]
+    await store.close()
+
+
+class _Away:
+    """Storage that refuses every write while ``away`` (as an unreachable database does),
+    and otherwise stores; it keeps each stored batch's (clicks, events) sizes."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.away = False
+        self.batches: list[tuple[int, int]] = []
+
+    async def record(self, clicks: list[Click], events: list[Event]) -> None:
+        if self.away:
+            raise StoreUnavailable("the database did not answer")
+        await self.store.record(clicks, events)
+        self.batches.append((len(clicks), len(events)))
+
+
+async def test_a_replay_after_an_outage_probes_with_the_files_first_lines_then_batches(
+        tmp_path: Path) -> None:
+    # The journal holds a dead worker's file of torn lines only, and this worker's rows:
+    # 2 clicks, 8 events, 10 clicks, then a click journaled in the outage. With storage
+    # away, a replay tries it with a file's first batch of lines (here the 2 clicks and 8
+    # events) before parsing the rest, which follows a batch at a time. A file whose
+    # first lines are all torn writes nothing, and does not stop the replay.
+    store = await _two_merchants(tmp_path)
+    sink = _Away(store)
+    journal = Journal(tmp_path / "journal")
+    dead = Journal(tmp_path / "journal", owner="a")  # sorts before w0
+    dead.pending.parent.mkdir(parents=True)
+    dead.pending.write_text('{"row": "click", "id": "m1c0\n{"row": "event", "id"\n')
+    old = os.stat(dead.pending).st_mtime - Journal.ORPHAN_AFTER - 1
+    os.utime(dead.pending, (old, old))
+    journal.append([_row(n, ("m1", "m2")[n % 2]) for n in range(2)]
+                   + [_opened(n, ("m2", "m1")[n % 2]) for n in range(8)]
+                   + [_row(n, ("m1", "m2")[n % 2]) for n in range(2, 12)])
+    recorder = Recorder(sink, journal, queue_size=100,  # type: ignore[arg-type]
+                        flush_interval=0.02, batch_size=10, retry_max=0.1)
+    sink.away = True
+    recorder.click(_row(12, "m1"))
+    await recorder.flush()  # storage away: journaled
+    assert not recorder.storage_ok and recorder.journaled == 1
+    sink.away = False
+    with structlog.testing.capture_logs() as logs:
+        recorder.start()
+        await until(lambda: not journal.has_rows(), what="the journal replayed")
+        await recorder.close()
+    assert sink.batches == [(2, 8), (10, 0), (1, 0)]
+    assert _stored(store) == [("m1", 7, 4), ("m2", 6, 4)]
+    assert [(e["event"], e["file"].split("-", 3)[3], e.get("lines"), e.get("clicks"),
+             e.get("events")) for e in logs if "file" in e] == [
+        ("recorder.journal_unreadable_lines", "pending-a.jsonl", 2, None, None),
+        ("recorder.journal_replayed", "pending-a.jsonl", None, 0, 0),
+        ("recorder.journal_replayed", "pending-w0.jsonl", None, 13, 8)]
+    await store.close()
+
+
+async def test_while_the_click_log_fails_rows_wait_in_memory_and_it_is_tried_again(
+        tmp_path: Path) -> None:
+    # The click log's directory cannot be made (a file is in its place): rows go to memory
+    # and are stored from there; the failure is logged once, with its error, not per row.
+    # Once the disk is mended, the log takes rows again (tried again after a while), says
+    # so once.
+    store = await _two_merchants(tmp_path)
+    directory = tmp_path / "clicklog"
+    directory.write_text("a file where the click log's directory should be")
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1000,
+                        flush_interval=60, batch_size=1000, retry_max=0.1,
+                        clicklog=ClickLog(directory))
+    with structlog.testing.capture_logs() as logs:
+        recorder.click(_row(0, "m1"))
+        recorder.event(_opened(0, "m2"))
+        recorder.click(_row(1, "m2"))
+        assert recorder.pending == 3 and recorder.clicks_taken == 2
+        await recorder.flush()
+        assert _stored(store) == [("m1", 1, 0), ("m2", 1, 1)]
+        directory.unlink()
+        made = iter(range(2, 10_000))
+
+        def logged() -> bool:
+            n = next(made)
+            recorder.click(_row(n, ("m1", "m2")[n % 2]))
+            return directory.is_dir() and any(directory.glob("*.log"))
+
+        await until(logged, what="the click log taking rows again")
+        last = next(made)
+        recorder.click(_row(last, "m1"))
+        await recorder.flush()
+    assert [(e["event"], e.get("error")) for e in logs] == [
+        ("recorder.clicklog_failed", logs[0].get("error")), ("recorder.clicklog_back", None)]
+    assert logs[0]["error"] and logs[0]["error"] != "None"
+    assert (recorder.pending, recorder.clicks_written, recorder.written) == (
+        0, last + 1, last + 2)
+    assert sum(clicks for _, clicks, _ in _stored(store)) == last + 1
+    await recorder.close()
+    await store.close()
+
+
+async def test_rows_held_in_memory_at_shutdown_are_counted_lost_by_kind(tmp_path: Path) -> None:
+    # Storage and the journal both fail. Memory holds the queue (2) and, past it, up to
+    # twice the queue (the default hold size): 1 click and 3 events; 2 clicks past that
+    # are dropped. Shutdown tries them once more (a batch of 2 fails, the rest keep their
+    # place), then counts all 4 lost: every click handed over is accounted for.
+    store = await _two_merchants(tmp_path)
+    _break_journal(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=2, flush_interval=60,
+                        batch_size=2, retry_max=0.1)
+    blocker = _lock(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        recorder.event(_opened(0, "m1"))
+        recorder.click(_row(0, "m2"))
+        recorder.event(_opened(1, "m2"))
+        recorder.event(_opened(2, "m1"))
+        recorder.click(_row(1, "m1"))  # memory full: dropped
+        recorder.click(_row(2, "m2"))
+        assert (recorder.pending, recorder.dropped, recorder.clicks_taken) == (4, 2, 3)
+        await recorder.close()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert (recorder.pending, recorder.dropped, recorder.clicks_dropped,
+            recorder.clicks_taken) == (0, 6, 3, 3)
+    assert [(e["event"], e.get("reason"), e.get("rows")) for e in logs
+            if e["event"] == "recorder.clicks_dropped"] == [
+        ("recorder.clicks_dropped", "memory_full", 1), ("recorder.clicks_dropped", "closing", 4)]
+    (closed,) = [e for e in logs if e["event"] == "recorder.closed"]
+    assert [closed.get(k) for k in ("written", "journaled", "overflowed", "dropped")] == [
+        0, 0, 0, 6]
+    assert _stored(store) == [("m1", 0, 0), ("m2", 0, 0)]
+    await store.close()
+
+
+async def test_rows_the_click_log_keeps_at_shutdown_are_stored_at_the_next_start(
+        tmp_path: Path) -> None:
+    # Shutdown with storage and the journal failing: the rows stay in the click log's
+    # segments (logged as left there, not lost), and the next start stores them.
+    store = await _two_merchants(tmp_path)
+    journal = _break_journal(tmp_path)
+    recorder = Recorder(store, Journal(journal), queue_size=1000, flush_interval=60,
+                        batch_size=100, retry_max=0.1, clicklog=ClickLog(tmp_path / "clicklog"))
+    blocker = _lock(tmp_path)
+    _mixed(recorder, 3, 2)
+    with structlog.testing.capture_logs() as logs:
+        await recorder.close()
+    assert [(e["event"], e.get("rows")) for e in logs if e["log_level"] == "warning"] == [
+        ("recorder.storage_failed", None), ("recorder.left_in_clicklog", 5)]
+    (closed,) = [e for e in logs if e["event"] == "recorder.closed"]
+    assert (closed["dropped"], recorder.dropped, recorder.pending) == (0, 0, 5)
+    assert list((tmp_path / "clicklog").glob("*.log"))
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    journal.unlink()
+    again = Recorder(store, Journal(journal), queue_size=1000, flush_interval=0.02,
+                     batch_size=100, retry_max=0.1, clicklog=ClickLog(tmp_path / "clicklog"))
+    again.start()
+    await until(lambda: _stored(store) == [("m1", 2, 1), ("m2", 1, 1)],
+                what="the rows left in the click log stored")
+    await again.close()
+    assert not list((tmp_path / "clicklog").glob("*.log"))
+    await store.close()
+
+
+async def test_in_an_outage_new_clicks_probe_storage_and_the_replay_waits_for_them(
+        tmp_path: Path) -> None:
+    # While clicks keep coming in an outage, each batch of new clicks probes storage and
+    # the journal stays put (a replay would be a second try of a struggling database per
+    # round). Once the clicks stop (a quiet night), the replay probes storage itself, and
+    # when storage is back, the journal is stored.
+    store = await _two_merchants(tmp_path)
+    sink = _Away(store)
+    tried: list[str] = []  # the click ids of every try, failed or not
+
+    async def record(clicks: list[Click], events: list[Event]) -> None:
+        tried.extend(c.id for c in clicks)
+        await _Away.record(sink, clicks, events)
+
+    sink.record = record  # type: ignore[method-assign]
+    sink.away = True
+    # A batch is one row, and the timer is an hour off: a round runs when a click comes.
+    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                        queue_size=100, flush_interval=3600, batch_size=1, retry_max=0.05)
+    recorder.start()
+    for n in range(5):
+        recorder.click(_row(n, ("m1", "m2")[n % 2]))
+        await until(lambda n=n: recorder.journaled == n + 1, what="the click journaled")
+    assert tried == [_row(n, ("m1", "m2")[n % 2]).id for n in range(5)]  # each tried once
+    recorder.flush_interval = 0.02  # the night: rounds on the timer, no clicks
+    recorder.click(_row(5, "m2"))  # wakes the task, now on the short timer
+    await until(lambda: len(tried) > len(set(tried)), what="the replay probing storage alone")
+    sink.away = False
+    await until(lambda: not recorder.journal.has_rows() and not recorder.pending,
+                what="the journal stored")
+    await recorder.close()
+    assert _stored(store) == [("m1", 3, 0), ("m2", 3, 0)]
+    await store.close()
+
+
+async def test_a_batch_filled_by_a_click_after_events_is_written_at_once(tmp_path: Path) -> None:
+    # In the click log a batch counts rows of both kinds: 3 events and then a click fill
+    # a batch of 4, which goes out at once (the timer is a minute off).
+    store = await _two_merchants(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1000,
+                        flush_interval=60, batch_size=4, retry_max=0.1,
+                        clicklog=ClickLog(tmp_path / "clicklog"))
+    recorder.start()
+    for n in range(3):
+        recorder.event(_opened(n, ("m1", "m2")[n % 2]))
+    recorder.click(_row(0, "m2"))
+    await until(lambda: recorder.written == 4, what="the full batch written")
+    assert _stored(store) == [("m1", 0, 2), ("m2", 1, 1)]
+    await recorder.close()
+    await store.close()
+
+
+async def test_a_flush_writes_every_batch_held_in_memory(tmp_path: Path) -> None:
+    # Without a click log, 5 clicks and 3 events wait in memory in batches of 2: one
+    # flush stores them all, and the counters add up every batch.
+    store = await _two_merchants(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1000,
+                        flush_interval=60, batch_size=2, retry_max=0.1)
+    _mixed(recorder, 5, 3)
+    await recorder.flush()
+    assert (recorder.pending, recorder.written, recorder.clicks_written,
+            recorder.clicks_taken) == (0, 8, 5, 5)
+    assert _stored(store) == [("m1", 3, 2), ("m2", 2, 1)]
+    await recorder.close()
+    await store.close()
+
+
+async def test_a_journal_line_that_is_not_utf8_is_counted_and_the_rest_replayed(
+        tmp_path: Path) -> None:
+    # What an unsynced tail holds after a power cut is anything, not always text: such a
+    # line is unreadable like a torn one, and must not keep the file's other rows (or the
+    # files after it) from storage.
+    store = await _two_merchants(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    journal.append([_row(1, "m1"), _opened(1, "m2")])
+    with open(journal.pending, "ab") as fh:
+        fh.write(b'{"row": "click", "id": "\xe5\xbe\n\xff\xfe\x00junk\n')
+    journal.append([_row(2, "m2")])
+    later = Journal(tmp_path / "journal", owner="w9")  # sorts after: replayed in the round
+    later.append([_row(3, "m1")])
+    old = os.stat(later.pending).st_mtime - Journal.ORPHAN_AFTER - 1
+    os.utime(later.pending, (old, old))
+    recorder = Recorder(store, journal, queue_size=100, flush_interval=0.02, batch_size=100,
+                        retry_max=0.1)
+    with structlog.testing.capture_logs() as logs:
+        recorder.start()
+        await until(lambda: not journal.has_rows(), what="the journal replayed")
+        await recorder.close()
+    assert [e["lines"] for e in logs if e["event"] == "recorder.journal_unreadable_lines"] == [2]
+    assert not [e for e in logs if e["log_level"] == "error"]
+    assert _stored(store) == [("m1", 2, 0), ("m2", 1, 1)]
+    await store.close()
+
+
+async def test_a_journal_file_that_cannot_be_read_at_start_does_not_stop_the_recorder(
+        tmp_path: Path) -> None:
+    # A journal entry the replay cannot open (here a directory where a dead worker's file
+    # was; as well a file another user owns): it is logged, and the clicks that come are
+    # still stored. The recorder task is the only way out for them.
+    store = await _two_merchants(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    odd = tmp_path / "journal" / "pending-a.jsonl"
+    odd.mkdir(parents=True)
+    old = os.stat(odd).st_mtime - Journal.ORPHAN_AFTER - 1
+    os.utime(odd, (old, old))
+    recorder = Recorder(store, journal, queue_size=100, flush_interval=0.02, batch_size=100,
+                        retry_max=0.1)
+    with structlog.testing.capture_logs() as logs:
+        recorder.start()
+        recorder.click(_row(1, "m1"))
+        recorder.event(_opened(1, "m2"))
+        await until(lambda: _stored(store) == [("m1", 1, 0), ("m2", 0, 1)],
+                    what="new rows stored")
+        await recorder.close()
+    # At the start and in the round that stored the rows (its replay fails again).
+    assert {e["event"] for e in logs if e["log_level"] == "error"} == {
+        "recorder.unexpected_error"}
     await store.close()

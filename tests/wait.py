@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -19,8 +20,10 @@ __all__ = ["DEADLINE", "until", "until_sync"]
 
 T = TypeVar("T")
 
-#: Seconds a test waits for background work before calling it stuck.
-DEADLINE = 20.0
+#: Seconds a test waits for background work before calling it stuck. A mutation run may
+#: shorten it (``LINKLOOP_TEST_DEADLINE``): there a mutant that stops the work fails the
+#: test by waiting it out, hundreds of times over.
+DEADLINE = float(os.environ.get("LINKLOOP_TEST_DEADLINE", "20"))
 
 
 async def until(predicate: Callable[[], T | Awaitable[T]], *, within: float = DEADLINE,
