@@ -97,7 +97,8 @@ class Journal:
                 if not ours and info.st_mtime > stale:
                     continue  # a live process's file: leave it to its owner
                 if path.name.startswith(mine):
-                    claimed.append(path)
+                    if _touched(path):  # still being replayed: not an orphan for a while
+                        claimed.append(path)
                     continue
                 if path.name.startswith("pending-") and not info.st_size:
                     continue
@@ -106,7 +107,10 @@ class Journal:
                     path.rename(target)
                 except FileNotFoundError:
                     continue
-                claimed.append(target)
+                # A rename keeps the file's time: a dead worker's old rows, just claimed,
+                # would look orphaned to the other workers, and be replayed twice.
+                if _touched(target):
+                    claimed.append(target)
         return claimed
 
     @staticmethod
@@ -136,6 +140,15 @@ class Journal:
                 except (ValueError, TypeError, KeyError):
                     bad += 1
         return clicks, events, bad
+
+
+def _touched(path: Path) -> bool:
+    """Set the file's time to now; False if another process took it a moment ago."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class RowSink(Protocol):

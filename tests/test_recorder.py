@@ -597,6 +597,33 @@ def test_a_journal_claims_its_own_work_again_and_skips_what_is_not_due(tmp_path:
     assert live.pending.exists() and Journal.read(live.pending)[0] == [_row(1, "m1")]
 
 
+def test_rows_another_live_worker_has_claimed_are_left_to_it(tmp_path: Path) -> None:
+    # serve --workers: w1 takes a dead worker's old rows over and replays them; w0, looking
+    # for orphans meanwhile, must not take them from w1 (both would store them).
+    import os
+    import subprocess
+    import sys
+
+    directory = tmp_path / "journal"
+    dead = Journal(directory, owner="w3")
+    dead.append([_row(1, "m1"), _row(2, "m2")])
+    old = os.stat(dead.pending).st_mtime - Journal.ORPHAN_AFTER - 1
+    os.utime(dead.pending, (old, old))
+    w1 = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from gateway.recorder import Journal; "
+         "print(len(Journal(Path(sys.argv[1]), owner='w1').claim()), flush=True); "
+         "time.sleep(600)", str(directory)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert w1.stdout is not None and w1.stdout.readline() == "1\n"
+        assert Journal(directory, owner="w0").claim() == []
+        (work,) = directory.glob(f"work-{w1.pid}-*")
+        assert Journal.read(work)[0] == [_row(1, "m1"), _row(2, "m2")]
+    finally:
+        w1.kill()
+        w1.wait()
+
+
 async def test_outages_are_logged_once_each_way_with_what_failed(tmp_path: Path) -> None:
     # Storage and the journal each say when they fail (with the error, and for storage
     # when it is tried again) and when they are back: once per outage, however many
