@@ -10,13 +10,16 @@ file, as the gateway and its writer child have, and a real process for a killed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import secrets
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,13 +60,36 @@ async def _two_merchants(store: SQLiteStore) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
-async def test_a_write_waiting_for_the_lock_goes_before_the_click_writers_next_batch(
-        tmp_path: Path) -> None:
-    path = tmp_path / "linkloop.db"
+@contextlib.asynccontextmanager
+async def _gateway_writer_and_lock(
+        path: Path) -> AsyncIterator[tuple[SQLiteStore, SQLiteStore, sqlite3.Connection]]:
+    """The gateway's store and a click writer's on one file, and a plain connection that
+    holds the write lock when told (a batch of another writer's in progress)."""
     gateway = await SQLiteStore.open(path, busy_timeout=20)
     writer = await SQLiteStore.open(path, busy_timeout=20)
     holder = sqlite3.connect(path, isolation_level=None)
     try:
+        yield gateway, writer, holder
+    finally:
+        holder.close()
+        await writer.close()
+        await gateway.close()
+
+
+async def _finish_order(holder: sqlite3.Connection, **tasks: asyncio.Task[Any]) -> list[str]:
+    """Let the holder's lock go; the names of the tasks in the order they finish."""
+    finished: list[str] = []
+    for name, task in tasks.items():
+        task.add_done_callback(lambda _, name=name: finished.append(name))
+    holder.execute("ROLLBACK")
+    await asyncio.wait_for(asyncio.gather(*tasks.values()), 60)
+    return finished
+
+
+async def test_a_write_waiting_for_the_lock_goes_before_the_click_writers_next_batch(
+        tmp_path: Path) -> None:
+    path = tmp_path / "linkloop.db"
+    async with _gateway_writer_and_lock(path) as (gateway, writer, holder):
         p1, _ = await _two_merchants(gateway)
         holder.execute("BEGIN IMMEDIATE")  # a batch of the writer's, in progress
         save = asyncio.create_task(gateway.update_merchant("m2", name="Two, renamed"))
@@ -71,13 +97,8 @@ async def test_a_write_waiting_for_the_lock_goes_before_the_click_writers_next_b
         batch = asyncio.create_task(writer.record(
             [click(n, product=p1, visitor=f"v{n}") for n in range(20_000)], []))
         await asyncio.sleep(0)  # the batch is on the writer's thread, asking for the lock
-        holder.execute("ROLLBACK")  # that batch commits: who goes next?
-
-        finished: list[str] = []
-        save.add_done_callback(lambda _: finished.append("save"))
-        batch.add_done_callback(lambda _: finished.append("batch"))
-        await asyncio.wait_for(asyncio.gather(save, batch), 60)
-        assert finished == ["save", "batch"]
+        # That batch commits: who goes next?
+        assert await _finish_order(holder, save=save, batch=batch) == ["save", "batch"]
         renamed = await gateway.get_merchant("m2")
         assert renamed is not None and renamed.name == "Two, renamed"
         rows = await gateway.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
@@ -85,10 +106,6 @@ async def test_a_write_waiting_for_the_lock_goes_before_the_click_writers_next_b
         assert [r.clicks for r in rows] == [20_000]
         assert await gateway.stats("m2", from_day="2026-11-01", to_day="2026-11-01",
                                    by="platform") == []
-    finally:
-        holder.close()
-        await writer.close()
-        await gateway.close()
 
 
 async def test_a_write_that_begins_waiting_while_a_writer_waits_for_the_lock_goes_first(
@@ -96,10 +113,7 @@ async def test_a_write_that_begins_waiting_while_a_writer_waits_for_the_lock_goe
     # Several workers (serve --workers): writer B waits for the lock that A (another
     # worker's writer) holds; a save begins waiting after B looked. B must let it in.
     path = tmp_path / "linkloop.db"
-    gateway = await SQLiteStore.open(path, busy_timeout=20)
-    writer_b = await SQLiteStore.open(path, busy_timeout=20)
-    writer_a = sqlite3.connect(path, isolation_level=None)
-    try:
+    async with _gateway_writer_and_lock(path) as (gateway, writer_b, writer_a):
         p1, _ = await _two_merchants(gateway)
         for trial in range(3):
             writer_a.execute("BEGIN IMMEDIATE")
@@ -111,19 +125,11 @@ async def test_a_write_that_begins_waiting_while_a_writer_waits_for_the_lock_goe
             await asyncio.sleep(0.2)
             save = asyncio.create_task(gateway.update_merchant("m2", name=f"Two {trial}"))
             await until(lambda: _someone_waits(_turns_file(path)), what="the save waits")
-            finished: list[str] = []
-            save.add_done_callback(lambda _, done=finished: done.append("save"))
-            batch.add_done_callback(lambda _, done=finished: done.append("batch"))
-            writer_a.execute("ROLLBACK")
-            await asyncio.wait_for(asyncio.gather(save, batch), 60)
-            assert finished == ["save", "batch"], trial
+            assert await _finish_order(writer_a, save=save, batch=batch) == [
+                "save", "batch"], trial
         rows = await gateway.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
                                    by="platform")
         assert [r.clicks for r in rows] == [15_000]
-    finally:
-        writer_a.close()
-        await writer_b.close()
-        await gateway.close()
 
 
 async def test_a_batch_written_in_parts_counts_each_row_once(tmp_path: Path) -> None:
