@@ -9,6 +9,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -255,6 +256,17 @@ class _Watched:
         await self.store.record(clicks, events)
 
 
+def _watched_recorder(store: SQLiteStore, tmp_path: Path, **log: int,
+                      ) -> tuple[_Watched, Recorder]:
+    """A recorder with a click log, writing to a watched store in batches of 100, only
+    when told to flush."""
+    sink = _Watched(store, tmp_path / "clicklog")
+    sink.recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                             queue_size=1000, flush_interval=60, batch_size=100,
+                             retry_max=0.1, clicklog=ClickLog(tmp_path / "clicklog", **log))
+    return sink, sink.recorder
+
+
 async def test_a_backlog_is_stored_a_batch_at_a_time(tmp_path: Path) -> None:
     # 350 clicks wait in the click log (the writer behind a flash sale): they are stored a
     # batch of 100 at a time, and each batch, once stored, leaves /readyz's pending count
@@ -262,11 +274,7 @@ async def test_a_backlog_is_stored_a_batch_at_a_time(tmp_path: Path) -> None:
     # Segments hold ~25 clicks here: a batch spanning several is still one write (one
     # transaction, its clicks sharing rollup rows and sketch cells), not one per segment.
     store = await _open(tmp_path)
-    sink = _Watched(store, tmp_path / "clicklog")
-    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
-                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
-                        clicklog=ClickLog(tmp_path / "clicklog", segment_bytes=4096))
-    sink.recorder = recorder
+    sink, recorder = _watched_recorder(store, tmp_path, segment_bytes=4096)
     for n in range(350):
         recorder.click(_click(n))
     await recorder.flush()
@@ -287,11 +295,7 @@ async def test_clicks_arriving_while_a_batch_is_written_are_counted_once(tmp_pat
     # and 70 of the new ones. The 30 must not be counted again in it: pending steps down
     # 30 -> 120 -> 50 -> 0 and every click is stored once.
     store = await _open(tmp_path)
-    sink = _Watched(store, tmp_path / "clicklog")
-    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
-                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
-                        clicklog=ClickLog(tmp_path / "clicklog"))
-    sink.recorder = recorder
+    sink, recorder = _watched_recorder(store, tmp_path)
     for n in range(30):
         recorder.click(_click(n))
     arrivals = iter([range(30, 150)])
@@ -315,11 +319,7 @@ async def test_the_writer_lag_follows_the_oldest_row_still_in_the_click_log(
     # GET /metrics' writer lag is the age of the oldest pending row: as a backlog is stored a
     # batch at a time, it is the first row of the batch being written, then nothing.
     store = await _open(tmp_path)
-    sink = _Watched(store, tmp_path / "clicklog")
-    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
-                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
-                        clicklog=ClickLog(tmp_path / "clicklog"))
-    sink.recorder = recorder
+    sink, recorder = _watched_recorder(store, tmp_path)
     for n in range(250):
         recorder.click(_click(n)._replace(ts=1000.0 + n))
     assert recorder.oldest_pending == 1000.0
@@ -339,11 +339,7 @@ async def test_clicks_and_events_arriving_while_a_batch_is_written_are_counted_o
     # arrive. The batch cut meanwhile counted the 30 of both kinds; neither kind may be
     # counted twice: pending steps down 30 -> 120 -> 50 -> 0.
     store = await _two_merchants(tmp_path)
-    sink = _Watched(store, tmp_path / "clicklog")
-    recorder = Recorder(sink, Journal(tmp_path / "journal"),  # type: ignore[arg-type]
-                        queue_size=1000, flush_interval=60, batch_size=100, retry_max=0.1,
-                        clicklog=ClickLog(tmp_path / "clicklog"))
-    sink.recorder = recorder
+    sink, recorder = _watched_recorder(store, tmp_path)
     _mixed(recorder, 15, 15)
     arrived = False
 
@@ -385,6 +381,17 @@ async def _two_merchants(tmp_path: Path) -> SQLiteStore:
     store = await _open(tmp_path)
     await store.create_merchant(Merchant("m2", "Two"))
     return store
+
+
+async def _nowhere_to_put(tmp_path: Path, **options: Any,
+                          ) -> tuple[SQLiteStore, Recorder, sqlite3.Connection]:
+    """Two merchants' storage, locked by another process (its connection: the outage's
+    end), a broken journal, and a recorder over them that flushes only when told."""
+    store = await _two_merchants(tmp_path)
+    _break_journal(tmp_path)
+    recorder = Recorder(store, Journal(tmp_path / "journal"), flush_interval=60,
+                        retry_max=0.1, **options)
+    return store, recorder, _lock(tmp_path)
 
 
 def _stored(store: SQLiteStore) -> list[tuple[str, int, int]]:
@@ -493,11 +500,9 @@ async def test_when_memory_and_the_journal_are_full_what_is_held_dropped_and_log
     # up to hold_size (4) keep rows, and the rest are dropped, each counted, the loss
     # logged at once and not again within 10 s; the journal's failure logged once with
     # what it says. Mended, the journal takes the next overflow and rows are durable again.
-    store = await _two_merchants(tmp_path)
-    journal = _break_journal(tmp_path)
-    recorder = Recorder(store, Journal(journal), queue_size=2, flush_interval=60,
-                        batch_size=100, retry_max=0.1, hold_size=4)
-    blocker = _lock(tmp_path)
+    store, recorder, blocker = await _nowhere_to_put(tmp_path, queue_size=2, batch_size=100,
+                                                     hold_size=4)
+    journal = tmp_path / "journal"
     with structlog.testing.capture_logs() as logs:
         for n in range(2):  # clicks and events alike fill memory
             recorder.click(_row(n, ("m1", "m2")[n]))
@@ -666,11 +671,8 @@ async def test_outages_are_logged_once_each_way_with_what_failed(tmp_path: Path)
 
 async def test_a_loss_at_shutdown_is_logged_even_just_after_another(tmp_path: Path) -> None:
     # Drops in memory are logged at most every 10 s; the loss at shutdown always is.
-    store = await _two_merchants(tmp_path)
-    _break_journal(tmp_path)
-    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=1, flush_interval=60,
-                        batch_size=100, retry_max=0.1, hold_size=1)
-    blocker = _lock(tmp_path)
+    store, recorder, blocker = await _nowhere_to_put(tmp_path, queue_size=1, batch_size=100,
+                                                     hold_size=1)
     with structlog.testing.capture_logs() as logs:
         recorder.click(_row(1, "m1"))
         recorder.click(_row(2, "m2"))  # memory full: dropped
@@ -704,11 +706,9 @@ async def test_the_click_log_keeps_its_rows_while_storage_and_journal_fail(
         tmp_path: Path) -> None:
     # Neither storage nor the journal takes them: the rows stay in the click log, pending
     # (not durable meanwhile), until the journal is back and takes them all.
-    store = await _two_merchants(tmp_path)
-    journal = _break_journal(tmp_path)
-    recorder = Recorder(store, Journal(journal), queue_size=1000, flush_interval=60,
-                        batch_size=100, retry_max=0.1, clicklog=ClickLog(tmp_path / "clicklog"))
-    blocker = _lock(tmp_path)
+    store, recorder, blocker = await _nowhere_to_put(
+        tmp_path, queue_size=1000, batch_size=100, clicklog=ClickLog(tmp_path / "clicklog"))
+    journal = tmp_path / "journal"
     _mixed(recorder, 3, 2)
     await recorder.flush()
     assert (recorder.pending, recorder.journaled, recorder.durable) == (5, 0, False)
@@ -866,11 +866,7 @@ async def test_rows_held_in_memory_at_shutdown_are_counted_lost_by_kind(tmp_path
     # twice the queue (the default hold size): 1 click and 3 events; 2 clicks past that
     # are dropped. Shutdown tries them once more (a batch of 2 fails, the rest keep their
     # place), then counts all 4 lost: every click handed over is accounted for.
-    store = await _two_merchants(tmp_path)
-    _break_journal(tmp_path)
-    recorder = Recorder(store, Journal(tmp_path / "journal"), queue_size=2, flush_interval=60,
-                        batch_size=2, retry_max=0.1)
-    blocker = _lock(tmp_path)
+    store, recorder, blocker = await _nowhere_to_put(tmp_path, queue_size=2, batch_size=2)
     with structlog.testing.capture_logs() as logs:
         recorder.event(_opened(0, "m1"))
         recorder.click(_row(0, "m2"))
@@ -898,11 +894,9 @@ async def test_rows_the_click_log_keeps_at_shutdown_are_stored_at_the_next_start
         tmp_path: Path) -> None:
     # Shutdown with storage and the journal failing: the rows stay in the click log's
     # segments (logged as left there, not lost), and the next start stores them.
-    store = await _two_merchants(tmp_path)
-    journal = _break_journal(tmp_path)
-    recorder = Recorder(store, Journal(journal), queue_size=1000, flush_interval=60,
-                        batch_size=100, retry_max=0.1, clicklog=ClickLog(tmp_path / "clicklog"))
-    blocker = _lock(tmp_path)
+    store, recorder, blocker = await _nowhere_to_put(
+        tmp_path, queue_size=1000, batch_size=100, clicklog=ClickLog(tmp_path / "clicklog"))
+    journal = tmp_path / "journal"
     _mixed(recorder, 3, 2)
     with structlog.testing.capture_logs() as logs:
         await recorder.close()
