@@ -866,3 +866,34 @@ async def test_a_full_page_of_callbacks_is_followed_at_once_by_the_next(
         "unattributed": 51}
     assert {p: r["adds"] for p, r in (await _stats(gateway, other)).items()} == {
         "unattributed": 50}
+
+
+async def test_callbacks_are_worked_in_the_background_without_being_asked(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """The answer to WeCom wakes the worker: the add shows in the stats with no one
+    draining by hand, again for a second callback after the worker went back to sleep,
+    each at its own merchant."""
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+
+    async def adds(tenant: Tenant) -> dict[str, int]:
+        body = await (await gateway.get("/api/stats?by=platform", headers=tenant.auth)).json()
+        return {row["platform"]: row["adds"] for row in body["rows"]}
+
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for merchant, tenant in (("acme", acme), ("other", other)):
+            resp = await FakeWeCom.post(http, str(gateway.make_url(f"/wecom/callback/{merchant}")),
+                                        FakeWeCom.add_contact_event(None, f"wm{merchant}"))
+            assert resp.status == 200
+
+            async def counted(tenant: Tenant = tenant) -> bool:
+                return await adds(tenant) == {"unattributed": 1}
+
+            await until(counted, what=f"{merchant}'s add counted by the running worker")
+    assert await adds(acme) == await adds(other) == {"unattributed": 1}
