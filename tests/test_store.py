@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         path = tmp_path / "store.db"
 
         async def sqlite_fetch(query: str) -> list[tuple[Any, ...]]:
-            with contextlib.closing(sqlite3.connect(path)) as conn:
+            # Committed (``with conn``), as PostgreSQL's are: a test may seed rows this way.
+            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
                 return [_plain(r) for r in conn.execute(query)]
 
         yield Database("sqlite", lambda: SQLiteStore.open(path), sqlite_fetch)
@@ -319,6 +321,54 @@ async def test_callback_inbox_and_group_members(store: Store) -> None:
     assert await store.add_group_member("m1", "wr1", "wm_a")
     assert not await store.add_group_member("m1", "wr1", "wm_a")
     assert await store.add_group_member("m2", "wr1", "wm_a")
+
+
+async def test_prune_takes_every_merchants_raw_rows_before_the_day_and_done_callbacks(
+        database: Database, store: Store) -> None:
+    """Raw clicks, events and (as versions before the sketches wrote them) visitor rows
+    of days before the cutoff go, more than one page of them (2,000), for both merchants;
+    the cutoff day's stay. Worked callbacks received before the cutoff time go, those not
+    worked yet or received after it stay. The counts say what went."""
+    p1, p2 = await _two_products(store)
+    old, kept = "2026-01-31", "2026-02-01"
+    clicks = [click(n, product=p1, day=old, visitor=f"v{n}") for n in range(2001)]
+    clicks += [click(3000 + n, merchant="m2", product=p2, day=old) for n in range(3)]
+    clicks += [click(4000, product=p1, day=kept), click(4001, merchant="m2", product=p2, day=kept)]
+    events = [event(n, product_id=p1, day=old, click_id=f"click{n:08d}") for n in range(2)]
+    events += [event(10, merchant_id="m2", product_id=p2, day=old),
+               event(11, merchant_id="m2", product_id=p2, day=kept)]
+    await store.record(clicks, events)
+    for merchant, product, count in (("m1", p1, 2001), ("m2", p2, 2)):
+        for day in (old, kept):
+            await database.fetch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                f"WHERE i < {count}) INSERT INTO daily_visitors (merchant_id, product_id, day, "
+                f"platform, visitor) SELECT '{merchant}', {product}, '{day}', 'taobao', "
+                "'v' || i FROM n")
+    for merchant, nonce in (("m1", "worked"), ("m2", "waiting")):
+        assert await store.accept_callback(merchant, nonce, "<xml/>")
+    worked, waiting = await store.pending_callbacks(10)
+    await store.finish_callback(worked.id)
+    (received,), = await database.fetch("SELECT max(received_at) FROM wecom_inbox")
+    cutoff = received + 0.001
+    await until(lambda: time.time() > cutoff, what="the clock past the cutoff")
+    assert await store.accept_callback("m2", "worked-later", "<xml/>")
+    (later,) = [i for i in await store.pending_callbacks(10) if i.id != waiting.id]
+    await store.finish_callback(later.id)
+
+    counts = await store.prune_raw(before_day=kept, before_ts=cutoff)
+    # PostgreSQL drops a month's partition whole and counts none of its rows.
+    assert counts["clicks"] == (0 if counts.get("partitions_dropped") else 2004)
+    assert (counts["events"], counts["visitors"], counts["callbacks"]) == (3, 2003, 1)
+    for table, left in (("clicks", [("m1", kept), ("m2", kept)]),
+                        ("events", [("m2", kept)]),
+                        ("daily_visitors", [("m1", kept)] * 2001 + [("m2", kept)] * 2)):
+        assert sorted(await database.fetch(f"SELECT merchant_id, day FROM {table}")) == left
+    assert sorted(await database.fetch("SELECT merchant_id, nonce FROM wecom_inbox")) == [
+        ("m2", "waiting"), ("m2", "worked-later")]
+    again = await store.prune_raw(before_day=kept, before_ts=cutoff)
+    assert (again["clicks"], again["events"], again["visitors"], again["callbacks"]) == (
+        0, 0, 0, 0)
 
 
 # --- PostgreSQL only ------------------------------------------------------------------------
