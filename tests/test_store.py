@@ -186,6 +186,21 @@ async def test_many_links_in_one_read(store: Store) -> None:
     assert await store.links([]) == {}
 
 
+async def test_recent_links_are_the_last_changed_of_every_merchant(store: Store) -> None:
+    """The link cache warms with the links changed last, whoever's, newest first."""
+    await _merchants(store)
+    first = await _product(store, code="code0001")
+    theirs = await _product(store, "m2", code="code0002")
+    last = await _product(store, code="code0003")
+    await store.update_product("m1", first, {"title": "Tea, again"})
+    assert [(p.code, p.id) for p in await store.recent_links(2)] == [
+        ("code0001", first), ("code0003", last)]
+    every = await store.recent_links(10)
+    assert [(p.merchant_id, p.code, p.id) for p in every] == [
+        ("m1", "code0001", first), ("m1", "code0003", last), ("m2", "code0002", theirs)]
+    assert every[0].title == "Tea, again"
+
+
 async def test_keyset_pagination(store: Store) -> None:
     await _merchants(store)
     ids = [await _product(store, code=f"code{i:04d}") for i in range(5)]
