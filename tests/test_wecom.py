@@ -897,3 +897,32 @@ async def test_callbacks_are_worked_in_the_background_without_being_asked(
 
             await until(counted, what=f"{merchant}'s add counted by the running worker")
     assert await adds(acme) == await adds(other) == {"unattributed": 1}
+
+
+async def test_a_callback_stored_with_no_wake_is_worked_at_the_next_look(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """A callback another gateway stored (and crashed before working) wakes no worker
+    here: the running worker still finds it when its wait for a wake runs out (5 s),
+    and goes on waiting and working after that."""
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    assert gateway.app is not None
+    store = gateway.app[STORE]
+
+    async def adds(tenant: Tenant) -> dict[str, int]:
+        body = await (await gateway.get("/api/stats?by=platform", headers=tenant.auth)).json()
+        return {row["platform"]: row["adds"] for row in body["rows"]}
+
+    for merchant, tenant in (("acme", acme), ("other", other)):
+        assert await store.accept_callback(merchant, f"n-{merchant}",
+                                           FakeWeCom.add_contact_event(None, f"wm{merchant}"))
+
+        async def counted(tenant: Tenant = tenant) -> bool:
+            return await adds(tenant) == {"unattributed": 1}
+
+        await until(counted, what=f"{merchant}'s add found by the worker's own look")
+    assert await adds(acme) == await adds(other) == {"unattributed": 1}
