@@ -46,8 +46,9 @@ async def test_minted_links_are_scoped_and_expire(store: Store) -> None:  # noqa
     assert await store.minted_values(["tea", "cake", "pie", "none"], now=1000.0) == {
         "tea": {"url_link": URL, "scheme": "weixin://dl/business/?t=x", "wxacode": "tok"},
         "cake": {"url_link": "https://wxaurl.cn/Other"}}
-    # Past its expiry a link is no longer served; the code never expires.
-    assert await store.minted_values(["tea"], now=2001.0) == {"tea": {"wxacode": "tok"}}
+    # From its expiry on a link is no longer served; the code never expires.
+    for now in (2000.0, 2001.0):
+        assert await store.minted_values(["tea"], now=now) == {"tea": {"wxacode": "tok"}}
     assert await store.minted_image("tea") == ("tok", b"\xff\xd8jpeg")
     assert await store.minted_image("cake") is None
     # Replacing keeps one row per code and kind, every field as minted again (a changed
