@@ -339,11 +339,19 @@ async def test_callbacks_stored_before_a_restart_are_worked_after_it(
 
 
 async def test_app_session_closes_cleanly(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Closing the gateway stops its background work (the callback worker, the recorder,
+    the link watcher...): none of their tasks outlives it."""
+    import asyncio
+
     app = create_app(make_settings(tmp_path))
     client = await aiohttp_client(app)
     assert (await client.get("/healthz")).status == 200
+    running = {t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("linkloop-")}
+    assert "linkloop-wecom-callbacks" in running
     await client.close()
     assert isinstance(app, web.Application)
+    assert [t.get_name() for t in asyncio.all_tasks()
+            if t.get_name().startswith("linkloop-") and not t.done()] == []
 
 
 # --- after the add: the first chat, lost contacts, and the acquisition link's alerts ------
