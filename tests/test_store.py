@@ -343,14 +343,18 @@ async def test_prune_takes_every_merchants_raw_rows_before_the_day_and_done_call
     """Raw clicks, events and (as versions before the sketches wrote them) visitor rows
     of days before the cutoff go, more than one page of them (2,000), for both merchants;
     the cutoff day's stay. Worked callbacks received before the cutoff time go, those not
-    worked yet or received after it stay. The counts say what went."""
+    worked yet or received after it stay. The counts say what went. On PostgreSQL a month
+    partition that ends by the cutoff is dropped whole (its rows not counted), the rows of
+    older days in the default partition deleted."""
     p1, p2 = await _two_products(store)
-    old, kept = "2026-01-31", "2026-02-01"
+    old, older, kept = "2026-01-31", "2025-12-31", "2026-02-01"
+    if database.engine == "postgres":  # January has a partition, ending where the cutoff is
+        await database.fetch("SELECT ensure_click_partition('2026-01-01'::date)")
     clicks = [click(n, product=p1, day=old, visitor=f"v{n}") for n in range(2001)]
     # An id that sorts before any letter (as the generated ones can): the first page starts
     # before every id, not at some made-up one.
-    clicks.append(click(0, product=p1, day=old)._replace(id="0000first"))
-    clicks += [click(3000 + n, merchant="m2", product=p2, day=old) for n in range(3)]
+    clicks.append(click(0, product=p1, day=older)._replace(id="0000first"))
+    clicks += [click(3000 + n, merchant="m2", product=p2, day=older) for n in range(3)]
     clicks += [click(4000, product=p1, day=kept), click(4001, merchant="m2", product=p2, day=kept)]
     events = [event(n, product_id=p1, day=old, click_id=f"click{n:08d}") for n in range(2)]
     events += [event(10, merchant_id="m2", product_id=p2, day=old),
@@ -375,8 +379,12 @@ async def test_prune_takes_every_merchants_raw_rows_before_the_day_and_done_call
     await store.finish_callback(later.id)
 
     counts = await store.prune_raw(before_day=kept, before_ts=cutoff)
-    # PostgreSQL drops a month's partition whole and counts none of its rows.
-    assert counts["clicks"] == (0 if counts.get("partitions_dropped") else 2005)
+    if database.engine == "postgres":
+        assert counts.pop("partitions_dropped") == ["clicks_2026_01"]
+        assert counts["clicks"] == 4  # December's, from the default partition
+    else:
+        assert counts["clicks"] == 2005
+    assert set(counts) == {"clicks", "events", "visitors", "callbacks"}
     assert (counts["events"], counts["visitors"], counts["callbacks"]) == (3, 2003, 1)
     for table, left in (("clicks", [("m1", kept), ("m2", kept)]),
                         ("events", [("m2", kept)]),
@@ -390,6 +398,44 @@ async def test_prune_takes_every_merchants_raw_rows_before_the_day_and_done_call
 
 
 # --- PostgreSQL only ------------------------------------------------------------------------
+async def test_postgres_prune_gives_way_to_another_gateway_and_to_a_busy_partition(
+        pg_url: str, pg_schema: str) -> None:
+    """One gateway prunes at a time: while another holds the prune lock a prune deletes
+    nothing and says it skipped; each prune gives the lock back, so the next gateway's
+    runs. A month partition someone else is using is not waited for (past 2 s): a warning
+    names it, its old rows are deleted instead, and a later prune drops it."""
+    import structlog
+
+    first = await PostgresStore.open(pg_url, schema=pg_schema)
+    second = await PostgresStore.open(pg_url, schema=pg_schema)
+    other = await pg.connect(pg_url, pg_schema)
+    try:
+        p1, p2 = await _two_products(first)
+        await other.execute("SELECT ensure_click_partition('2026-01-01'::date)")
+        await first.record([click(1, product=p1, day="2026-01-31"),
+                            click(2, merchant="m2", product=p2, day="2026-01-31")], [])
+        key = f"linkloop:prune:{pg_schema}"
+        await other.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+        skipped = await first.prune_raw(before_day="2026-02-01", before_ts=0.0)
+        assert skipped["skipped"] and skipped["partitions_dropped"] == []
+        assert await other.fetchval("SELECT count(*) FROM clicks") == 2
+        await other.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
+        async with other.transaction():
+            await other.execute("LOCK TABLE clicks_2026_01 IN ACCESS SHARE MODE")
+            with structlog.testing.capture_logs() as logs:
+                busy = await first.prune_raw(before_day="2026-02-01", before_ts=0.0)
+        assert "skipped" not in busy
+        assert (busy["partitions_dropped"], busy["clicks"]) == ([], 2)
+        assert [(e["event"], e.get("partition")) for e in logs
+                if e["log_level"] == "warning"] == [("prune.partition_busy", "clicks_2026_01")]
+        again = await second.prune_raw(before_day="2026-02-01", before_ts=0.0)
+        assert "skipped" not in again and again["partitions_dropped"] == ["clicks_2026_01"]
+    finally:
+        await other.close()
+        await first.close()
+        await second.close()
+
+
 def _months(first: date, count: int) -> list[date]:
     """``count`` first days of months, from ``first``'s month on."""
     index = first.year * 12 + first.month - 1
