@@ -17,12 +17,14 @@ from typing import Any
 
 import pytest
 
+from gateway.secretbox import SecretBox
 from gateway.settings import load_settings
 from gateway.store import (
     COUNTERS,
     METRICS,
     Click,
     CodeTaken,
+    Credentials,
     Entry,
     EntryWay,
     Event,
@@ -50,6 +52,8 @@ class Database:
 
     engine: str
     open: Callable[[], Awaitable[Store]]
+    #: Open the store with that box sealing its secrets (``open`` uses a throwaway one).
+    open_sealed: Callable[[SecretBox], Awaitable[Store]]
     #: Rows of a query run on a plain connection (numbers as int, whatever the engine).
     fetch: Callable[[str], Awaitable[list[tuple[Any, ...]]]]
 
@@ -75,7 +79,8 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             with contextlib.closing(sqlite3.connect(path)) as conn, conn:
                 return [_plain(r) for r in conn.execute(query)]
 
-        yield Database("sqlite", lambda: SQLiteStore.open(path), sqlite_fetch)
+        yield Database("sqlite", lambda: SQLiteStore.open(path),
+                       lambda box: SQLiteStore.open(path, secrets=box), sqlite_fetch)
         return
     url = pg.postgres_url()
     async with pg.fresh_schema(url) as schema:
@@ -88,6 +93,7 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
                 await conn.close()
 
         yield Database("postgres", lambda: PostgresStore.open(url, schema=schema),
+                       lambda box: PostgresStore.open(url, schema=schema, secrets=box),
                        postgres_fetch)
 
 
@@ -184,6 +190,42 @@ async def test_many_links_in_one_read(store: Store) -> None:
     assert {code: p.id for code, p in found.items()} == ids
     assert found["code0007"].retired and not found["code0008"].retired
     assert await store.links([]) == {}
+
+
+async def test_reseal_puts_both_merchants_secrets_under_the_new_key(database: Database) -> None:
+    """After a key rotation (the new key first, the old one still opening), a reseal seals
+    every stored secret, both merchants' entries and app secret, under the new key and
+    says how many; then the old key can go: a box with only the new one reads them all. A
+    second reseal has nothing left to do."""
+    import secrets
+
+    old, new = secrets.token_bytes(32), secrets.token_bytes(32)
+    wanted = {m: {"corp_id": f"ww{m}", "secret": f"s-{m}"} for m in ("m1", "m2")}
+    store = await database.open_sealed(SecretBox([old]))
+    try:
+        await _merchants(store)
+        for merchant, sealed in wanted.items():
+            await store.put_entry(Entry(merchant, "contact_way", {"users": ["sales"]}, sealed))
+        await store.put_credentials(Credentials("m2", "wechat_miniprogram", "wxapp", "app-2"))
+    finally:
+        await store.close()
+    rotated = await database.open_sealed(SecretBox([new, old]))
+    try:
+        assert await rotated.reseal_secrets(only_plain=True) == {"entries": 0,
+                                                                 "app_credentials": 0}
+        assert await rotated.reseal_secrets() == {"entries": 2, "app_credentials": 1}
+        assert await rotated.reseal_secrets() == {"entries": 0, "app_credentials": 0}
+    finally:
+        await rotated.close()
+    only_new = await database.open_sealed(SecretBox([new]))
+    try:
+        for merchant, sealed in wanted.items():
+            entry = await only_new.get_entry(merchant)
+            assert entry is not None and entry.secrets == sealed
+        app = await only_new.get_credentials("m2", "wechat_miniprogram")
+        assert app is not None and app.secret == "app-2"
+    finally:
+        await only_new.close()
 
 
 async def test_recent_links_are_the_last_changed_of_every_merchant(store: Store) -> None:
