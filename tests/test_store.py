@@ -1074,6 +1074,38 @@ async def test_sqlite_hears_links_changed_by_other_processes(tmp_path: Path) -> 
         await store.close()
 
 
+async def test_sqlite_link_watcher_goes_on_after_a_failed_look(tmp_path: Path) -> None:
+    """A look at the log of changed links that fails (here the table is gone for a while)
+    is a warning saying why, and the watcher keeps looking: the change made while it
+    failed is heard once the log is back, then later ones, for both merchants' links."""
+    import structlog
+
+    path = tmp_path / "links.db"
+    store = await SQLiteStore.open(path)
+    heard: list[str | None] = []
+    with structlog.testing.capture_logs() as logs:
+        watcher = asyncio.create_task(store.watch_links(heard.append))
+        try:
+            await _merchants(store)
+            with sqlite3.connect(path) as other:  # another process takes the log away
+                other.execute("ALTER TABLE link_changes RENAME TO link_changes_away")
+            await until(lambda: any(e["event"] == "links.watch_failed" for e in logs),
+                        what="a failed look logged")
+            await _product(store, "m1", code="mine")  # logged in the table, wherever it is
+            with sqlite3.connect(path) as other:
+                other.execute("ALTER TABLE link_changes_away RENAME TO link_changes")
+            await until(lambda: heard == ["mine"], what="the change heard after the failure")
+            await _product(store, "m2", code="theirs")
+            await until(lambda: heard == ["mine", "theirs"], what="and the next one")
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await store.close()
+    failed = [e for e in logs if e["event"] == "links.watch_failed"]
+    assert failed and all("link_changes" in e["error"] for e in failed), failed
+
+
 async def test_sqlite_workers_opening_one_file_at_once_migrate_it_once(tmp_path: Path) -> None:
     path = tmp_path / "race.db"
     with sqlite3.connect(path) as conn:  # a database as version 4 left it
