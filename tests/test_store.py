@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,12 +17,14 @@ from typing import Any
 
 import pytest
 
+from gateway.secretbox import SecretBox
 from gateway.settings import load_settings
 from gateway.store import (
     COUNTERS,
     METRICS,
     Click,
     CodeTaken,
+    Credentials,
     Entry,
     EntryWay,
     Event,
@@ -49,6 +52,8 @@ class Database:
 
     engine: str
     open: Callable[[], Awaitable[Store]]
+    #: Open the store with that box sealing its secrets (``open`` uses a throwaway one).
+    open_sealed: Callable[[SecretBox], Awaitable[Store]]
     #: Rows of a query run on a plain connection (numbers as int, whatever the engine).
     fetch: Callable[[str], Awaitable[list[tuple[Any, ...]]]]
 
@@ -70,10 +75,12 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         path = tmp_path / "store.db"
 
         async def sqlite_fetch(query: str) -> list[tuple[Any, ...]]:
-            with contextlib.closing(sqlite3.connect(path)) as conn:
+            # Committed (``with conn``), as PostgreSQL's are: a test may seed rows this way.
+            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
                 return [_plain(r) for r in conn.execute(query)]
 
-        yield Database("sqlite", lambda: SQLiteStore.open(path), sqlite_fetch)
+        yield Database("sqlite", lambda: SQLiteStore.open(path),
+                       lambda box: SQLiteStore.open(path, secrets=box), sqlite_fetch)
         return
     url = pg.postgres_url()
     async with pg.fresh_schema(url) as schema:
@@ -86,6 +93,7 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
                 await conn.close()
 
         yield Database("postgres", lambda: PostgresStore.open(url, schema=schema),
+                       lambda box: PostgresStore.open(url, schema=schema, secrets=box),
                        postgres_fetch)
 
 
@@ -182,6 +190,57 @@ async def test_many_links_in_one_read(store: Store) -> None:
     assert {code: p.id for code, p in found.items()} == ids
     assert found["code0007"].retired and not found["code0008"].retired
     assert await store.links([]) == {}
+
+
+async def test_reseal_puts_both_merchants_secrets_under_the_new_key(database: Database) -> None:
+    """After a key rotation (the new key first, the old one still opening), a reseal seals
+    every stored secret, both merchants' entries and app secret, under the new key and
+    says how many; then the old key can go: a box with only the new one reads them all. A
+    second reseal has nothing left to do."""
+    import secrets
+
+    old, new = secrets.token_bytes(32), secrets.token_bytes(32)
+    wanted = {m: {"corp_id": f"ww{m}", "secret": f"s-{m}"} for m in ("m1", "m2")}
+    store = await database.open_sealed(SecretBox([old]))
+    try:
+        await _merchants(store)
+        for merchant, sealed in wanted.items():
+            await store.put_entry(Entry(merchant, "contact_way", {"users": ["sales"]}, sealed))
+        await store.put_credentials(Credentials("m2", "wechat_miniprogram", "wxapp", "app-2"))
+    finally:
+        await store.close()
+    rotated = await database.open_sealed(SecretBox([new, old]))
+    try:
+        assert await rotated.reseal_secrets(only_plain=True) == {"entries": 0,
+                                                                 "app_credentials": 0}
+        assert await rotated.reseal_secrets() == {"entries": 2, "app_credentials": 1}
+        assert await rotated.reseal_secrets() == {"entries": 0, "app_credentials": 0}
+    finally:
+        await rotated.close()
+    only_new = await database.open_sealed(SecretBox([new]))
+    try:
+        for merchant, sealed in wanted.items():
+            entry = await only_new.get_entry(merchant)
+            assert entry is not None and entry.secrets == sealed
+        app = await only_new.get_credentials("m2", "wechat_miniprogram")
+        assert app is not None and app.secret == "app-2"
+    finally:
+        await only_new.close()
+
+
+async def test_recent_links_are_the_last_changed_of_every_merchant(store: Store) -> None:
+    """The link cache warms with the links changed last, whoever's, newest first."""
+    await _merchants(store)
+    first = await _product(store, code="code0001")
+    theirs = await _product(store, "m2", code="code0002")
+    last = await _product(store, code="code0003")
+    await store.update_product("m1", first, {"title": "Tea, again"})
+    assert [(p.code, p.id) for p in await store.recent_links(2)] == [
+        ("code0001", first), ("code0003", last)]
+    every = await store.recent_links(10)
+    assert [(p.merchant_id, p.code, p.id) for p in every] == [
+        ("m1", "code0001", first), ("m1", "code0003", last), ("m2", "code0002", theirs)]
+    assert every[0].title == "Tea, again"
 
 
 async def test_keyset_pagination(store: Store) -> None:
@@ -321,7 +380,104 @@ async def test_callback_inbox_and_group_members(store: Store) -> None:
     assert await store.add_group_member("m2", "wr1", "wm_a")
 
 
+async def test_prune_takes_every_merchants_raw_rows_before_the_day_and_done_callbacks(
+        database: Database, store: Store) -> None:
+    """Raw clicks, events and (as versions before the sketches wrote them) visitor rows
+    of days before the cutoff go, more than one page of them (2,000), for both merchants;
+    the cutoff day's stay. Worked callbacks received before the cutoff time go, those not
+    worked yet or received after it stay. The counts say what went. On PostgreSQL a month
+    partition that ends by the cutoff is dropped whole (its rows not counted), the rows of
+    older days in the default partition deleted."""
+    p1, p2 = await _two_products(store)
+    old, older, kept = "2026-01-31", "2025-12-31", "2026-02-01"
+    if database.engine == "postgres":  # January has a partition, ending where the cutoff is
+        await database.fetch("SELECT ensure_click_partition('2026-01-01'::date)")
+    clicks = [click(n, product=p1, day=old, visitor=f"v{n}") for n in range(2001)]
+    # An id that sorts before any letter (as the generated ones can): the first page starts
+    # before every id, not at some made-up one.
+    clicks.append(click(0, product=p1, day=older)._replace(id="0000first"))
+    clicks += [click(3000 + n, merchant="m2", product=p2, day=older) for n in range(3)]
+    clicks += [click(4000, product=p1, day=kept), click(4001, merchant="m2", product=p2, day=kept)]
+    events = [event(n, product_id=p1, day=old, click_id=f"click{n:08d}") for n in range(2)]
+    events += [event(10, merchant_id="m2", product_id=p2, day=old),
+               event(11, merchant_id="m2", product_id=p2, day=kept)]
+    await store.record(clicks, events)
+    for merchant, product, count in (("m1", p1, 2001), ("m2", p2, 2)):
+        for day in (old, kept):
+            await database.fetch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                f"WHERE i < {count}) INSERT INTO daily_visitors (merchant_id, product_id, day, "
+                f"platform, visitor) SELECT '{merchant}', {product}, '{day}', 'taobao', "
+                "'v' || i FROM n")
+    for merchant, nonce in (("m1", "worked"), ("m2", "waiting")):
+        assert await store.accept_callback(merchant, nonce, "<xml/>")
+    worked, waiting = await store.pending_callbacks(10)
+    await store.finish_callback(worked.id)
+    (received,), = await database.fetch("SELECT max(received_at) FROM wecom_inbox")
+    cutoff = received + 0.001
+    await until(lambda: time.time() > cutoff, what="the clock past the cutoff")
+    assert await store.accept_callback("m2", "worked-later", "<xml/>")
+    (later,) = [i for i in await store.pending_callbacks(10) if i.id != waiting.id]
+    await store.finish_callback(later.id)
+
+    counts = await store.prune_raw(before_day=kept, before_ts=cutoff)
+    if database.engine == "postgres":
+        assert counts.pop("partitions_dropped") == ["clicks_2026_01"]
+        assert counts["clicks"] == 4  # December's, from the default partition
+    else:
+        assert counts["clicks"] == 2005
+    assert set(counts) == {"clicks", "events", "visitors", "callbacks"}
+    assert (counts["events"], counts["visitors"], counts["callbacks"]) == (3, 2003, 1)
+    for table, left in (("clicks", [("m1", kept), ("m2", kept)]),
+                        ("events", [("m2", kept)]),
+                        ("daily_visitors", [("m1", kept)] * 2001 + [("m2", kept)] * 2)):
+        assert sorted(await database.fetch(f"SELECT merchant_id, day FROM {table}")) == left
+    assert sorted(await database.fetch("SELECT merchant_id, nonce FROM wecom_inbox")) == [
+        ("m2", "waiting"), ("m2", "worked-later")]
+    again = await store.prune_raw(before_day=kept, before_ts=cutoff)
+    assert (again["clicks"], again["events"], again["visitors"], again["callbacks"]) == (
+        0, 0, 0, 0)
+
+
 # --- PostgreSQL only ------------------------------------------------------------------------
+async def test_postgres_prune_gives_way_to_another_gateway_and_to_a_busy_partition(
+        pg_url: str, pg_schema: str) -> None:
+    """One gateway prunes at a time: while another holds the prune lock a prune deletes
+    nothing and says it skipped; each prune gives the lock back, so the next gateway's
+    runs. A month partition someone else is using is not waited for (past 2 s): a warning
+    names it, its old rows are deleted instead, and a later prune drops it."""
+    import structlog
+
+    first = await PostgresStore.open(pg_url, schema=pg_schema)
+    second = await PostgresStore.open(pg_url, schema=pg_schema)
+    other = await pg.connect(pg_url, pg_schema)
+    try:
+        p1, p2 = await _two_products(first)
+        await other.execute("SELECT ensure_click_partition('2026-01-01'::date)")
+        await first.record([click(1, product=p1, day="2026-01-31"),
+                            click(2, merchant="m2", product=p2, day="2026-01-31")], [])
+        key = f"linkloop:prune:{pg_schema}"
+        await other.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+        skipped = await first.prune_raw(before_day="2026-02-01", before_ts=0.0)
+        assert skipped["skipped"] and skipped["partitions_dropped"] == []
+        assert await other.fetchval("SELECT count(*) FROM clicks") == 2
+        await other.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
+        async with other.transaction():
+            await other.execute("LOCK TABLE clicks_2026_01 IN ACCESS SHARE MODE")
+            with structlog.testing.capture_logs() as logs:
+                busy = await first.prune_raw(before_day="2026-02-01", before_ts=0.0)
+        assert "skipped" not in busy
+        assert (busy["partitions_dropped"], busy["clicks"]) == ([], 2)
+        assert [(e["event"], e.get("partition")) for e in logs
+                if e["log_level"] == "warning"] == [("prune.partition_busy", "clicks_2026_01")]
+        again = await second.prune_raw(before_day="2026-02-01", before_ts=0.0)
+        assert "skipped" not in again and again["partitions_dropped"] == ["clicks_2026_01"]
+    finally:
+        await other.close()
+        await first.close()
+        await second.close()
+
+
 def _months(first: date, count: int) -> list[date]:
     """``count`` first days of months, from ``first``'s month on."""
     index = first.year * 12 + first.month - 1
@@ -805,8 +961,10 @@ async def test_users_are_created_once_and_read_back(store: Store) -> None:
         0, 0.0, None, 0.0)
     with pytest.raises(UserExists):
         await store.create_user(_user(merchant="m2", role="merchant"))
-    with pytest.raises(StoreError):
+    # A login for a merchant that does not exist: said so (not "the email is taken").
+    with pytest.raises(StoreError, match="no merchant 'ghost'") as refused:
         await store.create_user(_user("bob@example.com", merchant="ghost"))
+    assert not isinstance(refused.value, UserExists)
     assert await store.get_user("bob@example.com") is None
     assert await store.get_user("nobody@example.com") is None
 
@@ -948,6 +1106,38 @@ async def test_sqlite_hears_links_changed_by_other_processes(tmp_path: Path) -> 
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await store.close()
+
+
+async def test_sqlite_link_watcher_goes_on_after_a_failed_look(tmp_path: Path) -> None:
+    """A look at the log of changed links that fails (here the table is gone for a while)
+    is a warning saying why, and the watcher keeps looking: the change made while it
+    failed is heard once the log is back, then later ones, for both merchants' links."""
+    import structlog
+
+    path = tmp_path / "links.db"
+    store = await SQLiteStore.open(path)
+    heard: list[str | None] = []
+    with structlog.testing.capture_logs() as logs:
+        watcher = asyncio.create_task(store.watch_links(heard.append))
+        try:
+            await _merchants(store)
+            with sqlite3.connect(path) as other:  # another process takes the log away
+                other.execute("ALTER TABLE link_changes RENAME TO link_changes_away")
+            await until(lambda: any(e["event"] == "links.watch_failed" for e in logs),
+                        what="a failed look logged")
+            await _product(store, "m1", code="mine")  # logged in the table, wherever it is
+            with sqlite3.connect(path) as other:
+                other.execute("ALTER TABLE link_changes_away RENAME TO link_changes")
+            await until(lambda: heard == ["mine"], what="the change heard after the failure")
+            await _product(store, "m2", code="theirs")
+            await until(lambda: heard == ["mine", "theirs"], what="and the next one")
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await store.close()
+    failed = [e for e in logs if e["event"] == "links.watch_failed"]
+    assert failed and all("link_changes" in e["error"] for e in failed), failed
 
 
 async def test_sqlite_workers_opening_one_file_at_once_migrate_it_once(tmp_path: Path) -> None:

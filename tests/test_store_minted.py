@@ -46,8 +46,9 @@ async def test_minted_links_are_scoped_and_expire(store: Store) -> None:  # noqa
     assert await store.minted_values(["tea", "cake", "pie", "none"], now=1000.0) == {
         "tea": {"url_link": URL, "scheme": "weixin://dl/business/?t=x", "wxacode": "tok"},
         "cake": {"url_link": "https://wxaurl.cn/Other"}}
-    # Past its expiry a link is no longer served; the code never expires.
-    assert await store.minted_values(["tea"], now=2001.0) == {"tea": {"wxacode": "tok"}}
+    # From its expiry on a link is no longer served; the code never expires.
+    for now in (2000.0, 2001.0):
+        assert await store.minted_values(["tea"], now=now) == {"tea": {"wxacode": "tok"}}
     assert await store.minted_image("tea") == ("tok", b"\xff\xd8jpeg")
     assert await store.minted_image("cake") is None
     # Replacing keeps one row per code and kind, every field as minted again (a changed
@@ -68,13 +69,16 @@ async def test_minted_links_are_scoped_and_expire(store: Store) -> None:  # noqa
 async def test_due_rows_are_claimed_once(store: Store) -> None:  # noqa: F811
     await _merchants(store)
     await store.put_minted(_link("m1", "tea", due_at=10.0))
-    await store.put_minted(_link("m2", "cake", due_at=20.0))
+    await store.put_minted(_link("m2", "cake", "wxacode", value="tok", image=b"\xff\xd8jpeg",
+                                 due_at=20.0))
     await store.put_minted(_link("m2", "pie", due_at=99.0))
     first, second = await asyncio.gather(store.claim_due_mints(50.0, 350.0, 10),
                                          store.claim_due_mints(50.0, 350.0, 10))
     claimed = sorted([*first, *second], key=lambda m: m.code)
+    # Images stay in the database: a renewal makes a new one.
     assert [(m.code, m.merchant_id, m.due_at, m.image) for m in claimed] == [
         ("cake", "m2", 350.0, None), ("tea", "m1", 350.0, None)]
+    assert await store.minted_image("cake") == ("tok", b"\xff\xd8jpeg")
     assert await store.claim_due_mints(60.0, 360.0, 10) == []  # leased, and pie not due
     # The longest overdue first.
     assert [m.code for m in await store.claim_due_mints(400.0, 700.0, 1)] == ["pie"]

@@ -339,11 +339,19 @@ async def test_callbacks_stored_before_a_restart_are_worked_after_it(
 
 
 async def test_app_session_closes_cleanly(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Closing the gateway stops its background work (the callback worker, the recorder,
+    the link watcher...): none of their tasks outlives it."""
+    import asyncio
+
     app = create_app(make_settings(tmp_path))
     client = await aiohttp_client(app)
     assert (await client.get("/healthz")).status == 200
+    running = {t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("linkloop-")}
+    assert "linkloop-wecom-callbacks" in running
     await client.close()
     assert isinstance(app, web.Application)
+    assert [t.get_name() for t in asyncio.all_tasks()
+            if t.get_name().startswith("linkloop-") and not t.done()] == []
 
 
 # --- after the add: the first chat, lost contacts, and the acquisition link's alerts ------
@@ -784,3 +792,145 @@ async def test_group_changes_that_are_no_join_are_ignored_and_logged(
             if e["event"] == "callback.ignored"] == [
         ("acme", "change_external_chat", "update"), ("acme", "change_external_chat", "create"),
         ("acme", "change_external_contact", "update")]
+
+
+async def test_a_callback_wecom_refuses_is_tried_five_times_then_let_go(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+) -> None:
+    """A join WeCom won't answer about is kept and tried again, each try a warning with
+    its count, and let go (an error, nothing counted) after the fifth; the callbacks after
+    it in the same batch are worked meanwhile, and one WeCom refuses only once counts."""
+    import structlog
+
+    wecom, _ = fake
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="group", chat_ids=["wrGroup1"], **CALLBACK_SECRETS)
+    assert gateway.app is not None
+    store, worker = gateway.app[STORE], gateway.app[CALLBACKS]
+    await worker.close()  # the worker stopped: the test drains by hand, try by try
+    assert await store.accept_callback("other", "n-join",
+                                       wecom.join_group("wrGroup1", "wmB", None))
+    assert await store.accept_callback("acme", "n-add",
+                                       FakeWeCom.add_contact_event(None, "wmEXT1"))
+    (join, add) = await store.pending_callbacks(10)
+    wecom.fail_with = 60011  # no privilege: every call to WeCom refused
+    with structlog.testing.capture_logs() as logs:
+        assert await worker.drain()  # something is left to try again
+        assert [item.id for item in await store.pending_callbacks(10)] == [join.id]
+        for _ in range(3):
+            assert await worker.drain()
+        assert await store.pending_callbacks(10)
+        assert not await worker.drain()  # the fifth try: let go
+        assert not await store.pending_callbacks(10)
+    assert wecom.calls.count("groupchat_get") == 5
+    tries = [(e["event"], e["item"], e["attempts"]) for e in logs
+             if e["event"] in ("callback.retry", "callback.abandoned")]
+    assert tries == [*(("callback.retry", join.id, n) for n in range(1, 5)),
+                     ("callback.abandoned", join.id, 5)]
+    # Each names WeCom's answer (the fake's errmsg), so a log reader sees why.
+    assert all("refused" in e["error"] for e in logs if e["event"] in ("callback.retry",
+                                                                        "callback.abandoned"))
+    assert add.merchant_id == "acme"
+    assert {p: r["adds"] for p, r in (await _stats(gateway, acme)).items()} == {
+        "unattributed": 1}
+    assert await _stats(gateway, other) == {}
+    # Refused once, then answered: the second try counts the join.
+    assert await store.accept_callback("other", "n-join-2",
+                                       wecom.join_group("wrGroup1", "wmC", None))
+    with structlog.testing.capture_logs() as logs:
+        assert await worker.drain()
+        wecom.fail_with = None
+        assert not await worker.drain()
+    assert [(e["event"], e["attempts"]) for e in logs if "attempts" in e] == [
+        ("callback.retry", 1)]
+    assert {p: r["adds"] for p, r in (await _stats(gateway, other)).items()} == {
+        "unattributed": 1}
+
+
+async def test_a_full_page_of_callbacks_is_followed_at_once_by_the_next(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """The worker reads 100 stored callbacks at a time; after a full page it says more may
+    be waiting (it comes back at once instead of sleeping), after the last page it doesn't."""
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    assert gateway.app is not None
+    store, worker = gateway.app[STORE], gateway.app[CALLBACKS]
+    await worker.close()
+    for n in range(101):
+        assert await store.accept_callback(
+            ("acme", "other")[n % 2], f"n-{n}",
+            FakeWeCom.add_contact_event(None, f"wmEXT{n}"))
+    assert await worker.drain()
+    assert len(await store.pending_callbacks(200)) == 1
+    assert not await worker.drain()
+    assert not await store.pending_callbacks(200)
+    assert {p: r["adds"] for p, r in (await _stats(gateway, acme)).items()} == {
+        "unattributed": 51}
+    assert {p: r["adds"] for p, r in (await _stats(gateway, other)).items()} == {
+        "unattributed": 50}
+
+
+async def test_callbacks_are_worked_in_the_background_without_being_asked(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """The answer to WeCom wakes the worker: the add shows in the stats with no one
+    draining by hand, again for a second callback after the worker went back to sleep,
+    each at its own merchant."""
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+
+    async def adds(tenant: Tenant) -> dict[str, int]:
+        body = await (await gateway.get("/api/stats?by=platform", headers=tenant.auth)).json()
+        return {row["platform"]: row["adds"] for row in body["rows"]}
+
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for merchant, tenant in (("acme", acme), ("other", other)):
+            resp = await FakeWeCom.post(http, str(gateway.make_url(f"/wecom/callback/{merchant}")),
+                                        FakeWeCom.add_contact_event(None, f"wm{merchant}"))
+            assert resp.status == 200
+
+            async def counted(tenant: Tenant = tenant) -> bool:
+                return await adds(tenant) == {"unattributed": 1}
+
+            await until(counted, what=f"{merchant}'s add counted by the running worker")
+    assert await adds(acme) == await adds(other) == {"unattributed": 1}
+
+
+async def test_a_callback_stored_with_no_wake_is_worked_at_the_next_look(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """A callback another gateway stored (and crashed before working) wakes no worker
+    here: the running worker still finds it when its wait for a wake runs out (5 s),
+    and goes on waiting and working after that."""
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    assert gateway.app is not None
+    store = gateway.app[STORE]
+
+    async def adds(tenant: Tenant) -> dict[str, int]:
+        body = await (await gateway.get("/api/stats?by=platform", headers=tenant.auth)).json()
+        return {row["platform"]: row["adds"] for row in body["rows"]}
+
+    for merchant, tenant in (("acme", acme), ("other", other)):
+        assert await store.accept_callback(merchant, f"n-{merchant}",
+                                           FakeWeCom.add_contact_event(None, f"wm{merchant}"))
+
+        async def counted(tenant: Tenant = tenant) -> bool:
+            return await adds(tenant) == {"unattributed": 1}
+
+        await until(counted, what=f"{merchant}'s add found by the worker's own look")
+    assert await adds(acme) == await adds(other) == {"unattributed": 1}
