@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import sqlite3
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from gateway.secretbox import SecretBox
-from gateway.store import Event, Merchant
+from gateway.store import Event, Merchant, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore, _part_rows
 from gateway.store.turns import WriteTurns
 
@@ -264,6 +265,59 @@ async def test_a_store_opens_while_another_process_holds_the_write_lock(
         holder.close()
 
 
+async def test_a_batch_that_finds_the_lock_taken_fails_as_storage_unavailable(
+        tmp_path: Path) -> None:
+    # The recorder journals a batch whose write failed as StoreUnavailable, and stores it
+    # later; an empty batch takes no lock at all. The store writes again after.
+    path = tmp_path / "linkloop.db"
+    store = await SQLiteStore.open(path, busy_timeout=0.2, timeout_seconds=10)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        p1, p2 = await _two_merchants(store)
+        batch = [click(1, product=p1), click(2, merchant="m2", product=p2)]
+        holder.execute("BEGIN IMMEDIATE")
+        await store.record([], [])
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await store.record(batch, [])
+        holder.execute("ROLLBACK")
+        await store.record(batch, [])
+        assert [[r.clicks for r in await store.stats(
+            m, from_day="2026-11-01", to_day="2026-11-01", by="platform")]
+            for m in ("m1", "m2")] == [[1], [1]]
+    finally:
+        holder.close()
+        await store.close()
+
+
+@pytest.mark.parametrize("table", ["entries", "app_credentials"])
+async def test_an_open_seals_a_plain_secret_of_either_kind_alone(
+        tmp_path: Path, table: str) -> None:
+    # The open reads first whether anything is plain: a plain credential with no plain
+    # entry (or the other way round) is still found and sealed.
+    path = tmp_path / "linkloop.db"
+    box = SecretBox([secrets.token_bytes(32)])
+    store = await SQLiteStore.open(path, secrets=box)
+    await _two_merchants(store)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO entries (merchant_id, kind, config, secrets, updated_at) VALUES "
+            "('m1', 'acquisition_link', '{}', ?, 1)",
+            (json.dumps({"secret": "plain-entry"} if table == "entries"
+                        else box.seal(json.dumps({"secret": "x"}), "entries/m1")),))
+        conn.execute(
+            "INSERT INTO app_credentials (merchant_id, platform, app_id, secret, updated_at) "
+            "VALUES ('m2', 'wechat_miniprogram', 'wx1234567890abcdef', ?, 1)",
+            ("plain-credential" if table == "app_credentials"
+             else box.seal("x", "app_credentials/m2/wechat_miniprogram"),))
+    store = await SQLiteStore.open(path, secrets=box)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        column = "secrets" if table == "entries" else "secret"
+        stored = [r[0] for r in conn.execute(f"SELECT {column} FROM {table}")]
+    assert len(stored) == 1 and "plain" not in stored[0]
+
+
 def test_a_link_planted_as_the_turns_file_is_not_followed(tmp_path: Path) -> None:
     # The data directory is the service's: a link there must not lead a command run as
     # root to change (or hand over) another file.
@@ -302,6 +356,8 @@ def test_a_turns_file_made_by_root_belongs_to_the_databases_owner(tmp_path: Path
     (6_250, 6_250, 0.5, 31_250),    # the CPU is free again: back up at that pace
     (6_250, 6_250, 2.0, 6_250),     # within the hold and not far below: as it is
     (6_250, 634, 0.8, 6_250),       # a batch's short remainder tells no pace
+    (6_250, 6_250, 1.0, 15_625),    # under half the hold: grown
+    (6_250, 6_250, 1.25, 6_250),    # half the hold exactly: as it is
     (6_250, 6_250, 4.0, 3_906),     # slower still: smaller again
     (None, 20_000, 2.5, None),      # a whole batch within the hold: still whole
     (None, 20_000, 0.1, None),
