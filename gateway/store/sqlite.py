@@ -110,7 +110,7 @@ from .sql import (
     stats_row,
     with_unique_visitors,
 )
-from .turns import POLL_SECONDS, WriteTurns
+from .turns import WriteTurns
 
 __all__ = ["SQLiteStore"]
 
@@ -741,8 +741,7 @@ class SQLiteStore(Store):
         assert self._turns is not None, "store is not open"
         deadline = time.monotonic() + limit
         while True:
-            while self._turns.waiting_writes() and time.monotonic() < deadline:
-                time.sleep(POLL_SECONDS)
+            self._turns.let_waiting_writes_in(max(0.0, deadline - time.monotonic()))
             conn.execute("BEGIN IMMEDIATE")
             if time.monotonic() >= deadline or not self._turns.waiting_writes():
                 return

@@ -10,11 +10,11 @@ saturating: 6 of 301 waits over 5 s).
 
 So a short write says that it is waiting: it holds a shared ``flock`` on
 ``<database>-turns`` from before it asks for the lock until it has committed. The click
-writer looks (``waiting_writes``) before and after it takes the lock for a transaction,
-and while a write waits it lets the lock go and waits for it to finish. Looking takes the
-file exclusively for two system calls; a short write that finds it so tries again for a
-while, then goes on without its turn (as before turns). The kernel drops a process's
-flocks when it dies, so a killed gateway never holds the writer up.
+writer looks (``let_waiting_writes_in``) before and after it takes the lock for a
+transaction, and while a write waits it lets the lock go and waits for it to finish.
+Looking takes the file exclusively for two system calls; a short write that finds it so
+tries again for a while, then goes on without its turn (as before turns). The kernel
+drops a process's flocks when it dies, so a killed gateway never holds the writer up.
 
 The file holds nothing. It is made with the database's mode (and owner, when made by
 root), as SQLite makes its ``-wal`` and ``-shm``, so that whoever opens the database next
@@ -35,12 +35,12 @@ from pathlib import Path
 
 import structlog
 
-__all__ = ["POLL_SECONDS", "WriteTurns"]
+__all__ = ["WriteTurns"]
 
 log = structlog.get_logger("linkloop.store")
 
 #: How often a wait here looks again (always on a storage thread, never on an event loop).
-POLL_SECONDS = 0.005
+_POLL_SECONDS = 0.005
 
 
 class WriteTurns:
@@ -65,12 +65,17 @@ class WriteTurns:
             if taken:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def waiting_writes(self) -> bool:
-        """Whether a short write holds its turn now (the click writer's look)."""
-        if not self._take(fcntl.LOCK_EX, 0):
-            return self._fd >= 0
+    def let_waiting_writes_in(self, limit: float) -> bool:
+        """The click writer's look: wait until no short write holds its turn, at most
+        ``limit`` seconds; whether none does now."""
+        if not self._take(fcntl.LOCK_EX, limit):
+            return self._fd < 0
         fcntl.flock(self._fd, fcntl.LOCK_UN)
-        return False
+        return True
+
+    def waiting_writes(self) -> bool:
+        """Whether a short write holds its turn now."""
+        return not self.let_waiting_writes_in(0)
 
     def _take(self, kind: int, limit: float) -> bool:
         if self._fd < 0:
@@ -83,7 +88,7 @@ class WriteTurns:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     return False
-                time.sleep(POLL_SECONDS)
+                time.sleep(_POLL_SECONDS)
 
     def close(self) -> None:
         if self._fd >= 0:
