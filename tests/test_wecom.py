@@ -58,6 +58,16 @@ async def _entry(client: TestClient[Any, Any], tenant: Tenant, **body: Any) -> d
     return data
 
 
+async def _two_tenants_taking_callbacks(gateway: TestClient[Any, Any]) -> tuple[Tenant, Tenant]:
+    """acme and other, each with an acquisition link entry whose callbacks we can sign."""
+    acme = await add_tenant(gateway, "acme")
+    other = await add_tenant(gateway, "other")
+    for tenant in (acme, other):
+        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
+                     **CALLBACK_SECRETS)
+    return acme, other
+
+
 async def _landing_entry_link(client: TestClient[Any, Any], code: str, ua: str) -> str:
     page = await (await client.get(f"/p/{code}", headers={"User-Agent": ua})).text()
     links = re.findall(r'href="(/e/[^"]+)"', page)
@@ -371,11 +381,7 @@ async def _acquired(client: TestClient[Any, Any], tenant: Tenant, ua: str) -> st
 async def test_a_chat_counts_on_the_adds_platform_and_a_lost_contact_too(
     gateway: TestClient[Any, Any], capsys: Any,
 ) -> None:
-    acme = await add_tenant(gateway, "acme")
-    other = await add_tenant(gateway, "other")
-    for tenant in (acme, other):
-        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
-                     **CALLBACK_SECRETS)
+    acme, other = await _two_tenants_taking_callbacks(gateway)
     state = await _acquired(gateway, acme, DOUYIN_UA)
     import aiohttp
 
@@ -496,11 +502,7 @@ async def test_a_chat_and_a_loss_carry_the_adds_click_and_product_on_their_own_d
     CreateTime counts on the day it is worked. Each merchant's contacts are its own."""
     import time
 
-    acme = await add_tenant(gateway, "acme")
-    other = await add_tenant(gateway, "other")
-    for tenant in (acme, other):
-        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
-                     **CALLBACK_SECRETS)
+    acme, _ = await _two_tenants_taking_callbacks(gateway)
     state = await _acquired(gateway, acme, DOUYIN_UA)
     now = int(time.time())
     added, lost = now - 3 * 86400, now - 2 * 86400  # WeCom's callbacks came late
@@ -643,11 +645,7 @@ async def test_alerts_keep_each_links_trouble_and_wecoms_time(
 
     import structlog
 
-    acme = await add_tenant(gateway, "acme")
-    other = await add_tenant(gateway, "other")
-    for tenant in (acme, other):
-        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
-                     **CALLBACK_SECRETS)
+    acme, other = await _two_tenants_taking_callbacks(gateway)
     at = int(time.time()) - 3 * 86400
     unavailable = [_created(FakeWeCom.customer_acquisition_event(
         "link_unavailable", LinkId=link), at) for link in ("cawLinkOne", "cawLinkTwo")]
@@ -685,11 +683,7 @@ async def test_an_unreadable_stored_callback_is_logged_and_let_go(
     one is worked."""
     import structlog
 
-    acme = await add_tenant(gateway, "acme")
-    other = await add_tenant(gateway, "other")
-    for tenant in (acme, other):
-        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
-                     **CALLBACK_SECRETS)
+    acme, other = await _two_tenants_taking_callbacks(gateway)
     assert gateway.app is not None
     store = gateway.app[STORE]
     await gateway.app[CALLBACKS].close()  # the worker stopped: the test drains by hand
@@ -713,11 +707,7 @@ async def test_an_event_without_its_member_or_customer_is_tied_to_no_contact(
     """A contact is a member and a customer: an add naming only one of them still counts
     where its state says, but keeps no contact, so a loss naming only one counts
     unattributed, not under some contact made up from the missing id."""
-    acme = await add_tenant(gateway, "acme")
-    other = await add_tenant(gateway, "other")
-    for tenant in (acme, other):
-        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
-                     **CALLBACK_SECRETS)
+    acme, other = await _two_tenants_taking_callbacks(gateway)
     state = await _acquired(gateway, acme, DOUYIN_UA)
 
     def without(message: str, field: str) -> str:
@@ -747,11 +737,7 @@ async def test_each_member_a_customer_adds_is_an_add_and_a_half_add_counts_too(
     """WeCom's add_half_external_contact (the customer added a member who needs no
     verification) is an add like add_external_contact; one customer adding two members
     is two adds, each kept once however often WeCom retries it; an edit is nothing."""
-    acme = await add_tenant(gateway, "acme")
-    other = await add_tenant(gateway, "other")
-    for tenant in (acme, other):
-        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
-                     **CALLBACK_SECRETS)
+    acme, other = await _two_tenants_taking_callbacks(gateway)
     state = await _acquired(gateway, acme, DOUYIN_UA)
     half = FakeWeCom.add_contact_event(state, "wmEXT1", user="lisi").replace(
         "add_external_contact", "add_half_external_contact")
@@ -854,11 +840,7 @@ async def test_a_full_page_of_callbacks_is_followed_at_once_by_the_next(
 ) -> None:
     """The worker reads 100 stored callbacks at a time; after a full page it says more may
     be waiting (it comes back at once instead of sleeping), after the last page it doesn't."""
-    acme = await add_tenant(gateway, "acme")
-    other = await add_tenant(gateway, "other")
-    for tenant in (acme, other):
-        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
-                     **CALLBACK_SECRETS)
+    acme, other = await _two_tenants_taking_callbacks(gateway)
     assert gateway.app is not None
     store, worker = gateway.app[STORE], gateway.app[CALLBACKS]
     await worker.close()
@@ -882,11 +864,7 @@ async def test_callbacks_are_worked_in_the_background_without_being_asked(
     """The answer to WeCom wakes the worker: the add shows in the stats with no one
     draining by hand, again for a second callback after the worker went back to sleep,
     each at its own merchant."""
-    acme = await add_tenant(gateway, "acme")
-    other = await add_tenant(gateway, "other")
-    for tenant in (acme, other):
-        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
-                     **CALLBACK_SECRETS)
+    acme, other = await _two_tenants_taking_callbacks(gateway)
 
     async def adds(tenant: Tenant) -> dict[str, int]:
         body = await (await gateway.get("/api/stats?by=platform", headers=tenant.auth)).json()
@@ -913,11 +891,7 @@ async def test_a_callback_stored_with_no_wake_is_worked_at_the_next_look(
     """A callback another gateway stored (and crashed before working) wakes no worker
     here: the running worker still finds it when its wait for a wake runs out (5 s),
     and goes on waiting and working after that."""
-    acme = await add_tenant(gateway, "acme")
-    other = await add_tenant(gateway, "other")
-    for tenant in (acme, other):
-        await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION,
-                     **CALLBACK_SECRETS)
+    acme, other = await _two_tenants_taking_callbacks(gateway)
     assert gateway.app is not None
     store = gateway.app[STORE]
 
