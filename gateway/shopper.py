@@ -255,7 +255,11 @@ def _render_landing(pages: Pages, cached: CachedLink, detection: Detection,
         qr_svg=_share_qr(cached, share_url) if resolution.qr else None, share_url=share_url,
         overlay=overlay_for(detection.platform, detection.os)
         if resolution.guide or resolution.card is not None else None,
-        tryable=resolution.tryable, **mini,
+        tryable=resolution.tryable,
+        # Where the open tag reports a launch (open_tag_launched): the card's own hop.
+        card_open_url=f"/o/{product.code}/{resolution.card.platform}?c={click_id}"
+        if resolution.card is not None else None,
+        **mini,
     )
 
 
@@ -412,19 +416,49 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
         click = request.query.get("c")
         return await _landing(request, cached, detection, resolution,
                               click if click and is_token(click) else new_click_id())
-    click_id = request.query.get("c")
-    ts, day = app[CLOCK].now()
-    if not detection.bot:
-        app[RECORDER].event(Event(
-            id=new_click_id(), merchant_id=product.merchant_id, product_id=product.id,
-            kind="storefront_open", platform=detection.platform, ts=ts, day=day,
-            click_id=click_id if click_id and is_token(click_id) else None, target=platform,
-        ))
+    _count_open(request, product, detection, platform)
     assert way.url is not None
     if way.kind == "launch":
         return launch_page(request, product, front, way.url, detection, share_url,
                            others=len(product.targets) > 1)
     return _redirect(way.url)
+
+
+async def open_tag_launched(request: web.Request) -> web.StreamResponse:
+    """``POST /o/{code}/{platform}``: the landing page's open tag opened that mini-program.
+
+    WeChat opens it itself, never through a hop of ours, and fires the tag's ``launch``
+    event once the shopper has confirmed; the page then reports it here, and it counts as
+    the hop would have (204, nothing to show).
+    """
+    app = request.app
+    product = await _product(request, app)
+    if isinstance(product, web.Response):
+        return product
+    now = time()
+    if not within((product.valid_from, product.valid_until), now):
+        return closed_page(app[PAGES], app[CLOCK], product, now, None)
+    platform = request.match_info["platform"]
+    if platform not in product.targets:
+        return app[PAGES].message(404, "storefront_not_found", "链接不存在",
+                                  "这个商品在该平台没有店铺。")
+    _count_open(request, product, _detect(request, app[DETECTOR])[0], platform)
+    return web.Response(status=204, headers=_NO_STORE)
+
+
+def _count_open(request: web.Request, product: Product, detection: Detection,
+                platform: str) -> None:
+    """A storefront open of ``platform``, under the click in ``?c=`` (a bot's: none)."""
+    if detection.bot:
+        return
+    app = request.app
+    click_id = request.query.get("c")
+    ts, day = app[CLOCK].now()
+    app[RECORDER].event(Event(
+        id=new_click_id(), merchant_id=product.merchant_id, product_id=product.id,
+        kind="storefront_open", platform=detection.platform, ts=ts, day=day,
+        click_id=click_id if click_id and is_token(click_id) else None, target=platform,
+    ))
 
 
 def _redirect(url: str, set_cookie: str | None = None) -> web.Response:
@@ -505,6 +539,7 @@ def setup_routes(app: web.Application) -> None:
     share = app.router.add_get("/p/{code}", ShareLink(app).handle, name="share")  # guards itself
     TIMED_ROUTES.add(share)  # its latency histogram, for GET /metrics
     app.router.add_get("/o/{code}/{platform}", guarded(storefront_hop), name="storefront")
+    app.router.add_post("/o/{code}/{platform}", guarded(open_tag_launched))
     app.router.add_get("/p/{code}/miniprogram-code", guarded(miniprogram_code))
     app.router.add_get("/e/{code}", guarded(entry_hop), name="entry")
     app.router.add_get("/healthz", guarded(healthz))

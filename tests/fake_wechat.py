@@ -193,9 +193,15 @@ class FakeWeChat:
                                   "expires_in": self.ticket_expires_in})
 
     async def jssdk(self, request: web.Request) -> web.Response:
+        # WeChat draws the open tag itself; a tap on it and the shopper's confirmation open
+        # the mini-program and fire the tag's ``launch`` event (开放标签, wx-open-launch-weapp,
+        # 事件: launch), here at once.
         return web.Response(text=(
             "window.wx={config:function(c){window.__wxConfig=c;},"
-            "ready:function(f){window.__wxReady=f;},error:function(f){window.__wxError=f;}};"),
+            "ready:function(f){window.__wxReady=f;},error:function(f){window.__wxError=f;}};"
+            "document.addEventListener('click',function(e){"
+            "var t=e.target.closest&&e.target.closest('wx-open-launch-weapp');"
+            "if(t)t.dispatchEvent(new CustomEvent('launch'));});"),
             content_type="application/javascript")
 
     @property

@@ -30,6 +30,7 @@ from .test_browser import (  # noqa: F401 -- fixtures
 )
 from .test_cli import run
 from .thread_server import serve_in_thread
+from .wait import until_sync
 
 WECHAT_IOS = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
               "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) "
@@ -91,7 +92,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory, chromium: None,  # noqa: F811
             for merchant in ("tagged", "coded", "bare")}
         products["only"] = api("bare", "POST", "/api/products", {
             **title, "targets": {"wechat_miniprogram": MINI}})
-        yield {"base": base, "products": products}
+        yield {"base": base, "products": products, "api": api}
 
 
 WIDTHS = pytest.mark.parametrize("width", [390, 1280])
@@ -107,7 +108,7 @@ def _open(browser: Browser, ua: str, url: str, width: int) -> WebDriver:  # noqa
 @WIDTHS
 def test_open_tag_in_wechat(width: int, shop: dict[str, Any],
                             browser: Browser, wechat_api: FakeServer) -> None:  # noqa: F811
-    url = shop["products"]["tagged"]["share_url"] + "?ch=moments"
+    url = shop["products"]["tagged"]["share_url"] + f"?ch=moments{width}"
     driver = _open(browser, WECHAT_IOS, url, width)
     tag = driver.find_element(By.ID, "open-tag")
     assert tag.get_attribute("appid") == APPID
@@ -126,6 +127,16 @@ def test_open_tag_in_wechat(width: int, shop: dict[str, Any],
     assert card.is_displayed() and "打开小程序购买" in card.text
     assert not driver.find_element(By.ID, "find-help").is_displayed()
     screenshot(driver, f"mini-wechat-open-tag-{width}", full=True)
+    # The shopper taps the button and WeChat opens the mini-program: a storefront open of
+    # this click, in the merchant's funnel.
+    tag.click()
+
+    def funnel() -> list[tuple[int, int]]:
+        rows = shop["api"]("tagged", "GET", f"/api/stats?by=channel&channel=moments{width}",
+                           None)["rows"]
+        return [(row["clicks"], row["storefront_opens"]) for row in rows]
+
+    until_sync(lambda: funnel() == [(1, 1)], what="clicks and opens: 1 and 1")
 
 
 @WIDTHS

@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.appkeys import JSSDK
+from gateway.appkeys import JSSDK, RECORDER
 from gateway.wechat.jssdk import signature
 
-from .conftest import DESKTOP_UA, Tenant, add_tenant, create_product
+from .conftest import BOT_UA, DESKTOP_UA, Tenant, add_tenant, create_product
 from .fake_wechat import (  # noqa: F401 -- fixtures
     APP_SECRET,
     APPID,
@@ -98,7 +98,9 @@ async def test_open_tag_inside_wechat_with_a_signature_that_checks_out(
         assert status == 200
         tag = re.search(r"<wx-open-launch-weapp ([^>]+)>", page)
         assert tag, page
-        attributes = dict(re.findall(r'(\w+)="([^"]*)"', tag.group(1)))
+        attributes = dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(1)))
+        assert attributes.pop("data-count").startswith(
+            f"/o/{product['code']}/wechat_miniprogram?c=")
         assert attributes == {"id": "open-tag", "appid": APPID, "username": "gh_0123456789ab",
                               "path": "pages/item/index.html?id=42"}
         config = _wx_config(html.unescape(page))
@@ -116,6 +118,50 @@ async def test_open_tag_inside_wechat_with_a_signature_that_checks_out(
             r'Content-Security-Policy" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
         assert "weixin://" not in page
     assert wechat.tickets_issued == 1  # cached, not fetched per page
+
+
+async def _opens(gateway: TestClient[Any, Any], tenant: Tenant) -> dict[str, Any]:
+    """The merchant's clicks and storefront opens by channel, all clicks written."""
+    assert gateway.app is not None
+    await gateway.app[RECORDER].flush()
+    resp = await gateway.get("/api/stats?by=channel", headers=tenant.marketing_auth)
+    assert resp.status == 200, await resp.text()
+    return {row["channel"]: (row["clicks"], row["storefront_opens"])
+            for row in (await resp.json())["rows"]}
+
+
+async def test_a_launch_from_the_open_tag_counts_as_a_storefront_open_of_its_click(
+    gateway: TestClient[Any, Any],
+) -> None:
+    # WeChat opens the mini-program itself, so the page reports the tag's launch event: the
+    # funnel shows the open (and the open rate is not 0% for WeChat shoppers).
+    acme = await _with_account(gateway)
+    other = await add_tenant(gateway, "other")
+    await _official_account(gateway, other)
+    tea, theirs = await _product(gateway, acme), await _product(gateway, other)
+    _, page = await _page(gateway, f"/p/{tea['code']}?ch=spring", WECHAT_IOS)
+    found = re.search(r'data-count="([^"]+)"', page)
+    assert found, page
+    launched = html.unescape(found.group(1))
+    resp = await gateway.post(launched, headers={"User-Agent": WECHAT_IOS})
+    assert resp.status == 204
+    assert await _opens(gateway, acme) == {"spring": (1, 1)}
+    # A link preview's bot, another merchant's product under this click, a platform the
+    # product is not on, a link that does not exist: nothing more is counted anywhere.
+    click = launched.partition("?")[2]
+    assert (await gateway.post(launched, headers={"User-Agent": BOT_UA})).status == 204
+    for path, status, code in (
+            (f"/o/{tea['code']}/douyin?{click}", 404, "storefront_not_found"),
+            (f"/o/nosuchcode/wechat_miniprogram?{click}", 404, "link_not_found")):
+        resp = await gateway.post(path, headers={"User-Agent": WECHAT_IOS})
+        assert resp.status == status and code in await resp.text(), path
+    assert await _opens(gateway, acme) == {"spring": (1, 1)}
+    assert await _opens(gateway, other) == {}
+    resp = await gateway.post(f"/o/{theirs['code']}/wechat_miniprogram?{click}",
+                              headers={"User-Agent": WECHAT_IOS})
+    assert resp.status == 204  # counted as theirs, with no click of theirs: no channel
+    assert await _opens(gateway, other) == {"": (0, 1)}
+    assert await _opens(gateway, acme) == {"spring": (1, 1)}
 
 
 async def test_the_ticket_is_renewed_before_it_expires(
