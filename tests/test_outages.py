@@ -92,6 +92,7 @@ async def _readyz(client: TestClient[Any, Any]) -> tuple[int, dict[str, Any]]:
 
 async def test_a_cached_link_answers_through_a_postgres_cut_and_every_click_counts(
     aiohttp_client: ClientFactory, tmp_path: Path, pg_behind_proxy: tuple[TcpProxy, str],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     proxy, url = pg_behind_proxy
     # A one-second TTL: through the cut every cached link is also past its freshness, so
@@ -119,6 +120,10 @@ async def test_a_cached_link_answers_through_a_postgres_cut_and_every_click_coun
 
     assert 503 in ready_during_cut  # the operator still sees that storage is away
     await _all_counted(client, answered, shops, within=30)
+    # An outage is a warning that says what is away, not an error with a traceback.
+    said = capsys.readouterr()
+    assert "callback.storage_unavailable" in said.out + said.err
+    assert "Traceback" not in said.out + said.err
 
 
 async def test_readyz_says_not_ready_within_the_storage_timeout_when_packets_vanish(

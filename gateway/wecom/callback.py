@@ -32,7 +32,7 @@ from ..appkeys import CALLBACKS, ENTRIES, SETTINGS, STORE
 from ..clock import DayClock
 from ..errors import guarded, json_error
 from ..recorder import Recorder
-from ..store import Contact, Entry, Event, EventKind, InboxItem, Store
+from ..store import Contact, Entry, Event, EventKind, InboxItem, Store, StoreUnavailable
 from .client import WeComClient
 from .crypto import WeComCrypto, WeComCryptoError
 from .message import MalformedMessage, parse_message
@@ -97,6 +97,9 @@ class CallbackWorker:
         while True:
             try:
                 busy = await self.drain()
+            except StoreUnavailable as exc:  # an outage, not a bug: the callbacks wait stored
+                log.warning("callback.storage_unavailable", error=str(exc))
+                busy = False
             except Exception:
                 log.exception("callback.worker_error")
                 busy = False
