@@ -30,11 +30,20 @@ def new_code(length: int = 8) -> str:
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#: The same 64 characters in byte order ('-', digits, upper case, '_', lower case): base64's
+#: own order is not ('z' comes before '0'), so its encodings of growing numbers don't sort.
+_SORTABLE = bytes.maketrans(_BASE64, bytes(sorted(_BASE64.translate(_URLSAFE))))
 
 
 def _base64url(raw: bytes) -> str:
     # binascii directly: base64.urlsafe_b64encode is two Python-level wrappers around it.
     return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).decode()
+
+
+def _clock(ms: int) -> str:
+    """A millisecond as 8 token characters that sort as the numbers do."""
+    return binascii.b2a_base64(ms.to_bytes(6, "big"), newline=False).translate(_SORTABLE).decode()
 
 
 class _ClickIds:
@@ -63,7 +72,7 @@ class _ClickIds:
         # a random half with the previous millisecond.
         ms = time.time_ns() // 1_000_000
         if ms != self._ms:
-            self._ms, self._clock = ms, _base64url(ms.to_bytes(6, "big"))
+            self._ms, self._clock = ms, _clock(ms)
         try:
             half = self._random.pop()
         except IndexError:

@@ -8,6 +8,7 @@ see: the status and error code, and what storage keeps.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import itertools
@@ -21,7 +22,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.appkeys import RECORDER, SETTINGS, STORE
 from gateway.auth import AuthError, TokenService
-from gateway.ids import _ClickIds, is_visitor_id, new_click_id
+from gateway.ids import _ClickIds, _clock, is_visitor_id, new_click_id
 from gateway.keys import auth_secret
 from gateway.shopper import VISITOR_COOKIE
 
@@ -95,9 +96,27 @@ async def test_our_visitor_cookie_is_kept_as_it_is(
 
 
 # --- click ids (a new visitor's id is their first click's) ----------------------------------
+#: The clock half's characters, value 0 to 63 (ids.py: base64 with the digits in byte order).
+_DIGITS = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+
+
 def _millisecond(click_id: str) -> int:
     """The clock half of a click id: its first 8 characters, 6 bytes of milliseconds."""
-    return int.from_bytes(base64.urlsafe_b64decode(click_id[:8]), "big")
+    return functools.reduce(lambda n, c: n * 64 + _DIGITS.index(c), click_id[:8], 0)
+
+
+def test_click_ids_sort_by_the_millisecond_they_were_made_in() -> None:
+    # Later ids land at the end of storage's B-trees, and an export reads them in order.
+    made = [new_click_id()]
+    while _millisecond(made[-1]) < _millisecond(made[0]) + 3:
+        made.append(new_click_id())
+    assert sorted(made, key=lambda click_id: click_id[:8]) == made
+    # Across each character's carry (63 to 64, 4095 to 4096 ...), and the clock of today.
+    now = time.time_ns() // 1_000_000
+    moments = sorted({n for k in range(8) for n in (64**k - 1, 64**k, 2 * 64**k - 1)}
+                     | set(range(now - 300, now + 300)))
+    assert sorted(moments, key=_clock) == moments
+    assert all(_millisecond(_clock(n) + "x" * 8) == n for n in moments)
 
 
 def test_a_click_id_carries_the_millisecond_it_was_made_in() -> None:
