@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from gateway.secretbox import SecretBox
 from gateway.store import Event, Merchant, StoreUnavailable
@@ -30,7 +36,7 @@ from gateway.store.sqlite import SQLiteStore, _part_rows
 from gateway.store.turns import WriteTurns
 
 from .test_store import click, event
-from .wait import until, until_sync
+from .wait import DEADLINE, until, until_sync
 
 
 def _turns_file(database: Path) -> Path:
@@ -368,3 +374,204 @@ def test_a_turns_file_made_by_root_belongs_to_the_databases_owner(tmp_path: Path
 def test_a_batchs_parts_are_sized_at_the_pace_of_the_last_one(
         limit: int | None, rows: int, held: float, expected: int | None) -> None:
     assert _part_rows(limit, rows, held, 2.5) == expected
+
+
+# --- The turns file's own cases (turns.py): another user's file, no turns and why, ---
+# --- descriptor 0, a new file's mode, a wait through a writer's look, closing twice. ---
+
+
+_NOBODY = 65534
+
+
+@contextlib.contextmanager
+def _as_another_user() -> Iterator[None]:
+    """The block run as a user who did not make the files: root as ``nobody`` (its
+    effective uid only, given back after: modes do not keep root out); anyone else as
+    themselves, kept out by the files' modes."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(_NOBODY)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory that another user can reach: pytest's own are root's alone (0o700)
+    when the suite runs as root."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    directory = Path(tempfile.mkdtemp(prefix="linkloop-turns-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_a_turns_file_made_by_another_user_takes_turns_read_only(shared_dir: Path) -> None:
+    # The service made the turns file; an operator's command that can read the database
+    # cannot open it read-write, and takes turns all the same (a flock needs no write
+    # access): its writes still go before the service's click writer, and the other way.
+    database = shared_dir / "linkloop.db"
+    database.write_bytes(b"")
+    database.chmod(0o644)
+    service = WriteTurns(database)
+    mode = 0o644 if os.geteuid() == 0 else 0o444  # as root: root's file, opened as nobody
+    service.path.chmod(mode)
+    with _as_another_user():
+        operator = WriteTurns(database)
+    try:
+        assert not operator.waiting_writes() and not service.waiting_writes()
+        with operator.waiting(0):
+            assert service.waiting_writes()
+        with service.waiting(0):
+            assert operator.waiting_writes()
+        assert not operator.waiting_writes() and not service.waiting_writes()
+        found = service.path.stat()  # an existing file is never changed
+        assert (found.st_mode & 0o777, found.st_uid) == (mode, os.geteuid())
+    finally:
+        operator.close()
+        service.close()
+
+
+@pytest.mark.parametrize("case", ["link", "hard link", "no access to make it",
+                                  "no access to open it"])
+def test_with_no_turns_the_log_says_which_file_and_why(shared_dir: Path, case: str) -> None:
+    # Writes go on without turns (as before turns); the operator learns why from the log.
+    database = shared_dir / "linkloop.db"
+    database.write_bytes(b"")
+    path = _turns_file(database)
+    victim = shared_dir / "victim"
+    victim.write_bytes(b"secret")
+    victim.chmod(0o600)
+    another_user: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if case == "link":
+        path.symlink_to(victim)
+        why = os.strerror(errno.ELOOP)
+    elif case == "hard link":  # a second name of another file
+        os.link(victim, path)
+        why = f"{path} is not a plain file"
+    else:
+        if case == "no access to open it":
+            WriteTurns(database).close()
+            path.chmod(0o000)
+        elif os.geteuid() != 0:
+            shared_dir.chmod(0o555)
+        another_user = _as_another_user()
+        why = os.strerror(errno.EACCES)
+    try:
+        with structlog.testing.capture_logs() as logs, another_user:
+            turns = WriteTurns(database)
+    finally:
+        shared_dir.chmod(0o755)
+    try:
+        assert [(e["event"], e["log_level"], e["path"]) for e in logs] == [
+            ("store.no_write_turns", "warning", str(path))]
+        assert why in logs[0]["error"]
+        with turns.waiting(0):  # no turns: nothing held, here or through the link
+            assert not turns.waiting_writes()
+            assert not _someone_waits(victim)
+        assert victim.read_bytes() == b"secret" and victim.stat().st_mode & 0o777 == 0o600
+    finally:
+        turns.close()
+
+
+def test_turns_on_descriptor_0_are_turns(tmp_path: Path) -> None:
+    # A gateway started with its stdin closed (`linkloop serve <&-`): the first file it
+    # opens is descriptor 0, a file like any other, not "no file".
+    database = tmp_path / "linkloop.db"
+    other = tmp_path / "other.db"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"")
+    os.link(victim, _turns_file(other))  # a hard link planted as other.db's turns file
+    peer = WriteTurns(database)
+    stdin = os.dup(0)
+    os.close(0)
+    try:
+        turns = WriteTurns(database)
+        try:
+            assert os.fstat(0).st_ino == turns.path.stat().st_ino  # the premise
+            assert not turns.waiting_writes()
+            with peer.waiting(0):
+                assert turns.waiting_writes()
+            with turns.waiting(0):
+                assert peer.waiting_writes()
+        finally:
+            turns.close()
+        with pytest.raises(OSError):  # closed: no descriptor left behind
+            os.fstat(0)
+        refused = WriteTurns(other)  # opened at 0 too, and refused there as anywhere
+        try:
+            with refused.waiting(0):
+                assert not _someone_waits(victim)
+        finally:
+            refused.close()
+    finally:
+        os.dup2(stdin, 0)
+        os.close(stdin)
+        peer.close()
+
+
+@pytest.mark.parametrize(("database_mode", "expected"), [
+    (0o755, 0o644),  # `chmod -R 755` of the data directory: no execute bit, it runs nothing
+    (None, 0o600),   # no database to take the mode from: the maker's alone
+])
+def test_a_new_turns_files_mode(tmp_path: Path, database_mode: int | None,
+                                expected: int) -> None:
+    database = tmp_path / "linkloop.db"
+    if database_mode is not None:
+        database.write_bytes(b"")
+        database.chmod(database_mode)
+    umask = os.umask(0o022)  # a service's usual
+    try:
+        WriteTurns(database).close()
+    finally:
+        os.umask(umask)
+    found = _turns_file(database).stat()
+    assert (found.st_mode & 0o7777, found.st_uid) == (expected, os.geteuid())
+
+
+def test_a_short_write_waits_through_a_click_writers_look(tmp_path: Path) -> None:
+    # A look takes the turns file exclusively for two system calls; a write that finds it
+    # so waits (up to its limit) and then holds its turn, rather than going on without.
+    turns = WriteTurns(tmp_path / "linkloop.db")
+    looking = os.open(turns.path, os.O_RDWR)
+    fcntl.flock(looking, fcntl.LOCK_EX)  # a click writer looking (slowed down, here)
+    looked = threading.Event()
+    held: list[bool] = []
+
+    def write() -> None:
+        with turns.waiting(DEADLINE):
+            looked.wait(DEADLINE)
+            held.append(_someone_waits(turns.path))  # its turn, now the look is over
+
+    writing = threading.Thread(target=write)
+    writing.start()
+    try:
+        # A head start: the write finds the look under way. (Without one it takes its
+        # turn at once, the same answer.)
+        time.sleep(0.2)
+    finally:
+        os.close(looking)
+        looked.set()
+        writing.join()
+        turns.close()
+    assert held == [True]
+
+
+def test_turns_closed_twice_close_nothing_else(tmp_path: Path) -> None:
+    turns = WriteTurns(tmp_path / "linkloop.db")
+    turns.close()
+    since = os.open(tmp_path / "since", os.O_RDWR | os.O_CREAT)  # its old number, likely
+    try:
+        turns.close()
+        assert not turns.waiting_writes()
+        for fd in (since, 0, 1, 2):
+            os.fstat(fd)  # all still open
+    finally:
+        os.close(since)
