@@ -9,6 +9,7 @@ mode would not stop anything).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -18,10 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
+from gateway.appkeys import CALLBACKS, RECORDER, STORE
+from gateway.store import StoreUnavailable
 
 from .conftest import (
     TAOBAO_UA,
@@ -31,6 +35,7 @@ from .conftest import (
     create_product,
     make_settings,
 )
+from .fake_wecom import FakeWeCom
 from .pg import fresh_schema, postgres_url, with_schema
 from .tcp_proxy import TcpProxy, tcp_proxy
 
@@ -246,3 +251,37 @@ async def test_a_full_queue_with_the_journal_unwritable_holds_then_counts_what_i
     logged = [json.loads(line) for line in capsys.readouterr().err.splitlines()
               if line.startswith("{")]
     assert any(line["event"] == "recorder.clicks_dropped" for line in logged)
+
+
+async def test_a_wecom_add_waits_out_storage_trouble_and_is_never_given_up(
+    aiohttp_client: ClientFactory, tmp_path: Path,
+) -> None:
+    # Storage refuses the callback worker's writes (a table held by another session),
+    # while the inbox still answers: the adds wait, however many times they are tried,
+    # and count once storage takes them. Given up on after five tries, they were lost.
+    url = postgres_url()
+    async with fresh_schema(url, create=False) as schema:
+        client = await aiohttp_client(create_app(make_settings(
+            tmp_path, storage__url=with_schema(url, schema), storage__timeout_seconds=1)))
+        assert client.app is not None
+        store, worker = client.app[STORE], client.app[CALLBACKS]
+        await worker.close()  # drained by hand below
+        tenants = [await add_tenant(client, merchant) for merchant in ("acme", "bolt")]
+        for n, tenant in enumerate(tenants):
+            assert await store.accept_callback(tenant.id, f"n-{n}",
+                                               FakeWeCom.add_contact_event(None, f"wmEXT{n}"))
+        holder = await asyncpg.connect(url)
+        try:
+            async with holder.transaction():
+                await holder.execute(f'LOCK TABLE "{schema}".wecom_contacts IN EXCLUSIVE MODE')
+                for _ in range(6):
+                    with contextlib.suppress(StoreUnavailable):
+                        await worker.drain()
+        finally:
+            await holder.close()
+        await worker.drain()
+        await client.app[RECORDER].flush()
+        for tenant in tenants:
+            resp = await client.get("/api/stats?by=platform", headers=tenant.auth)
+            assert [(row["platform"], row["adds"]) for row in (await resp.json())["rows"]] == [
+                ("unattributed", 1)], tenant.id

@@ -119,7 +119,11 @@ class CallbackWorker:
         for item in items:
             try:
                 await self._handle(item)
-            except Exception as exc:  # WeComApiError, or a store hiccup: retry
+            except StoreUnavailable:
+                # Storage's trouble, not the callback's: it stays stored and is tried again
+                # once storage answers, however long that takes, never given up on.
+                raise
+            except Exception as exc:  # WeComApiError: retry, then give up
                 attempts = self._attempts[item.id] = self._attempts.get(item.id, 0) + 1
                 if attempts < _MAX_ATTEMPTS:
                     log.warning("callback.retry", item=item.id, attempts=attempts,
