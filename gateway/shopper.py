@@ -424,6 +424,10 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
     return _redirect(way.url)
 
 
+#: The one platform an open tag (wx-open-launch-weapp) opens.
+_OPEN_TAG_OPENS = "wechat_miniprogram"
+
+
 async def open_tag_launched(request: web.Request) -> web.StreamResponse:
     """``POST /o/{code}/{platform}``: the landing page's open tag opened that mini-program.
 
@@ -439,7 +443,8 @@ async def open_tag_launched(request: web.Request) -> web.StreamResponse:
     if not within((product.valid_from, product.valid_until), now):
         return closed_page(app[PAGES], app[CLOCK], product, now, None)
     platform = request.match_info["platform"]
-    if platform not in product.targets:
+    # Only what an open tag opens: a WeChat mini-program the product names by its appid.
+    if platform != _OPEN_TAG_OPENS or not product.targets.get(platform, {}).get("appid"):
         return app[PAGES].message(404, "storefront_not_found", "链接不存在",
                                   "这个商品在该平台没有店铺。")
     _count_open(request, product, _detect(request, app[DETECTOR])[0], platform)

@@ -193,15 +193,19 @@ class FakeWeChat:
                                   "expires_in": self.ticket_expires_in})
 
     async def jssdk(self, request: web.Request) -> web.Response:
-        # WeChat draws the open tag itself; a tap on it and the shopper's confirmation open
-        # the mini-program and fire the tag's ``launch`` event (开放标签, wx-open-launch-weapp,
-        # 事件: launch), here at once.
+        # WeChat draws the open tag itself. A tap on it, on a page that called wx.config,
+        # and the shopper's confirmation open the mini-program and fire the tag's
+        # ``launch`` event; a launch that fails fires ``error`` with an errMsg (开放标签,
+        # wx-open-launch-weapp, 事件: launch, error). Here at once, and failing when the
+        # page was not configured or a test set window.__wxLaunchFails.
         return web.Response(text=(
             "window.wx={config:function(c){window.__wxConfig=c;},"
             "ready:function(f){window.__wxReady=f;},error:function(f){window.__wxError=f;}};"
             "document.addEventListener('click',function(e){"
-            "var t=e.target.closest&&e.target.closest('wx-open-launch-weapp');"
-            "if(t)t.dispatchEvent(new CustomEvent('launch'));});"),
+            "var t=e.target.closest&&e.target.closest('wx-open-launch-weapp');if(!t)return;"
+            "if(window.__wxConfig&&!window.__wxLaunchFails)"
+            "t.dispatchEvent(new CustomEvent('launch'));"
+            "else t.dispatchEvent(new CustomEvent('error',{detail:{errMsg:'launch:fail'}}));});"),
             content_type="application/javascript")
 
     @property

@@ -139,6 +139,21 @@ def test_open_tag_in_wechat(width: int, shop: dict[str, Any],
     until_sync(lambda: funnel() == [(1, 1)], what="clicks and opens: 1 and 1")
 
 
+def test_a_launch_that_fails_reports_no_open(shop: dict[str, Any], browser: Browser,  # noqa: F811
+                                              ) -> None:
+    # WeChat could not open the mini-program (the tag fires error, not launch): the page
+    # shows the other ways in, and tells the gateway nothing.
+    driver = _open(browser, WECHAT_IOS, shop["products"]["tagged"]["share_url"], 390)
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return !!window.__wxConfig"))
+    driver.execute_script(
+        "window.__wxLaunchFails=true;window.__told=[];"
+        "navigator.sendBeacon=function(u){window.__told.push(u);return true;};"
+        "window.fetch=function(u){window.__told.push(u);return Promise.resolve();};")
+    driver.find_element(By.ID, "open-tag").click()
+    assert driver.find_element(By.ID, "find-help").is_displayed()
+    assert driver.execute_script("return window.__told") == []
+
+
 @WIDTHS
 def test_mini_program_code_in_wechat(width: int, shop: dict[str, Any],
                                      browser: Browser, zbar: str) -> None:  # noqa: F811

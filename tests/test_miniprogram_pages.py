@@ -152,6 +152,7 @@ async def test_a_launch_from_the_open_tag_counts_as_a_storefront_open_of_its_cli
     assert (await gateway.post(launched, headers={"User-Agent": BOT_UA})).status == 204
     for path, status, code in (
             (f"/o/{tea['code']}/douyin?{click}", 404, "storefront_not_found"),
+            (f"/o/{tea['code']}/jd?{click}", 404, "storefront_not_found"),  # no tag opens it
             (f"/o/nosuchcode/wechat_miniprogram?{click}", 404, "link_not_found")):
         resp = await gateway.post(path, headers={"User-Agent": WECHAT_IOS})
         assert resp.status == status and code in await resp.text(), path
