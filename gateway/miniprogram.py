@@ -32,7 +32,8 @@ from .store import Product
 from .wechat.jssdk import JsConfig
 from .wechat.links import CODE_KEY
 
-__all__ = ["NO_CARD", "OpenTag", "card_context", "launch_page", "miniprogram_code"]
+__all__ = ["NO_CARD", "OpenTag", "card_context", "launch_page", "miniprogram_code",
+           "page_config"]
 
 #: The landing page's mini-program parts when it has no card.
 NO_CARD: dict[str, Any] = {"card": None, "card_name": None, "open_tag": None, "code_url": None,
@@ -43,9 +44,8 @@ _HOST_APP = {a.miniprogram_platform: a.label for a in ADAPTERS if a.miniprogram_
 
 
 class OpenTag(NamedTuple):
-    """What the open tag ``wx-open-launch-weapp`` and its ``wx.config`` need."""
+    """What the open tag ``wx-open-launch-weapp`` needs (its ``wx.config`` is per page)."""
 
-    config: JsConfig
     #: The mini-program's appid, and its original id (``gh_...``) when the merchant gave it:
     #: the tag's ``appid`` and ``username`` attributes.
     appid: str
@@ -59,23 +59,27 @@ def mini_program_label(front: Storefront) -> str:
     return front.label if front.label.endswith("小程序") else f"{front.label}小程序"
 
 
-async def card_context(request: web.Request, cached: CachedLink,
-                       card: Storefront) -> dict[str, Any]:
-    """The landing page's mini-program card inside WeChat: open tag, code, or how to find it."""
+async def page_config(request: web.Request, cached: CachedLink) -> JsConfig | None:
+    """The JS-SDK config of this request's page, signed for the page's own URL as the
+    shopper's browser has it (its fragment never reaches us, and the signature leaves it
+    out anyway); None when the merchant has no official account or no ticket yet."""
     app = request.app
+    return await app[JSSDK].config(cached.merchant_id, f"{app[PUBLIC_URL]}{request.raw_path}")
+
+
+def card_context(app: web.Application, cached: CachedLink, card: Storefront,
+                 *, signed: bool) -> dict[str, Any]:
+    """The landing page's mini-program card inside WeChat: the open tag when the page is
+    ``signed`` (its ``wx.config`` is put in per request), the code, or how to find it."""
     product = cached.product
     assert product is not None
     target = product.targets.get(card.platform, {})
     token = cached.minted.get(CODE_KEY)
     code_url = f"/p/{product.code}/miniprogram-code?v={token}" if token else None
-    # Signed for the page's own URL as the shopper's browser has it (its fragment never
-    # reaches us, and the signature leaves it out anyway).
-    page_url = f"{app[PUBLIC_URL]}{request.raw_path}"
-    config = await app[JSSDK].config(product.merchant_id, page_url)
     open_tag = None
-    if config is not None and target.get("appid"):
+    if signed and target.get("appid"):
         path = f"{target['path']}.html" + (f"?{target['query']}" if target.get("query") else "")
-        open_tag = OpenTag(config, target["appid"], target.get("username"), path)
+        open_tag = OpenTag(target["appid"], target.get("username"), path)
     return {"card": card, "card_name": target.get("name"), "open_tag": open_tag,
             "code_url": code_url,
             "jssdk_url": app[SETTINGS]["wechat.jssdk_url"] if open_tag else None}

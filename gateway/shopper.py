@@ -40,12 +40,13 @@ from .ids import is_token, is_visitor_id, new_click_id
 from .jsonout import json_response
 from .links import CachedLink
 from .logs import CLICK_ID
-from .miniprogram import NO_CARD, card_context, launch_page, miniprogram_code
+from .miniprogram import NO_CARD, card_context, launch_page, miniprogram_code, page_config
 from .pages import Pages, qr_svg
 from .resolve import Resolution, hop, resolve
 from .sales_window import closed_page, within
 from .store import Click, Event, Product
 from .tally import REQUESTS, SHARE_ROUTE, TIMED_ROUTES, ShareLinkCounts
+from .wechat.jssdk import wx_config_call
 from .wecom.client import WeComApiError
 
 __all__ = ["CHANNEL_PATTERN", "VISITOR_COOKIE", "cookie_value", "setup_routes"]
@@ -213,10 +214,10 @@ async def _landing(request: web.Request, cached: CachedLink, detection: Detectio
     """The page listing the product's storefronts (through ``/o/``) and the WeCom entry; or
     the launch page of a mini-program's scheme.
 
-    A shopper inside WeChat whose storefront WeChat blocks (the commonest case) gets this
-    page on every click, so it is rendered once per product version, detection and entry
-    (``LandingPage``) and each click only splices its id in. A page with a mini-program card
-    carries a JS-SDK signature made for its request, and is rendered each time.
+    A shopper inside WeChat gets this page on every click (WeChat blocks most stores, and
+    opens a mini-program only from its card), so it is rendered once per product version,
+    detection, entry and official account (``LandingPage``), and each click only splices
+    in its id and, on a page with the open tag, the ``wx.config`` signed for its URL.
     """
     app = request.app
     product = cached.product
@@ -227,17 +228,16 @@ async def _landing(request: web.Request, cached: CachedLink, detection: Detectio
         return launch_page(request, product, front, resolution.launch, detection,
                            share_url, others=len(resolution.options) > 1)
     entry = await app[ENTRIES].get(product.merchant_id)
-    if resolution.card is not None:
-        mini = await card_context(request, cached, resolution.card)
-        return _render_landing(app[PAGES], cached, detection, resolution, click_id,
-                               share_url, entry is not None, mini)
-    key = (_LANDING, detection, entry is not None)
+    config = await page_config(request, cached) if resolution.card is not None else None
+    key = (_LANDING, detection, entry is not None, config.app_id if config else None)
     page: LandingPage | None = cached.memo.get(key)
     if page is None:
+        mini = NO_CARD if resolution.card is None else card_context(
+            app, cached, resolution.card, signed=config is not None)
         page = cached.memo[key] = LandingPage(_render_landing(
             app[PAGES], cached, detection, resolution, LandingPage.CLICK_ID, share_url,
-            entry is not None, NO_CARD))
-    return page.response(click_id)
+            entry is not None, mini))
+    return page.response(click_id, wx_config_call(config) if config else None)
 
 
 def _render_landing(pages: Pages, cached: CachedLink, detection: Detection,
@@ -255,7 +255,7 @@ def _render_landing(pages: Pages, cached: CachedLink, detection: Detection,
         qr_svg=_share_qr(cached, share_url) if resolution.qr else None, share_url=share_url,
         overlay=overlay_for(detection.platform, detection.os)
         if resolution.guide or resolution.card is not None else None,
-        tryable=resolution.tryable,
+        tryable=resolution.tryable, wx_config=LandingPage.WX_CONFIG,
         # Where the open tag reports a launch (open_tag_launched): the card's own hop.
         card_open_url=f"/o/{product.code}/{resolution.card.platform}?c={click_id}"
         if resolution.card is not None else None,
@@ -269,9 +269,12 @@ _LANDING = object()  # the memo key's first item for landing pages: equal to no 
 class LandingPage:
     """A landing page rendered once, kept as the bytes around its click ids."""
 
-    #: What the page is rendered with in place of the click id. A NUL can't come from a
-    #: merchant's text (input checks refuse control characters) and HTML escaping leaves it.
+    #: What the page is rendered with in place of the click id, and of the open tag's
+    #: ``wx.config`` statement. A NUL can't come from a merchant's text (input checks
+    #: refuse control characters) and HTML escaping leaves it.
     CLICK_ID = "\x00click-id\x00"
+    WX_CONFIG = "\x00wx-config\x00"
+    _WX_CONFIG = WX_CONFIG.encode()
 
     __slots__ = ("headers", "parts")
 
@@ -280,8 +283,11 @@ class LandingPage:
         self.parts = rendered.body.split(self.CLICK_ID.encode())
         self.headers = tuple(rendered.headers.items())
 
-    def response(self, click_id: str) -> web.Response:
-        return web.Response(body=click_id.encode().join(self.parts), headers=self.headers)
+    def response(self, click_id: str, wx_config: str | None = None) -> web.Response:
+        body = click_id.encode().join(self.parts)
+        if wx_config is not None:
+            body = body.replace(self._WX_CONFIG, wx_config.encode(), 1)
+        return web.Response(body=body, headers=self.headers)
 
 
 #: A Click from a tuple of its fields, in C: calling ``Click(...)`` runs the named tuple's

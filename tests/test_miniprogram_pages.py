@@ -93,30 +93,37 @@ async def test_open_tag_inside_wechat_with_a_signature_that_checks_out(
     tenant = await _with_account(gateway)
     assert wechat.tickets_issued == 1  # fetched when the account was set, before any page
     product = await _product(gateway, tenant)
-    for ua in (WECHAT_IOS, WECHAT_ANDROID):
-        status, page = await _page(gateway, f"/p/{product['code']}?ch=spring", ua)
+    # Each page is signed for its own URL, with a nonce of its own, though the page around
+    # it is rendered once per app (and the click id spliced in).
+    nonces, clicks = set(), set()
+    for ua, channel in ((WECHAT_IOS, "spring"), (WECHAT_ANDROID, "spring"),
+                        (WECHAT_IOS, "summer"), (WECHAT_IOS, "spring")):
+        status, page = await _page(gateway, f"/p/{product['code']}?ch={channel}", ua)
         assert status == 200
         tag = re.search(r"<wx-open-launch-weapp ([^>]+)>", page)
         assert tag, page
         attributes = dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(1)))
-        assert attributes.pop("data-count").startswith(
-            f"/o/{product['code']}/wechat_miniprogram?c=")
+        count_url = attributes.pop("data-count")
+        assert count_url.startswith(f"/o/{product['code']}/wechat_miniprogram?c=")
+        clicks.add(count_url)
         assert attributes == {"id": "open-tag", "appid": APPID, "username": "gh_0123456789ab",
                               "path": "pages/item/index.html?id=42"}
         config = _wx_config(html.unescape(page))
         assert config["appId"] == OA_APPID and config["openTagList"] == ["wx-open-launch-weapp"]
         # The signature, recomputed from the documented algorithm: sha1 over the sorted,
         # unescaped fields, the URL being the page's own (the share link, query and all).
-        page_url = f"https://go.test/p/{product['code']}?ch=spring"
+        page_url = f"https://go.test/p/{product['code']}?ch={channel}"
         plain = (f"jsapi_ticket={wechat.ticket}&noncestr={config['nonceStr']}"
                  f"&timestamp={config['timestamp']}&url={page_url}")
         assert config["signature"] == hashlib.sha1(plain.encode()).hexdigest()
+        nonces.add(config["nonceStr"])
         # WeChat's JS-SDK is the one script from elsewhere, and only here.
         scripts = re.findall(r'<script src="([^"]+)"', page)
         assert scripts == [str(server.make_url(JSSDK_PATH))]
         assert str(server.make_url(JSSDK_PATH)) in re.search(
             r'Content-Security-Policy" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
         assert "weixin://" not in page
+    assert len(nonces) == len(clicks) == 4
     assert wechat.tickets_issued == 1  # cached, not fetched per page
 
 

@@ -26,18 +26,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import string
 import time
 from collections.abc import Callable
 from typing import NamedTuple
 
 import structlog
 from cachetools import TTLCache
+from jinja2.utils import htmlsafe_json_dumps
 
 from ..store import Credentials, Store
 from .client import WeChatApiError, WeChatClient
 
-__all__ = ["PLATFORM", "JsConfig", "JsSdk", "signature"]
+__all__ = ["PLATFORM", "JsConfig", "JsSdk", "signature", "wx_config_call"]
 
 log = structlog.get_logger("linkloop.wechat")
 
@@ -48,7 +48,6 @@ _EARLY = 300.0
 # How long a merchant's credentials (or their absence) are believed without a store read:
 # another gateway's change reaches this one within it.
 _CREDENTIALS_TTL = 60.0
-_NONCE_ALPHABET = string.ascii_letters + string.digits
 
 
 def signature(ticket: str, noncestr: str, timestamp: int, url: str) -> str:
@@ -65,6 +64,17 @@ class JsConfig(NamedTuple):
     timestamp: int
     nonce_str: str
     signature: str
+
+
+def wx_config_call(config: JsConfig) -> str:
+    """The page's ``wx.config(...)`` statement: the account's appId, this page's signature,
+    and the open tag asked for (an Android WeChat wants some JS API listed as well)."""
+    # Escaped for a <script> as Jinja's tojson escapes (no "</script>" can end it early).
+    return "wx.config(" + htmlsafe_json_dumps({
+        "debug": False, "appId": config.app_id, "timestamp": config.timestamp,
+        "nonceStr": config.nonce_str, "signature": config.signature,
+        "jsApiList": ["checkJsApi"], "openTagList": ["wx-open-launch-weapp"],
+    }, separators=(",", ":")) + ");"
 
 
 class _Ticket(NamedTuple):
@@ -105,7 +115,7 @@ class JsSdk:
             self._fetch_soon(credentials)
             return None
         timestamp = int(self.clock())
-        nonce = "".join(secrets.choice(_NONCE_ALPHABET) for _ in range(16))
+        nonce = secrets.token_hex(8)  # 16 characters of [0-9a-f]: any random string will do
         return JsConfig(credentials.app_id, timestamp, nonce,
                         signature(ticket, nonce, timestamp, page_url))
 
