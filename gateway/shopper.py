@@ -216,26 +216,31 @@ async def _landing(request: web.Request, cached: CachedLink, detection: Detectio
 
     A shopper inside WeChat gets this page on every click (WeChat blocks most stores, and
     opens a mini-program only from its card), so it is rendered once per product version,
-    detection, entry and official account (``LandingPage``), and each click only splices
-    in its id and, on a page with the open tag, the ``wx.config`` signed for its URL.
+    detection, entry and official account (``KeptPage``), and each click only splices
+    in its id and, on a page with the open tag, the ``wx.config`` signed for its URL. The
+    launch page is kept the same way, per product version and detection.
     """
     app = request.app
     product = cached.product
     assert product is not None
     share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
-    if resolution.launch is not None:
-        front = next(f for f in resolution.options if f.platform == resolution.target)
-        return launch_page(request, product, front, resolution.launch, detection,
-                           share_url, others=len(resolution.options) > 1)
+    if resolution.launch is not None:  # nothing on it is the click's own
+        launch: KeptPage | None = cached.memo.get((_LAUNCH, detection))
+        if launch is None:
+            front = next(f for f in resolution.options if f.platform == resolution.target)
+            launch = cached.memo[(_LAUNCH, detection)] = KeptPage(launch_page(
+                request, product, front, resolution.launch, detection, share_url,
+                others=len(resolution.options) > 1))
+        return launch.response(click_id)
     entry = await app[ENTRIES].get(product.merchant_id)
     config = await page_config(request, cached) if resolution.card is not None else None
     key = (_LANDING, detection, entry is not None, config.app_id if config else None)
-    page: LandingPage | None = cached.memo.get(key)
+    page: KeptPage | None = cached.memo.get(key)
     if page is None:
         mini = NO_CARD if resolution.card is None else card_context(
             app, cached, resolution.card, signed=config is not None)
-        page = cached.memo[key] = LandingPage(_render_landing(
-            app[PAGES], cached, detection, resolution, LandingPage.CLICK_ID, share_url,
+        page = cached.memo[key] = KeptPage(_render_landing(
+            app[PAGES], cached, detection, resolution, KeptPage.CLICK_ID, share_url,
             entry is not None, mini))
     return page.response(click_id, wx_config_call(config) if config else None)
 
@@ -255,7 +260,7 @@ def _render_landing(pages: Pages, cached: CachedLink, detection: Detection,
         qr_svg=_share_qr(cached, share_url) if resolution.qr else None, share_url=share_url,
         overlay=overlay_for(detection.platform, detection.os)
         if resolution.guide or resolution.card is not None else None,
-        tryable=resolution.tryable, wx_config=LandingPage.WX_CONFIG,
+        tryable=resolution.tryable, wx_config=KeptPage.WX_CONFIG,
         # Where the open tag reports a launch (open_tag_launched): the card's own hop.
         card_open_url=f"/o/{product.code}/{resolution.card.platform}?c={click_id}"
         if resolution.card is not None else None,
@@ -263,11 +268,12 @@ def _render_landing(pages: Pages, cached: CachedLink, detection: Detection,
     )
 
 
-_LANDING = object()  # the memo key's first item for landing pages: equal to no other key
+# The memo keys' first items for landing and launch pages: equal to no other key.
+_LANDING, _LAUNCH = object(), object()
 
 
-class LandingPage:
-    """A landing page rendered once, kept as the bytes around its click ids."""
+class KeptPage:
+    """A page rendered once, kept as the bytes around its click ids (if it has any)."""
 
     #: What the page is rendered with in place of the click id, and of the open tag's
     #: ``wx.config`` statement. A NUL can't come from a merchant's text (input checks

@@ -248,6 +248,11 @@ async def test_outside_wechat_iphone_goes_to_the_scheme_android_taps_a_launch_pa
     assert 'id="fallback" role="status" hidden' in page and "没有打开微信？" in page
     assert "setTimeout" in page and "2000" in page and "location.href" in page
     assert "other-stores" not in page  # nothing else to choose from
+    # The page is kept, as bytes, until the product changes.
+    resp = await gateway.patch(f"/api/products/{only['id']}", headers=tenant.auth,
+                               json={"title": "明前龙井 新茶"})
+    assert resp.status == 200, await resp.text()
+    assert "明前龙井 新茶" in (await _page(gateway, f"/p/{only['code']}", ANDROID_CHROME))[1]
     # With other stores, Android's landing page offers the mini-program through the hop,
     # which is the launch page; the hop is counted as a storefront open.
     more = await _product(gateway, tenant)
