@@ -9,7 +9,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -192,6 +192,29 @@ async def test_many_links_in_one_read(store: Store) -> None:
     assert await store.links([]) == {}
 
 
+async def test_a_product_reads_back_with_every_field_from_every_read(store: Store) -> None:
+    # Every read builds a product from the row: each column in its own field (the image
+    # and price, the sales window, created and changed times apart), for both merchants.
+    await _merchants(store)
+    expected = []
+    for merchant, code in (("m1", "code0001"), ("m2", "code0002")):
+        made = await store.create_product(
+            merchant, code=code, title="Tea", targets={"taobao": {"item_id": "123456"}},
+            image_url=f"https://img.example.com/{code}.png", price="12.50",
+            valid_from=1_800_000_000.0, valid_until=1_900_000_000.0)
+        await until(lambda made=made: time.time() > made.created_at, what="a later time")
+        changed = await store.update_product(merchant, made.id, {"title": f"Tea of {merchant}"})
+        assert changed is not None and changed.updated_at > made.created_at
+        expected.append(replace(made, title=f"Tea of {merchant}", updated_at=changed.updated_at))
+        assert changed == expected[-1]
+    for product in expected:
+        assert await store.get_product(product.merchant_id, product.id) == product
+        assert await store.link(product.code) == product
+        assert await store.list_products(product.merchant_id, limit=10) == [product]
+    assert await store.links([p.code for p in expected]) == {p.code: p for p in expected}
+    assert await store.recent_links(10) == expected[::-1]
+
+
 async def test_reseal_puts_both_merchants_secrets_under_the_new_key(database: Database) -> None:
     """After a key rotation (the new key first, the old one still opening), a reseal seals
     every stored secret, both merchants' entries and app secret, under the new key and
@@ -332,6 +355,8 @@ async def test_migrations_apply_once_and_data_survives_reopen(database: Database
     assert await database.versions() == expected
     second = await database.open()
     assert await second.get_merchant("m1") is not None
+    assert await second.schema_version() == expected[-1]
+    await second.ping()  # the health check's question, answered
     await second.close()
     assert await database.versions() == expected
 
@@ -440,6 +465,40 @@ async def test_prune_takes_every_merchants_raw_rows_before_the_day_and_done_call
 
 
 # --- PostgreSQL only ------------------------------------------------------------------------
+async def test_forget_rebuilds_an_estimated_cell_and_leaves_one_whose_raw_clicks_are_pruned(
+        store: Store) -> None:
+    """Each merchant: 257 visitors on 2026-11-01 (an estimate, its raw clicks all kept);
+    300 on 2026-10-01, pruned, and 2 on 2026-10-02. The visitor forgotten at m1 leaves
+    November's cells rebuilt from the 256 left (exact again), October's month cells left
+    as they were (their raw clicks are partly gone) and 2026-10-02's exact cells cleaned;
+    m2's figures stay as they were."""
+    p1, p2 = await _two_products(store)
+    gone = "vShared"
+    for merchant, product in (("m1", p1), ("m2", p2)):
+        seen = [("2026-11-01", gone), ("2026-10-02", gone), ("2026-10-02", f"{merchant}-x")]
+        seen += [("2026-11-01", f"{merchant}-n{n}") for n in range(256)]
+        seen += [("2026-10-01", f"{merchant}-o{n}") for n in range(300)]
+        await store.record([Click(id=f"{merchant}-click{n:04d}", merchant_id=merchant,
+                                  product_id=product, ts=1.0, day=day, platform="taobao",
+                                  source="ua", visitor=visitor, ip_hash="h")
+                            for n, (day, visitor) in enumerate(seen)], [])
+    await store.prune_raw(before_day="2026-10-02", before_ts=0)
+
+    async def figures(merchant: str) -> list[tuple[int, int, int]]:
+        return [(r.clicks, r.unique_visitors, r.unique_visitors_error)
+                for first, last in (("2026-11-01", "2026-11-01"), ("2026-11-01", "2026-11-30"),
+                                    ("2026-10-02", "2026-10-02"), ("2026-10-01", "2026-10-31"))
+                for r in await store.stats(merchant, from_day=first, to_day=last, by="total")]
+
+    before = {merchant: await figures(merchant) for merchant in ("m1", "m2")}
+    assert [error > 0 for _c, _u, error in before["m1"]] == [True, True, False, True]
+    assert await store.forget_visitor(gone, "m1") == {"m1": {
+        "clicks": 2, "events": 0, "visitors": 0,
+        "sketches_cleaned": 4, "sketches_rebuilt": 8, "sketches_left": 4}}
+    assert await figures("m1") == [(257, 256, 0), (257, 256, 0), (2, 1, 0), before["m1"][3]]
+    assert await figures("m2") == before["m2"]
+
+
 async def test_postgres_prune_gives_way_to_another_gateway_and_to_a_busy_partition(
         pg_url: str, pg_schema: str) -> None:
     """One gateway prunes at a time: while another holds the prune lock a prune deletes
