@@ -7,6 +7,7 @@ to that path can be compared side by side without the noise of a load test:
     .venv/bin/python bench/record.py                         # SQLite, 5,000 a batch
     .venv/bin/python bench/record.py --batch 20000 --products 100
     .venv/bin/python bench/record.py --postgres postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/record.py --stages                # SQLite: CPU of each step
 
 Clicks look like bench/run.py's: one merchant, products picked at random, every click a
 new visitor, all on one day. The first ``--warm`` batches fill the tables unscored (a
@@ -25,6 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -60,6 +62,32 @@ def server_cpu(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+#: The steps of SQLiteStore._record that --stages times (names in gateway.store.sqlite).
+STAGES = ("_insert_new", "rollup_deltas", "coarser_deltas", "_bump", "sketch_cells",
+          "_add_to_sketches")
+
+
+def time_stages() -> dict[str, float]:
+    """Wrap each of STAGES, as gateway.store.sqlite calls it, to add up its thread CPU
+    seconds (the writer thread's own, whatever else runs); the sums by step."""
+    from gateway.store import sqlite
+
+    spent = dict.fromkeys(STAGES, 0.0)
+
+    def timed(name: str, step: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            began = time.thread_time()
+            try:
+                return step(*args, **kwargs)
+            finally:
+                spent[name] += time.thread_time() - began
+        return run
+
+    for name in STAGES:
+        setattr(sqlite, name, timed(name, getattr(sqlite, name)))
+    return spent
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=5000)
@@ -67,7 +95,10 @@ async def main() -> None:
     parser.add_argument("--warm", type=int, default=4, help="unscored batches first")
     parser.add_argument("--batches", type=int, default=6, help="timed batches")
     parser.add_argument("--postgres", metavar="URL", help="PostgreSQL server (a fresh schema)")
+    parser.add_argument("--stages", action="store_true",
+                        help="SQLite: also the CPU of each step of a batch's transaction")
     args = parser.parse_args()
+    spent = time_stages() if args.stages and not args.postgres else None
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmp:
         # A long call limit: under valgrind (instruction counts) a batch takes minutes.
@@ -85,6 +116,8 @@ async def main() -> None:
             batches = [batch(args.batch, args.products, rng, now) for _ in range(args.batches)]
             backends = await server_pids(store)
             server = server_cpu(backends)
+            if spent is not None:
+                spent.update(dict.fromkeys(spent, 0.0))  # the warm batches' aside
             cpu, wall = time.process_time(), time.perf_counter()
             for clicks in batches:
                 await store.record(clicks, [])
@@ -98,11 +131,15 @@ async def main() -> None:
                     await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
                 finally:
                     await conn.close()
-    clicks = max(args.batch * args.batches, 1)
+    counted = max(args.batch * args.batches, 1)
     engine = "postgres" if args.postgres else "sqlite"
-    print(f"{engine}: {clicks} clicks in batches of {args.batch} over {args.products} products: "
-          f"{cpu / clicks * 1e6:.1f} us CPU, {wall / clicks * 1e6:.1f} us wall per click"
-          + (f", server {server / clicks * 1e6:.1f} us CPU" if args.postgres else ""))
+    print(f"{engine}: {counted} clicks in batches of {args.batch} over {args.products} products: "
+          f"{cpu / counted * 1e6:.1f} us CPU, {wall / counted * 1e6:.1f} us wall per click"
+          + (f", server {server / counted * 1e6:.1f} us CPU" if args.postgres else ""))
+    if spent is not None:
+        for name, seconds in spent.items():
+            print(f"  {name:18} {seconds / counted * 1e6:6.1f} us CPU per click")
+        print("  (the rest: SQL lookups of stored ids and origins, COMMIT, the thread hand-off)")
 
 
 if __name__ == "__main__":
