@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -44,6 +45,8 @@ from gateway.store.sqlite import SQLiteStore
 
 from . import pg
 from .wait import until
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -802,6 +805,36 @@ async def test_sqlite_calls_over_a_whole_history_are_not_cut_off_at_the_call_tim
         await store.close()
 
 
+async def _outlasts_the_call_timeout(pg_url: str, pg_schema: str, table: str, statement: str,
+                                     long: Coroutine[Any, Any, T],
+                                     short: Callable[[], Awaitable[object]]) -> T:
+    """Run ``long`` (a call of a store opened with ``timeout_seconds=0.5``) while another
+    session holds ``table``; once ``long`` waits on it (its statement has ``statement`` in
+    it), a call made after it on the same lock, ``short``, gives up at the timeout, and
+    ``long``, waiting longer than that by then, still goes on. What ``long`` returns."""
+    admin = await pg.connect(pg_url, pg_schema)
+    try:
+        await admin.execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        started = asyncio.create_task(long)
+
+        async def waits() -> bool:
+            # Within a transaction the server keeps showing its first look at the
+            # sessions (a snapshot) unless told to look again.
+            await admin.execute("SELECT pg_stat_clear_snapshot()")
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND position($1 IN query) > 0", statement))
+
+        await until(waits, what=f"the call waiting on {table}")
+        with pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
+            await short()
+        assert not started.done()
+        await admin.execute("ROLLBACK")
+    finally:
+        await admin.close()
+    return await asyncio.wait_for(started, 20)
+
+
 async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
         pg_url: str, pg_schema: str) -> None:
     # An export (``linkloop export --rollups-before``) reads a merchant's whole history: it
@@ -812,33 +845,72 @@ async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
         await store.record([click(1, product=pid, day="2026-10-01", visitor="a"),
                             click(2, product=pid, day="2026-10-02", visitor="b", bot=True),
                             click(3, merchant="m2", product=other, day="2026-10-01")], [])
-        admin = await pg.connect(pg_url, pg_schema)
-        try:
-            # Another session holds the rollups: the export waits on it.
-            await admin.execute("BEGIN; LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
-            export = asyncio.create_task(store.export_rollups("m1", before_day="2026-11-01"))
-
-            async def export_waits() -> bool:
-                return bool(await admin.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE '%FROM rollups WHERE merchant_id%'"))
-
-            await until(export_waits, what="the export waiting on the rollups")
-            # A call made after the export started, on the same lock, gives up at the
-            # timeout; the export, waiting longer than that by then, still goes on.
-            with pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
-                await store.stats("m2", from_day="2026-10-01", to_day="2026-10-01",
-                                  by="platform", product_id=other)  # read from rollups
-            assert not export.done()
-            await admin.execute("ROLLBACK")
-        finally:
-            await admin.close()
-        rows, sketches = await asyncio.wait_for(export, 20)
+        rows, sketches = await _outlasts_the_call_timeout(
+            pg_url, pg_schema, "rollups", "FROM rollups WHERE merchant_id",
+            store.export_rollups("m1", before_day="2026-11-01"),
+            lambda: store.stats("m2", from_day="2026-10-01", to_day="2026-10-01",
+                                by="platform", product_id=other))  # read from rollups
         counts = {key: dict(zip(COUNTERS, values, strict=True)) for key, values in rows}
         assert list(counts) == [("m1", pid, "2026-10-01", "taobao", ""),
                                 ("m1", pid, "2026-10-02", "taobao", "")]
         assert [(c["clicks"], c["bot_clicks"]) for c in counts.values()] == [(1, 0), (0, 1)]
         assert {key[0] for key, _ in sketches} == {"m1"} and sketches
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("call", ["forget", "import", "prune", "reseal"])
+async def test_postgres_calls_over_a_whole_history_are_not_cut_off_at_the_call_timeout(
+        pg_url: str, pg_schema: str, call: str) -> None:
+    # A forget, an import, a prune or a reseal may wait or work longer than a request may;
+    # cut off at that limit, it would fail (a first prune or reseal of a big database
+    # every time it is tried).
+    old_key = secrets.token_bytes(32)
+    store = await PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5,
+                                     secrets=SecretBox([old_key]))
+    try:
+        pid, other = await _two_products(store)
+        await store.record([click(1, product=pid, visitor="a"),
+                            click(2, merchant="m2", product=other, visitor="a")], [])
+        for merchant in ("m1", "m2"):
+            await store.put_entry(Entry(merchant, "contact_way", {"users": ["sales"]},
+                                        {"secret": f"s-{merchant}"}))
+            await store.accept_callback(merchant, f"n-{merchant}", f"<xml>{merchant}</xml>")
+        for item in await store.pending_callbacks(10):
+            await store.finish_callback(item.id)
+        if call == "forget":
+            await _outlasts_the_call_timeout(
+                pg_url, pg_schema, "clicks", "FROM clicks WHERE visitor",
+                store.forget_visitor("a", "m1"),
+                lambda: store.export_clicks("m2", after="", limit=10))
+        elif call == "import":
+            rows, sketches = await store.export_rollups("m1", before_day="2026-11-02")
+            await _outlasts_the_call_timeout(
+                pg_url, pg_schema, "rollups", "WITH batch AS MATERIALIZED",
+                store.add_rollups(rows, sketches),
+                lambda: store.stats("m2", from_day="2026-11-01", to_day="2026-11-01",
+                                    by="platform", product_id=other))
+        elif call == "prune":
+            pruned = await _outlasts_the_call_timeout(
+                pg_url, pg_schema, "wecom_inbox", "DELETE FROM wecom_inbox",
+                store.prune_raw(before_day="2026-11-02", before_ts=time.time() + 60),
+                lambda: store.pending_callbacks(10))
+            assert (pruned["clicks"], pruned["callbacks"]) == (2, 2)
+        else:  # the key rotated: the secrets are sealed under the old one
+            await store.close()
+            store = await PostgresStore.open(
+                pg_url, schema=pg_schema, timeout_seconds=0.5,
+                secrets=SecretBox([secrets.token_bytes(32), old_key]))
+            resealed = await _outlasts_the_call_timeout(
+                pg_url, pg_schema, "entries", "FROM entries FOR UPDATE",
+                store.reseal_secrets(), lambda: store.get_entry("m2"))
+            assert resealed == {"entries": 2, "app_credentials": 0}
+        if call in ("forget", "import"):
+            m1, m2 = [[(r.clicks, r.unique_visitors) for r in await store.stats(
+                merchant, from_day="2026-11-01", to_day="2026-11-01", by="platform")]
+                for merchant in ("m1", "m2")]
+            assert (m1, m2) == (([(1, 0)], [(1, 1)]) if call == "forget"
+                                else ([(2, 1)], [(1, 1)]))
     finally:
         await store.close()
 
