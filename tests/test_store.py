@@ -10,7 +10,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -39,7 +39,7 @@ from gateway.store import (
     open_store,
 )
 from gateway.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
-from gateway.store.postgres import PostgresStore
+from gateway.store.postgres import PostgresStore, split_schema
 from gateway.store.sql import month_split
 from gateway.store.sqlite import SQLiteStore
 
@@ -168,6 +168,23 @@ async def test_products_are_scoped_by_merchant(store: Store) -> None:
     assert await store.list_products("m2", limit=10) == []
     with pytest.raises(CodeTaken):
         await _product(store, "m2", code="code0001")
+
+
+async def test_a_product_reads_back_as_it_was_made(store: Store) -> None:
+    """Every field of a product, as made and as read (each merchant's own), and its
+    creation time kept through a change."""
+    await _merchants(store)
+    made = [await store.create_product(
+        merchant, code=f"code000{n}", title=f"Tea {n}", targets={"jd": {"sku": f"{n}234"}},
+        image_url=f"https://img.example/{n}.png", price=f"{n}.50", valid_from=100.0 + n,
+        valid_until=200.0 + n) for n, merchant in ((1, "m1"), (2, "m2"))]
+    for product in made:
+        assert await store.get_product(product.merchant_id, product.id) == product
+        assert await store.list_products(product.merchant_id, limit=10) == [product]
+    changed = await store.update_product("m2", made[1].id, {"title": "Green tea"})
+    assert changed is not None and changed.created_at == made[1].created_at
+    assert changed == replace(made[1], title="Green tea", updated_at=changed.updated_at)
+    assert await store.get_product("m1", made[0].id) == made[0]
 
 
 async def test_product_lifecycle_and_link_lookup(store: Store) -> None:
@@ -376,6 +393,7 @@ async def test_callback_inbox_and_group_members(store: Store) -> None:
     pending = await store.pending_callbacks(10)
     assert [(i.merchant_id, i.message) for i in pending] == [
         ("m1", "<xml>1</xml>"), ("m2", "<xml>2</xml>")]
+    assert await store.pending_callbacks(1) == pending[:1]  # the oldest first
     await store.finish_callback(pending[0].id)
     assert [i.id for i in await store.pending_callbacks(10)] == [pending[1].id]
     assert await store.add_group_member("m1", "wr1", "wm_a")
@@ -692,8 +710,29 @@ async def test_postgres_storage_url_opens_postgres_in_its_schema(pg_url: str) ->
             await conn.close()
 
 
+def test_split_schema_takes_out_the_schema_parameter_only() -> None:
+    """LinkLoop's ``schema=`` leaves the URL (asyncpg would send it to the server as a
+    setting, which the server refuses); every other parameter stays, blank ones too."""
+    base = "postgresql://linkloop@db.example:5432/linkloop"
+    assert split_schema(base) == (base, None)
+    assert split_schema(f"{base}?sslmode=require&schema=tenant&application_name=") == (
+        f"{base}?sslmode=require&application_name=", "tenant")
+    assert split_schema(f"{base}?schema=") == (base, None)  # blank: the search path's
+    assert split_schema(f"{base}?schema=one&schema=two") == (base, "two")
+
+
+async def test_schema_version_is_the_last_migration(database: Database) -> None:
+    store = await database.open()
+    try:
+        migrations = SQLITE_MIGRATIONS if database.engine == "sqlite" else POSTGRES_MIGRATIONS
+        assert await store.schema_version() == migrations[-1][0] == max(
+            await database.versions())
+    finally:
+        await store.close()
+
+
 async def test_postgres_unreachable_is_unavailable() -> None:
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreUnavailable, match=r"unavailable: .*Connect call failed"):
         await PostgresStore.open("postgresql://postgres@127.0.0.1:1/test",
                                   timeout_seconds=2)
 
@@ -728,6 +767,7 @@ async def test_postgres_lost_connection_is_unavailable_then_recovers(
     await store.record([click(1, product=pid)], [])
     rows = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01", by="platform")
     assert [r.clicks for r in rows] == [1]
+    await store.ping()  # the health check's answer: up
     await store.close()
     with pytest.raises(StoreUnavailable):  # a closed pool is "unavailable", not a crash
         await store.record([click(2, product=pid)], [])
@@ -1210,6 +1250,82 @@ async def test_sqlite_link_watcher_goes_on_after_a_failed_look(tmp_path: Path) -
             await store.close()
     failed = [e for e in logs if e["event"] == "links.watch_failed"]
     assert failed and all("link_changes" in e["error"] for e in failed), failed
+
+
+async def test_postgres_link_watcher_listens_again_after_losing_its_connection(
+        pg_url: str, pg_schema: str) -> None:
+    """The watcher's own connection, through a proxy. While the database is away each lost
+    try is a warning saying why, the next one waiting twice as long, and nothing is
+    forgotten; back, everything is forgotten once (``None``) and both merchants' changes
+    are heard. The connection is held past the call timeout, and a silent one is given up
+    at the timeout: after a loss the waits start at 0.5 s again. Cancelled (shutdown)
+    while the database is silent, the watcher still ends."""
+    from urllib.parse import urlsplit
+
+    import structlog
+
+    from gateway.store.postgres import _WATCH_EVERY
+
+    from .tcp_proxy import tcp_proxy
+    from .wait import DEADLINE
+
+    server = urlsplit(pg_url)
+    writer = await PostgresStore.open(pg_url, schema=pg_schema)
+    async with tcp_proxy(server.hostname or "127.0.0.1", server.port or 5432) as proxy:
+        # The listener's sessions are named, to see its pings arrive.
+        through = server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.port}",
+                                  query=f"application_name={pg_schema}").geturl()
+        listener = await PostgresStore.open(through, schema=pg_schema, timeout_seconds=1)
+        heard: list[str | None] = []
+        admin = await pg.connect(pg_url, pg_schema)
+
+        async def pinged() -> bool:
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                "AND lower(query) = 'select 1'", pg_schema))
+
+        with structlog.testing.capture_logs() as logs:
+            def lost() -> list[Any]:
+                return [e for e in logs if e["event"] == "store.link_listener_lost"]
+
+            proxy.black_hole()  # the pooled connection's LISTEN, then new ones, unanswered
+            watcher = asyncio.create_task(listener.watch_links(heard.append))
+            try:
+                await until(lambda: len(lost()) >= 2, what="two tries while it is away")
+                assert [e["retry_in"] for e in lost()[:2]] == [0.5, 1.0]
+                assert all("PostgreSQL" in e["error"] for e in lost()), lost()
+                # The second, a new connection's: a timeout, which has no words of its own.
+                assert lost()[1]["error"] == "PostgreSQL unavailable: TimeoutError"
+                assert heard == []
+                proxy.forward()
+                await until(lambda: heard == [None], what="listening again")
+                _, theirs = await _two_products(writer)  # a change of each merchant's link
+                await until(lambda: heard == [None, "code0001", "code0002"],
+                            what="both changes heard")
+                tries = len(lost())
+                # A ping over a connection held longer than the call timeout (1 s) arrives.
+                await until(pinged, within=DEADLINE + _WATCH_EVERY, what="a ping arriving")
+                assert len(lost()) == tries
+                proxy.black_hole()  # the next ping goes unanswered
+                await until(lambda: len(lost()) > tries, within=DEADLINE + _WATCH_EVERY,
+                            what="the silent connection given up")
+                assert lost()[tries]["retry_in"] == 0.5
+                proxy.forward()
+                await until(lambda: heard.count(None) == 2, what="listening once more")
+                await writer.update_product("m2", theirs, {"title": "Again"})
+                await until(lambda: heard[-1] == "code0002", what="a change heard after")
+                proxy.black_hole()
+                watcher.cancel()  # its UNLISTEN goes unanswered, and is given up
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(watcher, DEADLINE)
+            finally:
+                proxy.forward()
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+                await admin.close()
+                await listener.close()
+                await writer.close()
 
 
 async def test_sqlite_workers_opening_one_file_at_once_migrate_it_once(tmp_path: Path) -> None:
