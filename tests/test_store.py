@@ -612,6 +612,43 @@ async def test_postgres_concurrent_opens_on_a_fresh_schema(pg_url: str, pg_schem
             await store.close()
 
 
+async def test_postgres_without_a_schema_works_in_the_search_path_and_shares_its_locks(
+        pg_url: str, pg_schema: str) -> None:
+    """A storage URL without ``schema=`` (the search path, here the URL's, picks it): the
+    store works there, and its migrations and prunes take the same locks as a gateway
+    naming that schema, so the two never migrate or prune at once."""
+    admin = await pg.connect(pg_url, pg_schema)
+    try:
+        migrating, pruning = f"linkloop:migrate:{pg_schema}", f"linkloop:prune:{pg_schema}"
+        await admin.execute("SELECT pg_advisory_lock(hashtext($1))", migrating)
+        opening = asyncio.create_task(PostgresStore.open(
+            f"{pg_url}{'&' if '?' in pg_url else '?'}search_path={pg_schema}"))
+
+        async def opening_waits() -> bool:
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND wait_event = 'advisory' AND datname = current_database()"))
+
+        await until(opening_waits, what="the open waiting for the migration lock")
+        assert not opening.done()
+        await admin.execute("SELECT pg_advisory_unlock(hashtext($1))", migrating)
+        store = await asyncio.wait_for(opening, 20)
+        try:
+            assert store.schema is None
+            await _two_products(store)
+            assert await admin.fetchval("SELECT count(*) FROM merchants") == 2  # there
+            await admin.execute("SELECT pg_advisory_lock(hashtext($1))", pruning)
+            assert (await store.prune_raw(before_day="2026-11-01", before_ts=0.0)).get(
+                "skipped") == "another gateway is pruning"
+            await admin.execute("SELECT pg_advisory_unlock(hashtext($1))", pruning)
+            assert "skipped" not in await store.prune_raw(before_day="2026-11-01",
+                                                          before_ts=0.0)
+        finally:
+            await store.close()
+    finally:
+        await admin.close()
+
+
 async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_visitor(
         pg_url: str, pg_schema: str) -> None:
     # Two gateways' batches share no rollup row (other product, other platform) but one
@@ -899,12 +936,12 @@ async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
         await store.close()
 
 
-@pytest.mark.parametrize("call", ["forget", "import", "prune", "reseal"])
+@pytest.mark.parametrize("call", ["forget", "import", "prune", "reseal", "migrate"])
 async def test_postgres_calls_over_a_whole_history_are_not_cut_off_at_the_call_timeout(
         pg_url: str, pg_schema: str, call: str) -> None:
-    # A forget, an import, a prune or a reseal may wait or work longer than a request may;
-    # cut off at that limit, it would fail (a first prune or reseal of a big database
-    # every time it is tried).
+    # A forget, an import, a prune, a reseal or a migration may wait or work longer than a
+    # request may; cut off at that limit, it would fail (a first prune or reseal of a big
+    # database every time it is tried, a gateway's start behind another's migration).
     old_key = secrets.token_bytes(32)
     store = await PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5,
                                      secrets=SecretBox([old_key]))
@@ -936,6 +973,12 @@ async def test_postgres_calls_over_a_whole_history_are_not_cut_off_at_the_call_t
                 store.prune_raw(before_day="2026-11-02", before_ts=time.time() + 60),
                 lambda: store.pending_callbacks(10))
             assert (pruned["clicks"], pruned["callbacks"]) == (2, 2)
+        elif call == "migrate":  # another gateway starting, its migrations waiting
+            opened = await _outlasts_the_call_timeout(
+                pg_url, pg_schema, "schema_migrations", "SELECT version FROM schema_migrations",
+                PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5),
+                store.schema_version)
+            await opened.close()
         else:  # the key rotated: the secrets are sealed under the old one
             await store.close()
             store = await PostgresStore.open(
