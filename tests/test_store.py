@@ -248,6 +248,32 @@ async def test_reseal_puts_both_merchants_secrets_under_the_new_key(database: Da
         await only_new.close()
 
 
+async def test_plain_secrets_of_an_older_version_are_sealed_when_it_opens(
+        database: Database) -> None:
+    """Rows a version before sealing stored (both merchants') are sealed when storage
+    opens with a key of its own, and read back as they were."""
+    store = await database.open()
+    try:
+        await _merchants(store)
+    finally:
+        await store.close()
+    for merchant in ("m1", "m2"):
+        await database.fetch(
+            "INSERT INTO entries (merchant_id, kind, config, secrets, updated_at) VALUES "
+            f"('{merchant}', 'contact_way', '{{\"users\": [\"sales\"]}}', "
+            f"'{{\"secret\": \"s-{merchant}\"}}', 1)")
+    store = await database.open_sealed(SecretBox([secrets.token_bytes(32)]))
+    try:
+        stored = [str(r[0]) for r in await database.fetch("SELECT secrets FROM entries")]
+        assert len(stored) == 2 and all("llsec1:" in row and "s-m" not in row
+                                        for row in stored), stored
+        for merchant in ("m1", "m2"):
+            entry = await store.get_entry(merchant)
+            assert entry is not None and entry.secrets == {"secret": f"s-{merchant}"}
+    finally:
+        await store.close()
+
+
 async def test_recent_links_are_the_last_changed_of_every_merchant(store: Store) -> None:
     """The link cache warms with the links changed last, whoever's, newest first."""
     await _merchants(store)
