@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -38,12 +39,14 @@ from gateway.store import (
     open_store,
 )
 from gateway.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
-from gateway.store.postgres import PostgresStore
+from gateway.store.postgres import PostgresStore, split_schema
 from gateway.store.sql import month_split
 from gateway.store.sqlite import SQLiteStore
 
 from . import pg
 from .wait import until
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -167,6 +170,23 @@ async def test_products_are_scoped_by_merchant(store: Store) -> None:
         await _product(store, "m2", code="code0001")
 
 
+async def test_a_product_reads_back_as_it_was_made(store: Store) -> None:
+    """Every field of a product, as made and as read (each merchant's own), and its
+    creation time kept through a change."""
+    await _merchants(store)
+    made = [await store.create_product(
+        merchant, code=f"code000{n}", title=f"Tea {n}", targets={"jd": {"sku": f"{n}234"}},
+        image_url=f"https://img.example/{n}.png", price=f"{n}.50", valid_from=100.0 + n,
+        valid_until=200.0 + n) for n, merchant in ((1, "m1"), (2, "m2"))]
+    for product in made:
+        assert await store.get_product(product.merchant_id, product.id) == product
+        assert await store.list_products(product.merchant_id, limit=10) == [product]
+    changed = await store.update_product("m2", made[1].id, {"title": "Green tea"})
+    assert changed is not None and changed.created_at == made[1].created_at
+    assert changed == replace(made[1], title="Green tea", updated_at=changed.updated_at)
+    assert await store.get_product("m1", made[0].id) == made[0]
+
+
 async def test_product_lifecycle_and_link_lookup(store: Store) -> None:
     await _merchants(store)
     pid = await _product(store)
@@ -249,6 +269,32 @@ async def test_reseal_puts_both_merchants_secrets_under_the_new_key(database: Da
         assert app is not None and app.secret == "app-2"
     finally:
         await only_new.close()
+
+
+async def test_plain_secrets_of_an_older_version_are_sealed_when_it_opens(
+        database: Database) -> None:
+    """Rows a version before sealing stored (both merchants') are sealed when storage
+    opens with a key of its own, and read back as they were."""
+    store = await database.open()
+    try:
+        await _merchants(store)
+    finally:
+        await store.close()
+    for merchant in ("m1", "m2"):
+        await database.fetch(
+            "INSERT INTO entries (merchant_id, kind, config, secrets, updated_at) VALUES "
+            f"('{merchant}', 'contact_way', '{{\"users\": [\"sales\"]}}', "
+            f"'{{\"secret\": \"s-{merchant}\"}}', 1)")
+    store = await database.open_sealed(SecretBox([secrets.token_bytes(32)]))
+    try:
+        stored = [str(r[0]) for r in await database.fetch("SELECT secrets FROM entries")]
+        assert len(stored) == 2 and all("llsec1:" in row and "s-m" not in row
+                                        for row in stored), stored
+        for merchant in ("m1", "m2"):
+            entry = await store.get_entry(merchant)
+            assert entry is not None and entry.secrets == {"secret": f"s-{merchant}"}
+    finally:
+        await store.close()
 
 
 async def test_recent_links_are_the_last_changed_of_every_merchant(store: Store) -> None:
@@ -398,6 +444,7 @@ async def test_callback_inbox_and_group_members(store: Store) -> None:
     pending = await store.pending_callbacks(10)
     assert [(i.merchant_id, i.message) for i in pending] == [
         ("m1", "<xml>1</xml>"), ("m2", "<xml>2</xml>")]
+    assert await store.pending_callbacks(1) == pending[:1]  # the oldest first
     await store.finish_callback(pending[0].id)
     assert [i.id for i in await store.pending_callbacks(10)] == [pending[1].id]
     assert await store.add_group_member("m1", "wr1", "wm_a")
@@ -650,6 +697,43 @@ async def test_postgres_concurrent_opens_on_a_fresh_schema(pg_url: str, pg_schem
             await store.close()
 
 
+async def test_postgres_without_a_schema_works_in_the_search_path_and_shares_its_locks(
+        pg_url: str, pg_schema: str) -> None:
+    """A storage URL without ``schema=`` (the search path, here the URL's, picks it): the
+    store works there, and its migrations and prunes take the same locks as a gateway
+    naming that schema, so the two never migrate or prune at once."""
+    admin = await pg.connect(pg_url, pg_schema)
+    try:
+        migrating, pruning = f"linkloop:migrate:{pg_schema}", f"linkloop:prune:{pg_schema}"
+        await admin.execute("SELECT pg_advisory_lock(hashtext($1))", migrating)
+        opening = asyncio.create_task(PostgresStore.open(
+            f"{pg_url}{'&' if '?' in pg_url else '?'}search_path={pg_schema}"))
+
+        async def opening_waits() -> bool:
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND wait_event = 'advisory' AND datname = current_database()"))
+
+        await until(opening_waits, what="the open waiting for the migration lock")
+        assert not opening.done()
+        await admin.execute("SELECT pg_advisory_unlock(hashtext($1))", migrating)
+        store = await asyncio.wait_for(opening, 20)
+        try:
+            assert store.schema is None
+            await _two_products(store)
+            assert await admin.fetchval("SELECT count(*) FROM merchants") == 2  # there
+            await admin.execute("SELECT pg_advisory_lock(hashtext($1))", pruning)
+            assert (await store.prune_raw(before_day="2026-11-01", before_ts=0.0)).get(
+                "skipped") == "another gateway is pruning"
+            await admin.execute("SELECT pg_advisory_unlock(hashtext($1))", pruning)
+            assert "skipped" not in await store.prune_raw(before_day="2026-11-01",
+                                                          before_ts=0.0)
+        finally:
+            await store.close()
+    finally:
+        await admin.close()
+
+
 async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_visitor(
         pg_url: str, pg_schema: str) -> None:
     # Two gateways' batches share no rollup row (other product, other platform) but one
@@ -748,8 +832,29 @@ async def test_postgres_storage_url_opens_postgres_in_its_schema(pg_url: str) ->
             await conn.close()
 
 
+def test_split_schema_takes_out_the_schema_parameter_only() -> None:
+    """LinkLoop's ``schema=`` leaves the URL (asyncpg would send it to the server as a
+    setting, which the server refuses); every other parameter stays, blank ones too."""
+    base = "postgresql://linkloop@db.example:5432/linkloop"
+    assert split_schema(base) == (base, None)
+    assert split_schema(f"{base}?sslmode=require&schema=tenant&application_name=") == (
+        f"{base}?sslmode=require&application_name=", "tenant")
+    assert split_schema(f"{base}?schema=") == (base, None)  # blank: the search path's
+    assert split_schema(f"{base}?schema=one&schema=two") == (base, "two")
+
+
+async def test_schema_version_is_the_last_migration(database: Database) -> None:
+    store = await database.open()
+    try:
+        migrations = SQLITE_MIGRATIONS if database.engine == "sqlite" else POSTGRES_MIGRATIONS
+        assert await store.schema_version() == migrations[-1][0] == max(
+            await database.versions())
+    finally:
+        await store.close()
+
+
 async def test_postgres_unreachable_is_unavailable() -> None:
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreUnavailable, match=r"unavailable: .*Connect call failed"):
         await PostgresStore.open("postgresql://postgres@127.0.0.1:1/test",
                                   timeout_seconds=2)
 
@@ -784,6 +889,7 @@ async def test_postgres_lost_connection_is_unavailable_then_recovers(
     await store.record([click(1, product=pid)], [])
     rows = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01", by="platform")
     assert [r.clicks for r in rows] == [1]
+    await store.ping()  # the health check's answer: up
     await store.close()
     with pytest.raises(StoreUnavailable):  # a closed pool is "unavailable", not a crash
         await store.record([click(2, product=pid)], [])
@@ -861,6 +967,36 @@ async def test_sqlite_calls_over_a_whole_history_are_not_cut_off_at_the_call_tim
         await store.close()
 
 
+async def _outlasts_the_call_timeout(pg_url: str, pg_schema: str, table: str, statement: str,
+                                     long: Coroutine[Any, Any, T],
+                                     short: Callable[[], Awaitable[object]]) -> T:
+    """Run ``long`` (a call of a store opened with ``timeout_seconds=0.5``) while another
+    session holds ``table``; once ``long`` waits on it (its statement has ``statement`` in
+    it), a call made after it on the same lock, ``short``, gives up at the timeout, and
+    ``long``, waiting longer than that by then, still goes on. What ``long`` returns."""
+    admin = await pg.connect(pg_url, pg_schema)
+    try:
+        await admin.execute(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        started = asyncio.create_task(long)
+
+        async def waits() -> bool:
+            # Within a transaction the server keeps showing its first look at the
+            # sessions (a snapshot) unless told to look again.
+            await admin.execute("SELECT pg_stat_clear_snapshot()")
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND position($1 IN query) > 0", statement))
+
+        await until(waits, what=f"the call waiting on {table}")
+        with pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
+            await short()
+        assert not started.done()
+        await admin.execute("ROLLBACK")
+    finally:
+        await admin.close()
+    return await asyncio.wait_for(started, 20)
+
+
 async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
         pg_url: str, pg_schema: str) -> None:
     # An export (``linkloop export --rollups-before``) reads a merchant's whole history: it
@@ -871,33 +1007,78 @@ async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
         await store.record([click(1, product=pid, day="2026-10-01", visitor="a"),
                             click(2, product=pid, day="2026-10-02", visitor="b", bot=True),
                             click(3, merchant="m2", product=other, day="2026-10-01")], [])
-        admin = await pg.connect(pg_url, pg_schema)
-        try:
-            # Another session holds the rollups: the export waits on it.
-            await admin.execute("BEGIN; LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
-            export = asyncio.create_task(store.export_rollups("m1", before_day="2026-11-01"))
-
-            async def export_waits() -> bool:
-                return bool(await admin.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE '%FROM rollups WHERE merchant_id%'"))
-
-            await until(export_waits, what="the export waiting on the rollups")
-            # A call made after the export started, on the same lock, gives up at the
-            # timeout; the export, waiting longer than that by then, still goes on.
-            with pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
-                await store.stats("m2", from_day="2026-10-01", to_day="2026-10-01",
-                                  by="platform", product_id=other)  # read from rollups
-            assert not export.done()
-            await admin.execute("ROLLBACK")
-        finally:
-            await admin.close()
-        rows, sketches = await asyncio.wait_for(export, 20)
+        rows, sketches = await _outlasts_the_call_timeout(
+            pg_url, pg_schema, "rollups", "FROM rollups WHERE merchant_id",
+            store.export_rollups("m1", before_day="2026-11-01"),
+            lambda: store.stats("m2", from_day="2026-10-01", to_day="2026-10-01",
+                                by="platform", product_id=other))  # read from rollups
         counts = {key: dict(zip(COUNTERS, values, strict=True)) for key, values in rows}
         assert list(counts) == [("m1", pid, "2026-10-01", "taobao", ""),
                                 ("m1", pid, "2026-10-02", "taobao", "")]
         assert [(c["clicks"], c["bot_clicks"]) for c in counts.values()] == [(1, 0), (0, 1)]
         assert {key[0] for key, _ in sketches} == {"m1"} and sketches
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("call", ["forget", "import", "prune", "reseal", "migrate"])
+async def test_postgres_calls_over_a_whole_history_are_not_cut_off_at_the_call_timeout(
+        pg_url: str, pg_schema: str, call: str) -> None:
+    # A forget, an import, a prune, a reseal or a migration may wait or work longer than a
+    # request may; cut off at that limit, it would fail (a first prune or reseal of a big
+    # database every time it is tried, a gateway's start behind another's migration).
+    old_key = secrets.token_bytes(32)
+    store = await PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5,
+                                     secrets=SecretBox([old_key]))
+    try:
+        pid, other = await _two_products(store)
+        await store.record([click(1, product=pid, visitor="a"),
+                            click(2, merchant="m2", product=other, visitor="a")], [])
+        for merchant in ("m1", "m2"):
+            await store.put_entry(Entry(merchant, "contact_way", {"users": ["sales"]},
+                                        {"secret": f"s-{merchant}"}))
+            await store.accept_callback(merchant, f"n-{merchant}", f"<xml>{merchant}</xml>")
+        for item in await store.pending_callbacks(10):
+            await store.finish_callback(item.id)
+        if call == "forget":
+            await _outlasts_the_call_timeout(
+                pg_url, pg_schema, "clicks", "FROM clicks WHERE visitor",
+                store.forget_visitor("a", "m1"),
+                lambda: store.export_clicks("m2", after="", limit=10))
+        elif call == "import":
+            rows, sketches = await store.export_rollups("m1", before_day="2026-11-02")
+            await _outlasts_the_call_timeout(
+                pg_url, pg_schema, "rollups", "WITH batch AS MATERIALIZED",
+                store.add_rollups(rows, sketches),
+                lambda: store.stats("m2", from_day="2026-11-01", to_day="2026-11-01",
+                                    by="platform", product_id=other))
+        elif call == "prune":
+            pruned = await _outlasts_the_call_timeout(
+                pg_url, pg_schema, "wecom_inbox", "DELETE FROM wecom_inbox",
+                store.prune_raw(before_day="2026-11-02", before_ts=time.time() + 60),
+                lambda: store.pending_callbacks(10))
+            assert (pruned["clicks"], pruned["callbacks"]) == (2, 2)
+        elif call == "migrate":  # another gateway starting, its migrations waiting
+            opened = await _outlasts_the_call_timeout(
+                pg_url, pg_schema, "schema_migrations", "SELECT version FROM schema_migrations",
+                PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5),
+                store.schema_version)
+            await opened.close()
+        else:  # the key rotated: the secrets are sealed under the old one
+            await store.close()
+            store = await PostgresStore.open(
+                pg_url, schema=pg_schema, timeout_seconds=0.5,
+                secrets=SecretBox([secrets.token_bytes(32), old_key]))
+            resealed = await _outlasts_the_call_timeout(
+                pg_url, pg_schema, "entries", "FROM entries FOR UPDATE",
+                store.reseal_secrets(), lambda: store.get_entry("m2"))
+            assert resealed == {"entries": 2, "app_credentials": 0}
+        if call in ("forget", "import"):
+            m1, m2 = [[(r.clicks, r.unique_visitors) for r in await store.stats(
+                merchant, from_day="2026-11-01", to_day="2026-11-01", by="platform")]
+                for merchant in ("m1", "m2")]
+            assert (m1, m2) == (([(1, 0)], [(1, 1)]) if call == "forget"
+                                else ([(2, 1)], [(1, 1)]))
     finally:
         await store.close()
 
@@ -1197,6 +1378,82 @@ async def test_sqlite_link_watcher_goes_on_after_a_failed_look(tmp_path: Path) -
             await store.close()
     failed = [e for e in logs if e["event"] == "links.watch_failed"]
     assert failed and all("link_changes" in e["error"] for e in failed), failed
+
+
+async def test_postgres_link_watcher_listens_again_after_losing_its_connection(
+        pg_url: str, pg_schema: str) -> None:
+    """The watcher's own connection, through a proxy. While the database is away each lost
+    try is a warning saying why, the next one waiting twice as long, and nothing is
+    forgotten; back, everything is forgotten once (``None``) and both merchants' changes
+    are heard. The connection is held past the call timeout, and a silent one is given up
+    at the timeout: after a loss the waits start at 0.5 s again. Cancelled (shutdown)
+    while the database is silent, the watcher still ends."""
+    from urllib.parse import urlsplit
+
+    import structlog
+
+    from gateway.store.postgres import _WATCH_EVERY
+
+    from .tcp_proxy import tcp_proxy
+    from .wait import DEADLINE
+
+    server = urlsplit(pg_url)
+    writer = await PostgresStore.open(pg_url, schema=pg_schema)
+    async with tcp_proxy(server.hostname or "127.0.0.1", server.port or 5432) as proxy:
+        # The listener's sessions are named, to see its pings arrive.
+        through = server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.port}",
+                                  query=f"application_name={pg_schema}").geturl()
+        listener = await PostgresStore.open(through, schema=pg_schema, timeout_seconds=1)
+        heard: list[str | None] = []
+        admin = await pg.connect(pg_url, pg_schema)
+
+        async def pinged() -> bool:
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                "AND lower(query) = 'select 1'", pg_schema))
+
+        with structlog.testing.capture_logs() as logs:
+            def lost() -> list[Any]:
+                return [e for e in logs if e["event"] == "store.link_listener_lost"]
+
+            proxy.black_hole()  # the pooled connection's LISTEN, then new ones, unanswered
+            watcher = asyncio.create_task(listener.watch_links(heard.append))
+            try:
+                await until(lambda: len(lost()) >= 2, what="two tries while it is away")
+                assert [e["retry_in"] for e in lost()[:2]] == [0.5, 1.0]
+                assert all("PostgreSQL" in e["error"] for e in lost()), lost()
+                # The second, a new connection's: a timeout, which has no words of its own.
+                assert lost()[1]["error"] == "PostgreSQL unavailable: TimeoutError"
+                assert heard == []
+                proxy.forward()
+                await until(lambda: heard == [None], what="listening again")
+                _, theirs = await _two_products(writer)  # a change of each merchant's link
+                await until(lambda: heard == [None, "code0001", "code0002"],
+                            what="both changes heard")
+                tries = len(lost())
+                # A ping over a connection held longer than the call timeout (1 s) arrives.
+                await until(pinged, within=DEADLINE + _WATCH_EVERY, what="a ping arriving")
+                assert len(lost()) == tries
+                proxy.black_hole()  # the next ping goes unanswered
+                await until(lambda: len(lost()) > tries, within=DEADLINE + _WATCH_EVERY,
+                            what="the silent connection given up")
+                assert lost()[tries]["retry_in"] == 0.5
+                proxy.forward()
+                await until(lambda: heard.count(None) == 2, what="listening once more")
+                await writer.update_product("m2", theirs, {"title": "Again"})
+                await until(lambda: heard[-1] == "code0002", what="a change heard after")
+                proxy.black_hole()
+                watcher.cancel()  # its UNLISTEN goes unanswered, and is given up
+                with pytest.raises(asyncio.CancelledError):
+                    await asyncio.wait_for(watcher, DEADLINE)
+            finally:
+                proxy.forward()
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+                await admin.close()
+                await listener.close()
+                await writer.close()
 
 
 async def test_sqlite_workers_opening_one_file_at_once_migrate_it_once(tmp_path: Path) -> None:
