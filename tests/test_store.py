@@ -1515,6 +1515,41 @@ async def test_postgres_migration_3_keeps_the_rollups(pg_url: str, pg_schema: st
         await store.close()
 
 
+async def test_postgres_sketch_backfill_reads_every_page_of_clicks(
+        pg_url: str, pg_schema: str) -> None:
+    """The visitor sketches are backfilled from all the clicks stored before them, a page
+    of 5,000 at a time, ids as the gateway makes them (base64url, upper case first)."""
+    conn = await pg.connect(pg_url, pg_schema)
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                           "applied_at DOUBLE PRECISION NOT NULL)")
+        for version, script in POSTGRES_MIGRATIONS[:2]:
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_migrations VALUES ($1, 0)", version)
+        for merchant, product, clicks in (("m1", 7, 5001), ("m2", 8, 1)):
+            await conn.execute("INSERT INTO merchants (id, name, created_at) VALUES ($1, $1, 0)",
+                               merchant)
+            await conn.execute("INSERT INTO rollups VALUES ($1, '2026-10-01', $2, 'taobao', "
+                               "$3, 0, 0, 0, 0, 0)", merchant, product, clicks)
+        # m1's 5,000 clicks of one visitor, then (on the next page) m2's and m1's second's.
+        await conn.execute(
+            "INSERT INTO clicks SELECT 'AZ' || lpad(n::text, 14, '0'), "
+            "CASE n WHEN 5001 THEN 'm2' ELSE 'm1' END, CASE n WHEN 5001 THEN 8 ELSE 7 END, "
+            "1.0, '2026-10-01', 'taobao', 'ua', NULL, "
+            "CASE WHEN n <= 5000 THEN 'v' ELSE 'w' || n END, 'h', false, true, 'ios' "
+            "FROM generate_series(1, 5002) AS n")
+    finally:
+        await conn.close()
+    store = await PostgresStore.open(pg_url, schema=pg_schema)
+    try:
+        found = [[(r.clicks, r.unique_visitors) for r in await store.stats(
+            merchant, from_day="2026-10-01", to_day="2026-10-01", by="platform")]
+            for merchant in ("m1", "m2")]
+        assert found == [[(5001, 2)], [(1, 1)]]
+    finally:
+        await store.close()
+
+
 def test_rollup_delta_values_follow_the_counters_order() -> None:
     """values() are what the upserts write column by column, in COUNTERS order."""
     from gateway.store import COUNTERS
