@@ -1483,14 +1483,19 @@ async def test_sqlite_workers_opening_one_file_at_once_migrate_it_once(tmp_path:
     assert versions == [version for version, _ in SQLITE_MIGRATIONS]
 
 
+async def _at_migration_2(conn: Any) -> None:
+    """A schema as PostgreSQL migrations 1 and 2 left it (a database of that version)."""
+    await conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                       "applied_at DOUBLE PRECISION NOT NULL)")
+    for version, script in POSTGRES_MIGRATIONS[:2]:
+        await conn.execute(script)
+        await conn.execute("INSERT INTO schema_migrations VALUES ($1, 0)", version)
+
+
 async def test_postgres_migration_3_keeps_the_rollups(pg_url: str, pg_schema: str) -> None:
     conn = await pg.connect(pg_url, pg_schema)
     try:
-        await conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
-                           "applied_at DOUBLE PRECISION NOT NULL)")
-        for version, script in POSTGRES_MIGRATIONS[:2]:
-            await conn.execute(script)
-            await conn.execute("INSERT INTO schema_migrations VALUES ($1, 0)", version)
+        await _at_migration_2(conn)
         await conn.execute("INSERT INTO merchants (id, name, created_at) VALUES ('m1', 'One', 0)")
         await conn.execute("INSERT INTO rollups VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                            *_V2_ROLLUP)
@@ -1518,14 +1523,10 @@ async def test_postgres_migration_3_keeps_the_rollups(pg_url: str, pg_schema: st
 async def test_postgres_sketch_backfill_reads_every_page_of_clicks(
         pg_url: str, pg_schema: str) -> None:
     """The visitor sketches are backfilled from all the clicks stored before them, a page
-    of 5,000 at a time, ids as the gateway makes them (base64url, upper case first)."""
+    of 5,000 at a time, with ids like the gateway's."""
     conn = await pg.connect(pg_url, pg_schema)
     try:
-        await conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
-                           "applied_at DOUBLE PRECISION NOT NULL)")
-        for version, script in POSTGRES_MIGRATIONS[:2]:
-            await conn.execute(script)
-            await conn.execute("INSERT INTO schema_migrations VALUES ($1, 0)", version)
+        await _at_migration_2(conn)
         for merchant, product, clicks in (("m1", 7, 5001), ("m2", 8, 1)):
             await conn.execute("INSERT INTO merchants (id, name, created_at) VALUES ($1, $1, 0)",
                                merchant)
