@@ -22,7 +22,21 @@ from gateway.clock import DayClock
 from .pg import connect, fresh_schema, postgres_url, with_schema
 from .test_cli import run, serving
 
-TODAY = DayClock("Asia/Shanghai").today()
+
+def _today() -> date:
+    """Today in the gateway's days (Asia/Shanghai: the day turns at 16:00 UTC)."""
+    return DayClock("Asia/Shanghai").today()
+
+
+def _cutoffs(started: date, days: int = 180) -> set[str]:
+    """The first day a command begun on ``started`` keeps: ``days`` before that day, or
+    before the next one if the day turned while it ran."""
+    return {(day - timedelta(days=days)).isoformat() for day in (started, _today())}
+
+
+#: Fixed when the tests are collected, which may be before the day turns: only days far
+#: from the retention's cutoff, which a day's shift can't carry across it.
+TODAY = _today()
 #: Older than the 180-day default, and in a month that ended before the cutoff too (so its
 #: PostgreSQL partition goes whole whatever today is).
 OLD = (TODAY - timedelta(days=250)).isoformat()
@@ -130,11 +144,12 @@ async def test_prune_deletes_old_raw_rows_and_their_day_still_counts(
     old_day = next(r for r in before["acme"] if r["day"] == OLD)
     assert (old_day["clicks"], old_day["unique_visitors"], old_day["storefront_opens"]) == (2, 2, 1)
 
+    started = _today()
     pruned = run(env, "prune")
     assert pruned.returncode == 0, pruned.stderr
     report = json.loads(pruned.stdout)
     assert report["retention_days"] == 180
-    assert report["kept_from"] == (TODAY - timedelta(days=180)).isoformat()
+    assert report["kept_from"] in _cutoffs(started)
     assert (report["clicks"] + (4 if engine.engine == "postgres" else 0), report["events"],
             report["visitors"]) == (4, 2, 0)  # visitor rows: only older versions wrote them
     if engine.engine == "postgres":  # dropped whole, not deleted row by row
@@ -177,9 +192,10 @@ async def test_an_export_keeps_the_days_before_the_retention(cli_env: dict[str, 
         assert run(cli_env, "prune").returncode == 0
     before = _stats(cli_env, "acme")
     out = tmp_path / "moved.jsonl"
+    started = _today()
     assert run(cli_env, "export", "--merchant", "acme", "--out", str(out)).returncode == 0
     header = json.loads(out.read_text().splitlines()[0])
-    assert header["rollups_before"] == (TODAY - timedelta(days=180)).isoformat()
+    assert header["rollups_before"] in _cutoffs(started)
     lines = [json.loads(line) for line in out.read_text().splitlines()[1:]]
     # Raw rows past the retention don't travel, even when the source has not pruned yet.
     assert {line["data"]["day"] for line in lines if line["kind"] in ("click", "event")} == {
@@ -302,11 +318,12 @@ async def test_privacy_forget_leaves_an_estimated_cell_whose_raw_clicks_are_prun
     """A month's cell estimated over 300 visitors, the first of its days past the
     retention: it can't be rebuilt, and the command says it was left; the day's exact
     cells are cleaned."""
-    kept = next(TODAY - timedelta(days=k) for k in range(20, 60)
-                if (TODAY - timedelta(days=k)).day >= 2)
+    today = _today()  # this test's own: the cutoff must fall exactly between two days
+    kept = next(today - timedelta(days=k) for k in range(20, 60)
+                if (today - timedelta(days=k)).day >= 2)
     pruned_day, kept_day = (kept - timedelta(days=1)).isoformat(), kept.isoformat()
     env = {**engine.env,
-           "LINKLOOP_RETENTION_RAW_CLICKS_DAYS": str((TODAY - kept).days)}
+           "LINKLOOP_RETENTION_RAW_CLICKS_DAYS": str((today - kept).days)}
     for merchant, product in (("acme", 1), ("beta", 2)):
         _import_clicks(env, tmp_path, merchant, product,
                        [(kept_day, SHARED_VISITOR), (kept_day, f"{merchant:>4}Visitor00001")]
