@@ -194,6 +194,7 @@ async def list_channels(request: web.Request) -> web.Response:
 
 async def create_channel(request: web.Request) -> web.Response:
     who = principal(request, write=True)
+    await merchant_of(request, who)
     channel = channel_from(await json_body(request), who.merchant_id)
     try:
         made = await request.app[STORE].create_channel(channel)

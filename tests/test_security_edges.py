@@ -329,27 +329,54 @@ async def test_marketing_reads_every_merchant_route_but_writes_none(
     assert (await client.get("/api/entry", headers=auth)).status == 404
 
 
+#: A body for every write route under /api/, valid but for the merchant: the test below
+#: fails on a write route missing here, so a new one is checked for a ghost token too.
+_GHOST_WRITES: dict[tuple[str, str], tuple[Any, int]] = {
+    # Writes in the merchant's name are refused as such (401 unknown_merchant) ...
+    ("POST", "/api/products"): (PRODUCT, 401),
+    ("PATCH", "/api/products/{id}"): ({"title": "x"}, 401),
+    ("POST", "/api/products/import"): (None, 401),
+    ("PUT", "/api/entry"): ({"kind": "static", "qr_url": "https://shop.example.com/q"}, 401),
+    ("PUT", "/api/credentials/{platform}"): ({"appid": "wx0123456789abcdef",
+                                              "secret": "0123456789abcdef0123"}, 401),
+    ("POST", "/api/channels"): ({"name": "spring_live"}, 401),
+    # ... and what names another merchant's product, channel or entry is not found.
+    ("DELETE", "/api/products/{id}"): (None, 404),
+    ("POST", "/api/products/{id}/restore"): (None, 404),
+    ("POST", "/api/entry/check"): (None, 404),
+    ("DELETE", "/api/channels/{name}"): (None, 404),
+}
+
+
 async def test_a_token_for_a_merchant_that_does_not_exist_reaches_nothing(
     client: TestClient[Any, Any], tenant: Tenant,
 ) -> None:
     # Validly signed (the secret is shared, the merchant is not): a token minted against
-    # another database, or for a typo the CLI would have refused. It used to get a 500
-    # from PUT /api/entry and /api/credentials (a foreign key refused the write).
+    # another database, or for a typo the CLI would have refused. PUT /api/entry and
+    # /api/credentials, then POST /api/channels (found by the fuzz test), got a 500: a
+    # foreign key refused the write.
     product = await create_product(client, tenant)
+    await client.post("/api/channels", json={"name": "spring_live"}, headers=tenant.auth)
     ghost = {"Authorization": "Bearer " + jwt.encode(_claims(sub="ghost", role="admin"),
                                                     _secret(client), "HS256")}
-    writes = [("POST", "/api/products", PRODUCT),
-              ("PATCH", f"/api/products/{product['id']}", {"title": "x"}),
-              ("PUT", "/api/entry", {"kind": "static", "qr_url": "https://shop.example.com/q"}),
-              ("PUT", "/api/credentials/wechat_miniprogram",
-               {"appid": "wx0123456789abcdef", "secret": "0123456789abcdef0123"})]
-    for method, path, body in writes:
+    routes = {(route.method, route.resource.canonical)
+              for route in client.app.router.routes()
+              if route.resource is not None and route.resource.canonical.startswith("/api/")
+              and route.method in ("POST", "PUT", "PATCH", "DELETE")}
+    assert routes == set(_GHOST_WRITES), "a write route has no ghost-token case here"
+    names = {"id": str(product["id"]), "platform": "wechat_miniprogram", "name": "spring_live"}
+    for (method, route), (body, status) in sorted(_GHOST_WRITES.items()):
+        path = route.format(**names)
         resp = await client.request(method, path, json=body, headers=ghost)
-        assert resp.status == 401, (method, path, resp.status, await resp.text())
-        assert (await resp.json())["error"]["code"] == "unknown_merchant", path
+        code = {401: "unknown_merchant", 404: "not_found"}[status]
+        assert (resp.status, (await resp.json())["error"]["code"]) == (status, code), (
+            method, path, resp.status, await resp.text())
+    # The real merchant's product and channel are as they were.
+    mine = await (await client.get(f"/api/products/{product['id']}", headers=tenant.auth)).json()
+    assert mine["title"] == product["title"] and mine.get("status", "active") == "active"
+    channels = await (await client.get("/api/channels", headers=tenant.auth)).json()
+    assert [c["name"] for c in channels["items"]] == ["spring_live"]
     # Reads find nothing: another merchant's product is simply not there.
-    resp = await client.delete(f"/api/products/{product['id']}", headers=ghost)
-    assert resp.status == 404
     for path in (f"/api/products/{product['id']}", f"/api/products/{product['id']}/qr.svg",
                  "/api/entry"):
         assert (await client.get(path, headers=ghost)).status == 404, path
