@@ -48,11 +48,16 @@ from typing import Any, NamedTuple
 from .base import COUNTERS, Click, Event, RollupKey, SketchKey
 from .sketch import visitor_hash
 
-__all__ = ["BATCH_CLICK_COLUMNS", "KEY_COLUMNS", "SKETCH_KINDS", "ClickOrigin", "MonthKey",
-           "ProductKey", "RollupDelta", "RollupKey", "SketchKey", "TotalKey", "batch_click_row",
-           "batch_counts", "coarser_deltas", "delta_rows", "fold_statement",
-           "reattributed_deltas", "rollup_deltas", "sketch_cells"]
+__all__ = ["BATCH_CLICK_COLUMNS", "KEY_COLUMNS", "SKETCH_KINDS", "ClickOrigin", "FinestKey",
+           "MonthKey", "ProductKey", "RollupDelta", "RollupKey", "SketchKey", "TotalKey",
+           "batch_click_row", "batch_counts", "cells_of", "coarser_deltas", "delta_rows",
+           "finest_cells", "fold_statement", "reattributed_deltas", "rollup_deltas",
+           "sketch_cells"]
 
+
+#: (merchant_id, day, product_id, platform, channel ('' for none)): a click's finest sketch
+#: cell, which every kind's cell of that click is a union of.
+FinestKey = tuple[str, str, int, str, str]
 
 #: (merchant_id, product_id, month 'YYYY-MM', platform, channel): one row of monthly_rollups.
 MonthKey = tuple[str, int, str, str, str]
@@ -258,14 +263,13 @@ def fold_statement(table: str, batch: str) -> str:
 
 def sketch_cells(clicks: Iterable[Click]) -> dict[SketchKey, set[int]]:
     """The visitor hashes a batch adds to each sketch cell: every human click's visitor,
-    in each kind's cell of that click.
+    in each kind's cell of that click."""
+    return cells_of(finest_cells(clicks))
 
-    The clicks are first gathered by their finest cell (merchant, day, product, platform,
-    channel), and each kind's cells are unions of those: the work per click is one hash
-    and one set insert, the rest is per cell (a flash sale's thousands of clicks on one
-    product make one cell of each kind).
-    """
-    finest: dict[tuple[str, str, int, str, str], set[int]] = {}
+
+def finest_cells(clicks: Iterable[Click]) -> dict[FinestKey, set[int]]:
+    """Every human click's visitor hash, gathered by the click's finest cell."""
+    finest: dict[FinestKey, set[int]] = {}
     hashes: dict[str, int] = {}
     for click in clicks:
         if click.bot:
@@ -280,6 +284,13 @@ def sketch_cells(clicks: Iterable[Click]) -> dict[SketchKey, set[int]]:
             finest[key] = {found}
         else:
             visitors.add(found)
+    return finest
+
+
+def cells_of(finest: Mapping[FinestKey, set[int]]) -> dict[SketchKey, set[int]]:
+    """Each kind's cells, as unions of the finest cells: the work per click is one hash and
+    one set insert (``finest_cells``), the rest is per cell (a flash sale's thousands of
+    clicks on one product make one cell of each kind)."""
     cells: dict[SketchKey, set[int]] = {}
     for (merchant_id, day, product_id, platform, channel), visitors in finest.items():
         for kind, (product, by_platform, grain) in SKETCH_KINDS.items():

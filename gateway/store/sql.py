@@ -20,15 +20,29 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
 from .base import COUNTERS, Click, GroupBy, ProductState, StatsRow
-from .rollup import SKETCH_KINDS
+from .rollup import SKETCH_KINDS, SketchKey
 
-__all__ = ["CLICK_COLUMNS", "PRODUCT_COLUMNS", "Grain", "click_row", "load_report_code",
-           "login_attempt_query", "login_attempt_wait", "month_split", "product_list_query",
-           "sketch_query", "stats_query", "stats_row", "with_unique_visitors"]
+__all__ = [
+    "CLICK_COLUMNS",
+    "PRODUCT_COLUMNS",
+    "Grain",
+    "SketchPlan",
+    "click_row",
+    "load_report_code",
+    "login_attempt_query",
+    "login_attempt_wait",
+    "month_split",
+    "product_list_query",
+    "sketch_query",
+    "stats_query",
+    "stats_row",
+    "with_unique_visitors",
+]
 
 #: A product row as both engines read it (``_product`` in each turns it into a Product).
 PRODUCT_COLUMNS = ("id, merchant_id, code, title, targets, image_url, price, status, "
@@ -160,34 +174,75 @@ def stats_query(
     return query, param.values
 
 
-def sketch_query(
-    merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
-    product_id: int | None, platform: str | None, mark: str, channel: str | None = None,
-) -> tuple[str, list[Any]]:
-    """(group, sketch) rows of every visitor sketch cell a report merges.
+@dataclass(frozen=True)
+class SketchPlan:
+    """Which visitor sketch cells a report merges, and under which group.
 
     The kind keeps product and platform only when the report groups or filters by them
     (fewest, fullest cells); whole months come from its monthly cells where it has them,
     except by day. The group is the report's key (the day is the cell's period).
     """
+
+    by: GroupBy
+    keep_product: bool
+    keep_platform: bool
+    #: The kind's name without its grain (``SKETCH_KINDS``).
+    base: str
+    parts: tuple[tuple[Grain, str, str], ...]
+
+    @classmethod
+    def of(cls, *, from_day: str, to_day: str, by: GroupBy, product_id: int | None,
+           platform: str | None) -> SketchPlan:
+        keep_product = by == "product" or product_id is not None
+        keep_platform = by == "platform" or platform is not None
+        base = ("pl" if keep_product and keep_platform else "p" if keep_product
+                else "l" if keep_platform else "") + "c"
+        has_months = base + "m" in SKETCH_KINDS
+        parts: list[tuple[Grain, str, str]] = (
+            month_split(from_day, to_day) if has_months and by != "day"
+            else [("day", from_day, to_day)])
+        return cls(by, keep_product, keep_platform, base, tuple(parts))
+
+    def cell(self, merchant_id: str, day: str, product_id: int, platform: str,
+             channel: str) -> SketchKey | None:
+        """The cell the report reads that a click of this finest cell is in (None: none)."""
+        for grain, lo, hi in self.parts:
+            period = day if grain == "day" else day[:7]
+            if lo <= period <= hi:
+                return (merchant_id, self.base + grain[0], period,
+                        product_id if self.keep_product else 0,
+                        platform if self.keep_platform else "", channel)
+        return None
+
+    def group(self, cell: SketchKey) -> Any:
+        """The report's key of a cell's visitors (its column in ``sketch_query``)."""
+        _merchant, _kind, period, product_id, platform, channel = cell
+        return {"day": period, "product": product_id, "platform": platform,
+                "channel": channel}.get(self.by, "")
+
+
+def sketch_query(
+    merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
+    product_id: int | None, platform: str | None, mark: str, channel: str | None = None,
+    with_cell: bool = False,
+) -> tuple[str, list[Any]]:
+    """(group, sketch) rows of every visitor sketch cell a report merges (``SketchPlan``);
+    ``with_cell``: (group, cell key..., sketch) rows."""
+    plan = SketchPlan.of(from_day=from_day, to_day=to_day, by=by, product_id=product_id,
+                         platform=platform)
     param = _Params(mark)
-    keep_product = by == "product" or product_id is not None
-    keep_platform = by == "platform" or platform is not None
-    base = ("pl" if keep_product and keep_platform else "p" if keep_product
-            else "l" if keep_platform else "") + "c"
-    has_months = base + "m" in SKETCH_KINDS
-    parts = (month_split(from_day, to_day) if has_months and by != "day"
-             else [("day", from_day, to_day)])
     key = {"day": "period", "product": "product_id", "total": _NO_KEY}.get(by, by)
+    columns = f"{key} AS k, " + ("merchant_id, kind, period, product_id, platform, channel, "
+                                 if with_cell else "") + "sketch"
     given = {"product_id": product_id, "platform": platform, "channel": channel}
     selects = []
-    for grain, lo, hi in parts:
-        where = (f"merchant_id = {param(merchant_id)} AND kind = {param(base + grain[0])} "
+    for grain, lo, hi in plan.parts:
+        where = (f"merchant_id = {param(merchant_id)} AND kind = {param(plan.base + grain[0])} "
                  f"AND period >= {param(lo)} AND period <= {param(hi)}")
         for name, value in given.items():
             if value is not None:
                 where += f" AND {name} = {param(value)}"
-        selects.append(f"SELECT {key} AS k, sketch FROM visitor_sketches WHERE {where}")
+        selects.append(f"SELECT {columns} FROM visitor_sketches WHERE {where}")
     return " UNION ALL ".join(selects), param.values
 
 
