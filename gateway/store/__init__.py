@@ -101,7 +101,8 @@ async def open_store(settings: Settings, *, call_limit: float | None = None) -> 
 
         return await SQLiteStore.open(path, busy_timeout=timeout,
                                       timeout_seconds=call_limit or timeout,
-                                      secrets=secrets)
+                                      secrets=secrets,
+                                      fold_visitors=settings["storage.sketch_fold_visitors"])
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore, split_schema
 

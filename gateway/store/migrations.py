@@ -402,6 +402,23 @@ CREATE TRIGGER link_changed AFTER UPDATE ON products BEGIN
     (8, _SQLITE_NUMBERS),
     # Version 9: the console's sales windows and channels (_CONSOLE says what).
     (9, _CONSOLE.format(real="REAL")),
+    # Version 10: visitors not yet folded into the sketches. The click writer appends each
+    # human click's visitor hash here (one row, no index: the cheapest insert there is)
+    # and folds them into visitor_sketches once many have gathered, so that a sketch cell
+    # is rewritten once for many clicks instead of once per batch. Reports merge these rows
+    # with the sketches (each ``visitor`` is an exact sketch of one hash), so unique
+    # visitors never trail the clicks. SQLite only: PostgreSQL still writes the sketches
+    # with every batch.
+    (10, """
+CREATE TABLE pending_visitors (
+    merchant_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    product_id INTEGER NOT NULL,
+    platform TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    visitor BLOB NOT NULL
+)
+"""),
 )
 
 

@@ -75,6 +75,7 @@ from .forget import (
     with_sketches,
 )
 from .migrations import SKETCH_BACKFILL, SQLITE_MIGRATIONS
+from .pending import PENDING_COLUMNS, aside_rows, folded_cells, pending_query, with_pending
 from .retention import deltas_of, tally_forgotten
 from .rollup import (
     KEY_COLUMNS,
@@ -100,6 +101,7 @@ from .sketch import add_hashes, merge_sketches
 from .sql import (
     CLICK_COLUMNS,
     PRODUCT_COLUMNS,
+    SketchPlan,
     click_row,
     load_report_code,
     login_attempt_query,
@@ -209,6 +211,16 @@ def _rolled_back_on_error(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """Several reads from one snapshot of the database (WAL: taken at the first read)."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
 def _padded(items: Sequence[T]) -> list[list[T]]:
     """``items`` in chunks of exactly ``_ROWS``, the last one padded with its last item:
     for lookups, where a repeated value changes nothing."""
@@ -304,10 +316,32 @@ def _add_to_sketches(conn: sqlite3.Connection, cells: Mapping[SketchKey, Any],
         f"ON CONFLICT ({', '.join(_SKETCH_KEY)}) DO UPDATE SET sketch = excluded.sketch")
 
 
+def _set_visitors_aside(conn: sqlite3.Connection, clicks: Sequence[Click]) -> int:
+    """Append the human clicks' visitors to pending_visitors (gateway/store/pending.py);
+    how many are pending now."""
+    _insert_many(conn, f"INSERT INTO pending_visitors ({PENDING_COLUMNS}) VALUES", 6,
+                 aside_rows(clicks))
+    # Rows are only appended, and deleted all at once: the last rowid is their number.
+    pending: int = conn.execute("SELECT coalesce(max(rowid), 0) FROM pending_visitors"
+                                ).fetchone()[0]
+    return pending
+
+
+def _fold_visitors(conn: sqlite3.Connection) -> None:
+    """Fold every pending visitor into the sketches, in the caller's transaction."""
+    _add_to_sketches(conn, folded_cells(
+        conn.execute(f"SELECT {PENDING_COLUMNS} FROM pending_visitors")))
+    conn.execute("DELETE FROM pending_visitors")
+
+
 class SQLiteStore(Store):
     def __init__(self, path: Path, busy_timeout: float = 10.0,
-                 timeout: float | None = None, secrets: SecretBox | None = None) -> None:
+                 timeout: float | None = None, secrets: SecretBox | None = None,
+                 fold_visitors: int = 50_000) -> None:
         self.path = path
+        #: Visitors set aside before the click writer folds them into the sketches.
+        self.fold_visitors = fold_visitors
+        self._pending_visitors = 0
         self.secrets = secrets or SecretBox.ephemeral_box()
         self.busy_timeout = busy_timeout
         self.timeout = busy_timeout if timeout is None else timeout
@@ -324,12 +358,14 @@ class SQLiteStore(Store):
     @classmethod
     async def open(cls, path: Path, busy_timeout: float = 10.0,
                    timeout_seconds: float | None = None,
-                   secrets: SecretBox | None = None) -> SQLiteStore:
+                   secrets: SecretBox | None = None,
+                   fold_visitors: int = 50_000) -> SQLiteStore:
         """Open (creating and migrating) the file; ``busy_timeout``: seconds a statement
         waits on a lock; ``timeout_seconds``: seconds a call waits in all (default:
         busy_timeout); ``secrets``: the box sealing stored secrets (default: a key that
-        dies with this store, for tests and tools that never store secrets to keep)."""
-        store = cls(path, busy_timeout, timeout_seconds, secrets)
+        dies with this store, for tests and tools that never store secrets to keep);
+        ``fold_visitors``: see ``record``."""
+        store = cls(path, busy_timeout, timeout_seconds, secrets, fold_visitors)
         try:
             await store._run(store._writer, store._open_writer, deadline=False)
             if not store.secrets.ephemeral:
@@ -713,7 +749,10 @@ class SQLiteStore(Store):
         """Store a batch, after the short writes that wait, in one transaction or, after
         one held the lock too long, in parts sized at the last one's pace (``_part_rows``).
         A batch cut in parts is safe: rows already stored are skipped, and an event stored
-        before its click is attributed when the click comes."""
+        before its click is attributed when the click comes.
+
+        The clicks' visitors are set aside (pending_visitors), and folded into the sketches
+        in a transaction of their own once ``fold_visitors`` have gathered."""
         start, total = 0, max(len(clicks), len(events))
         while start < total:
             end = start + (self._batch_rows or total)
@@ -722,6 +761,13 @@ class SQLiteStore(Store):
             self._batch_rows = _part_rows(self._batch_rows, max(map(len, part)), held,
                                           self.busy_timeout * _LONGEST_HOLD)
             start = end
+        if self._pending_visitors >= self.fold_visitors:
+            try:
+                await self._write(self._fold_part)
+            except StoreUnavailable as exc:
+                # The batch is stored, and reports count its visitors where they are: the
+                # next batch folds them.
+                log.warning("store.fold_failed", pending=self._pending_visitors, error=str(exc))
 
     def _record_part(self, clicks: Sequence[Click], events: Sequence[Event]) -> float:
         """One transaction of a batch, begun once no short write waits; how long it held
@@ -730,9 +776,18 @@ class SQLiteStore(Store):
         with _rolled_back_on_error(conn):
             self._begin_after_waiting_writes(conn, self._turn_limit)
             began = time.monotonic()
-            self._record(conn, clicks, events)
+            self._pending_visitors = self._record(conn, clicks, events)
             conn.execute("COMMIT")
         return time.monotonic() - began
+
+    def _fold_part(self) -> None:
+        """The pending visitors folded into the sketches, after the short writes that wait."""
+        conn = self._wconn
+        with _rolled_back_on_error(conn):
+            self._begin_after_waiting_writes(conn, self._turn_limit)
+            _fold_visitors(conn)
+            conn.execute("COMMIT")
+        self._pending_visitors = 0
 
     def _begin_after_waiting_writes(self, conn: sqlite3.Connection, limit: float) -> None:
         """BEGIN IMMEDIATE, letting the short writes that wait go first: those waiting
@@ -748,7 +803,9 @@ class SQLiteStore(Store):
             conn.execute("ROLLBACK")  # the lock is theirs first
 
     @staticmethod
-    def _record(conn: sqlite3.Connection, clicks: Sequence[Click], events: Sequence[Event]) -> None:
+    def _record(conn: sqlite3.Connection, clicks: Sequence[Click], events: Sequence[Event],
+                ) -> int:
+        """Store the rows in the caller's transaction; how many visitors are now pending."""
         # Rows a previous, unclear attempt already stored are skipped: replay never
         # double-counts.
         new_clicks = _insert_new(
@@ -775,7 +832,7 @@ class SQLiteStore(Store):
         for key, delta in reattributed_deltas(moved).items():
             deltas.setdefault(key, RollupDelta()).add(delta)
         SQLiteStore._bump_rollups(conn, deltas)
-        _add_to_sketches(conn, sketch_cells(new_clicks))
+        return _set_visitors_aside(conn, new_clicks)
 
     @staticmethod
     def _origins(conn: sqlite3.Connection, click_ids: set[str],
@@ -1031,6 +1088,9 @@ class SQLiteStore(Store):
         scope, args = ("AND merchant_id = ?", (merchant_id,)) if merchant_id else ("", ())
 
         def forget(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            # Their visitors still set aside are folded first: then the sketches are all
+            # there is to clean, as they were before visitors were set aside.
+            _fold_visitors(conn)
             # A scan of clicks (no index by visitor): rare, and in one write transaction,
             # so that no click of theirs slips in between the reads and the deletes.
             clicks = conn.execute(f"SELECT merchant_id, id FROM clicks WHERE visitor = ? "
@@ -1059,6 +1119,10 @@ class SQLiteStore(Store):
     async def export_rollups(self, merchant_id: str, *, before_day: str,
                              ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
                                         list[tuple[SketchKey, bytes]]]:
+        # The visitors set aside are folded first: the export carries sketches only. No
+        # call deadline, as for the read below (a lock still fails at the busy timeout).
+        await self._write(self._transaction(_fold_visitors), deadline=False)
+
         def read() -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
                             list[tuple[SketchKey, bytes]]]:
             rows = [((merchant_id, r[0], r[1], r[2], r[3]), tuple(r[4:]))
@@ -1286,14 +1350,24 @@ class SQLiteStore(Store):
                                     product_id=product_id, platform=platform, mark="?",
                                     channel=channel, force_product_index=True)
         load_report_code()
+        plan = SketchPlan.of(from_day=from_day, to_day=to_day, by=by, product_id=product_id,
+                             platform=platform)
         cells, cell_params = sketch_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
                                           product_id=product_id, platform=platform, mark="?",
-                                          channel=channel)
+                                          channel=channel, with_cell=True)
+        pending, pending_params = pending_query(merchant_id, from_day=from_day, to_day=to_day,
+                                                product_id=product_id, platform=platform,
+                                                channel=channel)
 
         def read() -> list[StatsRow]:
+            # One snapshot: a fold moving visitors into the sketches meanwhile is seen
+            # whole or not at all.
             conn = self._rconn
-            rows = [stats_row(by, r) for r in conn.execute(query, params)]
-            return with_unique_visitors(by, rows, conn.execute(cells, cell_params))
+            with _read_transaction(conn):
+                rows = [stats_row(by, r) for r in conn.execute(query, params)]
+                return with_unique_visitors(by, rows, with_pending(
+                    plan, conn.execute(cells, cell_params).fetchall(),
+                    conn.execute(pending, pending_params)))
 
         return await self._read(read)
 
