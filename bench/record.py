@@ -1,17 +1,22 @@
 """CPU per click of the click writer's storage work: ``Store.record`` alone, no HTTP.
 
 bench/run.py measures the whole gateway; this isolates what the writer process does per
-batch (insert the raw rows, fold the rollups, add visitors to the sketches), so a change
-to that path can be compared side by side without the noise of a load test:
+batch (insert the raw rows, fold the rollups, add visitors to the sketches: on SQLite, set
+them aside and fold them in every ``storage.sketch_fold_visitors``), so a change to that
+path can be compared side by side without the noise of a load test:
 
     .venv/bin/python bench/record.py                         # SQLite, 5,000 a batch
     .venv/bin/python bench/record.py --batch 20000 --products 100
     .venv/bin/python bench/record.py --postgres postgresql://postgres@127.0.0.1:5432/test
     .venv/bin/python bench/record.py --stages                # SQLite: CPU of each step
+    .venv/bin/python bench/record.py --set storage.sketch_fold_visitors=200000
 
 Clicks look like bench/run.py's: one merchant, products picked at random, every click a
 new visitor, all on one day. The first ``--warm`` batches fill the tables unscored (a
-store's cost grows with what it holds); the next ``--batches`` are timed. It prints the
+store's cost grows with what it holds); the next ``--batches`` are timed. On SQLite both
+should hold whole folds of visitors (the defaults, 10 batches of 5,000, hold one of
+50,000; at 20,000 a batch a fold comes every 60,000), or the timed clicks pay for more or
+fewer folds than their own: the script says when they don't. It prints the
 process CPU per click (the writer thread included; on PostgreSQL the server's own CPU is
 not in it) and the wall time per click.
 """
@@ -30,7 +35,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.settings import load_settings
+from gateway.settings import SETTINGS, load_settings
 from gateway.store import Click, Merchant, open_store
 
 MERCHANT = Merchant("bench", "Bench", ("shop.example.com",))
@@ -63,8 +68,8 @@ def server_cpu(pids: list[int]) -> float:
 
 
 #: The steps of SQLiteStore._record that --stages times (names in gateway.store.sqlite).
-STAGES = ("_insert_new", "rollup_deltas", "coarser_deltas", "_bump", "sketch_cells",
-          "_add_to_sketches")
+STAGES = ("_insert_new", "rollup_deltas", "coarser_deltas", "_bump", "_set_visitors_aside",
+          "_fold_visitors")
 
 
 def time_stages() -> dict[str, float]:
@@ -92,22 +97,40 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--products", type=int, default=10_000)
-    parser.add_argument("--warm", type=int, default=4, help="unscored batches first")
-    parser.add_argument("--batches", type=int, default=6, help="timed batches")
+    parser.add_argument("--warm", type=int, default=10, help="unscored batches first")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches")
     parser.add_argument("--postgres", metavar="URL", help="PostgreSQL server (a fresh schema)")
     parser.add_argument("--stages", action="store_true",
                         help="SQLite: also the CPU of each step of a batch's transaction")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a storage setting, e.g. storage.sketch_fold_visitors=200000 "
+                             "(repeatable)")
     args = parser.parse_args()
     spent = time_stages() if args.stages and not args.postgres else None
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as tmp:
         # A long call limit: under valgrind (instruction counts) a batch takes minutes.
         env = {"LINKLOOP_STORAGE_DATA_DIR": tmp, "LINKLOOP_STORAGE_TIMEOUT_SECONDS": "600"}
+        known = {s.name: s for s in SETTINGS}
+        for item in args.set:
+            name, _, value = item.partition("=")
+            if not name.startswith("storage.") or name not in known:
+                parser.error(f"--set {item!r}: not a storage setting")
+            env[known[name].env_var] = value
         schema = f"bench_record_{uuid.uuid4().hex[:8]}"
         if args.postgres:
             sep = "&" if "?" in args.postgres else "?"
             env["LINKLOOP_STORAGE_URL"] = f"{args.postgres}{sep}schema={schema}"
-        store = await open_store(load_settings(environ=env))
+        settings = load_settings(environ=env)
+        if not args.postgres and "storage.sketch_fold_visitors" in {s.name for s in SETTINGS}:
+            # A fold follows the batch that brings the pending visitors to the setting.
+            fold = settings["storage.sketch_fold_visitors"]
+            cycle = -(-fold // args.batch) * args.batch
+            if any(n * args.batch % cycle for n in (args.warm, args.batches)):
+                print(f"note: a fold comes every {cycle} clicks, and --warm or --batches "
+                      "don't hold whole folds: the timed clicks pay for more or fewer "
+                      "folds than their own")
+        store = await open_store(settings)
         try:
             await store.create_merchant(MERCHANT)
             now = time.time()
