@@ -213,12 +213,15 @@ def _rolled_back_on_error(conn: sqlite3.Connection) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """Several reads from one snapshot of the database (WAL: taken at the first read)."""
+    """Several reads from one snapshot of the database (WAL: taken at the first read).
+    Ended with ROLLBACK (nothing was written), which can't fail for want of a lock, so
+    the connection is never left inside a transaction."""
     conn.execute("BEGIN")
     try:
         yield
     finally:
-        conn.execute("COMMIT")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def _padded(items: Sequence[T]) -> list[list[T]]:
