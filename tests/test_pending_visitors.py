@@ -203,3 +203,32 @@ async def test_an_export_carries_the_visitors_set_aside(tmp_path: Path) -> None:
         assert _pending(path) == []
     finally:
         await store.close()
+
+
+async def test_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(tmp_path: Path) -> None:
+    # After a fold held the lock too long (a busy CPU), folds go in parts, oldest first;
+    # the count of those pending stays right between parts, and no figure changes.
+    path = tmp_path / "linkloop.db"
+    clicks = [c for m in MERCHANTS for c in _clicks(m)]
+    store = await _open(path, fold_visitors=10**9)
+    try:
+        await store.record(clicks, [])
+        before = await _figures(store)
+        pending = len(_pending(path))
+    finally:
+        await store.close()
+    store = await _open(path, fold_visitors=pending + 1)
+    try:
+        store._fold_rows = 100  # as after a slow fold; few enough to keep (_FEWEST_ROWS)
+        await store.record(clicks[:1], [])  # a replay: counts the pending, folds none
+        assert len(_pending(path)) == pending
+        await store.record([Click("m1-last", "m1", 1, 1.0, "2026-11-02", "jd", "ua", "v-last",
+                                  "h")], [])
+        assert _pending(path) == [] and store._fold_rows == 100
+        after = await _figures(store)
+    finally:
+        await store.close()
+    changed = {k for k in after if after[k] != before.get(k)}
+    # Only what the one new visitor is part of: m1's reports that reach 2026-11-02.
+    assert changed and all(report[0] == "m1" and report[2] >= "2026-11-02"
+                           for report, _key in changed)

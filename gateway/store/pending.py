@@ -5,8 +5,9 @@ Clicks spread over many products touch a cell or more per click in every batch, 
 rewriting the cells was most of the writer's work. Instead, each batch appends its
 human clicks' visitor hashes to ``pending_visitors`` (one row per click and finest
 cell, no index), and once ``storage.sketch_fold_visitors`` have gathered the writer folds
-them all into the sketches in one transaction: a cell is then rewritten once for many
-clicks.
+them all into the sketches in one transaction (in parts, oldest first, once one held
+SQLite's write lock too long, as batches are: gateway/store/turns.py): a cell is then
+rewritten once for many clicks.
 
 Reports don't wait for the fold. ``with_pending`` adds the pending visitors of each cell
 a report reads to that cell's sketch exactly as the fold will (``add_hashes``), so a

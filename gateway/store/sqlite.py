@@ -324,17 +324,30 @@ def _set_visitors_aside(conn: sqlite3.Connection, clicks: Sequence[Click]) -> in
     how many are pending now."""
     _insert_many(conn, f"INSERT INTO pending_visitors ({PENDING_COLUMNS}) VALUES", 6,
                  aside_rows(clicks))
-    # Rows are only appended, and deleted all at once: the last rowid is their number.
-    pending: int = conn.execute("SELECT coalesce(max(rowid), 0) FROM pending_visitors"
-                                ).fetchone()[0]
-    return pending
+    return _pending_count(conn)
 
 
-def _fold_visitors(conn: sqlite3.Connection) -> None:
-    """Fold every pending visitor into the sketches, in the caller's transaction."""
-    _add_to_sketches(conn, folded_cells(
-        conn.execute(f"SELECT {PENDING_COLUMNS} FROM pending_visitors")))
-    conn.execute("DELETE FROM pending_visitors")
+def _pending_count(conn: sqlite3.Connection) -> int:
+    # Rows are appended and folded oldest first, so their rowids are one unbroken run; each
+    # end is one look-up (a lone min() or max() is, both in one query are a scan).
+    count: int = conn.execute(
+        "SELECT coalesce((SELECT max(rowid) FROM pending_visitors) "
+        "- (SELECT min(rowid) FROM pending_visitors) + 1, 0)").fetchone()[0]
+    return count
+
+
+def _fold_visitors(conn: sqlite3.Connection, limit: int | None = None) -> int:
+    """Fold the oldest ``limit`` pending visitors (None: all) into the sketches, in the
+    caller's transaction; how many it folded."""
+    where = ""
+    args: tuple[int, ...] = ()
+    if limit is not None:
+        where, args = "WHERE rowid < (SELECT min(rowid) FROM pending_visitors) + ?", (limit,)
+    rows = conn.execute(f"SELECT {PENDING_COLUMNS} FROM pending_visitors {where}",
+                        args).fetchall()
+    _add_to_sketches(conn, folded_cells(rows))
+    conn.execute(f"DELETE FROM pending_visitors {where}", args)
+    return len(rows)
 
 
 class SQLiteStore(Store):
@@ -345,6 +358,8 @@ class SQLiteStore(Store):
         #: Visitors set aside before the click writer folds them into the sketches.
         self.fold_visitors = fold_visitors
         self._pending_visitors = 0
+        #: Visitors per transaction of a fold (None: all at once), as ``_batch_rows``.
+        self._fold_rows: int | None = None
         self.secrets = secrets or SecretBox.ephemeral_box()
         self.busy_timeout = busy_timeout
         self.timeout = busy_timeout if timeout is None else timeout
@@ -766,11 +781,24 @@ class SQLiteStore(Store):
             start = end
         if self._pending_visitors >= self.fold_visitors:
             try:
-                await self._write(self._fold_part)
+                await self._fold()
             except StoreUnavailable as exc:
                 # The batch is stored, and reports count its visitors where they are: the
                 # next batch folds them.
                 log.warning("store.fold_failed", pending=self._pending_visitors, error=str(exc))
+
+    async def _fold(self) -> None:
+        """Fold the visitors pending now (not those other writers add meanwhile): in one
+        transaction, or in parts sized as a batch's are once one held the lock too long."""
+        left = self._pending_visitors
+        while left > 0:
+            folded, held = await self._write(functools.partial(self._fold_part,
+                                                               self._fold_rows))
+            if not folded:
+                return  # another writer folded them
+            self._fold_rows = _part_rows(self._fold_rows, folded, held,
+                                         self.busy_timeout * _LONGEST_HOLD)
+            left -= folded
 
     def _record_part(self, clicks: Sequence[Click], events: Sequence[Event]) -> float:
         """One transaction of a batch, begun once no short write waits; how long it held
@@ -783,14 +811,18 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
         return time.monotonic() - began
 
-    def _fold_part(self) -> None:
-        """The pending visitors folded into the sketches, after the short writes that wait."""
+    def _fold_part(self, limit: int | None) -> tuple[int, float]:
+        """The oldest ``limit`` pending visitors (None: all) folded into the sketches, after
+        the short writes that wait; how many, and how long it held the lock."""
         conn = self._wconn
         with _rolled_back_on_error(conn):
             self._begin_after_waiting_writes(conn, self._turn_limit)
-            _fold_visitors(conn)
+            began = time.monotonic()
+            folded = _fold_visitors(conn, limit)
+            left = _pending_count(conn)
             conn.execute("COMMIT")
-        self._pending_visitors = 0
+        self._pending_visitors = left
+        return folded, time.monotonic() - began
 
     def _begin_after_waiting_writes(self, conn: sqlite3.Connection, limit: float) -> None:
         """BEGIN IMMEDIATE, letting the short writes that wait go first: those waiting
