@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,9 +31,9 @@ _ids = itertools.count()
 
 
 def _clicks(merchant: str) -> list[Click]:
-    """Small cells, and one of 300 visitors (past EXACT_MAX: an estimate once folded),
-    over products, platforms, channels and days either side of a month's turn; some
-    visitors come back, and bots count no visitor."""
+    """Small cells, one of 300 visitors (past EXACT_MAX: an estimate once folded) and one of
+    237 regulars, over products, platforms, channels and days either side of a month's
+    turn; some visitors come back, and bots count no visitor."""
     made = []
     days = ("2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02")
     for n in range(120):
@@ -41,6 +42,10 @@ def _clicks(merchant: str) -> list[Click]:
                           channel=("live", None, None)[n % 3], bot=n % 11 == 0))
     made += [Click(f"{merchant}-{next(_ids):05d}", merchant, 2, 1.0, "2026-11-01", "jd", "ua",
                    f"crowd{n}", "h") for n in range(EXACT_MAX + 44)]
+    # Regulars: 300 clicks of 237 visitors in one cell, so the visitors folded and those
+    # pending pass EXACT_MAX only when counted twice; together they stay exact.
+    made += [Click(f"{merchant}-{next(_ids):05d}", merchant, 3, 1.0, "2026-10-31", "taobao",
+                   "ua", f"regular{n % 237}", "h") for n in range(300)]
     return made
 
 
@@ -232,3 +237,26 @@ async def test_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(tmp_path
     # Only what the one new visitor is part of: m1's reports that reach 2026-11-02.
     assert changed and all(report[0] == "m1" and report[2] >= "2026-11-02"
                            for report, _key in changed)
+
+
+async def test_a_minute_after_the_last_fold_the_next_batch_folds_however_few(
+        tmp_path: Path) -> None:
+    path = tmp_path / "linkloop.db"
+    store = await _open(path, fold_visitors=10**9)
+    try:
+        def click(merchant: str, visitor: str) -> Click:
+            return Click(f"{merchant}-{next(_ids):05d}", merchant, 1, 1.0, "2026-11-01",
+                         "taobao", "ua", visitor, "h")
+
+        await store.record([click("m1", "a"), click("m2", "a")], [])
+        assert sorted(_pending(path)) == ["m1", "m2"]
+        store._folded_at = time.monotonic() - 30  # half a minute since
+        await store.record([click("m1", "b")], [])
+        assert len(_pending(path)) == 3
+        store._folded_at = time.monotonic() - 60  # a minute
+        await store.record([click("m2", "b")], [])
+        assert _pending(path) == []
+        await store.record([click("m1", "c")], [])  # the minute starts again
+        assert _pending(path) == ["m1"]
+    finally:
+        await store.close()

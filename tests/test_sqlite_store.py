@@ -378,3 +378,26 @@ async def test_the_sketch_backfill_reaches_every_stored_click(tmp_path: Path) ->
                             "WHERE kind = 'cd' ORDER BY 1, 2").fetchall() == [
             ("m1", "2026-10-01"), ("m1", "2026-11-01"), ("m2", "2026-11-01"),
             ("m2", "2026-12-01")]
+
+
+async def test_a_report_never_holds_up_a_share_link_lookup(tmp_path: Path) -> None:
+    # A report may merge thousands of cells; a share link whose code missed the cache (and
+    # /readyz) must not wait behind it. Reports run on a thread of their own: with that
+    # thread busy, a report waits while the lookups and the ping are answered.
+    store = await SQLiteStore.open(tmp_path / "linkloop.db")
+    busy = threading.Event()
+    try:
+        await _two_merchants(store)
+        store._reporter.submit(busy.wait, 30)  # a long report ahead of this one
+        report = asyncio.ensure_future(store.stats("m1", from_day="2026-11-01",
+                                                   to_day="2026-11-01", by="total"))
+        for code, merchant in (("code0001", "m1"), ("code0002", "m2")):
+            found = await asyncio.wait_for(store.link(code), 10)
+            assert found is not None and found.merchant_id == merchant
+        await asyncio.wait_for(store.ping(), 10)
+        assert not report.done()
+        busy.set()
+        assert [r.clicks for r in await asyncio.wait_for(report, 10)] == [0]
+    finally:
+        busy.set()
+        await store.close()

@@ -4,31 +4,36 @@ A visitor sketch cell (sketch.py) is rewritten whole whenever visitors are added
 Clicks spread over many products touch a cell or more per click in every batch, so
 rewriting the cells was most of the writer's work. Instead, each batch appends its
 human clicks' visitor hashes to ``pending_visitors`` (one row per click and finest
-cell, no index), and once ``storage.sketch_fold_visitors`` have gathered the writer folds
-them all into the sketches in one transaction (in parts, oldest first, once one held
-SQLite's write lock too long, as batches are: gateway/store/turns.py): a cell is then
-rewritten once for many clicks.
+cell, no index), and the writer folds them into the sketches once
+``storage.sketch_fold_visitors`` have gathered or a minute has passed, in one transaction
+(in parts, oldest first, once one held SQLite's write lock too long, as batches are:
+gateway/store/turns.py): a cell is then rewritten once for many clicks.
 
-Reports don't wait for the fold. ``with_pending`` adds the pending visitors of each cell
-a report reads to that cell's sketch exactly as the fold will (``add_hashes``), so a
-figure is the same before and after a fold, exact and estimated alike. A forget or an
-export folds first (gateway/store/sqlite.py).
+Reports don't wait for the fold, and a fold changes no figure. SQLite hands a report each
+cell's pending hashes, grouped and concatenated (``pending_cells_query``); ``with_pending``
+gives them to the merge as one exact sketch beside the cell's stored one, which is what
+the fold's result counts as: a union, or the registers raised by those hashes. The one
+difference is a cell whose exact sketch the fold would turn into registers (past
+EXACT_MAX): there an empty sparse sketch beside it makes the merge estimate, as it will
+after the fold. A forget or an export folds first (gateway/store/sqlite.py).
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from .base import Click
 from .rollup import FinestKey, SketchKey, cells_of, finest_cells
-from .sketch import EXACT, add_hashes
+from .sketch import EXACT, EXACT_MAX, SPARSE
 from .sql import SketchPlan
 
-__all__ = ["PENDING_COLUMNS", "aside_rows", "folded_cells", "pending_query", "with_pending"]
+__all__ = ["PENDING_COLUMNS", "aside_rows", "folded_cells", "pending_cells_query",
+           "with_pending"]
 
 #: pending_visitors' columns: a finest cell (rollup.FinestKey), then ``visitor``, the
-#: visitor's hash as an exact sketch of one (its 8 bytes are found by ``_hash``).
+#: visitor's hash in 8 little-endian bytes (as an exact sketch stores it).
 PENDING_COLUMNS = "merchant_id, day, product_id, platform, channel, visitor"
 
 PendingRow = tuple[str, str, int, str, str, bytes]
@@ -37,12 +42,12 @@ PendingRow = tuple[str, str, int, str, str, bytes]
 def aside_rows(clicks: Iterable[Click]) -> list[tuple[Any, ...]]:
     """The pending_visitors rows of a batch's new clicks: each human click's visitor, once
     per finest cell."""
-    return [(*key, EXACT + visitor.to_bytes(8, "little"))
+    return [(*key, visitor.to_bytes(8, "little"))
             for key, visitors in finest_cells(clicks).items() for visitor in visitors]
 
 
 def _hash(visitor: bytes) -> int:
-    return int.from_bytes(visitor[1:], "little")
+    return int.from_bytes(visitor, "little")
 
 
 def folded_cells(rows: Iterable[PendingRow]) -> dict[SketchKey, set[int]]:
@@ -54,34 +59,58 @@ def folded_cells(rows: Iterable[PendingRow]) -> dict[SketchKey, set[int]]:
     return cells_of(finest)
 
 
-def pending_query(merchant_id: str, *, from_day: str, to_day: str, product_id: int | None,
-                  platform: str | None, channel: str | None) -> tuple[str, list[Any]]:
-    """The merchant's pending rows a report over [from_day, to_day] with these filters
-    reads (SQLite's ``?`` placeholders)."""
-    where = "merchant_id = ? AND day >= ? AND day <= ?"
-    values: list[Any] = [merchant_id, from_day, to_day]
-    for name, value in {"product_id": product_id, "platform": platform,
-                        "channel": channel}.items():
-        if value is not None:
-            where += f" AND {name} = ?"
-            values.append(value)
-    return f"SELECT {PENDING_COLUMNS} FROM pending_visitors WHERE {where}", values
+def pending_cells_query(plan: SketchPlan, merchant_id: str, *, product_id: int | None,
+                        platform: str | None, channel: str | None) -> tuple[str, list[Any]]:
+    """(group, the cell's key, pending visitors, their hashes in hex) of each cell the
+    report reads that has visitors pending: the SQL groups and concatenates them, so
+    Python's work is per cell, not per visitor."""
+    selects: list[str] = []
+    values: list[Any] = []
+    for grain, lo, hi in plan.parts:
+        period = "day" if grain == "day" else "substr(day, 1, 7)"
+        product = "product_id" if plan.keep_product else "0"
+        by_platform = "platform" if plan.keep_platform else "''"
+        group = {"day": period, "product": product, "platform": by_platform,
+                 "channel": "channel"}.get(plan.by, "''")
+        where = f"merchant_id = ? AND {period} >= ? AND {period} <= ?"
+        values += [plan.base + grain[0], merchant_id, lo, hi]
+        for name, value in {"product_id": product_id, "platform": platform,
+                            "channel": channel}.items():
+            if value is not None:
+                where += f" AND {name} = ?"
+                values.append(value)
+        # Grouped by the cell's columns the kind keeps (a constant would name a column).
+        kept = [c for c in (period, product, by_platform, "channel") if c not in ("0", "''")]
+        selects.append(
+            f"SELECT {group}, merchant_id, ?, {period}, {product}, {by_platform}, channel, "
+            f"count(*), group_concat(hex(visitor), '') FROM pending_visitors WHERE {where} "
+            f"GROUP BY {', '.join(kept)}")
+    return " UNION ALL ".join(selects), values
 
 
-def with_pending(plan: SketchPlan, stored: Iterable[Sequence[Any]],
-                 pending: Iterable[PendingRow]) -> Iterator[tuple[Any, bytes]]:
-    """(group, sketch) of each cell the report reads, its pending visitors added as the
-    fold will add them. ``stored``: ``sketch_query(..., with_cell=True)``'s rows (group,
-    the six columns of the cell's key, sketch); ``pending``: ``pending_query``'s."""
-    added: dict[SketchKey, set[int]] = {}
-    for merchant_id, day, product_id, platform, channel, visitor in pending:
-        cell = plan.cell(merchant_id, day, product_id, platform, channel)
-        if cell is not None:
-            added.setdefault(cell, set()).add(_hash(visitor))
+def with_pending(stored: Iterable[Sequence[Any]], pending: Iterable[Sequence[Any]],
+                 ) -> Iterator[tuple[Any, bytes]]:
+    """(group, sketch) rows for the merge: the stored cells' sketches, and each cell's
+    pending hashes as one exact sketch, with an empty sparse sketch wherever the fold would
+    turn the cell's exact sketch into registers. ``stored``: ``sketch_query(...,
+    with_cell=True)``'s rows (group, the cell's six key columns, sketch); ``pending``:
+    ``pending_cells_query``'s."""
+    sketches: dict[tuple[Any, ...], bytes] = {}
     for row in stored:
-        group, cell, sketch = row[0], tuple(row[1:7]), bytes(row[7])
-        hashes = added.pop(cell, None)
-        yield group, sketch if hashes is None else add_hashes(sketch, hashes)
-    for cell, hashes in added.items():
-        yield plan.group(cell), add_hashes(None, hashes)
+        sketch = bytes(row[7])
+        sketches[tuple(row[1:7])] = sketch
+        yield row[0], sketch
+    for row in pending:
+        group, cell, count, hexes = row[0], tuple(row[1:7]), row[7], row[8]
+        hashes = bytes.fromhex(hexes)
+        yield group, EXACT + hashes
+        if _turns_into_registers(sketches.get(cell, EXACT), hashes, count):
+            yield group, SPARSE
 
+
+def _turns_into_registers(sketch: bytes, hashes: bytes, count: int) -> bool:
+    """Whether adding these hashes turns the cell's sketch from exact into registers
+    (sketch.add_hashes: once it holds more than EXACT_MAX)."""
+    if sketch[:1] != EXACT or (len(sketch) - 1) // 8 + count <= EXACT_MAX:
+        return False  # registers already, or too few to pass the mark even if all new
+    return len(set(array("Q", sketch[1:])) | set(array("Q", hashes))) > EXACT_MAX

@@ -75,7 +75,13 @@ from .forget import (
     with_sketches,
 )
 from .migrations import SKETCH_BACKFILL, SQLITE_MIGRATIONS
-from .pending import PENDING_COLUMNS, aside_rows, folded_cells, pending_query, with_pending
+from .pending import (
+    PENDING_COLUMNS,
+    aside_rows,
+    folded_cells,
+    pending_cells_query,
+    with_pending,
+)
 from .retention import deltas_of, tally_forgotten
 from .rollup import (
     KEY_COLUMNS,
@@ -149,6 +155,10 @@ _LONGEST_HOLD = 0.5
 #: The fewest clicks a transaction of a batch takes, however slow. A smaller one's time
 #: is mostly a transaction's own cost, and says nothing of the pace.
 _FEWEST_ROWS = 500
+#: Seconds after a fold (or the store's start) when the next batch folds whatever is
+#: pending, however few: at low traffic the pending visitors stay few, so what a report
+#: adds to the sketches stays small (gateway/store/pending.py).
+_FOLD_AFTER_SECONDS = 60.0
 
 
 
@@ -360,13 +370,18 @@ class SQLiteStore(Store):
         self._pending_visitors = 0
         #: Visitors per transaction of a fold (None: all at once), as ``_batch_rows``.
         self._fold_rows: int | None = None
+        self._folded_at = time.monotonic()
         self.secrets = secrets or SecretBox.ephemeral_box()
         self.busy_timeout = busy_timeout
         self.timeout = busy_timeout if timeout is None else timeout
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        # Reports on a thread and connection of their own: a share link whose code missed
+        # the cache, or /readyz, never waits behind a report merging thousands of cells.
+        self._reporter = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reports")
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self._report_conn: sqlite3.Connection | None = None
         self._turns: WriteTurns | None = None
         #: Clicks per transaction of a batch (None: a batch in one), from the last one's pace.
         self._batch_rows: int | None = None
@@ -392,6 +407,7 @@ class SQLiteStore(Store):
                                  functools.partial(store._reseal, only_plain=True),
                                  deadline=False)
             await store._run(store._reader, store._open_reader, deadline=False)
+            await store._run(store._reporter, store._open_reporter, deadline=False)
             # Where the log of changed links ends now: watch_links starts here, so a change
             # made while the gateway warmed its link cache is not missed.
             store._links_seen = await store._read(lambda: store._rconn.execute(
@@ -422,6 +438,9 @@ class SQLiteStore(Store):
 
     def _open_reader(self) -> None:
         self._read_conn = self._connect()
+
+    def _open_reporter(self) -> None:
+        self._report_conn = self._connect()
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -474,11 +493,17 @@ class SQLiteStore(Store):
             if self._read_conn is not None:
                 self._read_conn.close()
 
+        def close_reports() -> None:
+            if self._report_conn is not None:
+                self._report_conn.close()
+
         # After whatever is queued, however long it takes: nothing may be cut off.
         await self._run(self._writer, close_write, deadline=False)
         await self._run(self._reader, close_read, deadline=False)
+        await self._run(self._reporter, close_reports, deadline=False)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
+        self._reporter.shutdown(wait=True)
 
     async def ping(self) -> None:
         await self._read(lambda: self._rconn.execute("SELECT 1").fetchone())
@@ -513,6 +538,11 @@ class SQLiteStore(Store):
 
     async def _read(self, fn: Callable[[], T], *, deadline: bool = True) -> T:
         return await self._run(self._reader, fn, deadline=deadline)
+
+    async def _report(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the reports' own thread and connection."""
+        assert self._report_conn is not None, "store is not open"
+        return await self._run(self._reporter, functools.partial(fn, self._report_conn))
 
     async def _write(self, fn: Callable[[], T], *, deadline: bool = True) -> T:
         return await self._run(self._writer, fn, deadline=deadline)
@@ -770,7 +800,8 @@ class SQLiteStore(Store):
         before its click is attributed when the click comes.
 
         The clicks' visitors are set aside (pending_visitors), and folded into the sketches
-        in a transaction of their own once ``fold_visitors`` have gathered."""
+        in a transaction of their own once ``fold_visitors`` have gathered, or a minute
+        after the last fold (``_FOLD_AFTER_SECONDS``)."""
         start, total = 0, max(len(clicks), len(events))
         while start < total:
             end = start + (self._batch_rows or total)
@@ -779,7 +810,9 @@ class SQLiteStore(Store):
             self._batch_rows = _part_rows(self._batch_rows, max(map(len, part)), held,
                                           self.busy_timeout * _LONGEST_HOLD)
             start = end
-        if self._pending_visitors >= self.fold_visitors:
+        if self._pending_visitors >= self.fold_visitors or (
+                self._pending_visitors
+                and time.monotonic() - self._folded_at >= _FOLD_AFTER_SECONDS):
             try:
                 await self._fold()
             except StoreUnavailable as exc:
@@ -791,6 +824,7 @@ class SQLiteStore(Store):
         """Fold the visitors pending now (not those other writers add meanwhile): in one
         transaction, or in parts sized as a batch's are once one held the lock too long."""
         left = self._pending_visitors
+        self._folded_at = time.monotonic()
         while left > 0:
             folded, held = await self._write(functools.partial(self._fold_part,
                                                                self._fold_rows))
@@ -1385,26 +1419,24 @@ class SQLiteStore(Store):
                                     product_id=product_id, platform=platform, mark="?",
                                     channel=channel, force_product_index=True)
         load_report_code()
-        plan = SketchPlan.of(from_day=from_day, to_day=to_day, by=by, product_id=product_id,
-                             platform=platform)
         cells, cell_params = sketch_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
                                           product_id=product_id, platform=platform, mark="?",
                                           channel=channel, with_cell=True)
-        pending, pending_params = pending_query(merchant_id, from_day=from_day, to_day=to_day,
-                                                product_id=product_id, platform=platform,
-                                                channel=channel)
+        plan = SketchPlan.of(from_day=from_day, to_day=to_day, by=by, product_id=product_id,
+                             platform=platform)
+        pending, pending_params = pending_cells_query(plan, merchant_id, product_id=product_id,
+                                                      platform=platform, channel=channel)
 
-        def read() -> list[StatsRow]:
+        def read(conn: sqlite3.Connection) -> list[StatsRow]:
             # One snapshot: a fold moving visitors into the sketches meanwhile is seen
             # whole or not at all.
-            conn = self._rconn
             with _read_transaction(conn):
                 rows = [stats_row(by, r) for r in conn.execute(query, params)]
                 return with_unique_visitors(by, rows, with_pending(
-                    plan, conn.execute(cells, cell_params).fetchall(),
-                    conn.execute(pending, pending_params)))
+                    conn.execute(cells, cell_params).fetchall(),
+                    conn.execute(pending, pending_params).fetchall()))
 
-        return await self._read(read)
+        return await self._report(read)
 
     # --- staff logins ------------------------------------------------------------------------
     async def create_user(self, user: User) -> User:
