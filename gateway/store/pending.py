@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from .base import Click
 from .rollup import FinestKey, SketchKey, cells_of, finest_cells
 from .sketch import EXACT, EXACT_MAX, SPARSE
-from .sql import SketchPlan
+from .sql import Params, SketchPlan
 
-__all__ = ["PENDING_COLUMNS", "aside_rows", "folded_cells", "pending_cells_query",
+__all__ = ["HEX_CONCAT", "PENDING_COLUMNS", "aside_rows", "folded_cells", "pending_cells_query",
            "with_pending"]
 
 #: pending_visitors' columns: a finest cell (rollup.FinestKey), then ``visitor``, the
@@ -59,33 +59,41 @@ def folded_cells(rows: Iterable[PendingRow]) -> dict[SketchKey, set[int]]:
     return cells_of(finest)
 
 
+#: The hex of a group's hashes, concatenated, in each engine's SQL.
+HEX_CONCAT = {"sqlite": "group_concat(hex(visitor), '')",
+              "postgres": "string_agg(encode(visitor, 'hex'), '')"}
+
+
 def pending_cells_query(plan: SketchPlan, merchant_id: str, *, product_id: int | None,
-                        platform: str | None, channel: str | None) -> tuple[str, list[Any]]:
+                        platform: str | None, channel: str | None, mark: str = "?",
+                        engine: Literal["sqlite", "postgres"] = "sqlite",
+                        ) -> tuple[str, list[Any]]:
     """(group, the cell's key, pending visitors, their hashes in hex) of each cell the
     report reads that has visitors pending: the SQL groups and concatenates them, so
-    Python's work is per cell, not per visitor."""
+    Python's work is per cell, not per visitor. ``mark``: the driver's placeholder, as
+    for sql.py's queries."""
+    param = Params(mark)
     selects: list[str] = []
-    values: list[Any] = []
     for grain, lo, hi in plan.parts:
         period = "day" if grain == "day" else "substr(day, 1, 7)"
         product = "product_id" if plan.keep_product else "0"
         by_platform = "platform" if plan.keep_platform else "''"
         group = {"day": period, "product": product, "platform": by_platform,
                  "channel": "channel"}.get(plan.by, "''")
-        where = f"merchant_id = ? AND {period} >= ? AND {period} <= ?"
-        values += [plan.base + grain[0], merchant_id, lo, hi]
+        select = (f"SELECT {group}, merchant_id, CAST({param(plan.base + grain[0])} AS TEXT), "
+                  f"{period}, {product}, {by_platform}, channel, count(*), "
+                  f"{HEX_CONCAT[engine]} FROM pending_visitors")
+        where = (f"merchant_id = {param(merchant_id)} AND {period} >= {param(lo)} "
+                 f"AND {period} <= {param(hi)}")
         for name, value in {"product_id": product_id, "platform": platform,
                             "channel": channel}.items():
             if value is not None:
-                where += f" AND {name} = ?"
-                values.append(value)
+                where += f" AND {name} = {param(value)}"
         # Grouped by the cell's columns the kind keeps (a constant would name a column).
-        kept = [c for c in (period, product, by_platform, "channel") if c not in ("0", "''")]
-        selects.append(
-            f"SELECT {group}, merchant_id, ?, {period}, {product}, {by_platform}, channel, "
-            f"count(*), group_concat(hex(visitor), '') FROM pending_visitors WHERE {where} "
-            f"GROUP BY {', '.join(kept)}")
-    return " UNION ALL ".join(selects), values
+        kept = [c for c in ("merchant_id", period, product, by_platform, "channel")
+                if c not in ("0", "''")]
+        selects.append(f"{select} WHERE {where} GROUP BY {', '.join(kept)}")
+    return " UNION ALL ".join(selects), param.values
 
 
 def with_pending(stored: Iterable[Sequence[Any]], pending: Iterable[Sequence[Any]],
