@@ -1,4 +1,4 @@
-"""Visitors set aside: SQLite's click writer folds visitors into the sketches in bulk.
+"""Visitors set aside: the click writer folds visitors into the sketches in bulk.
 
 A visitor sketch cell (sketch.py) is rewritten whole whenever visitors are added to it.
 Clicks spread over many products touch a cell or more per click in every batch, so
@@ -6,12 +6,14 @@ rewriting the cells was most of the writer's work. Instead, each batch appends i
 human clicks' visitor hashes to ``pending_visitors`` (one row per click and finest
 cell, no index), and once ``storage.sketch_fold_visitors`` have gathered the writer folds
 them all into the sketches in one transaction: a cell is then rewritten once for many
-clicks.
+clicks. Both engines do this (gateway/store/sqlite.py, gateway/store/postgres.py); on
+PostgreSQL each gateway counts the rows it set aside itself, and whichever folds takes
+every pending row (a fold is a set union, so which writer folds what never matters).
 
 Reports don't wait for the fold. ``with_pending`` adds the pending visitors of each cell
 a report reads to that cell's sketch exactly as the fold will (``add_hashes``), so a
 figure is the same before and after a fold, exact and estimated alike. A forget or an
-export folds first (gateway/store/sqlite.py).
+export folds first.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from .base import Click
 from .rollup import FinestKey, SketchKey, cells_of, finest_cells
 from .sketch import EXACT, add_hashes
-from .sql import SketchPlan
+from .sql import SketchPlan, _Params
 
 __all__ = ["PENDING_COLUMNS", "aside_rows", "folded_cells", "pending_query", "with_pending"]
 
@@ -54,17 +56,18 @@ def folded_cells(rows: Iterable[PendingRow]) -> dict[SketchKey, set[int]]:
 
 
 def pending_query(merchant_id: str, *, from_day: str, to_day: str, product_id: int | None,
-                  platform: str | None, channel: str | None) -> tuple[str, list[Any]]:
+                  platform: str | None, channel: str | None, mark: str,
+                  ) -> tuple[str, list[Any]]:
     """The merchant's pending rows a report over [from_day, to_day] with these filters
-    reads (SQLite's ``?`` placeholders)."""
-    where = "merchant_id = ? AND day >= ? AND day <= ?"
-    values: list[Any] = [merchant_id, from_day, to_day]
+    reads; ``mark`` is the driver's placeholder, as for sql.py's queries (``?``, ``${n}``)."""
+    param = _Params(mark)
+    where = (f"merchant_id = {param(merchant_id)} AND day >= {param(from_day)} "
+             f"AND day <= {param(to_day)}")
     for name, value in {"product_id": product_id, "platform": platform,
                         "channel": channel}.items():
         if value is not None:
-            where += f" AND {name} = ?"
-            values.append(value)
-    return f"SELECT {PENDING_COLUMNS} FROM pending_visitors WHERE {where}", values
+            where += f" AND {name} = {param(value)}"
+    return f"SELECT {PENDING_COLUMNS} FROM pending_visitors WHERE {where}", param.values
 
 
 def with_pending(plan: SketchPlan, stored: Iterable[Sequence[Any]],

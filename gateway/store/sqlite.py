@@ -1357,7 +1357,7 @@ class SQLiteStore(Store):
                                           channel=channel, with_cell=True)
         pending, pending_params = pending_query(merchant_id, from_day=from_day, to_day=to_day,
                                                 product_id=product_id, platform=platform,
-                                                channel=channel)
+                                                channel=channel, mark="?")
 
         def read() -> list[StatsRow]:
             # One snapshot: a fold moving visitors into the sketches meanwhile is seen
