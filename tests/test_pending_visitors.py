@@ -1,5 +1,5 @@
-"""SQLite's visitors set aside (gateway/store/pending.py): reports count them as the fold
-will, a fold changes no figure, and a forget, an export and a restart lose none of them.
+"""Visitors set aside (gateway/store/pending.py), on each engine: reports count them as the
+fold will, a fold changes no figure, and a forget, an export and a restart lose none of them.
 
 Every test has two merchants whose visitors would be confused (the same visitor ids at
 both). The expected figures are the test's own: distinct visitor ids of the clicks it made.
@@ -7,15 +7,22 @@ both). The expected figures are the test's own: distinct visitor ids of the clic
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from gateway.store import Click, Merchant, Store
 from gateway.store.base import GroupBy
+from gateway.store.postgres import PostgresStore
 from gateway.store.sketch import EXACT_MAX
 from gateway.store.sqlite import SQLiteStore
+
+from . import pg
 
 MERCHANTS = ("m1", "m2")
 #: Reports: (from, to) × every grouping × each filter, across a month's turn, and one
@@ -78,26 +85,57 @@ async def _figures(store: Store) -> dict[tuple[Report, object], tuple[int, int]]
     return found
 
 
-def _pending(path: Path) -> list[str]:
-    with sqlite3.connect(path) as conn:
-        return [r[0] for r in conn.execute("SELECT merchant_id FROM pending_visitors")]
+@dataclass
+class Engine:
+    """One engine's database for a test, kept across the stores opened on it."""
+
+    #: A store on the database that folds once this many visitors are set aside, with
+    #: both merchants made.
+    open_store: Callable[[int], Awaitable[Store]]
+    #: The merchant of each row still pending, looked at behind the store.
+    pending: Callable[[], Awaitable[list[str]]]
+
+    async def open(self, fold_visitors: int) -> Store:
+        store = await self.open_store(fold_visitors)
+        for merchant in MERCHANTS:
+            if await store.get_merchant(merchant) is None:
+                await store.create_merchant(Merchant(merchant, merchant.upper()))
+        return store
 
 
-async def _open(path: Path, fold_visitors: int) -> SQLiteStore:
-    store = await SQLiteStore.open(path, fold_visitors=fold_visitors)
-    for merchant in MERCHANTS:
-        if await store.get_merchant(merchant) is None:
-            await store.create_merchant(Merchant(merchant, merchant.upper()))
-    return store
+@pytest.fixture(params=["sqlite", "postgres"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
+    """A file for SQLite; a fresh schema, dropped afterwards, for PostgreSQL."""
+    query = "SELECT merchant_id FROM pending_visitors"
+    if request.param == "sqlite":
+        path = tmp_path / "linkloop.db"
+
+        async def sqlite_pending() -> list[str]:
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                return [r[0] for r in conn.execute(query)]
+
+        yield Engine(lambda n: SQLiteStore.open(path, fold_visitors=n), sqlite_pending)
+        return
+    url = pg.postgres_url()
+    async with pg.fresh_schema(url) as schema:
+
+        async def postgres_pending() -> list[str]:
+            conn = await pg.connect(url, schema)
+            try:
+                return [r[0] for r in await conn.fetch(query)]
+            finally:
+                await conn.close()
+
+        yield Engine(lambda n: PostgresStore.open(url, schema=schema, fold_visitors=n),
+                     postgres_pending)
 
 
-async def test_a_fold_changes_no_figure(tmp_path: Path) -> None:
-    path = tmp_path / "linkloop.db"
+async def test_a_fold_changes_no_figure(engine: Engine) -> None:
     clicks = [c for m in MERCHANTS for c in _clicks(m)]
-    store = await _open(path, fold_visitors=10**9)  # never folds
+    store = await engine.open(fold_visitors=10**9)  # never folds
     try:
         await store.record(clicks, [])
-        assert sorted(set(_pending(path))) == ["m1", "m2"]
+        assert sorted(set(await engine.pending())) == ["m1", "m2"]
         pending = await _figures(store)
     finally:
         await store.close()
@@ -115,29 +153,28 @@ async def test_a_fold_changes_no_figure(tmp_path: Path) -> None:
 
     # A store that folds at once, given a batch that is all replayed clicks (no figure
     # changes): the visitors go into the sketches, and every figure stays as it was.
-    store = await _open(path, fold_visitors=1)
+    store = await engine.open(fold_visitors=1)
     try:
         await store.record(clicks[:3], [])
-        assert _pending(path) == []
+        assert await engine.pending() == []
         assert await _figures(store) == pending
     finally:
         await store.close()
 
 
-async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(tmp_path: Path) -> None:
-    path = tmp_path / "linkloop.db"
-    store = await _open(path, fold_visitors=4)
+async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(engine: Engine) -> None:
+    store = await engine.open(fold_visitors=4)
     try:
         def click(merchant: str, visitor: str) -> Click:
             return Click(f"{merchant}-{next(_ids):05d}", merchant, 1, 1.0, "2026-11-01",
                          "taobao", "ua", visitor, "h")
 
         await store.record([click("m1", "a"), click("m2", "a"), click("m1", "b")], [])
-        assert sorted(_pending(path)) == ["m1", "m1", "m2"]
+        assert sorted(await engine.pending()) == ["m1", "m1", "m2"]
         await store.record([click("m2", "b")], [])  # the fourth
-        assert _pending(path) == []
+        assert await engine.pending() == []
         await store.record([click("m1", "c")], [])
-        assert _pending(path) == ["m1"]
+        assert await engine.pending() == ["m1"]
         for merchant, visitors in (("m1", 3), ("m2", 2)):
             (row,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
                                        by="total")
@@ -147,16 +184,15 @@ async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(tmp_path:
 
 
 async def test_pending_visitors_survive_a_restart_and_a_forget_takes_them_out(
-        tmp_path: Path) -> None:
-    path = tmp_path / "linkloop.db"
+        engine: Engine) -> None:
     clicks = [c for m in MERCHANTS for c in _clicks(m)]
-    store = await _open(path, fold_visitors=10**9)
+    store = await engine.open(fold_visitors=10**9)
     try:
         await store.record(clicks, [])
         before = await _figures(store)
     finally:
         await store.close()
-    store = await _open(path, fold_visitors=10**9)
+    store = await engine.open(fold_visitors=10**9)
     try:
         assert await _figures(store) == before
         # v0 came on 2026-10-30 (n = 0, 90: a bot at 0) and more; forgotten at m1 only.
@@ -166,7 +202,7 @@ async def test_pending_visitors_survive_a_restart_and_a_forget_takes_them_out(
         after = await _figures(store)
     finally:
         await store.close()
-    assert _pending(path) == []  # folded first, then cleaned in the sketches
+    assert await engine.pending() == []  # folded first, then cleaned in the sketches
     left = [c for c in clicks if not (c.merchant_id == "m1" and c.visitor == "v0")]
     for (report, key), (visitors, error) in after.items():
         if error == 0:
@@ -175,10 +211,9 @@ async def test_pending_visitors_survive_a_restart_and_a_forget_takes_them_out(
             assert (visitors, error) == before[(report, key)]
 
 
-async def test_an_export_carries_the_visitors_set_aside(tmp_path: Path) -> None:
-    path = tmp_path / "linkloop.db"
+async def test_an_export_carries_the_visitors_set_aside(engine: Engine) -> None:
     clicks = [c for m in MERCHANTS for c in _clicks(m)]
-    store = await _open(path, fold_visitors=10**9)
+    store = await engine.open(fold_visitors=10**9)
     try:
         await store.record(clicks, [])
         for merchant in MERCHANTS:
@@ -190,6 +225,6 @@ async def test_an_export_carries_the_visitors_set_aside(tmp_path: Path) -> None:
                     if cell[1] == "cd" and cell[5] == ""}
             report: Report = (merchant, "2026-10-01", "2026-10-31", "day", (("channel", ""),))
             assert days == _expected(clicks, report) != {}
-        assert _pending(path) == []
+        assert await engine.pending() == []
     finally:
         await store.close()

@@ -734,12 +734,14 @@ async def test_postgres_without_a_schema_works_in_the_search_path_and_shares_its
         await admin.close()
 
 
-async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_visitor(
+async def test_postgres_gateways_folding_into_one_visitor_cell_at_once_keep_every_visitor(
         pg_url: str, pg_schema: str) -> None:
     # Two gateways' batches share no rollup row (other product, other platform) but one
-    # visitor cell: the merchant's day. Each reads the cell, merges, writes: without the
-    # merchant's sketch lock the second write would drop the first one's visitor.
-    stores = [await PostgresStore.open(pg_url, schema=pg_schema) for _ in range(2)]
+    # visitor cell: the merchant's day. Each folds the visitors set aside right after its
+    # batch (read the cell, merge, write): a second fold that took the same rows, or wrote
+    # over the first one's cell, would count a visitor twice or drop one.
+    stores = [await PostgresStore.open(pg_url, schema=pg_schema, fold_visitors=1)
+              for _ in range(2)]
     try:
         await _merchants(stores[0])
         tea = await _product(stores[0])
@@ -747,7 +749,7 @@ async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_v
         other = await _product(stores[0], "m2", "code0003")
         admin = await pg.connect(pg_url, pg_schema)
         try:
-            # Reads of the sketches go ahead; their writes wait until both batches are in.
+            # Reads of the sketches go ahead; the folds' writes wait until both batches are in.
             await admin.execute("BEGIN; LOCK TABLE visitor_sketches IN EXCLUSIVE MODE")
             blocker = await admin.fetchval("SELECT pg_backend_pid()")
             batches = [
@@ -764,11 +766,16 @@ async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_v
                     "WHERE $1 = ANY(pg_blocking_pids(a.pid)) "
                     "AND a.pid = ANY(pg_blocking_pids(b.pid)))", blocker) >= 2)
 
-            await until(both_wait, what="both batches waiting to write their sketches")
+            await until(both_wait, what="both folds waiting to write their sketches")
+            # The batches are in: a report counts their visitors while the folds wait.
+            (total,) = await stores[1].stats("m1", from_day="2026-11-01",
+                                             to_day="2026-11-01", by="total")
+            assert (total.clicks, total.unique_visitors) == (2, 2)
             await admin.execute("ROLLBACK")
         finally:
             await admin.close()
         await asyncio.gather(*batches)
+        assert await _pending_rows(pg_url, pg_schema) == 0
         for merchant, clicks, visitors in (("m1", 2, 2), ("m2", 1, 1)):
             (total,) = await stores[1].stats(merchant, from_day="2026-11-01",
                                              to_day="2026-11-01", by="total")
@@ -776,6 +783,14 @@ async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_v
     finally:
         for store in stores:
             await store.close()
+
+
+async def _pending_rows(url: str, schema: str) -> int:
+    conn = await pg.connect(url, schema)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM pending_visitors"))
+    finally:
+        await conn.close()
 
 
 async def test_postgres_a_closed_login_window_written_during_the_tidy_up_starts_again(
