@@ -64,10 +64,12 @@ SETTINGS: tuple[Setting, ...] = (
             "the write lock stays taken this long.",
             float, minimum=0.1),
     Setting("storage.sketch_fold_visitors", 50_000,
-            "SQLite: visitors the click writer sets aside before it folds them into the "
-            "unique-visitor sketches, in one transaction. Reports count those set aside "
-            "too, so this changes no figure: larger folds rewrite each sketch less often "
-            "(less work per click) and hold the write lock longer.", int, minimum=1),
+            "Visitors the click writer sets aside before it folds them into the "
+            "unique-visitor sketches, in one transaction (on PostgreSQL, counted by each "
+            "gateway's writer, whose fold takes every gateway's). Reports count those set "
+            "aside too, so this changes no figure: larger folds rewrite each sketch less "
+            "often (less work per click) and hold the write lock (SQLite) or the merchants' "
+            "sketch locks (PostgreSQL) longer.", int, minimum=1),
     Setting("auth.secret", "",
             "HS256 signing key for API tokens. Empty: generated once into data_dir."),
     Setting("auth.audience", "linkloop", "The `aud` claim tokens must carry."),
