@@ -233,6 +233,10 @@ async def _fold_visitors(conn: Any) -> int:
     return len(rows)
 
 
+#: How long the writer's fold waits for a lock before it leaves the fold to the next batch.
+_FOLD_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '10ms'"
+
+
 #: The array type each batch column travels as (any other: bigint, as counters are).
 _ARRAY_TYPES = {"merchant_id": "text", "day": "text", "platform": "text", "channel": "text",
                 "bot": "int", "outcome": "text"}
@@ -769,7 +773,15 @@ class PostgresStore(Store):
         """Every pending visitor folded into the sketches, in a transaction of its own."""
         try:
             async with self._conn() as conn, conn.transaction():
+                # Pending rows or sketches locked by another transaction (another gateway's
+                # fold, a forget folding first, an import) are being folded or written by
+                # it: waiting would hold up the writer, and then find most rows gone. This
+                # fold gives up at once instead, and the next batch tries again.
+                await conn.execute(_FOLD_LOCK_TIMEOUT)
                 await _fold_visitors(conn)
+        except asyncpg.exceptions.LockNotAvailableError:
+            log.info("store.fold_deferred", pending=self._pending_visitors)
+            return
         except (StoreUnavailable, asyncpg.PostgresError) as exc:
             # The batch is stored, and reports count its visitors where they are: the next
             # batch folds them.
