@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,3 +229,65 @@ async def test_an_export_carries_the_visitors_set_aside(engine: Engine) -> None:
         assert await engine.pending() == []
     finally:
         await store.close()
+
+
+class _FoldAfterSketches:
+    """A store's connection that runs ``fold`` (on another connection) right after the
+    report's sketch cells are read, before its pending rows are."""
+
+    def __init__(self, conn: Any, fold: Callable[[], Awaitable[object]]) -> None:
+        self._conn = conn
+        self._fold: Callable[[], Awaitable[object]] | None = fold
+
+    def transaction(self, **options: Any) -> Any:
+        return self._conn.transaction(**options)
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        rows = await self._conn.fetch(query, *args)
+        if "FROM visitor_sketches" in query and self._fold is not None:
+            fold, self._fold = self._fold, None
+            await fold()
+        return rows
+
+
+async def test_postgres_a_report_reads_from_one_snapshot_while_another_gateway_folds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another gateway folds between the report's read of the sketches and its read of the
+    # visitors set aside: from one snapshot the report sees them set aside, as before the
+    # fold; from two it would see them in neither place.
+    url = pg.postgres_url()
+    clicks = [c for m in MERCHANTS for c in _clicks(m)]
+    async with pg.fresh_schema(url) as schema:
+        async def unused() -> list[str]:
+            return []
+
+        engine = Engine(lambda n: PostgresStore.open(url, schema=schema, fold_visitors=n),
+                        unused)
+        store = await engine.open(fold_visitors=10**9)
+        other = await engine.open(fold_visitors=10**9)
+        try:
+            await store.record(clicks, [])
+            real = store._conn  # type: ignore[attr-defined]
+
+            @contextlib.asynccontextmanager
+            async def folded_meanwhile(**options: Any) -> AsyncIterator[Any]:
+                async with real(**options) as conn:
+                    # The other gateway's export folds every pending visitor first.
+                    yield _FoldAfterSketches(conn, lambda: other.export_rollups(
+                        "m1", before_day="2026-01-01"))
+
+            monkeypatch.setattr(store, "_conn", folded_meanwhile)
+            report: Report = ("m1", "2026-10-30", "2026-11-02", "day", ())
+            rows = await store.stats("m1", from_day=report[1], to_day=report[2], by="day")
+            conn = await pg.connect(url, schema)
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM pending_visitors") == 0
+            finally:
+                await conn.close()
+            for row in rows:
+                truth = _expected(clicks, report)[row.key["day"]]
+                assert abs(row.unique_visitors - truth) <= row.unique_visitors_error, row
+            assert {r.key["day"] for r in rows} == set(_expected(clicks, report))
+        finally:
+            await store.close()
+            await other.close()
