@@ -1,8 +1,8 @@
 """CPU per click of the click writer's storage work: ``Store.record`` alone, no HTTP.
 
 bench/run.py measures the whole gateway; this isolates what the writer process does per
-batch (insert the raw rows, fold the rollups, add visitors to the sketches: on SQLite, set
-them aside and fold them in every ``storage.sketch_fold_visitors``), so a change to that
+batch (insert the raw rows, fold the rollups, set visitors aside and fold them into the
+sketches every ``storage.sketch_fold_visitors``), so a change to that
 path can be compared side by side without the noise of a load test:
 
     .venv/bin/python bench/record.py                         # SQLite, 5,000 a batch
@@ -13,8 +13,8 @@ path can be compared side by side without the noise of a load test:
 
 Clicks look like bench/run.py's: one merchant, products picked at random, every click a
 new visitor, all on one day. The first ``--warm`` batches fill the tables unscored (a
-store's cost grows with what it holds); the next ``--batches`` are timed. On SQLite both
-should hold whole folds of visitors (the defaults, 10 batches of 5,000, hold one of
+store's cost grows with what it holds); the next ``--batches`` are timed. Both should
+hold whole folds of visitors (the defaults, 10 batches of 5,000, hold one of
 50,000; at 20,000 a batch a fold comes every 60,000), or the timed clicks pay for more or
 fewer folds than their own: the script says when they don't. It prints the
 process CPU per click (the writer thread included; on PostgreSQL the server's own CPU is
@@ -122,7 +122,7 @@ async def main() -> None:
             sep = "&" if "?" in args.postgres else "?"
             env["LINKLOOP_STORAGE_URL"] = f"{args.postgres}{sep}schema={schema}"
         settings = load_settings(environ=env)
-        if not args.postgres and "storage.sketch_fold_visitors" in {s.name for s in SETTINGS}:
+        if "storage.sketch_fold_visitors" in {s.name for s in SETTINGS}:
             # A fold follows the batch that brings the pending visitors to the setting.
             fold = settings["storage.sketch_fold_visitors"]
             cycle = -(-fold // args.batch) * args.batch

@@ -1,5 +1,5 @@
-"""SQLite's visitors set aside (gateway/store/pending.py): reports count them as the fold
-will, a fold changes no figure, and a forget, an export and a restart lose none of them.
+"""Visitors set aside (gateway/store/pending.py), on each engine: reports count them as the
+fold will, a fold changes no figure, and a forget, an export and a restart lose none of them.
 
 Every test has two merchants whose visitors would be confused (the same visitor ids at
 both). The expected figures are the test's own: distinct visitor ids of the clicks it made.
@@ -7,16 +7,24 @@ both). The expected figures are the test's own: distinct visitor ids of the clic
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from gateway.store import Click, Merchant, Store
 from gateway.store.base import GroupBy
+from gateway.store.postgres import PostgresStore
 from gateway.store.sketch import EXACT_MAX
 from gateway.store.sqlite import SQLiteStore
+
+from . import pg
 
 MERCHANTS = ("m1", "m2")
 #: Reports: (from, to) × every grouping × each filter, across a month's turn, and one
@@ -83,34 +91,65 @@ async def _figures(store: Store) -> dict[tuple[Report, object], tuple[int, int]]
     return found
 
 
-def _pending(path: Path) -> list[str]:
-    with sqlite3.connect(path) as conn:
-        return [r[0] for r in conn.execute("SELECT merchant_id FROM pending_visitors")]
+@dataclass
+class Engine:
+    """One engine's database for a test, kept across the stores opened on it."""
+
+    #: A store on the database that folds once this many visitors are set aside, with
+    #: both merchants made.
+    open_store: Callable[[int], Awaitable[Store]]
+    #: The merchant of each row still pending, looked at behind the store.
+    pending: Callable[[], Awaitable[list[str]]]
+
+    async def open(self, fold_visitors: int) -> Store:
+        store = await self.open_store(fold_visitors)
+        for merchant in MERCHANTS:
+            if await store.get_merchant(merchant) is None:
+                await store.create_merchant(Merchant(merchant, merchant.upper()))
+        return store
 
 
-async def _open(path: Path, fold_visitors: int) -> SQLiteStore:
-    store = await SQLiteStore.open(path, fold_visitors=fold_visitors)
-    for merchant in MERCHANTS:
-        if await store.get_merchant(merchant) is None:
-            await store.create_merchant(Merchant(merchant, merchant.upper()))
-    return store
+@pytest.fixture(params=["sqlite", "postgres"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
+    """A file for SQLite; a fresh schema, dropped afterwards, for PostgreSQL."""
+    query = "SELECT merchant_id FROM pending_visitors"
+    if request.param == "sqlite":
+        path = tmp_path / "linkloop.db"
+
+        async def sqlite_pending() -> list[str]:
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                return [r[0] for r in conn.execute(query)]
+
+        yield Engine(lambda n: SQLiteStore.open(path, fold_visitors=n), sqlite_pending)
+        return
+    url = pg.postgres_url()
+    async with pg.fresh_schema(url) as schema:
+
+        async def postgres_pending() -> list[str]:
+            conn = await pg.connect(url, schema)
+            try:
+                return [r[0] for r in await conn.fetch(query)]
+            finally:
+                await conn.close()
+
+        yield Engine(lambda n: PostgresStore.open(url, schema=schema, fold_visitors=n),
+                     postgres_pending)
 
 
-async def test_a_fold_changes_no_figure(tmp_path: Path) -> None:
-    path = tmp_path / "linkloop.db"
+async def test_a_fold_changes_no_figure(engine: Engine) -> None:
     clicks = [c for m in MERCHANTS for c in _clicks(m)]
     # Half the clicks folded into the sketches, the other half pending: the crowd's cells
     # hold 150 visitors each way, and pass EXACT_MAX only together.
-    store = await _open(path, fold_visitors=1)
+    store = await engine.open(fold_visitors=1)
     try:
         await store.record(clicks[::2], [])
-        assert _pending(path) == []
+        assert await engine.pending() == []
     finally:
         await store.close()
-    store = await _open(path, fold_visitors=10**9)  # never folds
+    store = await engine.open(fold_visitors=10**9)  # never folds
     try:
         await store.record(clicks[1::2], [])
-        assert sorted(set(_pending(path))) == ["m1", "m2"]
+        assert sorted(set(await engine.pending())) == ["m1", "m2"]
         pending = await _figures(store)
     finally:
         await store.close()
@@ -130,29 +169,28 @@ async def test_a_fold_changes_no_figure(tmp_path: Path) -> None:
     # changes): the pending visitors go into the sketches, and every figure stays as it
     # was (the crowd's: an estimate from the same registers, not the exact count of two
     # small cells).
-    store = await _open(path, fold_visitors=1)
+    store = await engine.open(fold_visitors=1)
     try:
         await store.record(clicks[:3], [])
-        assert _pending(path) == []
+        assert await engine.pending() == []
         assert await _figures(store) == pending
     finally:
         await store.close()
 
 
-async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(tmp_path: Path) -> None:
-    path = tmp_path / "linkloop.db"
-    store = await _open(path, fold_visitors=4)
+async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(engine: Engine) -> None:
+    store = await engine.open(fold_visitors=4)
     try:
         def click(merchant: str, visitor: str) -> Click:
             return Click(f"{merchant}-{next(_ids):05d}", merchant, 1, 1.0, "2026-11-01",
                          "taobao", "ua", visitor, "h")
 
         await store.record([click("m1", "a"), click("m2", "a"), click("m1", "b")], [])
-        assert sorted(_pending(path)) == ["m1", "m1", "m2"]
+        assert sorted(await engine.pending()) == ["m1", "m1", "m2"]
         await store.record([click("m2", "b")], [])  # the fourth
-        assert _pending(path) == []
+        assert await engine.pending() == []
         await store.record([click("m1", "c")], [])
-        assert _pending(path) == ["m1"]
+        assert await engine.pending() == ["m1"]
         for merchant, visitors in (("m1", 3), ("m2", 2)):
             (row,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
                                        by="total")
@@ -162,16 +200,15 @@ async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(tmp_path:
 
 
 async def test_pending_visitors_survive_a_restart_and_a_forget_takes_them_out(
-        tmp_path: Path) -> None:
-    path = tmp_path / "linkloop.db"
+        engine: Engine) -> None:
     clicks = [c for m in MERCHANTS for c in _clicks(m)]
-    store = await _open(path, fold_visitors=10**9)
+    store = await engine.open(fold_visitors=10**9)
     try:
         await store.record(clicks, [])
         before = await _figures(store)
     finally:
         await store.close()
-    store = await _open(path, fold_visitors=10**9)
+    store = await engine.open(fold_visitors=10**9)
     try:
         assert await _figures(store) == before
         # v0 came on 2026-10-30 (n = 0, 90: a bot at 0) and more; forgotten at m1 only.
@@ -181,7 +218,7 @@ async def test_pending_visitors_survive_a_restart_and_a_forget_takes_them_out(
         after = await _figures(store)
     finally:
         await store.close()
-    assert _pending(path) == []  # folded first, then cleaned in the sketches
+    assert await engine.pending() == []  # folded first, then cleaned in the sketches
     left = [c for c in clicks if not (c.merchant_id == "m1" and c.visitor == "v0")]
     for (report, key), (visitors, error) in after.items():
         if error == 0:
@@ -190,10 +227,9 @@ async def test_pending_visitors_survive_a_restart_and_a_forget_takes_them_out(
             assert (visitors, error) == before[(report, key)]
 
 
-async def test_an_export_carries_the_visitors_set_aside(tmp_path: Path) -> None:
-    path = tmp_path / "linkloop.db"
+async def test_an_export_carries_the_visitors_set_aside(engine: Engine) -> None:
     clicks = [c for m in MERCHANTS for c in _clicks(m)]
-    store = await _open(path, fold_visitors=10**9)
+    store = await engine.open(fold_visitors=10**9)
     try:
         await store.record(clicks, [])
         for merchant in MERCHANTS:
@@ -205,58 +241,126 @@ async def test_an_export_carries_the_visitors_set_aside(tmp_path: Path) -> None:
                     if cell[1] == "cd" and cell[5] == ""}
             report: Report = (merchant, "2026-10-01", "2026-10-31", "day", (("channel", ""),))
             assert days == _expected(clicks, report) != {}
-        assert _pending(path) == []
+        assert await engine.pending() == []
     finally:
         await store.close()
 
 
-async def test_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(tmp_path: Path) -> None:
-    # After a fold held the lock too long (a busy CPU), folds go in parts, oldest first;
-    # the count of those pending stays right between parts, and no figure changes.
-    path = tmp_path / "linkloop.db"
+class _FoldAfterSketches:
+    """A store's connection that runs ``fold`` (on another connection) right after the
+    report's sketch cells are read, before its pending rows are."""
+
+    def __init__(self, conn: Any, fold: Callable[[], Awaitable[object]]) -> None:
+        self._conn = conn
+        self._fold: Callable[[], Awaitable[object]] | None = fold
+
+    def transaction(self, **options: Any) -> Any:
+        return self._conn.transaction(**options)
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        rows = await self._conn.fetch(query, *args)
+        if "FROM visitor_sketches" in query and self._fold is not None:
+            fold, self._fold = self._fold, None
+            await fold()
+        return rows
+
+
+async def test_postgres_a_report_reads_from_one_snapshot_while_another_gateway_folds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another gateway folds between the report's read of the sketches and its read of the
+    # visitors set aside: from one snapshot the report sees them set aside, as before the
+    # fold; from two it would see them in neither place.
+    url = pg.postgres_url()
     clicks = [c for m in MERCHANTS for c in _clicks(m)]
-    store = await _open(path, fold_visitors=10**9)
-    try:
-        await store.record(clicks, [])
-        before = await _figures(store)
-        pending = len(_pending(path))
-    finally:
-        await store.close()
-    store = await _open(path, fold_visitors=pending + 1)
-    try:
-        store._fold_rows = 100  # as after a slow fold; few enough to keep (_FEWEST_ROWS)
-        await store.record(clicks[:1], [])  # a replay: counts the pending, folds none
-        assert len(_pending(path)) == pending
-        await store.record([Click("m1-last", "m1", 1, 1.0, "2026-11-02", "jd", "ua", "v-last",
-                                  "h")], [])
-        assert _pending(path) == [] and store._fold_rows == 100
-        after = await _figures(store)
-    finally:
-        await store.close()
-    changed = {k for k in after if after[k] != before.get(k)}
-    # Only what the one new visitor is part of: m1's reports that reach 2026-11-02.
-    assert changed and all(report[0] == "m1" and report[2] >= "2026-11-02"
-                           for report, _key in changed)
+    async with pg.fresh_schema(url) as schema:
+        async def unused() -> list[str]:
+            return []
+
+        engine = Engine(lambda n: PostgresStore.open(url, schema=schema, fold_visitors=n),
+                        unused)
+        store = await engine.open(fold_visitors=10**9)
+        other = await engine.open(fold_visitors=10**9)
+        try:
+            await store.record(clicks, [])
+            real = store._conn  # type: ignore[attr-defined]
+
+            @contextlib.asynccontextmanager
+            async def folded_meanwhile(**options: Any) -> AsyncIterator[Any]:
+                async with real(**options) as conn:
+                    # The other gateway's export folds every pending visitor first.
+                    yield _FoldAfterSketches(conn, lambda: other.export_rollups(
+                        "m1", before_day="2026-01-01"))
+
+            monkeypatch.setattr(store, "_conn", folded_meanwhile)
+            report: Report = ("m1", "2026-10-30", "2026-11-02", "day", ())
+            rows = await store.stats("m1", from_day=report[1], to_day=report[2], by="day")
+            conn = await pg.connect(url, schema)
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM pending_visitors") == 0
+            finally:
+                await conn.close()
+            for row in rows:
+                truth = _expected(clicks, report)[row.key["day"]]
+                assert abs(row.unique_visitors - truth) <= row.unique_visitors_error, row
+            assert {r.key["day"] for r in rows} == set(_expected(clicks, report))
+        finally:
+            await store.close()
+            await other.close()
 
 
 async def test_a_minute_after_the_last_fold_the_next_batch_folds_however_few(
-        tmp_path: Path) -> None:
-    path = tmp_path / "linkloop.db"
-    store = await _open(path, fold_visitors=10**9)
+        engine: Engine) -> None:
+    store = await engine.open(fold_visitors=10**9)
     try:
         def click(merchant: str, visitor: str) -> Click:
             return Click(f"{merchant}-{next(_ids):05d}", merchant, 1, 1.0, "2026-11-01",
                          "taobao", "ua", visitor, "h")
 
         await store.record([click("m1", "a"), click("m2", "a")], [])
-        assert sorted(_pending(path)) == ["m1", "m2"]
-        store._folded_at = time.monotonic() - 30  # half a minute since
+        assert sorted(await engine.pending()) == ["m1", "m2"]
+        store._folded_at = time.monotonic() - 30  # type: ignore[attr-defined]  # half a minute
         await store.record([click("m1", "b")], [])
-        assert len(_pending(path)) == 3
-        store._folded_at = time.monotonic() - 60  # a minute
+        assert len(await engine.pending()) == 3
+        store._folded_at = time.monotonic() - 60  # type: ignore[attr-defined]  # a minute
         await store.record([click("m2", "b")], [])
-        assert _pending(path) == []
+        assert await engine.pending() == []
         await store.record([click("m1", "c")], [])  # the minute starts again
-        assert _pending(path) == ["m1"]
+        assert await engine.pending() == ["m1"]
     finally:
         await store.close()
+
+
+async def test_sqlite_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(
+        tmp_path: Path) -> None:
+    # After a fold held SQLite's write lock too long (a busy CPU), folds go in parts,
+    # oldest first; no visitor is lost or counted twice, and no figure changes.
+    path = tmp_path / "linkloop.db"
+
+    async def pending() -> list[str]:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return [r[0] for r in conn.execute("SELECT merchant_id FROM pending_visitors")]
+
+    engine = Engine(lambda n: SQLiteStore.open(path, fold_visitors=n), pending)
+    clicks = [c for m in MERCHANTS for c in _clicks(m)]
+    store = await engine.open(fold_visitors=10**9)
+    try:
+        await store.record(clicks, [])
+        before = await _figures(store)
+        waiting = len(await pending())
+    finally:
+        await store.close()
+    sqlite_store = await SQLiteStore.open(path, fold_visitors=waiting + 1)
+    try:
+        sqlite_store._fold_rows = 100  # as after a slow fold; few enough to keep
+        await sqlite_store.record(clicks[:1], [])  # a replay: counts the pending, folds none
+        assert len(await pending()) == waiting
+        await sqlite_store.record([Click("m1-last", "m1", 1, 1.0, "2026-11-02", "jd", "ua",
+                                         "v-last", "h")], [])
+        assert await pending() == [] and sqlite_store._fold_rows == 100
+        after = await _figures(sqlite_store)
+    finally:
+        await sqlite_store.close()
+    changed = {k for k in after if after[k] != before.get(k)}
+    # Only what the one new visitor is part of: m1's reports that reach 2026-11-02.
+    assert changed and all(report[0] == "m1" and report[2] >= "2026-11-02"
+                           for report, _key in changed)

@@ -44,7 +44,7 @@ from gateway.store.sql import month_split
 from gateway.store.sqlite import SQLiteStore
 
 from . import pg
-from .wait import until
+from .wait import DEADLINE, until
 
 T = TypeVar("T")
 
@@ -734,12 +734,14 @@ async def test_postgres_without_a_schema_works_in_the_search_path_and_shares_its
         await admin.close()
 
 
-async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_visitor(
+async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_to_the_next_batch(
         pg_url: str, pg_schema: str) -> None:
-    # Two gateways' batches share no rollup row (other product, other platform) but one
-    # visitor cell: the merchant's day. Each reads the cell, merges, writes: without the
-    # merchant's sketch lock the second write would drop the first one's visitor.
-    stores = [await PostgresStore.open(pg_url, schema=pg_schema) for _ in range(2)]
+    # Two gateways' batches share one visitor cell (the merchant's day), each folding right
+    # after its batch. With the sketches locked (an import or a forget writing them, or
+    # the other's fold), a fold gives up at once rather than hold up its writer: the
+    # visitors stay set aside and counted, and a later batch folds them, none lost.
+    stores = [await PostgresStore.open(pg_url, schema=pg_schema, fold_visitors=1,
+                                       timeout_seconds=3 * DEADLINE) for _ in range(2)]
     try:
         await _merchants(stores[0])
         tea = await _product(stores[0])
@@ -747,35 +749,41 @@ async def test_postgres_gateways_adding_to_one_visitor_cell_at_once_keep_every_v
         other = await _product(stores[0], "m2", "code0003")
         admin = await pg.connect(pg_url, pg_schema)
         try:
-            # Reads of the sketches go ahead; their writes wait until both batches are in.
+            # Reads of the sketches go ahead; writes wait for the lock.
             await admin.execute("BEGIN; LOCK TABLE visitor_sketches IN EXCLUSIVE MODE")
-            blocker = await admin.fetchval("SELECT pg_backend_pid()")
-            batches = [
-                asyncio.create_task(stores[0].record(
-                    [click(1, product=tea, visitor="a"),
-                     click(2, merchant="m2", product=other, visitor="x")], [])),
-                asyncio.create_task(stores[1].record(
-                    [click(3, product=cup, platform="jd", visitor="b")], []))]
-
-            async def both_wait() -> bool:  # on the lock above, or on each other
-                return bool(await admin.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity b WHERE $1 = ANY("
-                    "pg_blocking_pids(b.pid)) OR EXISTS (SELECT 1 FROM pg_stat_activity a "
-                    "WHERE $1 = ANY(pg_blocking_pids(a.pid)) "
-                    "AND a.pid = ANY(pg_blocking_pids(b.pid)))", blocker) >= 2)
-
-            await until(both_wait, what="both batches waiting to write their sketches")
+            # Both batches are stored and return while the lock is held: a fold that
+            # waited for it would not return before the lock went.
+            await asyncio.wait_for(asyncio.gather(
+                stores[0].record([click(1, product=tea, visitor="a"),
+                                  click(2, merchant="m2", product=other, visitor="x")], []),
+                stores[1].record([click(3, product=cup, platform="jd", visitor="b")], [])),
+                DEADLINE)
+            assert await _pending_rows(pg_url, pg_schema) == 3
+            for merchant, clicks, visitors in (("m1", 2, 2), ("m2", 1, 1)):
+                (total,) = await stores[1].stats(merchant, from_day="2026-11-01",
+                                                 to_day="2026-11-01", by="total")
+                assert (total.clicks, total.unique_visitors) == (clicks, visitors)
             await admin.execute("ROLLBACK")
         finally:
             await admin.close()
-        await asyncio.gather(*batches)
-        for merchant, clicks, visitors in (("m1", 2, 2), ("m2", 1, 1)):
+        # The next batch (a visitor coming back) folds every gateway's.
+        await stores[0].record([click(4, merchant="m2", product=other, visitor="x")], [])
+        assert await _pending_rows(pg_url, pg_schema) == 0
+        for merchant, clicks, visitors in (("m1", 2, 2), ("m2", 2, 1)):
             (total,) = await stores[1].stats(merchant, from_day="2026-11-01",
                                              to_day="2026-11-01", by="total")
             assert (total.clicks, total.unique_visitors) == (clicks, visitors)
     finally:
         for store in stores:
             await store.close()
+
+
+async def _pending_rows(url: str, schema: str) -> int:
+    conn = await pg.connect(url, schema)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM pending_visitors"))
+    finally:
+        await conn.close()
 
 
 async def test_postgres_a_closed_login_window_written_during_the_tidy_up_starts_again(

@@ -111,5 +111,6 @@ async def open_store(settings: Settings, *, call_limit: float | None = None) -> 
         # on first open. Every other parameter goes to asyncpg as it is.
         dsn, schema = split_schema(url)
         return await PostgresStore.open(dsn, schema=schema, timeout_seconds=timeout,
-                                        secrets=secrets, call_limit=call_limit)
+                                        secrets=secrets, call_limit=call_limit,
+                                        fold_visitors=settings["storage.sketch_fold_visitors"])
     raise ConfigError(f"storage.url: {url!r} is neither sqlite:///PATH nor postgresql://...")

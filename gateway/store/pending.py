@@ -1,21 +1,24 @@
-"""Visitors set aside: SQLite's click writer folds visitors into the sketches in bulk.
+"""Visitors set aside: the click writer folds visitors into the sketches in bulk.
 
 A visitor sketch cell (sketch.py) is rewritten whole whenever visitors are added to it.
 Clicks spread over many products touch a cell or more per click in every batch, so
 rewriting the cells was most of the writer's work. Instead, each batch appends its
 human clicks' visitor hashes to ``pending_visitors`` (one row per click and finest
 cell, no index), and the writer folds them into the sketches once
-``storage.sketch_fold_visitors`` have gathered or a minute has passed, in one transaction
-(in parts, oldest first, once one held SQLite's write lock too long, as batches are:
-gateway/store/turns.py): a cell is then rewritten once for many clicks.
+``storage.sketch_fold_visitors`` have gathered or a minute after its last fold, in one
+transaction (on SQLite in parts, oldest first, once one held the write lock too long, as
+batches are: gateway/store/turns.py): a cell is then rewritten once for many clicks. Both
+engines do this (gateway/store/sqlite.py, gateway/store/postgres.py); on PostgreSQL each
+gateway counts the rows it set aside itself, and whichever folds takes every pending row
+(a fold is a set union, so which writer folds what never matters).
 
-Reports don't wait for the fold, and a fold changes no figure. SQLite hands a report each
-cell's pending hashes, grouped and concatenated (``pending_cells_query``); ``with_pending``
-gives them to the merge as one exact sketch beside the cell's stored one, which is what
-the fold's result counts as: a union, or the registers raised by those hashes. The one
-difference is a cell whose exact sketch the fold would turn into registers (past
-EXACT_MAX): there an empty sparse sketch beside it makes the merge estimate, as it will
-after the fold. A forget or an export folds first (gateway/store/sqlite.py).
+Reports don't wait for the fold, and a fold changes no figure. The database hands a
+report each cell's pending hashes, grouped and concatenated (``pending_cells_query``);
+``with_pending`` gives them to the merge as one exact sketch beside the cell's stored one,
+which is what the fold's result counts as: a union, or the registers raised by those
+hashes. The one difference is a cell whose exact sketch the fold would turn into
+registers (past EXACT_MAX): there an empty sparse sketch beside it makes the merge
+estimate, as it will after the fold. A forget or an export folds first.
 """
 
 from __future__ import annotations
@@ -29,8 +32,13 @@ from .rollup import FinestKey, SketchKey, cells_of, finest_cells
 from .sketch import EXACT, EXACT_MAX, SPARSE
 from .sql import Params, SketchPlan
 
-__all__ = ["HEX_CONCAT", "PENDING_COLUMNS", "aside_rows", "folded_cells", "pending_cells_query",
-           "with_pending"]
+__all__ = ["FOLD_AFTER_SECONDS", "HEX_CONCAT", "PENDING_COLUMNS", "aside_rows", "folded_cells",
+           "pending_cells_query", "with_pending"]
+
+#: Seconds after a writer's last fold (or its start) when its next batch folds whatever is
+#: pending, however few: at low traffic the pending visitors stay few, so what a report
+#: adds to the sketches stays small.
+FOLD_AFTER_SECONDS = 60.0
 
 #: pending_visitors' columns: a finest cell (rollup.FinestKey), then ``visitor``, the
 #: visitor's hash in 8 little-endian bytes (as an exact sketch stores it).

@@ -73,6 +73,14 @@ from .forget import (
     with_sketches,
 )
 from .migrations import POSTGRES_MIGRATIONS, SKETCH_BACKFILL
+from .pending import (
+    FOLD_AFTER_SECONDS,
+    PENDING_COLUMNS,
+    aside_rows,
+    folded_cells,
+    pending_cells_query,
+    with_pending,
+)
 from .retention import deltas_of, tally_forgotten
 from .rollup import (
     BATCH_CLICK_COLUMNS,
@@ -101,6 +109,7 @@ from .sketch import add_hashes, merge_sketches
 from .sql import (
     CLICK_COLUMNS,
     PRODUCT_COLUMNS,
+    SketchPlan,
     click_row,
     load_report_code,
     login_attempt_query,
@@ -198,6 +207,41 @@ async def _add_to_sketches(conn: Any, cells: Mapping[SketchKey, Any],
     stored = {tuple(r[:6]): r[6] for r in await conn.fetch(_READ_SKETCHES, *_columns(keys, 6))}
     await conn.execute(_WRITE_SKETCHES, *_columns(
         [(*key, merge(stored.get(key), cells[key])) for key in keys], 7))
+
+
+_SET_ASIDE = (
+    f"INSERT INTO pending_visitors ({PENDING_COLUMNS}) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], "
+    "$6::bytea[])"
+)
+
+
+async def _set_visitors_aside(conn: Any, clicks: Sequence[Click]) -> int:
+    """Append the human clicks' visitors to pending_visitors (gateway/store/pending.py), in
+    the caller's transaction; how many rows that made."""
+    rows = aside_rows(clicks)
+    if rows:
+        await conn.execute(_SET_ASIDE, *_columns(rows, 6))
+    return len(rows)
+
+
+async def _fold_visitors(conn: Any) -> int:
+    """Fold every pending visitor into the sketches, in the caller's transaction; how many
+    rows it took.
+
+    The rows are taken and deleted in one statement: a fold running meanwhile in another
+    gateway waits for these rows' locks and then finds them gone, so each row is folded
+    once (twice would do no harm either: a fold is a set union). Rows committed after
+    the DELETE began stay for the next fold. Reports see the DELETE and the sketches it
+    fed together, at this transaction's commit.
+    """
+    rows = await conn.fetch(f"DELETE FROM pending_visitors RETURNING {PENDING_COLUMNS}")
+    await _add_to_sketches(conn, folded_cells(tuple(r) for r in rows))
+    return len(rows)
+
+
+#: How long the writer's fold waits for a lock before it leaves the fold to the next batch.
+_FOLD_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '10ms'"
 
 
 #: The array type each batch column travels as (any other: bigint, as counters are).
@@ -347,8 +391,12 @@ async def _forget_in_sketches(conn: Any, visitor: str, scope: str, args: tuple[A
 class PostgresStore(Store):
     def __init__(self, pool: Any, *, schema: str | None, timeout: float,
                  months_ahead: int, secrets: SecretBox | None = None,
-                 call_limit: float | None = None) -> None:
+                 call_limit: float | None = None, fold_visitors: int = 50_000) -> None:
         self._pool = pool
+        #: Visitors this store sets aside before it folds every pending one into the sketches.
+        self.fold_visitors = fold_visitors
+        self._pending_visitors = 0
+        self._folded_at = time.monotonic()
         self.secrets = secrets or SecretBox.ephemeral_box()
         self.schema = schema
         self.timeout = timeout
@@ -361,7 +409,7 @@ class PostgresStore(Store):
     async def open(
         cls, url: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10,
         timeout_seconds: float = 10.0, months_ahead: int = 3, secrets: SecretBox | None = None,
-        call_limit: float | None = None,
+        call_limit: float | None = None, fold_visitors: int = 50_000,
     ) -> PostgresStore:
         """Connect a pool, apply pending migrations and make the coming months' partitions.
 
@@ -375,6 +423,7 @@ class PostgresStore(Store):
         ``call_limit``: a longer limit for a whole call, while the server must still answer
         each statement (a lock wait included) within ``timeout_seconds``: the click
         writer's, whose own turns on a busy CPU are slow while the server is fine.
+        ``fold_visitors``: see ``record``.
         """
         settings = {"search_path": quote_ident(schema)} if schema else {}
         per_statement = {"command_timeout": timeout_seconds} if call_limit else {}
@@ -385,11 +434,16 @@ class PostgresStore(Store):
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(_describe(exc)) from exc
         store = cls(pool, schema=schema, timeout=timeout_seconds, call_limit=call_limit,
-                    months_ahead=months_ahead,
-                    secrets=secrets)
+                    months_ahead=months_ahead, secrets=secrets, fold_visitors=fold_visitors)
         try:
             await store._migrate()
             await store.ensure_partitions()
+            async with store._conn() as conn:
+                # Rows left pending (by an earlier run, or by another gateway) count
+                # towards this store's first fold, so a restart leaves none waiting for a
+                # whole fold's worth of new ones.
+                store._pending_visitors = await conn.fetchval(
+                    "SELECT count(*) FROM pending_visitors")
         except BaseException:
             pool.terminate()
             raise
@@ -705,12 +759,47 @@ class PostgresStore(Store):
 
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
+        """Store a batch in one transaction. The clicks' visitors are set aside
+        (pending_visitors); once this store has set aside ``fold_visitors`` since its last
+        fold (or its opening: with those pending then), or a minute after its last fold
+        (``FOLD_AFTER_SECONDS``), it folds every pending visitor, other gateways' too, into
+        the sketches in a transaction of its own.
+
+        Each gateway counts only its own rows (a shared count would be one more row every
+        batch of every gateway updates): with several writers, folds come more often and
+        each takes what all of them set aside since the last one."""
         if not clicks and not events:
             return
         if time.monotonic() >= self._next_partition_check:
             await self._keep_partitions()
         async with self._conn() as conn, conn.transaction():
-            await self._record(conn, clicks, events)
+            aside = await self._record(conn, clicks, events)
+        self._pending_visitors += aside
+        if self._pending_visitors >= self.fold_visitors or (
+                self._pending_visitors
+                and time.monotonic() - self._folded_at >= FOLD_AFTER_SECONDS):
+            await self._fold_pending()
+
+    async def _fold_pending(self) -> None:
+        """Every pending visitor folded into the sketches, in a transaction of its own."""
+        self._folded_at = time.monotonic()
+        try:
+            async with self._conn() as conn, conn.transaction():
+                # Pending rows or sketches locked by another transaction (another gateway's
+                # fold, a forget folding first, an import) are being folded or written by
+                # it: waiting would hold up the writer, and then find most rows gone. This
+                # fold gives up at once instead, and the next batch tries again.
+                await conn.execute(_FOLD_LOCK_TIMEOUT)
+                await _fold_visitors(conn)
+        except asyncpg.exceptions.LockNotAvailableError:
+            log.info("store.fold_deferred", pending=self._pending_visitors)
+            return
+        except (StoreUnavailable, asyncpg.PostgresError) as exc:
+            # The batch is stored, and reports count its visitors where they are: the next
+            # batch folds them.
+            log.warning("store.fold_failed", pending=self._pending_visitors, error=str(exc))
+            return
+        self._pending_visitors = 0
 
     async def _keep_partitions(self) -> None:
         """Partitions for the coming months, made from the write path of a long-lived gateway.
@@ -725,7 +814,8 @@ class PostgresStore(Store):
             log.warning("store.partitions_failed", error=str(exc))
 
     @staticmethod
-    async def _record(conn: Any, clicks: Sequence[Click], events: Sequence[Event]) -> None:
+    async def _record(conn: Any, clicks: Sequence[Click], events: Sequence[Event]) -> int:
+        """Store the rows in the caller's transaction; how many visitors it set aside."""
         # Rows in a fixed order (as every gateway sorts the same way) so that two instances
         # writing overlapping batches take their row locks in one order and never deadlock.
         fresh_clicks = sorted(_unique(clicks), key=lambda c: (c.day, c.id))
@@ -763,7 +853,7 @@ class PostgresStore(Store):
                 await PostgresStore._reattribute(conn, new_clicks)).items():
             deltas.setdefault(key, RollupDelta()).add(delta)
         await _fold(conn, [batch_click_row(c) for c in new_clicks], delta_rows(deltas))
-        await _add_to_sketches(conn, sketch_cells(new_clicks))
+        return await _set_visitors_aside(conn, new_clicks)
 
     @staticmethod
     async def _reattribute(conn: Any, new_clicks: Sequence[Click],
@@ -1029,6 +1119,9 @@ class PostgresStore(Store):
                              ) -> dict[str, dict[str, int]]:
         scope, args = ("AND merchant_id = $2", (merchant_id,)) if merchant_id else ("", ())
         async with self._conn(deadline=False) as conn, conn.transaction():
+            # Their visitors still set aside are folded first: then the sketches are all
+            # there is to clean, as they were before visitors were set aside.
+            await _fold_visitors(conn)
             sketches = await _forget_in_sketches(conn, visitor, scope, args)
             # A scan of every partition (no index by visitor): rare, and worth no index.
             clicks = await conn.fetch(
@@ -1050,6 +1143,9 @@ class PostgresStore(Store):
                              ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
                                         list[tuple[SketchKey, bytes]]]:
         async with self._conn(deadline=False) as conn:
+            # The visitors set aside are folded first: the export carries sketches only.
+            async with conn.transaction():
+                await _fold_visitors(conn)
             rows = await conn.fetch(
                 f"SELECT product_id, day, platform, channel, {', '.join(COUNTERS)} "
                 "FROM rollups WHERE merchant_id = $1 AND day < $2 "
@@ -1161,14 +1257,23 @@ class PostgresStore(Store):
                                     product_id=product_id, platform=platform, mark="${n}",
                                     channel=channel)
         load_report_code()
+        plan = SketchPlan.of(from_day=from_day, to_day=to_day, by=by, product_id=product_id,
+                             platform=platform)
         cells, cell_params = sketch_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
                                           product_id=product_id, platform=platform,
-                                          mark="${n}", channel=channel)
-        async with self._conn() as conn:
+                                          mark="${n}", channel=channel, with_cell=True)
+        pending, pending_params = pending_cells_query(
+            plan, merchant_id, product_id=product_id, platform=platform, channel=channel,
+            mark="${n}", engine="postgres")
+        # One snapshot: a fold moving visitors into the sketches meanwhile is seen whole or
+        # not at all.
+        async with (self._conn() as conn,
+                    conn.transaction(isolation="repeatable_read", readonly=True)):
             rows = await conn.fetch(query, *params)
             sketches = await conn.fetch(cells, *cell_params)
+            aside = await conn.fetch(pending, *pending_params)
         return with_unique_visitors(by, [stats_row(by, r) for r in rows],
-                                    ((r[0], r[1]) for r in sketches))
+                                    with_pending(sketches, aside))
 
     # --- staff logins ------------------------------------------------------------------------
     async def create_user(self, user: User) -> User:

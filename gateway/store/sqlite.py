@@ -76,6 +76,7 @@ from .forget import (
 )
 from .migrations import SKETCH_BACKFILL, SQLITE_MIGRATIONS
 from .pending import (
+    FOLD_AFTER_SECONDS,
     PENDING_COLUMNS,
     aside_rows,
     folded_cells,
@@ -155,10 +156,6 @@ _LONGEST_HOLD = 0.5
 #: The fewest clicks a transaction of a batch takes, however slow. A smaller one's time
 #: is mostly a transaction's own cost, and says nothing of the pace.
 _FEWEST_ROWS = 500
-#: Seconds after a fold (or the store's start) when the next batch folds whatever is
-#: pending, however few: at low traffic the pending visitors stay few, so what a report
-#: adds to the sketches stays small (gateway/store/pending.py).
-_FOLD_AFTER_SECONDS = 60.0
 
 
 
@@ -801,7 +798,7 @@ class SQLiteStore(Store):
 
         The clicks' visitors are set aside (pending_visitors), and folded into the sketches
         in a transaction of their own once ``fold_visitors`` have gathered, or a minute
-        after the last fold (``_FOLD_AFTER_SECONDS``)."""
+        after the last fold (``FOLD_AFTER_SECONDS``)."""
         start, total = 0, max(len(clicks), len(events))
         while start < total:
             end = start + (self._batch_rows or total)
@@ -812,7 +809,7 @@ class SQLiteStore(Store):
             start = end
         if self._pending_visitors >= self.fold_visitors or (
                 self._pending_visitors
-                and time.monotonic() - self._folded_at >= _FOLD_AFTER_SECONDS):
+                and time.monotonic() - self._folded_at >= FOLD_AFTER_SECONDS):
             try:
                 await self._fold()
             except StoreUnavailable as exc:
