@@ -25,7 +25,7 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 from .base import COUNTERS, Click, GroupBy, ProductState, StatsRow
-from .rollup import SKETCH_KINDS, SketchKey
+from .rollup import SKETCH_KINDS
 
 __all__ = [
     "CLICK_COLUMNS",
@@ -203,23 +203,6 @@ class SketchPlan:
             month_split(from_day, to_day) if has_months and by != "day"
             else [("day", from_day, to_day)])
         return cls(by, keep_product, keep_platform, base, tuple(parts))
-
-    def cell(self, merchant_id: str, day: str, product_id: int, platform: str,
-             channel: str) -> SketchKey | None:
-        """The cell the report reads that a click of this finest cell is in (None: none)."""
-        for grain, lo, hi in self.parts:
-            period = day if grain == "day" else day[:7]
-            if lo <= period <= hi:
-                return (merchant_id, self.base + grain[0], period,
-                        product_id if self.keep_product else 0,
-                        platform if self.keep_platform else "", channel)
-        return None
-
-    def group(self, cell: SketchKey) -> Any:
-        """The report's key of a cell's visitors (its column in ``sketch_query``)."""
-        _merchant, _kind, period, product_id, platform, channel = cell
-        return {"day": period, "product": product_id, "platform": platform,
-                "channel": channel}.get(self.by, "")
 
 
 def sketch_query(
