@@ -364,3 +364,66 @@ async def test_sqlite_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(
     # Only what the one new visitor is part of: m1's reports that reach 2026-11-02.
     assert changed and all(report[0] == "m1" and report[2] >= "2026-11-02"
                            for report, _key in changed)
+
+
+class _ClickDuringForget:
+    """A store's connection that runs ``meanwhile`` (another gateway's batch) right after
+    the forget's fold took the visitors set aside, before the rest of the forget."""
+
+    def __init__(self, conn: Any, meanwhile: Callable[[], Awaitable[object]]) -> None:
+        self._conn = conn
+        self._meanwhile: Callable[[], Awaitable[object]] | None = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        rows = await self._conn.fetch(query, *args)
+        if "DELETE FROM pending_visitors" in query and self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            await meanwhile()
+        return rows
+
+
+async def test_postgres_a_visitor_forgotten_while_they_click_is_not_counted_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The visitor clicks again, through another gateway, while their forget runs: the
+    # forget deletes that click too (it reads the clicks after the fold), so no unique
+    # visitor may stay of them, at m1, once the visitors set aside are folded.
+    url = pg.postgres_url()
+    async with pg.fresh_schema(url) as schema:
+        async def unused() -> list[str]:
+            return []
+
+        engine = Engine(lambda n: PostgresStore.open(url, schema=schema, fold_visitors=n),
+                        unused)
+        store = await engine.open(fold_visitors=10**9)
+        other = await engine.open(fold_visitors=10**9)
+
+        def click(merchant: str, day: str, visitor: str) -> Click:
+            return Click(f"{merchant}-{next(_ids):05d}", merchant, 1, 1.0, day, "jd", "ua",
+                         visitor, "h")
+
+        try:
+            await other.record([click("m1", "2026-11-01", "v"), click("m2", "2026-11-01", "v"),
+                                click("m1", "2026-11-01", "u")], [])
+            real = store._conn  # type: ignore[attr-defined]
+
+            @contextlib.asynccontextmanager
+            async def clicked_meanwhile(**options: Any) -> AsyncIterator[Any]:
+                async with real(**options) as conn:
+                    yield _ClickDuringForget(conn, lambda: other.record(
+                        [click("m1", "2026-11-02", "v")], []))
+
+            monkeypatch.setattr(store, "_conn", clicked_meanwhile)
+            forgotten = await store.forget_visitor("v", "m1")
+            monkeypatch.setattr(store, "_conn", real)
+            assert forgotten["m1"]["clicks"] == 2  # the click made meanwhile too
+            await store.export_rollups("m1", before_day="2026-01-01")  # folds
+            for merchant, day, visitors in (("m1", "2026-11-01", 1), ("m1", "2026-11-02", 0),
+                                            ("m2", "2026-11-01", 1)):
+                (row,) = await store.stats(merchant, from_day=day, to_day=day, by="total")
+                assert row.unique_visitors == visitors, (merchant, day)
+        finally:
+            await store.close()
+            await other.close()

@@ -1127,6 +1127,11 @@ class PostgresStore(Store):
             clicks = await conn.fetch(
                 f"DELETE FROM clicks WHERE visitor = $1 {scope} RETURNING merchant_id, id",
                 visitor, *args)
+            # A click of theirs another gateway recorded after the fold above is deleted
+            # just now, but its visitor was set aside with it: out too, or the next fold
+            # would count them again.
+            await conn.execute(f"DELETE FROM pending_visitors WHERE visitor = $1 {scope}",
+                               hash_bytes(visitor), *args)
             # Their clicks' events, of the same merchant only: another merchant's event
             # naming one of these clicks (a state crossed between merchants) is theirs.
             events = await conn.fetch(
