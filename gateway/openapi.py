@@ -106,8 +106,10 @@ def _spreadsheet(description: str) -> dict[str, Any]:
 
 
 def _path_id(description: str) -> dict[str, Any]:
+    # Digits: a product's id is a number. Any other segment names no product (404), or
+    # another resource on the same path (/api/products/export answers GET only: 405).
     return {"name": "id", "in": "path", "required": True, "description": description,
-            "schema": {"type": "string"}}
+            "schema": {"type": "string", "pattern": "^[0-9]+$"}}
 
 
 # --- bodies, from the validators' declarations ------------------------------------------------
