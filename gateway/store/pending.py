@@ -23,8 +23,10 @@ estimate, as it will after the fold. A forget or an export folds first.
 
 from __future__ import annotations
 
+import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .base import Click
@@ -32,13 +34,32 @@ from .rollup import FinestKey, SketchKey, cells_of, finest_cells
 from .sketch import EXACT, EXACT_MAX, SPARSE
 from .sql import Params, SketchPlan
 
-__all__ = ["FOLD_AFTER_SECONDS", "HEX_CONCAT", "PENDING_COLUMNS", "aside_rows", "folded_cells",
-           "pending_cells_query", "with_pending"]
+__all__ = ["FOLD_AFTER_SECONDS", "HEX_CONCAT", "PENDING_COLUMNS", "FoldSchedule", "aside_rows",
+           "folded_cells", "pending_cells_query", "with_pending"]
 
 #: Seconds after a writer's last fold (or its start) when its next batch folds whatever is
 #: pending, however few: at low traffic the pending visitors stay few, so what a report
 #: adds to the sketches stays small.
 FOLD_AFTER_SECONDS = 60.0
+
+@dataclass
+class FoldSchedule:
+    """When a writer folds the visitors set aside: once ``every`` are pending, or
+    FOLD_AFTER_SECONDS after its last fold (or its start) if any are. Each engine keeps
+    ``pending`` up to date as it sees it."""
+
+    every: int
+    pending: int = 0
+    folded_at: float = field(default_factory=time.monotonic)
+
+    def due(self) -> bool:
+        return self.pending >= self.every or (
+            self.pending > 0 and time.monotonic() - self.folded_at >= FOLD_AFTER_SECONDS)
+
+    def folding(self) -> None:
+        """A fold begins: the minute runs from now."""
+        self.folded_at = time.monotonic()
+
 
 #: pending_visitors' columns: a finest cell (rollup.FinestKey), then ``visitor``, the
 #: visitor's hash in 8 little-endian bytes (as an exact sketch stores it).
@@ -72,10 +93,8 @@ HEX_CONCAT = {"sqlite": "group_concat(hex(visitor), '')",
               "postgres": "string_agg(encode(visitor, 'hex'), '')"}
 
 
-def pending_cells_query(plan: SketchPlan, merchant_id: str, *, product_id: int | None,
-                        platform: str | None, channel: str | None, mark: str = "?",
-                        engine: Literal["sqlite", "postgres"] = "sqlite",
-                        ) -> tuple[str, list[Any]]:
+def pending_cells_query(plan: SketchPlan, merchant_id: str, *, mark: str,
+                        engine: Literal["sqlite", "postgres"]) -> tuple[str, list[Any]]:
     """(group, the cell's key, pending visitors, their hashes in hex) of each cell the
     report reads that has visitors pending: the SQL groups and concatenates them, so
     Python's work is per cell, not per visitor. ``mark``: the driver's placeholder, as
@@ -92,11 +111,7 @@ def pending_cells_query(plan: SketchPlan, merchant_id: str, *, product_id: int |
                   f"{period}, {product}, {by_platform}, channel, count(*), "
                   f"{HEX_CONCAT[engine]} FROM pending_visitors")
         where = (f"merchant_id = {param(merchant_id)} AND {period} >= {param(lo)} "
-                 f"AND {period} <= {param(hi)}")
-        for name, value in {"product_id": product_id, "platform": platform,
-                            "channel": channel}.items():
-            if value is not None:
-                where += f" AND {name} = {param(value)}"
+                 f"AND {period} <= {param(hi)}{plan.filtered(param)}")
         # Grouped by the cell's columns the kind keeps (a constant would name a column).
         kept = [c for c in ("merchant_id", period, product, by_platform, "channel")
                 if c not in ("0", "''")]
@@ -108,9 +123,8 @@ def with_pending(stored: Iterable[Sequence[Any]], pending: Iterable[Sequence[Any
                  ) -> Iterator[tuple[Any, bytes]]:
     """(group, sketch) rows for the merge: the stored cells' sketches, and each cell's
     pending hashes as one exact sketch, with an empty sparse sketch wherever the fold would
-    turn the cell's exact sketch into registers. ``stored``: ``sketch_query(...,
-    with_cell=True)``'s rows (group, the cell's six key columns, sketch); ``pending``:
-    ``pending_cells_query``'s."""
+    turn the cell's exact sketch into registers. ``stored``: ``sketch_query``'s rows
+    (group, the cell's six key columns, sketch); ``pending``: ``pending_cells_query``'s."""
     sketches: dict[tuple[Any, ...], bytes] = {}
     for row in stored:
         sketch = bytes(row[7])

@@ -74,8 +74,8 @@ from .forget import (
 )
 from .migrations import POSTGRES_MIGRATIONS, SKETCH_BACKFILL
 from .pending import (
-    FOLD_AFTER_SECONDS,
     PENDING_COLUMNS,
+    FoldSchedule,
     aside_rows,
     folded_cells,
     pending_cells_query,
@@ -393,10 +393,8 @@ class PostgresStore(Store):
                  months_ahead: int, secrets: SecretBox | None = None,
                  call_limit: float | None = None, fold_visitors: int = 50_000) -> None:
         self._pool = pool
-        #: Visitors this store sets aside before it folds every pending one into the sketches.
-        self.fold_visitors = fold_visitors
-        self._pending_visitors = 0
-        self._folded_at = time.monotonic()
+        #: When this store folds every pending visitor into the sketches (its own count).
+        self._fold_schedule = FoldSchedule(fold_visitors)
         self.secrets = secrets or SecretBox.ephemeral_box()
         self.schema = schema
         self.timeout = timeout
@@ -442,7 +440,7 @@ class PostgresStore(Store):
                 # Rows left pending (by an earlier run, or by another gateway) count
                 # towards this store's first fold, so a restart leaves none waiting for a
                 # whole fold's worth of new ones.
-                store._pending_visitors = await conn.fetchval(
+                store._fold_schedule.pending = await conn.fetchval(
                     "SELECT count(*) FROM pending_visitors")
         except BaseException:
             pool.terminate()
@@ -774,15 +772,13 @@ class PostgresStore(Store):
             await self._keep_partitions()
         async with self._conn() as conn, conn.transaction():
             aside = await self._record(conn, clicks, events)
-        self._pending_visitors += aside
-        if self._pending_visitors >= self.fold_visitors or (
-                self._pending_visitors
-                and time.monotonic() - self._folded_at >= FOLD_AFTER_SECONDS):
+        self._fold_schedule.pending += aside
+        if self._fold_schedule.due():
             await self._fold_pending()
 
     async def _fold_pending(self) -> None:
         """Every pending visitor folded into the sketches, in a transaction of its own."""
-        self._folded_at = time.monotonic()
+        self._fold_schedule.folding()
         try:
             async with self._conn() as conn, conn.transaction():
                 # Pending rows or sketches locked by another transaction (another gateway's
@@ -792,14 +788,15 @@ class PostgresStore(Store):
                 await conn.execute(_FOLD_LOCK_TIMEOUT)
                 await _fold_visitors(conn)
         except asyncpg.exceptions.LockNotAvailableError:
-            log.info("store.fold_deferred", pending=self._pending_visitors)
+            log.info("store.fold_deferred", pending=self._fold_schedule.pending)
             return
         except (StoreUnavailable, asyncpg.PostgresError) as exc:
             # The batch is stored, and reports count its visitors where they are: the next
             # batch folds them.
-            log.warning("store.fold_failed", pending=self._pending_visitors, error=str(exc))
+            log.warning("store.fold_failed", pending=self._fold_schedule.pending,
+                        error=str(exc))
             return
-        self._pending_visitors = 0
+        self._fold_schedule.pending = 0
 
     async def _keep_partitions(self) -> None:
         """Partitions for the coming months, made from the write path of a long-lived gateway.
@@ -1263,13 +1260,10 @@ class PostgresStore(Store):
                                     channel=channel)
         load_report_code()
         plan = SketchPlan.of(from_day=from_day, to_day=to_day, by=by, product_id=product_id,
-                             platform=platform)
-        cells, cell_params = sketch_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
-                                          product_id=product_id, platform=platform,
-                                          mark="${n}", channel=channel, with_cell=True)
-        pending, pending_params = pending_cells_query(
-            plan, merchant_id, product_id=product_id, platform=platform, channel=channel,
-            mark="${n}", engine="postgres")
+                             platform=platform, channel=channel)
+        cells, cell_params = sketch_query(plan, merchant_id, mark="${n}")
+        pending, pending_params = pending_cells_query(plan, merchant_id, mark="${n}",
+                                                      engine="postgres")
         # One snapshot: a fold moving visitors into the sketches meanwhile is seen whole or
         # not at all.
         async with (self._conn() as conn,

@@ -190,10 +190,12 @@ class SketchPlan:
     #: The kind's name without its grain (``SKETCH_KINDS``).
     base: str
     parts: tuple[tuple[Grain, str, str], ...]
+    #: The report's filters as (column, value): the kind keeps each of those columns.
+    filters: tuple[tuple[str, Any], ...]
 
     @classmethod
     def of(cls, *, from_day: str, to_day: str, by: GroupBy, product_id: int | None,
-           platform: str | None) -> SketchPlan:
+           platform: str | None, channel: str | None) -> SketchPlan:
         keep_product = by == "product" or product_id is not None
         keep_platform = by == "platform" or platform is not None
         base = ("pl" if keep_product and keep_platform else "p" if keep_product
@@ -202,31 +204,26 @@ class SketchPlan:
         parts: list[tuple[Grain, str, str]] = (
             month_split(from_day, to_day) if has_months and by != "day"
             else [("day", from_day, to_day)])
-        return cls(by, keep_product, keep_platform, base, tuple(parts))
+        given = {"product_id": product_id, "platform": platform, "channel": channel}
+        return cls(by, keep_product, keep_platform, base, tuple(parts),
+                   tuple((name, value) for name, value in given.items() if value is not None))
+
+    def filtered(self, param: Params) -> str:
+        """The filters' SQL (`` AND column = <placeholder>`` each), ``param`` taking values."""
+        return "".join(f" AND {name} = {param(value)}" for name, value in self.filters)
 
 
-def sketch_query(
-    merchant_id: str, *, from_day: str, to_day: str, by: GroupBy,
-    product_id: int | None, platform: str | None, mark: str, channel: str | None = None,
-    with_cell: bool = False,
-) -> tuple[str, list[Any]]:
-    """(group, sketch) rows of every visitor sketch cell a report merges (``SketchPlan``);
-    ``with_cell``: (group, cell key..., sketch) rows."""
-    plan = SketchPlan.of(from_day=from_day, to_day=to_day, by=by, product_id=product_id,
-                         platform=platform)
+def sketch_query(plan: SketchPlan, merchant_id: str, *, mark: str) -> tuple[str, list[Any]]:
+    """(group, the cell's key: merchant_id, kind, period, product_id, platform, channel,
+    sketch) rows of every visitor sketch cell a report merges (``SketchPlan``)."""
     param = Params(mark)
-    key = {"day": "period", "product": "product_id", "total": _NO_KEY}.get(by, by)
-    columns = f"{key} AS k, " + ("merchant_id, kind, period, product_id, platform, channel, "
-                                 if with_cell else "") + "sketch"
-    given = {"product_id": product_id, "platform": platform, "channel": channel}
+    key = {"day": "period", "product": "product_id", "total": _NO_KEY}.get(plan.by, plan.by)
     selects = []
     for grain, lo, hi in plan.parts:
         where = (f"merchant_id = {param(merchant_id)} AND kind = {param(plan.base + grain[0])} "
-                 f"AND period >= {param(lo)} AND period <= {param(hi)}")
-        for name, value in given.items():
-            if value is not None:
-                where += f" AND {name} = {param(value)}"
-        selects.append(f"SELECT {columns} FROM visitor_sketches WHERE {where}")
+                 f"AND period >= {param(lo)} AND period <= {param(hi)}{plan.filtered(param)}")
+        selects.append(f"SELECT {key} AS k, merchant_id, kind, period, product_id, platform, "
+                       f"channel, sketch FROM visitor_sketches WHERE {where}")
     return " UNION ALL ".join(selects), param.values
 
 

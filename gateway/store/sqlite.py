@@ -76,8 +76,8 @@ from .forget import (
 )
 from .migrations import SKETCH_BACKFILL, SQLITE_MIGRATIONS
 from .pending import (
-    FOLD_AFTER_SECONDS,
     PENDING_COLUMNS,
+    FoldSchedule,
     aside_rows,
     folded_cells,
     pending_cells_query,
@@ -362,12 +362,10 @@ class SQLiteStore(Store):
                  timeout: float | None = None, secrets: SecretBox | None = None,
                  fold_visitors: int = 50_000) -> None:
         self.path = path
-        #: Visitors set aside before the click writer folds them into the sketches.
-        self.fold_visitors = fold_visitors
-        self._pending_visitors = 0
+        #: When the click writer folds the visitors set aside into the sketches.
+        self._fold_schedule = FoldSchedule(fold_visitors)
         #: Visitors per transaction of a fold (None: all at once), as ``_batch_rows``.
         self._fold_rows: int | None = None
-        self._folded_at = time.monotonic()
         self.secrets = secrets or SecretBox.ephemeral_box()
         self.busy_timeout = busy_timeout
         self.timeout = busy_timeout if timeout is None else timeout
@@ -807,21 +805,20 @@ class SQLiteStore(Store):
             self._batch_rows = _part_rows(self._batch_rows, max(map(len, part)), held,
                                           self.busy_timeout * _LONGEST_HOLD)
             start = end
-        if self._pending_visitors >= self.fold_visitors or (
-                self._pending_visitors
-                and time.monotonic() - self._folded_at >= FOLD_AFTER_SECONDS):
+        if self._fold_schedule.due():
             try:
                 await self._fold()
             except StoreUnavailable as exc:
                 # The batch is stored, and reports count its visitors where they are: the
                 # next batch folds them.
-                log.warning("store.fold_failed", pending=self._pending_visitors, error=str(exc))
+                log.warning("store.fold_failed", pending=self._fold_schedule.pending,
+                            error=str(exc))
 
     async def _fold(self) -> None:
         """Fold the visitors pending now (not those other writers add meanwhile): in one
         transaction, or in parts sized as a batch's are once one held the lock too long."""
-        left = self._pending_visitors
-        self._folded_at = time.monotonic()
+        left = self._fold_schedule.pending
+        self._fold_schedule.folding()
         while left > 0:
             folded, held = await self._write(functools.partial(self._fold_part,
                                                                self._fold_rows))
@@ -838,7 +835,7 @@ class SQLiteStore(Store):
         with _rolled_back_on_error(conn):
             self._begin_after_waiting_writes(conn, self._turn_limit)
             began = time.monotonic()
-            self._pending_visitors = self._record(conn, clicks, events)
+            self._fold_schedule.pending = self._record(conn, clicks, events)
             conn.execute("COMMIT")
         return time.monotonic() - began
 
@@ -852,7 +849,7 @@ class SQLiteStore(Store):
             folded = _fold_visitors(conn, limit)
             left = _pending_count(conn)
             conn.execute("COMMIT")
-        self._pending_visitors = left
+        self._fold_schedule.pending = left
         return folded, time.monotonic() - began
 
     def _begin_after_waiting_writes(self, conn: sqlite3.Connection, limit: float) -> None:
@@ -1416,13 +1413,11 @@ class SQLiteStore(Store):
                                     product_id=product_id, platform=platform, mark="?",
                                     channel=channel, force_product_index=True)
         load_report_code()
-        cells, cell_params = sketch_query(merchant_id, from_day=from_day, to_day=to_day, by=by,
-                                          product_id=product_id, platform=platform, mark="?",
-                                          channel=channel, with_cell=True)
         plan = SketchPlan.of(from_day=from_day, to_day=to_day, by=by, product_id=product_id,
-                             platform=platform)
-        pending, pending_params = pending_cells_query(plan, merchant_id, product_id=product_id,
-                                                      platform=platform, channel=channel)
+                             platform=platform, channel=channel)
+        cells, cell_params = sketch_query(plan, merchant_id, mark="?")
+        pending, pending_params = pending_cells_query(plan, merchant_id, mark="?",
+                                                      engine="sqlite")
 
         def read(conn: sqlite3.Connection) -> list[StatsRow]:
             # One snapshot: a fold moving visitors into the sketches meanwhile is seen
