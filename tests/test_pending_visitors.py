@@ -246,32 +246,43 @@ async def test_an_export_carries_the_visitors_set_aside(engine: Engine) -> None:
         await store.close()
 
 
-class _FoldAfterSketches:
-    """A store's connection that runs ``fold`` (on another connection) right after the
-    report's sketch cells are read, before its pending rows are."""
+class _Meanwhile:
+    """A store's connection that runs another gateway's work once, right after the first
+    statement containing ``after``: the interleaving a test needs, made certain."""
 
-    def __init__(self, conn: Any, fold: Callable[[], Awaitable[object]]) -> None:
-        self._conn = conn
-        self._fold: Callable[[], Awaitable[object]] | None = fold
+    def __init__(self, conn: Any, after: str, run: list[Callable[[], Awaitable[object]]]) -> None:
+        self._conn, self._after, self._run = conn, after, run
 
-    def transaction(self, **options: Any) -> Any:
-        return self._conn.transaction(**options)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
     async def fetch(self, query: str, *args: Any) -> Any:
         rows = await self._conn.fetch(query, *args)
-        if "FROM visitor_sketches" in query and self._fold is not None:
-            fold, self._fold = self._fold, None
-            await fold()
+        if self._after in query and self._run:
+            await self._run.pop()()
         return rows
 
 
-async def test_postgres_a_report_reads_from_one_snapshot_while_another_gateway_folds(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # Another gateway folds between the report's read of the sketches and its read of the
-    # visitors set aside: from one snapshot the report sees them set aside, as before the
-    # fold; from two it would see them in neither place.
+def _meanwhile(monkeypatch: pytest.MonkeyPatch, store: Store, after: str,
+               run: Callable[[], Awaitable[object]]) -> None:
+    """From now on, ``run`` once right after the store's first statement containing
+    ``after``, on whichever of its connections."""
+    real = store._conn  # type: ignore[attr-defined]
+    once = [run]
+
+    @contextlib.asynccontextmanager
+    async def interleaved(**options: Any) -> AsyncIterator[Any]:
+        async with real(**options) as conn:
+            yield _Meanwhile(conn, after, once)
+
+    monkeypatch.setattr(store, "_conn", interleaved)
+
+
+@contextlib.asynccontextmanager
+async def _two_postgres_gateways() -> AsyncIterator[tuple[Store, Store, str, str]]:
+    """Two gateways' stores on one fresh PostgreSQL schema, neither folding by itself;
+    the URL and schema, to look behind them."""
     url = pg.postgres_url()
-    clicks = [c for m in MERCHANTS for c in _clicks(m)]
     async with pg.fresh_schema(url) as schema:
         async def unused() -> list[str]:
             return []
@@ -279,33 +290,38 @@ async def test_postgres_a_report_reads_from_one_snapshot_while_another_gateway_f
         engine = Engine(lambda n: PostgresStore.open(url, schema=schema, fold_visitors=n),
                         unused)
         store = await engine.open(fold_visitors=10**9)
-        other = await engine.open(fold_visitors=10**9)
         try:
-            await store.record(clicks, [])
-            real = store._conn  # type: ignore[attr-defined]
-
-            @contextlib.asynccontextmanager
-            async def folded_meanwhile(**options: Any) -> AsyncIterator[Any]:
-                async with real(**options) as conn:
-                    # The other gateway's export folds every pending visitor first.
-                    yield _FoldAfterSketches(conn, lambda: other.export_rollups(
-                        "m1", before_day="2026-01-01"))
-
-            monkeypatch.setattr(store, "_conn", folded_meanwhile)
-            report: Report = ("m1", "2026-10-30", "2026-11-02", "day", ())
-            rows = await store.stats("m1", from_day=report[1], to_day=report[2], by="day")
-            conn = await pg.connect(url, schema)
+            other = await engine.open(fold_visitors=10**9)
             try:
-                assert await conn.fetchval("SELECT count(*) FROM pending_visitors") == 0
+                yield store, other, url, schema
             finally:
-                await conn.close()
-            for row in rows:
-                truth = _expected(clicks, report)[row.key["day"]]
-                assert abs(row.unique_visitors - truth) <= row.unique_visitors_error, row
-            assert {r.key["day"] for r in rows} == set(_expected(clicks, report))
+                await other.close()
         finally:
             await store.close()
-            await other.close()
+
+
+async def test_postgres_a_report_reads_from_one_snapshot_while_another_gateway_folds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another gateway folds between the report's read of the sketches and its read of the
+    # visitors set aside: from one snapshot the report sees them set aside, as before the
+    # fold; from two it would see them in neither place.
+    clicks = [c for m in MERCHANTS for c in _clicks(m)]
+    async with _two_postgres_gateways() as (store, other, url, schema):
+        await store.record(clicks, [])
+        # The other gateway's export folds every pending visitor first.
+        _meanwhile(monkeypatch, store, "FROM visitor_sketches",
+                   lambda: other.export_rollups("m1", before_day="2026-01-01"))
+        report: Report = ("m1", "2026-10-30", "2026-11-02", "day", ())
+        rows = await store.stats("m1", from_day=report[1], to_day=report[2], by="day")
+        conn = await pg.connect(url, schema)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM pending_visitors") == 0
+        finally:
+            await conn.close()
+        for row in rows:
+            truth = _expected(clicks, report)[row.key["day"]]
+            assert abs(row.unique_visitors - truth) <= row.unique_visitors_error, row
+        assert {r.key["day"] for r in rows} == set(_expected(clicks, report))
 
 
 async def test_a_minute_after_the_last_fold_the_next_batch_folds_however_few(
@@ -318,10 +334,11 @@ async def test_a_minute_after_the_last_fold_the_next_batch_folds_however_few(
 
         await store.record([click("m1", "a"), click("m2", "a")], [])
         assert sorted(await engine.pending()) == ["m1", "m2"]
-        store._folded_at = time.monotonic() - 30  # type: ignore[attr-defined]  # half a minute
+        # Half a minute since the last fold, then a whole one.
+        store._fold_schedule.folded_at = time.monotonic() - 30  # type: ignore[attr-defined]
         await store.record([click("m1", "b")], [])
         assert len(await engine.pending()) == 3
-        store._folded_at = time.monotonic() - 60  # type: ignore[attr-defined]  # a minute
+        store._fold_schedule.folded_at = time.monotonic() - 60  # type: ignore[attr-defined]
         await store.record([click("m2", "b")], [])
         assert await engine.pending() == []
         await store.record([click("m1", "c")], [])  # the minute starts again
@@ -366,64 +383,25 @@ async def test_sqlite_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(
                            for report, _key in changed)
 
 
-class _ClickDuringForget:
-    """A store's connection that runs ``meanwhile`` (another gateway's batch) right after
-    the forget's fold took the visitors set aside, before the rest of the forget."""
-
-    def __init__(self, conn: Any, meanwhile: Callable[[], Awaitable[object]]) -> None:
-        self._conn = conn
-        self._meanwhile: Callable[[], Awaitable[object]] | None = meanwhile
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    async def fetch(self, query: str, *args: Any) -> Any:
-        rows = await self._conn.fetch(query, *args)
-        if "DELETE FROM pending_visitors" in query and self._meanwhile is not None:
-            meanwhile, self._meanwhile = self._meanwhile, None
-            await meanwhile()
-        return rows
-
-
 async def test_postgres_a_visitor_forgotten_while_they_click_is_not_counted_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The visitor clicks again, through another gateway, while their forget runs: the
     # forget deletes that click too (it reads the clicks after the fold), so no unique
     # visitor may stay of them, at m1, once the visitors set aside are folded.
-    url = pg.postgres_url()
-    async with pg.fresh_schema(url) as schema:
-        async def unused() -> list[str]:
-            return []
+    def click(merchant: str, day: str, visitor: str) -> Click:
+        return Click(f"{merchant}-{next(_ids):05d}", merchant, 1, 1.0, day, "jd", "ua",
+                     visitor, "h")
 
-        engine = Engine(lambda n: PostgresStore.open(url, schema=schema, fold_visitors=n),
-                        unused)
-        store = await engine.open(fold_visitors=10**9)
-        other = await engine.open(fold_visitors=10**9)
-
-        def click(merchant: str, day: str, visitor: str) -> Click:
-            return Click(f"{merchant}-{next(_ids):05d}", merchant, 1, 1.0, day, "jd", "ua",
-                         visitor, "h")
-
-        try:
-            await other.record([click("m1", "2026-11-01", "v"), click("m2", "2026-11-01", "v"),
-                                click("m1", "2026-11-01", "u")], [])
-            real = store._conn  # type: ignore[attr-defined]
-
-            @contextlib.asynccontextmanager
-            async def clicked_meanwhile(**options: Any) -> AsyncIterator[Any]:
-                async with real(**options) as conn:
-                    yield _ClickDuringForget(conn, lambda: other.record(
-                        [click("m1", "2026-11-02", "v")], []))
-
-            monkeypatch.setattr(store, "_conn", clicked_meanwhile)
-            forgotten = await store.forget_visitor("v", "m1")
-            monkeypatch.setattr(store, "_conn", real)
-            assert forgotten["m1"]["clicks"] == 2  # the click made meanwhile too
-            await store.export_rollups("m1", before_day="2026-01-01")  # folds
-            for merchant, day, visitors in (("m1", "2026-11-01", 1), ("m1", "2026-11-02", 0),
-                                            ("m2", "2026-11-01", 1)):
-                (row,) = await store.stats(merchant, from_day=day, to_day=day, by="total")
-                assert row.unique_visitors == visitors, (merchant, day)
-        finally:
-            await store.close()
-            await other.close()
+    async with _two_postgres_gateways() as (store, other, _url, _schema):
+        await other.record([click("m1", "2026-11-01", "v"), click("m2", "2026-11-01", "v"),
+                            click("m1", "2026-11-01", "u")], [])
+        # Right after the forget's fold took the visitors set aside.
+        _meanwhile(monkeypatch, store, "DELETE FROM pending_visitors",
+                   lambda: other.record([click("m1", "2026-11-02", "v")], []))
+        forgotten = await store.forget_visitor("v", "m1")
+        assert forgotten["m1"]["clicks"] == 2  # the click made meanwhile too
+        await store.export_rollups("m1", before_day="2026-01-01")  # folds
+        for merchant, day, visitors in (("m1", "2026-11-01", 1), ("m1", "2026-11-02", 0),
+                                        ("m2", "2026-11-01", 1)):
+            (row,) = await store.stats(merchant, from_day=day, to_day=day, by="total")
+            assert row.unique_visitors == visitors, (merchant, day)
