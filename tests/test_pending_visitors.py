@@ -343,6 +343,11 @@ async def test_a_minute_after_the_last_fold_the_next_batch_folds_however_few(
         assert await engine.pending() == []
         await store.record([click("m1", "c")], [])  # the minute starts again
         assert await engine.pending() == ["m1"]
+        # A minute on, that one visitor is folded by the next batch, even one that sets
+        # none aside (a bot's click).
+        store._fold_schedule.folded_at = time.monotonic() - 60  # type: ignore[attr-defined]
+        await store.record([click("m2", "bot")._replace(bot=True)], [])
+        assert await engine.pending() == []
     finally:
         await store.close()
 
