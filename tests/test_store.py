@@ -1473,6 +1473,8 @@ async def test_sqlite_workers_opening_one_file_at_once_migrate_it_once(tmp_path:
                                check_same_thread=False) for _ in range(2)]
     migrating = [asyncio.to_thread(SQLiteStore._migrate, conn) for conn in workers]
     tasks = [asyncio.ensure_future(m) for m in migrating]
+    # A head start, so both have looked and queue for the lock. A worker that had not looked
+    # yet would find the migration done: the same outcome, asserted below.
     await asyncio.sleep(0.3)
     blocker.execute("ROLLBACK")
     blocker.close()
