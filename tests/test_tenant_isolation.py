@@ -741,7 +741,10 @@ UNSCOPED = {
 
 
 def _contract() -> dict[str, Callable[..., Any]]:
-    return {name: fn for name, fn in inspect.getmembers(Store, inspect.iscoroutinefunction)
+    """Every public method of the contract, of any kind: a coroutine, a plain method, an
+    async generator, a static or class method (a new one must be placed, whatever it is)."""
+    return {name: fn for name, fn in inspect.getmembers(
+                Store, lambda m: inspect.isfunction(m) or inspect.ismethod(m))
             if not name.startswith("_")}
 
 
