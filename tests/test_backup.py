@@ -75,7 +75,7 @@ async def test_a_backup_under_load_restores_and_serves(cli_env: dict[str, str],
                 sys.executable, "-m", "gateway", "backup", "--out", str(out), env=cli_env,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             said, complaint = await backup.communicate()
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # and go on after it: load only, nothing waits on it
             loading = False
             await shoppers
             assert backup.returncode == 0, complaint.decode()

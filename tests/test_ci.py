@@ -22,7 +22,8 @@ def test_skips():
 """
 
 
-def _pytest(folder: Path, *, strict: bool, allowed: str = "") -> subprocess.CompletedProcess[str]:
+def _pytest(folder: Path, *, strict: bool, allowed: str = "", target: str = "test_suite.py",
+            ) -> subprocess.CompletedProcess[str]:
     """The small suite under our conftest's hooks (ALLOWED_SKIPS as ``allowed`` sets it)."""
     plugin = folder / "ci_hooks.py"
     plugin.write_text("from tests.conftest import *  # noqa: F403\n"
@@ -34,7 +35,7 @@ def _pytest(folder: Path, *, strict: bool, allowed: str = "") -> subprocess.Comp
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(folder)])
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "ci_hooks",
-         "--rootdir", str(folder), str(folder / "test_suite.py")],
+         "--rootdir", str(folder), str(folder / target)],
         cwd=folder, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -58,3 +59,33 @@ def test_a_skip_on_the_allow_list_passes(suite: Path) -> None:
     assert allowed.returncode == 0, allowed.stdout
     other = _pytest(suite, strict=True, allowed='("no gadget", "gadgets neither"),')
     assert other.returncode == 1, other.stdout
+
+
+#: Other places a test can skip from, each in a module beside one that runs: the skip's
+#: module and source, and the line the strict run names it by.
+SKIPS_ELSEWHERE = {
+    "a whole module, at collection": (
+        'import pytest\npytest.skip("no widget module", allow_module_level=True)\n',
+        "test_skip.py: no widget module"),
+    "importorskip": (
+        'import pytest\npytest.importorskip("no_widget_module_here")\n',
+        "test_skip.py: could not import 'no_widget_module_here'"),
+    "a fixture": (
+        "import pytest\n\n@pytest.fixture\ndef widget():\n"
+        '    pytest.skip("no widget fixture")\n\ndef test_uses(widget):\n    pass\n',
+        "test_skip.py::test_uses: no widget fixture"),
+    "a marker": (
+        'import pytest\n\n@pytest.mark.skipif(True, reason="no widget marker")\n'
+        "def test_marked():\n    pass\n",
+        "test_skip.py::test_marked: no widget marker"),
+}
+
+
+@pytest.mark.parametrize("where", SKIPS_ELSEWHERE)
+def test_a_skip_fails_the_strict_run_wherever_it_is_made(tmp_path: Path, where: str) -> None:
+    source, named = SKIPS_ELSEWHERE[where]
+    (tmp_path / "test_runs.py").write_text("def test_runs():\n    pass\n", encoding="utf-8")
+    (tmp_path / "test_skip.py").write_text(source, encoding="utf-8")
+    strict = _pytest(tmp_path, strict=True, target=".")
+    assert strict.returncode == 1, strict.stdout
+    assert "1 unexpected skips" in strict.stdout and named in strict.stdout, strict.stdout

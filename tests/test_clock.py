@@ -43,6 +43,13 @@ def test_the_shanghai_day_turns_at_1600_utc() -> None:
         "2026-11-01", "2026-11-01", "2026-11-02", "2026-11-02", "2026-11-03"]
 
 
+def test_a_clock_set_back_across_midnight_counts_on_the_earlier_day_again() -> None:
+    # The system clock steps back (an NTP correction) just after Shanghai's midnight: a
+    # moment of the 1st again is the 1st's, not the 2nd cached a moment ago.
+    assert _walk("Asia/Shanghai", "2026-11-01T16:00:01", "2026-11-01T15:59:58",
+                 "2026-11-01T16:00:00") == ["2026-11-02", "2026-11-01", "2026-11-02"]
+
+
 @pytest.mark.parametrize(("at", "day"), [("2026-11-01T15:59:59", "2026-11-01"),
                                          ("2026-11-01T16:00:00", "2026-11-02"),
                                          ("2026-12-31T16:00:00", "2027-01-01")])

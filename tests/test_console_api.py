@@ -4,11 +4,13 @@ export, channels, and the WeCom entry check against a fake WeCom. Two merchants 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import re
-import time
 import zipfile
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from .conftest import (
     make_settings,
 )
 from .fake_wecom import AES_KEY, CALLBACK_TOKEN, CORP_ID, SECRET, FakeWeCom
+from .wait import DEADLINE
 
 Client = TestClient[Any, Any]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -467,19 +470,46 @@ async def test_the_entry_check_says_what_wecom_answered(
     assert (await gw.post("/api/entry/check", headers=other.auth)).status == 404
 
 
+@contextlib.asynccontextmanager
+async def _silent_port() -> AsyncIterator[int]:
+    """A port that takes connections and never answers: WeCom behind a firewall that drops
+    packets, or hung."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("wecom", ["refused", "silent"])
 async def test_the_entry_check_of_a_group_and_of_an_unreachable_wecom(
-        aiohttp_client: ClientFactory, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, wecom__api_base="http://127.0.0.1:9/cgi-bin",
-                             wecom__timeout_seconds=0.5)
-    gw = await aiohttp_client(create_app(settings))
-    acme = await add_tenant(gw, "acme")
-    await _json(await gw.put("/api/entry", headers=acme.auth, json={
-        "kind": "group", "chat_ids": ["wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA"], "corp_id": CORP_ID,
-        "secret": SECRET}), 200)
-    started = time.monotonic()
-    body = await _json(await gw.post("/api/entry/check", headers=acme.auth), 200)
+        aiohttp_client: ClientFactory, tmp_path: Path, wecom: str) -> None:
+    async with _silent_port() as silent:
+        port = 9 if wecom == "refused" else silent  # 9: discard, nothing listens there
+        settings = make_settings(tmp_path, wecom__api_base=f"http://127.0.0.1:{port}/cgi-bin",
+                                 wecom__timeout_seconds=0.5)
+        gw = await aiohttp_client(create_app(settings))
+        acme = await add_tenant(gw, "acme")
+        await _json(await gw.put("/api/entry", headers=acme.auth, json={
+            "kind": "group", "chat_ids": ["wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA"], "corp_id": CORP_ID,
+            "secret": SECRET}), 200)
+        # The merchant gets an answer, not a spinner: a WeCom that never answers is given up
+        # after wecom.timeout_seconds. DEADLINE bounds a hang, it is no claim about speed.
+        try:
+            async with asyncio.timeout(DEADLINE):
+                body = await _json(await gw.post("/api/entry/check", headers=acme.auth), 200)
+        except TimeoutError:
+            pytest.fail(f"the check of a {wecom} WeCom did not answer within {DEADLINE:g} s "
+                        "(wecom.timeout_seconds is 0.5)")
     steps = {s["name"]: s for s in body["steps"]}
     assert not steps["callback"]["ok"]  # no callback secrets: adds can't be counted
     assert not steps["gettoken"]["ok"] and steps["gettoken"]["errcode"] is None
     assert "wecom.api_base" in steps["gettoken"]["message"]
-    assert time.monotonic() - started < 30

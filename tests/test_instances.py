@@ -17,6 +17,16 @@ from .conftest import TAOBAO_UA
 from .pg import fresh_schema, postgres_url, with_schema
 from .test_cli import free_port, run, serving
 
+# How soon a change made through one gateway reaches another's link cache: stated
+# properties of the product, so the tests below hold them as bounds on their polling
+# (measured on real server processes) rather than as a hang's DEADLINE.
+#: Issue 6: "a product retired through one answers 410 on the other within a second"
+#: (PostgreSQL LISTEN/NOTIFY).
+PG_CHANGE_REACHES_WITHIN = 1.0
+#: README: on SQLite "each process reads a log of changed links ... twice a second": a
+#: change is heard at the next look, given three looks' time.
+SQLITE_CHANGE_REACHES_WITHIN = 3 * 0.5
+
 
 @pytest.fixture
 async def pg_env(cli_env: dict[str, str]) -> AsyncIterator[dict[str, str]]:
@@ -53,7 +63,7 @@ async def _retire_reaches(http: aiohttp.ClientSession, a: str, b: str,
     started = time.monotonic()
     asked = 1
     while await _click(http, f"{b}/p/{product['code']}") != 410:
-        assert time.monotonic() - started < within, "B still serves a retired link"
+        assert time.monotonic() - started < within, f"B still serves a link retired {within} s ago"
         await asyncio.sleep(0.02)
         asked += 1
     return asked
@@ -80,7 +90,8 @@ async def test_two_gateways_sum_exactly_and_a_retire_travels_within_a_second(
                 *(_click(http, f"{b}/p/{code}") for _ in range(sent_b)))
             assert statuses == [302] * (sent_a + sent_b)
             # B now holds the product in its cache; retire it through A.
-            asked = await _retire_reaches(http, a, b, product, auth, within=1.0)
+            asked = await _retire_reaches(http, a, b, product, auth,
+                                          within=PG_CHANGE_REACHES_WITHIN)
         _stop(proc_a, proc_b)
     stats = json.loads(run(pg_env, "stats", "--merchant", "acme").stdout)
     # Every click counts, the last one at B's 410 as gone (a retired link's visit).
@@ -145,7 +156,8 @@ async def test_two_gateways_on_one_sqlite_file_see_each_others_changes_within_a_
                                     allow_redirects=False) as r:
                     if r.headers["Location"].endswith("id=600000000002"):
                         break
-                assert time.monotonic() - started < 1.5, "B still sends shoppers to the old item"
+                assert time.monotonic() - started < SQLITE_CHANGE_REACHES_WITHIN, (
+                    f"B still sends shoppers to the old item {SQLITE_CHANGE_REACHES_WITHIN} s on")
                 await asyncio.sleep(0.02)
-            await _retire_reaches(http, a, b, product, auth, within=1.5)
+            await _retire_reaches(http, a, b, product, auth, within=SQLITE_CHANGE_REACHES_WITHIN)
         _stop(proc_a, proc_b)

@@ -4,7 +4,6 @@ and older exports and journals still read."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from .conftest import (
     make_settings,
 )
 from .test_dashboard import Figures, add_user, login
+from .wait import until
 
 WECHAT_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 "
              "MicroMessenger/8.0.40(0x18002831) NetType/WIFI")
@@ -246,11 +246,8 @@ async def test_events_replayed_before_their_click_count_under_its_channel(
         os.utime(path, (time.time() - 3600,) * 2)
     client = await aiohttp_client(create_app(settings))
     assert client.app is not None
-    for _ in range(200):  # the recorder replays the journal as it starts
-        if not any(journal.iterdir()):
-            break
-        await asyncio.sleep(0.05)
-    assert not any(journal.iterdir())
+    # The recorder replays the journal as it starts.
+    await until(lambda: not any(journal.iterdir()), what="the journal replayed")
     await client.app[RECORDER].flush()
     acme = Tenant("acme", *_tokens(client, "acme"))
     channels = _by(await _stats(client, acme, "by=channel"), "channel")

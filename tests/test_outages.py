@@ -123,7 +123,9 @@ async def test_a_cached_link_answers_through_a_postgres_cut_and_every_click_coun
         await asyncio.sleep(0.05)
     proxy.forward()
 
-    assert 503 in ready_during_cut  # the operator still sees that storage is away
+    # The operator still sees that storage is away: /readyz says so within
+    # storage.timeout_seconds (2 s here), and the cut lasts ten times that.
+    assert 503 in ready_during_cut
     await _all_counted(client, answered, shops, within=30)
     # An outage is a warning that says what is away, not an error with a traceback.
     said = capsys.readouterr()

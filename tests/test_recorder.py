@@ -3,11 +3,9 @@ when the journal fails too, clicks wait in memory and any loss is counted."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,14 +182,6 @@ async def test_a_dead_workers_journal_is_taken_over(tmp_path: Path) -> None:
     await store.close()
 
 
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(200):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never: {what}")
-
-
 async def test_clicks_wait_in_memory_while_storage_and_journal_fail(tmp_path: Path) -> None:
     store = await _open(tmp_path)
     journal = _break_journal(tmp_path)
@@ -200,15 +190,16 @@ async def test_clicks_wait_in_memory_while_storage_and_journal_fail(tmp_path: Pa
     blocker = _lock(tmp_path)
     for n in range(20):
         recorder.click(_click(n))
-    await _until(lambda: not recorder.durable, "not durable")
+    await until(lambda: not recorder.durable, what="not durable")
     assert recorder.pending == 20 and recorder.dropped == 0
     # The disk is back first: the held clicks go to the journal, storage still locked.
     journal.unlink()
-    await _until(lambda: recorder.journaled == 20 and not recorder.pending, "journaled")
+    await until(lambda: recorder.journaled == 20 and not recorder.pending, what="journaled")
     assert recorder.durable and not recorder.storage_ok
     blocker.execute("ROLLBACK")
     blocker.close()
-    await _until(lambda: recorder.storage_ok and not recorder.journal.has_rows(), "replayed")
+    await until(lambda: recorder.storage_ok and not recorder.journal.has_rows(),
+                what="replayed")
     assert await _clicks_counted(store) == 20
     await recorder.close()
     await store.close()

@@ -879,13 +879,9 @@ async def test_postgres_lost_connection_is_unavailable_then_recovers(
         # Hold the batch mid-transaction, then cut its connection: an unclear failure.
         await admin.execute("BEGIN; LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
         batch = asyncio.create_task(store.record([click(1, product=pid)], []))
-        for _ in range(200):
-            if await admin.fetchval("SELECT wait_event_type FROM pg_stat_activity "
-                                    "WHERE pid = $1", backend) == "Lock":
-                break
-            await asyncio.sleep(0.01)
-        else:
-            pytest.fail("the batch never reached the rollups")
+        await until(lambda: admin.fetchval("SELECT wait_event_type = 'Lock' FROM "
+                                           "pg_stat_activity WHERE pid = $1", backend),
+                    interval=0.01, what="the batch waiting at the rollups")
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
         await admin.execute("ROLLBACK")
     finally:
@@ -1337,11 +1333,8 @@ async def test_sqlite_hears_links_changed_by_other_processes(tmp_path: Path) -> 
                           "created_at, updated_at) VALUES ('m1', 'tea', 'Tea', '{}', "
                           "'active', 0, 0)")
         async def wait_for(expected: list[str | None]) -> None:
-            for _ in range(40):
-                if heard == expected:
-                    return
-                await asyncio.sleep(0.05)
-            assert heard == expected
+            await until(lambda: heard == expected,
+                        what=f"heard {expected[:2]} ({len(expected)} in all)")
         await wait_for(["tea"])
         # More changes between two looks than the log keeps: some are gone, so everything
         # must be read again.
@@ -1480,6 +1473,8 @@ async def test_sqlite_workers_opening_one_file_at_once_migrate_it_once(tmp_path:
                                check_same_thread=False) for _ in range(2)]
     migrating = [asyncio.to_thread(SQLiteStore._migrate, conn) for conn in workers]
     tasks = [asyncio.ensure_future(m) for m in migrating]
+    # A head start, so both have looked and queue for the lock. A worker that had not looked
+    # yet would find the migration done: the same outcome, asserted below.
     await asyncio.sleep(0.3)
     blocker.execute("ROLLBACK")
     blocker.close()

@@ -90,21 +90,15 @@ async def test_every_gateway_hears_a_minted_link(database: Database) -> None:  #
     watcher = asyncio.create_task(listener.watch_links(heard.append))
     try:
         await writer.create_merchant(Merchant("m1", "One"))
-        for _ in range(100):  # PostgreSQL: until the listener is listening
-            if None in heard or database.engine == "sqlite":
-                break
-            await asyncio.sleep(0.05)
+        if database.engine != "sqlite":  # PostgreSQL: until the listener is listening
+            await until(lambda: None in heard, what="the listener listening")
         # The product's own change is heard first; then only the minted link can say "tea".
         await writer.create_product("m1", code="tea", title="tea", targets={}, image_url=None,
                                     price=None)
         await until(lambda: "tea" in heard, what="the new product heard")
         heard.clear()
         await writer.put_minted(_link("m1", "tea"))
-        for _ in range(100):
-            if "tea" in heard:
-                break
-            await asyncio.sleep(0.05)
-        assert "tea" in heard
+        await until(lambda: "tea" in heard, what="the minted link heard")
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
