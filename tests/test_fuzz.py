@@ -75,7 +75,6 @@ SNAPSHOT = tuple(f"SELECT {columns} FROM {table}" for table, columns in (
     ("wecom_inbox", "id, merchant_id, nonce, message")))
 CODE = re.compile(r"[a-z][a-z0-9_]*")
 SENT: dict[str, int] = {}
-#: 5xx answers of a known bug left to its owner, by family: the run goes on, then xfails.
 
 
 # --- the gateway under test -----------------------------------------------------------------
