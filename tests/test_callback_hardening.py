@@ -29,6 +29,7 @@ from gateway.app import create_app
 from gateway.appkeys import CALLBACKS, RECORDER, STORE
 from gateway.wecom.callback import MAX_CALLBACK_BODY, timestamp_fresh
 from gateway.wecom.crypto import WeComCrypto
+from gateway.wecom.message import ENVELOPE_MAX_MARKUP
 
 from .conftest import TAOBAO_UA, Tenant, add_tenant, make_settings
 from .fake_wecom import AES_KEY, CALLBACK_TOKEN, CORP_ID, SECRET, FakeWeCom
@@ -158,11 +159,44 @@ async def test_entity_expansion_bodies_are_refused(gateway: TestClient[Any, Any]
     assert len(HOSTILE[kind]) < 1024
     with structlog.testing.capture_logs() as logs:
         assert await _post(gateway, *_unsigned_hostile(HOSTILE[kind])) == (400, "malformed")
-    # Refused at its <!DOCTYPE, before any entity is expanded: a parser that expanded them
-    # until expat's own limit stopped it (a fraction of a second of CPU each) says
+    # Refused at its <!DOCTYPE, before any entity is expanded (or, declaring more entities
+    # than an envelope holds markup, before it is parsed at all): a parser that expanded
+    # them until expat's own limit stopped it (a fraction of a second of CPU each) says
     # "malformed" instead.
+    expected = ("too_much_markup" if HOSTILE[kind].count("<") > ENVELOPE_MAX_MARKUP
+                else "xml_forbidden")
+    assert [e.get("reason") for e in logs if e["event"] == "callback.refused"] == [expected]
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+
+
+def _marked_up(extra: int, *, nested: bool) -> str:
+    """An unsigned envelope with ``extra`` more ``<``: elements nested or side by side,
+    well-formed XML that only a parser can tell is no envelope."""
+    levels, odd = divmod(extra, 2) if nested else (0, extra)
+    padding = "<a>" * levels + "<b/>" * odd + "</a>" * levels
+    return (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>{padding}"
+            "<Encrypt><![CDATA[AAAA]]></Encrypt></xml>")
+
+
+@pytest.mark.parametrize("nested", [True, False], ids=["nested", "siblings"])
+async def test_an_envelope_with_more_markup_than_wecoms_is_refused_before_parsing(
+        gateway: TestClient[Any, Any], nested: bool) -> None:
+    # Anyone can post one unsigned, and its signature can only be checked once it is
+    # parsed: thousands of elements would cost the parser milliseconds of the event loop
+    # each (bench/attack.py), so the markup is counted first.
+    tenants = await _configured(gateway)
+    base = _marked_up(0, nested=nested).count("<")
+    at_most = _marked_up(ENVELOPE_MAX_MARKUP - base, nested=nested)
+    assert at_most.count("<") == ENVELOPE_MAX_MARKUP
+    heavy = _marked_up(16000, nested=nested)
+    assert len(heavy.encode()) < MAX_CALLBACK_BODY
+    with structlog.testing.capture_logs() as logs:
+        # As much markup as an envelope may hold: parsed, and refused for its signature.
+        assert await _post(gateway, *_unsigned_hostile(at_most)) == (403, "bad_signature")
+        for body in (_marked_up(ENVELOPE_MAX_MARKUP - base + 1, nested=nested), heavy):
+            assert await _post(gateway, *_unsigned_hostile(body)) == (400, "malformed")
     assert [e.get("reason") for e in logs if e["event"] == "callback.refused"] == [
-        "xml_forbidden"]
+        "bad_signature", "too_much_markup", "too_much_markup"]
     assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
 
 
@@ -482,14 +516,16 @@ async def test_share_links_keep_answering_while_four_clients_send_entity_bombs(
             statuses = [s for each in await attack for s in each]
             await asyncio.gather(*clicks)
     # Every shopper was sent on (click() asserts the 302, bounded by a client timeout that
-    # bounds a hang). Every bomb was refused with a 4xx, at its <!DOCTYPE, before a single
-    # entity was expanded. (Counts, not durations: the attack is 4 x 15 bombs, however
-    # long a busy machine takes over them.)
+    # bounds a hang). Every bomb was refused with a 4xx, before a single entity was
+    # expanded: at its <!DOCTYPE, or (the deep one, more markup than an envelope holds)
+    # unparsed. (Counts, not durations: the attack is 4 x 15 bombs, however long a busy
+    # machine takes over them.)
     assert len(statuses) == 4 * bombs_each and all(400 <= s < 500 for s in statuses), statuses
     logged = [json.loads(line) for line in (tmp_path / "gateway.log").read_text().splitlines()
               if line.startswith("{")]
     reasons = [e.get("reason") for e in logged if e["event"] == "callback.refused"]
-    assert len(reasons) == len(statuses) and set(reasons) == {"xml_forbidden"}, reasons
+    assert len(reasons) == len(statuses), reasons
+    assert set(reasons) == {"xml_forbidden", "too_much_markup"}, reasons
 
 
 async def test_a_replayed_nonce_is_refused_after_a_restart(

@@ -4,9 +4,10 @@ A callback is accepted only with a valid ``msg_signature``, a timestamp within
 ``wecom.callback_max_skew_seconds`` of now, an unseen nonce, and a message addressed to the
 merchant's corp id. Anyone can send a callback, so the checks run cheapest first and nothing
 is parsed before the cheap ones pass: the query's shape and freshness, the merchant's
-callback settings, the body's size (read to at most ``MAX_CALLBACK_BODY``); then the
-envelope (hardened XML, see ``message``), its signature, the decrypted message (hardened XML
-again), and last the nonce, in storage so a restart forgets none.
+callback settings, the body's size (read to at most ``MAX_CALLBACK_BODY``) and its
+markup (``message.parse_envelope``); then the envelope (hardened XML), its signature, the
+decrypted message (hardened XML again), and last the nonce, in storage so a restart
+forgets none.
 
 Accepting means storing the decrypted message in the inbox; then we answer at once (WeCom
 waits five seconds at most) and a background worker does the work:
@@ -35,7 +36,7 @@ from ..recorder import Recorder
 from ..store import Contact, Entry, Event, EventKind, InboxItem, Store, StoreUnavailable
 from .client import WeComClient
 from .crypto import WeComCrypto, WeComCryptoError
-from .message import MalformedMessage, parse_message
+from .message import MalformedMessage, parse_envelope, parse_message
 from .state import StateSigner
 
 __all__ = ["MAX_CALLBACK_BODY", "CallbackWorker", "setup_routes", "timestamp_fresh"]
@@ -355,7 +356,7 @@ async def receive(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     try:
-        encrypt = str(parse_message(body.decode("utf-8")).get("Encrypt", ""))
+        encrypt = str(parse_envelope(body).get("Encrypt", ""))
     except (MalformedMessage, UnicodeDecodeError) as exc:
         return _malformed(exc, "the body")
     try:
