@@ -98,7 +98,7 @@ async def import_file(request: web.Request) -> web.Response:
     if kind is None:
         raise ApiError(415, "unsupported_media_type",
                        f"send the file as text/csv or {bulk.XLSX_TYPE}")
-    table = bulk.read_rows(data, kind)
+    table = await bulk.read_file(data, kind)
     result = await bulk.import_products(request.app[STORE], merchant, table, dry_run=dry_run,
                                         zone=request.app[CLOCK].zone)
     for product in result.created:
@@ -158,7 +158,8 @@ async def export_products(request: web.Request) -> web.Response:
     search, state = product_filters(request.query)
     found = await all_products(request.app[STORE], who.merchant_id, search=search, state=state)
     zone: tzinfo = request.app[CLOCK].zone
-    data = bulk.export_table(found, kind, request.app[PUBLIC_URL], zone=zone, now=time.time())
+    data = await bulk.export_file(found, kind, request.app[PUBLIC_URL], zone=zone,
+                                  now=time.time())
     return file_response(data, kind, f"linkloop-products-{request.app[CLOCK].today()}")
 
 

@@ -21,6 +21,7 @@ text, never as a formula.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,8 +38,8 @@ from .spreadsheet import csv_text
 from .store import CodeTaken, Merchant, NewProduct, Product, Store
 
 __all__ = ["BASE_COLUMNS", "MAX_ROWS", "READ_ONLY_COLUMNS", "XLSX_TYPE", "ImportResult",
-           "Kind", "column_docs", "export_table", "import_products", "kind_of", "read_rows",
-           "target_columns", "template_table"]
+           "Kind", "column_docs", "export_file", "export_table", "import_products", "kind_of",
+           "read_file", "read_rows", "target_columns", "template_table"]
 
 Kind = Literal["csv", "xlsx"]
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -327,6 +328,21 @@ def _table_bytes(kind: Kind, columns: Sequence[str], rows: Iterable[Sequence[str
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
+
+
+async def read_file(data: bytes, kind: Kind) -> Table:
+    """``read_rows`` on a worker thread, for a request handler: reading a workbook is pure
+    Python and takes seconds at the limits (1,000 rows of 200 columns: ~3 s), and every
+    share link waits behind whatever holds the event loop. The thread hands the
+    interpreter back every few milliseconds, so the shoppers' redirects go on meanwhile."""
+    return await asyncio.to_thread(read_rows, data, kind)
+
+
+async def export_file(products: Sequence[Product], kind: Kind, public_url: str, *,
+                      zone: tzinfo = UTC, now: float = 0.0) -> bytes:
+    """``export_table`` on a worker thread, for a request handler (see ``read_file``)."""
+    return await asyncio.to_thread(export_table, products, kind, public_url, zone=zone,
+                                   now=now)
 
 
 def export_table(products: Sequence[Product], kind: Kind, public_url: str, *,

@@ -25,7 +25,7 @@ from ..bulk import (
     column_docs,
     import_products,
     kind_of,
-    read_rows,
+    read_file,
     template_table,
 )
 from ..errors import ApiError, guarded
@@ -144,7 +144,7 @@ async def _run(request: web.Request, session: Any, data: bytes, file_name: str,
         return await _page(request, status=415, error="只能导入 CSV 或 XLSX（Excel）文件。")
     merchant = await merchant_of(request, session)
     try:
-        table = read_rows(data, kind)
+        table = await read_file(data, kind)
         result = await import_products(request.app[STORE], merchant, table,
                                        dry_run=not confirm, zone=request.app[CLOCK].zone)
     except ApiError as exc:

@@ -19,7 +19,7 @@ from .. import products as catalogue
 from ..api import after_save
 from ..api_console import all_products, file_response, whole_preview
 from ..appkeys import CLOCK, LINKS, PUBLIC_URL, STORE
-from ..bulk import Kind, export_table
+from ..bulk import Kind, export_file
 from ..catalog import product_errors, window_error
 from ..dashboard.session import Session
 from ..dashboard.views import render, require_session
@@ -203,8 +203,8 @@ async def export(request: web.Request) -> web.StreamResponse:
     session = await require_session(request)
     kind: Kind = "csv" if request.match_info["fmt"] == "csv" else "xlsx"
     found, _ = list_filter(request, await all_products(request.app[STORE], session.merchant_id))
-    data = export_table(found, kind, request.app[PUBLIC_URL], zone=request.app[CLOCK].zone,
-                        now=time.time())
+    data = await export_file(found, kind, request.app[PUBLIC_URL],
+                             zone=request.app[CLOCK].zone, now=time.time())
     return file_response(data, kind, f"linkloop-products-{request.app[CLOCK].today()}")
 
 
