@@ -5,12 +5,15 @@
 Seeds a temporary data directory as ``bench/run.py`` does (one merchant, a few products),
 starts ``python -m gateway serve`` on SQLite, and configures the merchant's WeCom entry
 through the API, so a callback posted to ``/wecom/callback/<merchant>`` reaches the XML
-parser. Then four phases of ``--duration`` seconds each:
+parser. Then five phases of ``--duration`` seconds each:
 
 1. quiet: shoppers only;
 2. entity bombs: ``--attackers`` clients post XML entity bombs (billion laughs and friends);
 3. bad bodies: the same clients post oversize and malformed callback bodies;
-4. large XML: they post well-formed XML bodies as large as the gateway takes (64 KiB).
+4. large XML: they post well-formed XML bodies as large as the gateway takes (64 KiB);
+5. big workbooks: one staff member uploads a 1,001-row, 200-column workbook to the
+   product import, again and again (not hostile, but the heaviest input a request may
+   bring: each takes seconds of pure-Python parsing).
 
 Shoppers open a share link with the Taobao app's User-Agent (answered 302) on a fixed
 schedule, ``--rate`` a second, whatever happens to the ones before them: a shopper whose
@@ -18,7 +21,8 @@ answer is late counts from the moment they were due, not from when the client go
 to sending (no coordinated omission). Each shopper opens a connection of their own, as a
 phone would.
 
-Every attack request must be refused with a 4xx and every shopper must get the 302: if
+Every attack request (the workbooks too: their columns are not the API's) must be refused
+with a 4xx and every shopper must get the 302: if
 not, the script says so loudly and exits with status 1. See bench/README.md.
 """
 
@@ -26,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import io
 import json
 import math
 import multiprocessing
@@ -60,6 +66,7 @@ from run import (
     seed,
 )
 
+from gateway.bulk import XLSX_TYPE
 from gateway.settings import ConfigError
 from gateway.wecom.callback import MAX_CALLBACK_BODY as MAX_BODY
 
@@ -143,14 +150,43 @@ async def _chunks(body: bytes, size: int = 16 * 1024) -> AsyncIterator[bytes]:
         yield body[start:start + size]
 
 
-async def post_callback(http: aiohttp.ClientSession, url: str, kind: str,
-                        body: bytes) -> tuple[str, str]:
-    """One hostile callback: its status (or the client error, if none came) and the
-    gateway's error code."""
-    data: bytes | AsyncIterator[bytes] = _chunks(body) if kind in CHUNKED else body
+#: The big workbook's kind: posted to the product import with a staff token.
+WORKBOOK = "big_workbook"
+
+
+@functools.cache
+def big_workbook() -> bytes:
+    """1,001 rows of 200 columns of Chinese text (the import's limits), ~750 KB: a title,
+    then columns the import does not know, so it is read whole and then refused (400)."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["title", *(f"note{i}" for i in range(199))])
+    for n in range(1001):
+        sheet.append([f"明前龙井 {n}", *(f"备注 {n}-{i}" for i in range(199))])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+async def post_hostile(http: aiohttp.ClientSession, base: str, token: str,
+                       kind: str) -> tuple[str, str]:
+    """One attack request of ``kind``: its status (or the client error, if none came) and
+    the gateway's error code. A callback to the merchant's WeCom URL, or the workbook to
+    the product import."""
+    data: bytes | AsyncIterator[bytes]
+    if kind == WORKBOOK:
+        url, params, data = f"{base}/api/products/import", None, big_workbook()
+        headers = {"Content-Type": XLSX_TYPE, "Authorization": f"Bearer {token}"}
+    else:
+        body = ALL_BODIES[kind]
+        url, params = f"{base}/wecom/callback/{MERCHANT.id}", hostile_query()
+        data = _chunks(body) if kind in CHUNKED else body
+        headers = {"Content-Type": "text/xml"}
     try:
-        async with http.post(url, params=hostile_query(), data=data,
-                             headers={"Content-Type": "text/xml"},
+        async with http.post(url, params=params, data=data, headers=headers,
                              timeout=aiohttp.ClientTimeout(TIMEOUT)) as resp:
             raw = await resp.read()
             try:
@@ -163,7 +199,7 @@ async def post_callback(http: aiohttp.ClientSession, url: str, kind: str,
 
 
 # --- the attackers: a process of their own --------------------------------------------------
-def attack(url: str, kinds: list[str], attackers: int,
+def attack(base: str, token: str, kinds: list[str], attackers: int,
            stop_at: float) -> dict[str, dict[str, int]]:
     """Run in a separate process, so the attackers' client work does not slow the
     shoppers' client: ``attackers`` clients, each with a connection of its own, post the
@@ -177,7 +213,7 @@ def attack(url: str, kinds: list[str], attackers: int,
             while time.time() < stop_at:
                 kind = kinds[n % len(kinds)]
                 n += 1
-                status, _ = await post_callback(http, url, kind, ALL_BODIES[kind])
+                status, _ = await post_hostile(http, base, token, kind)
                 tally[kind][status] += 1
 
     async def main() -> None:
@@ -282,15 +318,15 @@ def refusals(log_path: Path, offset: int) -> Counter[str]:
     return reasons
 
 
-def run_phase(name: str, kinds: list[str], *, gateway: Server, base: str, codes: list[str],
-              args: argparse.Namespace, pool: ProcessPoolExecutor) -> Phase:
+def run_phase(name: str, kinds: list[str], attackers: int, *, gateway: Server, base: str,
+              token: str, codes: list[str], args: argparse.Namespace,
+              pool: ProcessPoolExecutor) -> Phase:
     log_offset = gateway.log_path.stat().st_size
     cpu_before, wall_before = cpu_seconds(gateway.pid), time.monotonic()
     attacking = None
     if kinds:
-        url = f"{base}/wecom/callback/{MERCHANT.id}"
         stop_at = time.time() + LEAD + args.duration + TAIL
-        attacking = pool.submit(attack, url, kinds, args.attackers, stop_at)
+        attacking = pool.submit(attack, base, token, kinds, attackers, stop_at)
         time.sleep(LEAD)  # the attack under way before the first shopper
     result = asyncio.run(shoppers(base, codes, args.rate, args.duration))
     tally = attacking.result() if attacking is not None else {}
@@ -327,9 +363,8 @@ async def configure_and_check(base: str, token: str) -> dict[str, tuple[str, str
                             headers={"Authorization": f"Bearer {token}"}) as resp:
             if resp.status != 200:
                 raise BenchError(f"PUT /api/entry answered {resp.status}: {await resp.text()}")
-        url = f"{base}/wecom/callback/{MERCHANT.id}"
-        return {kind: await post_callback(http, url, kind, body)
-                for kind, body in ALL_BODIES.items()}
+        return {kind: await post_hostile(http, base, token, kind)
+                for kind in [*ALL_BODIES, WORKBOOK]}
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -422,7 +457,8 @@ def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[Phase]]:
         base = f"http://{HOST}:{port}"
         for code in codes:
             check_redirect(gateway, code, links[code])  # and the link cache warm
-        first = asyncio.run(configure_and_check(base, merchant_token(env)))
+        token = merchant_token(env)
+        first = asyncio.run(configure_and_check(base, token))
         log("each hostile body once: " + ", ".join(
             f"{kind} {status} {code}" for kind, (status, code) in first.items()))
         early = [f"{kind} {code}" for kind, (_, code) in first.items() if code in REFUSED_EARLY]
@@ -431,14 +467,16 @@ def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[Phase]]:
                              ": the attack would not reach the parser")
         pool.submit(ready).result()  # the attack process started and imported
 
-        # The phases: a name and the kinds of body the attackers send (none: no attack).
-        plan: list[tuple[str, list[str]]] = [
-            ("quiet", []), ("entity bombs", list(BOMBS)), ("bad bodies", list(BAD_BODIES)),
-            ("large XML", list(LARGE_XML))]
+        # The phases: a name, the kinds of body the attackers send (none: no attack) and
+        # how many send them (one staff member uploads workbooks, one at a time).
+        plan: list[tuple[str, list[str], int]] = [
+            ("quiet", [], 0), ("entity bombs", list(BOMBS), args.attackers),
+            ("bad bodies", list(BAD_BODIES), args.attackers),
+            ("large XML", list(LARGE_XML), args.attackers), ("big workbooks", [WORKBOOK], 1)]
         phases = []
-        for name, kinds in plan:
-            phase = run_phase(name, kinds, gateway=gateway, base=base, codes=codes, args=args,
-                              pool=pool)
+        for name, kinds, attackers in plan:
+            phase = run_phase(name, kinds, attackers, gateway=gateway, base=base, token=token,
+                              codes=codes, args=args, pool=pool)
             log(f"{name}: {phase.shoppers} shoppers, median {ms(phase.median_ms)}, p99 "
                 f"{ms(phase.p99_ms)}, {phase.attack_requests} attack requests")
             phases.append(phase)
