@@ -736,12 +736,14 @@ async def test_postgres_without_a_schema_works_in_the_search_path_and_shares_its
         await admin.close()
 
 
-async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_to_the_next_batch(
-        pg_url: str, pg_schema: str) -> None:
+@pytest.mark.parametrize("locked", ["visitor_sketches", "rollups"])
+async def test_postgres_folds_that_find_a_table_locked_leave_what_is_set_aside_to_the_next_batch(
+        pg_url: str, pg_schema: str, locked: str) -> None:
     # Two gateways' batches share one visitor cell (the merchant's day), each folding right
-    # after its batch. With the sketches locked (an import or a forget writing them, or
-    # the other's fold), a fold gives up at once rather than hold up its writer: the
-    # visitors stay set aside and counted, and a later batch folds them, none lost.
+    # after its batch. With the sketches or a counter table locked (an import or a forget
+    # writing them, or the other's fold), a fold gives up at once rather than hold up its
+    # writer: the visitors and counts stay set aside and counted, and a later batch folds
+    # them, none lost and none twice.
     stores = [await PostgresStore.open(pg_url, schema=pg_schema, fold_visitors=1,
                                        timeout_seconds=3 * DEADLINE) for _ in range(2)]
     try:
@@ -752,7 +754,7 @@ async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_t
         admin = await pg.connect(pg_url, pg_schema)
         try:
             # Reads of the sketches go ahead; writes wait for the lock.
-            await admin.execute("BEGIN; LOCK TABLE visitor_sketches IN EXCLUSIVE MODE")
+            await admin.execute(f"BEGIN; LOCK TABLE {locked} IN EXCLUSIVE MODE")
             # Both batches are stored and return while the lock is held: a fold that
             # waited for it would not return before the lock went.
             await asyncio.wait_for(asyncio.gather(
@@ -761,6 +763,8 @@ async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_t
                 stores[1].record([click(3, product=cup, platform="jd", visitor="b")], [])),
                 DEADLINE)
             assert await _pending_rows(pg_url, pg_schema) == 3
+            # A row per product and platform: tea's and the other merchant's, cup's on JD.
+            assert await _pending_rows(pg_url, pg_schema, "pending_counts") == 3
             for merchant, clicks, visitors in (("m1", 2, 2), ("m2", 1, 1)):
                 (total,) = await stores[1].stats(merchant, from_day="2026-11-01",
                                                  to_day="2026-11-01", by="total")
@@ -771,6 +775,7 @@ async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_t
         # The next batch (a visitor coming back) folds every gateway's.
         await stores[0].record([click(4, merchant="m2", product=other, visitor="x")], [])
         assert await _pending_rows(pg_url, pg_schema) == 0
+        assert await _pending_rows(pg_url, pg_schema, "pending_counts") == 0
         for merchant, clicks, visitors in (("m1", 2, 2), ("m2", 2, 1)):
             (total,) = await stores[1].stats(merchant, from_day="2026-11-01",
                                              to_day="2026-11-01", by="total")
@@ -780,10 +785,10 @@ async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_t
             await store.close()
 
 
-async def _pending_rows(url: str, schema: str) -> int:
+async def _pending_rows(url: str, schema: str, table: str = "pending_visitors") -> int:
     conn = await pg.connect(url, schema)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM pending_visitors"))
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
     finally:
         await conn.close()
 
