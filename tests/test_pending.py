@@ -9,6 +9,7 @@ and the counts of its clicks and events.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import sqlite3
@@ -23,10 +24,11 @@ import pytest
 from gateway.store import Click, Event, Merchant, Store
 from gateway.store.base import COUNTERS, GroupBy
 from gateway.store.postgres import PostgresStore
-from gateway.store.sketch import EXACT_MAX
+from gateway.store.sketch import EXACT_MAX, add_hashes
 from gateway.store.sqlite import SQLiteStore
 
 from . import pg
+from .wait import until
 
 MERCHANTS = ("m1", "m2")
 #: Reports: (from, to) × every grouping × each filter, across a month's turn, and one
@@ -522,8 +524,10 @@ async def test_sqlite_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(
     clicks = [c for m in MERCHANTS for c in _clicks(m)]
     store = await engine.open(fold_visitors=10**9)
     try:
-        await store.record(clicks, [])
+        for start in range(0, len(clicks), 4):  # a pending count row or more per batch
+            await store.record(clicks[start:start + 4], [])
         before = await _figures(store)
+        counted = await _counts(store)
         waiting = len(await pending())
     finally:
         await store.close()
@@ -535,13 +539,18 @@ async def test_sqlite_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(
         await sqlite_store.record([Click("m1-last", "m1", 1, 1.0, "2026-11-02", "jd", "ua",
                                          "v-last", "h")], [])
         assert await pending() == [] and sqlite_store._fold_rows == 100
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT count(*) FROM pending_counts").fetchone()[0] == 0
         after = await _figures(sqlite_store)
+        recounted = await _counts(sqlite_store)
     finally:
         await sqlite_store.close()
-    changed = {k for k in after if after[k] != before.get(k)}
-    # Only what the one new visitor is part of: m1's reports that reach 2026-11-02.
-    assert changed and all(report[0] == "m1" and report[2] >= "2026-11-02"
-                           for report, _key in changed)
+    # Only what the one new click is part of: m1's reports that reach 2026-11-02 (the
+    # counts too, folded in the same parts: none lost, none twice).
+    for old, new in ((before, after), (counted, recounted)):
+        changed = {k for k in old.keys() | new.keys() if new.get(k) != old.get(k)}
+        assert changed and all(report[0] == "m1" and report[2] >= "2026-11-02"
+                               for report, _key in changed)
 
 
 async def test_postgres_a_visitor_forgotten_while_they_click_is_not_counted_again(
@@ -566,3 +575,43 @@ async def test_postgres_a_visitor_forgotten_while_they_click_is_not_counted_agai
                                         ("m2", "2026-11-01", 1)):
             (row,) = await store.stats(merchant, from_day=day, to_day=day, by="total")
             assert row.unique_visitors == visitors, (merchant, day)
+
+
+async def test_postgres_an_import_and_another_gateways_fold_at_once_both_go_through() -> None:
+    # A fold (here an export's) takes a merchant's sketch lock, then the counts set aside;
+    # an import (add_rollups) that took the counts set aside first, then waited for that
+    # merchant's sketch lock, would deadlock with it: PostgreSQL cancels one, and the
+    # operator's export or import fails. Both take the locks in one order, so both go
+    # through, and the import counts once.
+    async with _two_postgres_gateways() as (store, other, url, schema):
+        await store.record([Click("m1-c1", "m1", 1, 1.0, "2026-10-01", "jd", "ua", "v1",
+                                  "h", outcome="redirect")], [])
+        admin = await pg.connect(url, schema)
+
+        async def waiting(count: int) -> bool:
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                == count)
+
+        try:
+            # m1's sketch lock held, as by a writer folding m1's visitors: both queue for it.
+            await admin.execute("BEGIN")
+            await admin.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                                "linkloop:sketches:m1")
+            export = asyncio.ensure_future(other.export_rollups("m1", before_day="2026-11-01"))
+            await until(lambda: waiting(1), what="the export's fold waits for m1's sketches")
+            counts = (3, 0, 2, 1, 0, 2, 0, 1, 0, 0)
+            imported = asyncio.ensure_future(store.add_rollups(
+                [(("m1", 1, "2026-10-02", "jd", ""), counts)],
+                [(("m1", "cd", "2026-10-02", 0, "", ""), add_hashes(None, {7, 8}))]))
+            await until(lambda: waiting(2), what="the import waits for them too")
+            await admin.execute("COMMIT")
+            rows, _sketches = await export
+            await imported
+        finally:
+            await admin.close()
+        assert [(key[2], c[0]) for key, c in rows] in (
+            [("2026-10-01", 1)], [("2026-10-01", 1), ("2026-10-02", 3)])
+        by_day = await store.stats("m1", from_day="2026-10-01", to_day="2026-10-02", by="day")
+        assert [(r.key["day"], r.clicks, r.redirects, r.unique_visitors) for r in by_day] == [
+            ("2026-10-01", 1, 1, 1), ("2026-10-02", 3, 2, 2)]

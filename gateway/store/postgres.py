@@ -1202,11 +1202,15 @@ class PostgresStore(Store):
                           sketches: Sequence[tuple[SketchKey, bytes]] = ()) -> None:
         deltas = deltas_of(rows)
         async with self._conn(deadline=False) as conn, conn.transaction():
+            # The sketches first, as a fold merges them before it takes the counts set
+            # aside: in the other order, an import holding those counts would wait for a
+            # merchant's sketch lock that a fold (an export's, a forget's) holds while it
+            # waits for those counts, a deadlock.
+            await _add_to_sketches(conn, dict(sketches), merge=merge_sketches)
             # Through pending_counts, as a batch's are, and folded at once: every pending
             # row, another gateway's too (a fold adds them up, whoever folds them).
             await _set_counts_aside(conn, (), delta_rows(deltas))
             await _fold_counts(conn)
-            await _add_to_sketches(conn, dict(sketches), merge=merge_sketches)
 
     # --- secrets at rest -----------------------------------------------------------------------
     async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
