@@ -1,8 +1,8 @@
 """CPU per click of the click writer's storage work: ``Store.record`` alone, no HTTP.
 
 bench/run.py measures the whole gateway; this isolates what the writer process does per
-batch (insert the raw rows, fold the rollups, set visitors aside and fold them into the
-sketches every ``storage.sketch_fold_visitors``), so a change to that
+batch (insert the raw rows, set their counts and visitors aside, and fold those into the
+rollups and sketches every ``storage.sketch_fold_visitors``), so a change to that
 path can be compared side by side without the noise of a load test:
 
     .venv/bin/python bench/record.py                         # SQLite, 5,000 a batch
@@ -68,8 +68,8 @@ def server_cpu(pids: list[int]) -> float:
 
 
 #: The steps of SQLiteStore._record that --stages times (names in gateway.store.sqlite).
-STAGES = ("_insert_new", "rollup_deltas", "coarser_deltas", "_bump", "_set_visitors_aside",
-          "_fold_visitors")
+STAGES = ("_insert_new", "rollup_deltas", "_set_counts_aside", "_set_visitors_aside",
+          "_fold_counts", "_fold_visitors")
 
 
 def time_stages() -> dict[str, float]:

@@ -64,12 +64,13 @@ SETTINGS: tuple[Setting, ...] = (
             "the write lock stays taken this long.",
             float, minimum=0.1),
     Setting("storage.sketch_fold_visitors", 50_000,
-            "Visitors the click writer sets aside before it folds them into the "
-            "unique-visitor sketches (it also folds a minute after its last fold; on "
-            "PostgreSQL each gateway's writer counts its own, and its fold takes every "
-            "gateway's). Reports count those set aside too, so this changes no figure: "
-            "larger folds rewrite each sketch less often (less work per click), and reports "
-            "read more pending rows.", int, minimum=1),
+            "Rows the click writer sets aside before it folds them, in either table: its "
+            "clicks' visitors (into the unique-visitor sketches) and its per-day counts "
+            "(into the rollups). It also folds a minute after its last fold; on PostgreSQL "
+            "each gateway's writer counts its own, and its fold takes every gateway's. "
+            "Reports count what is set aside too, so this changes no figure: larger folds "
+            "rewrite each sketch and rollup row less often (less work per click), and "
+            "reports read more pending rows.", int, minimum=1),
     Setting("auth.secret", "",
             "HS256 signing key for API tokens. Empty: generated once into data_dir."),
     Setting("auth.audience", "linkloop", "The `aud` claim tokens must carry."),

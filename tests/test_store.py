@@ -54,7 +54,8 @@ class Database:
     """One engine's database for a test: open the store on it, look behind it."""
 
     engine: str
-    open: Callable[[], Awaitable[Store]]
+    #: Open the store (``fold_visitors``: fold what is set aside once that many are).
+    open: Callable[..., Awaitable[Store]]
     #: Open the store with that box sealing its secrets (``open`` uses a throwaway one).
     open_sealed: Callable[[SecretBox], Awaitable[Store]]
     #: Rows of a query run on a plain connection (numbers as int, whatever the engine).
@@ -82,7 +83,7 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             with contextlib.closing(sqlite3.connect(path)) as conn, conn:
                 return [_plain(r) for r in conn.execute(query)]
 
-        yield Database("sqlite", lambda: SQLiteStore.open(path),
+        yield Database("sqlite", lambda **options: SQLiteStore.open(path, **options),
                        lambda box: SQLiteStore.open(path, secrets=box), sqlite_fetch)
         return
     url = pg.postgres_url()
@@ -95,7 +96,8 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             finally:
                 await conn.close()
 
-        yield Database("postgres", lambda: PostgresStore.open(url, schema=schema),
+        yield Database("postgres",
+                       lambda **options: PostgresStore.open(url, schema=schema, **options),
                        lambda box: PostgresStore.open(url, schema=schema, secrets=box),
                        postgres_fetch)
 
@@ -734,12 +736,14 @@ async def test_postgres_without_a_schema_works_in_the_search_path_and_shares_its
         await admin.close()
 
 
-async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_to_the_next_batch(
-        pg_url: str, pg_schema: str) -> None:
+@pytest.mark.parametrize("locked", ["visitor_sketches", "rollups"])
+async def test_postgres_folds_that_find_a_table_locked_leave_what_is_set_aside_to_the_next_batch(
+        pg_url: str, pg_schema: str, locked: str) -> None:
     # Two gateways' batches share one visitor cell (the merchant's day), each folding right
-    # after its batch. With the sketches locked (an import or a forget writing them, or
-    # the other's fold), a fold gives up at once rather than hold up its writer: the
-    # visitors stay set aside and counted, and a later batch folds them, none lost.
+    # after its batch. With the sketches or a counter table locked (an import or a forget
+    # writing them, or the other's fold), a fold gives up at once rather than hold up its
+    # writer: the visitors and counts stay set aside and counted, and a later batch folds
+    # them, none lost and none twice.
     stores = [await PostgresStore.open(pg_url, schema=pg_schema, fold_visitors=1,
                                        timeout_seconds=3 * DEADLINE) for _ in range(2)]
     try:
@@ -750,7 +754,7 @@ async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_t
         admin = await pg.connect(pg_url, pg_schema)
         try:
             # Reads of the sketches go ahead; writes wait for the lock.
-            await admin.execute("BEGIN; LOCK TABLE visitor_sketches IN EXCLUSIVE MODE")
+            await admin.execute(f"BEGIN; LOCK TABLE {locked} IN EXCLUSIVE MODE")
             # Both batches are stored and return while the lock is held: a fold that
             # waited for it would not return before the lock went.
             await asyncio.wait_for(asyncio.gather(
@@ -759,6 +763,8 @@ async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_t
                 stores[1].record([click(3, product=cup, platform="jd", visitor="b")], [])),
                 DEADLINE)
             assert await _pending_rows(pg_url, pg_schema) == 3
+            # A row per product and platform: tea's and the other merchant's, cup's on JD.
+            assert await _pending_rows(pg_url, pg_schema, "pending_counts") == 3
             for merchant, clicks, visitors in (("m1", 2, 2), ("m2", 1, 1)):
                 (total,) = await stores[1].stats(merchant, from_day="2026-11-01",
                                                  to_day="2026-11-01", by="total")
@@ -769,6 +775,7 @@ async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_t
         # The next batch (a visitor coming back) folds every gateway's.
         await stores[0].record([click(4, merchant="m2", product=other, visitor="x")], [])
         assert await _pending_rows(pg_url, pg_schema) == 0
+        assert await _pending_rows(pg_url, pg_schema, "pending_counts") == 0
         for merchant, clicks, visitors in (("m1", 2, 2), ("m2", 2, 1)):
             (total,) = await stores[1].stats(merchant, from_day="2026-11-01",
                                              to_day="2026-11-01", by="total")
@@ -778,10 +785,10 @@ async def test_postgres_folds_that_find_the_sketches_locked_leave_the_visitors_t
             await store.close()
 
 
-async def _pending_rows(url: str, schema: str) -> int:
+async def _pending_rows(url: str, schema: str, table: str = "pending_visitors") -> int:
     conn = await pg.connect(url, schema)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM pending_visitors"))
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
     finally:
         await conn.close()
 
@@ -877,11 +884,11 @@ async def test_postgres_lost_connection_is_unavailable_then_recovers(
     admin = await pg.connect(pg_url, pg_schema)
     try:
         # Hold the batch mid-transaction, then cut its connection: an unclear failure.
-        await admin.execute("BEGIN; LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
+        await admin.execute("BEGIN; LOCK TABLE pending_counts IN ACCESS EXCLUSIVE MODE")
         batch = asyncio.create_task(store.record([click(1, product=pid)], []))
         await until(lambda: admin.fetchval("SELECT wait_event_type = 'Lock' FROM "
                                            "pg_stat_activity WHERE pid = $1", backend),
-                    interval=0.01, what="the batch waiting at the rollups")
+                    interval=0.01, what="the batch waiting at its counts")
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
         await admin.execute("ROLLBACK")
     finally:
@@ -1017,7 +1024,8 @@ async def test_postgres_export_of_rollups_is_not_cut_off_at_the_call_timeout(
                             click(2, product=pid, day="2026-10-02", visitor="b", bot=True),
                             click(3, merchant="m2", product=other, day="2026-10-01")], [])
         rows, sketches = await _outlasts_the_call_timeout(
-            pg_url, pg_schema, "rollups", "FROM rollups WHERE merchant_id",
+            # The export folds what is set aside first, into rollups among others.
+            pg_url, pg_schema, "rollups", "INSERT INTO rollups",
             store.export_rollups("m1", before_day="2026-11-01"),
             lambda: store.stats("m2", from_day="2026-10-01", to_day="2026-10-01",
                                 by="platform", product_id=other))  # read from rollups
@@ -1762,7 +1770,7 @@ async def _assert_coarser_rollups_agree(database: Database) -> None:
 
 
 async def test_a_replayed_batch_counts_once_in_every_rollup_table(database: Database) -> None:
-    store = await database.open()
+    store = await database.open(fold_visitors=1)  # every batch folded: the tables are whole
     try:
         await _merchants(store)
         pid = await _product(store)

@@ -107,6 +107,26 @@ def _product_totals(bigint: str, collate: str) -> str:
         counters=",\n    ".join(f"{name} {bigint} NOT NULL DEFAULT 0" for name in _COUNTERS))
 
 
+def _pending_counts(bigint: str, collate: str) -> str:
+    """pending_counts (gateway/store/pending.py): a batch's per-day counter increments, in
+    ``rollups``' key columns then the counters, waiting to be folded into the five counter
+    tables. No key and no index: each batch appends to it and a fold empties it, oldest
+    first, so an index would slow every insert for little; a report reads the merchant's
+    own rows of its range whatever the index, and scans past the rest (at most about
+    storage.sketch_fold_visitors rows per gateway writing)."""
+    counters = ",\n    ".join(f"{name} {bigint} NOT NULL" for name in _COUNTERS)
+    return f"""
+CREATE TABLE pending_counts (
+    merchant_id TEXT NOT NULL,
+    product_id {bigint} NOT NULL,
+    day TEXT {collate} NOT NULL,
+    platform TEXT {collate} NOT NULL,
+    channel TEXT {collate} NOT NULL,
+    {counters}
+)
+"""
+
+
 _SQLITE_NUMBERS = f"""
 ALTER TABLE clicks ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
 CREATE TABLE events_v8 (
@@ -418,6 +438,14 @@ CREATE TABLE pending_visitors (
     visitor BLOB NOT NULL
 )
 """),
+    # Version 11: counts not yet folded into the counter tables, as visitors are not yet
+    # folded into the sketches (version 10): each batch appends its per-day increments here
+    # and the click writer folds them into rollups, monthly_rollups, daily_totals,
+    # product_days and product_months in bulk, with SQL, so that a counter row is
+    # rewritten once for many batches instead of five tables' rows every batch. Reports
+    # add these rows to the tables' sums, so no figure trails the clicks. PostgreSQL's
+    # version 10 is the same table.
+    (11, _pending_counts("INTEGER", "")),
 )
 
 
@@ -687,6 +715,8 @@ CREATE TABLE pending_visitors (
     visitor BYTEA NOT NULL
 )
 """),
+    # Version 10: as SQLite's version 11.
+    (10, _pending_counts("BIGINT", 'COLLATE "C"')),
 )
 __all__ += ["POSTGRES_MIGRATIONS"]
 

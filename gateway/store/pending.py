@@ -1,24 +1,36 @@
-"""Visitors set aside: the click writer folds visitors into the sketches in bulk.
+"""What the click writer sets aside, and folds in bulk: visitors and counts.
 
-A visitor sketch cell (sketch.py) is rewritten whole whenever visitors are added to it.
-Clicks spread over many products touch a cell or more per click in every batch, so
-rewriting the cells was most of the writer's work. Instead, each batch appends its
-human clicks' visitor hashes to ``pending_visitors`` (one row per click and finest
-cell, no index), and the writer folds them into the sketches once
-``storage.sketch_fold_visitors`` have gathered or a minute after its last fold, in one
-transaction (on SQLite in parts, oldest first, once one held the write lock too long, as
-batches are: gateway/store/turns.py): a cell is then rewritten once for many clicks. Both
-engines do this (gateway/store/sqlite.py, gateway/store/postgres.py); on PostgreSQL each
-gateway counts the rows it set aside itself, and whichever folds takes every pending row
-(a fold is a set union, so which writer folds what never matters).
+A batch used to rewrite, for every product it touched, a visitor sketch cell of each kind
+(sketch.py) and a row of each of the five counter tables (rollup.py). Clicks spread over
+many products touch a cell and five rows or more per click in every batch, so rewriting
+them was most of the writer's work. Instead, each batch appends to two tables with no
+index (the cheapest insert there is), in the transaction that stores its clicks:
 
-Reports don't wait for the fold, and a fold changes no figure. The database hands a
-report each cell's pending hashes, grouped and concatenated (``pending_cells_query``);
-``with_pending`` gives them to the merge as one exact sketch beside the cell's stored one,
-which is what the fold's result counts as: a union, or the registers raised by those
-hashes. The one difference is a cell whose exact sketch the fold would turn into
-registers (past EXACT_MAX): there an empty sparse sketch beside it makes the merge
-estimate, as it will after the fold. A forget or an export folds first.
+- ``pending_visitors``: its human clicks' visitor hashes, one row per click and finest
+  cell;
+- ``pending_counts``: its per-day counter increments, one row per ``rollups`` key
+  (``rollup.delta_rows``), events and their moves to a late click included.
+
+The writer folds both once ``storage.sketch_fold_visitors`` rows have gathered in either,
+or a minute after its last fold (``FoldSchedule``), in one transaction (on SQLite in parts,
+oldest first, once one held the write lock too long, as batches are: turns.py): a cell or
+a counter row is then rewritten once for many clicks, the counters with SQL
+(``rollup.fold_statement``). Both engines do this (sqlite.py, postgres.py); on PostgreSQL
+each gateway counts the rows it set aside itself, and whichever folds takes every pending
+row (a fold is a sum and a set union, so which writer folds what never matters).
+
+Reports don't wait for the fold, and a fold changes no figure:
+
+- counters: the stats query adds the merchant's pending increments of its range to the
+  tables' sums (sql.py);
+- visitors: the database hands a report each cell's pending hashes, grouped and
+  concatenated (``pending_cells_query``); ``with_pending`` gives them to the merge as one
+  exact sketch beside the cell's stored one, which is what the fold's result counts as: a
+  union, or the registers raised by those hashes. The one difference is a cell whose exact
+  sketch the fold would turn into registers (past EXACT_MAX): there an empty sparse sketch
+  beside it makes the merge estimate, as it will after the fold.
+
+A forget and an export fold first (both read the tables as the fold leaves them).
 """
 
 from __future__ import annotations
@@ -29,24 +41,24 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .base import Click
-from .rollup import FinestKey, SketchKey, cells_of, finest_cells
+from .base import COUNTERS, Click
+from .rollup import KEY_COLUMNS, FinestKey, SketchKey, cells_of, finest_cells
 from .sketch import EXACT, EXACT_MAX, SPARSE
 from .sql import Params, SketchPlan
 
-__all__ = ["FOLD_AFTER_SECONDS", "HEX_CONCAT", "PENDING_COLUMNS", "FoldSchedule", "aside_rows",
-           "folded_cells", "pending_cells_query", "with_pending"]
+__all__ = ["FOLD_AFTER_SECONDS", "HEX_CONCAT", "PENDING_COLUMNS", "PENDING_COUNT_COLUMNS",
+           "FoldSchedule", "aside_rows", "folded_cells", "pending_cells_query", "with_pending"]
 
 #: Seconds after a writer's last fold (or its start) when its next batch folds whatever is
-#: pending, however few: at low traffic the pending visitors stay few, so what a report
-#: adds to the sketches stays small.
+#: pending, however few: at low traffic the pending rows stay few, so what a report adds
+#: to the tables stays small.
 FOLD_AFTER_SECONDS = 60.0
 
 @dataclass
 class FoldSchedule:
-    """When a writer folds the visitors set aside: once ``every`` are pending, or
-    FOLD_AFTER_SECONDS after its last fold (or its start) if any are. Each engine keeps
-    ``pending`` up to date as it sees it."""
+    """When a writer folds what it set aside: once ``every`` rows are pending in either
+    table, or FOLD_AFTER_SECONDS after its last fold (or its start) if any are. Each engine
+    keeps ``pending`` up to date as it sees it (the larger table's rows)."""
 
     every: int
     pending: int = 0
@@ -66,6 +78,10 @@ class FoldSchedule:
 PENDING_COLUMNS = "merchant_id, day, product_id, platform, channel, visitor"
 
 PendingRow = tuple[str, str, int, str, str, bytes]
+
+#: pending_counts' columns: a ``rollups`` key, then the counters (``rollup.delta_rows``'
+#: order; ``rollup.fold_statement`` reads them by these names).
+PENDING_COUNT_COLUMNS = ", ".join((*KEY_COLUMNS["rollups"], *COUNTERS))
 
 
 def aside_rows(clicks: Iterable[Click]) -> list[tuple[Any, ...]]:

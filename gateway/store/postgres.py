@@ -75,6 +75,7 @@ from .forget import (
 from .migrations import POSTGRES_MIGRATIONS, SKETCH_BACKFILL
 from .pending import (
     PENDING_COLUMNS,
+    PENDING_COUNT_COLUMNS,
     FoldSchedule,
     aside_rows,
     folded_cells,
@@ -249,35 +250,66 @@ _ARRAY_TYPES = {"merchant_id": "text", "day": "text", "platform": "text", "chann
                 "bot": "int", "outcome": "text"}
 
 
-def _fold_statement() -> str:
-    """Add a batch to every counter table (rollup.py's fold), in one statement: the batch's
-    clicks and per-day deltas arrive as ``unnest`` column arrays, once, and each table is
-    a data-modifying CTE over them. Every writer runs this same statement, so concurrent
-    gateways take the tables' row locks in one order."""
+def _set_counts_aside_statement() -> str:
+    """A batch's per-day increments appended to pending_counts, in one statement: the
+    batch's clicks and per-day deltas arrive as ``unnest`` column arrays, once, and are
+    summed per ``rollups`` key (rollup.batch_counts)."""
     def arrays(columns: Sequence[str], first: int) -> str:
         types = [_ARRAY_TYPES.get(column, "bigint") for column in columns]
         return ", ".join(f"${n}::{t}[]" for n, t in enumerate(types, start=first))
 
+    keys = ", ".join(KEY_COLUMNS["rollups"])
     delta_columns = KEY_COLUMNS["rollups"] + COUNTERS
     clicks = (f"unnest({arrays(BATCH_CLICK_COLUMNS, 1)}) "
               f"AS c({', '.join(BATCH_CLICK_COLUMNS)})")
     deltas = (f"unnest({arrays(delta_columns, len(BATCH_CLICK_COLUMNS) + 1)}) "
               f"AS d({', '.join(delta_columns)})")
+    return (f"INSERT INTO pending_counts ({PENDING_COUNT_COLUMNS}) "
+            f"SELECT {keys}, {', '.join(f'sum({c})' for c in COUNTERS)} "
+            f"FROM ({batch_counts(clicks, deltas)}) b GROUP BY {keys}")
+
+
+_SET_COUNTS_ASIDE = _set_counts_aside_statement()
+
+
+async def _set_counts_aside(conn: Any, clicks: Sequence[tuple[Any, ...]],
+                            deltas: Sequence[tuple[Any, ...]]) -> int:
+    """Append a batch's per-day increments to pending_counts (gateway/store/pending.py), in
+    the caller's transaction: ``clicks`` as ``batch_click_row``s, ``deltas`` as
+    ``delta_rows``. How many rows that made."""
+    if not clicks and not deltas:
+        return 0
+    return _rows(await conn.execute(
+        _SET_COUNTS_ASIDE, *_columns(clicks, len(BATCH_CLICK_COLUMNS)),
+        *_columns(deltas, len(KEY_COLUMNS["rollups"]) + len(COUNTERS))))
+
+
+def _fold_counts_statement() -> str:
+    """Every pending count taken out of pending_counts and added to each counter table
+    (rollup.fold_statement), in one statement: a data-modifying CTE per table. Every
+    writer runs this same statement, and each table's rows are written in key order, so
+    concurrent gateways take the tables' row locks in one order."""
     folds = ", ".join(f"fold_{table} AS ({fold_statement(table, 'batch')})"
                       for table in KEY_COLUMNS)
-    return f"WITH batch AS MATERIALIZED ({batch_counts(clicks, deltas)}), {folds} SELECT 1"
+    return (f"WITH batch AS MATERIALIZED (DELETE FROM pending_counts "
+            f"RETURNING {PENDING_COUNT_COLUMNS}), {folds} SELECT count(*) FROM batch")
 
 
-_FOLD = _fold_statement()
+_FOLD_COUNTS = _fold_counts_statement()
 
 
-async def _fold(conn: Any, clicks: Sequence[tuple[Any, ...]],
-                deltas: Sequence[tuple[Any, ...]]) -> None:
-    """Add a batch to every counter table in the caller's transaction, so they agree:
-    ``clicks`` as ``batch_click_row``s, ``deltas`` as ``delta_rows``."""
-    if clicks or deltas:
-        await conn.execute(_FOLD, *_columns(clicks, len(BATCH_CLICK_COLUMNS)),
-                           *_columns(deltas, len(KEY_COLUMNS["rollups"]) + len(COUNTERS)))
+async def _fold_counts(conn: Any) -> int:
+    """Fold every pending count into the counter tables, in the caller's transaction; how
+    many rows it took. As for visitors, the rows are taken and deleted in one statement,
+    so a fold running meanwhile in another gateway waits for them, then finds them gone."""
+    folded: int = await conn.fetchval(_FOLD_COUNTS)
+    return folded
+
+
+async def _fold_pending(conn: Any) -> None:
+    """Fold both pending tables, in the caller's transaction."""
+    await _fold_visitors(conn)
+    await _fold_counts(conn)
 
 
 def quote_ident(name: str) -> str:
@@ -393,7 +425,7 @@ class PostgresStore(Store):
                  months_ahead: int, secrets: SecretBox | None = None,
                  call_limit: float | None = None, fold_visitors: int = 50_000) -> None:
         self._pool = pool
-        #: When this store folds every pending visitor into the sketches (its own count).
+        #: When this store folds every pending row (its own count of them).
         self._fold_schedule = FoldSchedule(fold_visitors)
         self.secrets = secrets or SecretBox.ephemeral_box()
         self.schema = schema
@@ -441,7 +473,8 @@ class PostgresStore(Store):
                 # towards this store's first fold, so a restart leaves none waiting for a
                 # whole fold's worth of new ones.
                 store._fold_schedule.pending = await conn.fetchval(
-                    "SELECT count(*) FROM pending_visitors")
+                    "SELECT greatest((SELECT count(*) FROM pending_visitors), "
+                    "(SELECT count(*) FROM pending_counts))")
         except BaseException:
             pool.terminate()
             raise
@@ -757,11 +790,12 @@ class PostgresStore(Store):
 
     # --- clicks, events, rollups -------------------------------------------------------------
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
-        """Store a batch in one transaction. The clicks' visitors are set aside
-        (pending_visitors); once this store has set aside ``fold_visitors`` since its last
-        fold (or its opening: with those pending then), or a minute after its last fold
-        (``FOLD_AFTER_SECONDS``), it folds every pending visitor, other gateways' too, into
-        the sketches in a transaction of its own.
+        """Store a batch in one transaction. Its visitors and per-day counts are set aside
+        (pending_visitors, pending_counts); once this store has set aside ``fold_visitors``
+        rows in either since its last fold (or its opening: with those pending then), or a
+        minute after its last fold (``FOLD_AFTER_SECONDS``), it folds every pending row,
+        other gateways' too, into the sketches and counter tables in a transaction of its
+        own.
 
         Each gateway counts only its own rows (a shared count would be one more row every
         batch of every gateway updates): with several writers, folds come more often and
@@ -777,7 +811,7 @@ class PostgresStore(Store):
             await self._fold_pending()
 
     async def _fold_pending(self) -> None:
-        """Every pending visitor folded into the sketches, in a transaction of its own."""
+        """Every pending row folded, in a transaction of its own."""
         self._fold_schedule.folding()
         try:
             async with self._conn() as conn, conn.transaction():
@@ -786,7 +820,7 @@ class PostgresStore(Store):
                 # it: waiting would hold up the writer, and then find most rows gone. This
                 # fold gives up at once instead, and the next batch tries again.
                 await conn.execute(_FOLD_LOCK_TIMEOUT)
-                await _fold_visitors(conn)
+                await _fold_pending(conn)
         except asyncpg.exceptions.LockNotAvailableError:
             log.info("store.fold_deferred", pending=self._fold_schedule.pending)
             return
@@ -812,7 +846,8 @@ class PostgresStore(Store):
 
     @staticmethod
     async def _record(conn: Any, clicks: Sequence[Click], events: Sequence[Event]) -> int:
-        """Store the rows in the caller's transaction; how many visitors it set aside."""
+        """Store the rows in the caller's transaction; how many rows it set aside (of the
+        table it set more aside in)."""
         # Rows in a fixed order (as every gateway sorts the same way) so that two instances
         # writing overlapping batches take their row locks in one order and never deadlock.
         fresh_clicks = sorted(_unique(clicks), key=lambda c: (c.day, c.id))
@@ -843,14 +878,15 @@ class PostgresStore(Store):
                  for e in fresh_events], 10))
             stored = {r[0] for r in rows}
             new_events = [e for e in fresh_events if e.id in stored]
-        # The clicks are folded into the counters in SQL; the events (few, each needing its
+        # The clicks are turned into counts in SQL; the events (few, each needing its
         # click's origin) are summed here first.
         deltas = rollup_deltas((), new_events, origins)
         for key, delta in reattributed_deltas(
                 await PostgresStore._reattribute(conn, new_clicks)).items():
             deltas.setdefault(key, RollupDelta()).add(delta)
-        await _fold(conn, [batch_click_row(c) for c in new_clicks], delta_rows(deltas))
-        return await _set_visitors_aside(conn, new_clicks)
+        counted = await _set_counts_aside(conn, [batch_click_row(c) for c in new_clicks],
+                                          delta_rows(deltas))
+        return max(counted, await _set_visitors_aside(conn, new_clicks))
 
     @staticmethod
     async def _reattribute(conn: Any, new_clicks: Sequence[Click],
@@ -1116,9 +1152,9 @@ class PostgresStore(Store):
                              ) -> dict[str, dict[str, int]]:
         scope, args = ("AND merchant_id = $2", (merchant_id,)) if merchant_id else ("", ())
         async with self._conn(deadline=False) as conn, conn.transaction():
-            # Their visitors still set aside are folded first: then the sketches are all
-            # there is to clean, as they were before visitors were set aside.
-            await _fold_visitors(conn)
+            # What is still set aside is folded first: then the sketches are all there is
+            # to clean, and the rollups hold every click the cleaning compares them with.
+            await _fold_pending(conn)
             sketches = await _forget_in_sketches(conn, visitor, scope, args)
             # A scan of every partition (no index by visitor): rare, and worth no index.
             clicks = await conn.fetch(
@@ -1145,9 +1181,9 @@ class PostgresStore(Store):
                              ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
                                         list[tuple[SketchKey, bytes]]]:
         async with self._conn(deadline=False) as conn:
-            # The visitors set aside are folded first: the export carries sketches only.
+            # What is set aside is folded first: the export carries the tables only.
             async with conn.transaction():
-                await _fold_visitors(conn)
+                await _fold_pending(conn)
             rows = await conn.fetch(
                 f"SELECT product_id, day, platform, channel, {', '.join(COUNTERS)} "
                 "FROM rollups WHERE merchant_id = $1 AND day < $2 "
@@ -1166,8 +1202,15 @@ class PostgresStore(Store):
                           sketches: Sequence[tuple[SketchKey, bytes]] = ()) -> None:
         deltas = deltas_of(rows)
         async with self._conn(deadline=False) as conn, conn.transaction():
-            await _fold(conn, (), delta_rows(deltas))
+            # The sketches first, as a fold merges them before it takes the counts set
+            # aside: in the other order, an import holding those counts would wait for a
+            # merchant's sketch lock that a fold (an export's, a forget's) holds while it
+            # waits for those counts, a deadlock.
             await _add_to_sketches(conn, dict(sketches), merge=merge_sketches)
+            # Through pending_counts, as a batch's are, and folded at once: every pending
+            # row, another gateway's too (a fold adds them up, whoever folds them).
+            await _set_counts_aside(conn, (), delta_rows(deltas))
+            await _fold_counts(conn)
 
     # --- secrets at rest -----------------------------------------------------------------------
     async def reseal_secrets(self, *, only_plain: bool = False) -> dict[str, int]:
@@ -1271,8 +1314,12 @@ class PostgresStore(Store):
             rows = await conn.fetch(query, *params)
             sketches = await conn.fetch(cells, *cell_params)
             aside = await conn.fetch(pending, *pending_params)
-        return with_unique_visitors(by, [stats_row(by, r) for r in rows],
-                                    with_pending(sketches, aside))
+        # Merging the sketches is a few numpy calls per group: a report by product over
+        # thousands of products would hold the event loop, and every share link, for a
+        # good part of a second. (SQLite's reports run on a thread of their own already.)
+        return await asyncio.to_thread(with_unique_visitors, by,
+                                       [stats_row(by, r) for r in rows],
+                                       with_pending(sketches, aside))
 
     # --- staff logins ------------------------------------------------------------------------
     async def create_user(self, user: User) -> User:

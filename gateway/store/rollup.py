@@ -14,20 +14,18 @@ always agree. Each key is (merchant, time, ...) with the channel:
 
 gateway/store/sql.py picks the table for each stats query.
 
-Two ways to add a batch to the five tables, one per engine, each the faster there
-(bench/record.py, side by side):
+How a batch reaches the five tables: its per-day increments are set aside in
+``pending_counts`` (pending.py, which says why), and a fold adds them to every table with
+SQL (``fold_statement``: ``INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE``, one per
+table, keys in order, which also keeps two writers from deadlocking on a row). Each engine
+makes a batch's increments where that is cheaper (bench/record.py, side by side):
 
-- **PostgreSQL folds in the database** (``fold_statement``): the batch's clicks are sent
-  once as plain column arrays, and one statement turns each into its counters and sums
-  them per row of each table (``INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE``, one
-  per table, keys in order, which also keeps two writers from deadlocking on a row).
-  Python only sums the events (few, each needing its click's origin) into per-day delta
-  rows that join the clicks. Over 10,000 products this took the writer's own CPU per
-  click from ~120-145 us to ~80 us and the server's from ~120-150 to ~120-127.
-- **SQLite sums in Python** (``rollup_deltas``, ``coarser_deltas``) and upserts each
-  table's rows: SQLite runs in the writer's own process, so SQL does the same work at a
-  higher cost. Folding there in SQL (through temporary tables) took 8% more instructions
-  per click over 10,000 products and 54% more over 100 (callgrind).
+- **SQLite sums in Python** (``rollup_deltas``): SQLite runs in the writer's own process,
+  so SQL would do the same work at a higher cost;
+- **PostgreSQL sums in the database** (``batch_counts``): the batch's clicks are sent once
+  as plain column arrays, and one statement turns each into its counters and sums them
+  per key. Python only sums the events (few, each needing its click's origin) into
+  per-day delta rows that join the clicks.
 
 Unique visitors are not counters: they are sketches (sketch.py) in ``visitor_sketches``,
 one per cell of a few *kinds*, each keeping the channel and some of product and platform,
@@ -49,24 +47,14 @@ from .base import COUNTERS, Click, Event, RollupKey, SketchKey
 from .sketch import visitor_hash
 
 __all__ = ["BATCH_CLICK_COLUMNS", "KEY_COLUMNS", "SKETCH_KINDS", "ClickOrigin", "FinestKey",
-           "MonthKey", "ProductKey", "RollupDelta", "RollupKey", "SketchKey", "TotalKey",
-           "batch_click_row", "batch_counts", "cells_of", "coarser_deltas", "delta_rows",
-           "finest_cells", "fold_statement", "reattributed_deltas", "rollup_deltas",
-           "sketch_cells"]
+           "RollupDelta", "RollupKey", "SketchKey", "batch_click_row", "batch_counts",
+           "cells_of", "delta_rows", "finest_cells", "fold_statement", "reattributed_deltas",
+           "rollup_deltas", "sketch_cells"]
 
 
 #: (merchant_id, day, product_id, platform, channel ('' for none)): a click's finest sketch
 #: cell, which every kind's cell of that click is a union of.
 FinestKey = tuple[str, str, int, str, str]
-
-#: (merchant_id, product_id, month 'YYYY-MM', platform, channel): one row of monthly_rollups.
-MonthKey = tuple[str, int, str, str, str]
-
-#: (merchant_id, day, platform, channel): one row of daily_totals (every product summed).
-TotalKey = tuple[str, str, str, str]
-
-#: (merchant_id, product_id, day or month, channel): product_days, product_months.
-ProductKey = tuple[str, int, str, str]
 
 #: Each rollup table's key columns, in the order of its delta keys above.
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -180,26 +168,7 @@ def reattributed_deltas(
     return deltas
 
 
-def coarser_deltas(deltas: Mapping[RollupKey, RollupDelta]) -> dict[str, dict[Any, RollupDelta]]:
-    """Every counter table's increments (by table name), the coarser ones summed from the
-    per-day ones: work per rollup row of the batch, not per click."""
-    months: dict[MonthKey, RollupDelta] = {}
-    totals: dict[TotalKey, RollupDelta] = {}
-    product_days: dict[ProductKey, RollupDelta] = {}
-    product_months: dict[ProductKey, RollupDelta] = {}
-    for (merchant_id, product_id, day, platform, channel), delta in deltas.items():
-        months.setdefault((merchant_id, product_id, day[:7], platform, channel),
-                          RollupDelta()).add(delta)
-        totals.setdefault((merchant_id, day, platform, channel), RollupDelta()).add(delta)
-        product_days.setdefault((merchant_id, product_id, day, channel),
-                                RollupDelta()).add(delta)
-        product_months.setdefault((merchant_id, product_id, day[:7], channel),
-                                  RollupDelta()).add(delta)
-    return {"rollups": dict(deltas), "monthly_rollups": months, "daily_totals": totals,
-            "product_days": product_days, "product_months": product_months}
-
-
-#: What a batch's clicks are sent to the database as, for ``fold_statement``.
+#: What a batch's clicks are sent to PostgreSQL as, for ``batch_counts``.
 BATCH_CLICK_COLUMNS = ("merchant_id", "product_id", "day", "platform", "channel", "bot",
                        "outcome")
 
@@ -236,7 +205,7 @@ _KEY_SQL = {"month": "substr(day, 1, 7)"}
 
 def batch_counts(clicks: str, deltas: str) -> str:
     """A query of the batch as per-day counter rows (``rollups``' key columns then
-    COUNTERS), for ``fold_statement``.
+    COUNTERS), one per click or delta row: PostgreSQL sums them into pending_counts.
 
     ``clicks``: a table or subquery of the batch's clicks, columns BATCH_CLICK_COLUMNS, each
     turned into its counters here by the rules of ``rollup_deltas``; ``deltas``: one of
@@ -249,9 +218,9 @@ def batch_counts(clicks: str, deltas: str) -> str:
 
 
 def fold_statement(table: str, batch: str) -> str:
-    """One statement adding ``batch`` (a relation of ``batch_counts``' rows) to counter
-    table ``table``: summed per key and written in key order (PostgreSQL's fold: see the
-    module's docstring for why SQLite sums in Python instead)."""
+    """One statement adding ``batch`` (a relation of per-day increments: ``rollups``' key
+    columns then COUNTERS, as pending_counts holds them) to counter table ``table``:
+    summed per key and written in key order."""
     keys = KEY_COLUMNS[table]
     grouped = ", ".join(_KEY_SQL.get(key, key) for key in keys)
     return (f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(COUNTERS)}) "

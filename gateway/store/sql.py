@@ -9,7 +9,8 @@ A stats query reads whichever rollup table (see rollup.py) answers it from the f
 - anything else (by platform, day or channel): ``daily_totals``.
 
 Each gives exactly the sums the per-day ``rollups`` would: the coarser tables hold those
-very sums, bumped in the same transaction.
+very sums, folded in the same transaction. Every table lags by the increments set aside
+and not folded yet (``pending_counts``, pending.py), which each query adds in.
 
 Unique visitors come from ``visitor_sketches`` (``sketch_query``): the cells of the one kind
 that keeps what the report groups and filters by, whole months where that kind has them
@@ -154,14 +155,15 @@ def stats_query(
     selects = [_sums(param, merchant_id, table, column, lo, hi, key, filters)
                for table, column, lo, hi in _parts(from_day, to_day, by, product_id, platform,
                                                    product_index)]
+    # The increments set aside and not folded into the tables yet (pending.py): every
+    # counter table lags by exactly these rows, whatever table a part reads.
+    selects.append(_sums(param, merchant_id, "pending_counts", "day", from_day, to_day, key,
+                         filters))
+    totals = ", ".join(f"SUM({m}) AS {m}" for m in COUNTERS)
     if by == "total":
-        totals = ", ".join(f"SUM({m}) AS {m}" for m in COUNTERS)
         return f"SELECT {totals} FROM ({' UNION ALL '.join(selects)}) u", param.values
-    if len(selects) == 1:
-        sums = selects[0]
-    else:  # whole months and partial ones: add the parts up per key
-        totals = ", ".join(f"SUM({m}) AS {m}" for m in COUNTERS)
-        sums = f"SELECT {key}, {totals} FROM ({' UNION ALL '.join(selects)}) u GROUP BY {key}"
+    # The parts (whole months and partial ones, the pending rows) added up per key.
+    sums = f"SELECT {key}, {totals} FROM ({' UNION ALL '.join(selects)}) u GROUP BY {key}"
     columns = ", ".join(f"s.{m}" for m in COUNTERS)
     if by == "product":
         # Sum per product id first, then join the few resulting rows to their titles. Joined

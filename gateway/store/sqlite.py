@@ -77,6 +77,7 @@ from .forget import (
 from .migrations import SKETCH_BACKFILL, SQLITE_MIGRATIONS
 from .pending import (
     PENDING_COLUMNS,
+    PENDING_COUNT_COLUMNS,
     FoldSchedule,
     aside_rows,
     folded_cells,
@@ -90,7 +91,8 @@ from .rollup import (
     RollupDelta,
     RollupKey,
     SketchKey,
-    coarser_deltas,
+    delta_rows,
+    fold_statement,
     reattributed_deltas,
     rollup_deltas,
     sketch_cells,
@@ -291,16 +293,6 @@ def _insert_many(conn: sqlite3.Connection, head: str, width: int,
         conn.executemany(f"{head} {one} {tail}", rows[whole:])
 
 
-def _bump(conn: sqlite3.Connection, table: str, deltas: Mapping[Any, RollupDelta]) -> None:
-    """Add ``deltas`` to a rollup table (keys in KEY_COLUMNS order), in one upsert."""
-    keys = KEY_COLUMNS[table]
-    sets = ", ".join(f"{m} = {m} + excluded.{m}" for m in COUNTERS)
-    _insert_many(
-        conn, f"INSERT INTO {table} ({', '.join(keys)}, {', '.join(COUNTERS)}) VALUES",
-        len(keys) + len(COUNTERS), [(*key, *delta.values()) for key, delta in deltas.items()],
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
-
-
 _SKETCH_KEY = ("merchant_id", "kind", "period", "product_id", "platform", "channel")
 
 
@@ -326,35 +318,63 @@ def _add_to_sketches(conn: sqlite3.Connection, cells: Mapping[SketchKey, Any],
         f"ON CONFLICT ({', '.join(_SKETCH_KEY)}) DO UPDATE SET sketch = excluded.sketch")
 
 
-def _set_visitors_aside(conn: sqlite3.Connection, clicks: Sequence[Click]) -> int:
-    """Append the human clicks' visitors to pending_visitors (gateway/store/pending.py);
-    how many are pending now."""
+def _set_visitors_aside(conn: sqlite3.Connection, clicks: Sequence[Click]) -> None:
+    """Append the human clicks' visitors to pending_visitors (gateway/store/pending.py)."""
     _insert_many(conn, f"INSERT INTO pending_visitors ({PENDING_COLUMNS}) VALUES", 6,
                  aside_rows(clicks))
-    return _pending_count(conn)
 
 
-def _pending_count(conn: sqlite3.Connection) -> int:
-    # Rows are appended and folded oldest first, so their rowids are one unbroken run; each
-    # end is one look-up (a lone min() or max() is, both in one query are a scan).
+def _set_counts_aside(conn: sqlite3.Connection, deltas: Mapping[RollupKey, RollupDelta],
+                      ) -> None:
+    """Append per-day increments to pending_counts (gateway/store/pending.py)."""
+    _insert_many(conn, f"INSERT INTO pending_counts ({PENDING_COUNT_COLUMNS}) VALUES",
+                 len(KEY_COLUMNS["rollups"]) + len(COUNTERS), delta_rows(deltas))
+
+
+def _pending_rows(conn: sqlite3.Connection) -> int:
+    """Rows pending in the fuller of the two tables (``FoldSchedule`` counts those)."""
+    # Rows are appended and folded oldest first, so each table's rowids are one unbroken
+    # run; each end is one look-up (a lone min() or max() is, both in one query are a scan).
     count: int = conn.execute(
-        "SELECT coalesce((SELECT max(rowid) FROM pending_visitors) "
-        "- (SELECT min(rowid) FROM pending_visitors) + 1, 0)").fetchone()[0]
+        "SELECT max(coalesce((SELECT max(rowid) FROM pending_visitors) "
+        "- (SELECT min(rowid) FROM pending_visitors) + 1, 0), "
+        "coalesce((SELECT max(rowid) FROM pending_counts) "
+        "- (SELECT min(rowid) FROM pending_counts) + 1, 0))").fetchone()[0]
     return count
 
 
-def _fold_visitors(conn: sqlite3.Connection, limit: int | None = None) -> int:
+def _oldest(table: str, limit: int | None) -> tuple[str, tuple[int, ...]]:
+    """The WHERE clause and its arguments of ``table``'s oldest ``limit`` rows (None: all)."""
+    if limit is None:
+        return "", ()
+    return f"WHERE rowid < (SELECT min(rowid) FROM {table}) + ?", (limit,)
+
+
+def _fold_visitors(conn: sqlite3.Connection, limit: int | None) -> int:
     """Fold the oldest ``limit`` pending visitors (None: all) into the sketches, in the
     caller's transaction; how many it folded."""
-    where = ""
-    args: tuple[int, ...] = ()
-    if limit is not None:
-        where, args = "WHERE rowid < (SELECT min(rowid) FROM pending_visitors) + ?", (limit,)
+    where, args = _oldest("pending_visitors", limit)
     rows = conn.execute(f"SELECT {PENDING_COLUMNS} FROM pending_visitors {where}",
                         args).fetchall()
     _add_to_sketches(conn, folded_cells(rows))
     conn.execute(f"DELETE FROM pending_visitors {where}", args)
     return len(rows)
+
+
+def _fold_counts(conn: sqlite3.Connection, limit: int | None) -> int:
+    """Fold the oldest ``limit`` pending counts (None: all) into every counter table, in the
+    caller's transaction; how many rows it folded."""
+    where, args = _oldest("pending_counts", limit)
+    for table in KEY_COLUMNS:
+        conn.execute(fold_statement(table, f"(SELECT * FROM pending_counts {where})"), args)
+    folded: int = conn.execute(f"DELETE FROM pending_counts {where}", args).rowcount
+    return folded
+
+
+def _fold_pending(conn: sqlite3.Connection, limit: int | None = None) -> int:
+    """Fold the oldest ``limit`` rows (None: all) of each pending table, in the caller's
+    transaction; the most it folded of one."""
+    return max(_fold_visitors(conn, limit), _fold_counts(conn, limit))
 
 
 class SQLiteStore(Store):
@@ -794,9 +814,10 @@ class SQLiteStore(Store):
         A batch cut in parts is safe: rows already stored are skipped, and an event stored
         before its click is attributed when the click comes.
 
-        The clicks' visitors are set aside (pending_visitors), and folded into the sketches
-        in a transaction of their own once ``fold_visitors`` have gathered, or a minute
-        after the last fold (``FOLD_AFTER_SECONDS``)."""
+        The batch's visitors and per-day counts are set aside (pending_visitors,
+        pending_counts), and folded into the sketches and the counter tables in a
+        transaction of their own once ``fold_visitors`` rows have gathered in either, or a
+        minute after the last fold (``FOLD_AFTER_SECONDS``)."""
         start, total = 0, max(len(clicks), len(events))
         while start < total:
             end = start + (self._batch_rows or total)
@@ -815,7 +836,7 @@ class SQLiteStore(Store):
                             error=str(exc))
 
     async def _fold(self) -> None:
-        """Fold the visitors pending now (not those other writers add meanwhile): in one
+        """Fold the rows pending now (not those other writers add meanwhile): in one
         transaction, or in parts sized as a batch's are once one held the lock too long."""
         left = self._fold_schedule.pending
         self._fold_schedule.folding()
@@ -840,14 +861,14 @@ class SQLiteStore(Store):
         return time.monotonic() - began
 
     def _fold_part(self, limit: int | None) -> tuple[int, float]:
-        """The oldest ``limit`` pending visitors (None: all) folded into the sketches, after
-        the short writes that wait; how many, and how long it held the lock."""
+        """The oldest ``limit`` rows (None: all) of each pending table folded, after the
+        short writes that wait; the most of one, and how long it held the lock."""
         conn = self._wconn
         with _rolled_back_on_error(conn):
             self._begin_after_waiting_writes(conn, self._turn_limit)
             began = time.monotonic()
-            folded = _fold_visitors(conn, limit)
-            left = _pending_count(conn)
+            folded = _fold_pending(conn, limit)
+            left = _pending_rows(conn)
             conn.execute("COMMIT")
         self._fold_schedule.pending = left
         return folded, time.monotonic() - began
@@ -868,7 +889,7 @@ class SQLiteStore(Store):
     @staticmethod
     def _record(conn: sqlite3.Connection, clicks: Sequence[Click], events: Sequence[Event],
                 ) -> int:
-        """Store the rows in the caller's transaction; how many visitors are now pending."""
+        """Store the rows in the caller's transaction; how many rows are now pending."""
         # Rows a previous, unclear attempt already stored are skipped: replay never
         # double-counts.
         new_clicks = _insert_new(
@@ -894,8 +915,9 @@ class SQLiteStore(Store):
         moved = SQLiteStore._reattribute(conn, new_clicks)
         for key, delta in reattributed_deltas(moved).items():
             deltas.setdefault(key, RollupDelta()).add(delta)
-        SQLiteStore._bump_rollups(conn, deltas)
-        return _set_visitors_aside(conn, new_clicks)
+        _set_counts_aside(conn, deltas)
+        _set_visitors_aside(conn, new_clicks)
+        return _pending_rows(conn)
 
     @staticmethod
     def _origins(conn: sqlite3.Connection, click_ids: set[str],
@@ -922,16 +944,6 @@ class SQLiteStore(Store):
             conn.execute(f"UPDATE events SET attributed = 1 WHERE id IN "
                          f"({', '.join('?' * _ROWS)})", chunk)
         return moved
-
-    @staticmethod
-    def _bump_rollups(conn: sqlite3.Connection, deltas: Mapping[RollupKey, RollupDelta]) -> None:
-        """Every rollup table from the same deltas, in the caller's transaction: they agree.
-
-        One upsert per table; the coarser tables' increments are summed from the per-day
-        ones, so the cost grows with the batch's rollup rows, not its clicks.
-        """
-        for table, table_deltas in coarser_deltas(deltas).items():
-            _bump(conn, table, table_deltas)
 
     async def click_origin(self, merchant_id: str, click_id: str) -> tuple[int, str] | None:
         def read() -> tuple[int, str] | None:
@@ -1151,9 +1163,9 @@ class SQLiteStore(Store):
         scope, args = ("AND merchant_id = ?", (merchant_id,)) if merchant_id else ("", ())
 
         def forget(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-            # Their visitors still set aside are folded first: then the sketches are all
-            # there is to clean, as they were before visitors were set aside.
-            _fold_visitors(conn)
+            # What is still set aside is folded first: then the sketches are all there is
+            # to clean, and the rollups hold every click the cleaning compares them with.
+            _fold_pending(conn)
             # A scan of clicks (no index by visitor): rare, and in one write transaction,
             # so that no click of theirs slips in between the reads and the deletes.
             clicks = conn.execute(f"SELECT merchant_id, id FROM clicks WHERE visitor = ? "
@@ -1182,9 +1194,9 @@ class SQLiteStore(Store):
     async def export_rollups(self, merchant_id: str, *, before_day: str,
                              ) -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
                                         list[tuple[SketchKey, bytes]]]:
-        # The visitors set aside are folded first: the export carries sketches only. No
-        # call deadline, as for the read below (a lock still fails at the busy timeout).
-        await self._write(self._transaction(_fold_visitors), deadline=False)
+        # What is set aside is folded first: the export carries the tables only. No call
+        # deadline, as for the read below (a lock still fails at the busy timeout).
+        await self._write(self._transaction(_fold_pending), deadline=False)
 
         def read() -> tuple[list[tuple[RollupKey, tuple[int, ...]]],
                             list[tuple[SketchKey, bytes]]]:
@@ -1210,7 +1222,10 @@ class SQLiteStore(Store):
         deltas = deltas_of(rows)
 
         def bump(conn: sqlite3.Connection) -> None:
-            self._bump_rollups(conn, deltas)
+            # Through pending_counts, as a batch's are, and folded at once: every pending
+            # row, another batch's too (a fold adds them up, whoever folds them).
+            _set_counts_aside(conn, deltas)
+            _fold_counts(conn, None)
             _add_to_sketches(conn, dict(sketches), merge=merge_sketches)
 
         # No call deadline (a lock still fails at the busy timeout): a whole history may

@@ -1,12 +1,15 @@
-"""Visitors set aside (gateway/store/pending.py), on each engine: reports count them as the
-fold will, a fold changes no figure, and a forget, an export and a restart lose none of them.
+"""Visitors and counts set aside (gateway/store/pending.py), on each engine: reports count
+them as the fold will, a fold changes no figure, and a forget, an export and a restart lose
+none of them.
 
 Every test has two merchants whose visitors would be confused (the same visitor ids at
-both). The expected figures are the test's own: distinct visitor ids of the clicks it made.
+both). The expected figures are the test's own: distinct visitor ids of the clicks it made,
+and the counts of its clicks and events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import sqlite3
@@ -18,13 +21,14 @@ from typing import Any
 
 import pytest
 
-from gateway.store import Click, Merchant, Store
-from gateway.store.base import GroupBy
+from gateway.store import Click, Event, Merchant, Store
+from gateway.store.base import COUNTERS, GroupBy
 from gateway.store.postgres import PostgresStore
-from gateway.store.sketch import EXACT_MAX
+from gateway.store.sketch import EXACT_MAX, add_hashes
 from gateway.store.sqlite import SQLiteStore
 
 from . import pg
+from .wait import until
 
 MERCHANTS = ("m1", "m2")
 #: Reports: (from, to) × every grouping × each filter, across a month's turn, and one
@@ -91,6 +95,70 @@ async def _figures(store: Store) -> dict[tuple[Report, object], tuple[int, int]]
     return found
 
 
+_OUTCOME_COUNTERS = {"redirect": ("redirects", "storefront_opens"), "landing": ("landings",),
+                     "guide": ("guides",)}
+_EVENT_COUNTERS = {"storefront_open": "storefront_opens", "entry": "entries", "add": "adds",
+                   "chat": "chats", "lost": "lost_contacts"}
+Counts = tuple[int, ...]
+
+
+def _traffic(merchant: str) -> tuple[list[Click], list[Event]]:
+    """``_clicks`` with every outcome, and an event of each kind after some of them (a
+    product only through its click)."""
+    clicks = [c._replace(outcome=("redirect", "landing", "guide")[n % 3])
+              for n, c in enumerate(_clicks(merchant))]
+    kinds = list(_EVENT_COUNTERS)
+    events = [Event(f"{merchant}-e{n:04d}", merchant, None, kinds[n % 5],  # type: ignore[arg-type]
+                    "wecom", 2.0, c.day, click_id=c.id)
+              for n, c in enumerate(c for c in clicks[::7] if not c.bot)]
+    return clicks, events
+
+
+def _both_merchants_traffic() -> tuple[list[Click], list[Event]]:
+    traffic = [_traffic(m) for m in MERCHANTS]
+    return [c for cs, _ in traffic for c in cs], [e for _, es in traffic for e in es]
+
+
+def _expected_counts(clicks: list[Click], events: list[Event], report: Report,
+                     ) -> dict[object, Counts]:
+    """Every counter per group, from the clicks and events themselves: an event counts on
+    its own day under its click's product, platform and channel."""
+    merchant, lo, hi, by, filters = report
+    groups: dict[object, dict[str, int]] = {}
+
+    def count(c: Click, day: str, counters: tuple[str, ...]) -> None:
+        channel = c.channel or ""
+        if (c.merchant_id != merchant or not lo <= day <= hi
+                or any({"product_id": c.product_id, "platform": c.platform,
+                        "channel": channel}[k] != v for k, v in filters)):
+            return
+        key = {"day": day, "product": c.product_id, "platform": c.platform,
+               "channel": channel}.get(by, "")
+        row = groups.setdefault(key, dict.fromkeys(COUNTERS, 0))
+        for counter in counters:
+            row[counter] += 1
+
+    for c in clicks:
+        count(c, c.day, ("bot_clicks",) if c.bot else ("clicks", *_OUTCOME_COUNTERS[c.outcome]))
+    by_id = {c.id: c for c in clicks}
+    for e in events:
+        assert e.click_id is not None
+        count(by_id[e.click_id], e.day, (_EVENT_COUNTERS[e.kind],))
+    return {key: tuple(row[c] for c in COUNTERS) for key, row in groups.items()}
+
+
+async def _counts(store: Store) -> dict[tuple[Report, object], Counts]:
+    """Every counter of every group of every report."""
+    found = {}
+    for report in _reports():
+        merchant, lo, hi, by, filters = report
+        for row in await store.stats(merchant, from_day=lo, to_day=hi, by=by,
+                                     **dict(filters)):  # type: ignore[arg-type]
+            key = row.key.get({"product": "product_id"}.get(by, by), "")
+            found[(report, key)] = tuple(getattr(row, c) for c in COUNTERS)
+    return found
+
+
 @dataclass
 class Engine:
     """One engine's database for a test, kept across the stores opened on it."""
@@ -98,8 +166,9 @@ class Engine:
     #: A store on the database that folds once this many visitors are set aside, with
     #: both merchants made.
     open_store: Callable[[int], Awaitable[Store]]
-    #: The merchant of each row still pending, looked at behind the store.
-    pending: Callable[[], Awaitable[list[str]]]
+    #: The merchant of each row still pending in a table (pending_visitors unless
+    #: given), looked at behind the store.
+    pending: Callable[..., Awaitable[list[str]]]
 
     async def open(self, fold_visitors: int) -> Store:
         store = await self.open_store(fold_visitors)
@@ -112,23 +181,23 @@ class Engine:
 @pytest.fixture(params=["sqlite", "postgres"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
     """A file for SQLite; a fresh schema, dropped afterwards, for PostgreSQL."""
-    query = "SELECT merchant_id FROM pending_visitors"
+    query = "SELECT merchant_id FROM {}"
     if request.param == "sqlite":
         path = tmp_path / "linkloop.db"
 
-        async def sqlite_pending() -> list[str]:
+        async def sqlite_pending(table: str = "pending_visitors") -> list[str]:
             with contextlib.closing(sqlite3.connect(path)) as conn:
-                return [r[0] for r in conn.execute(query)]
+                return [r[0] for r in conn.execute(query.format(table))]
 
         yield Engine(lambda n: SQLiteStore.open(path, fold_visitors=n), sqlite_pending)
         return
     url = pg.postgres_url()
     async with pg.fresh_schema(url) as schema:
 
-        async def postgres_pending() -> list[str]:
+        async def postgres_pending(table: str = "pending_visitors") -> list[str]:
             conn = await pg.connect(url, schema)
             try:
-                return [r[0] for r in await conn.fetch(query)]
+                return [r[0] for r in await conn.fetch(query.format(table))]
             finally:
                 await conn.close()
 
@@ -178,6 +247,63 @@ async def test_a_fold_changes_no_figure(engine: Engine) -> None:
         await store.close()
 
 
+async def test_a_fold_changes_no_count(engine: Engine) -> None:
+    clicks, events = _both_merchants_traffic()
+    # Half the clicks and events folded, the other half pending. Some folded events follow
+    # a pending click: counted without it at first, then moved to it by the batch that
+    # brings the click (a decrease and an increase, both pending).
+    store = await engine.open(fold_visitors=1)
+    try:
+        await store.record(clicks[::2], events[::2])
+        assert await engine.pending("pending_counts") == []
+    finally:
+        await store.close()
+    store = await engine.open(fold_visitors=10**9)  # never folds
+    try:
+        await store.record(clicks[1::2], events[1::2])
+        assert sorted(set(await engine.pending("pending_counts"))) == ["m1", "m2"]
+        pending = await _counts(store)
+    finally:
+        await store.close()
+    for report in _reports():
+        found = {key: counts for (r, key), counts in pending.items() if r == report}
+        expected = _expected_counts(clicks, events, report)
+        if report[3] == "total":  # always one row, if only of zeros
+            expected = expected or {"": (0,) * len(COUNTERS)}
+        assert found == expected, report
+    # A store that folds at once, given a batch of replayed clicks (no count changes): the
+    # pending counts go into the tables, and every figure stays as it was.
+    store = await engine.open(fold_visitors=1)
+    try:
+        await store.record(clicks[:3], [])
+        assert await engine.pending("pending_counts") == []
+        assert await _counts(store) == pending
+    finally:
+        await store.close()
+
+
+async def test_counts_alone_fold_once_as_many_as_the_setting_have_gathered(
+        engine: Engine) -> None:
+    # Bots set no visitor aside: their counts alone bring the fold.
+    store = await engine.open(fold_visitors=3)
+    try:
+        def bot(merchant: str, product: int) -> Click:
+            return Click(f"{merchant}-{next(_ids):05d}", merchant, product, 1.0, "2026-11-01",
+                         "taobao", "ua", "crawler", "h", bot=True)
+
+        await store.record([bot("m1", 1), bot("m2", 1), bot("m1", 1)], [])  # two rows
+        assert sorted(await engine.pending("pending_counts")) == ["m1", "m2"]
+        assert await engine.pending() == []
+        await store.record([bot("m1", 2)], [])  # the third
+        assert await engine.pending("pending_counts") == []
+        for merchant, bots in (("m1", 3), ("m2", 1)):
+            (row,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                                       by="total")
+            assert (row.bot_clicks, row.clicks) == (bots, 0)
+    finally:
+        await store.close()
+
+
 async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(engine: Engine) -> None:
     store = await engine.open(fold_visitors=4)
     try:
@@ -219,6 +345,7 @@ async def test_pending_visitors_survive_a_restart_and_a_forget_takes_them_out(
     finally:
         await store.close()
     assert await engine.pending() == []  # folded first, then cleaned in the sketches
+    assert await engine.pending("pending_counts") == []
     left = [c for c in clicks if not (c.merchant_id == "m1" and c.visitor == "v0")]
     for (report, key), (visitors, error) in after.items():
         if error == 0:
@@ -227,13 +354,44 @@ async def test_pending_visitors_survive_a_restart_and_a_forget_takes_them_out(
             assert (visitors, error) == before[(report, key)]
 
 
-async def test_an_export_carries_the_visitors_set_aside(engine: Engine) -> None:
+async def test_a_forget_of_a_crowd_visitor_rebuilds_their_cells_from_counts_set_aside(
+        engine: Engine) -> None:
+    # A cell of registers is rebuilt from its raw clicks only where they are all of its
+    # clicks in the rollups (gateway/store/forget.py): with the counts still set aside,
+    # the rollups would hold none of them, and every cell would be left as it was.
     clicks = [c for m in MERCHANTS for c in _clicks(m)]
     store = await engine.open(fold_visitors=10**9)
     try:
         await store.record(clicks, [])
+        forgotten = await store.forget_visitor("crowd7", "m1")
+        # The crowd's cell of each of the 8 kinds, all past EXACT_MAX.
+        assert (forgotten["m1"]["sketches_rebuilt"], forgotten["m1"]["sketches_left"]) == (8, 0)
+        (row,) = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
+                                   by="total", product_id=2, platform="jd")
+        crowd = {c.visitor for c in clicks if c.merchant_id == "m1" and not c.bot
+                 and (c.day, c.product_id, c.platform) == ("2026-11-01", 2, "jd")}
+        assert abs(row.unique_visitors - (len(crowd) - 1)) <= row.unique_visitors_error
+        assert "m2" not in forgotten
+    finally:
+        await store.close()
+
+
+async def test_an_export_carries_what_is_set_aside(engine: Engine) -> None:
+    clicks, events = _both_merchants_traffic()
+    store = await engine.open(fold_visitors=10**9)
+    try:
+        await store.record(clicks, events)
         for merchant in MERCHANTS:
-            _rows, sketches = await store.export_rollups(merchant, before_day="2026-11-01")
+            rows, sketches = await store.export_rollups(merchant, before_day="2026-11-01")
+            assert all(key[0] == merchant for key, _counts in rows)
+            by_day: dict[str, list[int]] = {}
+            for (_m, _product, day, _platform, _channel), counts in rows:
+                summed = by_day.setdefault(day, [0] * len(COUNTERS))
+                for i, count in enumerate(counts):
+                    summed[i] += count
+            october: Report = (merchant, "2026-10-01", "2026-10-31", "day", ())
+            assert {day: tuple(c) for day, c in by_day.items()} == _expected_counts(
+                clicks, events, october) != {}
             assert all(cell[0] == merchant for cell, _s in sketches)
             # October's day cells of the kind by channel alone (every product and platform
             # summed): small, so exact sketches, 8 bytes a visitor after the kind's byte.
@@ -241,7 +399,7 @@ async def test_an_export_carries_the_visitors_set_aside(engine: Engine) -> None:
                     if cell[1] == "cd" and cell[5] == ""}
             report: Report = (merchant, "2026-10-01", "2026-10-31", "day", (("channel", ""),))
             assert days == _expected(clicks, report) != {}
-        assert await engine.pending() == []
+        assert await engine.pending() == await engine.pending("pending_counts") == []
     finally:
         await store.close()
 
@@ -284,7 +442,7 @@ async def _two_postgres_gateways() -> AsyncIterator[tuple[Store, Store, str, str
     the URL and schema, to look behind them."""
     url = pg.postgres_url()
     async with pg.fresh_schema(url) as schema:
-        async def unused() -> list[str]:
+        async def unused(table: str = "") -> list[str]:
             return []
 
         engine = Engine(lambda n: PostgresStore.open(url, schema=schema, fold_visitors=n),
@@ -366,8 +524,10 @@ async def test_sqlite_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(
     clicks = [c for m in MERCHANTS for c in _clicks(m)]
     store = await engine.open(fold_visitors=10**9)
     try:
-        await store.record(clicks, [])
+        for start in range(0, len(clicks), 4):  # a pending count row or more per batch
+            await store.record(clicks[start:start + 4], [])
         before = await _figures(store)
+        counted = await _counts(store)
         waiting = len(await pending())
     finally:
         await store.close()
@@ -379,13 +539,18 @@ async def test_sqlite_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(
         await sqlite_store.record([Click("m1-last", "m1", 1, 1.0, "2026-11-02", "jd", "ua",
                                          "v-last", "h")], [])
         assert await pending() == [] and sqlite_store._fold_rows == 100
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT count(*) FROM pending_counts").fetchone()[0] == 0
         after = await _figures(sqlite_store)
+        recounted = await _counts(sqlite_store)
     finally:
         await sqlite_store.close()
-    changed = {k for k in after if after[k] != before.get(k)}
-    # Only what the one new visitor is part of: m1's reports that reach 2026-11-02.
-    assert changed and all(report[0] == "m1" and report[2] >= "2026-11-02"
-                           for report, _key in changed)
+    # Only what the one new click is part of: m1's reports that reach 2026-11-02 (the
+    # counts too, folded in the same parts: none lost, none twice).
+    for old, new in ((before, after), (counted, recounted)):
+        changed = {k for k in old.keys() | new.keys() if new.get(k) != old.get(k)}
+        assert changed and all(report[0] == "m1" and report[2] >= "2026-11-02"
+                               for report, _key in changed)
 
 
 async def test_postgres_a_visitor_forgotten_while_they_click_is_not_counted_again(
@@ -410,3 +575,43 @@ async def test_postgres_a_visitor_forgotten_while_they_click_is_not_counted_agai
                                         ("m2", "2026-11-01", 1)):
             (row,) = await store.stats(merchant, from_day=day, to_day=day, by="total")
             assert row.unique_visitors == visitors, (merchant, day)
+
+
+async def test_postgres_an_import_and_another_gateways_fold_at_once_both_go_through() -> None:
+    # A fold (here an export's) takes a merchant's sketch lock, then the counts set aside;
+    # an import (add_rollups) that took the counts set aside first, then waited for that
+    # merchant's sketch lock, would deadlock with it: PostgreSQL cancels one, and the
+    # operator's export or import fails. Both take the locks in one order, so both go
+    # through, and the import counts once.
+    async with _two_postgres_gateways() as (store, other, url, schema):
+        await store.record([Click("m1-c1", "m1", 1, 1.0, "2026-10-01", "jd", "ua", "v1",
+                                  "h", outcome="redirect")], [])
+        admin = await pg.connect(url, schema)
+
+        async def waiting(count: int) -> bool:
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                == count)
+
+        try:
+            # m1's sketch lock held, as by a writer folding m1's visitors: both queue for it.
+            await admin.execute("BEGIN")
+            await admin.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                                "linkloop:sketches:m1")
+            export = asyncio.ensure_future(other.export_rollups("m1", before_day="2026-11-01"))
+            await until(lambda: waiting(1), what="the export's fold waits for m1's sketches")
+            counts = (3, 0, 2, 1, 0, 2, 0, 1, 0, 0)
+            imported = asyncio.ensure_future(store.add_rollups(
+                [(("m1", 1, "2026-10-02", "jd", ""), counts)],
+                [(("m1", "cd", "2026-10-02", 0, "", ""), add_hashes(None, {7, 8}))]))
+            await until(lambda: waiting(2), what="the import waits for them too")
+            await admin.execute("COMMIT")
+            rows, _sketches = await export
+            await imported
+        finally:
+            await admin.close()
+        assert [(key[2], c[0]) for key, c in rows] in (
+            [("2026-10-01", 1)], [("2026-10-01", 1), ("2026-10-02", 3)])
+        by_day = await store.stats("m1", from_day="2026-10-01", to_day="2026-10-02", by="day")
+        assert [(r.key["day"], r.clicks, r.redirects, r.unique_visitors) for r in by_day] == [
+            ("2026-10-01", 1, 1, 1), ("2026-10-02", 3, 2, 2)]
