@@ -819,7 +819,7 @@ async def test_postgres_a_forget_takes_only_its_merchants_visitors_set_aside_mea
     # transaction: nothing gets in). Those rows are the forgotten merchant's only: m2's
     # shopper of the same id, clicking meanwhile, still counts at m2. The forget_visitor
     # case above can't see this: with one store, nothing is set aside after the fold.
-    from .test_pending_visitors import _meanwhile, _two_postgres_gateways
+    from .test_pending import _meanwhile, _two_postgres_gateways
 
     def click(n: int, merchant: str, day: str) -> Click:
         return Click(f"{merchant}-meanwhile-{n}", merchant, 1, 1.0, day, "jd", "ua", "v", "h")
