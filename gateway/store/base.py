@@ -500,8 +500,10 @@ class Store(abc.ABC):
     # --- clicks, events and their rollups ---------------------------------------------------
     @abc.abstractmethod
     async def record(self, clicks: Sequence[Click], events: Sequence[Event]) -> None:
-        """Store raw rows and bump every rollup table (per day, per month, daily totals: see
-        rollup.py) in one transaction, so reports agree whichever table answers them.
+        """Store raw rows and what they add to every rollup table (per day, per month, daily
+        totals: see rollup.py) and to the visitor sketches in one transaction, set aside
+        to be folded in bulk (pending.py): reports agree whichever table answers them, and
+        count what is set aside as the fold will.
 
         Idempotent: a click or event whose id is already stored is skipped and counts once,
         so a batch replayed from the journal after an unclear failure never double-counts.

@@ -1,7 +1,7 @@
 """Turning a batch of clicks and events into rollup increments (engine-neutral).
 
-Five counter tables, all bumped in the record transaction from the same deltas, so they
-always agree. Each key is (merchant, time, ...) with the channel:
+Five counter tables, all folded together from the same per-day increments, so they always
+agree. Each key is (merchant, time, ...) with the channel:
 
 - ``rollups``: per day, product and platform, the figures every other table sums;
 - ``monthly_rollups``: per month, product and platform. A year by product and platform
