@@ -991,6 +991,59 @@ async def test_postgres_lost_connection_is_unavailable_then_recovers(
         await store.ping()
 
 
+async def test_postgres_open_gives_up_at_the_timeout_when_packets_vanish(pg_url: str) -> None:
+    # A gateway starting while the database's host swallows every packet: the open fails
+    # after timeout_seconds (the process can say so and exit), not after asyncpg's minute.
+    from urllib.parse import urlsplit
+
+    from .tcp_proxy import tcp_proxy
+
+    server = urlsplit(pg_url)
+    async with tcp_proxy(server.hostname or "127.0.0.1", server.port or 5432) as proxy:
+        through = server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.port}").geturl()
+        proxy.black_hole()
+        with pytest.raises(StoreUnavailable, match="unavailable"):
+            await asyncio.wait_for(PostgresStore.open(through, timeout_seconds=1), DEADLINE)
+
+
+async def test_postgres_with_a_call_limit_a_slow_call_goes_on_and_a_silent_server_does_not(
+        pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The click writer's store (``call_limit``): a batch whose own turns are slow (the
+    # loop held by other work, as on a busy CPU) is not cut off at ``timeout_seconds``,
+    # but a statement the server does not answer (a lock held elsewhere) still gives up
+    # then, not at the call limit.
+    store = await PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5,
+                                     call_limit=3 * DEADLINE)
+    try:
+        pid, other = await _two_products(store)
+        record = PostgresStore._record
+
+        async def on_a_busy_cpu(conn: Any, clicks: Sequence[Click],
+                                events: Sequence[Event]) -> int:
+            # The scenario: the loop held, this task's next turn comes a second late.
+            time.sleep(1.0)  # noqa: ASYNC251
+            return await record(conn, clicks, events)
+
+        monkeypatch.setattr(PostgresStore, "_record", staticmethod(on_a_busy_cpu))
+        await store.record([click(1, product=pid)], [])
+        monkeypatch.setattr(PostgresStore, "_record", staticmethod(record))
+        admin = await pg.connect(pg_url, pg_schema)
+        try:
+            await admin.execute("BEGIN; LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(
+                    store.record([click(2, merchant="m2", product=other)], []), DEADLINE)
+            await admin.execute("ROLLBACK")
+        finally:
+            await admin.close()
+        for merchant, clicks in (("m1", [1]), ("m2", [])):
+            rows = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                                     by="platform")
+            assert [r.clicks for r in rows] == clicks
+    finally:
+        await store.close()
+
+
 async def test_postgres_calls_give_up_at_the_timeout_when_packets_vanish(
         pg_url: str, pg_schema: str) -> None:
     from urllib.parse import urlsplit
