@@ -643,6 +643,60 @@ async def test_postgres_clicks_land_in_their_month_and_late_partitions_take_them
         await store.close()
 
 
+async def test_postgres_partition_months_are_counted_from_the_utc_date(
+        pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server whose clock is set to Shanghai time, at 04:00 there on 1 June: in UTC it is
+    # still 31 May, so the months kept are May and the one before it, not June's.
+    from datetime import tzinfo
+    from typing import Self
+    from zoneinfo import ZoneInfo
+
+    import gateway.store.postgres as postgres_module
+
+    instant = datetime(2031, 5, 31, 20, 0, tzinfo=UTC)
+
+    class ServerClock(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Self:
+            moment = instant.astimezone(tz or ZoneInfo("Asia/Shanghai"))
+            return cls.combine(moment.date(), moment.time(), moment.tzinfo if tz else None)
+
+    store = await PostgresStore.open(pg_url, schema=pg_schema)
+    try:
+        monkeypatch.setattr(postgres_module, "datetime", ServerClock)
+        assert await store.ensure_partitions(0) == ["clicks_2031_04", "clicks_2031_05"]
+    finally:
+        await store.close()
+
+
+async def test_postgres_close_does_not_wait_for_a_call_stuck_on_a_lock(
+        pg_url: str, pg_schema: str) -> None:
+    # A gateway stopping while a forget (no call deadline) waits on another session's lock:
+    # the close waits for its connection up to the timeout, then cuts it, rather than hang
+    # the shutdown until the lock goes.
+    store = await PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5)
+    admin = await pg.connect(pg_url, pg_schema)
+    try:
+        pid = (await _two_products(store))[0]
+        await store.record([click(1, product=pid, visitor="a")], [])
+        await admin.execute("BEGIN; LOCK TABLE clicks IN ACCESS EXCLUSIVE MODE")
+        forget = asyncio.create_task(store.forget_visitor("a", "m1"))
+
+        async def forget_waits() -> bool:
+            await admin.execute("SELECT pg_stat_clear_snapshot()")
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND position('FROM clicks WHERE visitor' IN query) > 0"))
+
+        await until(forget_waits, what="the forget waiting on clicks")
+        await asyncio.wait_for(store.close(), DEADLINE)
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(forget, DEADLINE)
+    finally:
+        await admin.close()
+        await store.close()
+
+
 async def test_postgres_the_write_path_keeps_partitions_ahead_and_survives_failing_to(
         pg_url: str, pg_schema: str) -> None:
     import structlog
@@ -658,6 +712,11 @@ async def test_postgres_the_write_path_keeps_partitions_ahead_and_survives_faili
         made = {name for name, _ in await store.click_partitions()} - before
         this_month = datetime.now(UTC).date().replace(day=1)
         assert made == {_partition(_months(this_month, 3)[-1])}
+        # That check is not due again for hours: the next batch (the same click, sent again)
+        # makes no partition, though the gateway would now keep one more month.
+        store.months_ahead = 3
+        await store.record([click(1, product=pid)], [])
+        assert {name for name, _ in await store.click_partitions()} == before | made
         # The partition maker broken (an operator's mistake): clicks are still written, the
         # failure is logged once, and not tried again on every batch.
         admin = await pg.connect(pg_url, pg_schema)
@@ -836,6 +895,10 @@ async def test_postgres_storage_url_opens_postgres_in_its_schema(pg_url: str) ->
         try:
             assert isinstance(store, PostgresStore) and store.schema == schema
             await store.create_merchant(Merchant("m1", "One"))
+            # What a gateway holds on the server: one connection kept open, ten at most;
+            # click partitions from last month to three months ahead (and the default).
+            assert (store._pool.get_min_size(), store._pool.get_max_size()) == (1, 10)
+            assert len(await store.click_partitions()) == 1 + 1 + 3 + 1
         finally:
             await store.close()
         conn = await pg.connect(pg_url)
@@ -845,6 +908,28 @@ async def test_postgres_storage_url_opens_postgres_in_its_schema(pg_url: str) ->
                 schema) == 1
         finally:
             await conn.close()
+
+
+async def test_postgres_schema_named_with_a_double_quote(pg_url: str) -> None:
+    # A configured schema name is an identifier, quoted: a '"' in it is doubled, not the
+    # end of the name (the tables land in exactly the schema named, made on first open).
+    name = f'linkloop "quoted" {secrets.token_hex(4)}'
+    admin = await pg.connect(pg_url)
+    try:
+        store = await PostgresStore.open(pg_url, schema=name)
+        try:
+            await store.create_merchant(Merchant("m1", "One"))
+            assert [m.id for m in await store.list_merchants()] == ["m1"]
+        finally:
+            await store.close()
+        assert await admin.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'merchants'",
+            name) == 1
+    finally:
+        # PostgreSQL's own quoting, not the store's.
+        await admin.execute(await admin.fetchval(
+            "SELECT format('DROP SCHEMA IF EXISTS %I CASCADE', $1::text)", name))
+        await admin.close()
 
 
 def test_split_schema_takes_out_the_schema_parameter_only() -> None:
@@ -893,7 +978,8 @@ async def test_postgres_lost_connection_is_unavailable_then_recovers(
         await admin.execute("ROLLBACK")
     finally:
         await admin.close()
-    with pytest.raises(StoreUnavailable):
+    # The server cut the connection: unavailable, not a timeout (none was reached).
+    with pytest.raises(StoreUnavailable, match=r"^PostgreSQL unavailable: "):
         await batch
     # The recorder's way: the same batch again, now on a fresh connection, counted once.
     await store.record([click(1, product=pid)], [])
@@ -906,6 +992,59 @@ async def test_postgres_lost_connection_is_unavailable_then_recovers(
         await store.record([click(2, product=pid)], [])
     with pytest.raises(StoreUnavailable):
         await store.ping()
+
+
+async def test_postgres_open_gives_up_at_the_timeout_when_packets_vanish(pg_url: str) -> None:
+    # A gateway starting while the database's host swallows every packet: the open fails
+    # after timeout_seconds (the process can say so and exit), not after asyncpg's minute.
+    from urllib.parse import urlsplit
+
+    from .tcp_proxy import tcp_proxy
+
+    server = urlsplit(pg_url)
+    async with tcp_proxy(server.hostname or "127.0.0.1", server.port or 5432) as proxy:
+        through = server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.port}").geturl()
+        proxy.black_hole()
+        with pytest.raises(StoreUnavailable, match="unavailable"):
+            await asyncio.wait_for(PostgresStore.open(through, timeout_seconds=1), DEADLINE)
+
+
+async def test_postgres_with_a_call_limit_a_slow_call_goes_on_and_a_silent_server_does_not(
+        pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The click writer's store (``call_limit``): a batch whose own turns are slow (the
+    # loop held by other work, as on a busy CPU) is not cut off at ``timeout_seconds``,
+    # but a statement the server does not answer (a lock held elsewhere) still gives up
+    # then, not at the call limit.
+    store = await PostgresStore.open(pg_url, schema=pg_schema, timeout_seconds=0.5,
+                                     call_limit=3 * DEADLINE)
+    try:
+        pid, other = await _two_products(store)
+        record = PostgresStore._record
+
+        async def on_a_busy_cpu(conn: Any, clicks: Sequence[Click],
+                                events: Sequence[Event]) -> int:
+            # The scenario: the loop held, this task's next turn comes a second late.
+            time.sleep(1.0)  # noqa: ASYNC251
+            return await record(conn, clicks, events)
+
+        monkeypatch.setattr(PostgresStore, "_record", staticmethod(on_a_busy_cpu))
+        await store.record([click(1, product=pid)], [])
+        monkeypatch.setattr(PostgresStore, "_record", staticmethod(record))
+        admin = await pg.connect(pg_url, pg_schema)
+        try:
+            await admin.execute("BEGIN; LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(
+                    store.record([click(2, merchant="m2", product=other)], []), DEADLINE)
+            await admin.execute("ROLLBACK")
+        finally:
+            await admin.close()
+        for merchant, clicks in (("m1", [1]), ("m2", [])):
+            rows = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                                     by="platform")
+            assert [r.clicks for r in rows] == clicks
+    finally:
+        await store.close()
 
 
 async def test_postgres_calls_give_up_at_the_timeout_when_packets_vanish(
