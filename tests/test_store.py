@@ -1032,7 +1032,8 @@ async def test_postgres_with_a_call_limit_a_slow_call_goes_on_and_a_silent_serve
         monkeypatch.setattr(PostgresStore, "_record", staticmethod(record))
         admin = await pg.connect(pg_url, pg_schema)
         try:
-            await admin.execute("BEGIN; LOCK TABLE rollups IN ACCESS EXCLUSIVE MODE")
+            # The batch's counts go to pending_counts (pending.py): it waits there.
+            await admin.execute("BEGIN; LOCK TABLE pending_counts IN ACCESS EXCLUSIVE MODE")
             with pytest.raises(StoreUnavailable):
                 await asyncio.wait_for(
                     store.record([click(2, merchant="m2", product=other)], []), DEADLINE)
