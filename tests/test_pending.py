@@ -23,7 +23,7 @@ import pytest
 
 from gateway.store import Click, Event, Merchant, Store
 from gateway.store.base import COUNTERS, GroupBy
-from gateway.store.postgres import PostgresStore
+from gateway.store.postgres import PostgresStore, _add_to_sketches
 from gateway.store.sketch import EXACT_MAX, add_hashes
 from gateway.store.sqlite import SQLiteStore
 
@@ -577,6 +577,43 @@ async def test_postgres_a_visitor_forgotten_while_they_click_is_not_counted_agai
             assert row.unique_visitors == visitors, (merchant, day)
 
 
+#: A merchant's sketch lock, as the store takes it (postgres._add_to_sketches), in the
+#: schema of the connection it runs on.
+_SKETCH_LOCK = ("SELECT pg_advisory_xact_lock(hashtext('linkloop:sketches:' "
+                "|| current_schema() || ':' || $1))")
+
+
+async def test_postgres_a_merchant_of_the_same_id_in_another_schema_does_not_hold_up_a_fold(
+        ) -> None:
+    # Advisory locks span the database: two deployments (or two tests) in two schemas,
+    # each with a merchant "m1", must not share m1's sketch lock, or one's fold would wait
+    # for the other's (and a writer's fold, which waits 10 ms, would give up every time).
+    url = pg.postgres_url()
+    async with pg.fresh_schema(url) as ours, pg.fresh_schema(url) as theirs:
+        store = await Engine(lambda n: PostgresStore.open(url, schema=ours, fold_visitors=n),
+                             _no_rows).open(fold_visitors=1)
+        their_store = await PostgresStore.open(url, schema=theirs)
+        try:
+            # Their gateway adding to their m1's sketches: it holds their m1's sketch lock
+            # until its transaction ends, as a fold does.
+            async with their_store._conn() as held, held.transaction():
+                await _add_to_sketches(held, {("m1", "cd", "2026-11-01", 0, "", ""): {7}})
+                await store.record([Click("m1-c1", "m1", 1, 1.0, "2026-11-01", "jd", "ua",
+                                          "v", "h")], [])
+                conn = await pg.connect(url, ours)
+                try:  # our fold went through: nothing of ours is left pending
+                    assert await conn.fetchval("SELECT count(*) FROM pending_visitors") == 0
+                finally:
+                    await conn.close()
+        finally:
+            await their_store.close()
+            await store.close()
+
+
+async def _no_rows(table: str = "") -> list[str]:
+    return []
+
+
 async def test_postgres_an_import_and_another_gateways_fold_at_once_both_go_through() -> None:
     # A fold (here an export's) takes a merchant's sketch lock, then the counts set aside;
     # an import (add_rollups) that took the counts set aside first, then waited for that
@@ -596,8 +633,7 @@ async def test_postgres_an_import_and_another_gateways_fold_at_once_both_go_thro
         try:
             # m1's sketch lock held, as by a writer folding m1's visitors: both queue for it.
             await admin.execute("BEGIN")
-            await admin.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
-                                "linkloop:sketches:m1")
+            await admin.execute(_SKETCH_LOCK, "m1")
             export = asyncio.ensure_future(other.export_rollups("m1", before_day="2026-11-01"))
             await until(lambda: waiting(1), what="the export's fold waits for m1's sketches")
             counts = (3, 0, 2, 1, 0, 2, 0, 1, 0, 0)

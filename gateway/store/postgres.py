@@ -198,12 +198,14 @@ async def _add_to_sketches(conn: Any, cells: Mapping[SketchKey, Any],
     A read, a merge here and a write: so that two gateways adding to one merchant's cells
     at once never lose each other's visitors, each holds the merchant's sketch lock (a
     transaction advisory lock, taken in merchant order) from the read to its commit.
+    Advisory locks span the whole database, so the key names the schema too: another
+    deployment's (or test's) merchant of the same id, in another schema, is not this one.
     """
     if not cells:
         return
     for merchant_id in sorted({key[0] for key in cells}):
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
-                           f"linkloop:sketches:{merchant_id}")
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('linkloop:sketches:' "
+                           "|| current_schema() || ':' || $1))", merchant_id)
     keys = sorted(cells)
     stored = {tuple(r[:6]): r[6] for r in await conn.fetch(_READ_SKETCHES, *_columns(keys, 6))}
     await conn.execute(_WRITE_SKETCHES, *_columns(
