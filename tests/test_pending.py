@@ -291,9 +291,14 @@ async def test_counts_alone_fold_once_as_many_as_the_setting_have_gathered(
             return Click(f"{merchant}-{next(_ids):05d}", merchant, product, 1.0, "2026-11-01",
                          "taobao", "ua", "crawler", "h", bot=True)
 
-        await store.record([bot("m1", 1), bot("m2", 1), bot("m1", 1)], [])  # two rows
+        first = [bot("m1", 1), bot("m2", 1), bot("m1", 1)]
+        await store.record(first, [])  # two rows
         assert sorted(await engine.pending("pending_counts")) == ["m1", "m2"]
         assert await engine.pending() == []
+        # The same batch again (a replay) stores nothing, and sets nothing aside: it brings
+        # no fold nearer.
+        await store.record(first, [])
+        assert sorted(await engine.pending("pending_counts")) == ["m1", "m2"]
         await store.record([bot("m1", 2)], [])  # the third
         assert await engine.pending("pending_counts") == []
         for merchant, bots in (("m1", 3), ("m2", 1)):
