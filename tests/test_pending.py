@@ -620,3 +620,38 @@ async def test_postgres_an_import_and_another_gateways_fold_at_once_both_go_thro
         by_day = await store.stats("m1", from_day="2026-10-01", to_day="2026-10-02", by="day")
         assert [(r.key["day"], r.clicks, r.redirects, r.unique_visitors) for r in by_day] == [
             ("2026-10-01", 1, 1, 1), ("2026-10-02", 3, 2, 2)]
+
+
+async def test_sqlite_a_fold_that_fails_leaves_the_batch_stored_and_the_writer_working(
+        tmp_path: Path) -> None:
+    # A fold that fails (here a counter table the fold cannot write) is rolled back: the
+    # batch before it is stored and counted, its rows stay set aside, and the next batch
+    # is stored and folds them once the table can be written again.
+    path = tmp_path / "linkloop.db"
+    store = await SQLiteStore.open(path, fold_visitors=1)
+    try:
+        await store.create_merchant(Merchant("m1", "M1"))
+
+        def click(visitor: str) -> Click:
+            return Click(f"m1-{next(_ids):05d}", "m1", 1, 1.0, "2026-11-01", "taobao", "ua",
+                         visitor, "h")
+
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("CREATE TRIGGER broken BEFORE INSERT ON rollups "
+                         "BEGIN SELECT * FROM no_such_table; END")
+            conn.commit()
+        await store.record([click("a")], [])  # stored; its fold fails
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT count(*) FROM pending_counts").fetchone()[0] == 1
+            assert conn.execute("SELECT count(*) FROM rollups").fetchone()[0] == 0
+            conn.execute("DROP TRIGGER broken")
+            conn.commit()
+        await store.record([click("b")], [])  # stored, and folds both
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT count(*) FROM pending_counts").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM pending_visitors").fetchone()[0] == 0
+        (row,) = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
+                                   by="total")
+        assert (row.clicks, row.unique_visitors) == (2, 2)
+    finally:
+        await store.close()
