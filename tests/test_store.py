@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import structlog
 
 from gateway.secretbox import SecretBox
 from gateway.settings import load_settings
@@ -757,11 +758,17 @@ async def test_postgres_folds_that_find_a_table_locked_leave_what_is_set_aside_t
             await admin.execute(f"BEGIN; LOCK TABLE {locked} IN EXCLUSIVE MODE")
             # Both batches are stored and return while the lock is held: a fold that
             # waited for it would not return before the lock went.
-            await asyncio.wait_for(asyncio.gather(
-                stores[0].record([click(1, product=tea, visitor="a"),
-                                  click(2, merchant="m2", product=other, visitor="x")], []),
-                stores[1].record([click(3, product=cup, platform="jd", visitor="b")], [])),
-                DEADLINE)
+            with structlog.testing.capture_logs() as logs:
+                await asyncio.wait_for(asyncio.gather(
+                    stores[0].record([click(1, product=tea, visitor="a"),
+                                      click(2, merchant="m2", product=other, visitor="x")],
+                                     []),
+                    stores[1].record([click(3, product=cup, platform="jd", visitor="b")],
+                                     [])),
+                    DEADLINE)
+            # Each says it left its own rows for later: two, and one.
+            assert sorted(e["pending"] for e in logs
+                          if e["event"] == "store.fold_deferred") == [1, 2]
             assert await _pending_rows(pg_url, pg_schema) == 3
             # A row per product and platform: tea's and the other merchant's, cup's on JD.
             assert await _pending_rows(pg_url, pg_schema, "pending_counts") == 3
