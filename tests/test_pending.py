@@ -338,7 +338,10 @@ async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(engine: E
         assert await engine.pending() == []
         await store.record([click("m1", "c")], [])
         assert await engine.pending() == ["m1"]
-        for merchant, visitors in (("m1", 3), ("m2", 2)):
+        # The count starts again from none at the fold: three since then are not four.
+        await store.record([click("m2", "c"), click("m1", "d")], [])
+        assert sorted(await engine.pending()) == ["m1", "m1", "m2"]
+        for merchant, visitors in (("m1", 4), ("m2", 3)):
             (row,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
                                        by="total")
             assert (row.unique_visitors, row.unique_visitors_error) == (visitors, 0)
