@@ -960,11 +960,12 @@ async def _check_forget_or_import(store: Store, call: str) -> None:
                         else ([(2, 1)], [(1, 1)]))
 
 
-@pytest.mark.parametrize("call", ["forget", "import"])
+@pytest.mark.parametrize("call", ["forget", "import", "export"])
 async def test_sqlite_calls_over_a_whole_history_are_not_cut_off_at_the_call_timeout(
         tmp_path: Path, call: str) -> None:
-    # A forget or an import may take longer than a request may: cut off, it was reported
-    # failed and then went on and committed on its thread all the same.
+    # A forget, an import or an export (which folds what is set aside first) may take
+    # longer than a request may: cut off, it was reported failed and then went on and
+    # committed on its thread all the same.
     path = tmp_path / "linkloop.db"
     store = await SQLiteStore.open(path, busy_timeout=20, timeout_seconds=0.5)
     holder = sqlite3.connect(path, isolation_level=None)
@@ -974,17 +975,22 @@ async def test_sqlite_calls_over_a_whole_history_are_not_cut_off_at_the_call_tim
                             click(2, merchant="m2", product=other, visitor="a")], [])
         rows, sketches = await store.export_rollups("m1", before_day="2026-11-02")
         holder.execute("BEGIN IMMEDIATE")  # the call waits longer than the timeout
-        started = asyncio.create_task(
+        long: Coroutine[Any, Any, object] = (
             store.forget_visitor("a", "m1") if call == "forget"
-            else store.add_rollups(rows, sketches))
+            else store.add_rollups(rows, sketches) if call == "import"
+            else store.export_rollups("m1", before_day="2026-11-02"))
+        started = asyncio.create_task(long)
         # A call made after it gives up at the timeout; the long one, waiting longer than
         # that by then, still goes on.
         with pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
             await store.update_merchant("m2", name="Two, renamed")
         assert not started.done()
         holder.execute("ROLLBACK")
-        await asyncio.wait_for(started, 20)
-        await _check_forget_or_import(store, call)
+        if call == "export":
+            assert await asyncio.wait_for(started, 20) == (rows, sketches)
+        else:
+            await asyncio.wait_for(started, 20)
+            await _check_forget_or_import(store, call)
     finally:
         holder.close()
         await store.close()
