@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from gateway.store import Click, Event, Merchant, Store
 from gateway.store.base import COUNTERS, GroupBy
@@ -169,6 +170,8 @@ class Engine:
     #: The merchant of each row still pending in a table (pending_visitors unless
     #: given), looked at behind the store.
     pending: Callable[..., Awaitable[list[str]]]
+    #: Runs a statement on the database, behind the store (the ``engine`` fixture's).
+    execute: Callable[[str], Awaitable[None]] | None = None
 
     async def open(self, fold_visitors: int) -> Store:
         store = await self.open_store(fold_visitors)
@@ -189,7 +192,13 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             with contextlib.closing(sqlite3.connect(path)) as conn:
                 return [r[0] for r in conn.execute(query.format(table))]
 
-        yield Engine(lambda n: SQLiteStore.open(path, fold_visitors=n), sqlite_pending)
+        async def sqlite_execute(statement: str) -> None:
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                conn.execute(statement)
+                conn.commit()
+
+        yield Engine(lambda n: SQLiteStore.open(path, fold_visitors=n), sqlite_pending,
+                     sqlite_execute)
         return
     url = pg.postgres_url()
     async with pg.fresh_schema(url) as schema:
@@ -201,8 +210,15 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             finally:
                 await conn.close()
 
+        async def postgres_execute(statement: str) -> None:
+            conn = await pg.connect(url, schema)
+            try:
+                await conn.execute(statement)
+            finally:
+                await conn.close()
+
         yield Engine(lambda n: PostgresStore.open(url, schema=schema, fold_visitors=n),
-                     postgres_pending)
+                     postgres_pending, postgres_execute)
 
 
 async def test_a_fold_changes_no_figure(engine: Engine) -> None:
@@ -291,9 +307,14 @@ async def test_counts_alone_fold_once_as_many_as_the_setting_have_gathered(
             return Click(f"{merchant}-{next(_ids):05d}", merchant, product, 1.0, "2026-11-01",
                          "taobao", "ua", "crawler", "h", bot=True)
 
-        await store.record([bot("m1", 1), bot("m2", 1), bot("m1", 1)], [])  # two rows
+        first = [bot("m1", 1), bot("m2", 1), bot("m1", 1)]
+        await store.record(first, [])  # two rows
         assert sorted(await engine.pending("pending_counts")) == ["m1", "m2"]
         assert await engine.pending() == []
+        # The same batch again (a replay) stores nothing, and sets nothing aside: it brings
+        # no fold nearer.
+        await store.record(first, [])
+        assert sorted(await engine.pending("pending_counts")) == ["m1", "m2"]
         await store.record([bot("m1", 2)], [])  # the third
         assert await engine.pending("pending_counts") == []
         for merchant, bots in (("m1", 3), ("m2", 1)):
@@ -317,7 +338,10 @@ async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(engine: E
         assert await engine.pending() == []
         await store.record([click("m1", "c")], [])
         assert await engine.pending() == ["m1"]
-        for merchant, visitors in (("m1", 3), ("m2", 2)):
+        # The count starts again from none at the fold: three since then are not four.
+        await store.record([click("m2", "c"), click("m1", "d")], [])
+        assert sorted(await engine.pending()) == ["m1", "m1", "m2"]
+        for merchant, visitors in (("m1", 4), ("m2", 3)):
             (row,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
                                        by="total")
             assert (row.unique_visitors, row.unique_visitors_error) == (visitors, 0)
@@ -651,3 +675,47 @@ async def test_postgres_an_import_and_another_gateways_fold_at_once_both_go_thro
         by_day = await store.stats("m1", from_day="2026-10-01", to_day="2026-10-02", by="day")
         assert [(r.key["day"], r.clicks, r.redirects, r.unique_visitors) for r in by_day] == [
             ("2026-10-01", 1, 1, 1), ("2026-10-02", 3, 2, 2)]
+
+
+
+async def test_a_fold_that_fails_leaves_the_batch_stored_and_the_writer_working(
+        engine: Engine, request: pytest.FixtureRequest) -> None:
+    # A fold that fails (here a counter table the fold cannot write) is rolled back and
+    # logged: the batch before it is stored and counted, its rows stay set aside, and the
+    # next batch is stored and folds them once the table can be written again.
+    store = await engine.open(fold_visitors=1)
+    sqlite = "sqlite" in request.node.callspec.id
+    assert engine.execute is not None
+    try:
+        def click(visitor: str) -> Click:
+            return Click(f"m1-{next(_ids):05d}", "m1", 1, 1.0, "2026-11-01", "taobao", "ua",
+                         visitor, "h")
+
+        async def clicks() -> int:
+            (row,) = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
+                                       by="total")
+            return row.clicks
+
+        if sqlite:
+            await engine.execute("CREATE TRIGGER broken BEFORE INSERT ON rollups "
+                                 "BEGIN SELECT * FROM no_such_table; END")
+        else:
+            await engine.execute(
+                "CREATE FUNCTION broken() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'no_such_table'; END $$; "
+                "CREATE TRIGGER broken BEFORE INSERT ON rollups "
+                "FOR EACH ROW EXECUTE FUNCTION broken()")
+        with structlog.testing.capture_logs() as logs:
+            await store.record([click("a")], [])  # stored; its fold fails
+        (failed,) = [e for e in logs if e["event"] == "store.fold_failed"]
+        assert failed["pending"] == 1 and "no_such_table" in failed["error"]
+        assert await engine.pending("pending_counts") == ["m1"]
+        assert await engine.pending() == ["m1"]
+        assert await clicks() == 1
+        await engine.execute("DROP TRIGGER broken" + ("" if sqlite else " ON rollups"))
+        await store.record([click("b")], [])  # stored, and folds both
+        assert await engine.pending("pending_counts") == []
+        assert await engine.pending() == []
+        assert await clicks() == 2
+    finally:
+        await store.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import structlog
 
 from gateway.secretbox import SecretBox
 from gateway.settings import load_settings
@@ -816,11 +817,17 @@ async def test_postgres_folds_that_find_a_table_locked_leave_what_is_set_aside_t
             await admin.execute(f"BEGIN; LOCK TABLE {locked} IN EXCLUSIVE MODE")
             # Both batches are stored and return while the lock is held: a fold that
             # waited for it would not return before the lock went.
-            await asyncio.wait_for(asyncio.gather(
-                stores[0].record([click(1, product=tea, visitor="a"),
-                                  click(2, merchant="m2", product=other, visitor="x")], []),
-                stores[1].record([click(3, product=cup, platform="jd", visitor="b")], [])),
-                DEADLINE)
+            with structlog.testing.capture_logs() as logs:
+                await asyncio.wait_for(asyncio.gather(
+                    stores[0].record([click(1, product=tea, visitor="a"),
+                                      click(2, merchant="m2", product=other, visitor="x")],
+                                     []),
+                    stores[1].record([click(3, product=cup, platform="jd", visitor="b")],
+                                     [])),
+                    DEADLINE)
+            # Each says it left its own rows for later: two, and one.
+            assert sorted(e["pending"] for e in logs
+                          if e["event"] == "store.fold_deferred") == [1, 2]
             assert await _pending_rows(pg_url, pg_schema) == 3
             # A row per product and platform: tea's and the other merchant's, cup's on JD.
             assert await _pending_rows(pg_url, pg_schema, "pending_counts") == 3
@@ -1093,11 +1100,12 @@ async def _check_forget_or_import(store: Store, call: str) -> None:
                         else ([(2, 1)], [(1, 1)]))
 
 
-@pytest.mark.parametrize("call", ["forget", "import"])
+@pytest.mark.parametrize("call", ["forget", "import", "export"])
 async def test_sqlite_calls_over_a_whole_history_are_not_cut_off_at_the_call_timeout(
         tmp_path: Path, call: str) -> None:
-    # A forget or an import may take longer than a request may: cut off, it was reported
-    # failed and then went on and committed on its thread all the same.
+    # A forget, an import or an export (which folds what is set aside first) may take
+    # longer than a request may: cut off, it was reported failed and then went on and
+    # committed on its thread all the same.
     path = tmp_path / "linkloop.db"
     store = await SQLiteStore.open(path, busy_timeout=20, timeout_seconds=0.5)
     holder = sqlite3.connect(path, isolation_level=None)
@@ -1107,17 +1115,22 @@ async def test_sqlite_calls_over_a_whole_history_are_not_cut_off_at_the_call_tim
                             click(2, merchant="m2", product=other, visitor="a")], [])
         rows, sketches = await store.export_rollups("m1", before_day="2026-11-02")
         holder.execute("BEGIN IMMEDIATE")  # the call waits longer than the timeout
-        started = asyncio.create_task(
+        long: Coroutine[Any, Any, object] = (
             store.forget_visitor("a", "m1") if call == "forget"
-            else store.add_rollups(rows, sketches))
+            else store.add_rollups(rows, sketches) if call == "import"
+            else store.export_rollups("m1", before_day="2026-11-02"))
+        started = asyncio.create_task(long)
         # A call made after it gives up at the timeout; the long one, waiting longer than
         # that by then, still goes on.
         with pytest.raises(StoreUnavailable, match=r"within 0\.5 s"):
             await store.update_merchant("m2", name="Two, renamed")
         assert not started.done()
         holder.execute("ROLLBACK")
-        await asyncio.wait_for(started, 20)
-        await _check_forget_or_import(store, call)
+        if call == "export":
+            assert await asyncio.wait_for(started, 20) == (rows, sketches)
+        else:
+            await asyncio.wait_for(started, 20)
+            await _check_forget_or_import(store, call)
     finally:
         holder.close()
         await store.close()
