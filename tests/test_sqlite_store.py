@@ -401,3 +401,18 @@ async def test_a_report_never_holds_up_a_share_link_lookup(tmp_path: Path) -> No
     finally:
         busy.set()
         await store.close()
+
+
+async def test_reports_asked_at_once_each_get_their_figures(tmp_path: Path) -> None:
+    # Reports share one connection (each in a read transaction), so they take turns on
+    # their own thread: run side by side, one's BEGIN would meet another's open transaction.
+    store = await SQLiteStore.open(tmp_path / "linkloop.db")
+    try:
+        p1, _ = await _two_merchants(store)
+        await store.record([click(n, product=p1, visitor=f"v{n % 3}") for n in range(6)], [])
+        reports = await asyncio.gather(*(
+            store.stats("m1", from_day="2026-11-01", to_day="2026-11-01", by="total")
+            for _ in range(16)))
+        assert [(r.clicks, r.unique_visitors) for (r,) in reports] == [(6, 3)] * 16
+    finally:
+        await store.close()
