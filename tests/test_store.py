@@ -549,6 +549,32 @@ async def test_forget_rebuilds_an_estimated_cell_and_leaves_one_whose_raw_clicks
     assert await figures("m2") == before["m2"]
 
 
+async def test_forget_finds_a_visitor_in_cells_whose_clicks_are_all_pruned(
+        store: Store) -> None:
+    """Each merchant: two visitors on 2026-09-15, their raw clicks pruned since. Only the
+    sketches know the visitor was there: a forget finds them by their hash in the exact
+    cells (all 8 kinds of that day's cell), and September counts one visitor at m1."""
+    p1, p2 = await _two_products(store)
+    for merchant, product in (("m1", p1), ("m2", p2)):
+        await store.record([Click(id=f"{merchant}-old{n}", merchant_id=merchant,
+                                  product_id=product, ts=1.0, day="2026-09-15",
+                                  platform="taobao", source="ua", visitor=visitor, ip_hash="h")
+                            for n, visitor in enumerate(("vOld", f"{merchant}-other"))], [])
+    await store.prune_raw(before_day="2026-10-01", before_ts=0)
+
+    async def september(merchant: str) -> tuple[int, int]:
+        (row,) = await store.stats(merchant, from_day="2026-09-01", to_day="2026-09-30",
+                                   by="total")
+        return row.clicks, row.unique_visitors
+
+    assert await september("m1") == await september("m2") == (2, 2)
+    assert await store.forget_visitor("vOld", "m1") == {"m1": {
+        "clicks": 0, "events": 0, "visitors": 0,
+        "sketches_cleaned": 8, "sketches_rebuilt": 0, "sketches_left": 0}}
+    assert await september("m1") == (2, 1)  # the rollups keep their counts
+    assert await september("m2") == (2, 2)
+
+
 async def test_postgres_prune_gives_way_to_another_gateway_and_to_a_busy_partition(
         pg_url: str, pg_schema: str) -> None:
     """One gateway prunes at a time: while another holds the prune lock a prune deletes
