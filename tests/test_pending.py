@@ -23,7 +23,7 @@ import pytest
 import structlog
 
 from gateway.store import Click, Event, Merchant, Store
-from gateway.store.base import COUNTERS, GroupBy
+from gateway.store.base import COUNTERS, GroupBy, StatsRow
 from gateway.store.postgres import PostgresStore, _add_to_sketches
 from gateway.store.sketch import EXACT_MAX, add_hashes
 from gateway.store.sqlite import SQLiteStore
@@ -158,6 +158,13 @@ async def _counts(store: Store) -> dict[tuple[Report, object], Counts]:
             key = row.key.get({"product": "product_id"}.get(by, by), "")
             found[(report, key)] = tuple(getattr(row, c) for c in COUNTERS)
     return found
+
+
+async def _day_total(store: Store, merchant: str, **filters: Any) -> StatsRow:
+    """The merchant's one total row for 2026-11-01, the day most tests click on."""
+    (row,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                               by="total", **filters)
+    return row
 
 
 @dataclass
@@ -318,8 +325,7 @@ async def test_counts_alone_fold_once_as_many_as_the_setting_have_gathered(
         await store.record([bot("m1", 2)], [])  # the third
         assert await engine.pending("pending_counts") == []
         for merchant, bots in (("m1", 3), ("m2", 1)):
-            (row,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
-                                       by="total")
+            row = await _day_total(store, merchant)
             assert (row.bot_clicks, row.clicks) == (bots, 0)
     finally:
         await store.close()
@@ -342,8 +348,7 @@ async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(engine: E
         await store.record([click("m2", "c"), click("m1", "d")], [])
         assert sorted(await engine.pending()) == ["m1", "m1", "m2"]
         for merchant, visitors in (("m1", 4), ("m2", 3)):
-            (row,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
-                                       by="total")
+            row = await _day_total(store, merchant)
             assert (row.unique_visitors, row.unique_visitors_error) == (visitors, 0)
     finally:
         await store.close()
@@ -390,8 +395,7 @@ async def test_a_forget_of_a_crowd_visitor_rebuilds_their_cells_from_counts_set_
         forgotten = await store.forget_visitor("crowd7", "m1")
         # The crowd's cell of each of the 8 kinds, all past EXACT_MAX.
         assert (forgotten["m1"]["sketches_rebuilt"], forgotten["m1"]["sketches_left"]) == (8, 0)
-        (row,) = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
-                                   by="total", product_id=2, platform="jd")
+        row = await _day_total(store, "m1", product_id=2, platform="jd")
         crowd = {c.visitor for c in clicks if c.merchant_id == "m1" and not c.bot
                  and (c.day, c.product_id, c.platform) == ("2026-11-01", 2, "jd")}
         assert abs(row.unique_visitors - (len(crowd) - 1)) <= row.unique_visitors_error
@@ -692,9 +696,7 @@ async def test_a_fold_that_fails_leaves_the_batch_stored_and_the_writer_working(
                          visitor, "h")
 
         async def clicks() -> int:
-            (row,) = await store.stats("m1", from_day="2026-11-01", to_day="2026-11-01",
-                                       by="total")
-            return row.clicks
+            return (await _day_total(store, "m1")).clicks
 
         if sqlite:
             await engine.execute("CREATE TRIGGER broken BEFORE INSERT ON rollups "

@@ -827,8 +827,8 @@ class PostgresStore(Store):
             log.info("store.fold_deferred", pending=self._fold_schedule.pending)
             return
         except (StoreUnavailable, asyncpg.PostgresError) as exc:
-            # The batch is stored, and reports count its visitors where they are: the next
-            # batch folds them.
+            # The batch is stored, and reports count what it set aside where it is: the
+            # next batch folds it.
             log.warning("store.fold_failed", pending=self._fold_schedule.pending,
                         error=str(exc))
             return

@@ -331,15 +331,18 @@ def _set_counts_aside(conn: sqlite3.Connection, deltas: Mapping[RollupKey, Rollu
                  len(KEY_COLUMNS["rollups"]) + len(COUNTERS), delta_rows(deltas))
 
 
+#: Each pending table's rows, from its rowids: rows are appended and folded oldest first,
+#: so they are one unbroken run, and each end is one look-up (a lone min() or max() is;
+#: both in one query are a scan).
+_PENDING_RUN = ("coalesce((SELECT max(rowid) FROM {0}) - (SELECT min(rowid) FROM {0}) + 1, "
+                "0)")
+_PENDING_ROWS = ("SELECT max(" + ", ".join(_PENDING_RUN.format(table) for table in (
+    "pending_visitors", "pending_counts")) + ")")
+
+
 def _pending_rows(conn: sqlite3.Connection) -> int:
     """Rows pending in the fuller of the two tables (``FoldSchedule`` counts those)."""
-    # Rows are appended and folded oldest first, so each table's rowids are one unbroken
-    # run; each end is one look-up (a lone min() or max() is, both in one query are a scan).
-    count: int = conn.execute(
-        "SELECT max(coalesce((SELECT max(rowid) FROM pending_visitors) "
-        "- (SELECT min(rowid) FROM pending_visitors) + 1, 0), "
-        "coalesce((SELECT max(rowid) FROM pending_counts) "
-        "- (SELECT min(rowid) FROM pending_counts) + 1, 0))").fetchone()[0]
+    count: int = conn.execute(_PENDING_ROWS).fetchone()[0]
     return count
 
 
@@ -830,8 +833,8 @@ class SQLiteStore(Store):
             try:
                 await self._fold()
             except StoreUnavailable as exc:
-                # The batch is stored, and reports count its visitors where they are: the
-                # next batch folds them.
+                # The batch is stored, and reports count what it set aside where it is:
+                # the next batch folds it.
                 log.warning("store.fold_failed", pending=self._fold_schedule.pending,
                             error=str(exc))
 
