@@ -232,9 +232,8 @@ def detect_user_agent(ua: str, adapters: tuple[Adapter, ...] = ADAPTERS) -> Dete
 
 
 class _AgentCache(dict[str, Detection]):
-    """User-Agent -> Detection, detecting on a miss: a hit is a plain dict lookup, in C,
-    with no Python frame (the share link reads it directly). Emptied when full: an LRU's
-    bookkeeping would cost more than the detection it saves.
+    """User-Agent -> Detection, detecting on a miss: a hit is a plain dict lookup, in C.
+    Emptied when full: an LRU's bookkeeping would cost more than the detection it saves.
     """
 
     def __init__(self, size: int) -> None:

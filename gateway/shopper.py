@@ -8,9 +8,8 @@ sent to comes from a stored, adapter-validated target, never from the request.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from functools import partial
-from time import monotonic, time
+from collections.abc import Mapping
+from time import time
 from typing import Any
 
 import structlog
@@ -61,12 +60,11 @@ CHANNEL_PATTERN = re.compile(r"[a-z0-9_]{1,32}")
 class ShareLink:
     """``GET /p/{code}``, the hot path, with the app's resources looked up once at start-up.
 
-    The common click (a cached link, a User-Agent seen before, a returning address, no
-    query string) runs in this one frame: dict lookups and attribute reads in C, and no
-    call into another Python function but the clock, the click id and the recorder. On the
-    bench, each Python call here cost 1-3 us in place (its code and data are cold by the
-    next request), many times what it costs in a loop. Errors are caught inline: no
-    middleware frame wraps this handler. Anything unusual goes through the helpers below.
+    It reads top to bottom as what happens to a click: the link, the shopper's app, who
+    they are, where they go; the click is recorded; then they are answered. A cached link,
+    a User-Agent seen before and a resolution worked out before are dict lookups, so the
+    common click never waits on storage. Errors are caught here (no middleware wraps this
+    route), and tell GET /metrics whether the failed request had counted its click.
     """
 
     def __init__(self, app: web.Application) -> None:
@@ -80,9 +78,7 @@ class ShareLink:
 
     async def _bind(self, app: web.Application) -> None:
         self.links = app[LINKS]
-        self.link_entries = self.links.entries
         self.detector = app[DETECTOR]
-        self.agents = self.detector.agents
         self.recorder = app[RECORDER]
         self.clock = app[CLOCK]
         self.ip_hashes = app[IP_HASHER]
@@ -91,80 +87,71 @@ class ShareLink:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             code = request.match_info["code"]
-            cached = self.link_entries.get(code)
-            if cached is None or cached.due < monotonic():
-                # Never read, or due a re-read: the cache's own path (it queues the re-read).
-                cached = self.links.lookup(code) or await self.links.load(code)
+            cached = self.links.lookup(code) or await self.links.load(code)
             if not cached.live:
                 return self._gone(request, cached)
-            headers = request.headers
-            channel: str | None = None
-            detection = None if request.query_string else self.agents[
-                headers.get(hdrs.USER_AGENT, "")]
-            if detection is None or detection.source != "ua":
-                # A channel tag, or a plain browser whose Referer may name the platform.
-                detection, channel = _detect(request, self.detector)
+            detection, channel = self._detect(request)
             click_id = new_click_id()
-            raw_cookie = headers.get(hdrs.COOKIE)
-            cookie = cookie_value(raw_cookie, VISITOR_COOKIE) if raw_cookie else None
-            if cookie and is_visitor_id(cookie):
-                visitor, set_cookie = cookie, None
-            else:  # a new visitor is known by the id of their first click
-                visitor, set_cookie = click_id, f"{VISITOR_COOKIE}={click_id}{self.cookie_attrs}"
+            visitor, set_cookie = self._visitor(request, click_id)
             ts, day = self.clock.now()
-            # aiohttp runs each request in its own task, so this ends with the request.
-            CLICK_ID.set(click_id)
-            address = (_forwarded_for(request) if self.trust_forwarded
-                       else request.remote) or ""
-            if detection.bot:
-                # Link previews: the product's title and image, no redirect, counted as a bot.
-                resolution: Resolution | None = None
-                outcome = "preview"
-            else:
-                # Links minted for the product (a WeChat URL Link...) came with it, minted
-                # when it was saved: nothing here waits for WeChat or asks it for anything.
-                resolution = cached.memo.get(detection)
-                if resolution is None:
-                    resolution = _resolution(cached, detection)
-                outcome = resolution.outcome
-                if cached.window is not None and not within(cached.window, ts):
-                    # Before the sale or after it: a page that says so. The click counts.
-                    resolution, outcome = None, "gone"
-            # The click, with what the shopper is about to get (memoised with the answer).
-            self.recorder.click(_new_click((
+            CLICK_ID.set(click_id)  # aiohttp runs each request in its own task
+            resolution, outcome = _destination(cached, detection, ts)
+            self.recorder.click(Click(
                 click_id, cached.merchant_id, cached.product_id, ts, day, detection.platform,
-                detection.source, visitor, self.ip_hashes[address], detection.bot,
-                detection.mobile, detection.os, channel, outcome)))
+                detection.source, visitor, self._address_hash(request), detection.bot,
+                detection.mobile, detection.os, channel, outcome))
         except Exception as exc:
             return self._failed(request, exc, after_click=False)
-        # The click is taken. (Two try blocks cost nothing until one raises, and tell
-        # GET /metrics whether a failed request had counted its click.)
-        try:
-            if resolution is None and outcome == "gone":
-                response = await _closed(request, cached, ts, click_id)
-            elif resolution is None:
-                product = cached.product
-                assert product is not None
-                response = self.pages.render(
-                    "preview.html", product=product, share_url=self._share_url(product),
-                    description=f"{product.title} — 点击查看并购买")
+        try:  # the click is taken
+            if resolution is not None and resolution.redirect is not None:
+                response = _redirect(resolution.redirect, set_cookie)
             else:
-                url = resolution.redirect
-                if url is not None:
-                    # _redirect's answer, built here: one frame fewer on every redirect.
-                    if set_cookie is None:
-                        return web.Response(status=302,
-                                            headers=((hdrs.LOCATION, url), *_NO_STORE))
-                    return web.Response(status=302, headers=(
-                        (hdrs.LOCATION, url), *_NO_STORE, (hdrs.SET_COOKIE, set_cookie)))
-                response = await _landing(request, cached, detection, resolution, click_id)
-            self.counts.pages[response.status] += 1  # a page, not a redirect (returned above)
-            if set_cookie is not None:
-                response.headers[hdrs.SET_COOKIE] = set_cookie
+                response = await self._page(request, cached, detection, resolution, click_id,
+                                            ts)
+                self.counts.pages[response.status] += 1
+                if set_cookie is not None:
+                    response.headers[hdrs.SET_COOKIE] = set_cookie
             return response
         except Exception as exc:
             return self._failed(request, exc, after_click=True)
 
+    def _detect(self, request: web.Request) -> tuple[Detection, str | None]:
+        """The shopper's app, and the link's channel tag. Nearly every click comes from
+        an app its User-Agent names and carries no query: a look-up of that header."""
+        if not request.query_string:
+            detection = self.detector.user_agent(request.headers.get(hdrs.USER_AGENT, ""))
+            if detection.source == "ua":
+                return detection, None
+        # A channel tag, or a plain browser whose Referer may name the platform.
+        return _detect(request, self.detector)
+
+    def _visitor(self, request: web.Request, click_id: str) -> tuple[str, str | None]:
+        """(visitor id, the Set-Cookie for a new visitor): a returning visitor keeps the id
+        in their cookie; a new one is known by the id of their first click."""
+        cookie = cookie_value(request.headers.get(hdrs.COOKIE), VISITOR_COOKIE)
+        if cookie and is_visitor_id(cookie):
+            return cookie, None
+        return click_id, f"{VISITOR_COOKIE}={click_id}{self.cookie_attrs}"
+
+    def _address_hash(self, request: web.Request) -> str:
+        """The salted hash of the shopper's address (never the address itself)."""
+        address = _forwarded_for(request) if self.trust_forwarded else request.remote
+        return self.ip_hashes[address or ""]
+
+    async def _page(self, request: web.Request, cached: CachedLink, detection: Detection,
+                    resolution: Resolution | None, click_id: str,
+                    now: float) -> web.Response:
+        """A click answered with a page, not a redirect: a link preview for a bot
+        (``resolution`` None), the sales window's page, or the landing page."""
+        if resolution is None:
+            if not detection.bot:
+                return await _closed(request, cached, now, click_id)
+            product = cached.product
+            assert product is not None
+            return self.pages.render(
+                "preview.html", product=product, share_url=self._share_url(product),
+                description=f"{product.title} — 点击查看并购买")
+        return await _landing(request, cached, detection, resolution, click_id)
 
     def _failed(self, request: web.Request, exc: Exception, *,
                 after_click: bool) -> web.StreamResponse:
@@ -184,12 +171,10 @@ class ShareLink:
             click_id = new_click_id()
             cookie = cookie_value(request.headers.get(hdrs.COOKIE), VISITOR_COOKIE)
             ts, day = self.clock.now()
-            address = (_forwarded_for(request) if self.trust_forwarded
-                       else request.remote) or ""
             self.recorder.click(Click(
                 click_id, cached.merchant_id, cached.product_id, ts, day, detection.platform,
                 detection.source, cookie if cookie and is_token(cookie) else click_id,
-                self.ip_hashes[address], detection.bot, detection.mobile, detection.os,
+                self._address_hash(request), detection.bot, detection.mobile, detection.os,
                 channel, "gone"))
             self.counts.gone += 1  # a click taken, answered with no redirect
         response = _link_gone(self.pages, cached.product)
@@ -296,19 +281,30 @@ class KeptPage:
         return web.Response(body=body, headers=self.headers)
 
 
-#: A Click from a tuple of its fields, in C: calling ``Click(...)`` runs the named tuple's
-#: ``__new__``, a Python frame, on every click.
-_new_click: Callable[[tuple[Any, ...]], Click] = partial(tuple.__new__, Click)
-
 # What every redirect carries: never cached (each click counts), no referrer leaked onward.
 _NO_STORE = ((hdrs.CACHE_CONTROL, "no-store"), (istr("Referrer-Policy"), "no-referrer"))
 
 
+def _destination(cached: CachedLink, detection: Detection, now: float,
+                 ) -> tuple[Resolution | None, str]:
+    """Where this click goes and its outcome: None for a page with no storefront on it, a
+    bot's link preview or a product outside its sales window (whose click still counts)."""
+    if detection.bot:  # a link preview: the product's title and image, no redirect
+        return None, "preview"
+    if cached.window is not None and not within(cached.window, now):
+        return None, "gone"  # before the sale or after it: a page that says so
+    resolution = _resolution(cached, detection)
+    return resolution, resolution.outcome
+
+
 def _resolution(cached: CachedLink, detection: Detection) -> Resolution:
     """Where this shopper goes, worked out once per product version (and minted links) and
-    detection, and kept with the cached link."""
-    # The Detection itself is the key: no tuple to build per click, and one the detector
-    # cached by User-Agent (shared by every request with that header) is found by identity.
+    detection, and kept with the cached link.
+
+    Links minted for the product (a WeChat URL Link...) came with it, minted when it was
+    saved: nothing here waits for WeChat or asks it for anything."""
+    # The Detection itself is the key: the detector keeps one per User-Agent, shared by
+    # every request with that header.
     found: Resolution | None = cached.memo.get(detection)
     if found is None:
         assert cached.product is not None
