@@ -571,9 +571,10 @@ def profile_gateway(wrk: str, gateway: Server, script: Path, args: argparse.Name
         raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
     fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
     seconds = max(1, int(args.duration))
-    cmd = [py_spy, "record", "--pid", str(gateway.pid), "-d", str(seconds), "-o", str(out),
-           "-f", fmt]
-    log(f"profiling the gateway for {seconds}s into {out} ({fmt})")
+    # --subprocesses: the click writer too (a child process), its stacks under its own pid.
+    cmd = [py_spy, "record", "--pid", str(gateway.pid), "--subprocesses", "-d", str(seconds),
+           "-o", str(out), "-f", fmt]
+    log(f"profiling the gateway and its click writer for {seconds}s into {out} ({fmt})")
     with subprocess.Popen(cmd, stdout=sys.stderr, stderr=sys.stderr) as spy:
         time.sleep(0.5)
         result = run_wrk(wrk, gateway.port, script, args, seconds, gateway.pid)
