@@ -287,7 +287,7 @@ def _insert_many(conn: sqlite3.Connection, head: str, width: int,
     whole = len(rows) - len(rows) % _ROWS
     if whole:
         conn.executemany(f"{head} {', '.join([one] * _ROWS)} {tail}",
-                         ([v for row in rows[i:i + _ROWS] for v in row]
+                         (list(itertools.chain.from_iterable(rows[i:i + _ROWS]))
                           for i in range(0, whole, _ROWS)))
     if whole < len(rows):
         conn.executemany(f"{head} {one} {tail}", rows[whole:])
