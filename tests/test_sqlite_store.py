@@ -1,5 +1,6 @@
 """SQLite's own plumbing: opening and closing a file, its two threads, the write lock's
-turns from the store's side (turns.py has its own tests), on real files."""
+turns from the store's side (turns.py has its own tests), the errors a batch's optimistic
+insert must not take for a replay, on real files."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from gateway.store.migrations import SQLITE_MIGRATIONS
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.turns import WriteTurns
 
-from .test_store import click
+from .test_store import click, event
 from .test_write_turns import _two_merchants
 from .wait import until
 
@@ -414,5 +415,61 @@ async def test_reports_asked_at_once_each_get_their_figures(tmp_path: Path) -> N
             store.stats("m1", from_day="2026-11-01", to_day="2026-11-01", by="total")
             for _ in range(16)))
         assert [(r.clicks, r.unique_visitors) for (r,) in reports] == [(6, 3)] * 16
+    finally:
+        await store.close()
+
+
+async def test_a_row_breaking_a_check_fails_its_batch_replayed_rows_in_it_or_not(
+        tmp_path: Path) -> None:
+    # The insert takes a clash of ids for a replay, and looks up which rows are stored. Any
+    # other constraint a row breaks (here an event kind the table does not know) fails the
+    # batch as before, whether or not the batch also holds rows stored already (the look-up
+    # first): none of its rows is stored, and the next batch goes in.
+    path = tmp_path / "linkloop.db"
+    store = await SQLiteStore.open(path)
+    try:
+        p1, p2 = await _two_merchants(store)
+        first = [click(1, product=p1), click(2, merchant="m2", product=p2)]
+        opened = event(1, product_id=p1, click_id=first[0].id)
+        await store.record(first, [opened])
+        bad = event(2, "no_such_kind", merchant_id="m2", product_id=p2)
+        for events in ([bad], [opened, bad]):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint"):
+                await store.record([*first, click(3, product=p1)], events)
+        await store.record([click(4, merchant="m2", product=p2)], [])
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT id FROM clicks ORDER BY id").fetchall() == [
+            (f"click{n:08d}",) for n in (1, 2, 4)]
+        assert conn.execute("SELECT id FROM events").fetchall() == [(opened.id,)]
+
+
+async def test_an_insert_that_takes_its_transaction_down_fails_as_itself(
+        tmp_path: Path) -> None:
+    # An INSERT interrupted (as an I/O error may end one) makes SQLite roll the whole
+    # transaction back, the insert's savepoint with it: the batch fails with SQLite's own
+    # error, not one about a savepoint gone, and goes in whole when sent again.
+    store = await SQLiteStore.open(tmp_path / "linkloop.db")
+    try:
+        p1, p2 = await _two_merchants(store)
+        batch = [click(1, product=p1), click(2, merchant="m2", product=p2)]
+        inserting = False
+
+        def trace(sql: str) -> None:
+            nonlocal inserting
+            inserting = sql.startswith("INSERT INTO clicks")
+
+        store._wconn.set_trace_callback(trace)
+        store._wconn.set_progress_handler(lambda: inserting, 1)
+        with pytest.raises(StoreUnavailable, match=r"^interrupted$"):
+            await store.record(batch, [])
+        store._wconn.set_trace_callback(None)
+        store._wconn.set_progress_handler(None, 1)
+        await store.record(batch, [])
+        for merchant in ("m1", "m2"):
+            (total,) = await store.stats(merchant, from_day="2026-11-01",
+                                         to_day="2026-11-01", by="total")
+            assert total.clicks == 1
     finally:
         await store.close()

@@ -356,6 +356,42 @@ async def test_a_row_repeated_within_one_batch_counts_once(store: Store) -> None
         assert (total.clicks, total.unique_visitors, total.storefront_opens) == figures
 
 
+async def test_a_batch_partly_stored_already_counts_those_rows_once(
+        database: Database, store: Store) -> None:
+    # A batch sent again with new rows (an unclear commit's batch retried with the clicks
+    # that came since, a killed gateway's log drained again): rows stored already count
+    # once, every new one is stored and counted. New rows come first, more than one
+    # statement's worth (50 rows): those the clash is found after must be taken back with
+    # the rest and stored once; an id repeated in the batch counts once too.
+    pid, other = await _two_products(store)
+
+    def batch(numbers: Sequence[int]) -> tuple[list[Click], list[Event]]:
+        """Click n (m2's when n is a multiple of 3, else m1's), and a storefront open of it."""
+        clicks, events = [], []
+        for n in numbers:
+            merchant, product = ("m2", other) if n % 3 == 0 else ("m1", pid)
+            clicks.append(click(n, merchant=merchant, product=product, visitor=f"v{n % 40}"))
+            events.append(event(n, merchant_id=merchant, product_id=product,
+                                click_id=clicks[-1].id))
+        return clicks, events
+
+    stored = range(100, 160)
+    await store.record(*batch(stored))
+    again = [*range(60), *range(100, 160, 2), *range(60, 90), 5, 130]  # new, old, new, twice
+    await store.record(*batch(again))
+    every = sorted({*stored, *again})
+    for merchant, mine in (("m1", [n for n in every if n % 3]),
+                           ("m2", [n for n in every if n % 3 == 0])):
+        (total,) = await store.stats(merchant, from_day="2026-11-01", to_day="2026-11-01",
+                                     by="total")
+        assert (total.clicks, total.unique_visitors, total.storefront_opens) == (
+            len(mine), len({n % 40 for n in mine}), len(mine)), merchant
+    assert await database.fetch("SELECT id FROM clicks ORDER BY id") == [
+        (f"click{n:08d}",) for n in every]
+    assert await database.fetch("SELECT id FROM events ORDER BY id") == [
+        (f"event{n:08d}",) for n in every]
+
+
 async def test_an_export_gives_back_each_click_as_recorded(store: Store) -> None:
     # A merchant moved to another engine (export, import) keeps every field of its clicks:
     # the outcome is what its storefront-open and landing counts are made from.
