@@ -178,31 +178,18 @@ def _insert_new(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
                 rows: Sequence[R], values: Callable[[R], tuple[Any, ...]]) -> list[R]:
     """Insert rows whose id the table lacks; return those rows (the first of a repeated id).
 
-    Optimistic: all the rows go in at once, in a savepoint. Only if one's id is stored
-    already (a replay: a batch sent again after an unclear commit, a killed gateway's log
-    drained again; rare) are they taken back, the stored ids looked up, and the rest
-    inserted. Looking the ids up first cost every batch a sixth of its raw-row step. Any
-    other constraint a row breaks raises, as the insert does. No RETURNING: every row a
-    statement hands back is another sqlite3_step.
+    Asks which ids exist (normally none) and inserts the rest, with no RETURNING: every
+    row a statement hands back is another sqlite3_step.
     """
     by_id: dict[str, R] = {}
     for row in rows:
         by_id.setdefault(row.id, row)
-    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
-    conn.execute("SAVEPOINT new_rows")
-    try:
-        _insert_many(conn, insert, len(columns), [values(row) for row in by_id.values()])
-    except sqlite3.IntegrityError as exc:
-        if exc.sqlite_errorcode != sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
-            raise
-        conn.execute("ROLLBACK TO new_rows")  # the rows that went in before the clash too
-        for (found,) in _select_in(conn, f"SELECT id FROM {table} WHERE id IN", list(by_id)):
-            by_id.pop(found, None)
-        _insert_many(conn, insert, len(columns), [values(row) for row in by_id.values()])
-    finally:
-        if conn.in_transaction:  # an error may have rolled the whole transaction back
-            conn.execute("RELEASE new_rows")
-    return list(by_id.values())
+    for (found,) in _select_in(conn, f"SELECT id FROM {table} WHERE id IN", list(by_id)):
+        by_id.pop(found, None)
+    fresh = list(by_id.values())
+    _insert_many(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES", len(columns),
+                 [values(row) for row in fresh])
+    return fresh
 
 
 def _part_rows(limit: int | None, rows: int, held: float, longest: float) -> int | None:
