@@ -1,6 +1,6 @@
 """SQLite's own plumbing: opening and closing a file, its two threads, the write lock's
-turns from the store's side (turns.py has its own tests), the errors a batch's optimistic
-insert must not take for a replay, on real files."""
+turns from the store's side (turns.py has its own tests), the errors a batch's insert
+must not take for a replay, on real files."""
 
 from __future__ import annotations
 
@@ -448,8 +448,8 @@ async def test_a_row_breaking_a_check_fails_its_batch_replayed_rows_in_it_or_not
 async def test_an_insert_that_takes_its_transaction_down_fails_as_itself(
         tmp_path: Path) -> None:
     # An INSERT interrupted (as an I/O error may end one) makes SQLite roll the whole
-    # transaction back, the insert's savepoint with it: the batch fails with SQLite's own
-    # error, not one about a savepoint gone, and goes in whole when sent again.
+    # transaction back: the batch fails with SQLite's own error, and goes in whole when
+    # sent again.
     store = await SQLiteStore.open(tmp_path / "linkloop.db")
     try:
         p1, p2 = await _two_merchants(store)
