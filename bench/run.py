@@ -250,7 +250,7 @@ def run_wrk(wrk: str, port: int, script: Path, args: argparse.Namespace,
     loop_before = loop_cpu_seconds(pid) if pid else None
     busy_before, wrk_before = machine_busy_seconds(), children_cpu_seconds()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60,
-                          check=False, preexec_fn=_client_cpus(args))
+                          check=False, preexec_fn=client_cpus(args))
     if settle is not None:
         settle()
     cpu_after = cpu_seconds(pid) if pid else None
@@ -272,14 +272,14 @@ def run_wrk(wrk: str, port: int, script: Path, args: argparse.Namespace,
     return result
 
 
-def _server_cpus(args: argparse.Namespace) -> Any:
+def server_cpus(args: argparse.Namespace) -> Any:
     """--one-cpu: a server and everything it starts (the writer) run on SERVER_CPU only."""
     if not args.one_cpu:
         return None
     return lambda: os.sched_setaffinity(0, {SERVER_CPU})
 
 
-def _client_cpus(args: argparse.Namespace) -> Any:
+def client_cpus(args: argparse.Namespace) -> Any:
     """--one-cpu: wrk runs on every CPU but the servers'."""
     if not args.one_cpu:
         return None
@@ -773,7 +773,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                                  "unique_ua": "true" if args.unique_ua else "false"})
 
         gw_port, bare_port = free_port(), free_port()
-        pin = _server_cpus(args)
+        pin = server_cpus(args)
         gateway = Server("gateway", [sys.executable, "-m", "gateway", "serve", "--host", HOST,
                                      "--port", str(gw_port)], env, gw_port, tmp / "gateway.log",
                          preexec=pin)
