@@ -117,9 +117,8 @@ class LinkCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self.minted_loader = minted_loader
-        #: Code -> entry of a code that has a product (active or retired). The share link
-        #: reads it directly, and calls ``lookup`` only for a code it lacks or an entry past
-        #: its ``due`` time. Never replaced.
+        #: Code -> entry of a code that has a product (active or retired), read through
+        #: ``lookup``. Never replaced.
         self.entries: dict[str, CachedLink] = {}
         #: Codes storage had no product for, each remembered for ``_MISSING_TTL``.
         self.missing: TTLCache[str, CachedLink] = TTLCache(missing_max, _MISSING_TTL)

@@ -173,7 +173,7 @@ class ShareLink:
             ts, day = self.clock.now()
             self.recorder.click(Click(
                 click_id, cached.merchant_id, cached.product_id, ts, day, detection.platform,
-                detection.source, cookie if cookie and is_token(cookie) else click_id,
+                detection.source, cookie if cookie and is_visitor_id(cookie) else click_id,
                 self._address_hash(request), detection.bot, detection.mobile, detection.os,
                 channel, "gone"))
             self.counts.gone += 1  # a click taken, answered with no redirect

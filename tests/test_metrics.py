@@ -1,6 +1,7 @@
 """GET /metrics: admin tokens only; after load on `serve --workers 2` the click counters
-equal the clicks recorded and the share link's redirects, pages and latency add up; WeCom
-API calls and refusals are counted."""
+equal the clicks recorded and the share link's redirects, pages and latency add up; in one
+process each share-link answer counts once under its status, a failure before its click
+and one after it included; WeCom API calls and refusals are counted."""
 
 from __future__ import annotations
 
@@ -182,3 +183,59 @@ async def test_wecom_calls_and_refusals_are_counted(aiohttp_client: Any, aiohttp
     assert grew("linkloop_platform_api_errors_total", platform="wecom", api=api,
                 kind="errcode") == 1
     assert grew("linkloop_http_requests_total", route="/e/{code}", status="503") == 1
+
+
+async def test_each_share_link_answer_is_counted_once_under_its_status(
+        aiohttp_client: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    # The share link counts its pages, its retired links and its failures; its redirects are
+    # the clicks taken less those. A failure after the click (the landing page's entry look-up
+    # failing) is a click answered 503, not a redirect; one before it (an uncached link's read
+    # failing) takes no click, and must not take a redirect away either.
+    from gateway.appkeys import ENTRIES, LINKS, TOKENS
+    from gateway.store.base import StoreUnavailable
+
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(make_settings(tmp_path)))
+    acme, other = await add_tenant(client, "acme"), await add_tenant(client, "other")
+    products = []
+    for tenant in (acme, other, other):
+        made = await client.post("/api/products", json=PRODUCT, headers=tenant.auth)
+        assert made.status == 201
+        products.append(await made.json())
+    mine, theirs, retired = products
+    assert (await client.delete(f"/api/products/{retired['id']}", headers=other.auth)).ok
+    assert client.app is not None
+    admin = {"Authorization": f"Bearer {client.app[TOKENS].mint('acme', 'admin', 60)}"}
+
+    async def scrape() -> Samples:
+        return _samples(await (await client.get("/metrics", headers=admin)).text())
+
+    async def tap(product: dict[str, Any], ua: str, status: int, code: str = "") -> None:
+        resp = await client.get(f"/p/{code or product['code']}", headers={"User-Agent": ua},
+                                allow_redirects=False)
+        assert resp.status == status, await resp.text()
+
+    async def unavailable(*_: Any) -> Any:
+        raise StoreUnavailable("storage is away")
+
+    before = await scrape()
+    await tap(mine, TAOBAO_UA, 302)
+    await tap(theirs, TAOBAO_UA, 302)
+    await tap(mine, DESKTOP_UA, 200)  # a landing page
+    await tap(theirs, BOT_UA, 200)  # a preview
+    await tap(retired, TAOBAO_UA, 410)
+    with monkeypatch.context() as patch:
+        patch.setattr(client.app[ENTRIES], "get", unavailable)
+        await tap(theirs, DESKTOP_UA, 503)  # after its click
+    with monkeypatch.context() as patch:
+        patch.setattr(client.app[LINKS].store, "link", unavailable)
+        await tap(mine, TAOBAO_UA, 503, code="notcachedyet")  # before any click
+    await tap(mine, TAOBAO_UA, 302)
+    after = await scrape()
+
+    def grew(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert grew("linkloop_clicks_total", outcome="taken") == 7
+    assert {status: grew("linkloop_http_requests_total", route="/p/{code}", status=status)
+            for status in ("302", "200", "410", "503", "500")} == {
+        "302": 3, "200": 2, "410": 1, "503": 2, "500": 0}

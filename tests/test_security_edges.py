@@ -26,7 +26,7 @@ from gateway.ids import _ClickIds, _clock, is_visitor_id, new_click_id
 from gateway.keys import auth_secret
 from gateway.shopper import VISITOR_COOKIE
 
-from .conftest import DESKTOP_UA, PRODUCT, TAOBAO_UA, Tenant, create_product
+from .conftest import DESKTOP_UA, PRODUCT, TAOBAO_UA, Tenant, add_tenant, create_product
 from .hand import Hand
 
 # --- the visitor cookie ----------------------------------------------------------------------
@@ -93,6 +93,25 @@ async def test_our_visitor_cookie_is_kept_as_it_is(
     assert await _tap(client, product["code"], ua, OURS) == (status, None)
     # (Sorted: click ids made in one millisecond sort by their random half.)
     assert sorted(await _stored_visitors(client, tenant.id)) == sorted([first, first, OURS])
+
+
+
+async def test_a_retired_links_click_stores_only_a_visitor_cookie_of_ours(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    # A retired link's click still counts, under the visitor in its cookie only when the
+    # gateway could have set that cookie: the same rule as a live link's.
+    other = await add_tenant(client, "other")
+    mine, theirs = await create_product(client, tenant), await create_product(client, other)
+    for owner, product in ((tenant, mine), (other, theirs)):
+        assert (await client.delete(f"/api/products/{product['id']}", headers=owner.auth)).ok
+    for value in NOT_OURS.values():
+        assert await _tap(client, mine["code"], TAOBAO_UA, value) == (410, None)
+    assert await _tap(client, theirs["code"], TAOBAO_UA, OURS) == (410, None)
+    stored = await _stored_visitors(client, tenant.id)
+    assert len(stored) == len(NOT_OURS) and all(is_visitor_id(v) for v in stored)
+    assert not set(stored) & set(NOT_OURS.values())
+    assert await _stored_visitors(client, other.id) == [OURS]
 
 
 # --- click ids (a new visitor's id is their first click's) ----------------------------------

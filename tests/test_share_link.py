@@ -18,6 +18,7 @@ from gateway.appkeys import RECORDER, STORE
 from .conftest import (
     BOT_UA,
     DESKTOP_UA,
+    PRODUCT,
     TAOBAO_UA,
     ClientFactory,
     Tenant,
@@ -185,23 +186,30 @@ async def test_the_address_hashed_is_the_proxys_client_only_when_the_proxy_is_tr
 ) -> None:
     # Behind our own proxy every request comes from the proxy: X-Forwarded-For tells the
     # shoppers apart. Without that setting the header is anybody's to forge, so ignored.
+    # A retired link's click (another merchant's) is hashed the same way.
     client = await aiohttp_client(create_app(make_settings(
         tmp_path, server__trust_forwarded=trust_forwarded)))
-    tenant = await add_tenant(client, "acme")
+    tenant, other = await add_tenant(client, "acme"), await add_tenant(client, "other")
     product = await create_product(client, tenant)
-    for forwarded in ("203.0.113.7", "198.51.100.9, 10.0.0.1", "203.0.113.7"):
-        resp = await client.get(f"/p/{product['code']}", allow_redirects=False,
+    retired = await create_product(client, other)
+    assert (await client.delete(f"/api/products/{retired['id']}", headers=other.auth)).ok
+    for tapped, forwarded, status in ((product, "203.0.113.7", 302),
+                                      (product, "198.51.100.9, 10.0.0.1", 302),
+                                      (product, "203.0.113.7", 302),
+                                      (retired, "203.0.113.7", 410),
+                                      (retired, "198.51.100.9", 410)):
+        resp = await client.get(f"/p/{tapped['code']}", allow_redirects=False,
                                 headers={"User-Agent": TAOBAO_UA, "X-Forwarded-For": forwarded})
-        assert resp.status == 302
+        assert resp.status == status
     assert client.app is not None
     await client.app[RECORDER].flush()
     hashes = [row[0] for row in client.app[STORE]._rconn.execute(  # type: ignore[attr-defined]
         "SELECT ip_hash FROM clicks ORDER BY ts")]
-    assert len(hashes) == 3 and all(re.fullmatch(r"[0-9a-f]{24}", h) for h in hashes)
+    assert len(hashes) == 5 and all(re.fullmatch(r"[0-9a-f]{24}", h) for h in hashes)
     if trust_forwarded:
-        assert hashes[0] == hashes[2] != hashes[1]
+        assert hashes[0] == hashes[2] == hashes[3] != hashes[1] == hashes[4]
     else:
-        assert hashes[0] == hashes[1] == hashes[2]
+        assert len(set(hashes)) == 1
 
 
 async def test_click_id_is_bound_on_every_log_line_of_the_request(
@@ -326,3 +334,31 @@ async def test_redirects_are_never_cached_and_leak_no_referrer(
         assert resp.headers["Referrer-Policy"] == "no-referrer"
     assert cookie.startswith("ll_v=")
     assert "Set-Cookie" not in returning.headers and "Set-Cookie" not in hop.headers
+
+
+async def test_each_click_is_stored_with_what_its_shopper_got(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    # A click's outcome is what its shopper was answered with: the redirect, the landing
+    # page, a bot's preview (outside the sales window too: a bot gets the preview there as
+    # well), a person's "not yet" page and a retired link's page ('gone').
+    other = await add_tenant(client, "other")
+    mine = await create_product(client, tenant)
+    later = await create_product(client, other, {**PRODUCT, "valid_from": "2099-01-01T00:00"})
+    retired = await create_product(client, other)
+    assert (await client.delete(f"/api/products/{retired['id']}", headers=other.auth)).ok
+    taps = [(mine, TAOBAO_UA, 302, "redirect"), (mine, DESKTOP_UA, 200, "landing"),
+            (mine, BOT_UA, 200, "preview"), (later, TAOBAO_UA, 200, "gone"),
+            (later, BOT_UA, 200, "preview"), (retired, TAOBAO_UA, 410, "gone"),
+            (retired, BOT_UA, 410, "gone")]
+    for product, ua, status, _ in taps:
+        resp = await _tap(client, product, ua)
+        assert resp.status == status
+        assert ("og:title" in await resp.text()) == (ua == BOT_UA and status == 200)
+    assert client.app is not None
+    await client.app[RECORDER].flush()
+    stored = client.app[STORE]._rconn.execute(  # type: ignore[attr-defined]
+        "SELECT merchant_id, product_id, bot, outcome FROM clicks").fetchall()
+    assert sorted(stored) == sorted(
+        (("acme" if product is mine else "other"), product["id"], int(ua == BOT_UA), outcome)
+        for product, ua, _, outcome in taps)

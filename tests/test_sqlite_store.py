@@ -421,10 +421,10 @@ async def test_reports_asked_at_once_each_get_their_figures(tmp_path: Path) -> N
 
 async def test_a_row_breaking_a_check_fails_its_batch_replayed_rows_in_it_or_not(
         tmp_path: Path) -> None:
-    # The insert takes a clash of ids for a replay, and looks up which rows are stored. Any
-    # other constraint a row breaks (here an event kind the table does not know) fails the
-    # batch as before, whether or not the batch also holds rows stored already (the look-up
-    # first): none of its rows is stored, and the next batch goes in.
+    # The insert skips the rows whose ids are stored already (a replay). A row breaking any
+    # other constraint (here an event kind the table does not know) fails its batch, whether
+    # or not the batch also holds rows stored already: none of its rows is stored, and the
+    # next batch goes in.
     path = tmp_path / "linkloop.db"
     store = await SQLiteStore.open(path)
     try:

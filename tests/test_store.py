@@ -361,8 +361,8 @@ async def test_a_batch_partly_stored_already_counts_those_rows_once(
     # A batch sent again with new rows (an unclear commit's batch retried with the clicks
     # that came since, a killed gateway's log drained again): rows stored already count
     # once, every new one is stored and counted. New rows come first, more than one
-    # statement's worth (50 rows): those the clash is found after must be taken back with
-    # the rest and stored once; an id repeated in the batch counts once too.
+    # statement's worth (50 rows), so an insert that met a stored id only after putting some
+    # in would have to take those back; an id repeated in the batch counts once too.
     pid, other = await _two_products(store)
 
     def batch(numbers: Sequence[int]) -> tuple[list[Click], list[Event]]:
