@@ -1780,15 +1780,17 @@ async def test_postgres_sketch_backfill_reads_every_page_of_clicks(
         await store.close()
 
 
-def test_rollup_delta_values_follow_the_counters_order() -> None:
-    """values() are what the upserts write column by column, in COUNTERS order."""
+def test_delta_rows_are_the_key_then_the_counters_in_order() -> None:
+    """delta_rows() are what pending_counts takes column by column: the rollups key, then
+    COUNTERS in order (rollup.fold_statement reads them by those names)."""
     from gateway.store import COUNTERS
-    from gateway.store.rollup import RollupDelta
+    from gateway.store.rollup import RollupDelta, delta_rows
 
     delta = RollupDelta()
     for n, name in enumerate(COUNTERS, start=1):
         delta.bump(name, n)
-    assert delta.values() == tuple(range(1, len(COUNTERS) + 1))
+    key = ("m1", 7, "2026-02-28", "jd", "live")
+    assert delta_rows({key: delta}) == [(*key, *range(1, len(COUNTERS) + 1))]
     assert "unique_visitors" not in COUNTERS  # sketches, never a sum
 
 
@@ -2067,7 +2069,7 @@ async def test_migration_4_backfills_the_coarser_rollups(database: Database,
         finally:
             await plain.close()
     assert await database.versions() == [1, 2, 3]
-    store = await database.open()
+    store = await database.open(fold_visitors=1)  # every batch folded: the tables are whole
     try:
         latest = SQLITE_MIGRATIONS if database.engine == "sqlite" else POSTGRES_MIGRATIONS
         assert await database.versions() == [version for version, _ in latest]
@@ -2089,6 +2091,10 @@ async def test_migration_4_backfills_the_coarser_rollups(database: Database,
         await store.record([Click(id="click00000001", merchant_id="m1", product_id=7, ts=1.0,
                                   day="2026-02-28", platform="jd", source="ua", visitor="v",
                                   ip_hash="h", channel="live")], [])
+        months = await database.fetch(
+            "SELECT merchant_id, month, product_id, platform, channel, clicks FROM "
+            "monthly_rollups WHERE platform = 'jd' AND channel = 'live'")
+        assert months == [("m1", "2026-02", 7, "jd", "live", 1)]
         await _assert_coarser_rollups_agree(database)
     finally:
         await store.close()

@@ -111,9 +111,6 @@ class RollupDelta:
     def bump(self, counter: str, by: int = 1) -> None:
         self.counts[_INDEX[counter]] += by
 
-    def values(self) -> tuple[int, ...]:
-        return tuple(self.counts)
-
     def add(self, other: RollupDelta) -> None:
         for index, value in enumerate(other.counts):
             self.counts[index] += value
