@@ -167,15 +167,15 @@ class ShareLink:
         """An unknown or retired link. A retired product's click still counts, as ``gone``:
         marketing sees who keeps following a link they took down."""
         if cached.product is not None:
-            detection, channel = _detect(request, self.detector)
+            detection, channel = self._detect(request)
             click_id = new_click_id()
-            cookie = cookie_value(request.headers.get(hdrs.COOKIE), VISITOR_COOKIE)
+            visitor, _ = self._visitor(request, click_id)  # a page that sets no cookie
             ts, day = self.clock.now()
+            CLICK_ID.set(click_id)
             self.recorder.click(Click(
                 click_id, cached.merchant_id, cached.product_id, ts, day, detection.platform,
-                detection.source, cookie if cookie and is_visitor_id(cookie) else click_id,
-                self._address_hash(request), detection.bot, detection.mobile, detection.os,
-                channel, "gone"))
+                detection.source, visitor, self._address_hash(request), detection.bot,
+                detection.mobile, detection.os, channel, "gone"))
             self.counts.gone += 1  # a click taken, answered with no redirect
         response = _link_gone(self.pages, cached.product)
         REQUESTS[SHARE_ROUTE, response.status] += 1
