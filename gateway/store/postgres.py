@@ -228,9 +228,8 @@ async def _set_visitors_aside(conn: Any, clicks: Sequence[Click]) -> int:
     return len(rows)
 
 
-async def _fold_visitors(conn: Any) -> int:
-    """Fold every pending visitor into the sketches, in the caller's transaction; how many
-    rows it took.
+async def _fold_visitors(conn: Any) -> None:
+    """Fold every pending visitor into the sketches, in the caller's transaction.
 
     The rows are taken and deleted in one statement: a fold running meanwhile in another
     gateway waits for these rows' locks and then finds them gone, so each row is folded
@@ -240,7 +239,6 @@ async def _fold_visitors(conn: Any) -> int:
     """
     rows = await conn.fetch(f"DELETE FROM pending_visitors RETURNING {PENDING_COLUMNS}")
     await _add_to_sketches(conn, folded_cells(tuple(r) for r in rows))
-    return len(rows)
 
 
 #: How long the writer's fold waits for a lock before it leaves the fold to the next batch.
@@ -300,12 +298,11 @@ def _fold_counts_statement() -> str:
 _FOLD_COUNTS = _fold_counts_statement()
 
 
-async def _fold_counts(conn: Any) -> int:
-    """Fold every pending count into the counter tables, in the caller's transaction; how
-    many rows it took. As for visitors, the rows are taken and deleted in one statement,
-    so a fold running meanwhile in another gateway waits for them, then finds them gone."""
-    folded: int = await conn.fetchval(_FOLD_COUNTS)
-    return folded
+async def _fold_counts(conn: Any) -> None:
+    """Fold every pending count into the counter tables, in the caller's transaction. As
+    for visitors, the rows are taken and deleted in one statement, so a fold running
+    meanwhile in another gateway waits for them, then finds them gone."""
+    await conn.execute(_FOLD_COUNTS)
 
 
 async def _fold_pending(conn: Any) -> None:
