@@ -1,8 +1,11 @@
-"""How long a merchant's report takes while the click writer has visitors set aside.
+"""How long a merchant's report takes while the click writer has clicks set aside.
 
-The writer folds pending visitors into the sketches every ``storage.sketch_fold_visitors``
-(gateway/store/pending.py); until then every report reads them from ``pending_visitors``
-and merges them itself. This measures that price on SQLite:
+The writer folds what it set aside into the sketches and counter tables every
+``storage.sketch_fold_visitors`` rows (gateway/store/pending.py); until then every report
+reads the visitors from ``pending_visitors`` and merges them itself, and adds the counts
+from ``pending_counts`` (which grows beside it, about a row a click here: every click is
+its product's only one in its batch's day). The ``pending`` column counts
+``pending_visitors``. This measures that price on SQLite:
 
     .venv/bin/python bench/reports.py                       # 0, 50,000, 100,000, 200,000 pending
     .venv/bin/python bench/reports.py --pending 0 50000 --products 100

@@ -62,6 +62,11 @@ def _clicks(merchant: str) -> list[Click]:
     return made
 
 
+def _every_click() -> list[Click]:
+    """Both merchants' clicks (``_clicks``)."""
+    return [c for m in MERCHANTS for c in _clicks(m)]
+
+
 def _expected(clicks: list[Click], report: Report) -> dict[object, int]:
     """Distinct human visitors per group, from the clicks themselves."""
     merchant, lo, hi, by, filters = report
@@ -229,7 +234,7 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 async def test_a_fold_changes_no_figure(engine: Engine) -> None:
-    clicks = [c for m in MERCHANTS for c in _clicks(m)]
+    clicks = _every_click()
     # Half the clicks folded into the sketches, the other half pending: the crowd's cells
     # hold 150 visitors each way, and pass EXACT_MAX only together.
     store = await engine.open(fold_visitors=1)
@@ -356,7 +361,7 @@ async def test_visitors_fold_once_as_many_as_the_setting_have_gathered(engine: E
 
 async def test_pending_visitors_survive_a_restart_and_a_forget_takes_them_out(
         engine: Engine) -> None:
-    clicks = [c for m in MERCHANTS for c in _clicks(m)]
+    clicks = _every_click()
     store = await engine.open(fold_visitors=10**9)
     try:
         await store.record(clicks, [])
@@ -388,7 +393,7 @@ async def test_a_forget_of_a_crowd_visitor_rebuilds_their_cells_from_counts_set_
     # A cell of registers is rebuilt from its raw clicks only where they are all of its
     # clicks in the rollups (gateway/store/forget.py): with the counts still set aside,
     # the rollups would hold none of them, and every cell would be left as it was.
-    clicks = [c for m in MERCHANTS for c in _clicks(m)]
+    clicks = _every_click()
     store = await engine.open(fold_visitors=10**9)
     try:
         await store.record(clicks, [])
@@ -464,17 +469,19 @@ def _meanwhile(monkeypatch: pytest.MonkeyPatch, store: Store, after: str,
     monkeypatch.setattr(store, "_conn", interleaved)
 
 
+async def _no_rows(table: str = "") -> list[str]:
+    """An Engine's pending rows where nobody looks at them."""
+    return []
+
+
 @contextlib.asynccontextmanager
 async def _two_postgres_gateways() -> AsyncIterator[tuple[Store, Store, str, str]]:
     """Two gateways' stores on one fresh PostgreSQL schema, neither folding by itself;
     the URL and schema, to look behind them."""
     url = pg.postgres_url()
     async with pg.fresh_schema(url) as schema:
-        async def unused(table: str = "") -> list[str]:
-            return []
-
         engine = Engine(lambda n: PostgresStore.open(url, schema=schema, fold_visitors=n),
-                        unused)
+                        _no_rows)
         store = await engine.open(fold_visitors=10**9)
         try:
             other = await engine.open(fold_visitors=10**9)
@@ -491,7 +498,7 @@ async def test_postgres_a_report_reads_from_one_snapshot_while_another_gateway_f
     # Another gateway folds between the report's read of the sketches and its read of the
     # visitors set aside: from one snapshot the report sees them set aside, as before the
     # fold; from two it would see them in neither place.
-    clicks = [c for m in MERCHANTS for c in _clicks(m)]
+    clicks = _every_click()
     async with _two_postgres_gateways() as (store, other, url, schema):
         await store.record(clicks, [])
         # The other gateway's export folds every pending visitor first.
@@ -549,7 +556,7 @@ async def test_sqlite_a_fold_in_parts_folds_each_visitor_and_changes_no_figure(
             return [r[0] for r in conn.execute("SELECT merchant_id FROM pending_visitors")]
 
     engine = Engine(lambda n: SQLiteStore.open(path, fold_visitors=n), pending)
-    clicks = [c for m in MERCHANTS for c in _clicks(m)]
+    clicks = _every_click()
     store = await engine.open(fold_visitors=10**9)
     try:
         for start in range(0, len(clicks), 4):  # a pending count row or more per batch
@@ -636,10 +643,6 @@ async def test_postgres_a_merchant_of_the_same_id_in_another_schema_does_not_hol
         finally:
             await their_store.close()
             await store.close()
-
-
-async def _no_rows(table: str = "") -> list[str]:
-    return []
 
 
 async def test_postgres_an_import_and_another_gateways_fold_at_once_both_go_through() -> None:
