@@ -134,7 +134,7 @@ def _kind(query: Mapping[str, str]) -> bulk.Kind:
 async def import_template(request: web.Request) -> web.Response:
     principal(request)
     kind = _kind(request.query)
-    return file_response(bulk.template_table(kind), kind, "linkloop-products-template")
+    return file_response(await bulk.template_file(kind), kind, "linkloop-products-template")
 
 
 async def all_products(store: Store, merchant_id: str, *, search: str | None = None,

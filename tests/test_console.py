@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from adapters import ADAPTERS, Adapter
 from gateway.app import create_app
 from gateway.appkeys import RECORDER, STORE
+from gateway.bulk import BASE_COLUMNS, target_columns
 from gateway.store import User
 from gateway.users import hash_password
 
@@ -457,6 +458,27 @@ async def _upload(gw: Client, csrf: str, sheet: bytes, name: str = "products.xls
     if sheet:
         form.add_field("file", sheet, filename=name, content_type="application/octet-stream")
     return await gw.post("/dashboard/import", data=form, allow_redirects=False)
+
+
+async def test_the_console_gives_signed_in_staff_the_import_template(
+        gw: Client, shops: tuple[Tenant, Tenant]) -> None:
+    # The template the import page links to: every column of every platform, with the
+    # sheet that explains them; the same file the API gives. Signed-in staff only.
+    resp = await gw.get("/dashboard/import/template.xlsx", allow_redirects=False)
+    assert resp.status in (302, 303, 401)
+    for role in ("merchant", "marketing"):
+        await signed_in(gw, f"{role}@acme.cn")
+        resp = await gw.get("/dashboard/import/template.xlsx")
+        assert resp.status == 200
+        assert "linkloop-products-template" in resp.headers["Content-Disposition"]
+        book = openpyxl.load_workbook(io.BytesIO(await resp.read()))
+        columns = [c.value for c in book.worksheets[0][1]]
+        assert columns == [*BASE_COLUMNS, *target_columns()]
+        assert book.worksheets[1].title == "说明"
+        assert book.worksheets[1].max_row == len(columns) + 1
+        text = (await (await gw.get("/dashboard/import/template.csv")).read()).decode(
+            "utf-8-sig")
+        assert text.splitlines()[0].split(",") == [*BASE_COLUMNS, *target_columns()]
 
 
 async def test_the_console_import_shows_the_dry_run_before_writing(

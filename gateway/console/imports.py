@@ -26,7 +26,7 @@ from ..bulk import (
     import_products,
     kind_of,
     read_file,
-    template_table,
+    template_file,
 )
 from ..errors import ApiError, guarded
 from .messages import field_label, say
@@ -177,7 +177,7 @@ def _file_error(exc: ApiError) -> str:
 async def template(request: web.Request) -> web.StreamResponse:
     await require_session(request)
     kind: Kind = "csv" if request.match_info["fmt"] == "csv" else "xlsx"
-    return file_response(template_table(kind), kind, "linkloop-products-template")
+    return file_response(await template_file(kind), kind, "linkloop-products-template")
 
 
 def setup_routes(app: web.Application) -> None:
