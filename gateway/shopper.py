@@ -90,7 +90,7 @@ class ShareLink:
             cached = self.links.lookup(code) or await self.links.load(code)
             if not cached.live:
                 return self._gone(request, cached)
-            detection, channel = self._detect(request)
+            detection, channel = _detect(request, self.detector)
             click_id = new_click_id()
             visitor, set_cookie = self._visitor(request, click_id)
             ts, day = self.clock.now()
@@ -114,16 +114,6 @@ class ShareLink:
             return response
         except Exception as exc:
             return self._failed(request, exc, after_click=True)
-
-    def _detect(self, request: web.Request) -> tuple[Detection, str | None]:
-        """The shopper's app, and the link's channel tag. Nearly every click comes from
-        an app its User-Agent names and carries no query: a look-up of that header."""
-        if not request.query_string:
-            detection = self.detector.user_agent(request.headers.get(hdrs.USER_AGENT, ""))
-            if detection.source == "ua":
-                return detection, None
-        # A channel tag, or a plain browser whose Referer may name the platform.
-        return _detect(request, self.detector)
 
     def _visitor(self, request: web.Request, click_id: str) -> tuple[str, str | None]:
         """(visitor id, the Set-Cookie for a new visitor): a returning visitor keeps the id
@@ -167,7 +157,7 @@ class ShareLink:
         """An unknown or retired link. A retired product's click still counts, as ``gone``:
         marketing sees who keeps following a link they took down."""
         if cached.product is not None:
-            detection, channel = self._detect(request)
+            detection, channel = _detect(request, self.detector)
             click_id = new_click_id()
             visitor, _ = self._visitor(request, click_id)  # a page that sets no cookie
             ts, day = self.clock.now()
@@ -338,7 +328,9 @@ def _forwarded_for(request: web.Request) -> str | None:
 
 
 def _detect(request: web.Request, detector: Detector) -> tuple[Detection, str | None]:
-    """The shopper's platform and the channel tag, if the link carried a valid one."""
+    """The shopper's platform and the channel tag, if the link carried a valid one. Nearly
+    every click comes from an app its User-Agent names: one look-up in the detector's
+    cache decides it (Detector.request); the channel and the Referer count only past it."""
     # Most share links carry no query string: don't build the query MultiDict for nothing.
     channel = request.query.get("ch") if request.query_string else None
     if channel is not None and not CHANNEL_PATTERN.fullmatch(channel):
