@@ -34,10 +34,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from .conftest import DESKTOP_UA, LINKLOOP, REPO
@@ -63,17 +63,31 @@ SHARE_TOKEN = "￥AbC123￥"
 
 # --- system tools ---------------------------------------------------------------------------
 
-def _navigate(driver: Any, element: Any, timeout: float = 10) -> None:
-    """Click ``element`` and wait until its page has been replaced, as a person would.
+def go(driver: WebDriver, element: Any, timeout: float = 15) -> None:
+    """Click ``element`` and wait for the next page to have loaded, as a person would."""
+    next_page(driver, element.click, timeout)
 
-    Selenium's click returns once the event is dispatched, before the next page loads. The
-    old page going stale is not enough either: reading an element of the new one while it
-    is still loading failed now and then ("Node with given id does not belong to the
-    document"), so this also waits for the new document to finish loading."""
-    element.click()
-    wait = WebDriverWait(driver, timeout)
-    wait.until(expected_conditions.staleness_of(element))
-    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+def next_page(driver: WebDriver, action: Callable[[], object], timeout: float = 15) -> None:
+    """Do ``action`` and wait for the next page to have loaded: the old document is marked,
+    and the wait is over when a document without the mark has finished loading.
+
+    Selenium's click returns once the event is dispatched, before the next page loads.
+    Asking the old element whether it went stale can meet the page half-replaced, and
+    ChromeDriver then answers neither "stale" nor "fresh" but an error ("Node with given id
+    does not belong to the document"), which failed CI once."""
+    driver.execute_script("window.__before_click = true")
+    action()
+
+    def loaded(d: WebDriver) -> bool:
+        try:
+            return bool(d.execute_script(
+                "return window.__before_click === undefined && document.readyState === 'complete'"))
+        except WebDriverException:  # between the two documents
+            return False
+
+    WebDriverWait(driver, timeout).until(loaded)
+
 
 def system_tool(names: tuple[str, ...], package: str) -> str:
     """The path of the first of ``names`` on PATH; else skip, or fail when it is required."""
@@ -504,12 +518,12 @@ def test_dashboard_login_filters_and_csv(live: Live, browser: Browser, tmp_path:
     screenshot(driver, "dashboard-login")
     driver.find_element(By.ID, "email").send_keys("anna@acme.cn")
     driver.find_element(By.ID, "password").send_keys("not the password")
-    _navigate(driver, driver.find_element(By.ID, "submit"))
+    go(driver, driver.find_element(By.ID, "submit"))
     assert "邮箱或密码不正确" in driver.find_element(By.ID, "login-error").text
     screenshot(driver, "dashboard-login-refused")
     assert driver.find_element(By.ID, "email").get_attribute("value") == "anna@acme.cn"
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
-    _navigate(driver, driver.find_element(By.ID, "submit"))
+    go(driver, driver.find_element(By.ID, "submit"))
     assert urlsplit(driver.current_url).path == "/dashboard"
     assert "Acme 茶庄" in driver.find_element(By.CLASS_NAME, "who").text
     session = driver.get_cookie("ll_session")
@@ -525,11 +539,11 @@ def test_dashboard_login_filters_and_csv(live: Live, browser: Browser, tmp_path:
 
     # Filters: chosen in the form, kept in the URL, and the figures follow.
     Select(driver.find_element(By.NAME, "platform")).select_by_value("wechat")
-    _navigate(driver, driver.find_element(By.ID, "apply"))
+    go(driver, driver.find_element(By.ID, "apply"))
     query = parse_qs(urlsplit(driver.current_url).query)
     assert query["platform"] == ["wechat"] and "from" in query and "to" in query
     Select(driver.find_element(By.NAME, "channel")).select_by_value("live")
-    _navigate(driver, driver.find_element(By.ID, "apply"))
+    go(driver, driver.find_element(By.ID, "apply"))
     query = parse_qs(urlsplit(driver.current_url).query)
     assert (query["platform"], query["channel"]) == (["wechat"], ["live"])
     api_query = (f"by=platform&platform=wechat&channel=live&from={query['from'][0]}"
@@ -552,16 +566,16 @@ def test_dashboard_login_filters_and_csv(live: Live, browser: Browser, tmp_path:
     assert list(csv.reader(io.StringIO(downloaded)))[1][:2] == ["wechat", "1"]
 
     # Products, and one product's page with its QR code.
-    _navigate(driver, driver.find_element(By.LINK_TEXT, "商品"))
+    go(driver, driver.find_element(By.LINK_TEXT, "商品"))
     assert urlsplit(driver.current_url).path == "/dashboard/products"
     screenshot(driver, "dashboard-products", full=True)
-    _navigate(driver, driver.find_element(By.LINK_TEXT, "明前龙井 250g"))
+    go(driver, driver.find_element(By.LINK_TEXT, "明前龙井 250g"))
     assert urlsplit(driver.current_url).path == f"/dashboard/products/{live.product['id']}"
     assert driver.find_element(By.ID, "qr-link").text == live.product["share_url"]
     screenshot(driver, "dashboard-product", full=True)
 
     # Logging out ends the session.
-    _navigate(driver, driver.find_element(By.ID, "logout"))
+    go(driver, driver.find_element(By.ID, "logout"))
     assert "你已退出登录" in driver.find_element(By.TAG_NAME, "main").text
     driver.get(f"{live.base}/dashboard")
     assert urlsplit(driver.current_url).path == "/dashboard/login"

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 import openpyxl
 import pytest
-from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -36,6 +35,8 @@ from .test_browser import (  # noqa: F401 -- fixtures
     chromium,
     decode_qr,
     gateway_process,
+    go,
+    next_page,
     resources,
     screenshot,
     zbar,
@@ -111,29 +112,6 @@ def fits(driver: WebDriver) -> None:
     assert width <= viewport, (driver.current_url, width, viewport)
     base = f"{urlsplit(driver.current_url).scheme}://{urlsplit(driver.current_url).netloc}/"
     assert all(url.startswith(base) for url in resources(driver)), resources(driver)
-
-
-def go(driver: WebDriver, element: Any, timeout: float = 15) -> None:
-    """Click and wait for the next page to have loaded."""
-    next_page(driver, element.click, timeout)
-
-
-def next_page(driver: WebDriver, action: Any, timeout: float = 15) -> None:
-    """Do ``action`` and wait for the next page to have loaded: the old document is marked,
-    and the wait is over when a document without the mark has finished loading. (Asking the
-    old element whether it went stale can meet the page half-replaced: "Node with given id
-    does not belong to the document".)"""
-    driver.execute_script("window.__before_click = true")
-    action()
-
-    def loaded(d: WebDriver) -> bool:
-        try:
-            return bool(d.execute_script(
-                "return window.__before_click === undefined && document.readyState === 'complete'"))
-        except WebDriverException:  # between the two documents
-            return False
-
-    WebDriverWait(driver, timeout).until(loaded)
 
 
 def shot(driver: WebDriver, name: str) -> Path:

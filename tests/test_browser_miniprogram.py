@@ -24,6 +24,7 @@ from .test_browser import (  # noqa: F401 -- fixtures
     chromium,
     decode_qr,
     gateway_process,
+    go,
     resources,
     screenshot,
     zbar,
@@ -217,8 +218,7 @@ def test_another_app_tries_the_mini_program_through_the_launch_page(
     assert button.text == "打开微信小程序" and button.is_displayed()
     screenshot(driver, f"mini-douyin-landing-{width}", full=True)
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
-    button.click()
-    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "launch-button"))
+    go(driver, button)
     driver.find_element(By.ID, "launch-button").click()
     fallback = driver.find_element(By.ID, "fallback")
     WebDriverWait(driver, 10).until(lambda d: fallback.is_displayed())
