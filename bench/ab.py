@@ -27,6 +27,7 @@ import asyncio
 import functools
 import json
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -65,8 +66,13 @@ def _loop_cpu(result: WrkResult) -> float:
 
 
 def _tree(spec: str) -> tuple[Path, list[str]]:
-    """``TREE[@SECTION.KEY=VALUE,...]``: a source tree and the settings it runs with."""
-    tree, _, settings = spec.partition("@")
+    """``TREE[@SECTION.KEY=VALUE,...]``: a source tree and the settings it runs with.
+
+    The settings follow the last ``@`` whose tail reads as settings (``SECTION.KEY=``), so
+    a tree whose path holds an ``@`` still works; a value cannot hold a comma."""
+    tree, at, settings = spec.rpartition("@")
+    if not at or not re.match(r"[a-z_]+\.[a-z_]+=", settings):
+        return Path(spec), []
     return Path(tree), [item for item in settings.split(",") if item]
 
 

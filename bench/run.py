@@ -259,7 +259,10 @@ def run_wrk(wrk: str, port: int, script: Path, args: argparse.Namespace,
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     result = parse_wrk(done.stdout)
-    if cpu_before is not None and cpu_after is not None and result.requests:
+    if not result.requests:  # every ratio would divide by it
+        raise BenchError(f"no request was answered on port {port} in {duration:g} s: "
+                         "did the server stop?")
+    if cpu_before is not None and cpu_after is not None:
         used = cpu_after - cpu_before
         result.cpu_percent = 100 * used / result.seconds
         result.cpu_us_per_request = 1e6 * used / result.requests
