@@ -87,8 +87,9 @@ class ShareLinkTimer(AbstractAccessLogger):
 
     aiohttp takes the time when a request starts and calls ``log`` once its response is
     sent: the one way to see a request's whole latency without wrapping the handler. It
-    costs each request two clock reads and this call (~1 us, measured with timeit); the
-    count of requests itself comes from the recorder (gateway/metrics.py).
+    costs each request two clock reads and this call (~0.5 us with its histogram observe,
+    measured with timeit in 2026-12); the count of requests itself comes from the recorder
+    (gateway/metrics.py).
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse,
