@@ -25,7 +25,7 @@ from .appkeys import (
     TOKENS,
 )
 from .auth import AuthError, Principal
-from .catalog import product_json
+from .catalog import product_json, share_url
 from .errors import ApiError, guarded
 from .inputs import parse_json, parse_uint, plain_text
 from .jsonout import json_response
@@ -210,10 +210,7 @@ async def product_qr(request: web.Request) -> web.Response:
     """The share link as a QR code, SVG or PNG; ``?ch=`` tags the link with a channel."""
     who = principal(request)
     product = await own_product(request, who)
-    url = f"{request.app[PUBLIC_URL]}/p/{product.code}"
-    channel = QR_CHANNEL.parse(request)
-    if channel:
-        url += f"?ch={channel}"
+    url = share_url(request.app[PUBLIC_URL], product.code, QR_CHANNEL.parse(request) or "")
     qr = segno.make(url, error="m")
     if request.match_info["fmt"] == "svg":
         return web.Response(body=qr.svg_inline(scale=8).encode(), content_type="image/svg+xml")

@@ -27,6 +27,7 @@ from adapters import by_platform
 from . import bulk
 from .api import after_save, json_body, merchant_of, own_product, principal, product_filters
 from .appkeys import CLOCK, ENTRIES, PUBLIC_URL, SETTINGS, STORE
+from .catalog import share_url
 from .errors import ApiError, guarded
 from .inputs import plain_text
 from .jsonout import json_response
@@ -53,7 +54,7 @@ async def whole_preview(request: web.Request, product: Product, os: str) -> dict
               if "wechat_miniprogram" in product.targets else None)
     entry = await request.app[ENTRIES].get(product.merchant_id)
     return {"id": product.id, "code": product.code, "os": os,
-            "share_url": f"{request.app[PUBLIC_URL]}/p/{product.code}",
+            "share_url": share_url(request.app[PUBLIC_URL], product.code),
             "places": preview(product, os="ios" if os == "ios" else "android",
                               minted=minted, entry=entry is not None)}
 

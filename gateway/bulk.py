@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from adapters import ADAPTERS
 
-from .catalog import WINDOW_FIELDS, moment_text, product_errors
+from .catalog import WINDOW_FIELDS, moment_text, product_errors, share_url
 from .errors import ApiError
 from .ids import new_code
 from .spreadsheet import csv_text
@@ -282,7 +282,7 @@ def _product_row(product: Product, columns: Sequence[str], public_url: str, zone
         "title": product.title, "price": product.price, "image_url": product.image_url,
         "slug": product.code, "valid_from": moment_text(product.valid_from, zone),
         "valid_until": moment_text(product.valid_until, zone),
-        "share_url": f"{public_url}/p/{product.code}", "state": product.state(now)}
+        "share_url": share_url(public_url, product.code), "state": product.state(now)}
     for platform, target in product.targets.items():
         for name, value in target.items():
             values[f"targets.{platform}.{name}"] = value

@@ -23,7 +23,8 @@ from .ids import CODE_PATTERN
 from .inputs import plain_text
 from .store import Merchant, Product
 
-__all__ = ["WINDOW_FIELDS", "moment_text", "product_errors", "product_json", "validate_product",
+__all__ = ["WINDOW_FIELDS", "moment_text", "product_errors", "product_json", "share_url",
+           "validate_product",
            "window_error"]
 
 _SLUG = CODE_PATTERN  # a slug is a share code: the share link checks codes by it too
@@ -201,6 +202,14 @@ def moment_text(seconds: float | None, zone: tzinfo) -> str | None:
     return datetime.fromtimestamp(seconds, zone).isoformat(timespec="seconds")
 
 
+def share_url(public_url: str, code: str, channel: str = "") -> str:
+    """The share link people hold for a product's ``code``: the route gateway/shopper.py
+    answers on, under the deployment's public URL; tagged ``?ch=`` with a ``channel`` (a
+    name already checked against stats.CHANNEL_PATTERN, so it needs no quoting)."""
+    link = f"{public_url}/p/{code}"
+    return f"{link}?ch={channel}" if channel else link
+
+
 def product_json(product: Product, public_url: str, *, zone: tzinfo = UTC,
                  now: float | None = None) -> dict[str, Any]:
     """What the API answers for a product. ``state`` is where it stands at ``now`` (live,
@@ -208,7 +217,7 @@ def product_json(product: Product, public_url: str, *, zone: tzinfo = UTC,
     return {
         "id": product.id,
         "code": product.code,
-        "share_url": f"{public_url}/p/{product.code}",
+        "share_url": share_url(public_url, product.code),
         "qr_url": f"{public_url}/api/products/{product.id}/qr.svg",
         "title": product.title,
         "image_url": product.image_url,

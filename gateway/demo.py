@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .appkeys import PUBLIC_URL, SETTINGS, STORE, TOKENS
-from .catalog import validate_product
+from .catalog import share_url, validate_product
 from .store import CodeTaken, Merchant, MerchantExists, Store
 
 __all__ = ["DEMO_MERCHANT", "demo_ctx", "seed_demo"]
@@ -84,7 +84,7 @@ async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
         f"  merchant: {DEMO_MERCHANT.id}   data: {app[SETTINGS].data_dir.resolve()}",
         f"  token:    {token}",
         "  share links:",
-        *[f"    {base}/p/{code}" for code in codes],
+        *[f"    {share_url(base, code)}" for code in codes],
         f"  stats:    curl -H 'Authorization: Bearer {token}' {base}/api/stats",
         "",
     ]

@@ -18,6 +18,7 @@ from multidict import istr
 
 from adapters import by_platform
 
+from . import catalog
 from .appkeys import (
     CLOCK,
     DETECTOR,
@@ -139,7 +140,8 @@ class ShareLink:
             product = cached.product
             assert product is not None
             return self.pages.render(
-                "preview.html", product=product, share_url=self._share_url(product),
+                "preview.html", product=product,
+                share_url=catalog.share_url(self.public_url, product.code),
                 description=f"{product.title} — 点击查看并购买")
         return await _landing(request, cached, detection, resolution, click_id)
 
@@ -149,9 +151,6 @@ class ShareLink:
         REQUESTS[SHARE_ROUTE, response.status] += 1
         self.counts.failed_after_click += after_click
         return response
-
-    def _share_url(self, product: Product) -> str:
-        return f"{self.public_url}/p/{product.code}"
 
     def _gone(self, request: web.Request, cached: CachedLink) -> web.Response:
         """An unknown or retired link. A retired product's click still counts, as ``gone``:
@@ -198,7 +197,7 @@ async def _landing(request: web.Request, cached: CachedLink, detection: Detectio
     app = request.app
     product = cached.product
     assert product is not None
-    share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
+    share_url = catalog.share_url(app[PUBLIC_URL], product.code)
     if resolution.launch is not None:  # nothing on it is the click's own
         launch: KeptPage | None = cached.memo.get((_LAUNCH, detection))
         if launch is None:
@@ -402,7 +401,7 @@ async def storefront_hop(request: web.Request) -> web.StreamResponse:
     detection, _ = _detect(request, app[DETECTOR])
     front = adapter.storefront(dict(target))
     way = hop(detection, front, links=cached.minted)
-    share_url = f"{app[PUBLIC_URL]}/p/{product.code}"
+    share_url = catalog.share_url(app[PUBLIC_URL], product.code)
     if way is None:
         # Nothing this app can open: the guide out of it, and the share token to copy.
         return app[PAGES].render(

@@ -12,6 +12,7 @@ from markupsafe import Markup
 
 from ..api_console import all_products, channel_from
 from ..appkeys import CLOCK, PUBLIC_URL, STORE
+from ..catalog import share_url
 from ..dashboard.session import Session
 from ..dashboard.views import render, require_session
 from ..errors import ApiError, guarded
@@ -95,12 +96,12 @@ async def channel_page(request: web.Request) -> web.StreamResponse:
     base = request.app[PUBLIC_URL]
     chosen = next((p for p in products if str(p.id) == request.query.get("product")),
                   products[0] if products else None)
-    link = f"{base}/p/{chosen.code}?ch={channel.name}" if chosen else ""
+    link = share_url(base, chosen.code, channel.name) if chosen else ""
     figures, _ = await _figures(request, session.merchant_id)
     return render(
         request, "console/channel.html", channel=channel, products=products, chosen=chosen,
         link=link, qr=Markup(qr_svg(link, scale=5)) if link else "",
-        links={p.id: f"{base}/p/{p.code}?ch={channel.name}" for p in products},
+        links={p.id: share_url(base, p.code, channel.name) for p in products},
         row=figures.get(channel.name), **await page_context(request, session, "channels"))
 
 

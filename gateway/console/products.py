@@ -20,7 +20,7 @@ from ..api import after_save
 from ..api_console import all_products, file_response, whole_preview
 from ..appkeys import CLOCK, LINKS, PUBLIC_URL, STORE
 from ..bulk import Kind, export_file
-from ..catalog import product_errors, window_error
+from ..catalog import product_errors, share_url, window_error
 from ..dashboard.session import Session
 from ..dashboard.views import render, require_session
 from ..errors import ApiError
@@ -55,7 +55,7 @@ def list_filter(request: web.Request, products: Sequence[Product]) -> tuple[
     base = request.app[PUBLIC_URL]
     return found, {"q": query, "state": chosen, "state_counts": counts, "states": states,
                    "state_names": STATE_NAMES, "total_products": len(products),
-                   "share_urls": {p.id: f"{base}/p/{p.code}" for p in products}}
+                   "share_urls": {p.id: share_url(base, p.code) for p in products}}
 
 
 # --- the product page ----------------------------------------------------------------------------

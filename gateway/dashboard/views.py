@@ -30,6 +30,7 @@ from adapters import by_platform, platform_ids
 
 from ..alerts import recent_alerts
 from ..appkeys import CLOCK, IP_HASHER, PAGES, PUBLIC_URL, SETTINGS, STORE
+from ..catalog import share_url
 from ..errors import guarded
 from ..pages import qr_svg
 from ..stats import (
@@ -512,8 +513,8 @@ async def product_page(request: web.Request) -> web.StreamResponse:
     if qr_channel and not CHANNEL_PATTERN.fullmatch(qr_channel):
         qr_error = "渠道名只能用小写字母、数字和下划线，最多 32 个字符。"
         qr_channel = ""
-    share_url = f"{request.app[PUBLIC_URL]}/p/{product.code}"
-    qr_link = f"{share_url}?ch={qr_channel}" if qr_channel else share_url
+    link = share_url(request.app[PUBLIC_URL], product.code)
+    qr_link = f"{link}?ch={qr_channel}" if qr_channel else link
     suffix = f"?ch={qr_channel}" if qr_channel else ""
     bars = charts.bar_chart(
         [(_platform_label(r["platform"]), [int(r[k]) for k, _ in _BAR_SERIES])
@@ -530,7 +531,7 @@ async def product_page(request: web.Request) -> web.StreamResponse:
         product=product, platform_rows=platform_rows,
         day_table=day_table, total=total, bars=bars, funnel=funnel,
         days_chart=charts.day_bars(days, label=f"{product.title}：每日点击"),
-        steps=steps, outcomes=_outcomes(total), share_url=share_url, qr_link=qr_link,
+        steps=steps, outcomes=_outcomes(total), share_url=link, qr_link=qr_link,
         qr_channel=qr_channel,
         qr_error=qr_error, qr=Markup(qr_svg(qr_link, scale=5)),
         qr_svg_url=f"{path}/qr.svg{suffix}", qr_png_url=f"{path}/qr.png{suffix}",
@@ -568,15 +569,12 @@ async def product_qr(request: web.Request) -> web.StreamResponse:
                if product_id is not None else None)
     if product is None:
         return _not_found(request, session)
-    url = f"{request.app[PUBLIC_URL]}/p/{product.code}"
     channel = request.query.get("ch", "")
-    if channel:
-        if not CHANNEL_PATTERN.fullmatch(channel):
-            return error_page(request, 422, "渠道名不对",
-                              "渠道名只能用小写字母、数字和下划线，最多 32 个字符。",
-                              session=session)
-        url += f"?ch={channel}"
-    qr = segno.make(url, error="m")
+    if channel and not CHANNEL_PATTERN.fullmatch(channel):
+        return error_page(request, 422, "渠道名不对",
+                          "渠道名只能用小写字母、数字和下划线，最多 32 个字符。",
+                          session=session)
+    qr = segno.make(share_url(request.app[PUBLIC_URL], product.code, channel), error="m")
     name = f"linkloop-{product.code}{'-' + channel if channel else ''}"
     if request.match_info["fmt"] == "svg":
         body = qr.svg_inline(scale=8).encode()
