@@ -1,8 +1,9 @@
 """Taobao (淘宝): the Alibaba app whose User-Agent carries ``AliApp(TB/...)``.
 
 Why this marker: Alibaba apps share ``AliApp(<code>/<version>)`` and the ``WindVane`` engine;
-``TB`` is Taobao. Neither ``WindVane`` nor a ``TTID/..@taobao_`` tag alone is used: other apps
-embed Taobao's SDK (Weibo's web-view carries ``WindVane``).
+``TB`` is Taobao, ``TB-PD`` Taobao for the iPad (淘宝HD). Neither ``WindVane`` nor a
+``TTID/..@taobao_`` tag alone is used: other apps embed Taobao's SDK (Weibo's web-view
+carries ``WindVane``).
 
 As a target: ``item_id`` (numeric). A Taobao 口令 goes in ``share_token``.
 """
@@ -20,7 +21,7 @@ __all__ = ["Taobao"]
 class Taobao(Adapter):
     platform = "taobao"
     label = "淘宝"
-    ua_markers = ("AliApp(TB/",)
+    ua_markers = ("AliApp(TB/", "AliApp(TB-PD/")
     referer_hosts = ("taobao.com", "tb.cn")
     owned_hosts = ("taobao.com", "tb.cn")
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("item_id",),)
@@ -35,6 +36,7 @@ class Taobao(Adapter):
     ua_samples = (
         "Mozilla/5.0 (iPhone) Mobile/15E148 AliApp(TB/10.30.0) WindVane/8.7.2 1170x2532",
         "Mozilla/5.0 (Linux; Android 13) AliApp(TB/10.30.0) UCBS/3.22 WindVane/8.5.0",
+        "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) Mobile/15E148 AliApp(TB-PD/5.0.0)",
     )
 
     def web_url(self, target: Target) -> str | None:

@@ -1,8 +1,10 @@
 """Xiaohongshu (小红书): ``XiaoHongShu`` or ``discover/<version>`` in the User-Agent.
 
 Why these markers: the app's web-view appends ``discover/<version>`` (its internal name; the
-scheme is ``xhsdiscover://``) with ``Resolution/..`` and ``Device/..`` tags, and some builds
-write ``XiaoHongShu``. The corpus has no Xiaohongshu rows: these come from the app's own UAs.
+scheme is ``xhsdiscover://``) with ``Resolution/..`` and ``Device/..`` tags, newer builds
+``xhsdiscover/<version>``, and some write ``XiaoHongShu``. ``discover/`` must start a word
+(or follow ``xhs``): the desktop browser ``WebDiscover/1.259`` ends in it too. The corpus has
+no Xiaohongshu rows: these come from the app's own UAs.
 
 As a target: ``item_id``, a 24-hex-digit goods id, at ``xiaohongshu.com/goods-detail/`` and
 by ``xhsdiscover://goods_detail/``.
@@ -22,6 +24,7 @@ class Xiaohongshu(Adapter):
     platform = "xiaohongshu"
     label = "小红书"
     ua_markers = ("XiaoHongShu", "discover/")
+    ua_pattern = r"xiaohongshu|(?<![a-z])(?:xhs)?discover/\d"
     referer_hosts = ("xiaohongshu.com", "xhslink.com")
     owned_hosts = ("xiaohongshu.com", "xhslink.com")
     target_fields: ClassVar[tuple[tuple[str, ...], ...]] = (("item_id",),)
@@ -35,6 +38,7 @@ class Xiaohongshu(Adapter):
     ua_samples = (
         "Mozilla/5.0 (iPhone) Mobile/15E148 discover/8.30.1 (iPhone; iOS 17.2) NetType/WiFi",
         "Mozilla/5.0 (Linux; Android 13; wv) Resolution/1080*2400 discover/8.30.1 XiaoHongShu",
+        "Mozilla/5.0 (iPhone) Mobile/15E148 xhsdiscover/8.40 NetType/WiFi",
     )
 
     def web_url(self, target: Target) -> str | None:

@@ -12,8 +12,9 @@ User-Agent no app claims is a bot when:
   fetchers, minus the few patterns that also name a real browser (``_NOT_BOTS``);
 - it gives a URL or an e-mail address to contact (the convention of automated clients;
   no browser or app puts one in its User-Agent);
-- it names no operating system or device and no browser at all (``curl``-like tools,
-  scripts, monitors: a person's browser or app always says what it runs on).
+- it names no operating system or device and no browser or browser engine at all
+  (``curl``-like tools, scripts, monitors, ``Mozilla/5.0 (compatible; Scanner/1.0)``: a
+  person's browser or app always says what it runs on).
 
 The list can't turn an app into a bot: it applies only when no app claims the User-Agent.
 
@@ -52,6 +53,11 @@ _BOT_MARKERS = (
     "apis-google", "mediapartners-google", "google-inspectiontool", "feedfetcher",
     "python-requests", "python-urllib", "aiohttp/", "go-http-client", "okhttp/", "curl/",
     "wget/", "libwww", "httpclient", "scrapy", "node-fetch", "axios/",
+    # Site checkers and monitors (Chinese ones say "jiankong", 监控), and Google's fetchers
+    # that name no bot ("Google-AMPHTML", "DuplexWeb-Google", "Google-Sites-Thumbnails"):
+    # none is in a person's browser or app among the 38,000 of matomo-org/device-detector's
+    # fixtures.
+    "checker", "monitor", "jiankong", "google-",
 )
 # ``bot`` only at the end of a word (Googlebot/, Slackbot-, TelegramBot, BaiduAdsBot), and
 # not the phone brand Cubot. Checked only when the cheap ``"bot" in`` test hits.
@@ -62,10 +68,16 @@ _BOT, _MOBILE = -1, -2  # what a marker means, beside an adapter's index in the 
 _LISTED = -3  # below this: -3 - k means "list pattern k may match: confirm it"
 
 #: crawler-user-agents patterns that also match real browsers and apps (seen in public
-#: device fixtures, tests/data/ua/browsers.tsv): ``Sogou`` is Sogou's mobile browser and
-#: search app as well as its spiders (which say "spider": our own marker), ``Fluid`` a
-#: Mac browser, ``Sonic`` also every ViewSonic phone and tablet.
-_NOT_BOTS = frozenset({"Sogou", "Fluid", "Sonic"})
+#: device fixtures, tests/data/ua/browsers.tsv and extra.tsv): ``Sogou`` is Sogou's mobile
+#: browser and search app as well as its spiders (which say "spider": our own marker),
+#: ``Fluid`` a Mac browser, ``Sonic`` also every ViewSonic phone and tablet. The rest name a
+#: phone: ``AP3A.240617.008`` is the Android 15 build of OPPO, realme and OnePlus phones
+#: (the list's own sample is Instagram on an OPPO phone), so every shopper on one, in
+#: Quark, UC, QQ Browser or any app, was a bot; ``Butterfly`` is HTC's, ``Fever`` Wiko's,
+#: ``Expanse`` a phone too, and ``008/`` ends a DESAY model (``TS1008/1.0``). The crawlers
+#: those patterns were written for give a URL or an e-mail address, which flags them still.
+_NOT_BOTS = frozenset({"Sogou", "Fluid", "Sonic", r"AP3A\.240617\.008", "Butterfly",
+                       "Fever", "Expanse", r"008\/"})
 
 
 def _required_literals(pattern: str) -> list[str] | None:
@@ -139,13 +151,17 @@ def _marker_search(adapters: tuple[Adapter, ...]) -> Any:
 
 # Automated clients' conventions: a URL or an e-mail address to reach their owner.
 _CONTACT = re.compile(r"https?://|\bwww\.|[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}\b")
-# What every person's browser or app names: an operating system or device, or a browser.
+# What every person's browser or app names: an operating system or device, a browser or a
+# browser engine. A bare "Mozilla/5.0" is not one: "Mozilla/5.0 (compatible; Name/1.0)" is
+# how scanners and fetchers write themselves, and every browser says what it runs on.
 _DEVICE_OR_BROWSER = re.compile(
     r"windows|macintosh|mac os|x11|linux|android|iphone|ipad|ipod|darwin|cros|harmonyos|"
     r"openharmony|symbian|series ?[46]0|blackberry|bb10|midp|j2me|tizen|kaios|webos|"
     r"playstation|nintendo|xbox|bada|meego|sailfish|bsd|sunos|nokia|mobile|cpu os|\bios\b|"
-    r"smart-?tv|kindle|silk|watch|^mozilla/|browser|ucweb|opera|lynx|dillo|netfront|"
-    r"obigo|teleca|openwave|up\.|wap|docomo|profile/")
+    r"smart-?tv|kindle|silk|watch|browser|ucweb|opera|lynx|dillo|netfront|"
+    r"obigo|teleca|openwave|up\.|wap|docomo|profile/|"
+    r"applewebkit|gecko|khtml|trident|presto|msie|roku|brew|palm|beos|risc ?os|inferno|"
+    r"webtv|humax|qnx|amiga|hp-ux|irix|powerpc|\bqsp\b|polaris")
 
 
 def _listed_or_unlike_a_person(ua: str, lowered: str, candidates: set[int]) -> bool:
@@ -161,8 +177,12 @@ def _listed_or_unlike_a_person(ua: str, lowered: str, candidates: set[int]) -> b
 
 
 # Handheld devices. ``mobile`` covers "Mobile/15E148", "Mobile Safari", "IEMobile", "(Mobile;".
-_MOBILE_MARKERS = ("mobile", "android", "iphone", "ipad", "ipod", "harmonyos", "openharmony",
-                   "windows phone")
+# HarmonyOS NEXT names the device first: "(Phone; OpenHarmony 5.0)", "(Tablet; ...)", but
+# "(PC; OpenHarmony 5.0)" on a Huawei laptop, so the system's name alone says nothing (its
+# phones also say "Mobile", its Android-based ones "Android"). Feature phones say MIDP, or
+# run UC's and Openwave's browsers.
+_MOBILE_MARKERS = ("mobile", "android", "iphone", "ipad", "ipod", "(phone;", "(tablet;",
+                   "windows phone", "midp", "ucweb", "up.browser", "symbian")
 
 # Longest accepted ``?ch=`` value; anything longer is not a channel name.
 _MAX_CHANNEL = 64

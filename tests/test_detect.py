@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import re
+from pathlib import Path
 
 import pytest
 
@@ -12,22 +14,36 @@ from gateway.detect import Detection, Detector, detect_user_agent
 from .conftest import DATA
 
 CORPUS = DATA / "ua" / "corpus.tsv"
+#: More real User-Agents, gathered after the corpus (tests/data/README.md): read the same way.
+EXTRA = DATA / "ua" / "extra.tsv"
 APP_LABELS = {a.platform for a in ADAPTERS} - {"web"}
 
 
-def _corpus() -> list[tuple[str, str, str]]:
-    with CORPUS.open(encoding="utf-8", newline="") as handle:
+def _corpus(path: Path = CORPUS) -> list[tuple[str, str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
         return [(r["expected"], r["user_agent"], r["source"])
                 for r in csv.DictReader(handle, delimiter="\t")]
 
 
 ROWS = _corpus()
+EXTRA_ROWS = _corpus(EXTRA)
 
 
 @pytest.mark.parametrize(("expected", "ua", "source"), ROWS,
                          ids=[f"{i + 2}-{r[0]}" for i, r in enumerate(ROWS)])
 def test_corpus_row(expected: str, ua: str, source: str) -> None:
     """Every row detects as its README maps the label (line number in the test id)."""
+    _detects_as_labelled(expected, ua, source)
+
+
+@pytest.mark.parametrize(("expected", "ua", "source"), EXTRA_ROWS,
+                         ids=[f"extra-{i + 2}-{r[0]}" for i, r in enumerate(EXTRA_ROWS)])
+def test_extra_row(expected: str, ua: str, source: str) -> None:
+    """extra.tsv's rows, held to the same label map (line number in the test id)."""
+    _detects_as_labelled(expected, ua, source)
+
+
+def _detects_as_labelled(expected: str, ua: str, source: str) -> None:
     found = detect_user_agent(ua)
     where = f"{source}: {ua}"
     if expected == "bot":
@@ -51,6 +67,17 @@ def test_corpus_labels_are_known() -> None:
     assert len(ROWS) == 506  # every row read, none lost to a quoting slip
     labels = {r[0] for r in ROWS}
     assert labels <= APP_LABELS | {"bot", "browser_mobile", "browser_desktop", "other_app"}
+
+
+def test_extra_rows_are_new_known_and_sourced() -> None:
+    assert len(EXTRA_ROWS) == 439  # every row read, none lost to a quoting slip
+    labels = {r[0] for r in EXTRA_ROWS}
+    assert labels <= APP_LABELS | {"bot", "browser_mobile", "browser_desktop", "other_app"}
+    agents = [r[1] for r in EXTRA_ROWS]
+    assert len(set(agents)) == len(agents)
+    assert not set(agents) & {r[1] for r in ROWS}, "extra.tsv repeats a corpus row"
+    for _label, _ua, source in EXTRA_ROWS:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{8}:\S+", source), source
 
 
 # Intended overlaps: the first adapter's samples also carry the second's markers, and the
@@ -105,6 +132,30 @@ PITFALLS = [
      False),
     ("Mozilla/5.0 (Linux; Android 13; wv) Mobile Safari/537.36 Kwai/12.1.20", "kuaishou",
      False),
+    # a desktop browser whose name ends in "Discover/" is not Xiaohongshu ("discover/8.40")
+    ("Mozilla/5.0 (Windows NT 10.0) Chrome/41.0 Safari/537.36 WebDiscover/1.259.2", "web",
+     False),
+    # Baidu's encoded device id can end in "QQ/1": still Baidu, not QQ
+    ("Mozilla/5.0 (iPhone) Mobile/13D15 baiduboxapp/0_0.0.2.7_enohpi/1099a/CD92FHREROQQ/1",
+     "baidu", False),
+    # DingTalk's desktop client, Taobao for the iPad
+    ("Mozilla/5.0 (Windows NT 10.0) Chrome/91.0 dingtalk-win/1.0.0 DingTalk(6.5.40-Release)",
+     "dingtalk", False),
+    ("Mozilla/5.0 (iPad; CPU OS 9_1 like Mac OS X) Mobile/13B143 AliApp(TB-PD/5.0.0)",
+     "taobao", False),
+    # phones a crawler-list pattern names (an Android 15 build, HTC's Butterfly) are people
+    ("Mozilla/5.0 (Linux; U; Android 15; PKB110 Build/AP3A.240617.008) Quark/7.9.7 Mobile",
+     "web", False),
+    ("Mozilla/5.0 (Linux; Android 15; RMX3946 Build/AP3A.240617.008; wv) baiduboxapp/15.8",
+     "baidu", False),
+    ("Mozilla/5.0 (Linux; Android 4.4.2; HTCButterflys901s) Chrome/41.0 Mobile Safari/537.36",
+     "web", False),
+    ("Mozilla/5.0 (Linux; Android 8.1.0; Fever_Plus_J) Chrome/95.0 Safari/537.36", "web",
+     False),
+    ("Mozilla/5.0 (Linux; Android 8.0.0; Expanse) Chrome/86.0 Mobile Safari/537.36", "web",
+     False),
+    ("DESAY TS1008/1.0 Release/07.12.2013 Mozilla/5.0 (Linux; U; Android 4.0.3) Mobile",
+     "web", False),
     # a whole header lower-cased by a proxy still detects
     ("mozilla/5.0 (windows nt 10.0) nettype/wifi micromessenger/7.0.20 windowswechat",
      "wechat", False),
@@ -135,6 +186,11 @@ OS_MOBILE = [
     ("Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) Chrome/120.0", "linux", False),
     ("Dalvik/2.1.0 (Linux; U; Android 13; MI 11) NewsArticle/9.6.4", "android", True),
     ("WeChat/8.0.47 CFNetwork/1410.0.3 Darwin/22.6.0", "other", False),
+    # a Huawei laptop on HarmonyOS NEXT is not a handheld; feature phones are
+    ("Mozilla/5.0 (PC; OpenHarmony 5.0; HarmonyOS 5.0) Chrome/114.0 ArkWeb/4.1.6.1",
+     "harmonyos", False),
+    ("JUC (Linux; U; 2.3.5; zh-cn; GT-I9100; 480*800) UCWEB7.9.0.94/139/800", "linux", True),
+    ("BlackBerry9700/6.6.0.124 Profile/MIDP-2.0 Configuration/CLDC-1.1", "other", True),
 ]
 
 
@@ -224,8 +280,8 @@ BROWSERS = DATA / "ua" / "browsers.tsv"
 def test_held_out_crawlers_are_flagged() -> None:
     """Real bot User-Agents from a test suite the rules were never tuned on
     (JayBizzle/Crawler-Detect's crawler fixtures): at least 90% flagged. The corpus's
-    own bot rows are left out (those were seen)."""
-    seen = {ua for _label, ua, _source in ROWS}
+    own bot rows, and extra.tsv's, are left out (those were seen)."""
+    seen = {ua for _label, ua, _source in ROWS + EXTRA_ROWS}
     lines = HELD_OUT.read_text(encoding="utf-8").splitlines()
     agents = [ua for ua in dict.fromkeys(lines[1:]) if ua.strip() and ua not in seen]
     assert len(agents) > 3000
@@ -255,6 +311,19 @@ def test_browsers_a_crawler_pattern_names_stay_browsers() -> None:
     # No operating system, device or browser named at all: a script, not a person.
     ("ApacheBench/2.3", "web", True),
     ("Amazon-Route53-Health-Check-Service (ref b0eb04d5)", "web", True),
+    # A bare "Mozilla/5.0" names no browser: scanners and fetchers write themselves so.
+    ("Mozilla/5.0 (compatible; FormFinder/1.0)", "web", True),
+    ("Mozilla/5.0 (Exchange check)", "web", True),
+    # Checkers, monitors (监控, "jiankong") and Google's fetchers that name no bot.
+    ("Mozilla/5.0 (Windows NT 10.0) Chrome/144.0 Safari/537.36 ProxyChecker/2.0", "web", True),
+    ("Mozilla/5.0 (Windows; U; Windows NT 6.0) Firefox/99.0 YottaaMonitor", "web", True),
+    ("Mozilla/5.0 (compatible; MSIE 7.0; Windows NT 5.1) 360JK yunjiankong 4276", "web",
+     True),
+    ("Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X) Chrome/41.0 Mobile Safari/537.36 "
+     "(compatible; Google-AMPHTML)", "web", True),
+    # A browser named by its engine or an old platform alone is still a person.
+    ("Mozilla/3.0 (compatible; NetPositive/2.2.1; BeOS)", "web", False),
+    ("Mozilla/5.0 (QtEmbedded; U) AppleWebKit/533.3 (KHTML, like Gecko)", "web", False),
     # A browser on a named device, however unusual, is a person.
     ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile "
      "Safari/537.36", "web", False),
