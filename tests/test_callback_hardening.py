@@ -571,8 +571,9 @@ MALFORMED_REQUESTS = {
 async def test_a_malformed_request_is_one_json_warning_not_a_traceback(
     cli_env: dict[str, str], tmp_path: Path,
 ) -> None:
-    """Requests aiohttp cannot parse, and a callback whose client gives up halfway through
-    the body: each is one JSON line at warning level in the log, never a traceback."""
+    """Requests aiohttp cannot parse, a callback whose client gives up halfway through the
+    body, a body that says gzip and is not, and a form part aiohttp warns about: each is one
+    JSON line at warning level in the log, never a traceback or a line of plain text."""
     auth = _merchant_token(cli_env, "acme")
     log = tmp_path / "gateway.log"
     with serving(cli_env, log=log) as (proc, base):
@@ -596,13 +597,34 @@ async def test_a_malformed_request_is_one_json_warning_not_a_traceback(
             conn.shutdown(socket.SHUT_WR)  # the client gives up halfway through its body
             while conn.recv(4096):  # until the server has dealt with it and hung up
                 pass
+        # A body that says gzip and is not: the handler's warning, and not aiohttp's
+        # "Unhandled exception" when it reads the rest of that body after the answer.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"POST /api/products HTTP/1.1\r\nHost: a\r\nAuthorization: "
+                         + auth["Authorization"].encode() + b"\r\nContent-Type: "
+                         b"application/json\r\nContent-Encoding: gzip\r\n"
+                         b"Content-Length: 2\r\n\r\n{}")
+            answer = b""
+            while chunk := conn.recv(4096):  # the 400, then the server hangs up
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 400"), answer
+        # A form part whose Content-Disposition aiohttp warns about (a Python warning).
+        part = (b"--zz\r\nContent-Disposition: form-data; name=\"csrf\"; "
+                b"filename*=UTF-8''%ff%fe\r\n\r\nx\r\n--zz--\r\n")
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(f"{base}/dashboard/login", data=part, headers={
+                "Content-Type": "multipart/form-data; boundary=zz"})
+            assert resp.status == 403
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     lines = log.read_bytes()[start:].decode().splitlines()
     assert "Traceback" not in "\n".join(lines)
     records = [json.loads(line) for line in lines]  # every line is one JSON object
-    warned = [r for r in records if r["level"] == "warning"]
+    assert [r["logger"] for r in records if "BadContentDispositionParam" in r["event"]] == [
+        "py.warnings"]
+    warned = [r for r in records if r["level"] == "warning" and r.get("logger") != "py.warnings"]
     assert [r["event"] for r in warned] == (["http.malformed_request"] * len(MALFORMED_REQUESTS)
-                                            + ["http.body_unreadable"]), lines
+                                            + ["http.body_unreadable"] * 2), lines
+    assert warned[-1]["error"] == "ContentEncodingError"
     assert {r["error"] for r in warned} >= {"BadStatusLine", "LineTooLong"}
     assert not [r for r in records if r["level"] in ("error", "critical")], lines

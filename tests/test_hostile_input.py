@@ -214,7 +214,7 @@ async def test_hostile_input_gets_a_4xx_and_changes_nothing(
     for n, (method, path, body, status, code, field) in enumerate(ROWS):
         resp = await _send(client, acme, method, path.replace("{id}", str(product["id"])), body)
         try:
-            answer = await resp.json()
+            answer = await resp.json(content_type=None)
         except ValueError:
             answer = {"not json": await resp.text()}
         error = answer.get("error", {})
@@ -304,3 +304,23 @@ async def test_a_dashboard_cookie_that_is_not_utf8_is_no_session(
         b"Cookie: ll_login_csrf=\xff\xfe\r\nContent-Length: " + str(len(form)).encode()
         + b"\r\n"), form)
     assert status == 403, body
+
+
+async def test_a_body_that_says_gzip_and_is_not_is_a_400_and_changes_nothing(
+    client: TestClient[Any, Any], two: tuple[Tenant, Tenant, dict[str, Any]],
+) -> None:
+    """Found by the hostile sweep: ``Content-Encoding: gzip`` over bytes that are not gzip
+    made aiohttp raise RequestPayloadError out of ``request.read()``, answered 500."""
+    acme, rival, _ = two
+    before = await _snapshot(client, [acme, rival])
+    body = json.dumps({**PRODUCT, "title": "压缩的茶"}).encode()  # a good body, not gzipped
+    for path, content_type in (("/api/products", "application/json"),
+                               ("/api/products/import?dry_run=false", "text/csv"),
+                               ("/api/entry", "application/json")):
+        for encoding in ("gzip", "deflate"):
+            method = "PUT" if path == "/api/entry" else "POST"
+            resp = await client.request(method, path, data=body, headers={
+                **acme.auth, "Content-Type": content_type, "Content-Encoding": encoding})
+            assert resp.status == 400, (path, encoding, await resp.text())
+            assert (await resp.json())["error"]["code"] == "bad_request"
+    assert await _snapshot(client, [acme, rival]) == before
