@@ -66,7 +66,8 @@ def json_error(status: int, code: str, message: str, field: str | None = None,
 
 
 def _is_api(request: web.Request) -> bool:
-    return request.path.startswith("/api/")
+    """Whether a program reads the answer: the API, and WeCom at its callback."""
+    return request.path.startswith(("/api/", "/wecom/"))
 
 
 def _answer(request: web.Request, status: int, code: str, message: str) -> web.Response:

@@ -168,6 +168,10 @@ ROWS: list[tuple[str, str, Any, int, str, str | None]] = [
     ("GET", "/api/stats?format=xml", None, 422, "invalid_field", "format"),
     ("GET", "/api/products/{id}/qr.svg?ch=%00", None, 422, "invalid_field", "ch"),
     ("GET", "/api/products/{id}/qr.png?ch=%E8%8C%B6", None, 422, "invalid_field", "ch"),
+    # --- WeCom reads the callback's answers: JSON, whatever the method or path ---------------
+    ("PUT", "/wecom/callback/acme", {}, 405, "method_not_allowed", None),
+    ("DELETE", "/wecom/callback/acme", None, 405, "method_not_allowed", None),
+    ("GET", "/wecom/callback", None, 404, "not_found", None),
 ]
 
 
