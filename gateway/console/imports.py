@@ -29,6 +29,7 @@ from ..bulk import (
     template_file,
 )
 from ..errors import ApiError, guarded
+from ..inputs import UNREADABLE_FORM, unreadable_form
 from .messages import field_label, say
 from .web import (
     check_post,
@@ -69,9 +70,24 @@ async def import_page(request: web.Request) -> web.StreamResponse:
     return await _page(request, imported=int(imported) if imported.isdigit() else 0)
 
 
+async def _parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
+    """The upload's parts (nested multiparts skipped); a body cut short, without its
+    boundary or with a part that is not one is the 400 of any unreadable form."""
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader):
+                yield part
+    except UNREADABLE_FORM:
+        raise unreadable_form() from None
+
+
 async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(64 * 1024):
-        yield chunk
+    try:
+        while chunk := await part.read_chunk(64 * 1024):
+            yield chunk
+    except UNREADABLE_FORM:
+        raise unreadable_form() from None
 
 
 async def _text(part: BodyPartReader, limit: int = _TEXT_PART_MAX) -> str:
@@ -89,15 +105,12 @@ async def upload(request: web.Request) -> web.StreamResponse:
     if not request.content_type.startswith("multipart/"):  # not our form's encoding
         _, refused = await check_post(request)
         return refused or await _page(request, status=422, error="请选择一个 CSV 或 XLSX 文件。")
-    reader = await request.multipart()
     fields: dict[str, str] = {}
     data = b""
     file_name = ""
     content_type = ""
     checked = False
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            continue
+    async for part in _parts(request):
         if not checked:
             # The form sends the CSRF token first: nothing else is read before it is checked.
             token = await _text(part) if part.name == "csrf" else ""

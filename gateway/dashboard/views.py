@@ -31,6 +31,7 @@ from adapters import by_platform, platform_ids
 from ..alerts import recent_alerts
 from ..appkeys import CLOCK, IP_HASHER, PAGES, PUBLIC_URL, SETTINGS, STORE
 from ..errors import guarded
+from ..inputs import read_form
 from ..pages import qr_svg
 from ..stats import (
     CHANNEL_PATTERN,
@@ -213,7 +214,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 @_page
 async def login(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     next_url = safe_next(str(form.get("next", "")))
     email = str(form.get("email", "")).strip()
     if (not same_origin(request, request.app[PUBLIC_URL])
@@ -252,7 +253,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     session = await _session(request)
     if session is None:
         raise web.HTTPSeeOther("/dashboard/login")
-    form = await request.post()
+    form = await read_form(request)
     if (not same_origin(request, request.app[PUBLIC_URL])
             or not csrf_matches(session.csrf, form.get("csrf"))):
         return error_page(request, 403, "操作未完成",
