@@ -29,6 +29,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     410: "gone",
     413: "body_too_large",
@@ -94,6 +95,8 @@ def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
         response = _answer(request, exc.status, code, message)
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
+        if exc.status == 408:  # the rest of that body may still come: no next request
+            response.force_close()
         return response
     if isinstance(exc, (ConnectionResetError, HttpProcessingError, web.RequestPayloadError)):
         # The client went away, broke its body off mid-way, or sent one aiohttp cannot

@@ -16,16 +16,22 @@ something stored that later breaks a shopper's page:
   that are not in the form's charset, a charset Python does not know, a multipart body cut
   short or without its boundary, a part in an encoding it cannot undo. Each is the
   sender's mistake, so each is a 400 page (``read_form``; the import's own multipart
-  reader too), not a 500.
+  reader too), not a 500;
+* a body arrives without long pauses: aiohttp waits for ever on a client that stops
+  sending, and on a chunked body whose framing breaks after the handler began to read it
+  (its parser queues the error as a next request, and the body being read never ends).
+  Each read of a body waits at most ``server.body_idle_seconds`` (``next_bytes``), a form
+  that long in all; then a 408.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
 
 from aiohttp import web
@@ -33,8 +39,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .errors import ApiError
 
-__all__ = ["MAX_DEPTH", "MAX_INT", "UNREADABLE_FORM", "parse_json", "parse_uint", "plain_text",
-           "read_form", "strict_int", "unreadable_form"]
+__all__ = ["MAX_DEPTH", "MAX_INT", "UNREADABLE_FORM", "body_idle", "body_stalled", "next_bytes",
+           "parse_json", "parse_uint", "plain_text", "read_body", "read_form", "strict_int",
+           "unreadable_form"]
 
 #: Deepest nesting a body may have; the deepest real body (an entry's id lists) has 2.
 MAX_DEPTH = 16
@@ -165,9 +172,51 @@ def unreadable_form() -> web.HTTPBadRequest:
                                      "or a whole multipart body")
 
 
-async def read_form(request: web.Request) -> Mapping[str, Any]:
-    """The request's posted form; ``HTTPBadRequest`` (a 400 page) when it cannot be read."""
+def body_idle(request: web.Request) -> float:
+    """How long a read of the request's body may wait for its next bytes."""
+    from .appkeys import SETTINGS  # the settings are an app resource
+
+    seconds: float = request.app[SETTINGS]["server.body_idle_seconds"]
+    return seconds
+
+
+def body_stalled(seconds: float) -> web.HTTPRequestTimeout:
+    """The 408 (code ``request_timeout``) for a body that stopped arriving."""
+    return web.HTTPRequestTimeout(
+        reason=f"the request body stopped arriving: nothing came for {seconds:g} seconds")
+
+
+async def next_bytes(chunks: AsyncIterator[bytes], seconds: float) -> bytes | None:
+    """The next piece of a body, None at its end; ``body_stalled`` when none comes in time."""
     try:
-        return await request.post()
+        async with asyncio.timeout(seconds):
+            return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        raise body_stalled(seconds) from None
+
+
+async def read_body(chunks: AsyncIterator[bytes], *, limit: int, seconds: float) -> bytes:
+    """A whole body from ``chunks``, each waited for at most ``seconds``; 413 (aiohttp's
+    ``HTTPRequestEntityTooLarge``) as soon as it passes ``limit`` bytes."""
+    data = bytearray()
+    while (chunk := await next_bytes(chunks, seconds)) is not None:
+        data += chunk
+        if len(data) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+    return bytes(data)
+
+
+async def read_form(request: web.Request) -> Mapping[str, Any]:
+    """The request's posted form; ``HTTPBadRequest`` (a 400 page) when it cannot be read,
+    ``body_stalled`` when it has not all come within ``server.body_idle_seconds`` (aiohttp
+    reads it whole, so the wait is for all of it: a form is a few hundred bytes)."""
+    seconds = body_idle(request)
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.post()
     except UNREADABLE_FORM:
         raise unreadable_form() from None
+    except TimeoutError:
+        raise body_stalled(seconds) from None
