@@ -31,7 +31,7 @@ from adapters import by_platform, platform_ids
 from ..alerts import recent_alerts
 from ..appkeys import CLOCK, IP_HASHER, PAGES, PUBLIC_URL, SETTINGS, STORE
 from ..errors import guarded
-from ..inputs import read_form
+from ..inputs import parse_uint, read_form
 from ..pages import qr_svg
 from ..stats import (
     CHANNEL_PATTERN,
@@ -479,10 +479,9 @@ async def products_page(request: web.Request) -> web.StreamResponse:
 
 
 def _product_id(request: web.Request) -> int | None:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        return None
+    # As the API's: ASCII digits in the stores' range, or no product (int() takes "1_0",
+    # Arabic-Indic digits, and 20 digits no store can look up).
+    return parse_uint(request.match_info["id"])
 
 
 def _not_found(request: web.Request, session: Session | None) -> web.Response:
