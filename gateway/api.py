@@ -27,7 +27,7 @@ from .appkeys import (
 from .auth import AuthError, Principal
 from .catalog import product_json, share_url
 from .errors import ApiError, guarded
-from .inputs import parse_json, parse_uint, plain_text
+from .inputs import body_idle, parse_json, parse_uint, plain_text, read_body
 from .jsonout import json_response
 from .params import ChoiceParam, IntParam, PatternParam
 from .products import product_by_id
@@ -85,7 +85,8 @@ async def merchant_of(request: web.Request, who: Principal) -> Merchant:
 async def json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
-    return parse_json(await request.read())
+    return parse_json(await read_body(request.content.iter_any(), limit=request.client_max_size,
+                                      seconds=body_idle(request)))
 
 
 def _product_id(request: web.Request) -> int | None:

@@ -29,7 +29,7 @@ from .api import after_save, json_body, merchant_of, own_product, principal, pro
 from .appkeys import CLOCK, ENTRIES, PUBLIC_URL, SETTINGS, STORE
 from .catalog import share_url
 from .errors import ApiError, guarded
-from .inputs import plain_text
+from .inputs import body_idle, plain_text, read_body
 from .jsonout import json_response
 from .preview import OSES, preview
 from .stats import CHANNEL_PATTERN
@@ -67,16 +67,15 @@ async def product_preview(request: web.Request) -> web.Response:
 
 
 # --- spreadsheets -------------------------------------------------------------------------------
-async def read_upload(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """A whole upload, refused (413) as soon as it passes ``limit`` bytes."""
-    data = bytearray()
-    async for chunk in chunks:
-        data += chunk
-        if len(data) > limit:
-            raise ApiError(413, "body_too_large",
-                           f"the file is larger than {limit} bytes (server.import_max_bytes)",
-                           "file")
-    return bytes(data)
+async def read_upload(chunks: AsyncIterator[bytes], limit: int, seconds: float) -> bytes:
+    """A whole upload, refused (413) as soon as it passes ``limit`` bytes, and (408) when
+    its next bytes take longer than ``seconds`` to come."""
+    try:
+        return await read_body(chunks, limit=limit, seconds=seconds)
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "body_too_large",
+                       f"the file is larger than {limit} bytes (server.import_max_bytes)",
+                       "file") from None
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:
@@ -94,7 +93,7 @@ async def import_file(request: web.Request) -> web.Response:
     if (request.content_length or 0) > limit:
         raise ApiError(413, "body_too_large",
                        f"the file is larger than {limit} bytes (server.import_max_bytes)", "file")
-    data = await read_upload(request.content.iter_chunked(64 * 1024), limit)
+    data = await read_upload(request.content.iter_chunked(64 * 1024), limit, body_idle(request))
     kind = bulk.kind_of(request.content_type, data)
     if kind is None:
         raise ApiError(415, "unsupported_media_type",

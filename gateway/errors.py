@@ -29,6 +29,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     410: "gone",
     413: "body_too_large",
@@ -66,7 +67,8 @@ def json_error(status: int, code: str, message: str, field: str | None = None,
 
 
 def _is_api(request: web.Request) -> bool:
-    return request.path.startswith("/api/")
+    """Whether a program reads the answer: the API, and WeCom at its callback."""
+    return request.path.startswith(("/api/", "/wecom/"))
 
 
 def _answer(request: web.Request, status: int, code: str, message: str) -> web.Response:
@@ -93,13 +95,22 @@ def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
         response = _answer(request, exc.status, code, message)
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
+        if exc.status == 408:  # the rest of that body may still come: no next request
+            response.force_close()
         return response
-    if isinstance(exc, (ConnectionResetError, HttpProcessingError)):
-        # The client went away or broke its body off mid-way: its doing, not ours, so a
-        # warning without a traceback (like a malformed request, see gateway/logs.py).
+    if isinstance(exc, (ConnectionResetError, HttpProcessingError, web.RequestPayloadError)):
+        # The client went away, broke its body off mid-way, or sent one aiohttp cannot
+        # undo (Content-Encoding: gzip over bytes that are not): its doing, not
+        # ours, so a warning without a traceback (like a malformed request, see
+        # gateway/logs.py). A RequestPayloadError wraps the parser's error: that one is named.
+        cause = exc.__cause__ if isinstance(exc, web.RequestPayloadError) else None
         log.warning("http.body_unreadable", path=request.path, method=request.method,
-                    error=type(exc).__name__)
-        return _answer(request, 400, "bad_request", "the request body could not be read")
+                    error=type(cause or exc).__name__)
+        response = _answer(request, 400, "bad_request", "the request body could not be read")
+        # What is left of that body cannot be told from a next request: close, and say so
+        # (a client would otherwise send its next request down a connection aiohttp drops).
+        response.force_close()
+        return response
     if isinstance(exc, StoreUnavailable):
         log.warning("http.storage_unavailable", path=request.path, error=str(exc))
         return _answer(request, 503, "unavailable", "storage is unavailable, try again shortly")

@@ -11,19 +11,37 @@ something stored that later breaks a shopper's page:
 * text a person wrote and others read (a title) is plain: no C0 or C1 control characters,
   which break CSV rows, headers and PostgreSQL (which refuses NUL in text);
 * an integer in a path or query string is ASCII digits in the 64-bit range: ``int()`` alone
-  takes ``" 1_0"`` and Arabic-Indic digits, and a store raises on a 20-digit id.
+  takes ``" 1_0"`` and Arabic-Indic digits, and a store raises on a 20-digit id;
+* a console or login form is a form aiohttp can read: ``request.post()`` raises on bytes
+  that are not in the form's charset, a charset Python does not know, a multipart body cut
+  short or without its boundary, a part in an encoding it cannot undo. Each is the
+  sender's mistake, so each is a 400 page (``read_form``; the import's own multipart
+  reader too), not a 500;
+* a body arrives without long pauses: aiohttp waits for ever on a client that stops
+  sending, and on a chunked body whose framing breaks after the handler began to read it
+  (its parser queues the error as a next request, and the body being read never ends).
+  Each read of a body waits at most ``server.body_idle_seconds`` (``next_bytes``), a form
+  that long in all; then a 408.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
+import zlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .errors import ApiError
 
-__all__ = ["MAX_DEPTH", "MAX_INT", "parse_json", "parse_uint", "plain_text", "strict_int"]
+__all__ = ["MAX_DEPTH", "MAX_INT", "UNREADABLE_FORM", "body_idle", "body_stalled", "next_bytes",
+           "parse_json", "parse_uint", "plain_text", "read_body", "read_form", "strict_int",
+           "unreadable_form"]
 
 #: Deepest nesting a body may have; the deepest real body (an entry's id lists) has 2.
 MAX_DEPTH = 16
@@ -139,3 +157,66 @@ def strict_int(text: str | None, field: str, *, default: int,
     if number is None or not minimum <= number <= maximum:
         raise _refuse(field, f"must be a whole number from {minimum} to {maximum}")
     return number
+
+
+# What aiohttp's form parser raises on a body it cannot read (UnicodeDecodeError and
+# binascii.Error are ValueErrors; LookupError is an unknown charset; RuntimeError an unknown
+# Content-Encoding or Content-Transfer-Encoding of a part; zlib.error a part that says gzip
+# and is not; HttpProcessingError a part with too many headers).
+UNREADABLE_FORM = (ValueError, LookupError, RuntimeError, zlib.error, HttpProcessingError)
+
+
+def unreadable_form() -> web.HTTPBadRequest:
+    """The 400 (a page, code ``bad_request``) for a form that raised ``UNREADABLE_FORM``."""
+    return web.HTTPBadRequest(reason="the form could not be read: it is not UTF-8 form data "
+                                     "or a whole multipart body")
+
+
+def body_idle(request: web.Request) -> float:
+    """How long a read of the request's body may wait for its next bytes."""
+    from .appkeys import SETTINGS  # the settings are an app resource
+
+    seconds: float = request.app[SETTINGS]["server.body_idle_seconds"]
+    return seconds
+
+
+def body_stalled(seconds: float) -> web.HTTPRequestTimeout:
+    """The 408 (code ``request_timeout``) for a body that stopped arriving."""
+    return web.HTTPRequestTimeout(
+        reason=f"the request body stopped arriving: nothing came for {seconds:g} seconds")
+
+
+async def next_bytes(chunks: AsyncIterator[bytes], seconds: float) -> bytes | None:
+    """The next piece of a body, None at its end; ``body_stalled`` when none comes in time."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        raise body_stalled(seconds) from None
+
+
+async def read_body(chunks: AsyncIterator[bytes], *, limit: int, seconds: float) -> bytes:
+    """A whole body from ``chunks``, each waited for at most ``seconds``; 413 (aiohttp's
+    ``HTTPRequestEntityTooLarge``) as soon as it passes ``limit`` bytes."""
+    data = bytearray()
+    while (chunk := await next_bytes(chunks, seconds)) is not None:
+        data += chunk
+        if len(data) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+    return bytes(data)
+
+
+async def read_form(request: web.Request) -> Mapping[str, Any]:
+    """The request's posted form; ``HTTPBadRequest`` (a 400 page) when it cannot be read,
+    ``body_stalled`` when it has not all come within ``server.body_idle_seconds`` (aiohttp
+    reads it whole, so the wait is for all of it: a form is a few hundred bytes)."""
+    seconds = body_idle(request)
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.post()
+    except UNREADABLE_FORM:
+        raise unreadable_form() from None
+    except TimeoutError:
+        raise body_stalled(seconds) from None

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web import RequestPayloadError
 
 __all__ = ["CLICK_ID", "configure_logging"]
 
@@ -53,6 +54,12 @@ class _MalformedRequests(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RequestPayloadError):
+            # A body aiohttp could not undo (gzip that is not): a handler that read it has
+            # answered 400 and logged it, one that did not has answered for its own reason;
+            # aiohttp then reads the rest of the body to keep the connection, meets the
+            # error (again) and calls it unhandled. Not an event of its own.
+            return False
         if not isinstance(exc, HttpProcessingError):
             return True
         structlog.get_logger("linkloop.http").warning(
@@ -81,6 +88,9 @@ def _stdlib_logging(level: str, renderer: structlog.typing.Processor) -> None:
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
         root.removeHandler(old)  # configured again (tests do): one handler, not two
     root.addHandler(handler)
+    # Python warnings (aiohttp warns of a multipart part's malformed Content-Disposition, a
+    # client's doing) as JSON lines too, not raw text between them.
+    logging.captureWarnings(True)
     # Libraries' info and debug chatter stays out unless asked for by a higher level.
     root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
 

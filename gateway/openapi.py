@@ -53,8 +53,11 @@ _AUTH_ERRORS = {
 }
 _WRITE_ERRORS = {
     **_AUTH_ERRORS,
-    "400": _error("`invalid_json`, `invalid_body`: the body is not a JSON object."),
+    "400": _error("`invalid_json`, `invalid_body`: the body is not a JSON object; "
+                  "`bad_request`: it could not be read (a `Content-Encoding` it is not in)."),
     "403": _error("`forbidden`: the token's role may only read."),
+    "408": _error("`request_timeout`: the body stopped arriving for "
+                  "`server.body_idle_seconds`; the connection closes."),
     "413": _error("`body_too_large`."),
     "415": _error("`unsupported_media_type`: send `Content-Type: application/json`."),
     "422": _error("`invalid_field`, `unknown_field`, `missing_field`, `host_not_allowed`, "

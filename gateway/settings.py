@@ -47,6 +47,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.import_max_bytes", 4 * 1024 * 1024,
             "Largest CSV or XLSX file a product import accepts (API and console).", int,
             minimum=1024),
+    Setting("server.body_idle_seconds", 10.0,
+            "Longest wait for the next bytes of a request body (API, form, upload, WeCom "
+            "callback; a form's whole body); past it the answer is 408 request_timeout and "
+            "the connection closes, rather than a handler waiting for ever on a client that "
+            "stalled or on a chunked body aiohttp stopped parsing.", float, minimum=0.1),
     Setting("server.trust_forwarded", False,
             "Take the client address from X-Forwarded-For (only behind your own proxy).", bool),
     Setting("storage.url", "",

@@ -34,6 +34,7 @@ from gateway.wecom.message import ENVELOPE_MAX_MARKUP
 from .conftest import TAOBAO_UA, Tenant, add_tenant, make_settings
 from .fake_wecom import AES_KEY, CALLBACK_TOKEN, CORP_ID, SECRET, FakeWeCom
 from .test_cli import run, serving
+from .wait import DEADLINE
 
 CALLBACK_SECRETS = {"corp_id": CORP_ID, "secret": SECRET, "callback_token": CALLBACK_TOKEN,
                     "encoding_aes_key": AES_KEY}
@@ -391,6 +392,30 @@ async def test_an_add_counts_on_the_day_wecom_says_it_happened(
     assert [(r["day"], r["adds"]) for r in body["rows"] if r["adds"]] == [(day, 1)]
 
 
+async def test_a_callback_body_that_stops_arriving_is_a_408_and_stores_nothing(
+    aiohttp_client: Any, tmp_path: Path,
+) -> None:
+    """A signed query, then a body that stops halfway: the callback's read gives up after
+    ``server.body_idle_seconds`` (it waited for ever before), and stores nothing."""
+    gateway = await aiohttp_client(create_app(make_settings(tmp_path,
+                                                            server__body_idle_seconds=0.5)))
+    tenants = await _configured(gateway)
+    body = _envelope(_encrypt("<xml/>")).encode()
+    query = urlencode(_signed(_encrypt("<xml/>")))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.server.port)
+    writer.write(f"POST /wecom/callback/acme?{query} HTTP/1.1\r\nHost: a\r\n"
+                 f"Content-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                 + body[:40])
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+    answer = json.loads(await reader.readexactly(
+        int(re.search(rb"(?i)content-length: *([0-9]+)", head).group(1))))  # type: ignore[union-attr]
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower(), head
+    assert answer["error"]["code"] == "request_timeout"
+    assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+
+
 async def test_a_declared_length_over_the_cap_is_refused_before_the_body_arrives(
     gateway: TestClient[Any, Any],
 ) -> None:
@@ -571,8 +596,9 @@ MALFORMED_REQUESTS = {
 async def test_a_malformed_request_is_one_json_warning_not_a_traceback(
     cli_env: dict[str, str], tmp_path: Path,
 ) -> None:
-    """Requests aiohttp cannot parse, and a callback whose client gives up halfway through
-    the body: each is one JSON line at warning level in the log, never a traceback."""
+    """Requests aiohttp cannot parse, a callback whose client gives up halfway through the
+    body, a body that says gzip and is not, and a form part aiohttp warns about: each is one
+    JSON line at warning level in the log, never a traceback or a line of plain text."""
     auth = _merchant_token(cli_env, "acme")
     log = tmp_path / "gateway.log"
     with serving(cli_env, log=log) as (proc, base):
@@ -596,13 +622,34 @@ async def test_a_malformed_request_is_one_json_warning_not_a_traceback(
             conn.shutdown(socket.SHUT_WR)  # the client gives up halfway through its body
             while conn.recv(4096):  # until the server has dealt with it and hung up
                 pass
+        # A body that says gzip and is not: the handler's warning, and not aiohttp's
+        # "Unhandled exception" when it reads the rest of that body after the answer.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"POST /api/products HTTP/1.1\r\nHost: a\r\nAuthorization: "
+                         + auth["Authorization"].encode() + b"\r\nContent-Type: "
+                         b"application/json\r\nContent-Encoding: gzip\r\n"
+                         b"Content-Length: 2\r\n\r\n{}")
+            answer = b""
+            while chunk := conn.recv(4096):  # the 400, then the server hangs up
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 400"), answer
+        # A form part whose Content-Disposition aiohttp warns about (a Python warning).
+        part = (b"--zz\r\nContent-Disposition: form-data; name=\"csrf\"; "
+                b"filename*=UTF-8''%ff%fe\r\n\r\nx\r\n--zz--\r\n")
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(f"{base}/dashboard/login", data=part, headers={
+                "Content-Type": "multipart/form-data; boundary=zz"})
+            assert resp.status == 403
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     lines = log.read_bytes()[start:].decode().splitlines()
     assert "Traceback" not in "\n".join(lines)
     records = [json.loads(line) for line in lines]  # every line is one JSON object
-    warned = [r for r in records if r["level"] == "warning"]
+    assert [r["logger"] for r in records if "BadContentDispositionParam" in r["event"]] == [
+        "py.warnings"]
+    warned = [r for r in records if r["level"] == "warning" and r.get("logger") != "py.warnings"]
     assert [r["event"] for r in warned] == (["http.malformed_request"] * len(MALFORMED_REQUESTS)
-                                            + ["http.body_unreadable"]), lines
+                                            + ["http.body_unreadable"] * 2), lines
+    assert warned[-1]["error"] == "ContentEncodingError"
     assert {r["error"] for r in warned} >= {"BadStatusLine", "LineTooLong"}
     assert not [r for r in records if r["level"] in ("error", "critical")], lines

@@ -513,3 +513,65 @@ async def test_the_console_import_shows_the_dry_run_before_writing(
     resp = await _upload(gw, csrf, b"\x89PNG not a sheet", name="photo.png")
     assert resp.status == 415 and "CSV 或 XLSX" in await resp.text()
     assert (await _upload(gw, "x" * 43, _workbook(rows))).status == 403
+
+
+# --- forms that cannot be read ---------------------------------------------------------------
+def _multipart(*parts: bytes, end: bytes = b"--zz--\r\n") -> bytes:
+    return b"".join(b"--zz\r\n" + part + b"\r\n" for part in parts) + end
+
+
+def _unreadable_forms(csrf: str) -> list[tuple[str, bytes]]:
+    """(Content-Type, body) of forms aiohttp's parser raises on, each carrying the right
+    CSRF token: bytes not in the charset, a charset Python does not know, multipart bodies
+    cut short or without their boundary, a part in an encoding aiohttp does not know."""
+    token = csrf.encode()
+    field = b'Content-Disposition: form-data; name="csrf"\r\n'
+    multipart = "multipart/form-data; boundary=zz"
+    return [
+        ("application/x-www-form-urlencoded", b"csrf=" + token + b"&title=\xff\xfe"),
+        ("application/x-www-form-urlencoded; charset=no-such-charset", b"csrf=" + token),
+        (multipart, _multipart(field + b"\r\n" + token, end=b"")),  # cut short
+        ("multipart/form-data", _multipart(field + b"\r\n" + token)),  # no boundary
+        (multipart, _multipart(field + b"\r\n" + token,
+                               b'Content-Disposition: form-data; name="title"\r\n\r\n\xff\xfe')),
+        (multipart, _multipart(field + b"Content-Transfer-Encoding: rot13\r\n\r\n" + token)),
+    ]
+
+
+async def test_a_form_that_cannot_be_read_is_a_400_page_and_changes_nothing(
+        gw: Client, shops: tuple[Tenant, Tenant]) -> None:
+    """Found by the hostile sweep: request.post() raised UnicodeDecodeError, LookupError,
+    ValueError or RuntimeError on these bodies, and every console form and the login
+    answered 500 with a traceback in the log."""
+    acme, other = shops
+    made = await create_product(gw, acme)
+    theirs = await create_product(gw, other, {"title": "对手的茶", "targets": {"jd": {"sku": "100000000002"}}})
+    assert gw.app is not None
+    store = gw.app[STORE]
+
+    async def stored() -> list[Any]:
+        return [(await store.list_products(t.id, limit=100, after_id=0),
+                 await store.list_channels(t.id), await store.get_entry(t.id)) for t in shops]
+
+    before = await stored()
+    csrf = await signed_in(gw, "merchant@acme.cn")
+    paths = ["/dashboard/products/new", f"/dashboard/products/{made['id']}/edit",
+             f"/dashboard/products/{made['id']}/retire",
+             f"/dashboard/products/{made['id']}/restore", "/dashboard/channels",
+             "/dashboard/channels/spring/delete", "/dashboard/entry", "/dashboard/entry/check",
+             "/dashboard/import", "/dashboard/logout", "/dashboard/login"]
+    wrong = []
+    for path in paths:
+        for content_type, body in _unreadable_forms(csrf):
+            resp = await gw.post(path, data=body, allow_redirects=False,
+                                 headers={"Content-Type": content_type})
+            # The import reads its parts as raw bytes: a part it need not decode is no
+            # error there, and the form is refused for what it lacks (a 403 or 422 page).
+            expected = range(400, 500) if path == "/dashboard/import" else (400,)
+            if resp.status not in expected or resp.content_type != "text/html":
+                wrong.append((path, content_type, body[-30:], resp.status))
+    assert not wrong, "\n".join(map(str, wrong))
+    assert await stored() == before
+    assert (await gw.get("/dashboard/products", allow_redirects=False)).status == 200  # signed in
+    page = await gw.get(f"/dashboard/products/{theirs['id']}", allow_redirects=False)
+    assert page.status == 404  # the other shop's product is still theirs, not ours

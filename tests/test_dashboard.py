@@ -365,6 +365,22 @@ async def test_no_one_sees_another_merchants_figures(dash: Client) -> None:
     assert "明前龙井" not in await (await dash.get("/dashboard/export.csv?by=product")).text()
 
 
+async def test_a_product_id_no_store_can_hold_is_no_product(dash: Client) -> None:
+    """Found by the hostile sweep: /dashboard/products/<21 digits> reached SQLite, which
+    raised OverflowError, a 500; int() also took "1_0" and Arabic-Indic digits for 10 and 1."""
+    acme = await add_tenant(dash, "acme")
+    tea, _mug = await shop_traffic(dash, acme)
+    await add_tenant(dash, "rival")
+    await add_user(dash, "acme", "anna@example.com")
+    assert (await login(dash, "anna@example.com")).status == 303
+    assert (await dash.get(f"/dashboard/products/{tea}")).status == 200
+    for product_id in ("9" * 21, str(2**63), f"{tea}_0", "%D9%A1", "+1", f"0{tea} "):
+        for url in (f"/dashboard/products/{product_id}",
+                    f"/dashboard/products/{product_id}/qr.svg"):
+            resp = await dash.get(url)
+            assert resp.status == 404 and "找不到这个页面" in await resp.text(), url
+
+
 # --- the figures ----------------------------------------------------------------------------
 async def test_dashboard_figures_equal_the_stats_api(dash: Client) -> None:
     acme = await add_tenant(dash, "acme")

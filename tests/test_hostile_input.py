@@ -11,14 +11,25 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.app import create_app
 from gateway.appkeys import STORE
 
-from .conftest import DESKTOP_UA, PRODUCT, TAOBAO_UA, Tenant, add_tenant, create_product
+from .conftest import (
+    DESKTOP_UA,
+    PRODUCT,
+    TAOBAO_UA,
+    Tenant,
+    add_tenant,
+    create_product,
+    make_settings,
+)
+from .wait import DEADLINE
 
 HUGE = 99999999999999999999  # past a signed 64-bit integer
 ENTRY = {"kind": "static", "qr_url": "https://img.example.com/q.png"}
@@ -168,6 +179,10 @@ ROWS: list[tuple[str, str, Any, int, str, str | None]] = [
     ("GET", "/api/stats?format=xml", None, 422, "invalid_field", "format"),
     ("GET", "/api/products/{id}/qr.svg?ch=%00", None, 422, "invalid_field", "ch"),
     ("GET", "/api/products/{id}/qr.png?ch=%E8%8C%B6", None, 422, "invalid_field", "ch"),
+    # --- WeCom reads the callback's answers: JSON, whatever the method or path ---------------
+    ("PUT", "/wecom/callback/acme", {}, 405, "method_not_allowed", None),
+    ("DELETE", "/wecom/callback/acme", None, 405, "method_not_allowed", None),
+    ("GET", "/wecom/callback", None, 404, "not_found", None),
 ]
 
 
@@ -214,7 +229,7 @@ async def test_hostile_input_gets_a_4xx_and_changes_nothing(
     for n, (method, path, body, status, code, field) in enumerate(ROWS):
         resp = await _send(client, acme, method, path.replace("{id}", str(product["id"])), body)
         try:
-            answer = await resp.json()
+            answer = await resp.json(content_type=None)
         except ValueError:
             answer = {"not json": await resp.text()}
         error = answer.get("error", {})
@@ -304,3 +319,89 @@ async def test_a_dashboard_cookie_that_is_not_utf8_is_no_session(
         b"Cookie: ll_login_csrf=\xff\xfe\r\nContent-Length: " + str(len(form)).encode()
         + b"\r\n"), form)
     assert status == 403, body
+
+
+async def test_a_body_that_says_gzip_and_is_not_is_a_400_and_changes_nothing(
+    client: TestClient[Any, Any], two: tuple[Tenant, Tenant, dict[str, Any]],
+) -> None:
+    """Found by the hostile sweep: ``Content-Encoding: gzip`` over bytes that are not gzip
+    made aiohttp raise RequestPayloadError out of ``request.read()``, answered 500."""
+    acme, rival, _ = two
+    before = await _snapshot(client, [acme, rival])
+    body = json.dumps({**PRODUCT, "title": "压缩的茶"}).encode()  # a good body, not gzipped
+    for path, content_type in (("/api/products", "application/json"),
+                               ("/api/products/import?dry_run=false", "text/csv"),
+                               ("/api/entry", "application/json")):
+        for encoding in ("gzip", "deflate"):
+            method = "PUT" if path == "/api/entry" else "POST"
+            resp = await client.request(method, path, data=body, headers={
+                **acme.auth, "Content-Type": content_type, "Content-Encoding": encoding})
+            assert resp.status == 400, (path, encoding, await resp.text())
+            assert (await resp.json())["error"]["code"] == "bad_request"
+    assert await _snapshot(client, [acme, rival]) == before
+
+
+async def _answer_of(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes]:
+    """One HTTP answer read off a connection (its head, then Content-Length bytes): the
+    server may keep the connection a while after it, reading what is left of the body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head)
+    body = await reader.readexactly(int(length.group(1))) if length else b""
+    return int(head.split()[1]), head.lower(), body
+
+
+async def test_a_body_that_stops_arriving_is_a_408_and_nothing_waits_for_it(
+    aiohttp_client: Any, tmp_path: Path,
+) -> None:
+    """Found by the hostile sweep: a handler reading a body waited for ever on a client that
+    stopped sending, and on a chunked body whose framing broke after the handler began to
+    read it (aiohttp queues that error as a next request; the body being read never ends)."""
+    client = await aiohttp_client(create_app(make_settings(tmp_path,
+                                                           server__body_idle_seconds=0.5)))
+    acme = await add_tenant(client, "acme")
+    rival = await add_tenant(client, "rival")
+    product = await create_product(client, acme)
+    await create_product(client, rival, {**PRODUCT, "title": "对手的茶"})
+    before = await _snapshot(client, [acme, rival])
+    auth = f"Authorization: {acme.auth['Authorization']}\r\n".encode()
+    body = json.dumps({**PRODUCT, "title": "慢慢来的茶"}).encode()
+    # (the head and the bytes sent at once, the bytes sent once the handler reads the body)
+    stalls = {
+        "API body short of its length": (
+            b"POST /api/products HTTP/1.1\r\n" + auth + b"Content-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body[:20], b""),
+        "chunked API body broken after its first chunk": (
+            b"POST /api/products HTTP/1.1\r\n" + auth + b"Content-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % 20 + body[:20] + b"\r\n",
+            b"zz\r\n"),
+        "import short of its length": (
+            b"POST /api/products/import HTTP/1.1\r\n" + auth + b"Content-Type: text/csv\r\n"
+            b"Content-Length: 1000\r\n\r\ntitle,targets.jd.sku\n", b""),
+        "login form short of its length": (
+            b"POST /dashboard/login HTTP/1.1\r\nContent-Type: "
+            b"application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nemail=a", b""),
+    }
+    assert client.server.port is not None
+    opened = []
+    for head, _ in stalls.values():
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+        writer.write(head.replace(b"\r\n\r\n", b"\r\nHost: a\r\n\r\n", 1))
+        await writer.drain()
+        opened.append((reader, writer))
+    # Meanwhile a shopper's link answers as ever; by its answer, the handlers above are
+    # reading their bodies (the broken chunk must come after that, or aiohttp's parser
+    # refuses it before any handler runs).
+    assert (await client.get(f"/p/{product['code']}", headers={"User-Agent": DESKTOP_UA},
+                             allow_redirects=False)).status == 200
+    for (_, later), (_, writer) in zip(stalls.values(), opened, strict=True):
+        writer.write(later)
+        await writer.drain()
+    for what, (reader, writer) in zip(stalls, opened, strict=True):
+        status, head, answer = await asyncio.wait_for(_answer_of(reader), DEADLINE)
+        writer.close()
+        assert (status, b"connection: close" in head) == (408, True), (what, head, answer)
+        if b"application/json" in head:
+            assert json.loads(answer)["error"]["code"] == "request_timeout", what
+        else:
+            assert what.startswith("login") and b"text/html" in head, (what, head)
+    assert await _snapshot(client, [acme, rival]) == before

@@ -8,6 +8,7 @@ import is all-or-nothing, whatever changed in between).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from ..bulk import (
     template_file,
 )
 from ..errors import ApiError, guarded
+from ..inputs import UNREADABLE_FORM, body_idle, body_stalled, unreadable_form
 from .messages import field_label, say
 from .web import (
     check_post,
@@ -69,13 +71,35 @@ async def import_page(request: web.Request) -> web.StreamResponse:
     return await _page(request, imported=int(imported) if imported.isdigit() else 0)
 
 
+async def _parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
+    """The upload's parts (nested multiparts skipped); a body cut short, without its
+    boundary or with a part that is not one is the 400 of any unreadable form."""
+    seconds = body_idle(request)
+    try:
+        reader = await request.multipart()
+        while True:
+            async with asyncio.timeout(seconds):  # a part's headers, as its bytes below
+                part = await reader.next()
+            if part is None:
+                return
+            if isinstance(part, BodyPartReader):
+                yield part
+    except UNREADABLE_FORM:
+        raise unreadable_form() from None
+    except TimeoutError:
+        raise body_stalled(seconds) from None
+
+
 async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(64 * 1024):
-        yield chunk
+    try:
+        while chunk := await part.read_chunk(64 * 1024):
+            yield chunk
+    except UNREADABLE_FORM:
+        raise unreadable_form() from None
 
 
-async def _text(part: BodyPartReader, limit: int = _TEXT_PART_MAX) -> str:
-    return (await read_upload(_chunks(part), limit)).decode("utf-8", "replace")
+async def _text(part: BodyPartReader, seconds: float, limit: int = _TEXT_PART_MAX) -> str:
+    return (await read_upload(_chunks(part), limit, seconds)).decode("utf-8", "replace")
 
 
 @console_page
@@ -89,18 +113,15 @@ async def upload(request: web.Request) -> web.StreamResponse:
     if not request.content_type.startswith("multipart/"):  # not our form's encoding
         _, refused = await check_post(request)
         return refused or await _page(request, status=422, error="请选择一个 CSV 或 XLSX 文件。")
-    reader = await request.multipart()
     fields: dict[str, str] = {}
     data = b""
     file_name = ""
     content_type = ""
     checked = False
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            continue
+    async for part in _parts(request):
         if not checked:
             # The form sends the CSRF token first: nothing else is read before it is checked.
-            token = await _text(part) if part.name == "csrf" else ""
+            token = await _text(part, body_idle(request)) if part.name == "csrf" else ""
             _, refused = await check_post(request, {"csrf": token})
             if refused is not None:
                 return refused
@@ -109,15 +130,15 @@ async def upload(request: web.Request) -> web.StreamResponse:
         if part.name == "file":
             file_name = part.filename or ""
             content_type = part.headers.get("Content-Type", "")
-            data = await read_upload(_chunks(part), limit)
+            data = await read_upload(_chunks(part), limit, body_idle(request))
         elif part.name == "data":  # the file of the dry run, sent back to import it
-            encoded = await _text(part, limit * 2)
+            encoded = await _text(part, body_idle(request), limit * 2)
             try:
                 data = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
                 return await _page(request, status=422, error="文件内容已损坏，请重新上传。")
         elif part.name:
-            fields[part.name] = await _text(part)
+            fields[part.name] = await _text(part, body_idle(request))
     if not checked:
         _, refused = await check_post(request, {})
         assert refused is not None

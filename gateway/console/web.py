@@ -23,6 +23,7 @@ from ..dashboard.views import (
     storage_guarded,
 )
 from ..errors import ApiError
+from ..inputs import read_form
 from ..store import Merchant
 
 __all__ = ["Page", "check_post", "console_page", "console_write", "forbidden", "merchant_of",
@@ -66,7 +67,7 @@ async def check_post(request: web.Request, form: Mapping[str, Any] | None = None
     session = await require_session(request)
     if not session.principal.can_write:
         return session, forbidden(request, session)
-    posted = await request.post() if form is None else form
+    posted = await read_form(request) if form is None else form
     if (not same_origin(request, request.app[PUBLIC_URL])
             or not csrf_matches(session.csrf, posted.get("csrf"))):
         return session, _refused(request, session)
@@ -83,7 +84,7 @@ def console_write(handler: Write) -> Page:
 
     @console_page
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        form = await request.post()
+        form = await read_form(request)
         session, refused = await check_post(request, form)
         if refused is not None:
             return refused

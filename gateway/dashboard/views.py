@@ -32,6 +32,7 @@ from ..alerts import recent_alerts
 from ..appkeys import CLOCK, IP_HASHER, PAGES, PUBLIC_URL, SETTINGS, STORE
 from ..catalog import share_url
 from ..errors import guarded
+from ..inputs import parse_uint, read_form
 from ..pages import qr_svg
 from ..stats import (
     CHANNEL_PATTERN,
@@ -214,7 +215,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 @_page
 async def login(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     next_url = safe_next(str(form.get("next", "")))
     email = str(form.get("email", "")).strip()
     if (not same_origin(request, request.app[PUBLIC_URL])
@@ -253,7 +254,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     session = await _session(request)
     if session is None:
         raise web.HTTPSeeOther("/dashboard/login")
-    form = await request.post()
+    form = await read_form(request)
     if (not same_origin(request, request.app[PUBLIC_URL])
             or not csrf_matches(session.csrf, form.get("csrf"))):
         return error_page(request, 403, "操作未完成",
@@ -479,10 +480,9 @@ async def products_page(request: web.Request) -> web.StreamResponse:
 
 
 def _product_id(request: web.Request) -> int | None:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        return None
+    # As the API's: ASCII digits in the stores' range, or no product (int() takes "1_0",
+    # Arabic-Indic digits, and 20 digits no store can look up).
+    return parse_uint(request.match_info["id"])
 
 
 def _not_found(request: web.Request, session: Session | None) -> web.Response:

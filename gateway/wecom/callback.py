@@ -32,6 +32,7 @@ from ..alerts import ALERT_KINDS
 from ..appkeys import CALLBACKS, ENTRIES, SETTINGS, STORE
 from ..clock import DayClock
 from ..errors import guarded, json_error
+from ..inputs import body_idle, read_body
 from ..recorder import Recorder
 from ..store import Contact, Entry, Event, EventKind, InboxItem, Store, StoreUnavailable
 from .client import WeComClient
@@ -322,14 +323,11 @@ async def _body(request: web.Request) -> bytes | web.Response:
     declared = request.content_length
     if declared is not None and declared > MAX_CALLBACK_BODY:
         return _too_large()
-    body = bytearray()
-    while len(body) <= MAX_CALLBACK_BODY:
-        # read(n) answers what has arrived, up to n: a body in several packets takes several.
-        chunk = await request.content.read(MAX_CALLBACK_BODY + 1 - len(body))
-        if not chunk:
-            return bytes(body)
-        body += chunk
-    return _too_large()
+    try:
+        return await read_body(request.content.iter_any(), limit=MAX_CALLBACK_BODY,
+                               seconds=body_idle(request))
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large()
 
 
 def _too_large() -> web.Response:
