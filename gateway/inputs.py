@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .appkeys import SETTINGS
 from .errors import ApiError
 
 __all__ = ["MAX_DEPTH", "MAX_INT", "UNREADABLE_FORM", "body_idle", "body_stalled", "next_bytes",
@@ -174,8 +175,6 @@ def unreadable_form() -> web.HTTPBadRequest:
 
 def body_idle(request: web.Request) -> float:
     """How long a read of the request's body may wait for its next bytes."""
-    from .appkeys import SETTINGS  # the settings are an app resource
-
     seconds: float = request.app[SETTINGS]["server.body_idle_seconds"]
     return seconds
 
