@@ -414,7 +414,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _stats_table(merchant: str, query: Any, rows: list[dict[str, Any]], timezone: str) -> str:
-    from .stats import RATES
+    from .stats import RATES, share
     from .store import METRICS
     from .texttable import render_table
 
@@ -424,7 +424,9 @@ def _stats_table(merchant: str, query: Any, rows: list[dict[str, Any]], timezone
     if not rows:
         return title + "no figures in this range\n"
     table = render_table([*keys, *METRICS, *RATES],
-                         [[row[k] for k in [*keys, *METRICS, *RATES]] for row in rows],
+                         # Rates from the counts, rounded once (as on the dashboard).
+                         [[*(row[k] for k in [*keys, *METRICS]),
+                           *(share(row, rate) for rate in RATES)] for row in rows],
                          numeric_from=1 if query.by != "product" else 3)
     return title + table
 

@@ -4,6 +4,9 @@ and older exports and journals still read."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import json
 import os
 import re
@@ -33,6 +36,7 @@ from .conftest import (
     create_product,
     make_settings,
 )
+from .test_cli import run
 from .test_dashboard import Figures, add_user, login
 from .wait import until
 
@@ -169,9 +173,9 @@ async def test_unique_visitors_are_distinct_over_days_in_every_grouping(
     assert (await _stats(client, acme, "from=2026-12-01&to=2026-12-01"))["total"][
         "unique_visitors"] == 2
     assert (await _stats(client, other, period))["total"]["unique_visitors"] == 1
-    csv = (await (await client.get(f"/api/stats?by=day&{period}&format=csv",
+    lines = (await (await client.get(f"/api/stats?by=day&{period}&format=csv",
                                    headers=acme.auth)).text()).splitlines()
-    assert csv[0].endswith(",timezone") and csv[1].endswith(',"Asia/Shanghai"')
+    assert lines[0].endswith(",timezone") and lines[1].endswith(',"Asia/Shanghai"')
 
     # The dashboard shows the same figures, and which time zone the days are in.
     await add_user(client, "acme", "anna@example.com")
@@ -323,3 +327,51 @@ def test_a_journal_gives_back_events_and_clicks(tmp_path: Path) -> None:
                   outcome="redirect")
     journal.append([event, click])
     assert Journal.read(journal.pending) == ([click], [event], 0)
+
+
+async def test_the_dashboard_rounds_each_rate_once_from_the_counts_it_shows(
+    clocked: tuple[TestClient[Any, Any], FakeTime], cli_env: dict[str, str],
+) -> None:
+    """15 storefront opens of 19 clicks are 78.947%: the API says 0.7895 (4 places), the
+    dashboard and ``linkloop stats``' table 78.9%, not 79.0% (0.7895 rounded again).
+    Another merchant's rate is its own."""
+    client, _clock = clocked
+    acme = await add_tenant(client, "acme")
+    other = await add_tenant(client, "other")
+    tea = await create_product(client, acme)  # Taobao, JD and the web shop
+    theirs = await create_product(client, other, {**TAOBAO_ONLY, "slug": "theirs"})
+
+    async def tap(product: dict[str, Any], ua: str) -> None:
+        client.session.cookie_jar.clear()
+        resp = await client.get(f"/p/{product['code']}?ch=live", headers={"User-Agent": ua},
+                                allow_redirects=False)
+        assert resp.status in (200, 302)
+
+    for _ in range(15):
+        await tap(tea, TAOBAO_UA)  # straight to the Taobao item: a storefront open each
+    for _ in range(4):
+        await tap(tea, DESKTOP_UA)  # the landing page, left without a hop
+    await tap(theirs, TAOBAO_UA)
+    answer = await _stats(client, acme, "by=channel")
+    live = _by(answer, "channel")["live"]
+    assert (live["clicks"], live["storefront_opens"], live["open_rate"]) == (19, 15, 0.7895)
+    assert answer["total"]["open_rate"] == 0.7895
+    text = await (await client.get("/api/stats?by=channel&format=csv", headers=acme.auth)).text()
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert (row["open_rate"], row["entry_rate"], row["add_rate"]) == ("0.7895", "0.0", "")
+
+    await add_user(client, "acme", "anna@example.com")
+    await add_user(client, "other", "olga@example.com")
+    for email, opened in (("anna@example.com", "78.9%"), ("olga@example.com", "100.0%")):
+        client.session.cookie_jar.clear()
+        assert (await login(client, email)).status == 303
+        page = await (await client.get("/dashboard")).text()
+        assert Figures(page).tables["channel-table"]["live"]["open_rate"] == opened
+        assert f"占点击 {opened}" in page  # the funnel's step
+    for merchant, opened in (("acme", "78.9%"), ("other", "100.0%")):
+        table = await asyncio.to_thread(
+            run, cli_env, "stats", "--merchant", merchant, "--by", "channel", "--table",
+            "--from", "2026-11-30", "--to", "2026-11-30")
+        assert table.returncode == 0, table.stderr
+        header, _rule, row_line = table.stdout.splitlines()[1:4]
+        assert dict(zip(header.split(), row_line.split(), strict=True))["open_rate"] == opened
