@@ -391,7 +391,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     try:
         query = parse_stats_query(
             {"from": args.from_day, "to": args.to_day, "by": args.by,
-             "product": args.product, "platform": args.platform},
+             "product": args.product, "platform": args.platform, "channel": args.channel},
             clock.today())
     except StatsQueryError as exc:
         raise CliError(f"--{exc.field}: {exc.message}") from None
@@ -594,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one row per platform (default), product, day or channel")
     stats.add_argument("--product", help="only this product id")
     stats.add_argument("--platform", help="only this source platform, e.g. taobao")
+    stats.add_argument("--channel", help="only this ?ch= channel, e.g. live")
     output = stats.add_mutually_exclusive_group()
     output.add_argument("--json", dest="output", action="store_const", const="json",
                         help="JSON, as GET /api/stats answers (the default when stdout is "

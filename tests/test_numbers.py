@@ -371,7 +371,11 @@ async def test_the_dashboard_rounds_each_rate_once_from_the_counts_it_shows(
     for merchant, opened in (("acme", "78.9%"), ("other", "100.0%")):
         table = await asyncio.to_thread(
             run, cli_env, "stats", "--merchant", merchant, "--by", "channel", "--table",
-            "--from", "2026-11-30", "--to", "2026-11-30")
+            "--channel", "live", "--from", "2026-11-30", "--to", "2026-11-30")
         assert table.returncode == 0, table.stderr
         header, _rule, row_line = table.stdout.splitlines()[1:4]
         assert dict(zip(header.split(), row_line.split(), strict=True))["open_rate"] == opened
+    # The CLI's channel filter is the API's: no clicks came through a "kol" link.
+    kol = await asyncio.to_thread(run, cli_env, "stats", "--merchant", "acme", "--channel",
+                                  "kol", "--from", "2026-11-30", "--to", "2026-11-30")
+    assert json.loads(kol.stdout)["rows"] == [] and json.loads(kol.stdout)["total"]["clicks"] == 0
