@@ -379,3 +379,33 @@ async def test_the_dashboard_rounds_each_rate_once_from_the_counts_it_shows(
     kol = await asyncio.to_thread(run, cli_env, "stats", "--merchant", "acme", "--channel",
                                   "kol", "--from", "2026-11-30", "--to", "2026-11-30")
     assert json.loads(kol.stdout)["rows"] == [] and json.loads(kol.stdout)["total"]["clicks"] == 0
+
+
+async def test_a_head_request_is_no_persons_click_open_or_entry(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    """Link checkers, unfurlers and mail scanners ask with HEAD, often in a browser's or an
+    app's User-Agent; aiohttp routes HEAD to each GET handler. Such a request counts as a
+    bot's click (bot_clicks only): no click, visitor, redirect, open or entry of a person's.
+    A GET of another merchant's link meanwhile counts as ever."""
+    other = await add_tenant(client, "other")
+    tea = await create_product(client, tenant)  # Taobao, JD and the web shop
+    theirs = await create_product(client, other, {**TAOBAO_ONLY, "slug": "theirs"})
+    entry = await client.put("/api/entry", headers=tenant.auth, json={
+        "kind": "static", "qr_url": "https://img.example.com/q.png"})
+    assert entry.status == 200, await entry.text()
+    for path, ua in ((f"/p/{tea['code']}?ch=live", TAOBAO_UA),
+                     (f"/o/{tea['code']}/web", DESKTOP_UA), (f"/e/{tea['code']}", WECHAT_UA)):
+        client.session.cookie_jar.clear()
+        resp = await client.head(path, headers={"User-Agent": ua}, allow_redirects=False)
+        assert resp.status < 400, path  # the link answers: a checker sees it alive
+    client.session.cookie_jar.clear()
+    assert (await client.get(f"/p/{theirs['code']}", headers={"User-Agent": TAOBAO_UA},
+                             allow_redirects=False)).status == 302
+    total = (await _stats(client, tenant, "by=channel"))["total"]
+    assert {m: total[m] for m in ("clicks", "unique_visitors", "bot_clicks", "redirects",
+                                  "storefront_opens", "entries")} == {
+        "clicks": 0, "unique_visitors": 0, "bot_clicks": 1, "redirects": 0,
+        "storefront_opens": 0, "entries": 0}
+    theirs_row = _by(await _stats(client, other, "by=platform"), "platform")["taobao"]
+    assert (theirs_row["clicks"], theirs_row["redirects"], theirs_row["bot_clicks"]) == (1, 1, 0)
