@@ -20,9 +20,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from gateway.appkeys import CLOCK, RECORDER
+from gateway.appkeys import CLOCK, RECORDER, STORE
 from gateway.clock import DayClock
-from gateway.store import Merchant, open_store
+from gateway.store import Channel, Click, Merchant, open_store
 from gateway.transfer import import_merchant
 
 from . import pg
@@ -409,3 +409,44 @@ async def test_a_head_request_is_no_persons_click_open_or_entry(
         "storefront_opens": 0, "entries": 0}
     theirs_row = _by(await _stats(client, other, "by=platform"), "platform")["taobao"]
     assert (theirs_row["clicks"], theirs_row["redirects"], theirs_row["bot_clicks"]) == (1, 1, 0)
+
+
+async def test_every_table_shows_an_estimates_margin(
+    clocked: tuple[TestClient[Any, Any], FakeTime],
+) -> None:
+    """Past 256 visitors a figure is an estimate: the products and channels tables show
+    its margin (``1,234 ±40``) as the overview does, not a bare number that reads as exact.
+    Another merchant's few visitors stay exact."""
+    client, _clock = clocked
+    assert client.app is not None
+    acme = await add_tenant(client, "acme")
+    other = await add_tenant(client, "other")
+    tea = await create_product(client, acme)
+    theirs = await create_product(client, other, {**TAOBAO_ONLY, "slug": "theirs"})
+    store = client.app[STORE]
+    for merchant in ("acme", "other"):
+        await store.create_channel(Channel(merchant, "live", "直播间"))
+    day = "2026-11-30"  # the clock's today
+    crowd = [Click(f"AAAAcrowd{n:07d}", "acme", tea["id"], 1.0, day, "taobao", "ua",
+                   f"AAAAvisitor{n:06d}", "h", channel="live", outcome="redirect")
+             for n in range(400)]
+    few = [Click(f"BBBBfew{n:09d}", "other", theirs["id"], 1.0, day, "taobao", "ua",
+                 f"BBBBvisitor{n:06d}", "h", channel="live", outcome="redirect")
+           for n in range(3)]
+    await store.record([*crowd, *few], [])
+    for merchant, email in (("acme", "anna@example.com"), ("other", "olga@example.com")):
+        await add_user(client, merchant, email, role="merchant")
+    for email, tenant, product in (("anna@example.com", acme, tea),
+                                   ("olga@example.com", other, theirs)):
+        row = _by(await _stats(client, tenant, "by=channel"), "channel")["live"]
+        margin = row["unique_visitors_error"]
+        assert (margin > 0) == (tenant is acme)
+        want = f"{row['unique_visitors']:,}" + (f" ±{margin:,}" if margin else "")
+        client.session.cookie_jar.clear()
+        assert (await login(client, email)).status == 303
+        overview = Figures(await (await client.get("/dashboard")).text())
+        assert overview.tables["channel-table"]["live"]["unique_visitors"] == want
+        products = Figures(await (await client.get("/dashboard/products")).text())
+        assert products.tables["product-table"][str(product["id"])]["unique_visitors"] == want
+        channels = Figures(await (await client.get("/dashboard/channels")).text())
+        assert channels.tables["channel-table"]["live"]["unique_visitors"] == want
