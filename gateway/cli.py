@@ -391,7 +391,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     try:
         query = parse_stats_query(
             {"from": args.from_day, "to": args.to_day, "by": args.by,
-             "product": args.product, "platform": args.platform},
+             "product": args.product, "platform": args.platform, "channel": args.channel},
             clock.today())
     except StatsQueryError as exc:
         raise CliError(f"--{exc.field}: {exc.message}") from None
@@ -414,7 +414,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _stats_table(merchant: str, query: Any, rows: list[dict[str, Any]], timezone: str) -> str:
-    from .stats import RATES
+    from .stats import RATES, share
     from .store import METRICS
     from .texttable import render_table
 
@@ -424,7 +424,9 @@ def _stats_table(merchant: str, query: Any, rows: list[dict[str, Any]], timezone
     if not rows:
         return title + "no figures in this range\n"
     table = render_table([*keys, *METRICS, *RATES],
-                         [[row[k] for k in [*keys, *METRICS, *RATES]] for row in rows],
+                         # Rates from the counts, rounded once (as on the dashboard).
+                         [[*(row[k] for k in [*keys, *METRICS]),
+                           *(share(row, rate) for rate in RATES)] for row in rows],
                          numeric_from=1 if query.by != "product" else 3)
     return title + table
 
@@ -592,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one row per platform (default), product, day or channel")
     stats.add_argument("--product", help="only this product id")
     stats.add_argument("--platform", help="only this source platform, e.g. taobao")
+    stats.add_argument("--channel", help="only this ?ch= channel, e.g. live")
     output = stats.add_mutually_exclusive_group()
     output.add_argument("--json", dest="output", action="store_const", const="json",
                         help="JSON, as GET /api/stats answers (the default when stdout is "

@@ -336,6 +336,11 @@ def _detect(request: web.Request, detector: Detector) -> tuple[Detection, str | 
         channel = None
     headers = request.headers
     detection = detector.request(headers.get("User-Agent", ""), channel, headers.get("Referer"))
+    if request.method == hdrs.METH_HEAD:
+        # No one taps a link with HEAD (aiohttp routes it to every GET handler): a link
+        # checker, an unfurler or a mail scanner, whatever User-Agent it claims. Counted as
+        # bots are, in bot_clicks only, and no open or entry of a person's.
+        detection = detection._replace(bot=True)
     return detection, channel
 
 

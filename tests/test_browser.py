@@ -42,6 +42,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from .conftest import DESKTOP_UA, LINKLOOP, REPO
 from .test_cli import free_port, run
+from .test_dashboard import shown
 from .wait import until_sync
 
 REQUIRE_VAR = "LINKLOOP_TEST_REQUIRE_BROWSER"
@@ -486,8 +487,7 @@ def _as_shown(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, str]]
     metrics = ("clicks", "unique_visitors", "bot_clicks", "redirects", "landings", "guides",
                "storefront_opens", "entries", "adds", "chats", "lost_contacts", "open_rate",
                "entry_rate", "add_rate")
-    return {str(r[key]): {m: ("—" if r[m] is None else f"{r[m]:.1%}") if m.endswith("_rate")
-                          else f"{r[m]:,}" for m in metrics} for r in rows}
+    return {str(r[key]): {m: shown(r, (m,))[m] for m in metrics} for r in rows}
 
 
 def _downloaded(folder: Path) -> bool:

@@ -101,13 +101,19 @@ class Figures(HTMLParser):
             self._table = None
 
 
+RATE_PARTS = {"open_rate": ("storefront_opens", "clicks"), "entry_rate": ("entries", "clicks"),
+              "add_rate": ("adds", "entries")}
+
+
 def shown(row: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, str]:
     """How the dashboard prints an API row's figures: 1,234 and 12.5%."""
     out = {}
     for metric in metrics:
         value = row[metric]
         if metric.endswith("_rate"):
-            out[metric] = "—" if value is None else f"{value:.1%}"
+            # The ratio of the row's counts, rounded once (not the API's 4-place rate).
+            part, whole = RATE_PARTS[metric]
+            out[metric] = f"{row[part] / row[whole]:.1%}" if row[whole] else "—"
         else:
             out[metric] = f"{value:,}"
     return out

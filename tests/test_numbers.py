@@ -4,6 +4,9 @@ and older exports and journals still read."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import json
 import os
 import re
@@ -17,9 +20,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from gateway.appkeys import CLOCK, RECORDER
+from gateway.appkeys import CLOCK, RECORDER, STORE
 from gateway.clock import DayClock
-from gateway.store import Merchant, open_store
+from gateway.store import Channel, Click, Merchant, open_store
 from gateway.transfer import import_merchant
 
 from . import pg
@@ -33,6 +36,7 @@ from .conftest import (
     create_product,
     make_settings,
 )
+from .test_cli import run
 from .test_dashboard import Figures, add_user, login
 from .wait import until
 
@@ -169,9 +173,9 @@ async def test_unique_visitors_are_distinct_over_days_in_every_grouping(
     assert (await _stats(client, acme, "from=2026-12-01&to=2026-12-01"))["total"][
         "unique_visitors"] == 2
     assert (await _stats(client, other, period))["total"]["unique_visitors"] == 1
-    csv = (await (await client.get(f"/api/stats?by=day&{period}&format=csv",
+    lines = (await (await client.get(f"/api/stats?by=day&{period}&format=csv",
                                    headers=acme.auth)).text()).splitlines()
-    assert csv[0].endswith(",timezone") and csv[1].endswith(',"Asia/Shanghai"')
+    assert lines[0].endswith(",timezone") and lines[1].endswith(',"Asia/Shanghai"')
 
     # The dashboard shows the same figures, and which time zone the days are in.
     await add_user(client, "acme", "anna@example.com")
@@ -323,3 +327,126 @@ def test_a_journal_gives_back_events_and_clicks(tmp_path: Path) -> None:
                   outcome="redirect")
     journal.append([event, click])
     assert Journal.read(journal.pending) == ([click], [event], 0)
+
+
+async def test_the_dashboard_rounds_each_rate_once_from_the_counts_it_shows(
+    clocked: tuple[TestClient[Any, Any], FakeTime], cli_env: dict[str, str],
+) -> None:
+    """15 storefront opens of 19 clicks are 78.947%: the API says 0.7895 (4 places), the
+    dashboard and ``linkloop stats``' table 78.9%, not 79.0% (0.7895 rounded again).
+    Another merchant's rate is its own."""
+    client, _clock = clocked
+    acme = await add_tenant(client, "acme")
+    other = await add_tenant(client, "other")
+    tea = await create_product(client, acme)  # Taobao, JD and the web shop
+    theirs = await create_product(client, other, {**TAOBAO_ONLY, "slug": "theirs"})
+
+    async def tap(product: dict[str, Any], ua: str) -> None:
+        client.session.cookie_jar.clear()
+        resp = await client.get(f"/p/{product['code']}?ch=live", headers={"User-Agent": ua},
+                                allow_redirects=False)
+        assert resp.status in (200, 302)
+
+    for _ in range(15):
+        await tap(tea, TAOBAO_UA)  # straight to the Taobao item: a storefront open each
+    for _ in range(4):
+        await tap(tea, DESKTOP_UA)  # the landing page, left without a hop
+    await tap(theirs, TAOBAO_UA)
+    answer = await _stats(client, acme, "by=channel")
+    live = _by(answer, "channel")["live"]
+    assert (live["clicks"], live["storefront_opens"], live["open_rate"]) == (19, 15, 0.7895)
+    assert answer["total"]["open_rate"] == 0.7895
+    text = await (await client.get("/api/stats?by=channel&format=csv", headers=acme.auth)).text()
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert (row["open_rate"], row["entry_rate"], row["add_rate"]) == ("0.7895", "0.0", "")
+
+    await add_user(client, "acme", "anna@example.com")
+    await add_user(client, "other", "olga@example.com")
+    for email, opened in (("anna@example.com", "78.9%"), ("olga@example.com", "100.0%")):
+        client.session.cookie_jar.clear()
+        assert (await login(client, email)).status == 303
+        page = await (await client.get("/dashboard")).text()
+        assert Figures(page).tables["channel-table"]["live"]["open_rate"] == opened
+        assert f"占点击 {opened}" in page  # the funnel's step
+    for merchant, opened in (("acme", "78.9%"), ("other", "100.0%")):
+        table = await asyncio.to_thread(
+            run, cli_env, "stats", "--merchant", merchant, "--by", "channel", "--table",
+            "--channel", "live", "--from", "2026-11-30", "--to", "2026-11-30")
+        assert table.returncode == 0, table.stderr
+        header, _rule, row_line = table.stdout.splitlines()[1:4]
+        assert dict(zip(header.split(), row_line.split(), strict=True))["open_rate"] == opened
+    # The CLI's channel filter is the API's: no clicks came through a "kol" link.
+    kol = await asyncio.to_thread(run, cli_env, "stats", "--merchant", "acme", "--channel",
+                                  "kol", "--from", "2026-11-30", "--to", "2026-11-30")
+    assert json.loads(kol.stdout)["rows"] == [] and json.loads(kol.stdout)["total"]["clicks"] == 0
+
+
+async def test_a_head_request_is_no_persons_click_open_or_entry(
+    client: TestClient[Any, Any], tenant: Tenant,
+) -> None:
+    """Link checkers, unfurlers and mail scanners ask with HEAD, often in a browser's or an
+    app's User-Agent; aiohttp routes HEAD to each GET handler. Such a request counts as a
+    bot's click (bot_clicks only): no click, visitor, redirect, open or entry of a person's.
+    A GET of another merchant's link meanwhile counts as ever."""
+    other = await add_tenant(client, "other")
+    tea = await create_product(client, tenant)  # Taobao, JD and the web shop
+    theirs = await create_product(client, other, {**TAOBAO_ONLY, "slug": "theirs"})
+    entry = await client.put("/api/entry", headers=tenant.auth, json={
+        "kind": "static", "qr_url": "https://img.example.com/q.png"})
+    assert entry.status == 200, await entry.text()
+    for path, ua in ((f"/p/{tea['code']}?ch=live", TAOBAO_UA),
+                     (f"/o/{tea['code']}/web", DESKTOP_UA), (f"/e/{tea['code']}", WECHAT_UA)):
+        client.session.cookie_jar.clear()
+        resp = await client.head(path, headers={"User-Agent": ua}, allow_redirects=False)
+        assert resp.status < 400, path  # the link answers: a checker sees it alive
+    client.session.cookie_jar.clear()
+    assert (await client.get(f"/p/{theirs['code']}", headers={"User-Agent": TAOBAO_UA},
+                             allow_redirects=False)).status == 302
+    total = (await _stats(client, tenant, "by=channel"))["total"]
+    assert {m: total[m] for m in ("clicks", "unique_visitors", "bot_clicks", "redirects",
+                                  "storefront_opens", "entries")} == {
+        "clicks": 0, "unique_visitors": 0, "bot_clicks": 1, "redirects": 0,
+        "storefront_opens": 0, "entries": 0}
+    theirs_row = _by(await _stats(client, other, "by=platform"), "platform")["taobao"]
+    assert (theirs_row["clicks"], theirs_row["redirects"], theirs_row["bot_clicks"]) == (1, 1, 0)
+
+
+async def test_every_table_shows_an_estimates_margin(
+    clocked: tuple[TestClient[Any, Any], FakeTime],
+) -> None:
+    """Past 256 visitors a figure is an estimate: the products and channels tables show
+    its margin (``1,234 ±40``) as the overview does, not a bare number that reads as exact.
+    Another merchant's few visitors stay exact."""
+    client, _clock = clocked
+    assert client.app is not None
+    acme = await add_tenant(client, "acme")
+    other = await add_tenant(client, "other")
+    tea = await create_product(client, acme)
+    theirs = await create_product(client, other, {**TAOBAO_ONLY, "slug": "theirs"})
+    store = client.app[STORE]
+    for merchant in ("acme", "other"):
+        await store.create_channel(Channel(merchant, "live", "直播间"))
+    day = "2026-11-30"  # the clock's today
+    crowd = [Click(f"AAAAcrowd{n:07d}", "acme", tea["id"], 1.0, day, "taobao", "ua",
+                   f"AAAAvisitor{n:06d}", "h", channel="live", outcome="redirect")
+             for n in range(400)]
+    few = [Click(f"BBBBfew{n:09d}", "other", theirs["id"], 1.0, day, "taobao", "ua",
+                 f"BBBBvisitor{n:06d}", "h", channel="live", outcome="redirect")
+           for n in range(3)]
+    await store.record([*crowd, *few], [])
+    for merchant, email in (("acme", "anna@example.com"), ("other", "olga@example.com")):
+        await add_user(client, merchant, email, role="merchant")
+    for email, tenant, product in (("anna@example.com", acme, tea),
+                                   ("olga@example.com", other, theirs)):
+        row = _by(await _stats(client, tenant, "by=channel"), "channel")["live"]
+        margin = row["unique_visitors_error"]
+        assert (margin > 0) == (tenant is acme)
+        want = f"{row['unique_visitors']:,}" + (f" ±{margin:,}" if margin else "")
+        client.session.cookie_jar.clear()
+        assert (await login(client, email)).status == 303
+        overview = Figures(await (await client.get("/dashboard")).text())
+        assert overview.tables["channel-table"]["live"]["unique_visitors"] == want
+        products = Figures(await (await client.get("/dashboard/products")).text())
+        assert products.tables["product-table"][str(product["id"])]["unique_visitors"] == want
+        channels = Figures(await (await client.get("/dashboard/channels")).text())
+        assert channels.tables["channel-table"]["live"]["unique_visitors"] == want

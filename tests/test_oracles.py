@@ -136,6 +136,14 @@ def expected(ledger: list[Row], by: str, *, days: tuple[str, str] = (DAY_A, DAY_
 
 
 RATES = ("open_rate", "entry_rate", "add_rate")
+#: Each rate as (part, whole): the dashboard shows the ratio of the counts rounded once.
+RATE_PARTS = {"open_rate": ("storefront_opens", "clicks"), "entry_rate": ("entries", "clicks"),
+              "add_rate": ("adds", "entries")}
+
+
+def _shown_rate(row: dict[str, Any], rate: str) -> str:
+    part, whole = RATE_PARTS[rate]
+    return f"{row[part] / row[whole]:.1%}" if row[whole] else "—"
 
 
 def _from_json(rows: list[dict[str, Any]], by: str) -> dict[str, dict[str, Any]]:
@@ -163,8 +171,8 @@ def _columns(table: dict[str, dict[str, str]], metrics: tuple[str, ...],
 def _as_shown(figures: dict[str, dict[str, Any]], metrics: tuple[str, ...],
               ) -> dict[str, dict[str, str]]:
     """How a person reads the figures on the dashboard: 1,234 and 12.5%."""
-    return {key: {m: ("—" if row[m] is None else f"{row[m]:.1%}") if m in RATES
-                  else f"{row[m]:,}" for m in metrics} for key, row in figures.items()}
+    return {key: {m: _shown_rate(row, m) if m in RATES else f"{row[m]:,}" for m in metrics}
+            for key, row in figures.items()}
 
 
 TABLE = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries", "adds",

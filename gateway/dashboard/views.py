@@ -43,6 +43,7 @@ from ..stats import (
     rows_csv,
     run_stats,
     run_total,
+    share,
     with_funnel,
 )
 from ..store import METRICS, Product, Store, StoreUnavailable
@@ -97,8 +98,11 @@ _HEADERS = {
 
 
 # --- rendering ------------------------------------------------------------------------------
-def _percent(rate: float | None) -> str:
-    return "—" if rate is None else f"{rate:.1%}"
+def _percent(row: dict[str, Any], rate: str) -> str:
+    """A row's rate as read, "—" where the step before is zero: from the row's counts,
+    rounded once (``stats.share``), not from the API's rate already rounded to 4 places."""
+    value = share(row, rate)
+    return "—" if value is None else f"{value:.1%}"
 
 
 def _platform_label(platform: str) -> str:
@@ -382,18 +386,18 @@ def _funnel(total: dict[str, Any]) -> list[tuple[str, int, str]]:
     """The funnel's steps: (name, count, rate against the step named)."""
     return [("点击", total["clicks"], ""),
             ("打开店铺", total["storefront_opens"],
-             f"占点击 {_percent(total['open_rate'])}，其中直接跳转 "
+             f"占点击 {_percent(total, 'open_rate')}，其中直接跳转 "
              f"{charts.number(total['redirects'])}"),
-            ("进入企微", total["entries"], f"占点击 {_percent(total['entry_rate'])}"),
-            ("添加企微", total["adds"], f"占进入 {_percent(total['add_rate'])}"),
-            ("发起会话", total["chats"], f"占添加 {_percent(total['chat_rate'])}")]
+            ("进入企微", total["entries"], f"占点击 {_percent(total, 'entry_rate')}"),
+            ("添加企微", total["adds"], f"占进入 {_percent(total, 'add_rate')}"),
+            ("发起会话", total["chats"], f"占添加 {_percent(total, 'chat_rate')}")]
 
 
 def _outcomes(total: dict[str, Any]) -> list[tuple[str, int, str]]:
     """Where the clicks went: (name, count, share of clicks)."""
     clicks = int(total["clicks"])
     named = [("直接跳转店铺", "redirects"), ("落地页", "landings"), ("浏览器引导页", "guides")]
-    return [(name, int(total[key]), _percent(int(total[key]) / clicks if clicks else None))
+    return [(name, int(total[key]), f"{int(total[key]) / clicks:.1%}" if clicks else "—")
             for name, key in named]
 
 
