@@ -332,8 +332,12 @@ def _detect(request: web.Request, detector: Detector) -> tuple[Detection, str | 
     cache decides it (Detector.request); the channel and the Referer count only past it."""
     # Most share links carry no query string: don't build the query MultiDict for nothing.
     channel = request.query.get("ch") if request.query_string else None
-    if channel is not None and not CHANNEL_PATTERN.fullmatch(channel):
-        channel = None
+    if channel is not None:
+        # Tags are typed by hand into links and posters (?ch=Spring_Live); channel names are
+        # lowercase, so a capital must not drop the click into "no channel".
+        channel = channel.lower()
+        if not CHANNEL_PATTERN.fullmatch(channel):
+            channel = None
     headers = request.headers
     detection = detector.request(headers.get("User-Agent", ""), channel, headers.get("Referer"))
     if request.method == hdrs.METH_HEAD:
