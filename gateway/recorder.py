@@ -65,14 +65,14 @@ class Journal:
         lines = "".join(
             json.dumps({"row": "click" if isinstance(r, Click) else "event", **r._asdict()},
                        ensure_ascii=False) + "\n"
-            for r in rows)
+            for r in rows).encode("utf-8")
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with open(self.pending, "a", encoding="utf-8") as fh:
-                fh.write(lines)
-                fh.flush()
-                if sync:
-                    os.fsync(fh.fileno())
+            fd = os.open(self.pending, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                _append_lines(fd, lines, sync=sync)
+            finally:
+                os.close(fd)
 
     def has_rows(self) -> bool:
         if not self.directory.exists():
@@ -140,6 +140,29 @@ class Journal:
                 except (ValueError, TypeError, KeyError):
                     bad += 1
         return clicks, events, bad
+
+
+def _append_lines(fd: int, lines: bytes, *, sync: bool) -> None:
+    """Whole lines at the end of a journal file, or, on an error, nothing.
+
+    A full disk takes part of a write: the rows, kept in memory, are appended again later,
+    and the first of them, glued to the torn part, was one unreadable line, a click lost
+    though journaled. So a failed append is cut off again, and a tail torn some other way
+    (a process killed mid-write) gets a line break before the next rows.
+    """
+    start = os.fstat(fd).st_size
+    if start and os.pread(fd, 1, start - 1) != b"\n":
+        lines = b"\n" + lines
+    try:
+        left = memoryview(lines)
+        while left:
+            left = left[os.write(fd, left):]
+        if sync:
+            os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
 
 
 def _touched(path: Path) -> bool:
