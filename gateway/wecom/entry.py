@@ -200,6 +200,11 @@ class EntryDirectory:
                 config_id, qr = await self.client.add_join_way(
                     corp, secret, chat_ids=list(entry.config["chat_ids"]), state=state,
                     remark=remark)
+            try:  # shown to every shopper of this platform from now on: the one URL check
+                qr = check_url(qr, "qr_code", ANY_PUBLIC_HOST)
+            except TargetError:
+                raise WeComApiError(f"the {entry.kind} answered {qr[:40]!r}, "
+                                    "not a QR code URL") from None
             log.info("entry.way_created", merchant=entry.merchant_id, platform=platform,
                      kind=entry.kind, config_id=config_id)
             return await self.store.put_entry_way(EntryWay(
