@@ -521,8 +521,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 class Readiness:
-    """``GET /readyz``. A probe asks every few seconds: storage away is logged when it
-    goes and when it is back, not once a probe (trouble.py)."""
+    """``GET /readyz``: 200 when clicks are made durable (``storage``: ``ok``, or
+    ``journaling`` while storage refuses writes and the journal takes them), 503 when
+    storage is ``down`` or neither it nor the journal takes clicks (``failing``). A probe
+    asks every few seconds: storage away is logged when it goes and when it is back, not
+    once a probe (trouble.py)."""
 
     def __init__(self) -> None:
         self.storage = Trouble(log, "readyz.storage_unavailable", "readyz.storage_back")
@@ -547,6 +550,11 @@ class Readiness:
         if not recorder.durable:  # neither storage nor the journal takes clicks: held in memory
             return json_response({"status": "unavailable", "storage": "failing", **body},
                                  status=503)
+        if not recorder.storage_ok:
+            # Storage answers a ping but refuses the clicks (a table locked, a read-only
+            # file, a writer that cannot start): ready, for the journal keeps them, but not
+            # "ok", which hid an outage of writes behind a working read.
+            return json_response({"status": "ready", "storage": "journaling", **body})
         return json_response({"status": "ready", "storage": "ok", **body})
 
 

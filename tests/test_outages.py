@@ -185,6 +185,40 @@ async def test_readyz_says_not_ready_within_the_storage_timeout_when_packets_van
     await _all_counted(client, answered, shops, within=30)
 
 
+async def test_readyz_says_journaling_while_postgres_refuses_writes_and_answers_reads(
+    aiohttp_client: ClientFactory, tmp_path: Path,
+) -> None:
+    # Another session holds the clicks table (a migration, a long transaction): every
+    # batch waits out storage.timeout_seconds and goes to the journal, while /readyz's
+    # ping still answers. It said "storage": "ok" all through, with nothing written.
+    url = postgres_url()
+    async with fresh_schema(url, create=False) as schema:
+        client = await aiohttp_client(create_app(make_settings(
+            tmp_path, storage__url=with_schema(url, schema), storage__timeout_seconds=1,
+            recorder__retry_max_seconds=1)))
+        shops = await _shop(client)
+        answered = {tenant.id: 0 for tenant, _ in shops}
+        holder = await asyncpg.connect(url)
+        try:
+            async with holder.transaction():
+                await holder.execute(f'LOCK TABLE "{schema}".clicks IN EXCLUSIVE MODE')
+
+                async def journaling() -> bool:
+                    for tenant, product in shops:
+                        assert await _tap(client, product) == 302
+                        answered[tenant.id] += 1
+                    status, body = await _readyz(client)
+                    return (status, body["storage"]) == (200, "journaling") and bool(
+                        body["journaled"])
+
+                await until(journaling, interval=0.2, what="/readyz saying clicks are journaled")
+        finally:
+            await holder.close()
+        await _all_counted(client, answered, shops, within=30)
+        status, body = await _readyz(client)
+        assert (status, body["storage"], body["dropped"]) == (200, "ok", 0)
+
+
 class _Outage:
     """SQLite locked by another connection and the journal's directory a plain file; with
     ``clicklog``, the click log's directory too (a gateway that has made no segment yet
