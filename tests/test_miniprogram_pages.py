@@ -195,6 +195,29 @@ async def test_the_ticket_is_renewed_before_it_expires(
                                             f"https://go.test/p/{product['code']}")
 
 
+async def test_a_garbage_ticket_answer_is_wechats_error_and_renewal_goes_on(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
+) -> None:
+    # WeChat (or a proxy before it) answering expires_in "soon": int() raised ValueError out
+    # of refresh_due, which ended the background renewal for good (its loop has no
+    # handler), and every page lost its open tag once the tickets ran out.
+    wechat, _ = fake
+    await _with_account(gateway)
+    assert gateway.app is not None
+    jssdk = gateway.app[JSSDK]
+    start = jssdk.clock()
+    jssdk.clock = lambda: start + 6700  # within the last 10 minutes: due
+    wechat.ticket_expires_in = "soon"  # type: ignore[assignment]
+    await jssdk.refresh_due()  # refused, as WeChat's error: logged, tried again
+    assert wechat.tickets_issued == 2
+    wechat.ticket_expires_in = 7200
+    await jssdk.refresh_due()
+    assert wechat.tickets_issued == 3
+    jssdk.clock = lambda: start + 7000  # the renewed ticket is good: nothing due
+    await jssdk.refresh_due()
+    assert wechat.tickets_issued == 3
+
+
 async def test_no_ticket_yet_the_page_falls_back_and_asks_for_one(
     gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
 ) -> None:
