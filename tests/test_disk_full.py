@@ -88,6 +88,10 @@ async def test_a_gateway_on_a_full_disk_keeps_answering_and_stores_every_click_a
                 async with http.get(f"{base}/readyz") as resp:
                     return resp.status, (await resp.json())["storage"]
 
+            async def journal_ok() -> bool:
+                async with http.get(f"{base}/readyz") as resp:
+                    return bool((await resp.json())["journal"] == "ok")
+
             async def not_ready() -> bool:
                 return await readyz() == (503, "failing")
 
@@ -114,6 +118,9 @@ async def test_a_gateway_on_a_full_disk_keeps_answering_and_stores_every_click_a
                 return all(answered[m] <= set(_stored_clicks(env, m)) for m in answered)
 
             await until(stored, within=30, interval=0.5, what="every answered click stored")
+            # Storage takes every click now, so nothing writes to the journal: it is probed,
+            # or /readyz said "journal": "failing" long after the disk had room again.
+            await until(journal_ok, what="/readyz saying the journal is ok again")
     assert proc.returncode == 0
     for merchant, ids in answered.items():
         assert len(ids) == 301
@@ -122,7 +129,7 @@ async def test_a_gateway_on_a_full_disk_keeps_answering_and_stores_every_click_a
     # The outage is told once each way, by the gateway and by its writer, not per retry.
     said = _events(log)
     for event in ("recorder.storage_failed", "recorder.journal_failed",
-                  "recorder.storage_back", "writer.batch_failed"):
+                  "recorder.storage_back", "recorder.journal_back", "writer.batch_failed"):
         assert said.count(event) == 1, (event, said.count(event))
 
 
@@ -146,3 +153,15 @@ def test_a_journal_append_a_full_disk_cuts_short_leaves_no_torn_line(small_disk:
     journal.append(batch)
     clicks, events, bad = Journal.read(journal.pending)
     assert (clicks, events, bad) == ([_click(0, "acme"), _click(0, "brew"), *batch], [], 0)
+
+
+def test_a_journal_probe_fails_while_the_disk_is_full_and_leaves_nothing(
+        small_disk: Path) -> None:
+    journal = Journal(small_disk / "journal")
+    filler = _fill(small_disk)
+    with pytest.raises(OSError) as failed:
+        journal.probe()  # an open, or an empty write, would pass on a full disk
+    assert failed.value.errno == errno.ENOSPC
+    filler.unlink()
+    journal.probe()
+    assert list(journal.directory.iterdir()) == [] and not journal.has_rows()
