@@ -508,8 +508,7 @@ async def entry_hop(request: web.Request) -> web.StreamResponse:
                             qr_svg=None, link=None, scan=not detection.mobile)
     try:
         way = await directory.way(entry, detection.platform)
-    except WeComApiError as exc:
-        log.warning("entry.way_unavailable", error=str(exc), errcode=exc.errcode)
+    except WeComApiError:  # logged by the directory, once while it lasts
         return pages.message(503, "entry_unavailable", "请稍后再试",
                              "企业微信暂时无法连接，请稍后再试。")
     return pages.render("entry.html", product=product, image_url=way.qr_code, qr_svg=None,

@@ -318,7 +318,15 @@ async def test_wecom_answering_garbage_gives_a_page_and_keeps_no_way(
         page = await resp.text()
         assert re.search(r"https://wework\.qpic\.cn/fake/(cw|jw)\d+\.png", page), merchant
     assert (len(wecom.contact_ways), len(wecom.join_ways)) == (1, 1)
-    assert "Traceback" not in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "Traceback" not in said
+    # Each merchant's trouble said when it began and when it ended, not at each of the
+    # twelve hops that met it.
+    logged = [json.loads(line) for line in said.splitlines() if line.startswith("{")]
+    for merchant in codes:
+        assert [line["event"] for line in logged if line.get("merchant") == merchant
+                and line["event"].startswith("entry.way_")] == [
+            "entry.way_unavailable", "entry.way_back", "entry.way_created"], merchant
 
 
 async def test_url_verification(gateway: TestClient[Any, Any]) -> None:
