@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from .jsonout import dumps
 from .settings import ConfigError, Settings, load_settings
+from .store import StoreUnavailable
 
 __all__ = ["CliError", "check_domains", "main", "read_password"]
 
@@ -623,6 +624,9 @@ def _version() -> str:
 #: The exit status of a command whose reader went away (128 + SIGPIPE), as a shell's own
 #: tools end in ``yes | head``.
 _CLOSED_PIPE = 128 + 13
+#: The exit status of a command that found storage away (sysexits' EX_UNAVAILABLE): not the
+#: user's mistake (2), and worth a retry by whatever runs it.
+_STORAGE_AWAY = 69
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -634,6 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ConfigError) as exc:
         print(f"linkloop: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:
+        # An outage, not a bug: one line that says what is away, not 70 of traceback.
+        print(f"linkloop: storage unavailable: {exc}", file=sys.stderr)
+        return _STORAGE_AWAY
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -13,7 +13,10 @@ What it does not cover: a power cut or kernel crash loses pages the kernel had n
 back yet, the rows of the last moments that were not stored yet either (README, "What a
 crash loses").
 
-A segment ``<owner>-<pid>-<n>.log`` is ``SEGMENT_BYTES`` long (sparse until written):
+A segment ``<owner>-<pid>-<n>.log`` is ``SEGMENT_BYTES`` long, its disk space allocated when
+it is made. Sparse, a full disk met a row's first write to a fresh page, and the kernel
+answers a write to a mapping it cannot back with SIGBUS, which killed the gateway: now a
+full disk is an ``OSError`` when a segment is made, and the recorder holds the rows in memory.
 
 - header: the magic ``MAGIC`` (8 bytes), then ``done``, the offset up to which rows are
   stored or journaled (8 bytes, little-endian);
@@ -50,7 +53,7 @@ log = structlog.get_logger("linkloop.clicklog")
 
 MAGIC = b"LLCLOG1\0"
 HEADER = 16
-#: A segment's size: ~50,000 clicks of ~130 bytes. Only written pages take disk space.
+#: A segment's size: ~50,000 clicks of ~130 bytes, allocated on disk when it is made.
 SEGMENT_BYTES = 8 << 20
 _LENGTH = struct.Struct("<I")
 _DONE = struct.Struct("<Q")
@@ -72,7 +75,8 @@ class _Segment:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, size)
+            # Allocated, not a sparse ftruncate: see the module's docstring (SIGBUS).
+            os.posix_fallocate(fd, 0, size)
             self.map = mmap.mmap(fd, size)
         except BaseException:
             os.close(fd)

@@ -38,6 +38,7 @@ from cachetools import TTLCache
 
 from .ids import CODE_PATTERN
 from .store import Product, Store
+from .trouble import Trouble
 
 __all__ = ["CachedLink", "LinkCache", "MintedLoader"]
 
@@ -124,6 +125,8 @@ class LinkCache:
         self.missing: TTLCache[str, CachedLink] = TTLCache(missing_max, _MISSING_TTL)
         self._stale: set[str] = set()
         self._refresher: asyncio.Task[None] | None = None
+        #: Re-reads failing (storage away): said once, not once a retry (trouble.py).
+        self._refresh_trouble = Trouble(log, "links.refresh_failed", "links.refresh_back")
         # Codes forgotten while a re-read was in flight (None: all of them).
         self._forgotten: set[str | None] = set()
 
@@ -218,9 +221,10 @@ class LinkCache:
                     found = await self.store.links(codes)
                     minted = await self._minted(list(found.values()))
                 except Exception as exc:  # storage away: keep serving what we have
-                    log.warning("links.refresh_failed", codes=len(codes), error=str(exc))
+                    self._refresh_trouble.failed(codes=len(codes), error=str(exc))
                     await asyncio.sleep(_RETRY_SECONDS)
                     continue  # still stale: the next requests for them ask again
+                self._refresh_trouble.ok()
                 if None in self._forgotten:
                     continue
                 for code in codes:

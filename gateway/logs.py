@@ -68,10 +68,26 @@ class _MalformedRequests(logging.Filter):
         return False
 
 
+class _PoolFloor(logging.Filter):
+    """asyncpg's pool, reconnecting its floor while PostgreSQL is away, logs a warning with
+    the connection error's whole traceback (backing off to once a minute): an outage, not
+    a bug. It becomes one line that names the error, as the store's own outage lines do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("asyncpg.pool") or not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        structlog.get_logger("linkloop.store").warning(
+            "store.pool_reconnect_failed", message=record.getMessage(),
+            error=f"{type(exc).__name__}: {exc}"[:200])
+        return False
+
+
 def _stdlib_logging(level: str, renderer: structlog.typing.Processor) -> None:
     """Route the standard library's records through structlog's renderer."""
     handler = _StderrHandler()
     handler.addFilter(_MalformedRequests())
+    handler.addFilter(_PoolFloor())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.stdlib.add_logger_name,

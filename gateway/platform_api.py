@@ -71,9 +71,36 @@ class JsonApi:
         if not isinstance(data, dict):
             PLATFORM_ERRORS[self.platform, path, "http"] += 1
             raise self._error(f"{path}: the answer is not a JSON object")
+        errcode = data.get("errcode", 0)
+        if errcode is not None and (type(errcode) is not int):
+            # Garbage from a proxy or a broken server: the platform's error, never the
+            # caller's ValueError from int() (a 500 on the shopper's entry page).
+            PLATFORM_ERRORS[self.platform, path, "http"] += 1
+            raise self._error(f"{path}: errcode {str(errcode)[:40]!r} is not a number")
         if data.get("errcode", 0) != 0:  # the caller decides what to do; here it is counted
             PLATFORM_ERRORS[self.platform, path, "errcode"] += 1
         return data
+
+
+    def text(self, path: str, data: Mapping[str, Any], *keys: str) -> str:
+        """The non-empty string at ``keys`` (nested objects) of an answer with errcode 0, or
+        the platform's error: an answer without it is garbage, never a value to keep."""
+        value: Any = data
+        for key in keys:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if not isinstance(value, str) or not value:
+            PLATFORM_ERRORS[self.platform, path, "http"] += 1
+            raise self._error(f"{path}: the answer has no {'.'.join(keys)}")
+        return value
+
+    def seconds(self, path: str, data: Mapping[str, Any], key: str, default: int) -> int:
+        """A lifetime in seconds (``expires_in``): ``default`` when absent, else a whole
+        number, or the platform's error."""
+        value = data.get(key, default)
+        if type(value) is not int:
+            PLATFORM_ERRORS[self.platform, path, "http"] += 1
+            raise self._error(f"{path}: {key} {str(value)[:40]!r} is not a number")
+        return value
 
 
 class TokenCache:

@@ -40,6 +40,13 @@ log = structlog.get_logger("linkloop.recorder")
 Row = Click | Event
 
 
+#: What ``Journal.probe`` writes: a page, so that a full disk must find room for it.
+_PROBE_BYTES = 4096
+#: How often a failed journal is probed while storage takes the clicks (nothing else tries
+#: the journal then, and /readyz would say "failing" long after the disk had room again).
+_PROBE_EVERY = 5.0
+
+
 class Journal:
     """Append-only JSON lines of rows storage has not confirmed yet.
 
@@ -65,14 +72,28 @@ class Journal:
         lines = "".join(
             json.dumps({"row": "click" if isinstance(r, Click) else "event", **r._asdict()},
                        ensure_ascii=False) + "\n"
-            for r in rows)
+            for r in rows).encode("utf-8")
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with open(self.pending, "a", encoding="utf-8") as fh:
-                fh.write(lines)
-                fh.flush()
-                if sync:
-                    os.fsync(fh.fileno())
+            fd = os.open(self.pending, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                _append_lines(fd, lines, sync=sync)
+            finally:
+                os.close(fd)
+
+    def probe(self) -> None:
+        """Write and remove a page-sized file beside the journal: OSError while its
+        directory or disk still fails (a full disk refuses a new page; an empty append or
+        a mere open would pass there)."""
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / f"probe-{self.owner}.tmp"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _append_lines(fd, bytes(_PROBE_BYTES), sync=True)
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
 
     def has_rows(self) -> bool:
         if not self.directory.exists():
@@ -142,6 +163,29 @@ class Journal:
         return clicks, events, bad
 
 
+def _append_lines(fd: int, lines: bytes, *, sync: bool) -> None:
+    """Whole lines at the end of a journal file, or, on an error, nothing.
+
+    A full disk takes part of a write: the rows, kept in memory, are appended again later,
+    and the first of them, glued to the torn part, was one unreadable line, a click lost
+    though journaled. So a failed append is cut off again, and a tail torn some other way
+    (a process killed mid-write) gets a line break before the next rows.
+    """
+    start = os.fstat(fd).st_size
+    if start and os.pread(fd, 1, start - 1) != b"\n":
+        lines = b"\n" + lines
+    try:
+        left = memoryview(lines)
+        while left:
+            left = left[os.write(fd, left):]
+        if sync:
+            os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
+
+
 def _touched(path: Path) -> bool:
     """Set the file's time to now; False if another process took it a moment ago."""
     try:
@@ -209,6 +253,7 @@ class Recorder:
         self._closing = False
         self._retry_delay = 0.0
         self._overflow_logged_at = 0.0
+        self._journal_probe_at = 0.0
         self._dropped_logged_at = 0.0
         #: Counters for /readyz and the logs.
         self.written = 0
@@ -412,6 +457,7 @@ class Recorder:
                 # wait above backs off meanwhile; a replay reads its whole file.)
                 if self.journal.has_rows() and (self.storage_ok or not probed):
                     await self._replay()
+                await self._probe_journal()
             except Exception:  # never let the recorder die: it is the only way out
                 log.exception("recorder.unexpected_error")
 
@@ -497,6 +543,20 @@ class Recorder:
             return False
         self.clicks_journaled += len(clicks)
         return True
+
+    async def _probe_journal(self) -> None:
+        """While the journal is marked failing and storage takes every row, nothing else
+        writes to the journal: probe it now and then, so that its state is today's."""
+        now = time.monotonic()
+        if self.journal_ok or not self.storage_ok or now < self._journal_probe_at:
+            return
+        self._journal_probe_at = now + _PROBE_EVERY
+        try:
+            await asyncio.to_thread(self.journal.probe)
+        except OSError:
+            return  # still failing: said when it began (recorder.journal_failed)
+        log.info("recorder.journal_back")
+        self.journal_ok = True
 
     async def _journal_rows(self, rows: list[Row]) -> bool:
         try:

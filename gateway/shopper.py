@@ -46,6 +46,7 @@ from .resolve import Resolution, hop, resolve
 from .sales_window import closed_page, within
 from .store import Click, Event, Product
 from .tally import REQUESTS, SHARE_ROUTE, TIMED_ROUTES, ShareLinkCounts
+from .trouble import Trouble
 from .wechat.jssdk import wx_config_call
 from .wecom.client import WeComApiError
 
@@ -515,8 +516,7 @@ async def entry_hop(request: web.Request) -> web.StreamResponse:
                             qr_svg=None, link=None, scan=not detection.mobile)
     try:
         way = await directory.way(entry, detection.platform)
-    except WeComApiError as exc:
-        log.warning("entry.way_unavailable", error=str(exc), errcode=exc.errcode)
+    except WeComApiError:  # logged by the directory, once while it lasts
         return pages.message(503, "entry_unavailable", "请稍后再试",
                              "企业微信暂时无法连接，请稍后再试。")
     return pages.render("entry.html", product=product, image_url=way.qr_code, qr_svg=None,
@@ -527,25 +527,42 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Ready when storage answers and clicks can be made durable (written, or journaled);
-    the recorder's counters say whether clicks are flowing, and how many were dropped."""
-    recorder = request.app[RECORDER]
-    body = {"worker": request.app[WORKER], "pending": recorder.pending,
-            "written": recorder.written,
-            "journaled": recorder.journaled, "overflowed": recorder.overflowed,
-            "dropped": recorder.dropped,
-            "journal": "ok" if recorder.journal_ok else "failing"}
-    try:
-        await request.app[STORE].ping()  # within storage.timeout_seconds
-    except Exception as exc:
-        log.warning("readyz.storage_unavailable", error=str(exc))
-        return json_response({"status": "unavailable", "storage": "down", **body},
-                             status=503)
-    if not recorder.durable:  # neither storage nor the journal takes clicks: held in memory
-        return json_response({"status": "unavailable", "storage": "failing", **body},
-                             status=503)
-    return json_response({"status": "ready", "storage": "ok", **body})
+class Readiness:
+    """``GET /readyz``: 200 when clicks are made durable (``storage``: ``ok``, or
+    ``journaling`` while storage refuses writes and the journal takes them), 503 when
+    storage is ``down`` or neither it nor the journal takes clicks (``failing``). A probe
+    asks every few seconds: storage away is logged when it goes and when it is back, not
+    once a probe (trouble.py)."""
+
+    def __init__(self) -> None:
+        self.storage = Trouble(log, "readyz.storage_unavailable", "readyz.storage_back")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready when storage answers and clicks can be made durable (written, or
+        journaled); the recorder's counters say whether clicks are flowing, and how many
+        were dropped."""
+        recorder = request.app[RECORDER]
+        body = {"worker": request.app[WORKER], "pending": recorder.pending,
+                "written": recorder.written,
+                "journaled": recorder.journaled, "overflowed": recorder.overflowed,
+                "dropped": recorder.dropped,
+                "journal": "ok" if recorder.journal_ok else "failing"}
+        try:
+            await request.app[STORE].ping()  # within storage.timeout_seconds
+        except Exception as exc:
+            self.storage.failed(error=str(exc))
+            return json_response({"status": "unavailable", "storage": "down", **body},
+                                 status=503)
+        self.storage.ok()
+        if not recorder.durable:  # neither storage nor the journal takes clicks: held in memory
+            return json_response({"status": "unavailable", "storage": "failing", **body},
+                                 status=503)
+        if not recorder.storage_ok:
+            # Storage answers a ping but refuses the clicks (a table locked, a read-only
+            # file, a writer that cannot start): ready, for the journal keeps them, but not
+            # "ok", which hid an outage of writes behind a working read.
+            return json_response({"status": "ready", "storage": "journaling", **body})
+        return json_response({"status": "ready", "storage": "ok", **body})
 
 
 def setup_routes(app: web.Application) -> None:
@@ -556,4 +573,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/p/{code}/miniprogram-code", guarded(miniprogram_code))
     app.router.add_get("/e/{code}", guarded(entry_hop), name="entry")
     app.router.add_get("/healthz", guarded(healthz))
-    app.router.add_get("/readyz", guarded(readyz))
+    app.router.add_get("/readyz", guarded(Readiness().readyz))

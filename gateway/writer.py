@@ -220,6 +220,10 @@ async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> Non
     answer(None)
     size = settings["recorder.batch_size"]
     loop = asyncio.get_running_loop()
+    # The gateway retries a failed batch every few seconds for as long as an outage lasts,
+    # and logs the outage once each way (recorder.storage_failed, storage_back): the child
+    # says why its first batch failed, not every retry's.
+    failing = False
     try:
         while True:
             try:
@@ -233,9 +237,12 @@ async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> Non
                     await store.record([Click(*row) for row in batch[1]],
                                        [Event(*row) for row in batch[2]])
             except Exception as exc:
-                log.warning("writer.batch_failed", error=str(exc) or type(exc).__name__)
+                if not failing:
+                    log.warning("writer.batch_failed", error=str(exc) or type(exc).__name__)
+                failing = True
                 answer(str(exc) or type(exc).__name__)
             else:
+                failing = False
                 answer(None)
     finally:
         await store.close()

@@ -42,6 +42,11 @@ class FakeWeCom:
     fail_with: int | None = None
     #: Seconds every API call waits before answering (to test timeouts).
     delay: float = 0.0
+    #: While set, every API call but gettoken answers this instead, with status 200: JSON,
+    #: or a text a proxy or a broken server sends (garbage).
+    garbage: Any = None
+    #: The same for gettoken.
+    token_garbage: Any = None
     #: Members with customer-contact permission (get_follow_user_list).
     follow_users: list[str] = field(default_factory=lambda: ["zhangsan", "lisi"])
     contact_ways: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -66,6 +71,8 @@ class FakeWeCom:
 
     async def gettoken(self, request: web.Request) -> web.Response:
         self.calls.append("gettoken")
+        if self.token_garbage is not None:
+            return _answer(self.token_garbage)
         if (request.query.get("corpid"), request.query.get("corpsecret")) != (CORP_ID, SECRET):
             return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
         self.tokens_issued += 1
@@ -86,6 +93,8 @@ class FakeWeCom:
         self.calls.append(name)
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.garbage is not None:
+            return _answer(self.garbage)
         if self.fail_with is not None:
             return web.json_response({"errcode": self.fail_with, "errmsg": "refused"})
         if request.query.get("access_token") != self.current_token:
@@ -230,3 +239,10 @@ class FakeWeCom:
                                   headers={"Content-Type": "text/xml"})
         await resp.read()
         return resp
+
+
+def _answer(body: Any) -> web.Response:
+    """``body`` as JSON, or a text as it is (an HTML error page: not JSON at all)."""
+    if isinstance(body, str):
+        return web.Response(text=body, content_type="text/html")
+    return web.json_response(body)

@@ -54,6 +54,21 @@ def test_a_port_in_use_is_one_line_and_creates_nothing(cli_env: dict[str, str],
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("command", [["serve", "--port", "0"],
+                                     ["stats", "--merchant", "acme"],
+                                     ["merchant", "create", "bolt", "--name", "Bolt"]])
+def test_storage_away_is_one_line_and_its_own_exit_status(cli_env: dict[str, str],
+                                                          command: list[str]) -> None:
+    # Nothing listens on port 1: PostgreSQL refuses. It was 70 lines of traceback (exit
+    # 1); a script or a supervisor needs one line and a status that says "try again".
+    env = {**cli_env, "LINKLOOP_STORAGE_URL": "postgresql://nobody@127.0.0.1:1/none",
+           "LINKLOOP_STORAGE_TIMEOUT_SECONDS": "2"}
+    result = run(env, *command)
+    assert (result.returncode, result.stdout) == (69, "")
+    assert result.stderr.startswith("linkloop: storage unavailable: PostgreSQL unavailable")
+    assert result.stderr.count("\n") == 1 and "Errno 111" in result.stderr
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]"])
 def test_a_wildcard_host_needs_a_public_url(cli_env: dict[str, str], tmp_path: Path,
                                             host: str) -> None:

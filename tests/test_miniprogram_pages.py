@@ -11,9 +11,11 @@ import json
 import re
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.appkeys import JSSDK, RECORDER
+from gateway.logs import configure_logging
 from gateway.wechat.jssdk import signature
 
 from .conftest import BOT_UA, DESKTOP_UA, Tenant, add_tenant, create_product
@@ -27,6 +29,7 @@ from .fake_wechat import (  # noqa: F401 -- fixtures
     fake_fixture,
     gateway_fixture,
 )
+from .wait import until
 
 WECHAT_IOS = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 "
               "MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI")
@@ -193,6 +196,67 @@ async def test_the_ticket_is_renewed_before_it_expires(
     assert config["signature"] == signature(wechat.ticket, config["nonceStr"],
                                             config["timestamp"],
                                             f"https://go.test/p/{product['code']}")
+
+
+async def test_a_garbage_ticket_answer_is_wechats_error_and_renewal_goes_on(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
+) -> None:
+    # WeChat (or a proxy before it) answering expires_in "soon": int() raised ValueError out
+    # of refresh_due, which ended the background renewal for good (its loop has no
+    # handler), and every page lost its open tag once the tickets ran out.
+    wechat, _ = fake
+    await _with_account(gateway)
+    assert gateway.app is not None
+    jssdk = gateway.app[JSSDK]
+    start = jssdk.clock()
+    jssdk.clock = lambda: start + 6700  # within the last 10 minutes: due
+    wechat.ticket_expires_in = "soon"  # type: ignore[assignment]
+    await jssdk.refresh_due()  # refused, as WeChat's error: logged, tried again later
+    assert wechat.tickets_issued == 2
+    wechat.ticket_expires_in = 7200
+    jssdk.clock = lambda: start + 6710  # past the wait after a refusal
+    await jssdk.refresh_due()
+    assert wechat.tickets_issued == 3
+    jssdk.clock = lambda: start + 7000  # the renewed ticket is good: nothing due
+    await jssdk.refresh_due()
+    assert wechat.tickets_issued == 3
+
+
+async def test_while_wechat_refuses_the_ticket_pages_do_not_each_ask_again(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeChat, TestServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Every WeChat shopper's page without a ticket fetched one: while WeChat refused (its
+    # ticket API has a small daily quota), 50 pages were 51 calls and 51 warnings.
+    configure_logging("info", "json")
+    wechat, _ = fake
+    tenants = [await add_tenant(gateway, merchant) for merchant in ("acme", "bolt")]
+    wechat.fail_next["cgi-bin/ticket/getticket"] = [45009] * 100
+    assert gateway.app is not None
+    jssdk = gateway.app[JSSDK]
+    now = jssdk.clock()
+    jssdk.clock = lambda: now
+    await _official_account(gateway, tenants[0])  # its warm-up fetch: refused
+    products = [await _product(gateway, tenant) for tenant in tenants]
+    for _ in range(25):
+        for product in products:
+            _, page = await _page(gateway, f"/p/{product['code']}", WECHAT_IOS)
+            assert "<wx-open-launch-weapp" not in page and 'id="find-steps"' in page
+    asks = [path for path, _ in wechat.refused if path == "cgi-bin/ticket/getticket"]
+    assert len(asks) == 1  # the warm-up's; the pages waited
+    wechat.fail_next.clear()
+    jssdk.clock = lambda: now + 3  # past the first wait (2 s)
+
+    async def open_tag() -> bool:  # the first page asks again; a later one has the ticket
+        _, page = await _page(gateway, f"/p/{products[0]['code']}", WECHAT_IOS)
+        return "<wx-open-launch-weapp" in page
+
+    await until(open_tag, what="the open tag once WeChat gives a ticket")
+    assert wechat.tickets_issued == 1
+    events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()
+              if line.startswith("{")]
+    assert (events.count("wechat.jsapi_ticket_failed"),
+            events.count("wechat.jsapi_ticket_back")) == (1, 1)
 
 
 async def test_no_ticket_yet_the_page_falls_back_and_asks_for_one(

@@ -38,6 +38,7 @@ from .conftest import (
 from .fake_wecom import FakeWeCom
 from .pg import fresh_schema, postgres_url, with_schema
 from .tcp_proxy import TcpProxy, tcp_proxy
+from .wait import until
 
 #: How long each outage lasts (issue 13: "cut for 20 s").
 OUTAGE_SECONDS = 20.0
@@ -99,6 +100,9 @@ async def test_a_cached_link_answers_through_a_postgres_cut_and_every_click_coun
     aiohttp_client: ClientFactory, tmp_path: Path, pg_behind_proxy: tuple[TcpProxy, str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from gateway.logs import configure_logging
+
+    configure_logging("info", "json")
     proxy, url = pg_behind_proxy
     # A one-second TTL: through the cut every cached link is also past its freshness, so
     # it is served stale (stale-if-error), not merely unexpired.
@@ -127,10 +131,30 @@ async def test_a_cached_link_answers_through_a_postgres_cut_and_every_click_coun
     # storage.timeout_seconds (2 s here), and the cut lasts ten times that.
     assert 503 in ready_during_cut
     await _all_counted(client, answered, shops, within=30)
-    # An outage is a warning that says what is away, not an error with a traceback.
-    said = capsys.readouterr()
-    assert "callback.storage_unavailable" in said.out + said.err
-    assert "Traceback" not in said.out + said.err
+    # An outage is a warning that says what is away, not an error with a traceback; and
+    # it is said when it starts and when it ends, not on every retry of the stale links'
+    # re-read (each second), the callback worker's (5 s) or /readyz's (each probe).
+    said: list[str] = []
+
+    def heard(event: str) -> bool:
+        out = capsys.readouterr()
+        said.extend(line for line in (out.out + out.err).splitlines() if line.startswith("{"))
+        return any(json.loads(line)["event"] == event for line in said)
+
+    assert client.app is not None
+    client.app[CALLBACKS].wake()  # its next look at the inbox, without waiting 5 s
+    await until(lambda: heard("callback.storage_back"), what="the callback worker back")
+    assert (await _readyz(client))[0] == 200
+    await until(lambda: heard("readyz.storage_back"), what="/readyz said storage is back")
+    for _, product in shops:  # stale links, read again now that storage answers
+        assert await _tap(client, product) == 302
+    await until(lambda: heard("links.refresh_back"), what="the links' re-read back")
+    assert not any("Traceback" in line for line in said)
+    events = [json.loads(line)["event"] for line in said]
+    for away, back in (("links.refresh_failed", "links.refresh_back"),
+                       ("callback.storage_unavailable", "callback.storage_back"),
+                       ("readyz.storage_unavailable", "readyz.storage_back")):
+        assert (events.count(away), events.count(back)) == (1, 1), away
 
 
 async def test_readyz_says_not_ready_within_the_storage_timeout_when_packets_vanish(
@@ -159,6 +183,40 @@ async def test_readyz_says_not_ready_within_the_storage_timeout_when_packets_van
         await asyncio.sleep(0.1)
     answered = {tenant.id: 2 for tenant, _ in shops}
     await _all_counted(client, answered, shops, within=30)
+
+
+async def test_readyz_says_journaling_while_postgres_refuses_writes_and_answers_reads(
+    aiohttp_client: ClientFactory, tmp_path: Path,
+) -> None:
+    # Another session holds the clicks table (a migration, a long transaction): every
+    # batch waits out storage.timeout_seconds and goes to the journal, while /readyz's
+    # ping still answers. It said "storage": "ok" all through, with nothing written.
+    url = postgres_url()
+    async with fresh_schema(url, create=False) as schema:
+        client = await aiohttp_client(create_app(make_settings(
+            tmp_path, storage__url=with_schema(url, schema), storage__timeout_seconds=1,
+            recorder__retry_max_seconds=1)))
+        shops = await _shop(client)
+        answered = {tenant.id: 0 for tenant, _ in shops}
+        holder = await asyncpg.connect(url)
+        try:
+            async with holder.transaction():
+                await holder.execute(f'LOCK TABLE "{schema}".clicks IN EXCLUSIVE MODE')
+
+                async def journaling() -> bool:
+                    for tenant, product in shops:
+                        assert await _tap(client, product) == 302
+                        answered[tenant.id] += 1
+                    status, body = await _readyz(client)
+                    return (status, body["storage"]) == (200, "journaling") and bool(
+                        body["journaled"])
+
+                await until(journaling, interval=0.2, what="/readyz saying clicks are journaled")
+        finally:
+            await holder.close()
+        await _all_counted(client, answered, shops, within=30)
+        status, body = await _readyz(client)
+        assert (status, body["storage"], body["dropped"]) == (200, "ok", 0)
 
 
 class _Outage:

@@ -566,6 +566,20 @@ async def test_journal_lines_of_every_version_are_read_and_torn_ones_counted(
     await store.close()
 
 
+def test_rows_appended_after_a_torn_journal_line_start_on_a_line_of_their_own(
+        tmp_path: Path) -> None:
+    # A process killed mid-append leaves a line cut short; the next rows appended to the
+    # file (the next start moves a dead process's click log there) went on the same line,
+    # so the first of them was unreadable: a click lost though journaled.
+    journal = Journal(tmp_path / "journal")
+    journal.append([_row(1, "m1")])
+    with open(journal.pending, "a", encoding="utf-8") as fh:
+        fh.write('{"row": "click", "id": "m2c0')  # torn, no line break
+    journal.append([_row(2, "m2"), _row(3, "m1")])
+    clicks, events, bad = Journal.read(journal.pending)
+    assert (clicks, events, bad) == ([_row(1, "m1"), _row(2, "m2"), _row(3, "m1")], [], 1)
+
+
 def test_a_journal_claims_its_own_work_again_and_skips_what_is_not_due(tmp_path: Path) -> None:
     # serve --workers: this process (w0) claims its own rows, again and again while storage
     # is away (each claim a new work file, the earlier ones kept), and a dead worker's;

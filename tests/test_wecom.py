@@ -276,6 +276,59 @@ async def test_wecom_api_failures_give_a_page_never_a_500(
     assert resp.status == 200
 
 
+#: Answers a proxy or a broken WeCom gave with status 200: none is a way to keep.
+GARBAGE_TOKENS = [{"errcode": 0, "access_token": "t-1", "expires_in": "soon"},
+                  {"errcode": 0, "access_token": {"token": "t-2"}}, {"errcode": "ok"}]
+GARBAGE_ANSWERS = [
+    {"errcode": 0}, {"errcode": "busy"}, {"errcode": True}, [1], "<html>502 Bad Gateway</html>",
+    {"errcode": 0, "config_id": "cw9", "qr_code": None},
+    {"errcode": 0, "config_id": "cw9", "qr_code": "javascript:alert(1)"},
+    {"errcode": 0, "config_id": "jw9", "join_way": "jw9"},
+    {"errcode": 0, "config_id": "jw9", "join_way": {"qr_code": 5}},
+]
+
+
+async def test_wecom_answering_garbage_gives_a_page_and_keeps_no_way(
+    gateway: TestClient[Any, Any], fake: tuple[FakeWeCom, TestServer],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # An answer with errcode 0 but no config_id or QR code was a KeyError (a 500 on the
+    # shopper's page); one with a QR code that is no URL ("None", "5", a javascript: URL)
+    # was kept as the platform's way, and shown to every shopper of it from then on.
+    wecom, _ = fake
+    codes = {}
+    for merchant, entry in (("acme", {"kind": "contact_way", "users": ["zhangsan"]}),
+                            ("bolt", {"kind": "group", "chat_ids": ["wrOgQhDgAAMYQiS5ol9G7"]})):
+        tenant = await add_tenant(gateway, merchant)
+        await _entry(gateway, tenant, **entry, **CALLBACK_SECRETS)
+        product = await (await gateway.post("/api/products", json=PRODUCT,
+                                            headers=tenant.auth)).json()
+        codes[merchant] = product["code"]
+    for knob, answers in (("token_garbage", GARBAGE_TOKENS), ("garbage", GARBAGE_ANSWERS)):
+        for answer in answers:
+            setattr(wecom, knob, answer)
+            for merchant, code in codes.items():
+                resp = await gateway.get(f"/e/{code}", headers={"User-Agent": WECHAT_UA})
+                assert resp.status == 503, (merchant, answer)
+                assert "entry_unavailable" in await resp.text()
+        setattr(wecom, knob, None)
+    for merchant, code in codes.items():  # WeCom mended: each merchant's own real way
+        resp = await gateway.get(f"/e/{code}", headers={"User-Agent": WECHAT_UA})
+        assert resp.status == 200, merchant
+        page = await resp.text()
+        assert re.search(r"https://wework\.qpic\.cn/fake/(cw|jw)\d+\.png", page), merchant
+    assert (len(wecom.contact_ways), len(wecom.join_ways)) == (1, 1)
+    said = capsys.readouterr().err
+    assert "Traceback" not in said
+    # Each merchant's trouble said when it began and when it ended, not at each of the
+    # twelve hops that met it.
+    logged = [json.loads(line) for line in said.splitlines() if line.startswith("{")]
+    for merchant in codes:
+        assert [line["event"] for line in logged if line.get("merchant") == merchant
+                and line["event"].startswith("entry.way_")] == [
+            "entry.way_unavailable", "entry.way_back", "entry.way_created"], merchant
+
+
 async def test_url_verification(gateway: TestClient[Any, Any]) -> None:
     tenant = await add_tenant(gateway, "acme")
     await _entry(gateway, tenant, kind="acquisition_link", url=ACQUISITION, **CALLBACK_SECRETS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -126,10 +127,10 @@ def _clicks(*numbers: int) -> list[Click]:
                   ip_hash="h") for n in numbers]
 
 
-async def _stored_ids(settings: Settings) -> list[str]:
+async def _stored_ids(settings: Settings, merchant: str = "acme") -> list[str]:
     store = await open_store(settings)
     try:
-        return [c.id for c in await store.export_clicks("acme", after="", limit=5000)]
+        return [c.id for c in await store.export_clicks(merchant, after="", limit=5000)]
     finally:
         await store.close()
 
@@ -194,3 +195,45 @@ async def test_a_writer_waiting_on_a_lock_keeps_its_batch(tmp_path: Path) -> Non
     finally:
         await writer.close()
     assert await _stored_ids(settings) == [c.id for c in _clicks(0, 1)]
+
+
+async def test_a_writer_tells_an_outage_once_not_every_retry(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # The gateway retries a failed batch every few seconds for as long as storage is away;
+    # the child said why each time, a line a retry all through a long outage.
+    settings = make_settings(tmp_path, storage__timeout_seconds=0.2)
+    writer = WriterProcess(settings)
+    rows = [*_clicks(0), *_clicks_of("brew", 0)]
+
+    async def fails_while_locked(times: int) -> None:
+        blocker = sqlite3.connect(settings.data_dir / "linkloop.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            for n in range(times):
+                with pytest.raises(StoreUnavailable, match="locked"):
+                    await writer.record([*_clicks(n + 1), *_clicks_of("brew", n + 1)], [])
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+
+    try:
+        await writer.record(rows, [])
+        first = writer.pid
+        await fails_while_locked(4)  # one outage, four tries
+        await writer.record(rows, [])  # storage back
+        await fails_while_locked(2)  # and a second outage
+        assert writer.pid == first
+    finally:
+        await writer.close()
+    said = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+            if line.startswith("{")]
+    failed = [line for line in said if line["event"] == "writer.batch_failed"]
+    assert len(failed) == 2, failed  # once an outage, with what failed
+    assert all("locked" in line["error"] for line in failed)
+    assert await _stored_ids(settings) == ["c00000000000"]
+    assert await _stored_ids(settings, "brew") == ["brewc00000000000"]
+
+
+def _clicks_of(merchant: str, *numbers: int) -> list[Click]:
+    return [click._replace(id=f"{merchant}{click.id}", merchant_id=merchant)
+            for click in _clicks(*numbers)]

@@ -57,7 +57,8 @@ class WeChatClient:
             if data.get("errcode", 0) != 0 or not data.get("access_token"):
                 raise WeChatApiError(f"token: {data.get('errmsg', 'no token')}",
                                      data.get("errcode"))
-            return str(data["access_token"]), int(data.get("expires_in", 7200))
+            return (self._api.text("cgi-bin/token", data, "access_token"),
+                    self._api.seconds("cgi-bin/token", data, "expires_in", 7200))
 
         return await self._tokens.get((appid, secret), fetch, stale=stale)
 
@@ -83,7 +84,7 @@ class WeChatClient:
         """A URL Link opening ``path?query`` of the mini-program, valid ``expire_days``."""
         data = await self._call(appid, secret, "POST", "wxa/generate_urllink", "url_link", {
             "path": path, "query": query, "expire_type": 1, "expire_interval": expire_days})
-        return str(data["url_link"])
+        return self._api.text("wxa/generate_urllink", data, "url_link")
 
     async def generate_scheme(self, appid: str, secret: str, *, path: str, query: str,
                               expire_days: int) -> str:
@@ -91,7 +92,7 @@ class WeChatClient:
         data = await self._call(appid, secret, "POST", "wxa/generatescheme", "openlink", {
             "jump_wxa": {"path": path, "query": query}, "expire_type": 1,
             "expire_interval": expire_days})
-        return str(data["openlink"])
+        return self._api.text("wxa/generatescheme", data, "openlink")
 
     async def wxacode_unlimited(self, appid: str, secret: str, *, page: str,
                                 scene: str) -> tuple[str, bytes]:
@@ -116,4 +117,5 @@ class WeChatClient:
         """The official account's JS-SDK ticket and how long it lives (seconds)."""
         data = await self._call(appid, secret, "GET", "cgi-bin/ticket/getticket", "ticket",
                                 params={"type": "jsapi"})
-        return str(data["ticket"]), int(data.get("expires_in", 7200))
+        return (self._api.text("cgi-bin/ticket/getticket", data, "ticket"),
+                self._api.seconds("cgi-bin/ticket/getticket", data, "expires_in", 7200))

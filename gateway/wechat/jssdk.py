@@ -35,6 +35,7 @@ from cachetools import TTLCache
 from jinja2.utils import htmlsafe_json_dumps
 
 from ..store import Credentials, Store
+from ..trouble import Trouble
 from .client import WeChatApiError, WeChatClient
 
 __all__ = ["PLATFORM", "JsConfig", "JsSdk", "signature", "wx_config_call"]
@@ -48,6 +49,10 @@ _EARLY = 300.0
 # How long a merchant's credentials (or their absence) are believed without a store read:
 # another gateway's change reaches this one within it.
 _CREDENTIALS_TTL = 60.0
+#: After WeChat refuses a ticket, pages go without the open tag (they fall back) and the
+#: next fetch waits this long, doubling with each refusal up to ``_RETRY_MAX``.
+_RETRY_FIRST = 2.0
+_RETRY_MAX = 300.0
 
 
 def signature(ticket: str, noncestr: str, timestamp: int, url: str) -> str:
@@ -94,6 +99,11 @@ class JsSdk:
         self._tickets: dict[tuple[str, str], _Ticket] = {}
         self._fetching: dict[tuple[str, str], asyncio.Task[str | None]] = {}
         self._runner: asyncio.Task[None] | None = None
+        #: Accounts whose last fetch WeChat refused: (not before, the wait after that).
+        #: Without it every WeChat shopper's page asked again, spending the ticket API's
+        #: small daily quota and logging a warning a page.
+        self._refused: dict[tuple[str, str], tuple[float, float]] = {}
+        self._troubles: dict[tuple[str, str], Trouble] = {}
 
     def start(self, interval: float) -> None:
         """Refresh tickets before they expire, every ``interval`` seconds, until closed."""
@@ -112,7 +122,8 @@ class JsSdk:
             return None
         ticket = self._ticket(credentials)
         if ticket is None:
-            self._fetch_soon(credentials)
+            if not self._waiting((credentials.app_id, credentials.secret)):
+                self._fetch_soon(credentials)
             return None
         timestamp = int(self.clock())
         nonce = secrets.token_hex(8)  # 16 characters of [0-9a-f]: any random string will do
@@ -127,13 +138,14 @@ class JsSdk:
         if credentials is None:
             return None
         self._tickets.pop((credentials.app_id, credentials.secret), None)
+        self._refused.pop((credentials.app_id, credentials.secret), None)  # asked: now
         return await self._fetch_soon(credentials)
 
     async def refresh_due(self) -> None:
         """Fetch again every ticket in use that is within ``_EARLY`` of its expiry."""
         now = self.clock()
         for key, ticket in list(self._tickets.items()):
-            if ticket.good_until <= now + _EARLY:
+            if ticket.good_until <= now + _EARLY and not self._waiting(key):
                 await self._fetch_soon(Credentials("", PLATFORM, key[0], key[1]))
 
     async def _account(self, merchant_id: str) -> Credentials | None:
@@ -157,13 +169,23 @@ class JsSdk:
             task.add_done_callback(lambda _t: self._fetching.pop(key, None))
         return task
 
+    def _waiting(self, key: tuple[str, str]) -> bool:
+        """Whether WeChat refused this account's last fetch too recently to ask again."""
+        refused = self._refused.get(key)
+        return refused is not None and self.clock() < refused[0]
+
     async def _fetch(self, key: tuple[str, str]) -> str | None:
+        trouble = self._troubles.setdefault(key, Trouble(
+            log, "wechat.jsapi_ticket_failed", "wechat.jsapi_ticket_back"))
         try:
             ticket, expires_in = await self.client.jsapi_ticket(*key)
         except WeChatApiError as exc:
-            log.warning("wechat.jsapi_ticket_failed", appid=key[0], errcode=exc.errcode,
-                        error=str(exc))
+            wait = min(_RETRY_MAX, 2 * self._refused.get(key, (0.0, _RETRY_FIRST / 2))[1])
+            self._refused[key] = (self.clock() + wait, wait)
+            trouble.failed(appid=key[0], errcode=exc.errcode, error=str(exc), retry_in=wait)
             return None
+        self._refused.pop(key, None)
+        trouble.ok(appid=key[0])
         self._tickets[key] = _Ticket(ticket, self.clock() + max(0.0, expires_in - _EARLY))
         log.info("wechat.jsapi_ticket", appid=key[0], expires_in=expires_in)
         return ticket

@@ -35,6 +35,7 @@ from ..errors import guarded, json_error
 from ..inputs import body_idle, read_body
 from ..recorder import Recorder
 from ..store import Contact, Entry, Event, EventKind, InboxItem, Store, StoreUnavailable
+from ..trouble import Trouble
 from .client import WeComClient
 from .crypto import WeComCrypto, WeComCryptoError
 from .message import MalformedMessage, parse_envelope, parse_message
@@ -82,6 +83,9 @@ class CallbackWorker:
         self._attempts: dict[int, int] = {}
         # One drain at a time: an item is read, worked and marked done by one caller.
         self._draining = asyncio.Lock()
+        #: Storage away while draining: said once, not every 5 s (trouble.py).
+        self._storage_trouble = Trouble(log, "callback.storage_unavailable",
+                                        "callback.storage_back")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="linkloop-wecom-callbacks")
@@ -100,11 +104,13 @@ class CallbackWorker:
             try:
                 busy = await self.drain()
             except StoreUnavailable as exc:  # an outage, not a bug: the callbacks wait stored
-                log.warning("callback.storage_unavailable", error=str(exc))
+                self._storage_trouble.failed(error=str(exc))
                 busy = False
             except Exception:
                 log.exception("callback.worker_error")
                 busy = False
+            else:
+                self._storage_trouble.ok()
             if not busy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=5.0)

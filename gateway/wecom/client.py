@@ -43,7 +43,8 @@ class WeComClient:
             if data.get("errcode", 0) != 0 or not data.get("access_token"):
                 raise WeComApiError(f"gettoken: {data.get('errmsg', 'no token')}",
                                     data.get("errcode"))
-            return str(data["access_token"]), int(data.get("expires_in", 7200))
+            return (self._api.text("gettoken", data, "access_token"),
+                    self._api.seconds("gettoken", data, "expires_in", 7200))
 
         return await self._tokens.get((corp_id, secret), fetch, refresh=refresh)
 
@@ -55,7 +56,7 @@ class WeComClient:
         for attempt in range(_RETRIES + 1):
             token = await self.access_token(corp_id, secret)
             data = await self._api.request("POST", path, {"access_token": token}, body)
-            errcode = int(data.get("errcode", 0))
+            errcode = int(data.get("errcode", 0) or 0)
             if errcode == 0:
                 return data
             if errcode in _TOKEN_ERRORS and not refreshed:
@@ -77,7 +78,8 @@ class WeComClient:
         data = await self.call(corp_id, secret, "externalcontact/add_contact_way", {
             "type": 1 if len(users) == 1 else 2, "scene": 2, "state": state,
             "user": users, "remark": remark[:30], "skip_verify": True})
-        return str(data["config_id"]), str(data["qr_code"])
+        path = "externalcontact/add_contact_way"
+        return self._api.text(path, data, "config_id"), self._api.text(path, data, "qr_code")
 
     async def add_join_way(self, corp_id: str, secret: str, *, chat_ids: list[str],
                            state: str, remark: str) -> tuple[str, str]:
@@ -85,10 +87,11 @@ class WeComClient:
         data = await self.call(corp_id, secret, "externalcontact/groupchat/add_join_way", {
             "scene": 2, "chat_id_list": chat_ids, "state": state, "remark": remark[:30],
             "auto_create_room": 1})
-        config_id = str(data["config_id"])
+        config_id = self._api.text("externalcontact/groupchat/add_join_way", data, "config_id")
         way = await self.call(corp_id, secret, "externalcontact/groupchat/get_join_way",
                               {"config_id": config_id})
-        return config_id, str(way["join_way"]["qr_code"])
+        return config_id, self._api.text("externalcontact/groupchat/get_join_way", way,
+                                         "join_way", "qr_code")
 
     async def follow_users(self, corp_id: str, secret: str) -> list[str]:
         """Members allowed to have customer contacts (客户联系), by user id.
@@ -100,14 +103,18 @@ class WeComClient:
         token = await self.access_token(corp_id, secret)
         data = await self._api.request("GET", "externalcontact/get_follow_user_list",
                                        {"access_token": token})
-        if int(data.get("errcode", 0)) != 0:
+        if int(data.get("errcode", 0) or 0) != 0:
             raise WeComApiError(f"get_follow_user_list: {data.get('errmsg', 'error')}",
-                                int(data.get("errcode", 0)))
+                                int(data.get("errcode", 0) or 0))
         return [str(u) for u in data.get("follow_user", []) if isinstance(u, str)]
 
     async def group_members(self, corp_id: str, secret: str,
                             chat_id: str) -> list[dict[str, Any]]:
         data = await self.call(corp_id, secret, "externalcontact/groupchat/get",
                                {"chat_id": chat_id, "need_name": 0})
-        members = data.get("group_chat", {}).get("member_list", [])
+        chat = data.get("group_chat")
+        members = chat.get("member_list") if isinstance(chat, dict) else None
+        if not isinstance(members, list):  # garbage: retried like any failed call
+            raise WeComApiError("externalcontact/groupchat/get: the answer has no "
+                                "group_chat.member_list")
         return [m for m in members if isinstance(m, dict)]

@@ -33,6 +33,7 @@ from ..appkeys import ENTRIES, PUBLIC_URL
 from ..errors import ApiError, guarded
 from ..jsonout import json_response
 from ..store import Entry, EntryWay, Store
+from ..trouble import Trouble
 from .client import WeComApiError, WeComClient
 from .state import StateSigner
 
@@ -161,6 +162,10 @@ class EntryDirectory:
         self.signer = signer
         self._entries: TTLCache[str, Entry | None] = TTLCache(10_000, 30)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        #: A merchant's WeCom failing to make ways: said when it starts and ends, not on
+        #: every shopper's /e/ hop meanwhile (trouble.py). Per merchant: one merchant's
+        #: broken secret must not hide, or keep announcing, another's.
+        self._troubles: dict[str, Trouble] = {}
 
     async def get(self, merchant_id: str) -> Entry | None:
         try:
@@ -190,20 +195,37 @@ class EntryDirectory:
             found = await self.store.get_entry_way(entry.merchant_id, platform)
             if found is not None:
                 return found
+            trouble = self._troubles.setdefault(entry.merchant_id, Trouble(
+                log, "entry.way_unavailable", "entry.way_back"))
             state = self.signer.mint(entry.merchant_id, platform)
-            corp, secret = entry.secrets["corp_id"], entry.secrets["secret"]
-            remark = f"LinkLoop {platform}"
-            if entry.kind == "contact_way":
-                config_id, qr = await self.client.add_contact_way(
-                    corp, secret, users=list(entry.config["users"]), state=state, remark=remark)
-            else:
-                config_id, qr = await self.client.add_join_way(
-                    corp, secret, chat_ids=list(entry.config["chat_ids"]), state=state,
-                    remark=remark)
+            try:
+                config_id, qr = await self._make_way(entry, platform, state)
+            except WeComApiError as exc:
+                trouble.failed(merchant=entry.merchant_id, platform=platform, error=str(exc),
+                               errcode=exc.errcode)
+                raise
+            trouble.ok(merchant=entry.merchant_id)
             log.info("entry.way_created", merchant=entry.merchant_id, platform=platform,
                      kind=entry.kind, config_id=config_id)
             return await self.store.put_entry_way(EntryWay(
                 entry.merchant_id, platform, config_id, qr, state))
+
+    async def _make_way(self, entry: Entry, platform: str, state: str) -> tuple[str, str]:
+        """Ask WeCom for a contact or join way carrying ``state``: (config_id, QR URL)."""
+        corp, secret = entry.secrets["corp_id"], entry.secrets["secret"]
+        remark = f"LinkLoop {platform}"
+        if entry.kind == "contact_way":
+            config_id, qr = await self.client.add_contact_way(
+                corp, secret, users=list(entry.config["users"]), state=state, remark=remark)
+        else:
+            config_id, qr = await self.client.add_join_way(
+                corp, secret, chat_ids=list(entry.config["chat_ids"]), state=state,
+                remark=remark)
+        try:  # shown to every shopper of this platform from now on: the one URL check
+            return config_id, check_url(qr, "qr_code", ANY_PUBLIC_HOST)
+        except TargetError:
+            raise WeComApiError(f"the {entry.kind} answered {qr[:40]!r}, "
+                                "not a QR code URL") from None
 
 
 async def put_entry(request: web.Request) -> web.Response:
