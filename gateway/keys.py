@@ -26,17 +26,19 @@ def _generated(path: Path) -> str:
     # value not in yet) would run with an empty secret of its own: tokens signed with an
     # empty key, and visitor hashes that differ from the other workers'.
     draft = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(48))
-        fh.flush()
-        os.fsync(fh.fileno())
     try:
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+            fh.flush()
+            os.fsync(fh.fileno())
         os.link(draft, path)
     except FileExistsError:  # another process won the race: use theirs
         pass
+    except OSError as exc:  # a full disk, a data directory we may not write: say which
+        raise ConfigError(f"cannot make {path}: {exc.strerror or exc}") from exc
     finally:
-        draft.unlink()
+        draft.unlink(missing_ok=True)  # never a half-written draft left behind
     return _stored(path)
 
 

@@ -22,7 +22,7 @@ from gateway.recorder import Journal
 from gateway.store import Click
 
 from .conftest import TAOBAO_UA
-from .test_cli import serving
+from .test_cli import run, serving
 from .test_crash import _merchant, _product, _stored_clicks
 from .wait import until
 
@@ -165,3 +165,16 @@ def test_a_journal_probe_fails_while_the_disk_is_full_and_leaves_nothing(
     filler.unlink()
     journal.probe()
     assert list(journal.directory.iterdir()) == [] and not journal.has_rows()
+
+
+def test_a_gateway_started_on_a_full_disk_says_so_in_one_line_and_leaves_no_draft(
+        cli_env: dict[str, str], small_disk: Path) -> None:
+    # Its first start makes the data directory's keys: on a full disk that was a
+    # traceback, and a half-made ``.ip.salt.<pid>`` left beside the key it never made.
+    data = small_disk / "data"
+    data.mkdir()
+    _fill(small_disk)
+    result = run({**cli_env, "LINKLOOP_STORAGE_DATA_DIR": str(data)}, "serve")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "No space left on device" in result.stderr
+    assert [p.name for p in data.iterdir() if p.name.startswith(".")] == []
