@@ -65,15 +65,20 @@ def _loop_cpu(result: WrkResult) -> float:
     return result.loop_user_us + result.loop_kernel_us
 
 
+_SETTING = re.compile(r"[a-z_]+\.[a-z_]+=")  # how a setting after a tree's @ begins
+
+
 def _tree(spec: str) -> tuple[Path, list[str]]:
     """``TREE[@SECTION.KEY=VALUE,...]``: a source tree and the settings it runs with.
 
-    The settings follow the last ``@`` whose tail reads as settings (``SECTION.KEY=``), so
-    a tree whose path holds an ``@`` still works; a value cannot hold a comma."""
-    tree, at, settings = spec.rpartition("@")
-    if not at or not re.match(r"[a-z_]+\.[a-z_]+=", settings):
-        return Path(spec), []
-    return Path(tree), [item for item in settings.split(",") if item]
+    The settings follow the first ``@`` whose tail reads as settings (``SECTION.KEY=``), so
+    a tree whose path holds an ``@`` still works, and so does a value that holds one
+    (``storage.url=postgresql://user@host/db``); a value cannot hold a comma."""
+    for at in re.finditer("@", spec):
+        if _SETTING.match(spec, at.end()):
+            settings = spec[at.end():]
+            return Path(spec[:at.start()]), [item for item in settings.split(",") if item]
+    return Path(spec), []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,7 @@ from .inputs import plain_text
 from .store import Merchant, Product
 
 __all__ = ["WINDOW_FIELDS", "moment_text", "product_errors", "product_json", "share_url",
-           "validate_product",
-           "window_error"]
+           "validate_product", "window_error"]
 
 _SLUG = CODE_PATTERN  # a slug is a share code: the share link checks codes by it too
 #: The optional sales window: ISO 8601 moments, kept as Unix seconds.

@@ -321,6 +321,8 @@ def test_browsers_a_crawler_pattern_names_stay_browsers() -> None:
      True),
     ("Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X) Chrome/41.0 Mobile Safari/537.36 "
      "(compatible; Google-AMPHTML)", "web", True),
+    ("Mozilla/5.0 (Linux; Android 8.0; Pixel 2; DuplexWeb-Google/1.0) Chrome/74.0 Mobile "
+     "Safari/537.36", "web", True),
     # A browser named by its engine or an old platform alone is still a person.
     ("Mozilla/3.0 (compatible; NetPositive/2.2.1; BeOS)", "web", False),
     ("Mozilla/5.0 (QtEmbedded; U) AppleWebKit/533.3 (KHTML, like Gecko)", "web", False),

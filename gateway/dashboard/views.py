@@ -518,7 +518,7 @@ async def product_page(request: web.Request) -> web.StreamResponse:
         qr_error = "渠道名只能用小写字母、数字和下划线，最多 32 个字符。"
         qr_channel = ""
     link = share_url(request.app[PUBLIC_URL], product.code)
-    qr_link = f"{link}?ch={qr_channel}" if qr_channel else link
+    qr_link = share_url(request.app[PUBLIC_URL], product.code, qr_channel)
     suffix = f"?ch={qr_channel}" if qr_channel else ""
     bars = charts.bar_chart(
         [(_platform_label(r["platform"]), [int(r[k]) for k, _ in _BAR_SERIES])
