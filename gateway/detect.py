@@ -53,12 +53,14 @@ _BOT_MARKERS = (
     "apis-google", "mediapartners-google", "google-inspectiontool", "feedfetcher",
     "python-requests", "python-urllib", "aiohttp/", "go-http-client", "okhttp/", "curl/",
     "wget/", "libwww", "httpclient", "scrapy", "node-fetch", "axios/",
-    # Site checkers and monitors (Chinese ones say "jiankong", 监控), and Google's fetchers
-    # that name no bot, before or after "Google" ("Google-AMPHTML", "Google-Sites-Thumbnails",
-    # "DuplexWeb-Google/1.0" in a Pixel's Chrome): none is in a person's browser or app among
-    # the 38,000 of matomo-org/device-detector's fixtures.
-    "checker", "monitor", "jiankong", "google-", "-google/",
 )
+# Words of automated clients that an app's own User-Agent might still hold (an app named
+# "... Monitor"), so tried only on agents no app claims, like the crawler list: site
+# checkers and monitors (Chinese ones say "jiankong", 监控), and Google's fetchers that name
+# no bot, before or after "Google" ("Google-AMPHTML", "Google-Sites-Thumbnails",
+# "DuplexWeb-Google/1.0" in a Pixel's Chrome). None is in a person's browser or app among
+# the 38,000 of matomo-org/device-detector's fixtures.
+_UNCLAIMED_BOT_WORDS = ("checker", "monitor", "jiankong", "google-", "-google/")
 # ``bot`` only at the end of a word (Googlebot/, Slackbot-, TelegramBot, BaiduAdsBot), and
 # not the phone brand Cubot. Checked only when the cheap ``"bot" in`` test hits.
 _BOT_WORD = re.compile(r"(?<!cu)bot\b")
@@ -166,6 +168,8 @@ _DEVICE_OR_BROWSER = re.compile(
 
 def _listed_or_unlike_a_person(ua: str, lowered: str, candidates: set[int]) -> bool:
     """For an agent no app claims: a listed crawler, or not a person's browser at all."""
+    if any(word in lowered for word in _UNCLAIMED_BOT_WORDS):
+        return True
     compiled, _literals, always = _listed_bots()
     if any(compiled[_LISTED - c].search(ua) for c in candidates if c <= _LISTED):
         return True

@@ -323,6 +323,10 @@ def test_browsers_a_crawler_pattern_names_stay_browsers() -> None:
      "(compatible; Google-AMPHTML)", "web", True),
     ("Mozilla/5.0 (Linux; Android 8.0; Pixel 2; DuplexWeb-Google/1.0) Chrome/74.0 Mobile "
      "Safari/537.36", "web", True),
+    # ... but those words, which an app's own name may hold, never make an app a bot.
+    ("Mozilla/5.0 (iPhone) Mobile/15E148 MicroMessenger/8.0.47 HealthMonitor/2.1", "wechat",
+     False),
+    ("Mozilla/5.0 (Linux; Android 13) AliApp(TB/10.30.0) PriceChecker/1.0", "taobao", False),
     # A browser named by its engine or an old platform alone is still a person.
     ("Mozilla/3.0 (compatible; NetPositive/2.2.1; BeOS)", "web", False),
     ("Mozilla/5.0 (QtEmbedded; U) AppleWebKit/533.3 (KHTML, like Gecko)", "web", False),
