@@ -335,10 +335,10 @@ def _detect(request: web.Request, detector: Detector) -> tuple[Detection, str | 
     channel = request.query.get("ch") if request.query_string else None
     if channel is not None:
         # Tags are typed by hand into links and posters (?ch=Spring_Live); channel names are
-        # lowercase, so a capital must not drop the click into "no channel".
-        channel = channel.lower()
-        if not CHANNEL_PATTERN.fullmatch(channel):
-            channel = None
+        # lowercase, so a capital must not drop the click into "no channel". ASCII only:
+        # str.lower() makes "k" of the Kelvin sign.
+        lowered = channel.lower() if channel.isascii() else ""
+        channel = lowered if CHANNEL_PATTERN.fullmatch(lowered) else None
     headers = request.headers
     detection = detector.request(headers.get("User-Agent", ""), channel, headers.get("Referer"))
     if request.method == hdrs.METH_HEAD:

@@ -147,15 +147,16 @@ async def test_a_click_counts_under_its_app_its_channel_tag_or_its_referer(
     for query, ua, referer in [("", TAOBAO_UA, None), ("?ch=live", TAOBAO_UA, None),
                                ("?ch=live", TAOBAO_UA, None), ("?ch=Live", TAOBAO_UA, None),
                                ("?ch=spring%20live", TAOBAO_UA, None),
+                               ("?ch=%E2%84%AAive", TAOBAO_UA, None),  # the Kelvin sign
                                ("", phone_browser, "https://www.douyin.com/video/1")]:
         headers = {"User-Agent": ua, **({"Referer": referer} if referer else {})}
         resp = await client.get(f"/p/{product['code']}{query}", headers=headers,
                                 allow_redirects=False)
         assert resp.status in (200, 302)
     platforms = await _stats(client, tenant)
-    assert {p: row["clicks"] for p, row in platforms.items()} == {"taobao": 5, "douyin": 1}
+    assert {p: row["clicks"] for p, row in platforms.items()} == {"taobao": 6, "douyin": 1}
     channels = await _stats(client, tenant, by="channel")
-    assert {c: row["clicks"] for c, row in channels.items()} == {"": 3, "live": 3}
+    assert {c: row["clicks"] for c, row in channels.items()} == {"": 4, "live": 3}
 
 
 async def test_no_request_can_choose_the_redirect(client: TestClient[Any, Any], tenant: Tenant) -> None:
