@@ -50,6 +50,7 @@ from .clicklog import LogRange, read_ranges
 from .recorder import record_in_batches
 from .settings import Settings
 from .store import Click, Event, StoreUnavailable
+from .trouble import Trouble
 
 __all__ = ["WriterProcess"]
 
@@ -220,10 +221,9 @@ async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> Non
     answer(None)
     size = settings["recorder.batch_size"]
     loop = asyncio.get_running_loop()
-    # The gateway retries a failed batch every few seconds for as long as an outage lasts,
-    # and logs the outage once each way (recorder.storage_failed, storage_back): the child
-    # says why its first batch failed, not every retry's.
-    failing = False
+    # The gateway retries a failed batch every few seconds for as long as an outage lasts:
+    # the child says why when the outage begins and when it ends, not on every retry's.
+    outage = Trouble(log, "writer.batch_failed", "writer.batch_back")
     try:
         while True:
             try:
@@ -237,12 +237,10 @@ async def _serve(settings: Settings, inbox: IO[bytes], outbox: IO[bytes]) -> Non
                     await store.record([Click(*row) for row in batch[1]],
                                        [Event(*row) for row in batch[2]])
             except Exception as exc:
-                if not failing:
-                    log.warning("writer.batch_failed", error=str(exc) or type(exc).__name__)
-                failing = True
+                outage.failed(error=str(exc) or type(exc).__name__)
                 answer(str(exc) or type(exc).__name__)
             else:
-                failing = False
+                outage.ok()
                 answer(None)
     finally:
         await store.close()
