@@ -72,15 +72,14 @@ class JsonApi:
             PLATFORM_ERRORS[self.platform, path, "http"] += 1
             raise self._error(f"{path}: the answer is not a JSON object")
         errcode = data.get("errcode", 0)
-        if errcode is not None and (type(errcode) is not int):
+        if errcode is not None and type(errcode) is not int:
             # Garbage from a proxy or a broken server: the platform's error, never the
             # caller's ValueError from int() (a 500 on the shopper's entry page).
             PLATFORM_ERRORS[self.platform, path, "http"] += 1
             raise self._error(f"{path}: errcode {str(errcode)[:40]!r} is not a number")
-        if data.get("errcode", 0) != 0:  # the caller decides what to do; here it is counted
+        if errcode:  # the caller decides what to do; here it is counted
             PLATFORM_ERRORS[self.platform, path, "errcode"] += 1
         return data
-
 
     def text(self, path: str, data: Mapping[str, Any], *keys: str) -> str:
         """The non-empty string at ``keys`` (nested objects) of an answer with errcode 0, or

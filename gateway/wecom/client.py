@@ -56,7 +56,7 @@ class WeComClient:
         for attempt in range(_RETRIES + 1):
             token = await self.access_token(corp_id, secret)
             data = await self._api.request("POST", path, {"access_token": token}, body)
-            errcode = int(data.get("errcode", 0) or 0)
+            errcode = data.get("errcode") or 0  # an int or None (JsonApi checked)
             if errcode == 0:
                 return data
             if errcode in _TOKEN_ERRORS and not refreshed:
@@ -103,9 +103,9 @@ class WeComClient:
         token = await self.access_token(corp_id, secret)
         data = await self._api.request("GET", "externalcontact/get_follow_user_list",
                                        {"access_token": token})
-        if int(data.get("errcode", 0) or 0) != 0:
-            raise WeComApiError(f"get_follow_user_list: {data.get('errmsg', 'error')}",
-                                int(data.get("errcode", 0) or 0))
+        errcode = data.get("errcode") or 0  # an int or None (JsonApi checked)
+        if errcode:
+            raise WeComApiError(f"get_follow_user_list: {data.get('errmsg', 'error')}", errcode)
         return [str(u) for u in data.get("follow_user", []) if isinstance(u, str)]
 
     async def group_members(self, corp_id: str, secret: str,
