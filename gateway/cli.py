@@ -415,7 +415,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _stats_table(merchant: str, query: Any, rows: list[dict[str, Any]], timezone: str) -> str:
-    from .stats import RATES, share
+    from .stats import RATES, unrounded_rate
     from .store import METRICS
     from .texttable import render_table
 
@@ -427,7 +427,7 @@ def _stats_table(merchant: str, query: Any, rows: list[dict[str, Any]], timezone
     table = render_table([*keys, *METRICS, *RATES],
                          # Rates from the counts, rounded once (as on the dashboard).
                          [[*(row[k] for k in [*keys, *METRICS]),
-                           *(share(row, rate) for rate in RATES)] for row in rows],
+                           *(unrounded_rate(row, rate) for rate in RATES)] for row in rows],
                          numeric_from=1 if query.by != "product" else 3)
     return title + table
 

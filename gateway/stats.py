@@ -15,7 +15,7 @@ from .store.sketch import EXACT_MAX, RELATIVE_ERROR_95
 
 __all__ = ["ACCURACY", "CHANNEL_PATTERN", "GROUPINGS", "RATES", "RATE_OF", "StatsQuery",
            "StatsQueryError", "parse_stats_query", "rows_csv", "run_stats", "run_total",
-           "share", "stats_answer", "with_funnel"]
+           "stats_answer", "unrounded_rate", "with_funnel"]
 
 GROUPINGS = ("platform", "product", "day", "channel")
 #: A ``?ch=`` channel name, as the share link accepts it (shopper.CHANNEL_PATTERN).
@@ -126,7 +126,7 @@ async def stats_answer(store: Store, merchant_id: str, query: StatsQuery,
             "total": await run_total(store, merchant_id, query)}
 
 
-def share(row: dict[str, Any], rate: str) -> float | None:
+def unrounded_rate(row: dict[str, Any], rate: str) -> float | None:
     """A row's rate (``RATE_OF``) unrounded, None where the step before is zero: what a
     percentage for people is rounded from, once (the dashboard, ``linkloop stats``'s table).
     Rounding the 4-place rate again would show 15 opens of 19 clicks (78.947%, 0.7895) as
@@ -143,7 +143,7 @@ def with_funnel(row: dict[str, Any]) -> dict[str, Any]:
     ``chat_rate`` chats per add. None where the step before is zero.
     """
     for rate in RATE_OF:
-        value = share(row, rate)
+        value = unrounded_rate(row, rate)
         row[rate] = None if value is None else round(value, 4)
     return row
 

@@ -43,7 +43,7 @@ from ..stats import (
     rows_csv,
     run_stats,
     run_total,
-    share,
+    unrounded_rate,
     with_funnel,
 )
 from ..store import METRICS, Product, Store, StoreUnavailable
@@ -100,8 +100,11 @@ _HEADERS = {
 # --- rendering ------------------------------------------------------------------------------
 def _percent(row: dict[str, Any], rate: str) -> str:
     """A row's rate as read, "—" where the step before is zero: from the row's counts,
-    rounded once (``stats.share``), not from the API's rate already rounded to 4 places."""
-    value = share(row, rate)
+    rounded once (``stats.unrounded_rate``), not from the API's rate rounded to 4 places."""
+    return _as_percent(unrounded_rate(row, rate))
+
+
+def _as_percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
@@ -397,7 +400,7 @@ def _outcomes(total: dict[str, Any]) -> list[tuple[str, int, str]]:
     """Where the clicks went: (name, count, share of clicks)."""
     clicks = int(total["clicks"])
     named = [("直接跳转店铺", "redirects"), ("落地页", "landings"), ("浏览器引导页", "guides")]
-    return [(name, int(total[key]), f"{int(total[key]) / clicks:.1%}" if clicks else "—")
+    return [(name, int(total[key]), _as_percent(int(total[key]) / clicks if clicks else None))
             for name, key in named]
 
 
