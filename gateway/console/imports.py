@@ -71,10 +71,10 @@ async def import_page(request: web.Request) -> web.StreamResponse:
     return await _page(request, imported=int(imported) if imported.isdigit() else 0)
 
 
-async def _parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
-    """The upload's parts (nested multiparts skipped); a body cut short, without its
-    boundary or with a part that is not one is the 400 of any unreadable form."""
-    seconds = body_idle(request)
+async def _parts(request: web.Request, seconds: float) -> AsyncIterator[BodyPartReader]:
+    """The upload's parts (nested multiparts skipped), each waited for at most ``seconds``;
+    a body cut short, without its boundary or with a part that is not one is the 400 of
+    any unreadable form."""
     try:
         reader = await request.multipart()
         while True:
@@ -110,6 +110,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
         assert refused is not None
         return refused
     limit: int = request.app[SETTINGS]["server.import_max_bytes"]
+    seconds = body_idle(request)  # the longest wait for a part's next bytes
     if not request.content_type.startswith("multipart/"):  # not our form's encoding
         _, refused = await check_post(request)
         return refused or await _page(request, status=422, error="请选择一个 CSV 或 XLSX 文件。")
@@ -118,10 +119,10 @@ async def upload(request: web.Request) -> web.StreamResponse:
     file_name = ""
     content_type = ""
     checked = False
-    async for part in _parts(request):
+    async for part in _parts(request, seconds):
         if not checked:
             # The form sends the CSRF token first: nothing else is read before it is checked.
-            token = await _text(part, body_idle(request)) if part.name == "csrf" else ""
+            token = await _text(part, seconds) if part.name == "csrf" else ""
             _, refused = await check_post(request, {"csrf": token})
             if refused is not None:
                 return refused
@@ -130,15 +131,15 @@ async def upload(request: web.Request) -> web.StreamResponse:
         if part.name == "file":
             file_name = part.filename or ""
             content_type = part.headers.get("Content-Type", "")
-            data = await read_upload(_chunks(part), limit, body_idle(request))
+            data = await read_upload(_chunks(part), limit, seconds)
         elif part.name == "data":  # the file of the dry run, sent back to import it
-            encoded = await _text(part, body_idle(request), limit * 2)
+            encoded = await _text(part, seconds, limit * 2)
             try:
                 data = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
                 return await _page(request, status=422, error="文件内容已损坏，请重新上传。")
         elif part.name:
-            fields[part.name] = await _text(part, body_idle(request))
+            fields[part.name] = await _text(part, seconds)
     if not checked:
         _, refused = await check_post(request, {})
         assert refused is not None
