@@ -450,3 +450,26 @@ async def test_every_table_shows_an_estimates_margin(
         assert products.tables["product-table"][str(product["id"])]["unique_visitors"] == want
         channels = Figures(await (await client.get("/dashboard/channels")).text())
         assert channels.tables["channel-table"]["live"]["unique_visitors"] == want
+
+
+async def test_an_estimate_of_visitors_is_never_more_than_the_clicks(
+        tmp_path: Path, storage_url: str) -> None:
+    # Past 256 people the visitors are an estimate: 1,000 people with a click each are
+    # estimated at 1,007 (±33), 300 at 302. No more people than clicks can have come, and
+    # the clicks are exact: "1,007 visitors of 1,000 clicks" is what an analyst was shown.
+    store = await open_store(make_settings(tmp_path, storage__url=storage_url))
+    people = {"m1": 1000, "m2": 300}
+    try:
+        for merchant in people:
+            await store.create_merchant(Merchant(merchant, merchant.upper()))
+        await store.record([Click(f"{m}-{n:05d}", m, 1, 1.0, "2026-11-01", "taobao", "ua",
+                                  f"v{n}", "h") for m, count in people.items()
+                            for n in range(count)], [])
+        for merchant, count in people.items():
+            for by in ("platform", "total"):
+                (row,) = await store.stats(merchant, from_day="2026-11-01",
+                                           to_day="2026-11-01", by=by)
+                assert (row.clicks, row.unique_visitors) == (count, count), (merchant, by)
+                assert row.unique_visitors_error > 0  # still said to be an estimate
+    finally:
+        await store.close()
