@@ -601,7 +601,9 @@ async def add_rollups(store: Store, seed: Seed) -> None:
     # A day before the seeded ones (as an import of pruned days brings): m1's alone.
     day = "2026-01-05"
     product = seed.m1.products[0]
-    counts = tuple(range(1, len(COUNTERS) + 1))
+    # Each counter its own figure; the clicks (4) at least the 3 visitors, as in any real
+    # day (a visitor comes by a click, and an estimate is never shown above the clicks).
+    counts = tuple(range(4, len(COUNTERS) + 4))
     visitors = [Click(id=f"old{n}", merchant_id="m1", product_id=product, ts=1.0, day=day,
                       platform="taobao", source="ua", visitor=f"old-visitor-{n}",
                       ip_hash="h") for n in range(3)]
