@@ -487,7 +487,7 @@ def _as_shown(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, str]]
     metrics = ("clicks", "unique_visitors", "bot_clicks", "redirects", "landings", "guides",
                "storefront_opens", "entries", "adds", "chats", "lost_contacts", "open_rate",
                "entry_rate", "add_rate")
-    return {str(r[key]): {m: shown(r, (m,))[m] for m in metrics} for r in rows}
+    return {str(r[key]): shown(r, metrics) for r in rows}
 
 
 def _downloaded(folder: Path) -> bool:

@@ -34,6 +34,7 @@ from gateway.wecom.message import ENVELOPE_MAX_MARKUP
 from .conftest import TAOBAO_UA, Tenant, add_tenant, make_settings
 from .fake_wecom import AES_KEY, CALLBACK_TOKEN, CORP_ID, SECRET, FakeWeCom
 from .test_cli import run, serving
+from .test_hostile_input import _answer_of
 from .wait import DEADLINE
 
 CALLBACK_SECRETS = {"corp_id": CORP_ID, "secret": SECRET, "callback_token": CALLBACK_TOKEN,
@@ -395,25 +396,28 @@ async def test_an_add_counts_on_the_day_wecom_says_it_happened(
 async def test_a_callback_body_that_stops_arriving_is_a_408_and_stores_nothing(
     aiohttp_client: Any, tmp_path: Path,
 ) -> None:
-    """A signed query, then a body that stops halfway: the callback's read gives up after
-    ``server.body_idle_seconds`` (it waited for ever before), and stores nothing."""
+    """A signed add, then its body stops halfway: the callback's read gives up after
+    ``server.body_idle_seconds`` (it waited for ever before), and stores nothing; WeCom's
+    retry of it, whole, counts once (its nonce was not taken by the stalled one)."""
     gateway = await aiohttp_client(create_app(make_settings(tmp_path,
                                                             server__body_idle_seconds=0.5)))
     tenants = await _configured(gateway)
-    body = _envelope(_encrypt("<xml/>")).encode()
-    query = urlencode(_signed(_encrypt("<xml/>")))
+    # One ciphertext, in the body and in the signature: the whole body would be stored.
+    encrypt = _encrypt(FakeWeCom.add_contact_event(None, "wmEXT1"))
+    body, params = _envelope(encrypt).encode(), _signed(encrypt)
+    assert gateway.server.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.server.port)
-    writer.write(f"POST /wecom/callback/acme?{query} HTTP/1.1\r\nHost: a\r\n"
+    writer.write(f"POST /wecom/callback/acme?{urlencode(params)} HTTP/1.1\r\nHost: a\r\n"
                  f"Content-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                  + body[:40])
     await writer.drain()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
-    answer = json.loads(await reader.readexactly(
-        int(re.search(rb"(?i)content-length: *([0-9]+)", head).group(1))))  # type: ignore[union-attr]
+    status, head, answer = await asyncio.wait_for(_answer_of(reader), DEADLINE)
     writer.close()
-    assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower(), head
-    assert answer["error"]["code"] == "request_timeout"
+    assert (status, b"connection: close" in head) == (408, True), head
+    assert json.loads(answer)["error"]["code"] == "request_timeout"
     assert await _adds_and_inbox(gateway, *tenants) == (0, 0)
+    assert await _post(gateway, params, body) == (200, "success")
+    assert await _adds_and_inbox(gateway, *tenants) == (1, 1)
 
 
 async def test_a_declared_length_over_the_cap_is_refused_before_the_body_arrives(

@@ -17,10 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
 
-from .conftest import BOT_UA, DESKTOP_UA, TAOBAO_UA, add_tenant, make_settings
+from .conftest import BOT_UA, DESKTOP_UA, TAOBAO_UA, Tenant, add_tenant, make_settings
 from .fake_wecom import FakeWeCom
+from .tcp_proxy import TcpProxy
 from .test_cli import _merchant_and_token, run, serving
+from .test_outages import pg_behind_proxy  # noqa: F401 -- fixture
 from .test_wecom import CALLBACK_SECRETS, PRODUCT, WECHAT_UA
+from .wait import until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -186,15 +189,19 @@ async def test_wecom_calls_and_refusals_are_counted(aiohttp_client: Any, aiohttp
 
 
 async def test_each_share_link_answer_is_counted_once_under_its_status(
-        aiohttp_client: Any, tmp_path: Path, monkeypatch: Any) -> None:
+        aiohttp_client: Any, tmp_path: Path,
+        pg_behind_proxy: tuple[TcpProxy, str]) -> None:  # noqa: F811
     # The share link counts its pages, its retired links and its failures; its redirects are
     # the clicks taken less those. A failure after the click (the landing page's entry look-up
     # failing) is a click answered 503, not a redirect; one before it (an uncached link's read
-    # failing) takes no click, and must not take a redirect away either.
-    from gateway.appkeys import ENTRIES, LINKS, TOKENS
-    from gateway.store.base import StoreUnavailable
+    # failing) takes no click, and must not take a redirect away either. Storage fails for
+    # real: PostgreSQL cut off through a proxy, while the links asked for are cached.
+    from gateway.appkeys import TOKENS
 
-    client: TestClient[Any, Any] = await aiohttp_client(create_app(make_settings(tmp_path)))
+    proxy, url = pg_behind_proxy
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(make_settings(
+        tmp_path, storage__url=url, storage__timeout_seconds=1,
+        recorder__retry_max_seconds=1)))
     acme, other = await add_tenant(client, "acme"), await add_tenant(client, "other")
     products = []
     for tenant in (acme, other, other):
@@ -214,21 +221,16 @@ async def test_each_share_link_answer_is_counted_once_under_its_status(
                                 allow_redirects=False)
         assert resp.status == status, await resp.text()
 
-    async def unavailable(*_: Any) -> Any:
-        raise StoreUnavailable("storage is away")
-
     before = await scrape()
     await tap(mine, TAOBAO_UA, 302)
     await tap(theirs, TAOBAO_UA, 302)
-    await tap(mine, DESKTOP_UA, 200)  # a landing page
-    await tap(theirs, BOT_UA, 200)  # a preview
+    await tap(mine, DESKTOP_UA, 200)  # a landing page (acme's entry look-up, kept)
+    await tap(theirs, BOT_UA, 200)  # a preview (no entry looked up)
     await tap(retired, TAOBAO_UA, 410)
-    with monkeypatch.context() as patch:
-        patch.setattr(client.app[ENTRIES], "get", unavailable)
-        await tap(theirs, DESKTOP_UA, 503)  # after its click
-    with monkeypatch.context() as patch:
-        patch.setattr(client.app[LINKS].store, "link", unavailable)
-        await tap(mine, TAOBAO_UA, 503, code="notcachedyet")  # before any click
+    proxy.cut()
+    await tap(theirs, DESKTOP_UA, 503)  # after its click: other's entry never read yet
+    await tap(mine, TAOBAO_UA, 503, code="notcachedyet")  # before any click
+    proxy.forward()
     await tap(mine, TAOBAO_UA, 302)
     after = await scrape()
 
@@ -239,3 +241,19 @@ async def test_each_share_link_answer_is_counted_once_under_its_status(
     assert {status: grew("linkloop_http_requests_total", route="/p/{code}", status=status)
             for status in ("302", "200", "410", "503", "500")} == {
         "302": 3, "200": 2, "410": 1, "503": 2, "500": 0}
+
+    # What each merchant sees: the click answered 503 after it was taken counts like the
+    # others (journaled through the cut), under its own merchant; the one refused before
+    # its click, nowhere. (clicks, bot_clicks) each.
+    async def counted(tenant: Tenant) -> tuple[int, int]:
+        resp = await client.get("/api/stats?by=platform", headers=tenant.auth)
+        rows = (await resp.json())["rows"] if resp.status == 200 else []
+        return sum(r["clicks"] for r in rows), sum(r["bot_clicks"] for r in rows)
+
+    figures: list[tuple[int, int]] = []
+
+    async def all_counted() -> bool:
+        figures[:] = [await counted(tenant) for tenant in (acme, other)]
+        return figures == [(3, 0), (3, 1)]
+
+    await until(all_counted, what="acme's 3 clicks, other's 3 and its bot's in the stats")

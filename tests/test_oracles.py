@@ -39,7 +39,7 @@ from .conftest import (
 )
 from .hand import Hand
 from .test_browser import DOUYIN_ANDROID, WECHAT_IOS, decode_qr, zbar  # noqa: F401 -- fixture
-from .test_dashboard import Figures, add_user, login
+from .test_dashboard import Figures, add_user, login, shown
 
 Client = TestClient[web.Request, web.Application]
 PUBLIC = "http://go.test"  # plain http: the dashboard's session cookie is not Secure
@@ -136,14 +136,6 @@ def expected(ledger: list[Row], by: str, *, days: tuple[str, str] = (DAY_A, DAY_
 
 
 RATES = ("open_rate", "entry_rate", "add_rate")
-#: Each rate as (part, whole): the dashboard shows the ratio of the counts rounded once.
-RATE_PARTS = {"open_rate": ("storefront_opens", "clicks"), "entry_rate": ("entries", "clicks"),
-              "add_rate": ("adds", "entries")}
-
-
-def _shown_rate(row: dict[str, Any], rate: str) -> str:
-    part, whole = RATE_PARTS[rate]
-    return f"{row[part] / row[whole]:.1%}" if row[whole] else "—"
 
 
 def _from_json(rows: list[dict[str, Any]], by: str) -> dict[str, dict[str, Any]]:
@@ -170,9 +162,9 @@ def _columns(table: dict[str, dict[str, str]], metrics: tuple[str, ...],
 
 def _as_shown(figures: dict[str, dict[str, Any]], metrics: tuple[str, ...],
               ) -> dict[str, dict[str, str]]:
-    """How a person reads the figures on the dashboard: 1,234 and 12.5%."""
-    return {key: {m: _shown_rate(row, m) if m in RATES else f"{row[m]:,}" for m in metrics}
-            for key, row in figures.items()}
+    """How a person reads the figures on the dashboard: 1,234 and 12.5% (each rate the
+    ratio of the counts, rounded once)."""
+    return {key: shown(row, metrics) for key, row in figures.items()}
 
 
 TABLE = ("clicks", "unique_visitors", "bot_clicks", "storefront_opens", "entries", "adds",
@@ -288,9 +280,9 @@ async def test_every_output_matches_the_figures_counted_by_the_test(shop: Shop) 
         expected(shop.ledger, "platform", channel="live"), TABLE)
     products = Figures(await (await client.get(f"/dashboard/products?{span}")).text())
     want_products = expected(shop.ledger, "product")
-    shown = {k: v for k, v in products.tables["product-table"].items() if k in want_products}
-    assert set(shown) == set(want_products)
-    assert shown == _as_shown(want_products, tuple(shown[str(tea)]))
+    on_page = {k: v for k, v in products.tables["product-table"].items() if k in want_products}
+    assert set(on_page) == set(want_products)
+    assert on_page == _as_shown(want_products, tuple(on_page[str(tea)]))
     detail = Figures(await (await client.get(f"/dashboard/products/{mug}?{span}")).text())
     assert _columns(detail.tables["day-table"], TABLE) == _as_shown(
         expected(shop.ledger, "day", product=mug), TABLE)

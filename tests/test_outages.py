@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.appkeys import CALLBACKS, RECORDER, STORE
 from gateway.store import StoreUnavailable
+from gateway.store.postgres import quote_ident
 
 from .conftest import (
     TAOBAO_UA,
@@ -36,7 +36,7 @@ from .conftest import (
     make_settings,
 )
 from .fake_wecom import FakeWeCom
-from .pg import fresh_schema, postgres_url, with_schema
+from .pg import connect, fresh_schema, postgres_url, with_schema
 from .tcp_proxy import TcpProxy, tcp_proxy
 from .wait import until
 
@@ -94,6 +94,31 @@ async def _readyz(client: TestClient[Any, Any]) -> tuple[int, dict[str, Any]]:
     async with client.get("/readyz") as resp:
         body: dict[str, Any] = await resp.json()
         return resp.status, body
+
+
+@contextlib.asynccontextmanager
+async def _pg_gateway(aiohttp_client: ClientFactory, tmp_path: Path, **settings: Any,
+                      ) -> AsyncIterator[tuple[TestClient[Any, Any], str, str]]:
+    """A gateway straight on a fresh PostgreSQL schema (storage.timeout_seconds 1); the
+    server's URL and the schema, for another session to hold a table (``_held``)."""
+    url = postgres_url()
+    async with fresh_schema(url, create=False) as schema:
+        yield await aiohttp_client(create_app(make_settings(
+            tmp_path, storage__url=with_schema(url, schema), storage__timeout_seconds=1,
+            **settings))), url, schema
+
+
+@contextlib.asynccontextmanager
+async def _held(url: str, schema: str, table: str) -> AsyncIterator[None]:
+    """``table`` held by another session (a migration, a long transaction) while the block
+    runs: reads and pings go on, every write to it waits out storage.timeout_seconds."""
+    holder = await connect(url)
+    try:
+        async with holder.transaction():
+            await holder.execute(f"LOCK TABLE {quote_ident(schema)}.{table} IN EXCLUSIVE MODE")
+            yield
+    finally:
+        await holder.close()
 
 
 async def test_a_cached_link_answers_through_a_postgres_cut_and_every_click_counts(
@@ -191,29 +216,21 @@ async def test_readyz_says_journaling_while_postgres_refuses_writes_and_answers_
     # Another session holds the clicks table (a migration, a long transaction): every
     # batch waits out storage.timeout_seconds and goes to the journal, while /readyz's
     # ping still answers. It said "storage": "ok" all through, with nothing written.
-    url = postgres_url()
-    async with fresh_schema(url, create=False) as schema:
-        client = await aiohttp_client(create_app(make_settings(
-            tmp_path, storage__url=with_schema(url, schema), storage__timeout_seconds=1,
-            recorder__retry_max_seconds=1)))
+    async with _pg_gateway(aiohttp_client, tmp_path, recorder__retry_max_seconds=1) as (
+            client, url, schema):
         shops = await _shop(client)
         answered = {tenant.id: 0 for tenant, _ in shops}
-        holder = await asyncpg.connect(url)
-        try:
-            async with holder.transaction():
-                await holder.execute(f'LOCK TABLE "{schema}".clicks IN EXCLUSIVE MODE')
+        async with _held(url, schema, "clicks"):
 
-                async def journaling() -> bool:
-                    for tenant, product in shops:
-                        assert await _tap(client, product) == 302
-                        answered[tenant.id] += 1
-                    status, body = await _readyz(client)
-                    return (status, body["storage"]) == (200, "journaling") and bool(
-                        body["journaled"])
+            async def journaling() -> bool:
+                for tenant, product in shops:
+                    assert await _tap(client, product) == 302
+                    answered[tenant.id] += 1
+                status, body = await _readyz(client)
+                return (status, body["storage"]) == (200, "journaling") and bool(
+                    body["journaled"])
 
-                await until(journaling, interval=0.2, what="/readyz saying clicks are journaled")
-        finally:
-            await holder.close()
+            await until(journaling, interval=0.2, what="/readyz saying clicks are journaled")
         await _all_counted(client, answered, shops, within=30)
         status, body = await _readyz(client)
         assert (status, body["storage"], body["dropped"]) == (200, "ok", 0)
@@ -319,10 +336,7 @@ async def test_a_wecom_add_waits_out_storage_trouble_and_is_never_given_up(
     # Storage refuses the callback worker's writes (a table held by another session),
     # while the inbox still answers: the adds wait, however many times they are tried,
     # and count once storage takes them. Given up on after five tries, they were lost.
-    url = postgres_url()
-    async with fresh_schema(url, create=False) as schema:
-        client = await aiohttp_client(create_app(make_settings(
-            tmp_path, storage__url=with_schema(url, schema), storage__timeout_seconds=1)))
+    async with _pg_gateway(aiohttp_client, tmp_path) as (client, url, schema):
         assert client.app is not None
         store, worker = client.app[STORE], client.app[CALLBACKS]
         await worker.close()  # drained by hand below
@@ -330,18 +344,21 @@ async def test_a_wecom_add_waits_out_storage_trouble_and_is_never_given_up(
         for n, tenant in enumerate(tenants):
             assert await store.accept_callback(tenant.id, f"n-{n}",
                                                FakeWeCom.add_contact_event(None, f"wmEXT{n}"))
-        holder = await asyncpg.connect(url)
-        try:
-            async with holder.transaction():
-                await holder.execute(f'LOCK TABLE "{schema}".wecom_contacts IN EXCLUSIVE MODE')
-                for _ in range(6):
-                    with contextlib.suppress(StoreUnavailable):
-                        await worker.drain()
-        finally:
-            await holder.close()
+        async with _held(url, schema, "wecom_contacts"):
+            for _ in range(6):
+                with contextlib.suppress(StoreUnavailable):
+                    await worker.drain()
+            await client.app[RECORDER].flush()
+            for tenant in tenants:  # each drain met the lock: nothing stored yet
+                assert await _adds(client, tenant) == [], tenant.id
         await worker.drain()
         await client.app[RECORDER].flush()
         for tenant in tenants:
-            resp = await client.get("/api/stats?by=platform", headers=tenant.auth)
-            assert [(row["platform"], row["adds"]) for row in (await resp.json())["rows"]] == [
-                ("unattributed", 1)], tenant.id
+            assert await _adds(client, tenant) == [("unattributed", 1)], tenant.id
+
+
+async def _adds(client: TestClient[Any, Any], tenant: Tenant) -> list[tuple[str, int]]:
+    """The merchant's stats rows, by platform: (platform, adds)."""
+    resp = await client.get("/api/stats?by=platform", headers=tenant.auth)
+    assert resp.status == 200, await resp.text()
+    return [(row["platform"], row["adds"]) for row in (await resp.json())["rows"]]

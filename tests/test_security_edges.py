@@ -95,7 +95,6 @@ async def test_our_visitor_cookie_is_kept_as_it_is(
     assert sorted(await _stored_visitors(client, tenant.id)) == sorted([first, first, OURS])
 
 
-
 async def test_a_retired_links_click_stores_only_a_visitor_cookie_of_ours(
     client: TestClient[Any, Any], tenant: Tenant,
 ) -> None:
